@@ -1,0 +1,23 @@
+"""Shared test fixtures: the read-only reference material in ../shared and small torch settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DISTILL_SHARED", REPO.parent / "shared"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """../shared/fixtures: outputs of the official StyleGAN2 and pix2pixHD code (see its README)."""
+    path = SHARED / "fixtures"
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: the conformance fixtures must sit beside the repository (or set DISTILL_SHARED)")
+    return path
