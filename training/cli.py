@@ -13,6 +13,7 @@ import sys
 from training.errors import DistillError
 
 STAGES = (
+    "model_zoo.cli",
 )
 
 

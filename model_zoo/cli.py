@@ -1,0 +1,121 @@
+"""`distill models list|show|verify`: inspect the model zoo from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list, show and verify model-zoo entries")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="zoo folder (default: $DISTILL_MODEL_ZOO, else the model_zoo package folder)")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="one line per entry: name, edit, size, variants, stride")
+    show = actions.add_parser("show", help="an entry's manifest, readable (or raw with --json)")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print manifest.json as stored")
+    verify = actions.add_parser("verify", help="check the size and sha256 of every file of an entry")
+    verify.add_argument("name")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"list": _list, "show": _show, "verify": _verify}[args.action](args)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _edit_text(manifest: dict[str, Any]) -> str:
+    edit = manifest.get("edit") or {}
+    if not edit:
+        return "-"
+    text = str(edit.get("attribute") or "?")
+    if edit.get("alpha") is not None:
+        text += f" {float(edit['alpha']):+g}"
+    if edit.get("layers"):
+        text += f" w[{edit['layers'][0]}:{edit['layers'][1]}]"
+    return text
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _list(args: argparse.Namespace) -> int:
+    root = args.root if args.root is not None else default_root()
+    entries = list_entries(root)
+    if not entries:
+        print(f"no models in {root} (create one with `distill export RUN --out {root}/NAME`)")
+        return 0
+    rows = [["NAME", "EDIT", "INPUT", "SIZE", "VARIANTS", "STRIDE"]]
+    for e in entries:
+        size = sum(r["bytes"] for r in e.manifest["files"].values())
+        h, w = e.input_size
+        rows.append([e.name, _edit_text(e.manifest), f"{h}x{w}", _human_bytes(size),
+                     ",".join(e.variants), str(e.stride)])
+    print(_table(rows))
+    return 0
+
+
+def _variant_line(name: str, record: dict[str, Any]) -> str:
+    parts = [f"{name}: {record['file']}", f"providers {','.join(record.get('providers', [])) or '-'}"]
+    if record.get("psnr_vs_fp32_db") is not None:
+        parts.append(f"PSNR vs fp32 {record['psnr_vs_fp32_db']:.2f} dB")
+    if record.get("max_abs_diff_vs_fp32") is not None:
+        parts.append(f"max|diff| vs fp32 {record['max_abs_diff_vs_fp32']:.2e}")
+    if record.get("median_ms") is not None:
+        parts.append(f"{record['median_ms']:.1f} ms median on {record.get('measured_on', '?')}")
+    return "  " + ", ".join(parts)
+
+
+def _show(args: argparse.Namespace) -> int:
+    entry: ModelEntry = get_entry(args.name, args.root, verify=False)
+    m = entry.manifest
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    h, w = entry.input_size
+    inp = m["input"]
+    lines = [
+        f"{entry.name}  ({entry.path})",
+        f"description: {m.get('description') or '-'}",
+        f"edit: {_edit_text(m)}",
+        f"input: {inp.get('name', 'input')} {inp.get('layout', 'NCHW')} {inp.get('dtype', 'float32')} "
+        f"{inp.get('channels', 3)}x{h}x{w}, range {inp.get('range', [-1, 1])}, H and W multiples of {entry.stride}",
+        "variants:",
+        *(_variant_line(k, v) for k, v in m["variants"].items()),
+        f"teacher: {m['teacher']['file'] if m.get('teacher') else '- (the legacy endpoint is unavailable)'}",
+        f"direction: {m['direction']['file'] if m.get('direction') else '-'}",
+    ]
+    if m.get("data"):
+        lines.append("data: " + ", ".join(f"{k} {v}" for k, v in m["data"].items() if not isinstance(v, dict | list)))
+    if m.get("training"):
+        lines.append("training: " + ", ".join(f"{k} {v}" for k, v in m["training"].items()
+                                              if not isinstance(v, dict | list)))
+    if m.get("export"):
+        lines.append("export: " + ", ".join(f"{k} {v}" for k, v in m["export"].items()
+                                            if not isinstance(v, dict | list)))
+    lines.append("files:")
+    lines += [f"  {f}  {_human_bytes(r['bytes'])}  sha256 {r['sha256'][:16]}..." for f, r in m["files"].items()]
+    print("\n".join(lines))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    entry = get_entry(args.name, args.root, verify=True)
+    for fname, record in entry.manifest["files"].items():
+        print(f"ok  {fname}  {record['bytes']} bytes  sha256 {record['sha256']}")
+    print(f"{entry.name}: all {len(entry.manifest['files'])} files match the manifest")
+    return 0

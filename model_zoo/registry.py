@@ -1,0 +1,268 @@
+"""The model zoo: exported students as folders, each described by a checksummed ``manifest.json``.
+
+An entry is a folder holding ``manifest.json`` (folders without one are not entries)::
+
+    model_zoo/NAME/manifest.json   what the model does, its input contract, sha256 of every file
+    model_zoo/NAME/model.onnx      the fp32 student (variants beside it: model.fp16.onnx, model.int8.onnx)
+    model_zoo/NAME/preview.png     input | student | teacher target
+    model_zoo/NAME/teacher.pt      the StyleGAN2 teacher and ...
+    model_zoo/NAME/direction.npy   ... the latent direction, for the legacy (projection) endpoint
+
+``get_entry`` verifies the size and sha256 of every file the manifest lists before anything loads
+it, so a truncated copy or a flipped byte is refused with the file's name instead of surfacing as
+an obscure ONNX Runtime error (or, worse, as silently wrong pictures).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.atomic import atomic_write_json
+from training.errors import DistillError
+
+MANIFEST = "manifest.json"
+ENV_ROOT = "DISTILL_MODEL_ZOO"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ModelZooError(DistillError):
+    """A model-zoo entry is missing, malformed, corrupt or truncated; the message names the file and the fix."""
+
+
+def default_root() -> Path:
+    """The zoo folder: ``$DISTILL_MODEL_ZOO`` when set, else the ``model_zoo`` package folder."""
+    env = os.environ.get(ENV_ROOT)
+    return Path(env) if env else Path(__file__).resolve().parent
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _reexport_hint(folder: Path) -> str:
+    return f"re-export it with `distill export RUN --out {folder}`"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One zoo entry: its folder name, its folder, and its (validated) manifest."""
+
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def variants(self) -> dict[str, dict[str, Any]]:
+        """Variant name ("fp32", "fp16", "int8") -> its manifest record (file, providers, measured error/speed)."""
+        return copy.deepcopy(self.manifest["variants"])
+
+    def variant_path(self, variant: str = "fp32") -> Path:
+        """The ONNX file of ``variant``; a clear error naming the available variants when absent."""
+        variants = self.manifest["variants"]
+        if variant not in variants:
+            raise ModelZooError(
+                f"{self.path / MANIFEST}: model {self.name!r} has no {variant!r} variant; "
+                f"available: {', '.join(sorted(variants))}"
+            )
+        return self.path / variants[variant]["file"]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The native (training) input size as (H, W)."""
+        h, w = self.manifest["input"]["size"]
+        return int(h), int(w)
+
+    @property
+    def stride(self) -> int:
+        """Input H and W must be multiples of this."""
+        return int(self.manifest["input"]["stride"])
+
+    @property
+    def teacher_path(self) -> Path | None:
+        """The StyleGAN2 teacher checkpoint copied into the entry, or None when it was not known at export."""
+        return self._optional_file("teacher")
+
+    @property
+    def direction_path(self) -> Path | None:
+        """The latent direction copied into the entry, or None when it was not known at export."""
+        return self._optional_file("direction")
+
+    def _optional_file(self, key: str) -> Path | None:
+        record = self.manifest.get(key)
+        return self.path / record["file"] if record else None
+
+    def verify(self) -> None:
+        """Check the byte size and sha256 of every file in ``manifest["files"]``; ModelZooError on the first bad one."""
+        for fname, record in self.manifest["files"].items():
+            path = self.path / fname
+            if not path.is_file():
+                raise ModelZooError(f"{path}: missing from model {self.name!r}; {_reexport_hint(self.path)}")
+            size = path.stat().st_size
+            if size != record["bytes"]:
+                raise ModelZooError(
+                    f"{path}: {size} bytes, the manifest says {record['bytes']} (truncated or replaced); "
+                    f"{_reexport_hint(self.path)}"
+                )
+            if sha256_file(path) != record["sha256"]:
+                raise ModelZooError(
+                    f"{path}: sha256 does not match the manifest (the file is corrupt); {_reexport_hint(self.path)}"
+                )
+
+
+def _check_relative(fname: Any, where: str) -> None:
+    if not isinstance(fname, str) or not fname:
+        raise ValueError(f"{where}: expected a file name, got {fname!r}")
+    parts = Path(fname).parts
+    if Path(fname).is_absolute() or ".." in parts:
+        raise ValueError(f"{where}: {fname!r} must be a path inside the entry folder")
+
+
+def validate_manifest(manifest: Any) -> None:
+    """Raise ValueError describing the first problem in a manifest (the fields the registry and service rely on)."""
+    if not isinstance(manifest, dict):
+        raise ValueError("the manifest must be a JSON object")
+    for key in ("name", "input", "files", "variants"):
+        if key not in manifest:
+            raise ValueError(f"missing key {key!r}")
+    if not isinstance(manifest["name"], str) or not manifest["name"]:
+        raise ValueError("'name' must be a non-empty string")
+
+    inp = manifest["input"]
+    if not isinstance(inp, dict):
+        raise ValueError("'input' must be an object")
+    size = inp.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ValueError(f"input.size must be [H, W] positive integers, got {size!r}")
+    stride = inp.get("stride")
+    if not (isinstance(stride, int) and stride > 0):
+        raise ValueError(f"input.stride must be a positive integer, got {stride!r}")
+    if size[0] % stride or size[1] % stride:
+        raise ValueError(f"input.size {size} is not a multiple of input.stride {stride}")
+    for key, expected in (("layout", "NCHW"), ("dtype", "float32")):
+        if key in inp and inp[key] != expected:
+            raise ValueError(f"input.{key} must be {expected!r}, got {inp[key]!r}")
+
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ValueError("'files' must be an object {file name: {sha256, bytes}}")
+    for fname, record in files.items():
+        _check_relative(fname, "files")
+        if not (isinstance(record, dict) and isinstance(record.get("sha256"), str) and _SHA_RE.match(record["sha256"])):
+            raise ValueError(f"files[{fname!r}].sha256 must be 64 lowercase hex digits")
+        if not (isinstance(record.get("bytes"), int) and record["bytes"] >= 0):
+            raise ValueError(f"files[{fname!r}].bytes must be a non-negative integer")
+
+    variants = manifest["variants"]
+    if not isinstance(variants, dict) or "fp32" not in variants:
+        raise ValueError("'variants' must be an object with at least an 'fp32' entry")
+    for vname, record in variants.items():
+        if not isinstance(record, dict) or "file" not in record:
+            raise ValueError(f"variants[{vname!r}] must be an object with a 'file'")
+        _check_relative(record["file"], f"variants[{vname!r}].file")
+        if record["file"] not in files:
+            raise ValueError(f"variants[{vname!r}].file {record['file']!r} is not listed in 'files'")
+        providers = record.get("providers", [])
+        if not (isinstance(providers, list) and all(isinstance(p, str) for p in providers)):
+            raise ValueError(f"variants[{vname!r}].providers must be a list of provider names")
+
+    for key in ("teacher", "direction"):
+        record = manifest.get(key)
+        if record is None:
+            continue
+        if not isinstance(record, dict) or "file" not in record:
+            raise ValueError(f"{key!r} must be null or an object with a 'file'")
+        _check_relative(record["file"], f"{key}.file")
+        if record["file"] not in files:
+            raise ValueError(f"{key}.file {record['file']!r} is not listed in 'files'")
+    for key in ("edit", "output", "data", "training", "export"):
+        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], dict):
+            raise ValueError(f"{key!r} must be an object")
+
+
+def load_entry(folder: str | os.PathLike) -> ModelEntry:
+    """Read and validate ``folder/manifest.json`` (no checksum verification)."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ModelZooError(f"{path}: no manifest here; {_reexport_hint(folder)}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelZooError(f"{path}: unreadable manifest ({e}); {_reexport_hint(folder)}") from e
+    try:
+        validate_manifest(manifest)
+    except ValueError as e:
+        raise ModelZooError(f"{path}: malformed manifest: {e}; fix it or {_reexport_hint(folder)}") from e
+    return ModelEntry(name=folder.name, path=folder, manifest=manifest)
+
+
+def _entry_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+
+def list_entries(root: str | os.PathLike | None = None) -> list[ModelEntry]:
+    """Every entry under ``root`` (default: :func:`default_root`), sorted by name; manifests validated, files not hashed."""
+    return [load_entry(p) for p in _entry_dirs(Path(root) if root is not None else default_root())]
+
+
+def get_entry(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> ModelEntry:
+    """The entry called ``name``, with every file's size and sha256 checked when ``verify``.
+
+    An unknown name lists the available entries; a missing, truncated or corrupt file names the file.
+    """
+    root = Path(root) if root is not None else default_root()
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ModelZooError(f"{name!r} is not a model name (letters, digits, '.', '_', '-'); {_available(root)}")
+    folder = root / name
+    if not (folder / MANIFEST).is_file():
+        raise ModelZooError(f"no model {name!r} in {root}; {_available(root)}")
+    entry = load_entry(folder)
+    if verify:
+        entry.verify()
+    return entry
+
+
+def _available(root: Path) -> str:
+    names = [p.name for p in _entry_dirs(root)]
+    if not names:
+        return f"the zoo at {root} is empty (create an entry with `distill export RUN --out {root}/NAME`)"
+    return f"available: {', '.join(names)}"
+
+
+def write_entry(dest_dir: str | os.PathLike, manifest: dict[str, Any], files: Iterable[str]) -> ModelEntry:
+    """Checksum ``files`` (names relative to ``dest_dir``) into ``manifest["files"]`` and write manifest.json atomically.
+
+    The manifest is validated before it is written, so a zoo never holds an entry the registry would refuse.
+    """
+    dest = Path(dest_dir)
+    manifest = copy.deepcopy(manifest)
+    records: dict[str, dict[str, Any]] = {}
+    for fname in files:
+        _check_relative(fname, "write_entry files")
+        path = dest / fname
+        if not path.is_file():
+            raise ModelZooError(f"{path}: listed for the manifest but not written")
+        records[str(fname)] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest["files"] = records
+    try:
+        validate_manifest(manifest)
+    except ValueError as e:
+        raise ModelZooError(f"{dest / MANIFEST}: refusing to write a malformed manifest: {e}") from e
+    atomic_write_json(dest / MANIFEST, manifest)
+    return ModelEntry(name=dest.name, path=dest, manifest=manifest)
