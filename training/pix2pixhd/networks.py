@@ -25,8 +25,13 @@ def _downsample_pool() -> nn.AvgPool2d:
     return nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
 
 
-def check_input(x: torch.Tensor, channels: int, stride: int, what: str) -> None:
-    """Raise DistillError unless ``x`` is [N, channels, H, W] with H and W multiples of ``stride``.
+def min_input_size(n_downsampling: int, n_local_enhancers: int = 0) -> int:
+    """Smallest H/W: the reflection pads need the coarsest input >= 4 px and the bottleneck >= 2 px."""
+    return 2**n_local_enhancers * max(4, 2 * 2**n_downsampling)
+
+
+def check_input(x: torch.Tensor, channels: int, stride: int, min_size: int, what: str) -> None:
+    """Raise DistillError unless ``x`` is [N, channels, H, W], H and W multiples of ``stride`` and >= ``min_size``.
 
     Skipped while tracing (ONNX export), where the sizes are symbolic.
     """
@@ -38,8 +43,10 @@ def check_input(x: torch.Tensor, channels: int, stride: int, what: str) -> None:
     if h % stride or w % stride or h == 0 or w == 0:
         raise DistillError(
             f"{what}: input {h}x{w} (HxW) must have H and W divisible by the network stride {stride}; "
-            f"resize or pad to e.g. {max(stride, h // stride * stride)}x{max(stride, w // stride * stride)}"
+            f"resize or pad to e.g. {max(min_size, h // stride * stride)}x{max(min_size, w // stride * stride)}"
         )
+    if h < min_size or w < min_size:
+        raise DistillError(f"{what}: input {h}x{w} (HxW) is too small; H and W must be at least {min_size}")
 
 
 class ResnetBlock(nn.Module):
@@ -88,10 +95,11 @@ class GlobalGenerator(nn.Module):
         super().__init__()
         self.input_nc, self.output_nc = input_nc, output_nc
         self.stride = 2**n_downsampling
+        self.min_size = min_input_size(n_downsampling)
         self.model = nn.Sequential(*_global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.input_nc, self.stride, "GlobalGenerator")
+        check_input(x, self.input_nc, self.stride, self.min_size, "GlobalGenerator")
         return self.model(x)
 
 
@@ -114,6 +122,7 @@ class LocalEnhancer(nn.Module):
         self.input_nc, self.output_nc = input_nc, output_nc
         self.n_local_enhancers = n_local_enhancers
         self.stride = 2 ** (n_downsample_global + n_local_enhancers)
+        self.min_size = min_input_size(n_downsample_global, n_local_enhancers)
         ngf_global = ngf * 2**n_local_enhancers
         self.model = nn.Sequential(
             *_global_layers(input_nc, output_nc, ngf_global, n_downsample_global, n_blocks_global)[:-3]
@@ -142,7 +151,7 @@ class LocalEnhancer(nn.Module):
         self.downsample = _downsample_pool()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.input_nc, self.stride, "LocalEnhancer")
+        check_input(x, self.input_nc, self.stride, self.min_size, "LocalEnhancer")
         pyramid = [x]
         for _ in range(self.n_local_enhancers):
             pyramid.append(self.downsample(pyramid[-1]))
