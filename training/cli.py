@@ -14,6 +14,11 @@ from training.errors import DistillError
 
 STAGES = (
     "model_zoo.cli",
+    "training.export",
+    "training.directions",
+    "training.pairs",
+    "training.filters",
+    "training.trainer",
 )
 
 

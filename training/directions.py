@@ -1,0 +1,403 @@
+"""Latent directions in StyleGAN2's W space: load, apply to W+ layers, fit from scored samples.
+
+A direction ``d`` edits an image by ``w' = w + alpha * d`` on the W+ layers ``[start, stop)``
+(default 0-7: coarse and middle styles, as the StyleGAN2-distillation code did). Three estimators
+fit ``d`` from sampled ``w`` and a per-sample attribute score:
+
+- ``logistic``: the normal of a logistic-regression classifier of ``score > threshold`` (the
+  distillation authors' method);
+- ``linear-svm``: the normal of a linear SVM on the same labels (InterFaceGAN);
+- ``regression``: the slope of regressing ``w`` on the score, i.e. how ``w`` moves per unit of the
+  attribute (equivalently the difference of class means). Classifier normals separate the classes
+  but can point along directions the image barely reacts to; this one follows the data.
+
+Every fitted direction is saved unit-normalised as ``.npy`` with a JSON sidecar (attribute, space,
+layers, method, suggested alpha, held-out metrics, sample count, generator sha256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.atomic import atomic_write, atomic_write_json
+from training.errors import DistillError
+
+METHODS = ("logistic", "linear-svm", "regression")
+DEFAULT_LAYERS = (0, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds, files, layers.
+
+
+def z_from_seeds(seeds: list[int] | np.ndarray, z_dim: int) -> torch.Tensor:
+    """One z per seed from a CPU ``torch.Generator`` seeded by the seed: the same z on every device."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_layers(text: str) -> tuple[int, int]:
+    """``"0:8"`` -> (0, 8): the W+ layer range [start, stop)."""
+    try:
+        start, stop = (int(p) for p in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers {text!r}: expected START:STOP, e.g. 0:8") from None
+    if not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(f"--layers {text!r}: need 0 <= START < STOP")
+    return start, stop
+
+
+def load_direction(path: str | os.PathLike, num_ws: int, w_dim: int) -> torch.Tensor:
+    """Read a ``.npy``/``.pt`` direction of shape (w_dim,), (1, w_dim) or (num_ws, w_dim) -> [num_ws, w_dim]."""
+    path = Path(path)
+    expected = f"({w_dim},), (1, {w_dim}) or ({num_ws}, {w_dim})"
+    if not path.is_file():
+        raise DistillError(f"{path}: direction file not found (expected .npy or .pt of shape {expected})")
+    try:
+        if path.suffix == ".npy":
+            d = torch.from_numpy(np.load(path, allow_pickle=False))
+        elif path.suffix in (".pt", ".pth"):
+            d = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(d, dict) and len(d) == 1:
+                d = next(iter(d.values()))
+            if not isinstance(d, torch.Tensor):
+                raise ValueError(f"holds a {type(d).__name__}, not a tensor")
+        else:
+            raise ValueError("unknown suffix")
+    except Exception as e:
+        raise DistillError(f"{path}: not a readable direction ({e}); expected .npy or .pt of shape {expected}") from e
+    d = d.detach().to(torch.float32)
+    if d.ndim == 1 and d.shape[0] == w_dim:
+        d = d[None]
+    if d.ndim != 2 or d.shape[1] != w_dim or d.shape[0] not in (1, num_ws):
+        raise DistillError(f"{path}: direction has shape {tuple(d.shape)}, expected {expected} for this generator")
+    if not torch.isfinite(d).all():
+        raise DistillError(f"{path}: direction contains NaN or infinite values")
+    return d.expand(num_ws, w_dim).clone()
+
+
+def apply_direction(
+    ws: torch.Tensor,
+    direction: torch.Tensor,
+    alpha: float,
+    layers: tuple[int, int] = DEFAULT_LAYERS,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """``ws + alpha * direction`` on W+ layers [start, stop) (clipped to num_ws); other layers unchanged.
+
+    ``direction`` is [num_ws, w_dim] or [w_dim]; ``normalize`` scales each layer's vector to unit length.
+    """
+    assert ws.ndim == 3, f"ws must be [N, num_ws, w_dim], got {tuple(ws.shape)}"
+    num_ws, w_dim = ws.shape[1:]
+    d = direction.to(device=ws.device, dtype=ws.dtype)
+    if d.ndim == 1:
+        d = d[None].expand(num_ws, w_dim)
+    assert d.shape == (num_ws, w_dim), f"direction {tuple(d.shape)} does not match ws {tuple(ws.shape)}"
+    if normalize:
+        d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    start, stop = layers[0], min(layers[1], num_ws)
+    if not 0 <= start < stop:
+        raise DistillError(f"layers {layers[0]}:{layers[1]}: empty for a generator with {num_ws} W+ layers")
+    out = ws.clone()
+    out[:, start:stop] += alpha * d[start:stop]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Fitting.
+
+
+@dataclass
+class DirectionFit:
+    """A fitted unit direction in W with its held-out quality."""
+
+    direction: np.ndarray  # [w_dim], unit length, pointing towards higher scores
+    method: str
+    threshold: float  # the score that splits the classes (classifiers) / reports accuracy (regression)
+    n_train: int
+    n_test: int
+    metrics: dict[str, float] = field(default_factory=dict)  # held-out: accuracy, correlation, r2
+    suggested_alpha: float = 0.0  # 2 standard deviations of the samples along the direction
+    alpha_per_unit: float | None = None  # regression: alpha that moves the attribute by one score unit
+
+
+def _fit_linear_classifier(x: np.ndarray, y: np.ndarray, loss: str, l2: float) -> tuple[np.ndarray, float]:
+    """Full-batch L-BFGS on mean loss + l2/2 |w|^2; labels y in {0, 1}. Returns (weights, bias)."""
+    xt = torch.from_numpy(x).double()
+    yt = torch.from_numpy(y).double()
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        margin = xt @ w + b
+        if loss == "logistic":
+            data = torch.nn.functional.binary_cross_entropy_with_logits(margin, yt)
+        else:  # squared hinge: the L2-SVM that liblinear's LinearSVC solves by default
+            data = torch.relu(1 - (2 * yt - 1) * margin).square().mean()
+        obj = data + 0.5 * l2 * w.square().sum()
+        obj.backward()
+        return obj
+
+    opt.step(closure)
+    return w.detach().numpy(), float(b.detach())
+
+
+def _r2(pred: np.ndarray, target: np.ndarray) -> float:
+    ss_res = float(np.square(target - pred).sum())
+    ss_tot = float(np.square(target - target.mean()).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+
+
+def fit_direction(
+    w: np.ndarray,
+    scores: np.ndarray,
+    method: str = "regression",
+    threshold: float | None = None,
+    test_fraction: float = 0.2,
+    l2: float | None = None,
+    seed: int = 0,
+) -> DirectionFit:
+    """Fit a unit direction in W from samples ``w`` [N, w_dim] and attribute ``scores`` [N].
+
+    Labels for the classifiers are ``score > threshold`` (default: the training median). A seeded
+    random ``test_fraction`` of the samples is held out; the metrics are computed on it only:
+    ``correlation`` (of the projection on the direction with the score), ``r2`` (of a 1-D linear fit of
+    the score on that projection, fitted on the training part) and ``accuracy`` (classifiers: their own
+    decision; regression: the 1-D fit's prediction against the threshold).
+    """
+    if method not in METHODS:
+        raise DistillError(f"--method {method}: unknown; choose one of {', '.join(METHODS)}")
+    w = np.asarray(w, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if w.ndim != 2 or w.shape[0] != scores.shape[0]:
+        raise DistillError(f"need w [N, w_dim] and N scores; got w {w.shape} and {scores.shape[0]} scores")
+    if not (np.isfinite(w).all() and np.isfinite(scores).all()):
+        raise DistillError("scores or latents contain NaN or infinite values")
+    n = w.shape[0]
+    n_test = max(1, int(round(n * test_fraction)))
+    if n - n_test < 4:
+        raise DistillError(f"only {n} samples: need at least {4 + n_test} to fit and hold out (use --num)")
+    perm = np.random.default_rng(seed).permutation(n)
+    test, train = perm[:n_test], perm[n_test:]
+    x_tr, s_tr, x_te, s_te = w[train], scores[train], w[test], scores[test]
+    thr = float(np.median(s_tr)) if threshold is None else float(threshold)
+    y_tr = (s_tr > thr).astype(np.float64)
+    if method != "regression" and (y_tr.min() == y_tr.max()):
+        raise DistillError(f"threshold {thr:g} puts every training sample in one class; choose another --threshold")
+    mean = x_tr.mean(axis=0)
+
+    bias = 0.0
+    alpha_per_unit = None
+    if method == "regression":
+        sc = s_tr - s_tr.mean()
+        if float(sc @ sc) == 0:
+            raise DistillError("every score is the same; nothing to regress on")
+        slope = (x_tr - mean).T @ sc / (sc @ sc)  # d w / d score, one least-squares slope per W dimension
+        raw = slope
+        alpha_per_unit = float(np.linalg.norm(slope))
+    else:
+        raw, bias = _fit_linear_classifier(x_tr - mean, y_tr, method, 1.0 / len(train) if l2 is None else l2)
+    norm = float(np.linalg.norm(raw))
+    if norm == 0:
+        raise DistillError("the fit found no direction (all-zero normal); check the scores")
+    d = raw / norm
+
+    p_tr, p_te = (x_tr - mean) @ d, (x_te - mean) @ d
+    slope1, icpt1 = np.polyfit(p_tr, s_tr, 1)
+    pred_te = slope1 * p_te + icpt1
+    metrics = {
+        "correlation": float(np.corrcoef(p_te, s_te)[0, 1]) if n_test > 1 and s_te.std() > 0 else 0.0,
+        "r2": _r2(pred_te, s_te) if n_test > 1 else 0.0,
+    }
+    decision = (p_te * norm + bias > 0) if method != "regression" else (pred_te > thr)
+    metrics["accuracy"] = float((decision == (s_te > thr)).mean())
+    return DirectionFit(
+        direction=d.astype(np.float32),
+        method=method,
+        threshold=thr,
+        n_train=len(train),
+        n_test=n_test,
+        metrics=metrics,
+        suggested_alpha=float(2.0 * p_tr.std()),
+        alpha_per_unit=alpha_per_unit,
+    )
+
+
+def save_direction(path: str | os.PathLike, fit: DirectionFit, **meta: Any) -> Path:
+    """Write ``path`` (.npy, [w_dim]) and ``path`` with suffix .json (the fit's metadata + ``meta``)."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise DistillError(f"--out {path}: a direction is saved as .npy; use a name ending in .npy")
+    atomic_write(path, lambda f: np.save(f, fit.direction, allow_pickle=False))
+    info = {k: v for k, v in asdict(fit).items() if k != "direction"}
+    atomic_write_json(path.with_suffix(".json"), {"file": path.name, "space": "W", **meta, **info})
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# `distill direction fit`.
+
+
+def read_scores_csv(path: str | os.PathLike, column: str | None = None) -> tuple[list[int], np.ndarray]:
+    """A CSV with a ``seed`` column and one score column (``column``, or the only other one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"--scores {path}: file not found (expected CSV with columns seed,score)")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        others = [c for c in fields if c != "seed"]
+        col = column or (others[0] if len(others) == 1 else None)
+        if "seed" not in fields or col not in fields:
+            raise DistillError(f"--scores {path}: need a 'seed' column and one score column, got {fields}")
+        seeds, scores = [], []
+        for lineno, row in enumerate(reader, 2):
+            try:
+                seeds.append(int(row["seed"]))
+                scores.append(float(row[col]))
+            except (TypeError, ValueError):
+                raise DistillError(f"--scores {path}:{lineno}: seed must be an integer and {col} a number") from None
+    if len(set(seeds)) != len(seeds):
+        raise DistillError(f"--scores {path}: repeated seeds")
+    return seeds, np.asarray(scores)
+
+
+@torch.no_grad()
+def sample_w(G: torch.nn.Module, seeds: list[int], truncation: float, device: torch.device, batch_size: int) -> np.ndarray:
+    """w [N, w_dim] for each seed (the mapping output, before broadcasting to the W+ layers)."""
+    out = []
+    for i in range(0, len(seeds), batch_size):
+        z = z_from_seeds(seeds[i : i + batch_size], G.z_dim).to(device)
+        out.append(G.mapping(z, truncation_psi=truncation)[:, 0].float().cpu())
+    return torch.cat(out).numpy()
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from training.devices import exact_float32, pick_device
+    from training.filters.onnx_scorer import OnnxScorer
+    from training.images import to_uint8
+    from training.stylegan2 import load_generator
+
+    if (args.scores is None) == (args.scorer is None):
+        raise DistillError("give exactly one of --scores scores.csv or --scorer model.onnx")
+    device = pick_device(args.device)
+    exact_float32()
+    G = load_generator(args.generator, device=device)
+    if args.scores is not None:
+        seeds, scores = read_scores_csv(args.scores, args.column)
+        w = sample_w(G, seeds, args.truncation, device, args.batch_size)
+    else:
+        scorer = OnnxScorer(
+            args.scorer, outputs={args.attribute: args.output_index}, input_size=args.input_size,
+            mean=args.mean, std=args.std, activation=args.activation,
+        )
+        seeds = list(range(args.seed_start, args.seed_start + args.num))
+        w_parts, s_parts = [], []
+        with torch.no_grad(), tqdm(total=len(seeds), unit="img", desc="sample+score") as bar:
+            for i in range(0, len(seeds), args.batch_size):
+                z = z_from_seeds(seeds[i : i + args.batch_size], G.z_dim).to(device)
+                ws = G.mapping(z, truncation_psi=args.truncation)
+                images = to_uint8(G.synthesis(ws, noise_mode="const"))
+                w_parts.append(ws[:, 0].float().cpu().numpy())
+                s_parts.extend(r[args.attribute] for r in scorer.score(images))
+                bar.update(len(z))
+        w, scores = np.concatenate(w_parts), np.asarray(s_parts)
+    fit = fit_direction(w, scores, method=args.method, threshold=args.threshold)
+    save_direction(
+        args.out, fit, attribute=args.attribute, layers=list(args.layers), normalize=False,
+        generator={"path": str(Path(args.generator).resolve()), "sha256": file_sha256(args.generator)},
+        truncation=args.truncation, n_samples=len(scores),
+        scores_from=str(args.scores or args.scorer), score_mean=float(scores.mean()), score_std=float(scores.std()),
+    )
+    m = fit.metrics
+    print(f"direction {args.attribute!r} ({fit.method}) fitted on {fit.n_train} samples, held out {fit.n_test}")
+    print(f"  held-out accuracy {m['accuracy']:.3f} (score > {fit.threshold:.4g})  "
+          f"correlation {m['correlation']:.3f}  R^2 {m['r2']:.3f}")
+    if fit.alpha_per_unit is not None:
+        print(f"  alpha per unit of {args.attribute}: {fit.alpha_per_unit:.4g}")
+    print(f"  suggested alpha {fit.suggested_alpha:.3g} on layers {args.layers[0]}:{args.layers[1]}")
+    print(f"  wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+    return 0
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        hw = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size {text!r}: expected N or HxW") from None
+    if len(hw) == 1:
+        hw = hw * 2
+    if len(hw) != 2 or min(hw) <= 0:
+        raise argparse.ArgumentTypeError(f"input size {text!r}: expected N or HxW")
+    return hw  # type: ignore[return-value]
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or three comma-separated numbers") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("direction", help="fit a latent direction in W from scored samples")
+    sub = p.add_subparsers(dest="direction_command", required=True, metavar="ACTION")
+    f = sub.add_parser(
+        "fit", help="sample seeds, score them (CSV or ONNX model), fit a direction, save .npy + .json",
+        description="Fit a latent direction. Example: distill direction fit --generator G.pkl "
+        "--scorer age.onnx --output-index 0 --input-size 64 --num 2000 --method regression "
+        "--attribute age --out age.npy",
+    )
+    f.add_argument("--generator", required=True, help="StyleGAN2 checkpoint (.pkl/.pt)")
+    f.add_argument("--scores", help="CSV with columns seed,<score> (seeds are mapped with the CLI's seed->z)")
+    f.add_argument("--column", help="score column of --scores when it has several")
+    f.add_argument("--scorer", help="ONNX model that scores the synthesized images")
+    f.add_argument("--output-index", type=int, default=0, help="index of the score in the model's output")
+    f.add_argument("--input-size", type=_input_size, help="model input N or HxW (default: from the model)")
+    f.add_argument("--mean", type=_floats, default=(0.5,), help="input normalisation mean on [0,1] pixels")
+    f.add_argument("--std", type=_floats, default=(0.5,), help="input normalisation std on [0,1] pixels")
+    f.add_argument("--activation", choices=("none", "sigmoid", "softmax"), default="none")
+    f.add_argument("--num", type=int, default=2000, help="samples to draw with --scorer")
+    f.add_argument("--seed-start", type=int, default=0)
+    f.add_argument("--method", choices=METHODS, default="regression")
+    f.add_argument("--threshold", type=float, help="class split for classifiers/accuracy (default: median)")
+    f.add_argument("--attribute", required=True, help="name of the attribute, e.g. age")
+    f.add_argument("--layers", type=parse_layers, default=DEFAULT_LAYERS, help="suggested W+ layers START:STOP")
+    f.add_argument("--truncation", type=float, default=1.0, help="truncation psi of the sampled w")
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--device", default="auto")
+    f.add_argument("--out", required=True, help="output .npy (a .json sidecar is written beside it)")
+    f.set_defaults(func=run_fit)
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON metadata beside a direction file, or None."""
+    side = Path(path).with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        return json.loads(side.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None

@@ -1,0 +1,223 @@
+"""`distill filter`: score every pair with pluggable scorers and mark it kept or rejected, never deleting.
+
+Scorers (``SCORERS``): ``face`` (OpenCV's Haar cascade: reject images with no face) and ``onnx``
+(any user classifier/regressor with its input size, normalisation and named outputs). Each scores
+the originals (``on: a``), the edited images (``b``) or both; scores land in the manifest as
+``"<side>.<name>"`` (e.g. ``"a.age"``). Keep rules (``age=18:65``) and the scorers' own rules decide
+``keep``; ``reason`` says why a pair was rejected (``"no face"``, ``"age < 18 (B)"``). The manifest is
+rewritten atomically; earlier filter results are replaced, so re-running is deterministic.
+
+Several scorers can be given in a JSON spec file (``--spec``)::
+
+    {"scorers": [
+      {"type": "face", "on": "both", "min_neighbors": 5},
+      {"type": "onnx", "path": "age.onnx", "input_size": 64, "mean": [0.5], "std": [0.5],
+       "outputs": {"age": 0}, "activation": "none", "on": "a", "keep": {"age": [18, 65]}}
+    ]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.errors import DistillError
+from training.filters.base import KeepRule, Scorer, parse_keep
+from training.filters.face_detector import HaarFaceDetector
+from training.filters.onnx_scorer import OnnxScorer
+from training.filters.report import write_report
+from training.images import load_image
+from training.manifest import PairRecord, read_manifest, read_metadata, write_manifest
+from training.pairs import pending_files
+
+SIDES = {"a": ("a",), "b": ("b",), "both": ("a", "b")}
+
+
+def _face(spec: dict[str, Any]) -> Scorer:
+    return HaarFaceDetector(
+        cascade=spec.get("cascade"), scale_factor=float(spec.get("scale_factor", 1.1)),
+        min_neighbors=int(spec.get("min_neighbors", 5)), min_size=float(spec.get("min_size", 0.1)),
+        min_confidence=spec.get("min_confidence"),
+    )
+
+
+def _onnx(spec: dict[str, Any]) -> Scorer:
+    if "path" not in spec or "outputs" not in spec:
+        raise DistillError(f"onnx scorer {spec}: needs 'path' and 'outputs' ({{\"age\": 0}})")
+    size = spec.get("input_size")
+    return OnnxScorer(
+        spec["path"], outputs={k: int(v) for k, v in spec["outputs"].items()},
+        input_size=tuple(size) if isinstance(size, list) else size,
+        mean=spec.get("mean", (0.5,)), std=spec.get("std", (0.5,)), activation=spec.get("activation", "none"),
+    )
+
+
+# Scorer type -> constructor from its spec dict. Add new scorers here.
+SCORERS: dict[str, Callable[[dict[str, Any]], Scorer]] = {"face": _face, "onnx": _onnx}
+
+
+def _as_list(v: Any) -> list[float]:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def build(spec: list[dict[str, Any]]) -> list[tuple[Scorer, tuple[str, ...], list[KeepRule]]]:
+    """Spec entries -> (scorer, sides, rules). Every score name must be unique and every keep rule used."""
+    built = []
+    seen: set[str] = set()
+    for entry in spec:
+        kind = entry.get("type")
+        if kind not in SCORERS:
+            raise DistillError(f"scorer {entry}: unknown type {kind!r}; choose one of {', '.join(SCORERS)}")
+        on = entry.get("on", "both")
+        if on not in SIDES:
+            raise DistillError(f"scorer {kind}: on={on!r}; choose a, b or both")
+        scorer = SCORERS[kind](entry)
+        clash = seen & set(scorer.keys)
+        if clash:
+            raise DistillError(f"scorer {kind}: score names {sorted(clash)} are used by another scorer")
+        seen |= set(scorer.keys)
+        rules = list(scorer.rules())
+        for key, bounds in (entry.get("keep") or {}).items():
+            if key not in scorer.keys:
+                raise DistillError(f"keep rule {key!r}: scorer {kind} scores only {list(scorer.keys)}")
+            low, high = bounds
+            rules.append(KeepRule(key, None if low is None else float(low), None if high is None else float(high)))
+        built.append((scorer, SIDES[on], rules))
+    if not built:
+        raise DistillError("no scorer given: use --face-detector, --onnx MODEL or --spec FILE")
+    return built
+
+
+def decide(scores: dict[str, float], checks: list[tuple[tuple[str, ...], list[KeepRule]]]) -> tuple[bool, str | None]:
+    """Apply every rule on every side; a reason failing on some sides only names them, e.g. "no face (B)"."""
+    reasons: list[str] = []
+    for sides, rules in checks:
+        for rule in rules:
+            failed: dict[str, list[str]] = {}
+            for side in sides:
+                side_scores = {k.split(".", 1)[1]: v for k, v in scores.items() if k.startswith(side + ".")}
+                why = rule.check(side_scores)
+                if why:
+                    failed.setdefault(why, []).append(side.upper())
+            for why, where in failed.items():
+                reasons.append(why if len(where) == len(sides) else f"{why} ({'+'.join(where)})")
+    return (not reasons, "; ".join(reasons) or None)
+
+
+def filter_dataset(root: str | os.PathLike, spec: list[dict[str, Any]], batch_size: int = 32,
+                   progress: bool = True) -> dict[str, Any]:
+    """Score and mark every pair of ``root``; returns the report (also written to ``root``)."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    read_metadata(root)
+    if pending_files(root):
+        raise DistillError(f"{root}: has unfinished batches in pending/ (generation running or interrupted); "
+                           "finish it with the same `distill pairs` command first")
+    rows = read_manifest(root)
+    if not rows:
+        raise DistillError(f"{root}: the manifest has no pairs")
+    built = build(spec)
+    needed = sorted({s for _, sides, _ in built for s in sides})
+    out: list[PairRecord] = []
+    with tqdm(total=len(rows), unit="pair", desc="filter", disable=not progress) as bar:
+        for i in range(0, len(rows), batch_size):
+            batch = rows[i : i + batch_size]
+            scores: list[dict[str, float]] = [{} for _ in batch]
+            for side in needed:
+                try:
+                    images = np.stack([load_image(root / getattr(r, side)) for r in batch])
+                except (OSError, ValueError) as e:
+                    raise DistillError(f"{root}: cannot read an image of seeds {batch[0].seed}-{batch[-1].seed} "
+                                       f"({e}); re-run `distill pairs` to repair the dataset") from e
+                for scorer, sides, _ in built:
+                    if side in sides:
+                        for row_scores, s in zip(scores, scorer.score(images), strict=True):
+                            row_scores.update({f"{side}.{k}": v for k, v in s.items()})
+            for r, s in zip(batch, scores, strict=True):
+                keep, reason = decide(s, [(sides, rules) for _, sides, rules in built])
+                out.append(PairRecord(seed=r.seed, a=r.a, b=r.b, alpha=r.alpha, truncation=r.truncation,
+                                      direction=r.direction, keep=keep, reason=reason, scores=dict(sorted(s.items()))))
+            bar.update(len(batch))
+    write_manifest(root, out)
+    rules = {rule.key: rule for _, _, rs in built for rule in rs}
+    return write_report(root, out, spec, rules)
+
+
+def spec_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The CLI flags (or --spec FILE) as a list of scorer specs."""
+    spec: list[dict[str, Any]] = []
+    if args.spec:
+        path = Path(args.spec)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            spec = list(data["scorers"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DistillError(f"--spec {path}: expected JSON {{\"scorers\": [...]}} ({e})") from e
+    if args.face_detector:
+        spec.append({"type": "face", "on": args.on, "min_neighbors": args.face_min_neighbors,
+                     "min_size": args.face_min_size, "min_confidence": args.face_min_confidence})
+    if args.onnx:
+        outputs = {}
+        for item in args.onnx_output or ["score=0"]:
+            name, _, idx = item.partition("=")
+            if not name or not idx.lstrip("-").isdigit():
+                raise DistillError(f"--onnx-output {item!r}: expected NAME=INDEX, e.g. age=0")
+            outputs[name] = int(idx)
+        spec.append({"type": "onnx", "path": args.onnx, "input_size": args.onnx_input_size,
+                     "mean": _as_list(args.onnx_mean), "std": _as_list(args.onnx_std), "outputs": outputs,
+                     "activation": args.onnx_activation, "on": args.on})
+    for text in args.keep or []:
+        rule = parse_keep(text)
+        owners = [e for e in spec if e["type"] == "onnx" and rule.key in e.get("outputs", {})]
+        if not owners:
+            raise DistillError(f"--keep {text}: no --onnx-output is named {rule.key!r}")
+        owners[0].setdefault("keep", {})[rule.key] = [rule.low, rule.high]
+    return spec
+
+
+def run(args: argparse.Namespace) -> int:
+    report = filter_dataset(args.dataset, spec_from_args(args), batch_size=args.batch_size)
+    print(f"{args.dataset}: kept {report['kept']} of {report['total']} pairs, "
+          f"rejected {report['rejected']} ({100 * report['rejection_rate']:.1f}%)")
+    for reason, n in report["reasons"].items():
+        print(f"  {n:6d}  {reason}")
+    print(f"report: {Path(args.dataset) / 'filter_report.md'}")
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or R,G,B") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "filter", help="score pairs (face detector, ONNX models) and mark keep/reject in the manifest",
+        description="Never deletes. Example: distill filter data/age --face-detector --onnx age.onnx "
+        "--onnx-input-size 64 --onnx-output age=0 --keep age=18:65 --on a",
+    )
+    p.add_argument("dataset", help="pair dataset folder (made by `distill pairs`)")
+    p.add_argument("--spec", help="JSON file with several scorers (see the module docs)")
+    p.add_argument("--on", choices=tuple(SIDES), default="both", help="score originals (a), edited (b) or both")
+    p.add_argument("--face-detector", action="store_true", help="reject images without a face (OpenCV Haar)")
+    p.add_argument("--face-min-neighbors", type=int, default=5, help="Haar minNeighbors (higher = stricter)")
+    p.add_argument("--face-min-size", type=float, default=0.1, help="smallest face, as a fraction of the image side")
+    p.add_argument("--face-min-confidence", type=float, help="also reject faces with a lower cascade level weight")
+    p.add_argument("--onnx", help="ONNX classifier/regressor taking NCHW float RGB")
+    p.add_argument("--onnx-input-size", type=int, help="model input side (default: the model's static size)")
+    p.add_argument("--onnx-mean", type=_floats, default=[0.5], help="normalisation mean on [0,1] pixels")
+    p.add_argument("--onnx-std", type=_floats, default=[0.5], help="normalisation std on [0,1] pixels")
+    p.add_argument("--onnx-output", action="append", help="NAME=INDEX of a score in the first output (repeatable)")
+    p.add_argument("--onnx-activation", choices=("none", "sigmoid", "softmax"), default="none")
+    p.add_argument("--keep", action="append", help="NAME=LOW:HIGH keep range of an ONNX score (repeatable)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=run)

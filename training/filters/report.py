@@ -1,0 +1,170 @@
+"""The filter report: counts and reasons (Markdown + JSON), score histograms and a contact sheet.
+
+Everything is drawn with PIL so the report needs nothing beyond the project's dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from training.atomic import atomic_write_json, atomic_write_text
+from training.filters.base import KeepRule
+from training.images import load_image, save_image
+from training.manifest import PairRecord
+
+REPORT = "filter_report"
+HISTOGRAM = "filter_histogram.png"
+CONTACT_SHEET = "filter_rejected.png"
+
+KEPT_RGB = (70, 150, 90)
+REJECTED_RGB = (200, 70, 60)
+BOUND_RGB = (40, 90, 200)
+
+
+def reason_counts(rows: list[PairRecord]) -> dict[str, int]:
+    """How often each single reason occurs (a row may have several, joined by '; '), most frequent first."""
+    c = Counter(part for r in rows if r.keep is False and r.reason for part in r.reason.split("; "))
+    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def score_summary(rows: list[PairRecord]) -> dict[str, dict[str, float]]:
+    keys = sorted({k for r in rows for k in r.scores})
+    out = {}
+    for k in keys:
+        v = np.asarray([r.scores[k] for r in rows if k in r.scores], dtype=np.float64)
+        out[k] = {
+            "n": int(v.size), "min": float(v.min()), "p05": float(np.percentile(v, 5)),
+            "median": float(np.median(v)), "mean": float(v.mean()), "p95": float(np.percentile(v, 95)),
+            "max": float(v.max()),
+        }
+    return out
+
+
+def draw_histograms(rows: list[PairRecord], bounds: dict[str, KeepRule], bins: int = 30) -> np.ndarray:
+    """One panel per score: kept (green) and rejected (red) rows stacked per bin, keep bounds in blue."""
+    keys = sorted({k for r in rows for k in r.scores})
+    pw, ph, margin = 360, 150, 22
+    img = Image.new("RGB", (pw, max(1, len(keys)) * ph), "white")
+    draw = ImageDraw.Draw(img)
+    for i, key in enumerate(keys):
+        top = i * ph
+        vals = [(r.scores[key], r.keep is not False) for r in rows if key in r.scores]
+        v = np.asarray([x for x, _ in vals])
+        lo, hi = float(v.min()), float(v.max())
+        rule = bounds.get(key.split(".", 1)[-1])
+        marks = [b for b in (rule.low, rule.high) if b is not None] if rule is not None else []
+        lo, hi = min([lo, *marks]), max([hi, *marks])
+        pad = 0.05 * (hi - lo) if hi > lo else 0.5
+        lo, hi = lo - pad, hi + pad
+        edges = np.linspace(lo, hi, bins + 1)
+        kept_h, _ = np.histogram([x for x, k in vals if k], bins=edges)
+        rej_h, _ = np.histogram([x for x, k in vals if not k], bins=edges)
+        peak = max(1, int((kept_h + rej_h).max()))
+        x0, x1, y0, y1 = margin, pw - margin, top + ph - margin, top + margin
+        bw = (x1 - x0) / bins
+        for b in range(bins):
+            hk = (y0 - y1) * kept_h[b] / peak
+            hr = (y0 - y1) * rej_h[b] / peak
+            bx = x0 + b * bw
+            if kept_h[b]:
+                draw.rectangle([bx, y0 - hk, bx + bw - 1, y0], fill=KEPT_RGB)
+            if rej_h[b]:
+                draw.rectangle([bx, y0 - hk - hr, bx + bw - 1, y0 - hk], fill=REJECTED_RGB)
+        draw.line([x0, y0, x1, y0], fill="black")
+        for bound in marks:
+            bx = x0 + (bound - lo) / (hi - lo) * (x1 - x0)
+            draw.line([bx, y1, bx, y0], fill=BOUND_RGB, width=2)
+        draw.text((x0, top + 4), f"{key}  (n={len(vals)}, max bin {peak})", fill="black")
+        draw.text((x0, y0 + 4), f"{lo:.4g}", fill="black")
+        draw.text((x1 - 40, y0 + 4), f"{hi:.4g}", fill="black")
+    return np.asarray(img)
+
+
+def draw_contact_sheet(root: Path, rows: list[PairRecord], limit: int = 48, columns: int = 6, tile: int = 96) -> np.ndarray:
+    """Rejected pairs (original | edited) with seed and reason under each."""
+    rows = rows[:limit]
+    cap = 26
+    cw, ch = 2 * tile + 8, tile + cap + 8
+    nrows = (len(rows) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * cw, nrows * ch), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, r in enumerate(rows):
+        x, y = (i % columns) * cw + 4, (i // columns) * ch + 4
+        for j, rel in enumerate((r.a, r.b)):
+            im = Image.fromarray(load_image(root / rel))
+            im = im.resize((tile, tile), Image.NEAREST if im.width < tile else Image.BILINEAR)
+            sheet.paste(im, (x + j * tile, y))
+        draw.text((x, y + tile + 2), f"{r.seed}", fill="black")
+        draw.text((x, y + tile + 13), (r.reason or "")[:34], fill=REJECTED_RGB)
+    return np.asarray(sheet)
+
+
+def write_report(root: Path, rows: list[PairRecord], spec: list[dict[str, Any]], rules: dict[str, KeepRule]) -> dict[str, Any]:
+    """Write filter_report.json/.md, the histogram PNG and (when something was rejected) the contact sheet."""
+    rejected = [r for r in rows if r.keep is False]
+    report: dict[str, Any] = {
+        "dataset": str(root),
+        "total": len(rows),
+        "kept": len(rows) - len(rejected),
+        "rejected": len(rejected),
+        "rejection_rate": len(rejected) / len(rows) if rows else 0.0,
+        "reasons": reason_counts(rows),
+        "scorers": spec,
+        "keep_rules": {k: [r.low, r.high] for k, r in rules.items()},
+        "scores": score_summary(rows),
+        "histogram": HISTOGRAM,
+        "contact_sheet": CONTACT_SHEET if rejected else None,
+    }
+    if any(r.scores for r in rows):
+        save_image(root / HISTOGRAM, draw_histograms(rows, rules))
+    else:
+        report["histogram"] = None
+    sheet = root / CONTACT_SHEET
+    if rejected:
+        save_image(sheet, draw_contact_sheet(root, rejected))
+    elif sheet.exists():
+        sheet.unlink()  # a sheet from an earlier filter run would contradict this report
+    atomic_write_json(root / f"{REPORT}.json", report)
+    atomic_write_text(root / f"{REPORT}.md", render_markdown(report))
+    return report
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Filter report: {report['dataset']}",
+        "",
+        f"- pairs: {report['total']}",
+        f"- kept: {report['kept']}",
+        f"- rejected: {report['rejected']} ({100 * report['rejection_rate']:.1f}%)",
+        "",
+        "## Reasons",
+        "",
+        "| reason | pairs |",
+        "|---|---:|",
+        *[f"| {k} | {v} |" for k, v in report["reasons"].items()],
+        "",
+        "## Scores",
+        "",
+        "| score | min | p05 | median | mean | p95 | max |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {k} | {s['min']:.4g} | {s['p05']:.4g} | {s['median']:.4g} | {s['mean']:.4g} | {s['p95']:.4g} | {s['max']:.4g} |"
+            for k, s in report["scores"].items()
+        ],
+        "",
+        "## Scorers",
+        "",
+        *[f"- `{json.dumps(s)}`" for s in report["scorers"]],
+        "",
+    ]
+    if report["histogram"]:
+        lines += [f"![score histograms]({report['histogram']})", ""]
+    if report["contact_sheet"]:
+        lines += [f"![rejected pairs]({report['contact_sheet']})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,465 @@
+"""`distill pairs`: a StyleGAN2 teacher and a latent direction -> an (original, edited) pair dataset.
+
+Seed ``s`` gives ``z`` (a CPU ``torch.Generator`` seeded by ``s``, so every device sees the same z),
+``w = mapping(z, truncation)``, ``w' = w + alpha * d`` on the chosen W+ layers, and the two images
+``train_A/<s>.png`` (original) and ``train_B/<s>.png`` (edited). The layout is the one in
+:mod:`training.manifest`, plus::
+
+    DATASET/latents.npz   seeds [N], w [N, w_dim] (mapped, truncated; the same on every layer),
+                          w_edit [N, num_ws, w_dim] (the edited W+ that made train_B)
+    DATASET/preview.png   originals (top row) over edited (bottom row) for the first seeds
+    DATASET/pending/      while running: one file per finished batch (its rows and latents)
+
+Interrupt safety: every file is written atomically (temp + rename). A batch's images are written
+first, then its ``pending/`` file; a pair is done only when both images and that file exist. At the
+end, and at the start of every run, pending files are folded into ``manifest.jsonl`` and
+``latents.npz`` (both rewritten atomically) under a file lock, so several shards may share one
+folder. Killing the command at any moment and re-running it finishes the set without duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.atomic import atomic_write, atomic_write_bytes
+from training.directions import (
+    DEFAULT_LAYERS,
+    apply_direction,
+    file_sha256,
+    load_direction,
+    parse_layers,
+    read_sidecar,
+    z_from_seeds,
+)
+from training.errors import DistillError
+from training.images import load_image, make_grid, save_image, to_uint8
+from training.manifest import (
+    METADATA,
+    PairRecord,
+    read_manifest,
+    read_metadata,
+    write_manifest,
+    write_metadata,
+)
+
+FORMAT = "distill-pairs/1"
+LATENTS = "latents.npz"
+PREVIEW = "preview.png"
+PENDING = "pending"
+# Settings that must agree for pairs to belong to one dataset (resume, shards, merge).
+COMPAT_KEYS = (
+    "format", "teacher.sha256", "direction.sha256", "alpha", "truncation", "layers", "normalize",
+    "noise_mode", "resolution", "image_format",
+)
+
+
+def shard_seeds(seed_start: int, num: int, shard: int = 0, num_shards: int = 1) -> list[int]:
+    """The seeds of one shard: ``seed_start <= s < seed_start + num`` with ``s % num_shards == shard``."""
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise DistillError(f"--shard {shard} --num-shards {num_shards}: need 0 <= shard < num-shards")
+    if num < 0 or seed_start < 0:
+        raise DistillError("--num and --seed-start must not be negative")
+    return [s for s in range(seed_start, seed_start + num) if s % num_shards == shard]
+
+
+def image_name(side: str, seed: int) -> str:
+    return f"train_{side}/{seed:08d}.png"
+
+
+def _get(meta: dict[str, Any], dotted: str) -> Any:
+    for key in dotted.split("."):
+        meta = meta.get(key) if isinstance(meta, dict) else None
+    return meta
+
+
+def check_compatible(have: dict[str, Any], want: dict[str, Any], where: str, fix: str) -> None:
+    """Raise DistillError naming every generation setting on which ``have`` and ``want`` differ."""
+    diffs = [f"{k} {_get(have, k)!r} vs {_get(want, k)!r}" for k in COMPAT_KEYS if _get(have, k) != _get(want, k)]
+    if diffs:
+        raise DistillError(f"{where}: made with other settings ({'; '.join(diffs)}); {fix}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Durable state: manifest + latents + pending batch files.
+
+
+@dataclass
+class PairSet:
+    """Finished pairs keyed by seed: their manifest rows and latents."""
+
+    rows: dict[int, PairRecord]
+    w: dict[int, np.ndarray]
+    w_edit: dict[int, np.ndarray]
+
+    def add(self, row: PairRecord, w: np.ndarray, w_edit: np.ndarray) -> None:
+        self.rows[row.seed] = row
+        self.w[row.seed] = w
+        self.w_edit[row.seed] = w_edit
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:
+        raise DistillError(f"{path}: unreadable latents ({e}); delete it and re-run `distill pairs` to redo those pairs") from e
+
+
+def pending_files(root: Path) -> list[Path]:
+    d = root / PENDING
+    return sorted(d.glob("*.npz")) if d.is_dir() else []
+
+
+def load_done(root: str | os.PathLike) -> tuple[PairSet, list[Path]]:
+    """Read-only: every durable pair of ``root`` (manifest + latents + pending files) and the pending files.
+
+    A pair counts only when its row, its latents and both images exist; anything less is redone.
+    """
+    root = Path(root)
+    rows: dict[int, PairRecord] = {}
+    lat_w: dict[int, np.ndarray] = {}
+    lat_e: dict[int, np.ndarray] = {}
+    if (root / "manifest.jsonl").is_file():
+        rows = {r.seed: r for r in read_manifest(root)}
+    if (root / LATENTS).is_file():
+        z = _read_npz(root / LATENTS)
+        for i, s in enumerate(z["seeds"].tolist()):
+            lat_w[s], lat_e[s] = z["w"][i], z["w_edit"][i]
+    parts = pending_files(root)
+    for part in parts:
+        z = _read_npz(part)
+        part_rows = [PairRecord(**r) for r in json.loads(str(z["rows"]))]
+        for i, r in enumerate(part_rows):
+            rows.setdefault(r.seed, r)
+            lat_w[r.seed], lat_e[r.seed] = z["w"][i], z["w_edit"][i]
+    done = PairSet({}, {}, {})
+    for s, r in sorted(rows.items()):
+        if s in lat_w and (root / r.a).is_file() and (root / r.b).is_file():
+            done.add(r, lat_w[s], lat_e[s])
+    return done, parts
+
+
+@contextmanager
+def _flock(path: Path, mode: int) -> Iterator[bool]:
+    """Hold ``fcntl.flock(mode)`` on ``path``; yields False when a non-blocking lock is busy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        try:
+            fcntl.flock(f, mode)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_pairset(root: Path, pairs: PairSet) -> None:
+    """Atomically replace ``latents.npz`` then ``manifest.jsonl`` with ``pairs`` (sorted by seed)."""
+    seeds = sorted(pairs.rows)
+    arrays = {
+        "seeds": np.asarray(seeds, dtype=np.int64),
+        "w": np.stack([pairs.w[s] for s in seeds]) if seeds else np.zeros((0, 0), np.float32),
+        "w_edit": np.stack([pairs.w_edit[s] for s in seeds]) if seeds else np.zeros((0, 0, 0), np.float32),
+    }
+    atomic_write(root / LATENTS, lambda f: np.savez(f, **arrays))
+    write_manifest(root, [pairs.rows[s] for s in seeds])
+
+
+def consolidate(root: str | os.PathLike) -> PairSet:
+    """Fold pending batch files into manifest.jsonl + latents.npz (idempotent, safe against kills)."""
+    root = Path(root)
+    with _flock(root / ".consolidate.lock", fcntl.LOCK_EX):
+        done, parts = load_done(root)
+        on_disk = {r.seed for r in read_manifest(root)} if (root / "manifest.jsonl").is_file() else set()
+        if parts or on_disk != set(done.rows) or not (root / LATENTS).is_file():
+            write_pairset(root, done)
+        for p in parts:
+            p.unlink(missing_ok=True)
+    return done
+
+
+def _remove_stale_temp_files(root: Path) -> None:
+    """Delete temp files left by killed writers (``.<name>.<random>.tmp``, see training.atomic)."""
+    for d in (root, root / "train_A", root / "train_B", root / PENDING):
+        if d.is_dir():
+            for tmp in d.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _writer(root: Path) -> Iterator[None]:
+    """Mark this process as a live writer of ``root``; clean temp files when no other writer is live."""
+    lock = root / ".writers.lock"
+    with _flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
+        if alone:
+            _remove_stale_temp_files(root)
+    with _flock(lock, fcntl.LOCK_SH):
+        yield
+    with _flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
+        if alone:
+            _remove_stale_temp_files(root)
+
+
+def write_preview(root: Path, rows: list[PairRecord], count: int = 8) -> Path | None:
+    """preview.png: the first ``count`` originals over their edited versions."""
+    rows = sorted(rows, key=lambda r: r.seed)[:count]
+    if not rows:
+        return None
+    grid = make_grid([[load_image(root / r.a) for r in rows], [load_image(root / r.b) for r in rows]])
+    return save_image(root / PREVIEW, grid)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation.
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        distill = version("stylegan2-distill")
+    except PackageNotFoundError:
+        distill = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "distill": distill}
+
+
+def dataset_metadata(
+    G: torch.nn.Module,
+    generator_path: str | os.PathLike,
+    direction_path: str | os.PathLike,
+    alpha: float,
+    truncation: float,
+    layers: tuple[int, int],
+    normalize: bool,
+    noise_mode: str,
+) -> dict[str, Any]:
+    """dataset.json: everything needed to regenerate (and to check that shards belong together)."""
+    side = read_sidecar(direction_path) or {}
+    return {
+        "format": FORMAT,
+        "teacher": {
+            "path": str(Path(generator_path).resolve()), "sha256": file_sha256(generator_path),
+            "z_dim": int(G.z_dim), "w_dim": int(G.w_dim), "num_ws": int(G.num_ws),
+        },
+        "direction": {
+            "path": str(Path(direction_path).resolve()), "sha256": file_sha256(direction_path),
+            "attribute": side.get("attribute"), "method": side.get("method"),
+        },
+        "alpha": float(alpha),
+        "truncation": float(truncation),
+        "layers": [int(layers[0]), int(min(layers[1], G.num_ws))],
+        "normalize": bool(normalize),
+        "noise_mode": noise_mode,
+        "resolution": int(G.img_resolution),
+        "image_format": "png",
+        "seed_to_z": "torch.randn(z_dim, generator=torch.Generator('cpu').manual_seed(seed))",
+        "latents": {"file": LATENTS, "w": "[N, w_dim] mapped w", "w_edit": "[N, num_ws, w_dim] edited W+"},
+        "versions": _versions(),
+    }
+
+
+def _write_batch(root: Path, seeds: list[int], images: np.ndarray, w: np.ndarray, w_edit: np.ndarray,
+                 rows: list[PairRecord]) -> int:
+    """Save one batch: both images of every pair, then the pending file that marks them done."""
+    n = len(seeds)
+    for j, s in enumerate(seeds):
+        save_image(root / image_name("A", s), images[j])
+        save_image(root / image_name("B", s), images[n + j])
+    text = json.dumps([json.loads(r.to_json()) for r in rows])
+    atomic_write(
+        root / PENDING / f"{seeds[0]:08d}-{seeds[-1]:08d}.npz",
+        lambda f: np.savez(f, seeds=np.asarray(seeds, np.int64), w=w, w_edit=w_edit, rows=np.asarray(text)),
+    )
+    return n
+
+
+@torch.no_grad()
+def generate_pairs(
+    generator: str | os.PathLike,
+    direction: str | os.PathLike,
+    out: str | os.PathLike,
+    alpha: float = 1.5,
+    truncation: float = 0.7,
+    num: int = 10000,
+    layers: tuple[int, int] = DEFAULT_LAYERS,
+    normalize: bool = False,
+    batch_size: int = 8,
+    seed_start: int = 0,
+    device: str = "auto",
+    shard: int = 0,
+    num_shards: int = 1,
+    noise_mode: str = "const",
+    progress: bool = True,
+) -> PairSet:
+    """Generate (or finish) the pairs of this shard in ``out``; returns every finished pair there."""
+    from tqdm import tqdm
+
+    from training.devices import exact_float32, pick_device
+    from training.stylegan2 import load_generator
+
+    if batch_size < 1:
+        raise DistillError("--batch-size must be at least 1")
+    if noise_mode not in ("const", "none", "random"):
+        raise DistillError(f"--noise-mode {noise_mode}: choose const, none or random")
+    if noise_mode == "random":
+        warnings.warn("--noise-mode random: pairs are not reproducible from their seeds", stacklevel=2)
+    seeds = shard_seeds(seed_start, num, shard, num_shards)
+    root = Path(out)
+    dev = pick_device(device)
+    exact_float32()
+    G = load_generator(generator, device=dev)
+    d = load_direction(direction, G.num_ws, G.w_dim).to(dev)
+    meta = dataset_metadata(G, generator, direction, alpha, truncation, layers, normalize, noise_mode)
+    apply_direction(torch.zeros(1, G.num_ws, G.w_dim), d.cpu(), alpha, layers)  # reject empty layer ranges early
+    if (root / METADATA).is_file():
+        check_compatible(read_metadata(root), meta, str(root / METADATA), "use another --out or the same settings")
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        write_metadata(root, meta)
+    direction_name = Path(direction).name
+
+    with _writer(root):
+        done = consolidate(root)
+        todo = [s for s in seeds if s not in done.rows]
+        if progress and len(todo) < len(seeds):
+            print(f"resuming {root}: {len(seeds) - len(todo)} of {len(seeds)} pairs already done", file=sys.stderr)
+        bar = tqdm(total=len(todo), unit="pair", desc="pairs", disable=not progress, smoothing=0.1)
+        pending: list[Future[int]] = []
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+            for i in range(0, len(todo), batch_size):
+                batch = todo[i : i + batch_size]
+                z = z_from_seeds(batch, G.z_dim).to(dev)
+                ws = G.mapping(z, truncation_psi=truncation)
+                ws_edit = apply_direction(ws, d, alpha, layers, normalize)
+                images = to_uint8(G.synthesis(torch.cat([ws, ws_edit]), noise_mode=noise_mode))
+                rows = [
+                    PairRecord(seed=s, a=image_name("A", s), b=image_name("B", s), alpha=float(alpha),
+                               truncation=float(truncation), direction=direction_name)
+                    for s in batch
+                ]
+                w_np = ws[:, 0].float().cpu().numpy()
+                e_np = ws_edit.float().cpu().numpy()
+                pending.append(pool.submit(_write_batch, root, batch, images, w_np, e_np, rows))
+                while pending and (pending[0].done() or len(pending) > 4):
+                    bar.update(pending.pop(0).result())
+            for f in pending:
+                bar.update(f.result())
+        bar.close()
+        done = consolidate(root)
+        write_preview(root, list(done.rows.values()))
+    if (root / PENDING).is_dir() and not any((root / PENDING).iterdir()):
+        (root / PENDING).rmdir()
+    return done
+
+
+def merge_datasets(out: str | os.PathLike, sources: list[str | os.PathLike]) -> PairSet:
+    """Merge shard folders into ``out`` (copying images); refuses folders made with other settings."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    srcs = [Path(s) for s in sources]
+    if not srcs:
+        raise DistillError("pairs-merge: name at least one source folder")
+    metas = [read_metadata(s) for s in srcs]
+    for s, m in zip(srcs[1:], metas[1:], strict=True):
+        check_compatible(metas[0], m, str(s / METADATA) + f" (vs {srcs[0] / METADATA})",
+                         "only shards of the same `distill pairs` settings can be merged")
+    if any(s.resolve() == out.resolve() for s in srcs):
+        raise DistillError(f"pairs-merge: OUT {out} is also a source; merge into a new folder")
+    if (out / METADATA).is_file():
+        check_compatible(read_metadata(out), metas[0], str(out / METADATA), "merge into a new folder")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_metadata(out, {**metas[0], "merged_from": [str(s.resolve()) for s in srcs]})
+    with _writer(out):
+        merged = consolidate(out)
+        duplicates = 0
+        for src in srcs:
+            pairs, parts = load_done(src)
+            if parts:
+                print(f"{src}: {len(parts)} unconsolidated batch files (interrupted run); merging their pairs too",
+                      file=sys.stderr)
+            for s, row in tqdm(pairs.rows.items(), desc=f"merge {src.name}", unit="pair"):
+                if s in merged.rows:
+                    duplicates += 1
+                    continue
+                for rel in (row.a, row.b):
+                    dst = out / rel
+                    if not dst.is_file() or dst.stat().st_size != (src / rel).stat().st_size:
+                        atomic_write_bytes(dst, (src / rel).read_bytes())
+                merged.add(row, pairs.w[s], pairs.w_edit[s])
+        with _flock(out / ".consolidate.lock", fcntl.LOCK_EX):
+            write_pairset(out, merged)
+        write_preview(out, list(merged.rows.values()))
+    if duplicates:
+        print(f"pairs-merge: {duplicates} seeds appeared more than once; kept the first copy", file=sys.stderr)
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI.
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    done = generate_pairs(
+        args.generator, args.direction, args.out, alpha=args.alpha, truncation=args.truncation, num=args.num,
+        layers=args.layers, normalize=args.normalize, batch_size=args.batch_size, seed_start=args.seed_start,
+        device=args.device, shard=args.shard, num_shards=args.num_shards, noise_mode=args.noise_mode,
+    )
+    print(f"{args.out}: {len(done.rows)} pairs ({time.perf_counter() - t0:.1f} s this run); "
+          f"preview {Path(args.out) / PREVIEW}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    merged = merge_datasets(args.out, args.sources)
+    print(f"{args.out}: {len(merged.rows)} pairs merged from {len(args.sources)} folders")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pairs", help="generate (original, edited) pairs from a StyleGAN2 teacher and a direction",
+        description="Example: distill pairs --generator G.pkl --direction age.npy --alpha 1.5 "
+        "--truncation 0.7 --num 10000 --out data/age. Interrupt and re-run to resume.",
+    )
+    p.add_argument("--generator", required=True, help="StyleGAN2 checkpoint (NVlabs .pkl, rosinality .pt, ours)")
+    p.add_argument("--direction", required=True, help=".npy/.pt of shape (w_dim,), (1,w_dim) or (num_ws,w_dim)")
+    p.add_argument("--alpha", type=float, default=1.5, help="edit strength: w' = w + alpha * d")
+    p.add_argument("--truncation", type=float, default=0.7, help="truncation psi")
+    p.add_argument("--num", type=int, default=10000, help="number of seeds (all shards together)")
+    p.add_argument("--out", required=True, help="dataset folder (train_A/, train_B/, manifest.jsonl, ...)")
+    p.add_argument("--layers", type=parse_layers, default=DEFAULT_LAYERS, help="W+ layers START:STOP (default 0:8)")
+    p.add_argument("--normalize", action="store_true", help="scale the direction to unit length per layer")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed-start", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--shard", type=int, default=0, help="this process's shard: seeds with seed %% n == i")
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--noise-mode", choices=("const", "none", "random"), default="const")
+    p.set_defaults(func=run)
+
+    m = subparsers.add_parser("pairs-merge", help="merge pair folders made by shards into one dataset",
+                              description="Example: distill pairs-merge data/age data/age-0 data/age-1")
+    m.add_argument("out", help="merged dataset folder")
+    m.add_argument("sources", nargs="+", help="shard folders (same generation settings)")
+    m.set_defaults(func=run_merge)
