@@ -11,6 +11,7 @@ runs that source. Here a restricted :class:`pickle.Unpickler` resolves only an a
 from __future__ import annotations
 
 import _codecs
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -55,7 +56,14 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
 
 def _load_storage_from_bytes(data: bytes) -> Any:
     """Replacement for ``torch.storage._load_from_bytes`` that never unpickles arbitrary objects."""
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    if not isinstance(data, bytes):
+        raise DistillError(f"network pickle: tensor storage record holds {type(data).__name__}, not bytes")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as e:
+        reason = [line for line in str(e).splitlines() if "WeightsUnpickler error" in line or "Unsupported" in line]
+        raise DistillError("network pickle: a tensor storage is not plain tensor data; torch.load(weights_only=True) "
+                           f"refused it ({' '.join(reason) or type(e).__name__})") from e
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
@@ -94,6 +102,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._allowed = _allowed_globals()
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol <= 2 pickles name Python 2 modules (``__builtin__.set``); map them as pickle does.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         found = self._allowed.get((module, name))
         if found is not None:
             return found
