@@ -218,7 +218,10 @@ def _from_network_pickle(path: Path, obj: dict) -> tuple[str, dict[str, torch.Te
     record = obj[key]
     if not isinstance(record, safe_pickle.PersistentRecord):
         raise DistillError(f"{path}: {key} is not an NVlabs persistent network record; expected " + EXPECTED)
-    sd = safe_pickle.module_state_dict(record)
+    try:
+        sd = safe_pickle.module_state_dict(record)
+    except DistillError as e:
+        raise DistillError(f"{path}: {key}: {e}") from e
     kwargs = safe_pickle.plain(record.state.get("_init_kwargs") or {})
     hints: dict[str, Any] = {}
     if int(kwargs.get("c_dim", 0) or 0) > 0:

@@ -49,7 +49,7 @@ class _PlainDict(dict):
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
-        raise DistillError("network pickle: a persistent object record has an unexpected layout "
+        raise DistillError("a persistent object record has an unexpected layout "
                            "(expected NVlabs torch_utils.persistence 'class' records)")
     return PersistentRecord(class_name=str(meta.get("class_name")), state=meta["state"])
 
@@ -57,12 +57,12 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
 def _load_storage_from_bytes(data: bytes) -> Any:
     """Replacement for ``torch.storage._load_from_bytes`` that never unpickles arbitrary objects."""
     if not isinstance(data, bytes):
-        raise DistillError(f"network pickle: tensor storage record holds {type(data).__name__}, not bytes")
+        raise DistillError(f"a tensor storage record holds {type(data).__name__}, not bytes")
     try:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as e:
-        reason = [line for line in str(e).splitlines() if "WeightsUnpickler error" in line or "Unsupported" in line]
-        raise DistillError("network pickle: a tensor storage is not plain tensor data; torch.load(weights_only=True) "
+        reason = [line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")]
+        raise DistillError("a tensor storage is not plain tensor data; torch.load(weights_only=True) "
                            f"refused it ({' '.join(reason) or type(e).__name__})") from e
 
 
@@ -96,9 +96,8 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only allow-listed globals; anything else raises :class:`DistillError`."""
 
-    def __init__(self, file: BinaryIO, source: str = "pickle"):
+    def __init__(self, file: BinaryIO):
         super().__init__(file)
-        self.source = source
         self._allowed = _allowed_globals()
 
     def find_class(self, module: str, name: str) -> Any:
@@ -111,23 +110,24 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         if module.startswith("dnnlib.tflib"):
-            raise DistillError(f"{self.source}: this is a TensorFlow-era StyleGAN2 pickle ({module}.{name}); "
+            raise DistillError(f"this is a TensorFlow-era StyleGAN2 pickle ({module}.{name}); "
                                "convert it to a PyTorch pickle with NVlabs stylegan2-ada-pytorch's legacy.py first")
-        raise DistillError(f"{self.source}: refusing to unpickle {module}.{name}: only tensors, plain values "
+        raise DistillError(f"refusing to unpickle {module}.{name}: only tensors, plain values "
                            "and NVlabs persistent network records are allowed (the file may be malicious or "
                            "not a StyleGAN2 network pickle)")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise DistillError(f"{self.source}: unexpected persistent id in a plain pickle; "
+        raise DistillError("unexpected persistent id in a plain pickle; "
                            "torch.save files are loaded with torch.load instead")
 
 
 def safe_load(file: BinaryIO, source: str = "pickle") -> Any:
-    """Unpickle ``file`` with :class:`RestrictedUnpickler`; malformed data raises :class:`DistillError`."""
+    """Unpickle ``file`` with :class:`RestrictedUnpickler`; refusals and malformed data raise
+    :class:`DistillError` prefixed with ``source``."""
     try:
-        return RestrictedUnpickler(file, source).load()
-    except DistillError:
-        raise
+        return RestrictedUnpickler(file).load()
+    except DistillError as e:
+        raise DistillError(f"{source}: {e}") from e
     except Exception as e:  # truncated or corrupt stream: any error the pickle machinery raises
         raise DistillError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from e
 
@@ -148,7 +148,7 @@ def module_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, t
         if child is None:
             continue
         if not isinstance(child, PersistentRecord):
-            raise DistillError(f"network pickle: submodule {prefix + name} is a {type(child).__name__}, "
+            raise DistillError(f"submodule {prefix + name} is a {type(child).__name__}, "
                                "not an NVlabs persistent module")
         out.update(module_state_dict(child, prefix + name + "."))
     return out
