@@ -117,7 +117,8 @@ def load_vgg19_features(path: str | os.PathLike) -> VGG19Features:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise DistillError(f"{path}: holds a {type(sd).__name__}; expected torchvision's vgg19 state_dict (features.N.weight ...)")
-    net = VGG19Features()
+    with torch.device("meta"):  # no random init of 20 M parameters: the file's tensors are assigned below
+        net = VGG19Features()
     expected = net.state_dict()
     features = {k: v for k, v in sd.items() if isinstance(k, str) and k.startswith("features.")}
     missing = sorted(set(expected) - set(features))
@@ -128,7 +129,7 @@ def load_vgg19_features(path: str | os.PathLike) -> VGG19Features:
             f"{path}: not torchvision's VGG19 layout (features.N.weight/bias for 16 convs): "
             f"missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}"
         )
-    net.load_state_dict(features, strict=True)
+    net.load_state_dict({k: v.float() for k, v in features.items()}, strict=True, assign=True)
     return net.eval().requires_grad_(False)
 
 
@@ -143,6 +144,7 @@ class VGGLoss(nn.Module):
     def __init__(self, vgg19_path: str | os.PathLike, imagenet_normalize: bool = False) -> None:
         super().__init__()
         self.vgg = load_vgg19_features(vgg19_path)
+        self.vgg.features = self.vgg.features[: VGG_SLICE_ENDS[-1]]  # conv5_2 and later are never used
         self.imagenet_normalize = imagenet_normalize
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
