@@ -1,0 +1,151 @@
+"""Latent directions: loading shapes, applying to W+ layers, fitting planted directions, `distill direction fit`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training.cli import main
+from training.directions import (
+    METHODS,
+    apply_direction,
+    file_sha256,
+    fit_direction,
+    load_direction,
+    sample_w,
+    z_from_seeds,
+)
+from training.errors import DistillError
+from training.stylegan2 import Generator, save_generator
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    G = Generator(z_dim=32, w_dim=32, img_resolution=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8})
+    path = tmp_path_factory.mktemp("teacher") / "g.pt"
+    save_generator(G, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("shape", [(8,), (1, 8), (5, 8)])
+@pytest.mark.parametrize("suffix", [".npy", ".pt"])
+def test_load_direction_shapes(tmp_path, shape, suffix):
+    d = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    path = tmp_path / f"d{suffix}"
+    np.save(path, d) if suffix == ".npy" else torch.save(torch.from_numpy(d), path)
+    out = load_direction(path, num_ws=5, w_dim=8)
+    assert out.shape == (5, 8)
+    expected = np.broadcast_to(d.reshape(-1, 8), (5, 8))
+    assert np.array_equal(out.numpy(), expected)
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 8), (5, 8, 1), (6, 8)])
+def test_load_direction_rejects_bad_shape(tmp_path, shape):
+    path = tmp_path / "bad.npy"
+    np.save(path, np.zeros(shape, np.float32))
+    with pytest.raises(DistillError) as e:
+        load_direction(path, num_ws=5, w_dim=8)
+    assert "bad.npy" in str(e.value) and "(8,), (1, 8) or (5, 8)" in str(e.value)
+
+
+def test_apply_direction_layers_and_normalize():
+    ws = torch.randn(3, 6, 4)
+    d = torch.arange(24, dtype=torch.float32).reshape(6, 4)
+    out = apply_direction(ws, d, alpha=2.0, layers=(1, 3))
+    assert torch.equal(out[:, [0, 3, 4, 5]], ws[:, [0, 3, 4, 5]])
+    assert torch.allclose(out[:, 1:3], ws[:, 1:3] + 2.0 * d[1:3])
+    clipped = apply_direction(ws, d, alpha=1.0, layers=(0, 8))  # stop clipped to num_ws = 6
+    assert torch.allclose(clipped, ws + d)
+    unit = apply_direction(ws, d, alpha=1.0, layers=(0, 6), normalize=True) - ws
+    assert torch.allclose(unit.norm(dim=2), torch.ones(3, 6))
+    tiled = apply_direction(ws, d[2], alpha=1.0, layers=(0, 2))
+    assert torch.allclose(tiled[:, :2], ws[:, :2] + d[2])
+    with pytest.raises(DistillError):
+        apply_direction(ws, d, alpha=1.0, layers=(6, 8))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fit_recovers_planted_direction(method):
+    rng = np.random.default_rng(1)
+    n, dim = 2000, 32
+    planted = rng.standard_normal(dim)
+    planted /= np.linalg.norm(planted)
+    w = rng.standard_normal((n, dim)) * 0.8 + 0.3
+    scores = w @ planted + 0.2 * rng.standard_normal(n)
+    fit = fit_direction(w, scores, method=method)
+    assert fit.direction.shape == (dim,)
+    assert abs(np.linalg.norm(fit.direction) - 1) < 1e-5
+    assert float(fit.direction @ planted) > 0.9
+    assert fit.n_test == 400 and fit.n_train == 1600
+    assert fit.metrics["accuracy"] > 0.85 and fit.metrics["correlation"] > 0.9 and fit.metrics["r2"] > 0.8
+    # Held out means held out: pure-noise scores give chance accuracy on the test part.
+    noise = fit_direction(w, rng.standard_normal(n), method=method)
+    assert noise.metrics["accuracy"] < 0.65 and abs(noise.metrics["correlation"]) < 0.2
+
+
+def test_fit_rejects_degenerate_input():
+    w = np.random.default_rng(0).standard_normal((50, 4))
+    with pytest.raises(DistillError):
+        fit_direction(w, np.ones(50), method="logistic")
+    with pytest.raises(DistillError):
+        fit_direction(w, np.ones(49))
+    with pytest.raises(DistillError):
+        fit_direction(w, np.arange(50.0), method="pca")
+
+
+def test_cli_fit_from_scores_csv(teacher, tmp_path):
+    import training.stylegan2 as sg
+
+    G = sg.load_generator(teacher)
+    seeds = list(range(300))
+    w = sample_w(G, seeds, truncation=1.0, device=torch.device("cpu"), batch_size=64)
+    # sample_w is the CLI's seed -> z -> w
+    with torch.no_grad():
+        assert np.allclose(w[:3], G.mapping(z_from_seeds(seeds[:3], G.z_dim))[:, 0].numpy(), atol=1e-6)
+    planted = np.random.default_rng(3).standard_normal(w.shape[1])
+    planted /= np.linalg.norm(planted)
+    scores = (w - w.mean(0)) @ planted
+    csv = tmp_path / "scores.csv"
+    csv.write_text("seed,age\n" + "".join(f"{s},{v:.9f}\n" for s, v in zip(seeds, scores, strict=True)))
+    out = tmp_path / "age.npy"
+    rc = main(["direction", "fit", "--generator", teacher, "--scores", str(csv), "--method", "regression",
+               "--attribute", "age", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    d = np.load(out)
+    # W is anisotropic: regressing w on s = w.p gives Cov(w) p (how w moves with s), not p itself.
+    expected = np.cov(w, rowvar=False) @ planted
+    expected /= np.linalg.norm(expected)
+    assert d.shape == (32,) and float(d @ expected) > 0.9
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["attribute"] == "age" and meta["space"] == "W" and meta["method"] == "regression"
+    assert meta["layers"] == [0, 8] and meta["n_samples"] == 300 and meta["suggested_alpha"] > 0
+    assert meta["generator"]["sha256"] == file_sha256(teacher)
+    assert set(meta["metrics"]) == {"accuracy", "correlation", "r2"}
+
+
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
+def test_cli_fit_with_onnx_scorer(teacher, tmp_path):
+    class Brightness(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0].mean(dim=(1, 2))], dim=1)
+
+    model = tmp_path / "bright.onnx"
+    torch.onnx.export(Brightness(), (torch.zeros(1, 3, 16, 16),), str(model), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["out"], dynamic_axes={"input": {0: "n"}, "out": {0: "n"}})
+    out = tmp_path / "bright.npy"
+    rc = main(["direction", "fit", "--generator", teacher, "--scorer", str(model), "--output-index", "1",
+               "--num", "60", "--method", "logistic", "--attribute", "red", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["method"] == "logistic" and meta["n_samples"] == 60 and meta["n_test"] == 12
+    assert np.load(out).shape == (32,)
+
+
+def test_cli_fit_errors_are_one_line(teacher, tmp_path, capsys):
+    rc = main(["direction", "fit", "--generator", teacher, "--attribute", "x", "--out", str(tmp_path / "x.npy")])
+    assert rc == 2
+    assert "--scores" in capsys.readouterr().err
