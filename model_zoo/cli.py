@@ -38,7 +38,7 @@ def _human_bytes(n: int) -> str:
 
 def _edit_text(manifest: dict[str, Any]) -> str:
     edit = manifest.get("edit") or {}
-    if not edit:
+    if edit.get("attribute") is None and edit.get("alpha") is None:
         return "-"
     text = str(edit.get("attribute") or "?")
     if edit.get("alpha") is not None:

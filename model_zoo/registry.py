@@ -32,6 +32,7 @@ MANIFEST = "manifest.json"
 ENV_ROOT = "DISTILL_MODEL_ZOO"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+ENTRY_FILE_MODE = 0o644
 
 
 class ModelZooError(DistillError):
@@ -249,6 +250,7 @@ def write_entry(dest_dir: str | os.PathLike, manifest: dict[str, Any], files: It
     """Checksum ``files`` (names relative to ``dest_dir``) into ``manifest["files"]`` and write manifest.json atomically.
 
     The manifest is validated before it is written, so a zoo never holds an entry the registry would refuse.
+    Files are made world-readable (atomic writes create 0600 files; the service may run as another user).
     """
     dest = Path(dest_dir)
     manifest = copy.deepcopy(manifest)
@@ -259,10 +261,11 @@ def write_entry(dest_dir: str | os.PathLike, manifest: dict[str, Any], files: It
         if not path.is_file():
             raise ModelZooError(f"{path}: listed for the manifest but not written")
         records[str(fname)] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        path.chmod(ENTRY_FILE_MODE)
     manifest["files"] = records
     try:
         validate_manifest(manifest)
     except ValueError as e:
         raise ModelZooError(f"{dest / MANIFEST}: refusing to write a malformed manifest: {e}") from e
-    atomic_write_json(dest / MANIFEST, manifest)
+    atomic_write_json(dest / MANIFEST, manifest).chmod(ENTRY_FILE_MODE)
     return ModelEntry(name=dest.name, path=dest, manifest=manifest)

@@ -1,0 +1,510 @@
+"""`distill export`: a trained Pix2PixHD student -> ONNX (+ fp16/int8 variants) -> a model-zoo entry.
+
+The ONNX graph takes ``input`` [N,3,H,W] float32 in [-1,1] and returns ``output`` of the same shape,
+with batch, height and width dynamic (H and W multiples of the generator's stride). Every export is
+checked against PyTorch on fresh random inputs at two sizes (one non-square) and batch 2; the max
+abs difference goes into the manifest and an export above 1e-3 fails.
+
+The entry is assembled in a staging folder beside ``--out`` and moved into place at the end, so an
+interrupted export never leaves a half-written entry (re-run the same command to start over), and a
+re-export replaces the old entry in one rename.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import platform
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxconverter_common
+import onnxruntime
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from model_zoo.registry import _NAME_RE, MANIFEST, ModelEntry, sha256_file, write_entry
+from training.atomic import atomic_write_bytes
+from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
+from training.errors import DistillError
+from training.images import make_grid, save_image, to_uint8
+from training.manifest import METADATA, read_manifest, read_metadata
+from training.variants import (
+    MIN_PSNR_DB,
+    VARIANT_FILES,
+    VARIANT_PROVIDERS,
+    VariantRefused,
+    build_variant,
+    cpu_session,
+    run_session,
+    timing_record,
+)
+
+OPSET = 17
+PARITY_TOL = 1e-3
+ONNX_SIZE_LIMIT = 2_000_000_000  # protobuf's 2 GiB ceiling on a single .onnx file, with margin
+PREVIEW_ROWS = 4
+
+
+@dataclass
+class StudentSource:
+    """What `distill export` starts from: the generator, where it came from, and the run's records."""
+
+    generator: nn.Module
+    checkpoint: Path
+    run_dir: Path | None = None
+    run_meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stride(self) -> int:
+        return int(self.generator.config.stride)
+
+
+def load_source(path: str | os.PathLike) -> StudentSource:
+    """A training run folder (``RUN/checkpoints/latest.pt`` + ``RUN/run.json``) or a generator checkpoint file."""
+    from training.pix2pixhd import load_generator
+
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "latest.pt"
+        if not ckpt.is_file():
+            raise DistillError(
+                f"{path}: not a training run (no checkpoints/latest.pt); train one with `distill train DATASET --out {path}` "
+                "or pass a generator checkpoint file (e.g. latest_net_G.pth)"
+            )
+        meta: dict[str, Any] = {}
+        run_json = path / "run.json"
+        if run_json.is_file():
+            try:
+                meta = json.loads(run_json.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise DistillError(f"{run_json}: not valid JSON ({e}); restore it or export {ckpt} directly") from e
+        return StudentSource(load_generator(ckpt), ckpt, path, meta)
+    if not path.exists():
+        raise DistillError(f"{path}: no such run folder or checkpoint file")
+    return StudentSource(load_generator(path), path)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, example_size: tuple[int, int], opset: int = OPSET) -> Path:
+    """Trace ``model`` (eval, CPU, float32) to ONNX at ``path`` with dynamic batch/height/width; atomic write."""
+    model = model.eval().float().cpu()
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if n_bytes > ONNX_SIZE_LIMIT:
+        raise DistillError(
+            f"the generator has {n_bytes / 1e9:.2f} GB of weights, over ONNX's 2 GB single-file limit; "
+            "export a smaller configuration (e.g. netG local with --ngf 32, as NVIDIA's 1024p recipe)"
+        )
+    example = torch.zeros(1, 3, *example_size)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), buf, dynamo=False, opset_version=opset, input_names=["input"],
+            output_names=["output"], dynamic_axes={"input": axes, "output": axes}, do_constant_folding=True,
+        )
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def parity_sizes(native: tuple[int, int], stride: int) -> list[tuple[int, int]]:
+    """The native size and a small non-square size (both multiples of ``stride``) for the parity check."""
+    h = stride * max(2, -(-64 // stride))
+    other = (h, h + 2 * stride)
+    return [tuple(native), other] if tuple(native) != other else [tuple(native), (h + stride, h)]
+
+
+def check_parity(model: nn.Module, onnx_path: str | os.PathLike, sizes: list[tuple[int, int]], *,
+                 batch: int = 2, seed: int = 20240917, tol: float = PARITY_TOL) -> dict[str, Any]:
+    """Max |ONNX Runtime - PyTorch| on random [batch,3,H,W] inputs at each size; DistillError above ``tol``."""
+    session = cpu_session(onnx_path)
+    gen = torch.Generator().manual_seed(seed)
+    per_size = {}
+    with torch.no_grad():
+        for h, w in sizes:
+            x = torch.rand(batch, 3, h, w, generator=gen) * 2 - 1
+            ref = model(x).numpy()
+            out = run_session(session, x.numpy(), batch=batch)
+            assert out.shape == ref.shape, (out.shape, ref.shape)
+            per_size[f"{h}x{w}"] = float(np.abs(out - ref).max())
+    worst = max(per_size.values())
+    if not worst <= tol:
+        raise DistillError(
+            f"{onnx_path}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {tol:g}) at {per_size}; "
+            "the export is broken for this network (please report it with the checkpoint's config)"
+        )
+    return {"parity_max_abs_diff": worst, "parity_per_size": per_size, "parity_batch": batch, "parity_seed": seed,
+            "parity_tolerance": tol, "parity_provider": "CPUExecutionProvider"}
+
+
+def versions() -> dict[str, str]:
+    """Library versions the export ran with (recorded in the manifest)."""
+    try:
+        distill = version("stylegan2-distill")
+    except PackageNotFoundError:
+        distill = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "onnxconverter_common": onnxconverter_common.__version__,
+            "numpy": np.__version__, "distill": distill}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run's records: dataset, split, native size, metrics.
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x")) if "x" in text.lower() else (int(text), int(text))
+    except ValueError:
+        raise DistillError(f"--size {text!r}: expected HxW or one number, e.g. 512 or 512x384") from None
+    return h, w
+
+
+def _run_dataset(source: StudentSource, override: str | None) -> Path | None:
+    """The pair dataset: --calibration, else the one run.json names (resolved against the run folder)."""
+    if override:
+        path = Path(override)
+    elif source.run_meta.get("dataset"):
+        path = Path(source.run_meta["dataset"])
+        if not path.is_absolute() and source.run_dir is not None and not path.exists():
+            path = source.run_dir / path
+    else:
+        return None
+    if not (path / "manifest.jsonl").is_file():
+        flag = "--calibration" if override else f"{source.run_dir}/run.json's dataset"
+        raise DistillError(f"{flag}: {path} is not a pair dataset (no manifest.jsonl); pass --calibration DATASET")
+    return path
+
+
+def _native_size(source: StudentSource, size_flag: str | None) -> tuple[tuple[int, int], str]:
+    """(H, W) the student was trained at, and where that figure came from."""
+    stride = source.stride
+    if size_flag:
+        size, origin = _parse_size(size_flag), "--size"
+    elif _run_size(source.run_meta) is not None:
+        size, origin = _run_size(source.run_meta), "run.json"
+    else:
+        size, origin = (512, 512), "assumed (no run.json; pass --size HxW)"
+    if size[0] % stride or size[1] % stride or min(size) <= 0:
+        raise DistillError(f"input size {size[0]}x{size[1]} ({origin}) is not a multiple of the generator stride {stride}")
+    return size, origin
+
+
+def _run_size(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """The training (H, W) recorded in run.json's ``data``, or None."""
+    data = meta.get("data") or {}
+    if "height" in data and "width" in data:
+        return int(data["height"]), int(data["width"])
+    return None
+
+
+def _training_record(source: StudentSource) -> dict[str, Any]:
+    """Manifest ``training``: checkpoint, config, progress and the last held-out PSNR/SSIM of the run."""
+    cfg = source.generator.config
+    meta = source.run_meta
+    record: dict[str, Any] = {
+        "checkpoint": str(source.checkpoint.resolve()),
+        "config": dataclasses.asdict(cfg),
+        "parameters": sum(p.numel() for p in source.generator.parameters()),
+    }
+    for key in ("preset", "status", "epoch", "global_step", "total_epochs"):
+        if key in meta:
+            record[key] = meta[key]
+    heldout = dict(meta.get("metrics") or {})
+    metrics = source.run_dir / "metrics.jsonl" if source.run_dir else None
+    if metrics is not None and metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                row = json.loads(line)
+                if isinstance(row, dict) and "val_psnr" in row:
+                    heldout = row
+    record["heldout"] = {k: heldout[k] for k in ("val_psnr", "val_ssim", "val_l1", "n_val", "epoch", "step")
+                         if k in heldout}
+    return record
+
+
+@dataclass
+class DataViews:
+    """Images drawn from the pair dataset for calibration (train inputs) and evaluation (held-out pairs)."""
+
+    dataset: Path
+    meta: dict[str, Any]
+    calibration: list[np.ndarray]
+    eval_inputs: np.ndarray
+    eval_targets: np.ndarray
+    eval_source: str
+    counts: dict[str, int]
+
+
+def _data_views(dataset: Path, source: StudentSource, size: tuple[int, int], n_calib: int, n_eval: int) -> DataViews:
+    """Calibration images from the training side of the run's split and evaluation pairs from its held-out side."""
+    meta = read_metadata(dataset) if (dataset / METADATA).is_file() else {}
+    n_total = len(read_manifest(dataset))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = kept_rows(dataset)
+    options = source.run_meta.get("options") or {}
+    val_fraction = float(options.get("val_fraction", 0.05))
+    split_seed = int(options.get("seed", 0))
+    train_rows, val_rows = split_rows(rows, val_fraction, split_seed)
+    geometry = ImageGeometry(size[0], size[1], source.stride)
+    calib_rows = train_rows[:n_calib]
+    if val_rows:
+        eval_rows, eval_source = val_rows[:n_eval], f"held-out split (val_fraction {val_fraction}, seed {split_seed})"
+    else:
+        eval_rows = train_rows[n_calib : n_calib + n_eval] or train_rows[-n_eval:]
+        eval_source = "training pairs not used for calibration (the run has no held-out split)"
+    calib = PairDataset(dataset, calib_rows, geometry)
+    evals = PairDataset(dataset, eval_rows, geometry)
+    calibration = [calib[i]["a"].numpy() for i in tqdm(range(len(calib)), desc="calibration images", leave=False)]
+    items = [evals[i] for i in range(len(evals))]
+    return DataViews(
+        dataset=dataset, meta=meta, calibration=calibration,
+        eval_inputs=torch.stack([it["a"] for it in items]).numpy(),
+        eval_targets=torch.stack([it["b"] for it in items]).numpy(),
+        eval_source=eval_source,
+        counts={"pairs_total": n_total, "pairs_kept": len(rows), "train_pairs": len(train_rows),
+                "heldout_pairs": len(val_rows)},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Teacher, direction, preview.
+
+
+def _copy_into(src: Path, staging: Path, stem: str, what: str, flag: str) -> str:
+    if not src.is_file():
+        raise DistillError(f"{flag} {src}: the {what} file does not exist; pass its current path with {flag}")
+    name = stem + "".join(src.suffixes[-1:])
+    shutil.copyfile(src, staging / name)
+    return name
+
+
+def _teacher_and_direction(args: argparse.Namespace, views: DataViews | None, staging: Path) -> dict[str, Any]:
+    """Copy the teacher and direction into the entry; their manifest records, the edit and the truncation."""
+    meta = views.meta if views else {}
+    t_meta, d_meta = meta.get("teacher") or {}, meta.get("direction") or {}
+    teacher_src = Path(args.teacher) if args.teacher else (Path(t_meta["path"]) if t_meta.get("path") else None)
+    direction_src = Path(args.direction) if args.direction else (Path(d_meta["path"]) if d_meta.get("path") else None)
+    alpha = args.alpha if args.alpha is not None else meta.get("alpha")
+    layers = list(args.layers) if args.layers is not None else meta.get("layers")
+    normalize = bool(args.normalize or meta.get("normalize", False))
+    attribute = args.attribute or d_meta.get("attribute") or (direction_src.stem if direction_src else None)
+    files: list[str] = []
+    teacher = direction = None
+    if teacher_src is not None:
+        if not args.teacher and t_meta.get("sha256") and teacher_src.is_file() and sha256_file(teacher_src) != t_meta["sha256"]:
+            raise DistillError(
+                f"{teacher_src}: this teacher changed since the pairs were generated (sha256 differs from {METADATA}); "
+                "pass the original with --teacher PATH"
+            )
+        name = _copy_into(teacher_src, staging, "teacher", "teacher", "--teacher")
+        files.append(name)
+        teacher = {"file": name, "source": str(teacher_src)}
+        teacher.update({k: t_meta[k] for k in ("z_dim", "w_dim", "num_ws") if k in t_meta})
+    if direction_src is not None:
+        if alpha is None or layers is None:
+            raise DistillError("--direction needs the edit strength and layers: pass --alpha A --layers START STOP")
+        name = _copy_into(direction_src, staging, "direction", "direction", "--direction")
+        files.append(name)
+        sidecar = direction_src.with_suffix(".json")
+        if sidecar.is_file() and sidecar != direction_src:
+            shutil.copyfile(sidecar, staging / "direction.json")
+            files.append("direction.json")
+        direction = {"file": name, "layers": [int(v) for v in layers], "alpha": float(alpha), "normalize": normalize,
+                     "source": str(direction_src)}
+        if d_meta.get("method"):
+            direction["method"] = d_meta["method"]
+    edit = {"attribute": attribute, "alpha": None if alpha is None else float(alpha),
+            "layers": None if layers is None else [int(v) for v in layers]}
+    return {"files": files, "teacher": teacher, "direction": direction, "edit": edit,
+            "truncation": meta.get("truncation")}
+
+
+def _write_preview(onnx_path: Path, staging: Path, views: DataViews | None, size: tuple[int, int]) -> dict[str, Any]:
+    """preview.png: input | student | teacher target on held-out pairs, else input | student on random inputs."""
+    session = cpu_session(onnx_path)
+    if views is not None:
+        inputs, targets = views.eval_inputs[:PREVIEW_ROWS], views.eval_targets[:PREVIEW_ROWS]
+        columns, origin = ["input", "student", "teacher target"], views.eval_source
+    else:
+        gen = torch.Generator().manual_seed(0)
+        low = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
+        inputs = torch.nn.functional.interpolate(low, size=size, mode="bicubic", align_corners=False).clamp(-1, 1).numpy()
+        targets = None
+        columns, origin = ["input", "student"], "random smooth-noise inputs: no dataset was known (pass --calibration DATASET)"
+    outputs = run_session(session, inputs.astype(np.float32))
+    grids = [to_uint8(torch.from_numpy(a)) for a in (inputs, outputs) + ((targets,) if targets is not None else ())]
+    save_image(staging / "preview.png", make_grid([[g[i] for g in grids] for i in range(len(inputs))]))
+    return {"file": "preview.png", "columns": columns, "rows": len(inputs), "inputs": origin}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The command.
+
+
+def export_entry(args: argparse.Namespace) -> ModelEntry:
+    """Run the whole export described by the parsed CLI ``args``; returns the written entry."""
+    out = Path(args.out)
+    name = args.name or out.name
+    if not _NAME_RE.match(name) or not _NAME_RE.match(out.name):
+        raise DistillError(f"--out {out}: entry names use letters, digits, '.', '_', '-' (got {out.name!r})")
+    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise DistillError(f"--out {out}: exists and is not a model-zoo entry; choose another folder")
+    if (out / MANIFEST).is_file() and not args.overwrite:
+        raise DistillError(f"--out {out}: an entry already exists; pass --overwrite to replace it")
+    variants = [v for v in (args.variants or "").split(",") if v]
+    for v in variants:
+        if v not in ("fp16", "int8"):
+            raise DistillError(f"--variants: unknown variant {v!r}; choose from fp16, int8 (fp32 is always written)")
+
+    source = load_source(args.run)
+    size, size_origin = _native_size(source, args.size)
+    dataset = _run_dataset(source, args.calibration)
+    if "int8" in variants and dataset is None:
+        raise DistillError("--variants int8 needs calibration images from the training data: pass --calibration DATASET")
+    cfg = source.generator.config
+    print(f"exporting {source.checkpoint} ({cfg.netG}, stride {source.stride}) at {size[0]}x{size[1]} -> {out}")
+
+    staging = out.parent / f".{out.name}.export-tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        onnx_path = export_onnx(source.generator, staging / VARIANT_FILES["fp32"], size, args.opset)
+        parity = check_parity(source.generator, onnx_path, parity_sizes(size, source.stride))
+        print(f"parity vs PyTorch: max |diff| {parity['parity_max_abs_diff']:.2e} at {list(parity['parity_per_size'])}, batch 2")
+        views = _data_views(dataset, source, size, args.num_calibration, args.num_eval) if dataset else None
+        files = [VARIANT_FILES["fp32"]]
+        variant_records = {"fp32": {"file": VARIANT_FILES["fp32"], "providers": VARIANT_PROVIDERS["fp32"]}}
+        if args.timing_repeats:
+            variant_records["fp32"].update(timing_record(onnx_path, size, args.timing_repeats))
+        refused: dict[str, Any] = {}
+        for v in variants:
+            eval_images = views.eval_inputs if views else _random_eval(size, args.num_eval)
+            try:
+                record = build_variant(
+                    v, onnx_path, staging, eval_images=eval_images,
+                    calibration=views.calibration if views else None, native_size=size,
+                    min_psnr_db=args.min_variant_psnr, timing_repeats=max(1, args.timing_repeats),
+                )
+            except VariantRefused as e:
+                print(f"distill export: {e}")
+                refused[v] = {"psnr_vs_fp32_db": e.psnr_db, "min_psnr_db": e.bound_db, "error_images": e.n_images}
+                continue
+            record["error_inputs"] = views.eval_source if views else "random inputs (no dataset known)"
+            variant_records[v] = record
+            files.append(record["file"])
+            print(f"{v}: PSNR vs fp32 {record['psnr_vs_fp32_db']:.2f} dB, {record['median_ms']:.1f} ms at {size[0]}x{size[1]}")
+        side = _teacher_and_direction(args, views, staging)
+        files += side["files"]
+        preview = _write_preview(onnx_path, staging, views, size)
+        files.append(preview["file"])
+        manifest = _manifest(args, name, source, size, size_origin, views, variant_records, refused, parity, side, preview)
+        entry = write_entry(staging, manifest, files)
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    entry = ModelEntry(name=out.name, path=out, manifest=entry.manifest)
+    print(f"wrote {out} ({', '.join(variant_records)}); list it with `distill models --root {out.parent} list`")
+    if refused:
+        figures = "; ".join(f"{v}: {r['psnr_vs_fp32_db']:.2f} dB < {r['min_psnr_db']:g} dB" for v, r in refused.items())
+        raise DistillError(f"variant(s) refused on PSNR against fp32 ({figures}); {out} was written without them")
+    return entry
+
+
+def _random_eval(size: tuple[int, int], n: int) -> np.ndarray:
+    return np.random.default_rng(1).uniform(-1, 1, (max(1, min(n, 4)), 3, *size)).astype(np.float32)
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging`` with renames (the old entry is removed only once the new one is in place)."""
+    old = out.parent / f".{out.name}.export-old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _manifest(args: argparse.Namespace, name: str, source: StudentSource, size: tuple[int, int], size_origin: str,
+              views: DataViews | None, variants: dict[str, Any], refused: dict[str, Any], parity: dict[str, Any],
+              side: dict[str, Any], preview: dict[str, Any]) -> dict[str, Any]:
+    cfg = source.generator.config
+    data: dict[str, Any] = {}
+    if views is not None:
+        data = {"dataset": str(views.dataset.resolve()), **views.counts,
+                "teacher_resolution": views.meta.get("resolution"), "eval_inputs": views.eval_source}
+    description = args.description or (
+        f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf}) for the '{side['edit']['attribute']}' edit"
+        if side["edit"]["attribute"] else f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf})"
+    )
+    return {
+        "name": name,
+        "description": description,
+        "edit": side["edit"],
+        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": list(size), "channels": 3,
+                  "range": [-1, 1], "stride": source.stride, "size_source": size_origin,
+                  "normalization": "x / 127.5 - 1 on uint8 RGB (pix2pixHD's (x/255 - 0.5) / 0.5)"},
+        "output": {"name": "output", "layout": "NCHW", "dtype": "float32", "range": [-1, 1],
+                   "denormalization": "clip((y + 1) * 127.5, 0, 255) as uint8 RGB"},
+        "variants": variants,
+        "refused_variants": refused,
+        "teacher": side["teacher"],
+        "direction": side["direction"],
+        "truncation": side["truncation"],
+        "data": data,
+        "training": _training_record(source),
+        "export": {"opset": args.opset, "exporter": "torch.onnx TorchScript (dynamo=False)",
+                   "dynamic_axes": {"batch": 0, "height": 2, "width": 3}, **parity, "versions": versions()},
+        "preview": preview,
+    }
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export", help="export a trained student to ONNX and write a model-zoo entry",
+        description="Export RUN (a `distill train` folder or a generator checkpoint such as NVIDIA's latest_net_G.pth) "
+                    "to ONNX, check it against PyTorch, build optional fp16/int8 variants gated on their error, and write "
+                    "a checksummed model-zoo entry.",
+    )
+    p.add_argument("run", metavar="RUN", help="training run folder (RUN/checkpoints/latest.pt) or generator checkpoint file")
+    p.add_argument("--out", required=True, help="entry folder, e.g. model_zoo/age-slim-256")
+    p.add_argument("--name", help="entry name in the manifest (default: the --out folder name)")
+    p.add_argument("--description", help="one line for `distill models list` and the service")
+    p.add_argument("--variants", default="", help="comma list of extra variants: fp16 (CUDA provider), int8 (CPU provider)")
+    p.add_argument("--calibration", metavar="DATASET",
+                   help="pair dataset for int8 calibration, variant error and the preview (default: the run's dataset)")
+    p.add_argument("--num-calibration", type=int, default=64, help="training inputs used to calibrate int8 (default 64)")
+    p.add_argument("--num-eval", type=int, default=16, help="held-out inputs used to measure variant error (default 16)")
+    p.add_argument("--min-variant-psnr", type=float, default=MIN_PSNR_DB,
+                   help=f"refuse a variant whose PSNR against fp32 is below this (default {MIN_PSNR_DB:g} dB)")
+    p.add_argument("--teacher", help="StyleGAN2 teacher to ship for the legacy endpoint (default: the dataset's)")
+    p.add_argument("--direction", help="latent direction to ship for the legacy endpoint (default: the dataset's)")
+    p.add_argument("--alpha", type=float, help="edit strength (default: the dataset's)")
+    p.add_argument("--layers", type=int, nargs=2, metavar=("START", "STOP"), help="W+ layers edited (default: the dataset's)")
+    p.add_argument("--normalize", action="store_true", help="the direction is normalized per layer (default: the dataset's)")
+    p.add_argument("--attribute", help="name of the edit, e.g. age (default: the direction's)")
+    p.add_argument("--size", help="native input size HxW (default: the training size from run.json)")
+    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    p.add_argument("--timing-repeats", type=int, default=5, help="timed runs per variant at the native size (0: skip fp32 timing)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing entry at --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    export_entry(args)
+    return 0

@@ -1,0 +1,205 @@
+"""Reduced-precision variants of an exported student, each gated on its measured error against fp32.
+
+- ``fp16``: every weight and activation in float16 for ONNX Runtime's CUDA provider (T4 tensor cores),
+  with float32 inputs and outputs kept so callers do not change
+  (``onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)``).
+- ``int8``: static QDQ quantization for the CPU provider: per-channel int8 weights, uint8 activations
+  calibrated (min/max) on training inputs. Only Conv is quantized: ONNX Runtime has no int8
+  ConvTranspose kernel on CPU, and InstanceNorm/Tanh stay in float32 between the quantized convs.
+
+A variant is kept only when the PSNR of its outputs against the fp32 model's outputs, on held-out
+inputs, is at least the bound (35 dB by default); otherwise :class:`VariantRefused` carries the figure.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from training.atomic import atomic_write_bytes
+from training.errors import DistillError
+
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+VARIANT_PROVIDERS = {
+    "fp32": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "fp16": ["CUDAExecutionProvider"],
+    "int8": ["CPUExecutionProvider"],
+}
+MIN_PSNR_DB = 35.0
+
+
+class VariantRefused(DistillError):
+    """A variant's outputs are too far from fp32 (PSNR below the bound); ``psnr_db`` holds the measured figure."""
+
+    def __init__(self, variant: str, psnr_db: float, bound_db: float, n_images: int):
+        self.variant, self.psnr_db, self.bound_db, self.n_images = variant, psnr_db, bound_db, n_images
+        super().__init__(
+            f"{variant} variant refused: PSNR against fp32 is {psnr_db:.2f} dB on {n_images} held-out inputs, "
+            f"below the {bound_db:g} dB bound; ship fp32 only, or calibrate on more/other training inputs "
+            f"(--calibration, --num-calibration)"
+        )
+
+
+def cpu_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with all graph optimizations; ``threads`` 0 = one per physical core."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_session(session: ort.InferenceSession, images: np.ndarray, batch: int = 1) -> np.ndarray:
+    """Run ``images`` [N,3,H,W] float32 through a session, ``batch`` at a time."""
+    name = session.get_inputs()[0].name
+    outs = [session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)]
+    return np.concatenate(outs).astype(np.float32)
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB of [N,C,H,W] arrays in [-1, 1] (data range 2), as training.metrics.psnr."""
+    mse = np.square(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1).mean(1)
+    return 10 * np.log10(4.0 / np.maximum(mse, 1e-12))
+
+
+def median_ms(session: ort.InferenceSession, size: tuple[int, int], repeats: int = 5, warmup: int = 2, seed: int = 0) -> float:
+    """Median wall time in ms of one batch-1 run at ``size`` (H, W), after ``warmup`` runs."""
+    x = np.random.default_rng(seed).uniform(-1, 1, (1, 3, *size)).astype(np.float32)
+    name = session.get_inputs()[0].name
+    for _ in range(warmup):
+        session.run(None, {name: x})
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def cpu_description() -> str:
+    """This machine's CPU model and core count, for 'measured on' records."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs"
+
+
+def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write the float16 variant of ``src`` to ``dst`` (float32 graph inputs and outputs kept)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    return atomic_write_bytes(dst, model.SerializeToString())
+
+
+class ImageCalibrationReader(CalibrationDataReader):
+    """Feeds calibration images ([3,H,W] float32 in [-1,1]) one at a time to ONNX Runtime's calibrator."""
+
+    def __init__(self, input_name: str, images: Iterable[np.ndarray]):
+        self.input_name = input_name
+        self.images = iter(images)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self.images, None)
+        if image is None:
+            return None
+        assert image.ndim == 3 and image.shape[0] == 3, image.shape
+        return {self.input_name: image[None].astype(np.float32)}
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Iterable[np.ndarray]) -> Path:
+    """Write the static QDQ int8 variant of ``src`` to ``dst``, calibrated on ``calibration`` ([3,H,W] in [-1,1])."""
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quantize-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        out = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(pre), str(out), ImageCalibrationReader("input", calibration),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv"],
+            extra_options={"CalibMaxIntermediateOutputs": 4},
+        )
+        os.replace(out, dst)
+    return dst
+
+
+def measure_error(fp32_path: str | os.PathLike, variant_path: str | os.PathLike, images: np.ndarray) -> dict[str, Any]:
+    """PSNR (mean and worst image) and max |diff| of a variant's outputs against fp32's, on ONNX Runtime CPU."""
+    ref = run_session(cpu_session(fp32_path), images)
+    out = run_session(cpu_session(variant_path), images)
+    p = psnr_db(out, ref)
+    return {
+        "psnr_vs_fp32_db": round(float(p.mean()), 3),
+        "psnr_vs_fp32_min_db": round(float(p.min()), 3),
+        "max_abs_diff_vs_fp32": float(np.abs(out - ref).max()),
+        "error_images": len(images),
+        "error_measured_with": "CPUExecutionProvider",
+    }
+
+
+def build_variant(
+    variant: str,
+    fp32_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    eval_images: np.ndarray,
+    calibration: Sequence[np.ndarray] | None = None,
+    native_size: tuple[int, int],
+    min_psnr_db: float = MIN_PSNR_DB,
+    timing_repeats: int = 5,
+) -> dict[str, Any]:
+    """Write ``variant`` next to ``fp32_path`` if it passes the PSNR gate; return its manifest record.
+
+    ``eval_images`` are held-out inputs [N,3,H,W]; ``calibration`` (int8 only) are training inputs.
+    Raises :class:`VariantRefused` (the file is removed) when the PSNR against fp32 is below ``min_psnr_db``.
+    """
+    if variant not in ("fp16", "int8"):
+        raise DistillError(f"--variants: unknown variant {variant!r}; choose from fp16, int8")
+    dst = Path(out_dir) / VARIANT_FILES[variant]
+    if variant == "fp16":
+        convert_fp16(fp32_path, dst)
+    else:
+        if not calibration:
+            raise DistillError("--variants int8 needs calibration images: pass --calibration DATASET (its train_A/)")
+        quantize_int8(fp32_path, dst, calibration)
+    record: dict[str, Any] = {"file": dst.name, "providers": VARIANT_PROVIDERS[variant]}
+    record.update(measure_error(fp32_path, dst, eval_images))
+    record["min_psnr_db"] = min_psnr_db
+    if record["psnr_vs_fp32_db"] < min_psnr_db:
+        dst.unlink()
+        raise VariantRefused(variant, record["psnr_vs_fp32_db"], min_psnr_db, len(eval_images))
+    if variant == "int8":
+        record["calibration_images"] = len(calibration)
+        record["calibration_method"] = "MinMax, per-channel int8 weights, uint8 activations, QDQ on Conv"
+    record.update(timing_record(dst, native_size, timing_repeats))
+    if variant == "fp16":
+        record["note"] = "built for the CUDA provider; error and speed here measured on the CPU provider"
+    return record
+
+
+def timing_record(path: str | os.PathLike, size: tuple[int, int], repeats: int = 5) -> dict[str, Any]:
+    """The manifest's speed fields: median ms of a batch-1 run at ``size`` on the CPU provider, and where."""
+    return {
+        "median_ms": round(median_ms(cpu_session(path), size, repeats=repeats), 2),
+        "timed_size": list(size),
+        "measured_on": f"CPUExecutionProvider, {cpu_description()}",
+    }
