@@ -113,6 +113,7 @@ def test_stored_config_contradicting_weights_refused(tmp_path):
         ({"format": "pix2pixhd-distill/9", "config": {}, "G": {}}, "format 'pix2pixhd-distill/9' is not supported"),
         ({"epoch": 3}, "expected a pix2pixHD generator state_dict"),
         ({"conv.weight": torch.zeros(3)}, "missing 'model.1.weight'"),
+        ({"scale0_layer0.0.weight": torch.zeros(3)}, "discriminator state_dict.*pass the generator's file"),
     ],
 )
 def test_bad_files_refused(tmp_path, content, message):
@@ -140,6 +141,9 @@ def test_input_shape_checked(netG):
 def test_stride_and_presets():
     assert Pix2PixHDConfig().stride == 16
     assert Pix2PixHDConfig(netG="local").stride == 32
+    for netG in ("global", "local"):
+        cfg = get_preset("tiny", netG=netG)
+        assert build_generator(cfg).min_size == cfg.min_size
     assert get_preset("global") == Pix2PixHDConfig()
     assert get_preset("nvidia").netG == "local"
     assert get_preset("slim", ngf=16).ngf == 16

@@ -57,6 +57,11 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> Pix2PixHDConfig:
     Only the generator fields are inferred; the discriminator, loss and optimiser fields keep their defaults.
     """
     sd = strip_module_prefix(state_dict)
+    if any(k.startswith("scale0_layer0.") or k.startswith("layer0.") for k in sd):
+        raise DistillError(
+            "this is a pix2pixHD discriminator state_dict (latest_net_D.pth keys scale0_layer0...); "
+            "pass the generator's file, latest_net_G.pth"
+        )
     _expect("model.1.weight" in sd, "missing 'model.1.weight' (the first 7x7 conv of the global generator)")
     first = sd["model.1.weight"]
     _expect(first.dim() == 4 and tuple(first.shape[2:]) == (7, 7), f"model.1.weight has shape {list(first.shape)}, expected [ngf, input_nc, 7, 7]")

@@ -71,6 +71,11 @@ class Pix2PixHDConfig:
             return 2 ** (self.n_downsample_global + self.n_local_enhancers)
         return 2**self.n_downsample_global
 
+    @property
+    def min_size(self) -> int:
+        """Smallest input H and W the generator accepts (see :func:`min_input_size`)."""
+        return min_input_size(self.n_downsample_global, self.n_local_enhancers if self.netG == "local" else 0)
+
     def replace(self, **overrides: Any) -> Pix2PixHDConfig:
         """A copy with some fields changed; unknown names raise DistillError."""
         check_field_names(overrides, "override")
@@ -83,6 +88,11 @@ class Pix2PixHDConfig:
             raise DistillError(f"pix2pixhd config: expected a dict of options, got {type(d).__name__}")
         check_field_names(d, "config key")
         return cls(**d)
+
+
+def min_input_size(n_downsampling: int, n_local_enhancers: int = 0) -> int:
+    """Smallest H/W: the reflection pads need the coarsest input >= 4 px and the bottleneck >= 2 px."""
+    return 2**n_local_enhancers * max(4, 2 * 2**n_downsampling)
 
 
 def field_names() -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from training.errors import DistillError
-from training.pix2pixhd.config import Pix2PixHDConfig
+from training.pix2pixhd.config import Pix2PixHDConfig, min_input_size
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:
@@ -23,11 +23,6 @@ def _norm(channels: int) -> nn.InstanceNorm2d:
 def _downsample_pool() -> nn.AvgPool2d:
     """NVIDIA's image pyramid step; count_include_pad=False matters (True moves outputs by ~0.5)."""
     return nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
-
-
-def min_input_size(n_downsampling: int, n_local_enhancers: int = 0) -> int:
-    """Smallest H/W: the reflection pads need the coarsest input >= 4 px and the bottleneck >= 2 px."""
-    return 2**n_local_enhancers * max(4, 2 * 2**n_downsampling)
 
 
 def check_input(x: torch.Tensor, channels: int, stride: int, min_size: int, what: str) -> None:
