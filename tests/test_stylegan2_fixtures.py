@@ -89,8 +89,7 @@ def test_rosinality_config_inferred_from_tensors(rosinality):
     assert G.num_ws == int(io["n_latent"]) == config["n_latent"]
     assert G.init_kwargs["mapping_layers"] == config["n_mlp"]
     assert G.channels == {int(r): c for r, c in config["channels"].items()}
-    assert G.checkpoint_info == {"path": G.checkpoint_info["path"], "format": "rosinality",
-                                 "w_avg_source": "checkpoint"}
+    assert G.checkpoint_info["format"] == "rosinality" and G.checkpoint_info["w_avg_source"] == "checkpoint"
     assert len([n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const")]) == config["num_layers"]
 
 

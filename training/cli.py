@@ -13,12 +13,14 @@ import sys
 from training.errors import DistillError
 
 STAGES = (
+    "training.teacher",
     "model_zoo.cli",
     "training.export",
     "training.directions",
     "training.pairs",
     "training.filters",
     "training.trainer",
+    "app.cli",
 )
 
 

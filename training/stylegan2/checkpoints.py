@@ -239,8 +239,8 @@ def _from_network_pickle(path: Path, obj: dict) -> tuple[str, dict[str, torch.Te
 
 def _from_loaded_object(path: Path, obj: Any) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        init_kwargs = dict(obj["init_kwargs"])
-        return FORMAT, dict(obj["state_dict"]), {"init_kwargs": init_kwargs}
+        metadata = {k: v for k, v in obj.items() if k not in ("format", "init_kwargs", "state_dict")}
+        return FORMAT, dict(obj["state_dict"]), {"init_kwargs": dict(obj["init_kwargs"]), "metadata": metadata}
     if isinstance(obj, dict) and isinstance(obj.get("format"), str) and "state_dict" in obj:
         raise DistillError(f"{path}: checkpoint format {obj['format']!r} is not a StyleGAN2 generator; "
                            "expected " + EXPECTED)
@@ -281,7 +281,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", **overr
     """Load a StyleGAN2 generator from any supported format, in eval mode, without gradients.
 
     ``overrides`` set what tensors cannot tell: ``conv_clamp``, ``lr_multiplier``, ``w_avg_beta``.
-    The result has ``G.checkpoint_info`` = {path, format, w_avg_source}.
+    The result has ``G.checkpoint_info`` = {path, format, w_avg_source, metadata} (metadata: the
+    ``extra`` entries of a :func:`save_generator` file, else empty).
     """
     bad = sorted(set(overrides) - set(OVERRIDABLE))
     if bad:
@@ -302,7 +303,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", **overr
         G.mapping.w_avg.copy_(estimate_w_avg(G))
         w_avg_source = f"estimated: mean of mapping(z) over {W_AVG_SAMPLES} z (seed {W_AVG_SEED})"
         log.info("%s: no latent_avg in the checkpoint; w_avg %s", path, w_avg_source)
-    G.checkpoint_info = {"path": str(path), "format": fmt, "w_avg_source": w_avg_source}
+    G.checkpoint_info = {"path": str(path), "format": fmt, "w_avg_source": w_avg_source,
+                         "metadata": hints.get("metadata", {})}
     try:
         G = G.to(device)
     except (RuntimeError, AssertionError) as e:

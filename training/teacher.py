@@ -1,0 +1,157 @@
+"""`distill teacher`: inspect a StyleGAN2 checkpoint, sample a grid from it, or make a tiny random one.
+
+    distill teacher info ffhq.pkl
+    distill teacher sample ffhq.pkl --num 16 --truncation 0.7 --seed 0 --out grid.png
+    distill teacher random --resolution 32 --out tiny.pt      # UNTRAINED, for smoke tests only
+
+Seeds follow the pair generator's rule (seed s -> z from a CPU ``torch.Generator`` seeded by s), so
+``sample --seed 5`` shows the same face as pair 5 of ``distill pairs`` with the same truncation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from training.devices import exact_float32, pick_device
+from training.errors import DistillError
+from training.images import make_grid, save_image, to_uint8
+from training.stylegan2 import Generator, load_generator, save_generator
+from training.stylegan2.checkpoints import estimate_w_avg
+
+UNTRAINED_NOTE = ("UNTRAINED: random StyleGAN2 weights for smoke tests and the offline quickstart; "
+                  "its images are abstract patterns, not faces")
+
+
+def describe(G: Generator) -> dict[str, Any]:
+    """The inferred configuration of a loaded generator, as printed by ``teacher info``."""
+    info = getattr(G, "checkpoint_info", {})
+    kw = G.init_kwargs
+    metadata = info.get("metadata") or {}
+    return {
+        "note": metadata.get("description") if metadata.get("untrained") else None,
+        "path": info.get("path"),
+        "format": info.get("format"),
+        "resolution": G.img_resolution,
+        "img_channels": G.img_channels,
+        "z_dim": G.z_dim,
+        "w_dim": G.w_dim,
+        "num_ws": G.num_ws,
+        "mapping_layers": kw["mapping_layers"],
+        "channels": {str(r): c for r, c in sorted(kw["channels"].items())},
+        "architecture": kw["architecture"],
+        "conv_clamp": kw["conv_clamp"],
+        "lr_multiplier": kw["lr_multiplier"],
+        "w_avg": info.get("w_avg_source"),
+        "parameters": sum(p.numel() for p in G.parameters()),
+    }
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = {k: v for k, v in describe(load_generator(args.path)).items() if v is not None or k != "note"}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(map(len, info))
+    for key, value in info.items():
+        if key == "channels":
+            value = ", ".join(f"{r}:{c}" for r, c in value.items())
+        elif key == "parameters":
+            value = f"{value:,}"
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+@torch.no_grad()
+def sample_images(G: Generator, seeds: list[int], truncation: float = 1.0, noise_mode: str = "const",
+                  batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+    """Images [N,3,H,W] (CPU, float32) for ``seeds``, generated in batches on G's device."""
+    from training.directions import z_from_seeds
+
+    device = G.w_avg.device
+    out = []
+    for start in tqdm(range(0, len(seeds), batch_size), desc="sample", unit="batch", disable=not progress):
+        z = z_from_seeds(seeds[start:start + batch_size], G.z_dim).to(device)
+        out.append(G(z, truncation_psi=truncation, noise_mode=noise_mode).float().cpu())
+    return torch.cat(out)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    if args.num < 1:
+        raise DistillError("--num must be at least 1")
+    if args.batch < 1:
+        raise DistillError("--batch must be at least 1")
+    device = pick_device(args.device)
+    exact_float32()
+    G = load_generator(args.path, device=device)
+    seeds = list(range(args.seed, args.seed + args.num))
+    images = to_uint8(sample_images(G, seeds, args.truncation, args.noise_mode, args.batch, progress=True))
+    cols = args.cols or math.ceil(math.sqrt(len(seeds)))
+    rows = [list(images[i:i + cols]) for i in range(0, len(images), cols)]
+    save_image(args.out, make_grid(rows))
+    print(f"wrote {args.out}: {len(seeds)} images (seeds {seeds[0]}..{seeds[-1]}, truncation {args.truncation}, "
+          f"noise {args.noise_mode}) from {args.path} on {device}")
+    return 0
+
+
+def random_generator(resolution: int, seed: int = 0, z_dim: int = 64, w_dim: int = 64, mapping_layers: int = 2,
+                     channel_base: int | None = None, channel_max: int = 64) -> Generator:
+    """A tiny randomly initialised generator (NVlabs init) with ``w_avg`` set to the mean mapped w."""
+    if resolution < 4 or resolution & (resolution - 1):
+        raise DistillError(f"--resolution must be a power of two >= 4, got {resolution}")
+    torch.manual_seed(seed)
+    G = Generator(z_dim=z_dim, w_dim=w_dim, img_resolution=resolution, mapping_layers=mapping_layers,
+                  channel_base=channel_base or 16 * resolution, channel_max=channel_max)
+    G.eval().requires_grad_(False)
+    G.mapping.w_avg.copy_(estimate_w_avg(G, seed=seed))
+    return G
+
+
+def run_random(args: argparse.Namespace) -> int:
+    G = random_generator(args.resolution, seed=args.seed, z_dim=args.z_dim, w_dim=args.w_dim,
+                         mapping_layers=args.mapping_layers, channel_base=args.channel_base,
+                         channel_max=args.channel_max)
+    save_generator(G, args.out, extra={"untrained": True, "description": UNTRAINED_NOTE, "seed": args.seed})
+    params = sum(p.numel() for p in G.parameters())
+    print(f"wrote {args.out}: {UNTRAINED_NOTE}. resolution {args.resolution}, z/w {G.z_dim}/{G.w_dim}, "
+          f"{params:,} parameters, seed {args.seed}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("teacher", help="inspect, sample or create a StyleGAN2 teacher",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="teacher_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("info", help="print the configuration inferred from a checkpoint")
+    p.add_argument("path", help="NVlabs .pkl / state_dict, rosinality .pt, or a stylegan2-distill file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_info)
+
+    p = sub.add_parser("sample", help="write a grid of generated images")
+    p.add_argument("path", help="generator checkpoint (any supported format)")
+    p.add_argument("--num", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; images use seeds seed..seed+num-1")
+    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi (default 1.0 = none)")
+    p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    p.add_argument("--cols", type=int, default=0, help="grid columns (default: about sqrt(num))")
+    p.add_argument("--batch", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cuda or cpu")
+    p.add_argument("--out", required=True, help="output image (.png or .jpg)")
+    p.set_defaults(func=run_sample)
+
+    p = sub.add_parser("random", help="write a tiny UNTRAINED random generator (smoke tests, offline quickstart)")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--z-dim", type=int, default=64)
+    p.add_argument("--w-dim", type=int, default=64)
+    p.add_argument("--mapping-layers", type=int, default=2)
+    p.add_argument("--channel-base", type=int, default=None, help="default 16 x resolution")
+    p.add_argument("--channel-max", type=int, default=64)
+    p.add_argument("--out", required=True, help="output file (stylegan2-distill format, .pt)")
+    p.set_defaults(func=run_random)
