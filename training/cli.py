@@ -20,7 +20,6 @@ STAGES = (
     "training.pairs",
     "training.filters",
     "training.trainer",
-    "app.cli",
 )
 
 
