@@ -20,6 +20,8 @@ STAGES = (
     "training.pairs",
     "training.filters",
     "training.trainer",
+    "app.cli",
+    "training.toyfaces",
 )
 
 

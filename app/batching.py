@@ -1,0 +1,176 @@
+"""Dynamic micro-batching in front of one model: a bounded queue, max batch size, max wait.
+
+Requests are queued as [1,3,H,W] arrays. One asyncio task per model takes the oldest request, waits
+up to ``max_wait_s`` (counted from that request's arrival) for more requests *of the same shape*
+until ``max_batch`` of them are there, concatenates them and runs the model in a dedicated worker
+thread, so the event loop never blocks. While a batch runs, new arrivals queue up and form the next
+batch: under load, batches grow by themselves; when idle, a lone request waits at most ``max_wait_s``.
+``max_batch=1`` turns batching off (every request runs alone, no waiting).
+
+The queue is bounded: a request arriving when ``queue_size`` are already waiting gets
+:class:`QueueFullError` (the service answers 503 with ``Retry-After``) instead of unbounded latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class QueueFullError(Exception):
+    """The model's queue is full; ``retry_after_s`` estimates when there will be room."""
+
+    def __init__(self, depth: int, retry_after_s: int) -> None:
+        super().__init__(f"{depth} requests are already waiting for this model")
+        self.depth = depth
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One request's output [3,H,W] and how it was served."""
+
+    output: np.ndarray
+    queue_s: float  # from submit() to its batch starting
+    inference_s: float  # the whole batch's model time
+    batch_size: int
+
+
+@dataclass
+class _Pending:
+    x: np.ndarray
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Groups same-shape requests for ``run_batch`` ([N,3,H,W] -> [N,3,H,W]); see the module docstring."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        queue_size: int,
+        name: str = "model",
+        on_batch: Callable[[int, float], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+    ) -> None:
+        assert max_batch >= 1 and queue_size >= 1 and max_wait_s >= 0
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s if max_batch > 1 else 0.0
+        self.queue_size = queue_size
+        self.name = name
+        self._on_batch = on_batch
+        self._on_depth = on_depth
+        self._pending: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._task: asyncio.Task | None = None
+        self._batch_s_ewma = 0.0
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not yet in a running batch)."""
+        return len(self._pending)
+
+    def start(self) -> None:
+        """Start the batching task on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop the task, fail queued requests, release the inference thread."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("the service is shutting down"))
+        self._set_depth()
+        self._executor.shutdown(wait=True)
+
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has likely drained (at least 1), from the recent batch time."""
+        batches = math.ceil(self.depth / self.max_batch)
+        return max(1, math.ceil(batches * self._batch_s_ewma))
+
+    async def submit(self, x: np.ndarray) -> BatchResult:
+        """Queue one [1,3,H,W] input and wait for its output; QueueFullError when the queue is full."""
+        assert x.ndim == 4 and x.shape[0] == 1, f"submit one image [1,3,H,W], got {x.shape}"
+        if self.depth >= self.queue_size:
+            raise QueueFullError(self.depth, self.retry_after_s())
+        item = _Pending(x, asyncio.get_running_loop().create_future())
+        self._pending.append(item)
+        self._set_depth()
+        self._arrived.set()
+        return await item.future
+
+    def _set_depth(self) -> None:
+        if self._on_depth is not None:
+            self._on_depth(self.depth)
+
+    def _take_batch(self) -> list[_Pending]:
+        """Remove and return up to max_batch live requests with the oldest request's shape (FIFO within it)."""
+        shape = self._pending[0].x.shape
+        batch: list[_Pending] = []
+        keep: deque[_Pending] = deque()
+        while self._pending:
+            item = self._pending.popleft()
+            if item.future.done():  # the client went away (cancelled) before its turn
+                continue
+            if item.x.shape == shape and len(batch) < self.max_batch:
+                batch.append(item)
+            else:
+                keep.append(item)
+        self._pending = keep
+        self._set_depth()
+        return batch
+
+    def _ready_count(self) -> int:
+        shape = self._pending[0].x.shape
+        return sum(1 for item in self._pending if item.x.shape == shape)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            deadline = self._pending[0].enqueued + self.max_wait_s
+            while self._ready_count() < self.max_batch and (remaining := deadline - time.perf_counter()) > 0:
+                self._arrived.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+            batch = self._take_batch()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            x = np.concatenate([item.x for item in batch]) if len(batch) > 1 else batch[0].x
+            try:
+                y = await loop.run_in_executor(self._executor, self.run_batch, x)
+            except Exception as e:  # a model failure fails this batch's requests, not the batcher
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            inference_s = time.perf_counter() - started
+            self._batch_s_ewma = inference_s if not self._batch_s_ewma else 0.8 * self._batch_s_ewma + 0.2 * inference_s
+            if self._on_batch is not None:
+                self._on_batch(len(batch), inference_s)
+            for i, item in enumerate(batch):
+                if not item.future.done():
+                    item.future.set_result(BatchResult(y[i], started - item.enqueued, inference_s, len(batch)))

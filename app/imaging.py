@@ -1,0 +1,179 @@
+"""Uploads in, pictures out: validation, decoding, the geometry policy, and encoding.
+
+Geometry policy (faces are square crops, and a student only knows its native size):
+the upload is rotated upright (EXIF orientation), then the largest centred region with the
+model's aspect ratio (a square for faces) is cropped and resized (bicubic) to the native size.
+The response size is chosen by ``size``:
+
+- ``native`` (default): the model's native size.
+- ``crop``: the edited crop scaled back to the crop's size in the upload.
+- ``original``: the upload's full size; the edited crop is pasted back over the centred region.
+
+Every bad upload maps to a :class:`~app.errors.ServiceError` (4xx with a JSON reason), never a 500.
+Pixel counts are checked from the header, before any pixel is decoded, so a tiny file declaring
+huge dimensions (a decompression bomb) costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import ServiceError
+
+# Pillow warns (and only warns) between MAX_IMAGE_PIXELS and twice that; a service must refuse instead.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+SIZES = ("native", "crop", "original")
+FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+ACCEPTED = ("JPEG", "PNG", "WEBP")
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An upload decoded and cropped: ``pixels`` uint8 [H,W,3] at the model's native size, plus where it came from."""
+
+    pixels: np.ndarray
+    source_format: str
+    original_size: tuple[int, int]  # (W, H) from the file header
+    crop_box: tuple[int, int, int, int]  # (left, top, right, bottom) in the decoded, upright picture
+    original: Image.Image | None  # the decoded, upright picture in RGB, kept for size="crop"/"original"
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The container format from the first bytes (JPEG, PNG, WEBP, GIF, BMP, TIFF) or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    return None
+
+
+def check_upload(data: bytes, max_bytes: int) -> str:
+    """Refuse empty, oversized, non-image and unsupported uploads; return the format (JPEG, PNG or WEBP)."""
+    if not data:
+        raise ServiceError(400, "empty_file", "the uploaded file is empty; send a JPEG, PNG or WebP image")
+    if len(data) > max_bytes:
+        raise ServiceError(413, "file_too_large", f"the upload is {len(data)} bytes; the limit is {max_bytes}")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ServiceError(415, "not_an_image", "the upload is not a JPEG, PNG or WebP image")
+    if fmt not in ACCEPTED:
+        raise ServiceError(415, "unsupported_format", f"{fmt} images are not accepted; send JPEG, PNG or WebP")
+    return fmt
+
+
+def center_box(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
+    """The largest centred (left, top, right, bottom) box of ``aspect`` = W/H inside a width x height picture."""
+    if width / height > aspect:
+        w, h = max(1, round(height * aspect)), height
+    else:
+        w, h = width, max(1, round(width / aspect))
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB: 16/32-bit greys rescaled, alpha composited over white, CMYK/palette converted."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        peak = a.max(initial=0.0)
+        scale = 255.0 / 65535.0 if peak > 255 else 1.0
+        im = Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("LA", "PA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im, mask=im.getchannel("A"))
+        return background
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def decode(data: bytes, *, native_hw: tuple[int, int], max_bytes: int, max_pixels: int,
+           keep_original: bool = False) -> Decoded:
+    """Validate and decode an upload, honour EXIF rotation, centre-crop and resize to ``native_hw`` (H, W).
+
+    ``keep_original`` keeps the full-resolution upright picture for :func:`restore_geometry`; without it a
+    JPEG may be decoded at a reduced scale (libjpeg's DCT scaling), as long as the crop stays native-sized.
+    """
+    fmt = check_upload(data, max_bytes)
+    try:
+        im = Image.open(io.BytesIO(data), formats=[fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ServiceError(413, "too_many_pixels", f"{e}; the limit is {max_pixels} pixels") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ServiceError(400, "corrupt_image", f"the {fmt} file cannot be read: {e}") from e
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise ServiceError(
+                413, "too_many_pixels",
+                f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+            )
+        out_h, out_w = native_hw
+        if fmt == "JPEG" and not keep_original:
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the crop stays at least native-sized
+            # (whatever the EXIF rotation: the shorter side must cover the longer native side).
+            scale = max(out_w, out_h) / min(width, height)
+            im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = to_rgb(im)
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ServiceError(400, "corrupt_image", f"the {fmt} file is truncated or corrupt: {e}") from e
+    box = center_box(rgb.width, rgb.height, out_w / out_h)
+    pixels = np.asarray(rgb.resize((out_w, out_h), Image.BICUBIC, box=box, reducing_gap=3.0))
+    return Decoded(pixels, fmt, (width, height), box, rgb if keep_original else None)
+
+
+def restore_geometry(edited: np.ndarray, decoded: Decoded, size: str) -> np.ndarray:
+    """Apply the ``size`` policy to the model's output (uint8 [H,W,3] at native size)."""
+    if size == "native":
+        return edited
+    assert decoded.original is not None, f"size={size} needs decode(..., keep_original=True)"
+    left, top, right, bottom = decoded.crop_box
+    crop = Image.fromarray(edited).resize((right - left, bottom - top), Image.BICUBIC)
+    if size == "crop":
+        return np.asarray(crop)
+    canvas = decoded.original.copy()
+    canvas.paste(crop, (left, top))
+    return np.asarray(canvas)
+
+
+def encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
+    """uint8 [H,W,3] -> JPEG/WebP (``quality``) or PNG (fast zlib level 1) bytes."""
+    buf = io.BytesIO()
+    pil_format = FORMATS[fmt]
+    options = {"compress_level": 1} if pil_format == "PNG" else {"quality": quality}
+    Image.fromarray(pixels).save(buf, format=pil_format, **options)
+    return buf.getvalue()
+
+
+def to_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [H,W,3] -> float32 [1,3,H,W] in [-1,1] (the students' normalisation, x/127.5 - 1)."""
+    x = pixels.astype(np.float32).transpose(2, 0, 1)[None]
+    return x * np.float32(1 / 127.5) - np.float32(1.0)
+
+
+def from_output(y: np.ndarray) -> np.ndarray:
+    """float [3,H,W] in [-1,1] -> uint8 [H,W,3], rounded as training.images.to_uint8 does."""
+    return np.clip(y.astype(np.float32) * 127.5 + 128.0, 0, 255).astype(np.uint8).transpose(1, 2, 0)

@@ -1,0 +1,184 @@
+"""The legacy (projection) path, isolated in its own bounded pool of processes with a timeout.
+
+A projection is hundreds of torch optimisation steps of mostly small operations. Run in the web
+process, its Python work would compete with the event loop for the GIL and slow ``/transform``;
+so it runs in separate processes (``spawn``, torch limited to ``legacy_threads`` threads each),
+which also keeps torch out of the web process entirely. The pool admits ``workers`` running jobs
+plus ``queue`` waiting ones; beyond that :class:`LegacyBusyError` (503). Every job carries an
+absolute deadline that the projector polls (``should_stop``), so a timed-out job stops by itself
+and frees its process; the caller gets :class:`LegacyTimeoutError` (504) at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger("app.legacy")
+
+_GRACE_S = 2.0  # how long past the deadline the web process waits for a job that does not poll should_stop
+_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}  # per pool process: (teacher, direction) -> loaded
+_STOP: Any = None  # per pool process: the pool's shutdown event
+
+
+class LegacyBusyError(Exception):
+    """Every projection slot (running + queued) is taken."""
+
+
+class LegacyTimeoutError(Exception):
+    """The projection did not finish before its deadline."""
+
+
+class LegacyUnavailableError(Exception):
+    """A projection process died (killed, out of memory); the next request gets a fresh pool."""
+
+
+@dataclass(frozen=True)
+class LegacyJob:
+    """What one projection needs: the entry's teacher and direction, the edit, and the optimisation budget."""
+
+    teacher: Path
+    direction: Path
+    alpha: float
+    layers: tuple[int, int]
+    normalize: bool
+    steps: int
+    vgg16: Path | None = None
+    seed: int = 0
+
+
+def edit_from_manifest(manifest: dict[str, Any]) -> tuple[float, tuple[int, int], bool]:
+    """(alpha, [start, stop) W+ layers, normalize) from the entry's ``direction`` record, else its ``edit``."""
+    record = {**(manifest.get("edit") or {}), **(manifest.get("direction") or {})}
+    layers = record.get("layers") or (0, 8)
+    return float(record.get("alpha", 1.0)), (int(layers[0]), int(layers[1])), bool(record.get("normalize", False))
+
+
+def _init_worker(threads: int, stop: Any) -> None:
+    import torch  # imported here: only projection processes load torch
+
+    global _STOP
+    _STOP = stop
+    torch.set_num_threads(threads)
+
+
+def _warm_worker(jobs: list[LegacyJob]) -> None:
+    """Pay the start-up costs before the first request: torch import, teacher loading, W statistics,
+    the optimizer's first step (lazy imports): a 2-step projection of a grey picture per teacher."""
+    for job in jobs:
+        res = _load(job)[0].img_resolution
+        _run_job(replace(job, steps=2), np.full((res, res, 3), 128, np.uint8), time.time() + 600)
+
+
+def _load(job: LegacyJob) -> tuple[Any, Any]:
+    from training.directions import load_direction
+    from training.stylegan2 import load_generator
+
+    key = (str(job.teacher), str(job.direction))
+    if key not in _CACHE:
+        G = load_generator(job.teacher, device="cpu")
+        _CACHE[key] = (G, load_direction(job.direction, G.num_ws, G.w_dim))
+    return _CACHE[key]
+
+
+def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """In a pool process: project ``pixels`` (uint8 [H,W,3]) with the teacher, edit, synthesize, back to uint8."""
+    from training.images import from_uint8, to_uint8
+    from training.projector import ProjectionStopped, legacy_edit
+
+    started = time.perf_counter()
+    G, direction = _load(job)
+    res = G.img_resolution
+    h, w = pixels.shape[:2]
+    target = from_uint8(np.array(Image.fromarray(pixels).resize((res, res), Image.BICUBIC)))
+    losses: list[float] = []
+    try:
+        edited = legacy_edit(
+            G, target, direction, job.alpha, job.layers, steps=job.steps, normalize=job.normalize,
+            vgg16_path=job.vgg16, seed=job.seed, should_stop=lambda: time.time() > deadline or _STOP.is_set(),
+            progress=lambda step, steps, loss: losses.append(loss),
+        )
+    except ProjectionStopped as e:
+        raise TimeoutError(str(e)) from None  # a builtin: custom exceptions may not survive pickling
+    out = to_uint8(edited)[0]
+    if out.shape[:2] != (h, w):
+        out = np.asarray(Image.fromarray(out).resize((w, h), Image.BICUBIC))
+    info = {"steps": len(losses), "loss": losses[-1] if losses else None, "resolution": res,
+            "seconds": time.perf_counter() - started}
+    return out, info
+
+
+class LegacyExecutor:
+    """A bounded pool of projection processes (see the module docstring)."""
+
+    def __init__(self, workers: int, queue: int, timeout_s: float, threads: int) -> None:
+        self.workers = workers
+        self.capacity = workers + queue
+        self.timeout_s = timeout_s
+        self.threads = threads
+        self.active = 0  # running + queued jobs, including timed-out ones still stopping
+        self._pool: ProcessPoolExecutor | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
+
+    @property
+    def enabled(self) -> bool:
+        return self.workers > 0
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=self._context,
+                initializer=_init_worker, initargs=(self.threads, self._stop),
+            )
+        return self._pool
+
+    async def warm(self, jobs: list[LegacyJob]) -> None:
+        """Start the processes and load ``jobs``' teachers (torch import, weights, W statistics) in them."""
+        if self.enabled and jobs:
+            pool = self._get_pool()
+            await asyncio.gather(*(asyncio.wrap_future(pool.submit(_warm_worker, jobs)) for _ in range(self.workers)))
+
+    async def run(self, job: LegacyJob, pixels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Project-edit-synthesize ``pixels`` in the pool; LegacyBusyError / LegacyTimeoutError as documented."""
+        if self.active >= self.capacity:
+            raise LegacyBusyError(f"{self.active} projections are running or queued (capacity {self.capacity})")
+        deadline = time.time() + self.timeout_s
+        try:
+            future = self._get_pool().submit(_run_job, job, pixels, deadline)
+        except BrokenProcessPool:  # a process died since the last job: start over once
+            self._pool = None
+            future = self._get_pool().submit(_run_job, job, pixels, deadline)
+        self.active += 1
+        wrapped = asyncio.wrap_future(future)
+        wrapped.add_done_callback(self._release)
+        try:
+            return await asyncio.wait_for(asyncio.shield(wrapped), self.timeout_s + _GRACE_S)
+        except (TimeoutError, asyncio.TimeoutError) as e:
+            raise LegacyTimeoutError(f"the projection did not finish within {self.timeout_s:g} s") from e
+        except BrokenProcessPool as e:
+            log.error("a projection process died; the next request starts a fresh pool")
+            self._pool = None
+            raise LegacyUnavailableError("the projection process died; retry") from e
+
+    def _release(self, future: asyncio.Future) -> None:
+        self.active -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved here: a timed-out job's late error is expected, not news
+
+    def shutdown(self) -> None:
+        """Stop the processes: queued jobs are cancelled, running ones stop at their next step."""
+        if self._pool is not None:
+            self._stop.set()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

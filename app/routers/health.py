@@ -1,0 +1,28 @@
+"""Liveness and readiness probes (Kubernetes/compose style)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from app.dependencies import get_service
+from app.schemas import Health
+from app.service import Service
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is alive and its event loop answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+async def readyz(service: Service = Depends(get_service)) -> Health | JSONResponse:
+    """200 once every model is loaded and warmed up; 503 (with the reason) before that or if loading failed."""
+    if service.ready:
+        return Health(status="ready")
+    status = "error" if service.load_error else "loading"
+    return JSONResponse(Health(status=status, detail=service.load_error).model_dump(), status_code=503,
+                        headers={"Retry-After": "1"})

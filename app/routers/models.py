@@ -1,0 +1,50 @@
+"""The served models and their sample images."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+
+from app.dependencies import get_service
+from app.errors import ServiceError
+from app.schemas import BatchingInfo, ErrorBody, ModelInfo, ModelsResponse
+from app.service import LoadedModel, Service
+
+router = APIRouter(tags=["models"])
+
+
+def describe(model: LoadedModel, service: Service) -> ModelInfo:
+    entry, runtime, s = model.entry, model.runtime, service.settings
+    return ModelInfo(
+        name=entry.name,
+        description=entry.manifest.get("description", ""),
+        edit=entry.manifest.get("edit"),
+        input_size=entry.input_size,
+        provider=runtime.provider,
+        provider_reason=runtime.provider_reason,
+        variant=runtime.variant,
+        variants=sorted(entry.variants),
+        legacy=model.has_teacher and service.legacy.enabled,
+        samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],
+        batching=BatchingInfo(max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size),
+    )
+
+
+@router.get("/models", response_model=ModelsResponse)
+async def list_models(service: Service = Depends(get_service)) -> ModelsResponse:
+    """Every served model: native size, provider and variant in use, available variants, legacy support."""
+    return ModelsResponse(
+        default=service.default_model,
+        ready=service.ready,
+        models=[describe(m, service) for m in service.models.values()],
+    )
+
+
+@router.get("/models/{name}/samples/{filename}", response_class=FileResponse, responses={404: {"model": ErrorBody}})
+async def sample(name: str, filename: str, service: Service = Depends(get_service)) -> FileResponse:
+    """One image from the model entry's ``samples/`` folder."""
+    model = service.get_model(name)
+    for path in model.samples():
+        if path.name == filename:
+            return FileResponse(path)
+    raise ServiceError(404, "unknown_sample", f"model {name!r} has no sample {filename!r}")

@@ -1,0 +1,43 @@
+"""Response bodies, as pydantic models so the OpenAPI docs show them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer: a stable code and a human-readable reason."""
+
+    error: str
+    detail: str | list | dict
+
+
+class BatchingInfo(BaseModel):
+    max_batch: int
+    max_wait_ms: float
+    queue_size: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    description: str
+    edit: dict | None
+    input_size: tuple[int, int]
+    provider: str
+    provider_reason: str
+    variant: str
+    variants: list[str]
+    legacy: bool
+    samples: list[str]
+    batching: BatchingInfo
+
+
+class ModelsResponse(BaseModel):
+    default: str | None
+    ready: bool
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None

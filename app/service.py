@@ -1,0 +1,147 @@
+"""The service's long-lived state: the loaded models (session + micro-batcher each) and the legacy pool.
+
+One :class:`Service` per worker process lives on ``app.state.service``. :meth:`Service.start` loads and
+warms every model in a thread (so ``/healthz`` answers while it runs) and only then turns ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.batching import MicroBatcher
+from app.config import Settings
+from app.errors import ServiceError
+from app.legacy import LegacyExecutor, LegacyJob, edit_from_manifest
+from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH
+from app.runtime import ModelRuntime, load_runtime
+from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
+from training.errors import DistillError
+
+log = logging.getLogger("app.service")
+
+SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve: its zoo entry, ONNX Runtime session and micro-batcher."""
+
+    runtime: ModelRuntime
+    batcher: MicroBatcher
+
+    @property
+    def entry(self) -> ModelEntry:
+        return self.runtime.entry
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.entry.teacher_path is not None and self.entry.direction_path is not None
+
+    def samples(self) -> list[Path]:
+        """Images in the entry's ``samples/`` folder (shown on the demo page)."""
+        folder = self.entry.path / "samples"
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)
+
+
+def select_entries(settings: Settings) -> list[ModelEntry]:
+    """The entries to serve (``settings.models`` or the whole zoo), checksums verified; DistillError if none."""
+    root = settings.model_zoo or default_root()
+    names = list(settings.models) or [e.name for e in list_entries(root)]
+    if not names:
+        raise DistillError(
+            f"no model-zoo entries under {root}; set DISTILL_MODEL_ZOO (or --model-zoo) to a folder of "
+            "entries written by `distill export`"
+        )
+    return [get_entry(name, root, verify=True) for name in names]
+
+
+class Service:
+    """Models, batchers and the legacy pool of one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models: dict[str, LoadedModel] = {}
+        self.default_model: str | None = None
+        self.ready = False
+        self.load_error: str | None = None
+        self.legacy = LegacyExecutor(
+            settings.legacy_workers, settings.legacy_queue, settings.legacy_timeout_s, settings.legacy_threads
+        )
+
+    async def start(self) -> None:
+        """Load and warm every model without blocking the event loop, start the batchers, turn ready."""
+        try:
+            runtimes = await asyncio.to_thread(self._load_all)
+        except DistillError as e:
+            self.load_error = str(e)
+            log.error("the service cannot start serving: %s", e)
+            return
+        for runtime in runtimes:
+            self.models[runtime.name] = LoadedModel(runtime, self._make_batcher(runtime))
+            self.models[runtime.name].batcher.start()
+        names = list(self.models)
+        self.default_model = self.settings.default_model or names[0]
+        if self.default_model not in self.models:
+            self.load_error = f"DISTILL_DEFAULT_MODEL={self.default_model!r} is not served (serving: {', '.join(names)})"
+            log.error(self.load_error)
+            return
+        teachers = [self.legacy_job(m, self.settings.legacy_steps) for m in self.models.values() if m.has_teacher]
+        try:
+            await self.legacy.warm(teachers)
+        except Exception as e:  # a broken teacher disables the legacy path, not the service
+            log.error("legacy path: loading the teachers failed (%s); /legacy/transform will report it", e)
+        self.ready = True
+        log.info("ready: %s (default %s)", ", ".join(names), self.default_model)
+
+    def _load_all(self) -> list[ModelRuntime]:
+        runtimes = []
+        for entry in select_entries(self.settings):
+            runtime = load_runtime(entry, self.settings)
+            seconds = runtime.warm_up(self.settings.warmup_runs, self.settings.max_batch)
+            h, w = runtime.native_hw
+            MODEL_INFO.labels(entry.name, runtime.provider, runtime.variant, f"{h}x{w}",
+                              str(entry.teacher_path is not None).lower()).set(1)
+            log.info("model %s: %dx%d, provider %s (%s), variant %s, warm-up %.2f s", entry.name, h, w,
+                     runtime.provider, runtime.provider_reason, runtime.variant, seconds)
+            runtimes.append(runtime)
+        return runtimes
+
+    def _make_batcher(self, runtime: ModelRuntime) -> MicroBatcher:
+        s = self.settings
+        batch_hist = BATCH_SIZE.labels(runtime.name, runtime.provider)
+        depth = QUEUE_DEPTH.labels(runtime.name)
+        return MicroBatcher(
+            runtime.run, max_batch=s.max_batch, max_wait_s=s.max_wait_ms / 1000, queue_size=s.queue_size,
+            name=runtime.name, on_batch=lambda n, _: batch_hist.observe(n), on_depth=depth.set,
+        )
+
+    def legacy_job(self, model: LoadedModel, steps: int) -> LegacyJob:
+        """The projection job for ``model``: its teacher and direction, the edit from its manifest."""
+        alpha, layers, normalize = edit_from_manifest(model.entry.manifest)
+        return LegacyJob(model.entry.teacher_path, model.entry.direction_path, alpha, layers, normalize, steps,
+                         self.settings.vgg16)
+
+    async def stop(self) -> None:
+        for model in self.models.values():
+            await model.batcher.stop()
+        self.legacy.shutdown()
+
+    def require_ready(self) -> None:
+        """503 + Retry-After until the models are loaded and warmed."""
+        if not self.ready:
+            detail = self.load_error or "models are still loading and warming up"
+            raise ServiceError(503, "not_ready", detail, headers={"Retry-After": "1"})
+
+    def get_model(self, name: str | None) -> LoadedModel:
+        """The named model (default when None/empty); 404 listing the served models when unknown."""
+        self.require_ready()
+        name = name or self.default_model
+        if name not in self.models:
+            raise ServiceError(404, "unknown_model", f"no model {name!r}; available: {', '.join(self.models)}",
+                               available=list(self.models))
+        return self.models[name]
