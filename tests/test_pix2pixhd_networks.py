@@ -17,6 +17,7 @@ from training.pix2pixhd import (
     get_preset,
     infer_config,
     load_generator,
+    networks,
     save_generator,
 )
 
@@ -127,15 +128,21 @@ def test_bad_files_refused(tmp_path, content, message):
 
 
 @pytest.mark.parametrize("netG", ["global", "local"])
-def test_input_shape_checked(netG):
+def test_input_shape_checked(netG, monkeypatch):
     cfg = get_preset("tiny", netG=netG)
     G = build_generator(cfg)
     with pytest.raises(DistillError, match=f"divisible by the network stride {cfg.stride}"):
         G(torch.zeros(1, 3, cfg.stride * 2, cfg.stride * 2 + 2))
     with pytest.raises(DistillError, match=r"expected input \[N, 3, H, W\]"):
         G(torch.zeros(1, 1, 32, 32))
+    small = torch.zeros(1, 3, G.min_size - cfg.stride, G.min_size)
     with pytest.raises(DistillError, match=f"too small; H and W must be at least {G.min_size}"):
-        G(torch.zeros(1, 3, G.min_size - cfg.stride, G.min_size))
+        G(small)
+    # The bound is tight: without the check, torch's reflection padding fails below it.
+    monkeypatch.setattr(networks, "check_input", lambda *args: None)
+    with pytest.raises(RuntimeError, match="[Pp]adding"):
+        G(small)
+    assert G(torch.zeros(1, 3, G.min_size, G.min_size)).shape == (1, 3, G.min_size, G.min_size)
 
 
 def test_stride_and_presets():

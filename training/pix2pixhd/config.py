@@ -74,7 +74,8 @@ class Pix2PixHDConfig:
     @property
     def min_size(self) -> int:
         """Smallest input H and W the generator accepts (see :func:`min_input_size`)."""
-        return min_input_size(self.n_downsample_global, self.n_local_enhancers if self.netG == "local" else 0)
+        local = self.n_local_enhancers if self.netG == "local" else 0
+        return min_input_size(self.n_downsample_global, self.n_blocks_global, local)
 
     def replace(self, **overrides: Any) -> Pix2PixHDConfig:
         """A copy with some fields changed; unknown names raise DistillError."""
@@ -90,9 +91,11 @@ class Pix2PixHDConfig:
         return cls(**d)
 
 
-def min_input_size(n_downsampling: int, n_local_enhancers: int = 0) -> int:
-    """Smallest H/W: the reflection pads need the coarsest input >= 4 px and the bottleneck >= 2 px."""
-    return 2**n_local_enhancers * max(4, 2 * 2**n_downsampling)
+def min_input_size(n_downsampling: int, n_blocks: int, n_local_enhancers: int = 0) -> int:
+    """Smallest H/W: the 7x7 reflection pad needs the coarsest input >= 4 px and, when there are residual
+    blocks, their 1-px reflection pads need the bottleneck >= 2 px (NVIDIA's code fails below that too)."""
+    bottleneck = 2 if n_blocks > 0 else 1
+    return 2**n_local_enhancers * max(4, bottleneck * 2**n_downsampling)
 
 
 def field_names() -> tuple[str, ...]:

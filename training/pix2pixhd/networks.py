@@ -90,7 +90,7 @@ class GlobalGenerator(nn.Module):
         super().__init__()
         self.input_nc, self.output_nc = input_nc, output_nc
         self.stride = 2**n_downsampling
-        self.min_size = min_input_size(n_downsampling)
+        self.min_size = min_input_size(n_downsampling, n_blocks)
         self.model = nn.Sequential(*_global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,7 @@ class LocalEnhancer(nn.Module):
         self.input_nc, self.output_nc = input_nc, output_nc
         self.n_local_enhancers = n_local_enhancers
         self.stride = 2 ** (n_downsample_global + n_local_enhancers)
-        self.min_size = min_input_size(n_downsample_global, n_local_enhancers)
+        self.min_size = min_input_size(n_downsample_global, n_blocks_global, n_local_enhancers)
         ngf_global = ngf * 2**n_local_enhancers
         self.model = nn.Sequential(
             *_global_layers(input_nc, output_nc, ngf_global, n_downsample_global, n_blocks_global)[:-3]
