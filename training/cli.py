@@ -21,7 +21,6 @@ STAGES = (
     "training.filters",
     "training.trainer",
     "app.cli",
-    "training.toyfaces",
 )
 
 
