@@ -21,6 +21,8 @@ STAGES = (
     "training.filters",
     "training.trainer",
     "app.cli",
+    "training.quickstart",
+    "training.toyfaces",
 )
 
 
