@@ -208,7 +208,12 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dic
             return _from_network_pickle(path, obj)
     else:
         raise DistillError(f"{path}: not a pickle or torch file; expected " + EXPECTED)
-    return _from_loaded_object(path, obj)
+    try:
+        return _from_loaded_object(path, obj)
+    except DistillError as e:
+        if str(e).startswith(f"{path}:"):
+            raise
+        raise DistillError(f"{path}: {e}") from e
 
 
 def _from_network_pickle(path: Path, obj: dict) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:

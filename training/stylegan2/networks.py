@@ -388,11 +388,12 @@ class Generator(nn.Module):
         if channels is None:
             channels = {2 ** i: min(channel_base // 2 ** i, channel_max) for i in range(2, log2 + 1)}
         channels = {int(k): int(v) for k, v in channels.items()}
+        resample_filter = [float(t) / float(sum(resample_filter)) for t in resample_filter]
         self.init_kwargs = dict(z_dim=z_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
                                 mapping_layers=mapping_layers, channels=dict(channels), lr_multiplier=lr_multiplier,
                                 conv_clamp=conv_clamp, w_avg_beta=w_avg_beta, architecture=architecture,
                                 mapping_features=mapping_features, use_noise=use_noise,
-                                resample_filter=[float(t) for t in resample_filter])
+                                resample_filter=list(resample_filter))
         self.z_dim, self.w_dim = z_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channels, architecture=architecture,
