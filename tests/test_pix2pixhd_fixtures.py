@@ -35,10 +35,12 @@ def test_fixture_config_inferred(fixtures_dir, name):
     assert {f: getattr(cfg, f) for f in fields} == {f: args[f] for f in fields}
 
 
-def test_fixture_loads_with_dataparallel_prefix(fixtures_dir, tmp_path):
+@pytest.mark.parametrize("prefix", ["module.", "module._orig_mod."])
+def test_fixture_loads_with_wrapper_prefix(fixtures_dir, tmp_path, prefix):
+    """DataParallel/DDP (``module.``) and torch.compile (``_orig_mod.``) prefixes are stripped."""
     folder = fixtures_dir / "pix2pixhd"
     sd = torch.load(folder / "local_G.pth", weights_only=True)
-    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "latest_net_G.pth")
+    torch.save({f"{prefix}{k}": v for k, v in sd.items()}, tmp_path / "latest_net_G.pth")
     io = np.load(folder / "local_io.npz")
     with torch.no_grad():
         out = load_generator(tmp_path / "latest_net_G.pth")(torch.from_numpy(io["input"]))

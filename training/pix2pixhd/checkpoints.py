@@ -40,10 +40,12 @@ def structural_fields(cfg: Pix2PixHDConfig) -> tuple[str, ...]:
 
 
 def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop the ``module.`` prefix that (Distributed)DataParallel adds to every key."""
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module.") :]: v for k, v in state_dict.items()}
-    return dict(state_dict)
+    """Drop the ``module.`` prefix of (Distributed)DataParallel and ``_orig_mod.`` of torch.compile."""
+    sd = dict(state_dict)
+    for prefix in ("module.", "_orig_mod.", "module."):
+        if sd and all(isinstance(k, str) and k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
 
 
 def _expect(cond: bool, msg: str) -> None:

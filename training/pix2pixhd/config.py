@@ -131,7 +131,8 @@ def _slim() -> Pix2PixHDConfig:
 
     Generator cost (2 x multiply-adds of the convolutions): 4.8 GFLOP at 128x128, 19.4 GFLOP at 256x256
     (77 GFLOP at 512), 5.6x less than the ``global`` preset; 7.9 M parameters against 182 M. The two
-    discriminators cost 0.67 GFLOP per pass at 128 px. Measured on this machine (2 threads, batch 1): a full
+    discriminators cost 0.67 GFLOP per pass at 128 px. Measured on this machine (2 threads, batch 1, other jobs
+    sharing the cores, so upper bounds): a full
     training step (G forward and backward, three D passes, Adam) takes 0.20 s at 128 px and 0.66 s at 256 px;
     inference 47 ms at 128 px and 0.16 s at 256 px. So 10,000 pairs at 128 px are one epoch in about
     35 minutes on 2 cores. The bottleneck (32x32 at 256 px, 256 channels) keeps a face-wide receptive field.
