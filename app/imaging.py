@@ -141,7 +141,8 @@ def decode(data: bytes, *, native_hw: tuple[int, int], max_bytes: int, max_pixel
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ServiceError(400, "corrupt_image", f"the {fmt} file is truncated or corrupt: {e}") from e
     box = center_box(rgb.width, rgb.height, out_w / out_h)
-    pixels = np.asarray(rgb.resize((out_w, out_h), Image.BICUBIC, box=box, reducing_gap=3.0))
+    # Crop first: resizing with ``box=`` would let the filter see pixels outside the crop.
+    pixels = np.asarray(rgb.crop(box).resize((out_w, out_h), Image.BICUBIC, reducing_gap=3.0))
     return Decoded(pixels, fmt, (width, height), box, rgb if keep_original else None)
 
 

@@ -1,0 +1,137 @@
+"""Helpers for the service tests: a tiny model-zoo entry built on the spot, image makers, a uvicorn runner."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from model_zoo.registry import ModelEntry, write_entry
+
+NATIVE = 32  # the tiny student's native size
+
+
+class TinyStudent(nn.Module):
+    """A small conv net with the students' contract: [N,3,H,W] in [-1,1] -> same shape in [-1,1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x + 0.1 * self.body(x))
+
+
+def export_tiny_onnx(path: Path) -> None:
+    torch.manual_seed(0)
+    model = TinyStudent().eval()
+    torch.onnx.export(
+        model, torch.zeros(1, 3, NATIVE, NATIVE), str(path), dynamo=False, opset_version=17,
+        input_names=["input"], output_names=["output"],
+        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}},
+    )
+
+
+def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bool = True) -> ModelEntry:
+    """Write a complete zoo entry: ONNX student, tiny StyleGAN2 teacher, random direction, sample images."""
+    from training.stylegan2 import Generator, save_generator
+
+    dest = root / name
+    dest.mkdir(parents=True)
+    export_tiny_onnx(dest / "model.onnx")
+    files = ["model.onnx"]
+    manifest = {
+        "name": name,
+        "description": "tiny test student",
+        "edit": {"attribute": "age", "alpha": 1.5, "layers": [0, 4]},
+        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": [NATIVE, NATIVE], "channels": 3,
+                  "range": [-1, 1], "stride": 4},
+        "output": {"name": "output"},
+        "variants": {"fp32": {"file": "model.onnx", "providers": ["cpu", "cuda"]}},
+        "teacher": None,
+        "direction": None,
+    }
+    if teacher:
+        torch.manual_seed(0)
+        G = Generator(z_dim=16, w_dim=16, img_resolution=NATIVE, mapping_layers=2,
+                      channels={4: 16, 8: 16, 16: 8, 32: 8})
+        save_generator(G, dest / "teacher.pt")
+        np.save(dest / "direction.npy", np.random.default_rng(0).standard_normal(16).astype(np.float32))
+        manifest["teacher"] = {"file": "teacher.pt"}
+        manifest["direction"] = {"file": "direction.npy", "layers": [0, 4], "alpha": 1.5, "normalize": False}
+        files += ["teacher.pt", "direction.npy"]
+    if samples:
+        (dest / "samples").mkdir()
+        Image.fromarray(gradient(48, 40)).save(dest / "samples" / "face.png")
+    return write_entry(dest, manifest, files)
+
+
+def gradient(w: int, h: int) -> np.ndarray:
+    """A deterministic, non-flat uint8 RGB picture."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // max(1, w - 1), y * 255 // max(1, h - 1), (x + y) % 256], -1).astype(np.uint8)
+
+
+def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png_bytes(w: int = 48, h: int = 40) -> bytes:
+    return encode(Image.fromarray(gradient(w, h)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(zoo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0):
+    """Run ``distill serve`` on a free port until ready; yield its base URL; stop it (SIGINT, then kill)."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    full_env.update({"DISTILL_WARMUP_RUNS": "1", **(env or {})})
+    cmd = [sys.executable, "-m", "training", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--model-zoo", str(zoo), *args]
+    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"distill serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"distill serve not ready after {timeout} s")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
