@@ -106,7 +106,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> Pix2PixHDConfig:
 
 
 def load_state_dict_checked(net: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strict load that names the missing, unexpected and wrongly-shaped keys."""
+    """Strict load that names the missing, unexpected and wrongly-shaped keys (assigns tensors into a meta-device net)."""
     expected = net.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -124,7 +124,9 @@ def load_state_dict_checked(net: nn.Module, state_dict: Mapping[str, torch.Tenso
         cfg = getattr(net, "config", None)
         arch = f" for {describe(cfg)}" if cfg is not None else ""
         raise DistillError(f"{source}: weights do not fit the generator{arch}; " + "; ".join(parts))
-    net.load_state_dict(state_dict, strict=True)
+    is_meta = any(p.is_meta for p in net.parameters())
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    net.load_state_dict(state, strict=True, assign=is_meta)
 
 
 def describe(cfg: Pix2PixHDConfig) -> str:
@@ -191,7 +193,8 @@ def load_generator(path: str | os.PathLike, **overrides: Any) -> nn.Module:
                 f"({describe(inferred)})"
             )
     cfg = cfg.replace(**overrides)
-    net = build_generator(cfg, init=False)
+    with torch.device("meta"):  # no throw-away initialisation: the checkpoint's tensors are assigned
+        net = build_generator(cfg, init=False)
     load_state_dict_checked(net, sd, str(path))
     return net.eval()
 
