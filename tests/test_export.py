@@ -131,8 +131,10 @@ def test_export_run_writes_a_verified_entry(tmp_path, run_dir, dataset, capsys):
     assert m["variants"]["fp16"]["psnr_vs_fp32_db"] > 35 and m["variants"]["fp16"]["providers"] == ["CUDAExecutionProvider"]
     for fname, rec in m["files"].items():
         assert rec["sha256"] == sha256_file(out / fname) and rec["bytes"] == (out / fname).stat().st_size
+    samples = {f for f in m["files"] if f.startswith("samples/")}
     assert {"model.onnx", "model.fp16.onnx", "model.int8.onnx", "preview.png", "teacher.pt", "direction.npy",
-            "direction.json"} == set(m["files"])
+            "direction.json"} == set(m["files"]) - samples
+    assert 1 <= len(samples) <= 4 and all((dataset / "train_A" / Path(f).name).is_file() for f in samples)
     preview = np.asarray(Image.open(out / "preview.png"))
     assert m["preview"]["columns"] == ["input", "student", "teacher target"]
     assert preview.shape[1] == 3 * SIZE + 4 * 2 and preview.shape[0] == m["preview"]["rows"] * (SIZE + 2) + 2

@@ -244,6 +244,7 @@ class DataViews:
     eval_targets: np.ndarray
     eval_source: str
     counts: dict[str, int]
+    sample_files: list[Path] = field(default_factory=list)
 
 
 def _data_views(dataset: Path, source: StudentSource, size: tuple[int, int], n_calib: int, n_eval: int) -> DataViews:
@@ -275,6 +276,7 @@ def _data_views(dataset: Path, source: StudentSource, size: tuple[int, int], n_c
         eval_source=eval_source,
         counts={"pairs_total": n_total, "pairs_kept": len(rows), "train_pairs": len(train_rows),
                 "heldout_pairs": len(val_rows)},
+        sample_files=[dataset / r.a for r in eval_rows[:PREVIEW_ROWS]],
     )
 
 
@@ -329,6 +331,19 @@ def _teacher_and_direction(args: argparse.Namespace, views: DataViews | None, st
             "layers": None if layers is None else [int(v) for v in layers]}
     return {"files": files, "teacher": teacher, "direction": direction, "edit": edit,
             "truncation": meta.get("truncation")}
+
+
+def _copy_samples(views: DataViews | None, staging: Path) -> list[str]:
+    """samples/: a few held-out input images (teacher originals) for the service's demo page."""
+    if views is None:
+        return []
+    (staging / "samples").mkdir()
+    names = []
+    for src in views.sample_files:
+        name = f"samples/{src.name}"
+        shutil.copyfile(src, staging / name)
+        names.append(name)
+    return names
 
 
 def _write_preview(onnx_path: Path, staging: Path, views: DataViews | None, size: tuple[int, int]) -> dict[str, Any]:
@@ -410,6 +425,7 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
         files += side["files"]
         preview = _write_preview(onnx_path, staging, views, size)
         files.append(preview["file"])
+        files += _copy_samples(views, staging)
         manifest = _manifest(args, name, source, size, size_origin, views, variant_records, refused, parity, side, preview)
         entry = write_entry(staging, manifest, files)
         _swap_into_place(staging, out)
