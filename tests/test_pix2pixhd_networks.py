@@ -6,6 +6,7 @@ import dataclasses
 import random
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -182,7 +183,6 @@ def test_discriminator_outputs_and_nvidia_keys():
 
 
 def test_onnx_export_matches_torch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     cfg = get_preset("tiny", netG="local", n_blocks_local=1)
     G = build_generator(cfg).eval()
     _randomize(G, 0)
