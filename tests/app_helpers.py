@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,11 +38,13 @@ class TinyStudent(nn.Module):
 def export_tiny_onnx(path: Path) -> None:
     torch.manual_seed(0)
     model = TinyStudent().eval()
-    torch.onnx.export(
-        model, torch.zeros(1, 3, NATIVE, NATIVE), str(path), dynamo=False, opset_version=17,
-        input_names=["input"], output_names=["output"],
-        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}},
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is the team's choice
+        torch.onnx.export(
+            model, torch.zeros(1, 3, NATIVE, NATIVE), str(path), dynamo=False, opset_version=17,
+            input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}},
+        )
 
 
 def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bool = True) -> ModelEntry:
