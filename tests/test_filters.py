@@ -160,3 +160,19 @@ def test_filter_refuses_bad_input(brightness_onnx, tmp_path):
         filter_dataset(root, [{"type": "face"}], progress=False)
     assert main(["filter", str(tmp_path / "missing"), "--face-detector"]) == 2
     assert main(["filter", str(root), "--onnx", brightness_onnx, "--keep", "age=1:2"]) == 2
+
+
+def test_face_detector_keeps_faces(tmp_path):
+    """Haar finds some of the toy renderer's cartoon faces: those pairs are kept, the rest say "no face"."""
+    from training.toyfaces.renderer import render_seed
+
+    root = make_dataset(tmp_path / "ds", [0] * 8, [0] * 8, size=128)
+    for i, r in enumerate(read_manifest(root)):
+        save_image(root / r.a, render_seed(i, 128)[0])
+    report = filter_dataset(root, [{"type": "face", "on": "a", "min_neighbors": 3}], progress=False)
+    rows = read_manifest(root)
+    assert report["kept"] >= 1
+    for r in rows:
+        assert r.keep == (r.scores["a.face_count"] >= 1)
+        assert r.reason == (None if r.keep else "no face")
+        assert (r.scores["a.face_size"] > 0) == r.keep
