@@ -1,0 +1,115 @@
+"""POST /legacy/transform: the projection path, its limits (409, 422, 503, 504) and its isolation from /transform."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from tests.app_helpers import NATIVE, make_entry, png_bytes
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root: Path = tmp_path_factory.mktemp("zoo")
+    make_entry(root, "tiny")
+    make_entry(root, "plain", teacher=False)
+    settings = Settings(model_zoo=root, default_model="tiny", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
+                        legacy_queue=1, legacy_steps=5, legacy_max_steps=1000, legacy_timeout_s=60)
+    with TestClient(create_app(settings)) as c:
+        deadline = time.monotonic() + 120
+        while c.get("/readyz").status_code != 200:  # includes starting the projection process and its warm-up
+            assert time.monotonic() < deadline, c.get("/readyz").json()
+            time.sleep(0.1)
+        yield c
+
+
+def upload(**fields):
+    return {"files": {"image": ("face.png", png_bytes(64, 48), "image/png")}, "data": fields}
+
+
+def test_legacy_transform_projects_edits_and_answers_like_transform(client):
+    r = client.post("/legacy/transform", **upload(steps="3", format="png"))
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(r.content)).size == (NATIVE, NATIVE)
+    assert r.headers["x-model"] == "tiny" and r.headers["x-steps"] == "3" and r.headers["x-provider"] == "torch-cpu"
+    assert "projection;dur=" in r.headers["server-timing"] and "decode;dur=" in r.headers["server-timing"]
+    r = client.post("/legacy/transform", **upload(size="original"))
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (64, 48)
+    assert r.headers["x-steps"] == "5"  # the configured default
+
+
+def test_legacy_refusals(client):
+    r = client.post("/legacy/transform", **upload(model="plain"))
+    assert r.status_code == 409 and r.json()["error"] == "no_teacher"
+    r = client.post("/legacy/transform", **upload(steps="1001"))
+    assert r.status_code == 422 and r.json()["error"] == "too_many_steps"
+    r = client.post("/legacy/transform", **upload(steps="0"))
+    assert r.status_code == 422
+    r = client.post("/legacy/transform", **upload(model="nope"))
+    assert r.status_code == 404
+    r = client.post("/legacy/transform", files={"image": ("x.gif", b"GIF89a......", "image/gif")})
+    assert r.status_code == 415
+    legacy = {m["name"]: m["legacy"] for m in client.get("/models").json()["models"]}
+    assert legacy == {"tiny": True, "plain": False}
+
+
+def test_busy_pool_is_503_and_timeout_is_504_then_it_recovers(client):
+    legacy = client.app.state.service.legacy
+    with ThreadPoolExecutor(4) as pool:  # capacity: 1 running + 1 queued
+        responses = list(pool.map(lambda _: client.post("/legacy/transform", **upload(steps="40")), range(4)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(503) >= 1 and statuses.count(200) >= 1, statuses
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.json()["error"] == "legacy_busy" and busy.headers["retry-after"]
+
+    legacy.timeout_s = 0.5
+    try:
+        t0 = time.monotonic()
+        r = client.post("/legacy/transform", **upload(steps="1000"))
+        assert r.status_code == 504 and r.json()["error"] == "legacy_timeout"
+        assert time.monotonic() - t0 < 5
+    finally:
+        legacy.timeout_s = 60
+    deadline = time.monotonic() + 10
+    while legacy.active:  # the timed-out job stops itself at its deadline and frees its slot
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.post("/legacy/transform", **upload(steps="2")).status_code == 200
+
+
+def test_a_legacy_burst_does_not_slow_transform(client):
+    def transform_p50(n: int = 25) -> float:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            assert client.post("/transform", **upload()).status_code == 200
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    transform_p50(5)  # warm
+    alone = transform_p50()
+    legacy = client.app.state.service.legacy
+    with ThreadPoolExecutor(2) as pool:
+        burst = [pool.submit(client.post, "/legacy/transform", **upload(steps="60")) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while legacy.active < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        during = transform_p50()
+        still_running = legacy.active > 0
+        assert all(f.result().status_code == 200 for f in burst)
+    assert still_running, "the legacy burst ended before the measurement did; raise its steps"
+    assert during < 3 * alone + 0.02, f"/transform p50 {during * 1000:.1f} ms during a legacy burst, {alone * 1000:.1f} ms alone"
