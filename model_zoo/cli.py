@@ -104,6 +104,12 @@ def _show(args: argparse.Namespace) -> int:
     if m.get("training"):
         lines.append("training: " + ", ".join(f"{k} {v}" for k, v in m["training"].items()
                                               if not isinstance(v, dict | list)))
+    heldout = (m.get("training") or {}).get("heldout") or {}
+    if "val_psnr" in heldout:
+        lines.append(f"held-out (student vs teacher): PSNR {heldout['val_psnr']:.2f} dB"
+                     + (f", SSIM {heldout['val_ssim']:.3f}" if "val_ssim" in heldout else "")
+                     + (f" on {heldout['n_val']} pairs" if "n_val" in heldout else "")
+                     + (f" at epoch {heldout['epoch']}" if "epoch" in heldout else ""))
     if m.get("export"):
         lines.append("export: " + ", ".join(f"{k} {v}" for k, v in m["export"].items()
                                             if not isinstance(v, dict | list)))

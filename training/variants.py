@@ -19,7 +19,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from tqdm import tqdm
 
 from training.atomic import atomic_write_bytes
 from training.errors import DistillError
@@ -113,14 +114,17 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 class ImageCalibrationReader(CalibrationDataReader):
     """Feeds calibration images ([3,H,W] float32 in [-1,1]) one at a time to ONNX Runtime's calibrator."""
 
-    def __init__(self, input_name: str, images: Iterable[np.ndarray]):
+    def __init__(self, input_name: str, images: Sequence[np.ndarray], progress: bool = True):
         self.input_name = input_name
         self.images = iter(images)
+        self.bar = tqdm(total=len(images), desc="int8 calibration", unit="img", leave=False, disable=not progress)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         image = next(self.images, None)
         if image is None:
+            self.bar.close()
             return None
+        self.bar.update(1)
         assert image.ndim == 3 and image.shape[0] == 3, image.shape
         return {self.input_name: image[None].astype(np.float32)}
 
@@ -136,7 +140,7 @@ def fp32_convs(path: str | os.PathLike) -> list[str]:
     return [convs[0], convs[-1]] if len(convs) > 2 else []
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Iterable[np.ndarray]) -> Path:
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequence[np.ndarray]) -> Path:
     """Write the static QDQ int8 variant of ``src`` to ``dst``, calibrated on ``calibration`` ([3,H,W] in [-1,1])."""
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quantize-") as tmp:
