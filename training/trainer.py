@@ -35,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -405,9 +406,12 @@ class Trainer:
         self.opts, self.cfg, self.env, self.device = opts, cfg, env, device
         self.run_dir = Path(opts.out)
         self.amp = resolve_amp(opts.amp, device)
-        self.data: PairSplit = load_split(
-            opts.dataset, cfg.stride, val_fraction=opts.val_fraction, load_size=opts.load_size, flip=opts.flip, seed=opts.seed
-        )
+        with warnings.catch_warnings():
+            if not env.is_main:
+                warnings.simplefilter("ignore")
+            self.data: PairSplit = load_split(
+                opts.dataset, cfg.stride, val_fraction=opts.val_fraction, load_size=opts.load_size, flip=opts.flip, seed=opts.seed
+            )
         torch.manual_seed(opts.seed)
         G = build_generator(cfg).to(device)
         D = build_discriminator(cfg).to(device)
