@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -104,37 +105,42 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(zoo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0):
-    """Run ``distill serve`` on a free port until ready; yield its base URL; stop it (SIGINT, then kill)."""
+def serve(zoo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 90.0):
+    """Run ``distill serve`` on a free port until ready; yield (base URL, process); stop it (SIGINT, then kill).
+
+    The server's output goes to a temporary file (a pipe could fill up and block it); after the block,
+    ``process.log`` holds it.
+    """
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     full_env.update({"DISTILL_WARMUP_RUNS": "1", **(env or {})})
     cmd = [sys.executable, "-m", "training", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--model-zoo", str(zoo), *args]
-    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"distill serve exited with {proc.returncode}:\n{proc.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"distill serve not ready after {timeout} s")
-            time.sleep(0.2)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"distill serve exited with {proc.returncode}")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"distill serve not ready after {timeout} s")
+                time.sleep(0.2)
+            yield url, proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            log.seek(0)
+            proc.log = log.read()
