@@ -214,7 +214,8 @@ def load_entry(folder: str | os.PathLike) -> ModelEntry:
 def _entry_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+    # hidden folders are exports in progress (distill export stages entries in .NAME.export-tmp)
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
 
 
 def list_entries(root: str | os.PathLike | None = None) -> list[ModelEntry]:

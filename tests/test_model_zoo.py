@@ -65,6 +65,7 @@ def test_list_and_get(tmp_path):
     _make_entry(tmp_path, "b-model", teacher=False)
     _make_entry(tmp_path, "a-model")
     (tmp_path / "not-an-entry").mkdir()
+    _make_entry(tmp_path, ".a-model.export-tmp")  # an export in progress (or killed) is not an entry
     assert [e.name for e in list_entries(tmp_path)] == ["a-model", "b-model"]
     entry = get_entry("b-model", tmp_path)
     assert entry.teacher_path is None and entry.direction_path is None
