@@ -20,6 +20,7 @@ STAGES = (
     "training.pairs",
     "training.filters",
     "training.trainer",
+    "training.estimate",
     "app.cli",
     "training.quickstart",
     "training.toyfaces",
