@@ -1,0 +1,97 @@
+#!/bin/bash
+# Build the CPU image (docker/Dockerfile.cpu) as IMAGE (default stylegan2-distill:cpu). Idempotent.
+#
+# On a normal Docker host this is simply:
+#     docker build -f docker/Dockerfile.cpu -t stylegan2-distill:cpu .
+# and that is what the script runs when a working `docker` is found (ENGINE=docker to force it).
+#
+# Otherwise (ENGINE=podman, e.g. this project's CI machines: no Docker daemon, no registry access)
+# it applies the podman recipe:
+#   1. podman runs with runc and without default ulimits (`default_ulimits = []` under
+#      [containers] in /etc/containers/containers.conf; crun and the default limits fail here);
+#   2. the Debian base cannot be pulled: `debootstrap --variant=minbase bookworm` into a temporary
+#      folder, `podman import` it as BASE_IMAGE (default localhost/debian-bookworm-minbase), once;
+#   3. pip inside the build uses the host's pip configuration: its CA bundle (`cert`), its local
+#      indexes (`extra-index-url file://...`) and wheel folders (`find-links`), mounted read-only
+#      (the folders at the same paths) and passed as PIP_ARGS; the CPU torch wheel then comes from find-links;
+#   4. podman --runtime runc build --network=host --format docker (keeps the HEALTHCHECK).
+set -euo pipefail
+
+IMAGE=${IMAGE:-stylegan2-distill:cpu}
+BASE_IMAGE=${BASE_IMAGE:-localhost/debian-bookworm-minbase:latest}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+if [ -z "${ENGINE:-}" ]; then
+    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=podman; fi
+fi
+
+if [ "$ENGINE" = docker ]; then
+    exec docker build -f docker/Dockerfile.cpu -t "$IMAGE" "$@" .
+fi
+
+command -v podman >/dev/null || { echo "build_cpu.sh: neither a working docker nor podman found (apt-get install podman runc debootstrap)" >&2; exit 2; }
+
+# 1. containers.conf: no default ulimits.
+CONF=/etc/containers/containers.conf
+if ! grep -qs '^[[:space:]]*default_ulimits[[:space:]]*=[[:space:]]*\[\]' "$CONF"; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "build_cpu.sh: add 'default_ulimits = []' under [containers] in $CONF (needs root)" >&2; exit 2
+    fi
+    if grep -qs '^\[containers\]' "$CONF"; then
+        sed -i '/^\[containers\]/a default_ulimits = []' "$CONF"
+    else
+        printf '[containers]\ndefault_ulimits = []\n' >> "$CONF"
+    fi
+    echo "build_cpu.sh: set default_ulimits = [] in $CONF" >&2
+fi
+PODMAN=(podman --runtime runc)
+
+# 2. The Debian base image.
+if ! podman image exists "$BASE_IMAGE"; then
+    command -v debootstrap >/dev/null || { echo "build_cpu.sh: debootstrap is needed to make $BASE_IMAGE" >&2; exit 2; }
+    rootfs=$(mktemp -d /tmp/distill-rootfs.XXXXXX)
+    trap 'rm -rf "$rootfs"' EXIT
+    debootstrap --variant=minbase bookworm "$rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+    tar -C "$rootfs" -c . | podman import - "$BASE_IMAGE"
+    rm -rf "$rootfs"
+    trap - EXIT
+fi
+
+# 3. pip configuration of this host, mounted read-only into the build.
+PY=${PYTHON:-python3}
+[ -x "$ROOT/.venv/bin/python" ] && PY="$ROOT/.venv/bin/python"
+pip_conf=$("$PY" -m pip config list 2>/dev/null || true)
+conf_value() {  # last value of a pip option, from any scope (global., :env:., user.)
+    printf '%s\n' "$pip_conf" | sed -n "s/^[^.]*\.$1='\(.*\)'\$/\1/p" | tail -n 1
+}
+PIP_ARGS=()
+MOUNTS=()
+mount_ro() { [ -e "$1" ] && MOUNTS+=(-v "$1:$1:ro"); }
+cert=$(conf_value cert)
+if [ -n "$cert" ] && [ -f "$cert" ]; then
+    # not at its own path: the image's /etc/ssl/certs belongs to its ca-certificates package
+    MOUNTS+=(-v "$cert:/run/host-pip-cert.pem:ro"); PIP_ARGS+=(--cert /run/host-pip-cert.pem)
+fi
+for url in $(conf_value extra-index-url); do
+    # a local simple index links to files beside it (../files/...): mount its parent folder
+    case "$url" in file://*) mount_ro "$(dirname "${url#file://}")" ;; esac
+    PIP_ARGS+=(--extra-index-url "$url")
+done
+for dir in $(conf_value find-links); do
+    mount_ro "$dir"; PIP_ARGS+=(--find-links "$dir")
+done
+TORCH_INDEX_ARGS=()
+if ls "$(conf_value find-links)"/torch-*+cpu-*.whl >/dev/null 2>&1; then
+    TORCH_INDEX_ARGS=(--build-arg "TORCH_INDEX=")  # the CPU wheel lies in find-links
+fi
+
+# 4. Build.
+"${PODMAN[@]}" build --network=host --format docker \
+    --ignorefile docker/Dockerfile.cpu.dockerignore \
+    "${MOUNTS[@]}" \
+    --build-arg "BASE=$BASE_IMAGE" \
+    --build-arg "PIP_ARGS=${PIP_ARGS[*]}" \
+    "${TORCH_INDEX_ARGS[@]}" \
+    -f docker/Dockerfile.cpu -t "$IMAGE" "$@" .
+podman image inspect "$IMAGE" --format 'built {{.RepoTags}}: {{.Size}} bytes'

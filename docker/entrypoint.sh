@@ -1,0 +1,47 @@
+#!/bin/sh
+# Container entrypoint: size the service to the CPUs this container may actually use, then start it.
+#
+# The CPU count is the smallest of nproc (the cpuset / affinity) and the CFS quota
+# (cgroup v2 cpu.max, or v1 cpu.cfs_quota_us / cpu.cfs_period_us), rounded up. From it:
+#   DISTILL_WORKERS           uvicorn worker processes: 1 up to 4 CPUs, else CPUs / 4 (1 on the GPU image)
+#   DISTILL_INTRA_OP_THREADS  ONNX Runtime threads per worker: CPUs / workers
+#   DISTILL_LEGACY_THREADS    torch threads of each projection process: CPUs / 2
+# Any of them already set in the environment is kept. Extra arguments go to `distill serve`.
+set -eu
+
+cpus=$(nproc)
+quota=""
+if [ -r /sys/fs/cgroup/cpu.max ]; then
+    read -r q p < /sys/fs/cgroup/cpu.max
+    [ "$q" != "max" ] && quota=$(( (q + p - 1) / p ))
+elif [ -r /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+    q=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)
+    p=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)
+    [ "$q" -gt 0 ] && quota=$(( (q + p - 1) / p ))
+fi
+if [ -n "$quota" ] && [ "$quota" -lt "$cpus" ]; then
+    cpus=$quota
+fi
+[ "$cpus" -ge 1 ] || cpus=1
+
+if [ -z "${DISTILL_WORKERS:-}" ]; then
+    if [ "${DISTILL_PROVIDER:-auto}" = "cuda" ] || [ "$cpus" -le 4 ]; then
+        DISTILL_WORKERS=1
+    else
+        DISTILL_WORKERS=$(( cpus / 4 ))
+    fi
+fi
+: "${DISTILL_INTRA_OP_THREADS:=$(( cpus / DISTILL_WORKERS > 0 ? cpus / DISTILL_WORKERS : 1 ))}"
+: "${DISTILL_LEGACY_THREADS:=$(( cpus / 2 > 0 ? cpus / 2 : 1 ))}"
+: "${OMP_NUM_THREADS:=$DISTILL_INTRA_OP_THREADS}"
+export DISTILL_WORKERS DISTILL_INTRA_OP_THREADS DISTILL_LEGACY_THREADS OMP_NUM_THREADS
+
+# GPU image: CUDA/cuDNN come from NVIDIA's PyPI wheels (site-packages/nvidia/*/lib).
+for lib in /opt/venv/lib/python3*/site-packages/nvidia/*/lib; do
+    [ -d "$lib" ] && LD_LIBRARY_PATH="${lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
+
+echo "distill-entrypoint: ${cpus} CPUs -> ${DISTILL_WORKERS} worker(s) x ${DISTILL_INTRA_OP_THREADS} ORT threads," \
+     "legacy ${DISTILL_LEGACY_THREADS} threads, provider ${DISTILL_PROVIDER:-auto}" >&2
+exec distill serve --host 0.0.0.0 --port "${PORT:-8000}" --workers "$DISTILL_WORKERS" "$@"
