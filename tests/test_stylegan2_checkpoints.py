@@ -134,10 +134,19 @@ def test_rosinality_other_config_matches_nvlabs(tmp_path):
         assert (H.synthesis(ws) - G.synthesis(ws)).abs().max() < 1e-5
 
 
-def test_legacy_torch_save_format(tmp_path):
+def test_legacy_torch_save_format_and_g_ema_key(tmp_path):
     G = random_generator()
     torch.save(G.state_dict(), tmp_path / "old.pth", _use_new_zipfile_serialization=False)
     assert_same_generator(load_generator(tmp_path / "old.pth"), G)
+    torch.save({"G_ema": G.state_dict(), "step": 3}, tmp_path / "wrapped.pt")
+    assert_same_generator(load_generator(tmp_path / "wrapped.pt"), G)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_cuda_request_without_cuda_is_a_clear_error(tmp_path):
+    torch.save(random_generator().state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(DistillError, match="device"):
+        load_generator(tmp_path / "sd.pt", device="cuda")
 
 
 def test_overrides_for_what_tensors_cannot_tell(tmp_path):
@@ -168,7 +177,8 @@ class Opaque(torch.nn.Module):
 
 
 @pytest.mark.parametrize("kind", ["missing", "random_dict", "text", "png", "module", "truncated", "tensor",
-                                  "conditional", "unknown_rosinality_keys", "other_format"])
+                                  "conditional", "unknown_rosinality_keys", "stylegan3",
+                                  "other_format"])
 def test_files_that_fit_no_format(tmp_path, kind):
     path = tmp_path / f"{kind}.pt"
     sd = random_generator().state_dict()
@@ -189,6 +199,8 @@ def test_files_that_fit_no_format(tmp_path, kind):
         torch.save({**sd, "mapping.embed.weight": torch.zeros(CONFIG["w_dim"], 10)}, path)
     elif kind == "unknown_rosinality_keys":
         torch.save({**nvlabs_to_rosinality(sd), "to_rgbs.0.iwt.ll": torch.zeros(2)}, path)
+    elif kind == "stylegan3":
+        torch.save({**sd, "synthesis.input.weight": torch.zeros(4, 4)}, path)
     elif kind == "other_format":
         torch.save({"format": "pix2pixhd-distill/1", "state_dict": {}, "config": {}}, path)
     with pytest.raises(DistillError) as err:
@@ -196,7 +208,7 @@ def test_files_that_fit_no_format(tmp_path, kind):
     message = str(err.value)
     assert str(path) in message
     expected = {"missing": "no such", "conditional": "conditional", "unknown_rosinality_keys": "does not understand",
-                "other_format": "pix2pixhd-distill/1"}.get(kind, "expected an NVlabs network pickle")
+                "stylegan3": "StyleGAN3",                 "other_format": "pix2pixhd-distill/1"}.get(kind, "expected an NVlabs network pickle")
     assert expected in message
 
 

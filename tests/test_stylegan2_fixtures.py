@@ -83,6 +83,20 @@ def test_nvlabs_noise_modes_differ(nvlabs):
     assert (const - none).abs().max() > 1e-3 and (random - const).abs().max() > 1e-3
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fixtures_on_cuda(nvlabs, rosinality):
+    """Batched generation on the GPU, TF32 off, both modulated-conv paths."""
+    from training.devices import exact_float32
+
+    exact_float32()
+    for (G, io, _), z_key, ref in [(nvlabs, "z", "img_psi1"), (rosinality, "z", "img_plain")]:
+        G_cuda = load_generator(G.checkpoint_info["path"], device="cuda")
+        z = torch.from_numpy(io[z_key]).cuda()
+        with torch.no_grad():
+            for fused in (True, False):
+                assert_close(G_cuda(z, noise_mode="const", fused_modconv=fused), io[ref])
+
+
 def test_rosinality_config_inferred_from_tensors(rosinality):
     G, io, config = rosinality
     assert (G.z_dim, G.w_dim, G.img_resolution) == (config["style_dim"], config["style_dim"], config["size"])

@@ -4,7 +4,8 @@ Formats (detected from the file's content, not its name):
 
 * ``nvlabs-pkl``: NVlabs stylegan2-ada-pytorch / stylegan3 network pickle; ``G_ema`` is read with
   the restricted unpickler of :mod:`training.stylegan2.safe_pickle` (no code from the file runs).
-* ``nvlabs-state-dict``: ``torch.save(G.state_dict())`` of NVlabs' ``Generator``.
+* ``nvlabs-state-dict``: ``torch.save(G.state_dict())`` of NVlabs' ``Generator`` (bare, or under a
+  ``"G_ema"`` key).
 * ``rosinality``: rosinality stylegan2-pytorch checkpoint ``{"g_ema": sd, "latent_avg": ...}``
   (``train.py`` or ``convert_weight.py`` output) or its bare ``g_ema`` state_dict.
 * ``stylegan2-distill/1``: this project's own file, written by :func:`save_generator`.
@@ -56,6 +57,9 @@ def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     if "mapping.embed.weight" in sd:
         raise DistillError("conditional StyleGAN2 generators (c_dim > 0, mapping.embed.*) are not supported; "
                            "use an unconditional checkpoint")
+    if any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in sd):
+        raise DistillError("this is a StyleGAN3 (alias-free) generator, which is not supported; "
+                           "use a StyleGAN2 checkpoint (the stylegan3 repo's --cfg=stylegan2 pickles work)")
     mapping_layers = 0
     while f"mapping.fc{mapping_layers}.weight" in sd:
         mapping_layers += 1
@@ -249,6 +253,8 @@ def _from_loaded_object(path: Path, obj: Any) -> tuple[str, dict[str, torch.Tens
     if isinstance(obj, dict) and isinstance(obj.get("format"), str) and "state_dict" in obj:
         raise DistillError(f"{path}: checkpoint format {obj['format']!r} is not a StyleGAN2 generator; "
                            "expected " + EXPECTED)
+    if isinstance(obj, dict) and is_nvlabs_state_dict(obj.get("G_ema")):
+        return "nvlabs-state-dict", dict(obj["G_ema"]), {}
     if isinstance(obj, dict) and "g_ema" in obj:
         if not is_rosinality_state_dict(obj["g_ema"]):
             raise DistillError(f"{path}: 'g_ema' is not a rosinality Generator state_dict; expected " + EXPECTED)
