@@ -119,7 +119,7 @@ def test_fused_and_unfused_paths_agree():
 
 
 def test_rosinality_other_config_matches_nvlabs(tmp_path):
-    G = random_generator(img_resolution=32, channels={4: 16, 8: 16, 16: 12, 32: 8}, mapping_layers=5)
+    G = random_generator(img_resolution=32, channels={4: 16, 8: 12, 16: 10, 32: 8}, mapping_layers=5)
     ros = nvlabs_to_rosinality(G.state_dict())
     torch.save({"g_ema": ros, "latent_avg": G.w_avg.clone()}, tmp_path / "converted.pt")
     assert_same_generator(load_generator(tmp_path / "converted.pt"), G)
@@ -178,7 +178,7 @@ class Opaque(torch.nn.Module):
 
 @pytest.mark.parametrize("kind", ["missing", "random_dict", "text", "png", "module", "truncated", "tensor",
                                   "conditional", "unknown_rosinality_keys", "stylegan3",
-                                  "other_format"])
+                                  "other_format", "missing_block_layer", "wrong_shape"])
 def test_files_that_fit_no_format(tmp_path, kind):
     path = tmp_path / f"{kind}.pt"
     sd = random_generator().state_dict()
@@ -199,6 +199,10 @@ def test_files_that_fit_no_format(tmp_path, kind):
         torch.save({**sd, "mapping.embed.weight": torch.zeros(CONFIG["w_dim"], 10)}, path)
     elif kind == "unknown_rosinality_keys":
         torch.save({**nvlabs_to_rosinality(sd), "to_rgbs.0.iwt.ll": torch.zeros(2)}, path)
+    elif kind == "missing_block_layer":
+        torch.save({k: v for k, v in sd.items() if not k.startswith("synthesis.b8.conv1.")}, path)
+    elif kind == "wrong_shape":
+        torch.save({**sd, "synthesis.b8.conv0.weight": torch.zeros(12, 20, 5, 5)}, path)
     elif kind == "stylegan3":
         torch.save({**sd, "synthesis.input.weight": torch.zeros(4, 4)}, path)
     elif kind == "other_format":
@@ -208,7 +212,8 @@ def test_files_that_fit_no_format(tmp_path, kind):
     message = str(err.value)
     assert str(path) in message
     expected = {"missing": "no such", "conditional": "conditional", "unknown_rosinality_keys": "does not understand",
-                "stylegan3": "StyleGAN3",                 "other_format": "pix2pixhd-distill/1"}.get(kind, "expected an NVlabs network pickle")
+                "stylegan3": "StyleGAN3", "missing_block_layer": "cannot infer",
+                "wrong_shape": "do not fit",                 "other_format": "pix2pixhd-distill/1"}.get(kind, "expected an NVlabs network pickle")
     assert expected in message
 
 

@@ -274,14 +274,23 @@ def _from_loaded_object(path: Path, obj: Any) -> tuple[str, dict[str, torch.Tens
 
 def build_generator(sd: dict[str, torch.Tensor], **kwargs: Any) -> Generator:
     """A Generator shaped for ``sd`` (NVlabs keys), with ``sd`` loaded strictly."""
-    config = infer_config(sd)
-    config.update(kwargs)
-    G = Generator(**config)
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise DistillError("state_dict values must all be tensors")
+    try:
+        config = infer_config(sd)
+        config.update(kwargs)
+        G = Generator(**config)
+    except (KeyError, IndexError, ValueError) as e:
+        raise DistillError(f"cannot infer a StyleGAN2 generator from the tensors ({type(e).__name__}: {e})") from e
     missing_w_avg = "mapping.w_avg" not in sd
     sd = {k: v.float() for k, v in sd.items()}
     if missing_w_avg:
         sd["mapping.w_avg"] = G.mapping.w_avg
-    result = G.load_state_dict(sd, strict=False)
+    try:
+        result = G.load_state_dict(sd, strict=False)
+    except RuntimeError as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:4])
+        raise DistillError(f"tensor shapes do not fit the inferred generator: {detail}") from e
     if result.missing_keys or result.unexpected_keys:
         raise DistillError(f"state_dict does not fit the inferred generator: missing {result.missing_keys[:6]}, "
                            f"unexpected {result.unexpected_keys[:6]}")
