@@ -138,10 +138,16 @@ def test_cli_fit_with_onnx_scorer(teacher, tmp_path):
                       input_names=["input"], output_names=["out"], dynamic_axes={"input": {0: "n"}, "out": {0: "n"}})
     out = tmp_path / "bright.npy"
     rc = main(["direction", "fit", "--generator", teacher, "--scorer", str(model), "--output-index", "1",
-               "--num", "60", "--method", "logistic", "--attribute", "red", "--out", str(out), "--device", "cpu"])
+               "--num", "80", "--check", "16", "--method", "all", "--attribute", "red", "--out", str(out),
+               "--device", "cpu"])
     assert rc == 0
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["method"] == "logistic" and meta["n_samples"] == 60 and meta["n_test"] == 12
+    assert meta["n_samples"] == 80 and meta["n_test"] == 16
+    assert [c["method"] for c in meta["comparison"]] == list(METHODS)
+    # The saved direction is the one that moved the re-scored, unseen images most, and it makes them redder.
+    moved = {c["method"]: c["effect"]["score_delta_mean"] for c in meta["comparison"]}
+    assert meta["method"] == max(moved, key=moved.get)
+    assert meta["effect"]["n"] == 16 and meta["effect"]["score_delta_mean"] > 0
     assert np.load(out).shape == (32,)
 
 

@@ -131,7 +131,7 @@ def test_resume_after_sigkill(teacher, tmp_path):
     subprocess.run(cmd, check=True, capture_output=True)
     assert_complete(out, list(range(num)))
     ref = tmp_path / "reference"
-    gen(teacher, ref, num=num, batch_size=1)
+    subprocess.run([*cmd[:-1], str(ref)], check=True, capture_output=True)
     assert_same_dataset(out, ref, exact=True)
     assert json.loads((out / "dataset.json").read_text()) == json.loads((ref / "dataset.json").read_text())
 
@@ -175,3 +175,20 @@ def test_cli_errors_are_one_line(teacher, tmp_path, capsys):
     rc = main(["pairs", "--generator", teacher[0], "--direction", teacher[1], "--num", "2", "--shard", "2",
                "--num-shards", "2", "--out", str(tmp_path / "o")])
     assert rc == 2
+
+
+@pytest.mark.parametrize("checkpoint", ["nvlabs_stylegan2_ada/G_state_dict.pt", "rosinality_stylegan2/checkpoint.pt"])
+def test_pairs_from_official_checkpoints(fixtures_dir, tmp_path, checkpoint):
+    """Both official layouts go through `distill pairs` and `distill filter` unchanged."""
+    path = Path(fixtures_dir) / checkpoint
+    G = load_generator(path)
+    np.save(tmp_path / "d.npy", np.ones(G.w_dim, np.float32))
+    out = tmp_path / "ds"
+    assert main(["pairs", "--generator", str(path), "--direction", str(tmp_path / "d.npy"), "--num", "2",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    rows = read_manifest(out)
+    assert [r.seed for r in rows] == [0, 1]
+    assert load_image(out / rows[0].b).shape == (G.img_resolution, G.img_resolution, 3)
+    assert read_metadata(out)["layers"] == [0, min(8, G.num_ws)]
+    assert main(["filter", str(out), "--face-detector"]) == 0
+    assert {r.reason for r in read_manifest(out)} == {"no face"}

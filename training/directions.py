@@ -291,19 +291,62 @@ def sample_w(G: torch.nn.Module, seeds: list[int], truncation: float, device: to
     return torch.cat(out).numpy()
 
 
-def run_fit(args: argparse.Namespace) -> int:
+@torch.no_grad()
+def score_seeds(
+    G: torch.nn.Module,
+    scorer: Any,
+    key: str,
+    seeds: list[int],
+    truncation: float,
+    device: torch.device,
+    batch_size: int,
+    edit: tuple[torch.Tensor, float, tuple[int, int]] | None = None,
+    desc: str = "sample+score",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(w [N, w_dim], score [N]) of each seed's image; with ``edit=(d, alpha, layers)`` of the edited image."""
     from tqdm import tqdm
 
+    from training.images import to_uint8
+
+    w_parts, s_parts = [], []
+    with tqdm(total=len(seeds), unit="img", desc=desc) as bar:
+        for i in range(0, len(seeds), batch_size):
+            z = z_from_seeds(seeds[i : i + batch_size], G.z_dim).to(device)
+            ws = G.mapping(z, truncation_psi=truncation)
+            w_parts.append(ws[:, 0].float().cpu().numpy())
+            if edit is not None:
+                ws = apply_direction(ws, edit[0], edit[1], edit[2])
+            images = to_uint8(G.synthesis(ws, noise_mode="const"))
+            s_parts.extend(r[key] for r in scorer.score(images))
+            bar.update(len(z))
+    return np.concatenate(w_parts), np.asarray(s_parts, dtype=np.float64)
+
+
+def measure_effect(G: torch.nn.Module, scorer: Any, key: str, fit: DirectionFit, seeds: list[int],
+                   base: np.ndarray, layers: tuple[int, int], truncation: float, device: torch.device,
+                   batch_size: int) -> dict[str, float]:
+    """Edit ``seeds`` by the fit's suggested alpha and re-score: how far the direction moves the picture."""
+    d = torch.from_numpy(fit.direction)
+    _, edited = score_seeds(G, scorer, key, seeds, truncation, device, batch_size,
+                            edit=(d, fit.suggested_alpha, layers), desc=f"check {fit.method}")
+    delta = edited - base
+    return {"alpha": fit.suggested_alpha, "score_delta_mean": float(delta.mean()),
+            "score_delta_std": float(delta.std()), "n": len(seeds)}
+
+
+def run_fit(args: argparse.Namespace) -> int:
     from training.devices import exact_float32, pick_device
     from training.filters.onnx_scorer import OnnxScorer
-    from training.images import to_uint8
     from training.stylegan2 import load_generator
 
     if (args.scores is None) == (args.scorer is None):
         raise DistillError("give exactly one of --scores scores.csv or --scorer model.onnx")
+    if args.method == "all" and args.scorer is None:
+        raise DistillError("--method all compares how far each direction moves the images: it needs --scorer")
     device = pick_device(args.device)
     exact_float32()
     G = load_generator(args.generator, device=device)
+    scorer = None
     if args.scores is not None:
         seeds, scores = read_scores_csv(args.scores, args.column)
         w = sample_w(G, seeds, args.truncation, device, args.batch_size)
@@ -313,30 +356,39 @@ def run_fit(args: argparse.Namespace) -> int:
             mean=args.mean, std=args.std, activation=args.activation,
         )
         seeds = list(range(args.seed_start, args.seed_start + args.num))
-        w_parts, s_parts = [], []
-        with torch.no_grad(), tqdm(total=len(seeds), unit="img", desc="sample+score") as bar:
-            for i in range(0, len(seeds), args.batch_size):
-                z = z_from_seeds(seeds[i : i + args.batch_size], G.z_dim).to(device)
-                ws = G.mapping(z, truncation_psi=args.truncation)
-                images = to_uint8(G.synthesis(ws, noise_mode="const"))
-                w_parts.append(ws[:, 0].float().cpu().numpy())
-                s_parts.extend(r[args.attribute] for r in scorer.score(images))
-                bar.update(len(z))
-        w, scores = np.concatenate(w_parts), np.asarray(s_parts)
-    fit = fit_direction(w, scores, method=args.method, threshold=args.threshold)
+        w, scores = score_seeds(G, scorer, args.attribute, seeds, args.truncation, device, args.batch_size)
+    methods = METHODS if args.method == "all" else (args.method,)
+    fits = [fit_direction(w, scores, method=m, threshold=args.threshold) for m in methods]
+    effects: list[dict[str, float] | None] = [None] * len(fits)
+    if scorer is not None and args.check > 0:
+        check = list(range(max(seeds) + 1, max(seeds) + 1 + args.check))  # seeds the fit never saw
+        _, base = score_seeds(G, scorer, args.attribute, check, args.truncation, device, args.batch_size,
+                              desc="check originals")
+        effects = [measure_effect(G, scorer, args.attribute, f, check, base, args.layers, args.truncation,
+                                  device, args.batch_size) for f in fits]
+    best = max(range(len(fits)), key=lambda i: effects[i]["score_delta_mean"] if effects[i] else 0.0)
+    fit = fits[best]
+    comparison = [{"method": f.method, **f.metrics, "effect": e} for f, e in zip(fits, effects, strict=True)]
     save_direction(
         args.out, fit, attribute=args.attribute, layers=list(args.layers), normalize=False,
         generator={"path": str(Path(args.generator).resolve()), "sha256": file_sha256(args.generator)},
         truncation=args.truncation, n_samples=len(scores),
         scores_from=str(args.scores or args.scorer), score_mean=float(scores.mean()), score_std=float(scores.std()),
+        effect=effects[best], comparison=comparison if len(fits) > 1 else None,
     )
-    m = fit.metrics
-    print(f"direction {args.attribute!r} ({fit.method}) fitted on {fit.n_train} samples, held out {fit.n_test}")
-    print(f"  held-out accuracy {m['accuracy']:.3f} (score > {fit.threshold:.4g})  "
-          f"correlation {m['correlation']:.3f}  R^2 {m['r2']:.3f}")
+    print(f"direction {args.attribute!r}: {len(scores)} samples ({fit.n_train} fit, {fit.n_test} held out), "
+          f"score mean {scores.mean():.4g} std {scores.std():.4g}")
+    print(f"  {'method':<11} {'accuracy':>8} {'corr':>6} {'R^2':>6} {'alpha':>7} {'score change':>14}")
+    for f, e in zip(fits, effects, strict=True):
+        moved = f"{e['score_delta_mean']:+.4g} +- {e['score_delta_std']:.2g}" if e else "-"
+        mark = " <- saved" if f is fit and len(fits) > 1 else ""
+        m = f.metrics
+        print(f"  {f.method:<11} {m['accuracy']:8.3f} {m['correlation']:6.3f} {m['r2']:6.3f} "
+              f"{f.suggested_alpha:7.3g} {moved:>14}{mark}")
+    print(f"  accuracy: held-out, classes score > {fit.threshold:.4g}; score change: the edit at the suggested "
+          f"alpha on layers {args.layers[0]}:{args.layers[1]}, re-scored on unseen seeds")
     if fit.alpha_per_unit is not None:
-        print(f"  alpha per unit of {args.attribute}: {fit.alpha_per_unit:.4g}")
-    print(f"  suggested alpha {fit.suggested_alpha:.3g} on layers {args.layers[0]}:{args.layers[1]}")
+        print(f"  alpha per unit of {args.attribute} (regression): {fit.alpha_per_unit:.4g}")
     print(f"  wrote {args.out} and {Path(args.out).with_suffix('.json')}")
     return 0
 
@@ -381,7 +433,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--activation", choices=("none", "sigmoid", "softmax"), default="none")
     f.add_argument("--num", type=int, default=2000, help="samples to draw with --scorer")
     f.add_argument("--seed-start", type=int, default=0)
-    f.add_argument("--method", choices=METHODS, default="regression")
+    f.add_argument("--method", choices=(*METHODS, "all"), default="regression",
+                   help="estimator; 'all' fits each, measures how far it moves the images, saves the strongest")
+    f.add_argument("--check", type=int, default=32,
+                   help="with --scorer: unseen seeds edited at the suggested alpha and re-scored (0: skip)")
     f.add_argument("--threshold", type=float, help="class split for classifiers/accuracy (default: median)")
     f.add_argument("--attribute", required=True, help="name of the attribute, e.g. age")
     f.add_argument("--layers", type=parse_layers, default=DEFAULT_LAYERS, help="suggested W+ layers START:STOP")
