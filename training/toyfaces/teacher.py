@@ -331,6 +331,7 @@ def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--workers", type=int, default=None, help="render workers (default 0 on CPU, 6 on CUDA)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=500)
     g = p.add_argument_group("new runs only (a resumed run keeps its checkpoint's settings)")
@@ -357,6 +358,8 @@ def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     run_dir = Path(args.out)
     if args.resume:
         trainer = TeacherTrainer.resume(run_dir, device)
