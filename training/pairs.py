@@ -328,7 +328,8 @@ def generate_pairs(
     G = load_generator(generator, device=dev)
     d = load_direction(direction, G.num_ws, G.w_dim).to(dev)
     meta = dataset_metadata(G, generator, direction, alpha, truncation, layers, normalize, noise_mode)
-    apply_direction(torch.zeros(1, G.num_ws, G.w_dim), d.cpu(), alpha, layers)  # reject empty layer ranges early
+    if layers[0] >= G.num_ws:
+        raise DistillError(f"--layers {layers[0]}:{layers[1]}: this generator has only {G.num_ws} W+ layers")
     if (root / METADATA).is_file():
         check_compatible(read_metadata(root), meta, str(root / METADATA), "use another --out or the same settings")
     else:

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,7 @@ def filter_dataset(root: str | os.PathLike, spec: list[dict[str, Any]], batch_si
                             row_scores.update({f"{side}.{k}": v for k, v in s.items()})
             for r, s in zip(batch, scores, strict=True):
                 keep, reason = decide(s, [(sides, rules) for _, sides, rules in built])
-                out.append(PairRecord(seed=r.seed, a=r.a, b=r.b, alpha=r.alpha, truncation=r.truncation,
-                                      direction=r.direction, keep=keep, reason=reason, scores=dict(sorted(s.items()))))
+                out.append(replace(r, keep=keep, reason=reason, scores=dict(sorted(s.items()))))
             bar.update(len(batch))
     write_manifest(root, out)
     rules = {rule.key: rule for _, _, rs in built for rule in rs}
