@@ -21,8 +21,7 @@ from tqdm import tqdm
 from training.devices import exact_float32, pick_device
 from training.errors import DistillError
 from training.images import make_grid, save_image, to_uint8
-from training.stylegan2 import Generator, load_generator, save_generator
-from training.stylegan2.checkpoints import estimate_w_avg
+from training.stylegan2 import Generator, estimate_w_avg, load_generator, save_generator
 
 UNTRAINED_NOTE = ("UNTRAINED: random StyleGAN2 weights for smoke tests and the offline quickstart; "
                   "its images are abstract patterns, not faces")
