@@ -67,3 +67,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and str(bad) in err and "expected" in err
     assert main(["teacher", "random", "--resolution", "24", "--out", str(tmp_path / "x.pt")]) == 2
     assert "power of two" in capsys.readouterr().err
+
+
+def test_convert_keeps_images_and_records_source(tmp_path, fixtures_dir):
+    src = fixtures_dir / "rosinality_stylegan2" / "checkpoint.pt"
+    out = tmp_path / "teacher.pt"
+    assert main(["teacher", "convert", str(src), "--out", str(out)]) == 0
+    G, H = load_generator(src), load_generator(out)
+    assert H.checkpoint_info["format"] == "stylegan2-distill/1"
+    meta = H.checkpoint_info["metadata"]
+    assert meta["source"]["format"] == "rosinality" and len(meta["source"]["sha256"]) == 64
+    z = torch.randn([2, G.z_dim])
+    with torch.no_grad():
+        assert torch.equal(G(z, truncation_psi=0.5), H(z, truncation_psi=0.5))

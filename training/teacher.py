@@ -2,6 +2,7 @@
 
     distill teacher info ffhq.pkl
     distill teacher sample ffhq.pkl --num 16 --truncation 0.7 --seed 0 --out grid.png
+    distill teacher convert network-snapshot.pkl --out teacher.pt   # any format -> this project's .pt
     distill teacher random --resolution 32 --out tiny.pt      # UNTRAINED, for smoke tests only
 
 Seeds follow the pair generator's rule (seed s -> z from a CPU ``torch.Generator`` seeded by s), so
@@ -98,6 +99,20 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_convert(args: argparse.Namespace) -> int:
+    from training.directions import file_sha256
+
+    G = load_generator(args.path, **({"conv_clamp": args.conv_clamp} if args.conv_clamp is not None else {}))
+    info = G.checkpoint_info
+    extra = dict(info.get("metadata") or {})
+    extra.update(source={"path": str(args.path), "format": info["format"], "sha256": file_sha256(args.path)},
+                 w_avg_source=info["w_avg_source"])
+    save_generator(G, args.out, extra=extra)
+    print(f"wrote {args.out}: {info['format']} generator from {args.path} ({G.img_resolution} px, "
+          f"{G.num_ws} ws, w_avg {info['w_avg_source']})")
+    return 0
+
+
 def random_generator(resolution: int, seed: int = 0, z_dim: int = 64, w_dim: int = 64, mapping_layers: int = 2,
                      channel_base: int | None = None, channel_max: int = 64) -> Generator:
     """A tiny randomly initialised generator (NVlabs init) with ``w_avg`` set to the mean mapped w."""
@@ -143,6 +158,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if present), cuda or cpu")
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
     p.set_defaults(func=run_sample)
+
+    p = sub.add_parser("convert", help="rewrite any supported checkpoint in this project's format (.pt)")
+    p.add_argument("path", help="NVlabs .pkl / state_dict, rosinality .pt, or a stylegan2-distill file")
+    p.add_argument("--conv-clamp", type=float, default=None, help="override conv_clamp (not visible in tensors)")
+    p.add_argument("--out", required=True, help="output file (.pt)")
+    p.set_defaults(func=run_convert)
 
     p = sub.add_parser("random", help="write a tiny UNTRAINED random generator (smoke tests, offline quickstart)")
     p.add_argument("--resolution", type=int, default=32)
