@@ -97,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=_positive, default=1,
-                   help="uvicorn worker processes (metrics are aggregated across them)")
+                   help="uvicorn worker processes (metrics are aggregated across them; each gets cores/workers "
+                        "ONNX Runtime threads unless DISTILL_INTRA_OP_THREADS is set)")
     p.add_argument("--model-zoo", type=Path, default=None, help="model-zoo root (default: $DISTILL_MODEL_ZOO)")
     p.add_argument("--provider", choices=("auto", "cuda", "cpu"), default=None,
                    help="ONNX Runtime execution provider (default: $DISTILL_PROVIDER or auto)")

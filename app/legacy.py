@@ -15,6 +15,7 @@ import asyncio
 import logging
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -121,12 +122,14 @@ def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float) -> tuple[np.nd
 class LegacyExecutor:
     """A bounded pool of projection processes (see the module docstring)."""
 
-    def __init__(self, workers: int, queue: int, timeout_s: float, threads: int) -> None:
+    def __init__(self, workers: int, queue: int, timeout_s: float, threads: int,
+                 on_depth: Callable[[int], None] | None = None) -> None:
         self.workers = workers
         self.capacity = workers + queue
         self.timeout_s = timeout_s
         self.threads = threads
         self.active = 0  # running + queued jobs, including timed-out ones still stopping
+        self._on_depth = on_depth
         self._pool: ProcessPoolExecutor | None = None
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
@@ -159,7 +162,7 @@ class LegacyExecutor:
         except BrokenProcessPool:  # a process died since the last job: start over once
             self._pool = None
             future = self._get_pool().submit(_run_job, job, pixels, deadline)
-        self.active += 1
+        self._set_active(self.active + 1)
         wrapped = asyncio.wrap_future(future)
         wrapped.add_done_callback(self._release)
         try:
@@ -171,8 +174,13 @@ class LegacyExecutor:
             self._pool = None
             raise LegacyUnavailableError("the projection process died; retry") from e
 
+    def _set_active(self, active: int) -> None:
+        self.active = active
+        if self._on_depth is not None:
+            self._on_depth(active)
+
     def _release(self, future: asyncio.Future) -> None:
-        self.active -= 1
+        self._set_active(self.active - 1)
         if not future.cancelled():
             future.exception()  # retrieved here: a timed-out job's late error is expected, not news
 

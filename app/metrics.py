@@ -48,7 +48,8 @@ BATCH_SIZE = Histogram(
 )
 QUEUE_DEPTH = Gauge(
     "distill_queue_depth",
-    "Requests waiting for the model (micro-batcher queue, or legacy projections queued and running).",
+    "Requests waiting per queue: a model's micro-batcher (queue=<model>), or legacy projections running and "
+    "queued (queue=legacy-projection).",
     ["queue"],
     multiprocess_mode="livesum",
 )

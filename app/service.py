@@ -70,7 +70,8 @@ class Service:
         self.ready = False
         self.load_error: str | None = None
         self.legacy = LegacyExecutor(
-            settings.legacy_workers, settings.legacy_queue, settings.legacy_timeout_s, settings.legacy_threads
+            settings.legacy_workers, settings.legacy_queue, settings.legacy_timeout_s, settings.legacy_threads,
+            on_depth=QUEUE_DEPTH.labels("legacy-projection").set,
         )
 
     async def start(self) -> None:
