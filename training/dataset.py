@@ -103,8 +103,8 @@ def resolve_geometry(native: tuple[int, int], stride: int, load_size: int | None
 class PairDataset(Dataset):
     """(A, B) tensors in [-1, 1], [3,H,W] each, for a list of manifest rows.
 
-    ``set_epoch(e)`` selects the flips of epoch ``e``; call it before iterating (DataLoader workers
-    receive a fresh copy of the dataset each epoch when ``persistent_workers`` is off).
+    Items are addressed by ``(epoch, index)`` (what the trainer's sampler yields), a bare ``index``
+    meaning epoch 0: the dataset holds no epoch state, so persistent DataLoader workers stay correct.
     """
 
     def __init__(
@@ -120,18 +120,13 @@ class PairDataset(Dataset):
         self.geometry = geometry
         self.flip = flip
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def flipped(self, index: int, epoch: int | None = None) -> bool:
+    def flipped(self, index: int, epoch: int = 0) -> bool:
         """Whether item ``index`` is mirrored in ``epoch``: a pure function of (seed, epoch, index)."""
-        e = self.epoch if epoch is None else epoch
-        return self.flip and unit_hash("flip", self.seed, e, index) < 0.5
+        return self.flip and unit_hash("flip", self.seed, epoch, index) < 0.5
 
     def _load(self, rel: str) -> np.ndarray:
         path = self.root / rel
@@ -144,10 +139,11 @@ class PairDataset(Dataset):
             pixels = np.asarray(Image.fromarray(pixels).resize(size[::-1], Image.BICUBIC))
         return np.array(pixels)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         row = self.rows[index]
         a, b = self._load(row.a), self._load(row.b)
-        if self.flipped(index):
+        if self.flipped(index, epoch):
             a, b = a[:, ::-1], b[:, ::-1]
         return {"a": from_uint8(a)[0], "b": from_uint8(b)[0], "seed": row.seed, "index": index}
 

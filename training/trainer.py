@@ -153,27 +153,32 @@ def init_distributed(device_name: str) -> tuple[DistEnv, torch.device]:
     return env, device
 
 
-class ResumableSampler(Sampler[int]):
-    """DistributedSampler (seeded permutation per epoch, one shard per rank) that can start mid-epoch."""
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """DistributedSampler (seeded permutation per epoch, one shard per rank) that can start mid-epoch.
+
+    Yields ``(epoch, index)`` keys, so the dataset's augmentation follows the epoch without holding state.
+    """
 
     def __init__(self, dataset: PairDataset, env: DistEnv, seed: int) -> None:
         self.inner = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed)
+        self.epoch = 0
         self.start = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Select epoch ``epoch``'s permutation and skip its first ``start`` indices (already trained on)."""
         self.inner.set_epoch(epoch)
-        self.start = start
+        self.epoch, self.start = epoch, start
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.inner), self.start, None)
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, i) for i in itertools.islice(iter(self.inner), self.start, None))
 
     def __len__(self) -> int:
         return len(self.inner) - self.start
 
 
 def _worker_init(_: int) -> None:
-    """Data workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops cleanly."""
+    """Data workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops cleanly
+    (Ctrl-C and torchrun's shutdown signal the whole process group)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -406,6 +411,8 @@ class Trainer:
         self.opts, self.cfg, self.env, self.device = opts, cfg, env, device
         self.run_dir = Path(opts.out)
         self.amp = resolve_amp(opts.amp, device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed training size: let cuDNN pick the fastest kernels
         with warnings.catch_warnings():
             if not env.is_main:
                 warnings.simplefilter("ignore")
@@ -433,6 +440,8 @@ class Trainer:
             self._check_resumable(ckpt)
             set_rng_state(ckpt["rng"])
         self.sampler = ResumableSampler(self.data.train, env, opts.seed)
+        self.train_loader = self._loader(self.data.train, self.sampler)
+        self.val_loader = self._loader(self.data.val, None) if len(self.data.val) else None
         self.steps_per_epoch = math.ceil(len(self.sampler.inner) / opts.batch_size)
         self.total_epochs = cfg.niter + cfg.niter_decay
         self.total_steps = self.total_epochs * self.steps_per_epoch
@@ -473,7 +482,7 @@ class Trainer:
             num_workers=self.opts.workers,
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_worker_init if self.opts.workers else None,
-            persistent_workers=False,
+            persistent_workers=self.opts.workers > 0,
         )
 
     # -- files (rank 0 only)
@@ -576,11 +585,11 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean PSNR/SSIM/L1 of the student against the teacher on the held-out pairs (rank 0)."""
-        if not self.env.is_main or not len(self.data.val):
+        if not self.env.is_main or self.val_loader is None:
             return {}
         G = self.objective.g_net
         sums = {"val_psnr": 0.0, "val_ssim": 0.0, "val_l1": 0.0}
-        for batch in self._loader(self.data.val, None):
+        for batch in self.val_loader:
             a, b = batch["a"].to(self.device), batch["b"].to(self.device)
             fake = G(a).float()
             sums["val_psnr"] += psnr(fake, b).sum().item()
@@ -630,21 +639,36 @@ class Trainer:
                     f"stopped by {signal.Signals(flag.signum).name} at step {p.global_step} "
                     f"(epoch {p.epoch}, batch {p.step_in_epoch}); checkpoint {path}; re-run with --resume to continue"
                 )
-        if self.env.distributed:
+            else:
+                held_out = ", ".join(f"{k} {v:.4g}" for k, v in self.last_eval.items() if k != "n_val")
+                self._note(f"{status} at step {p.global_step} (epoch {p.epoch}); {held_out or 'no held-out pairs'}; checkpoint {path}")
+        if self.env.distributed and status != "interrupted":
             dist.barrier()
         return TrainResult(Progress(**asdict(p)), status, dict(self.last_eval), str(path))
+
+    def _batches(self, flag: _StopFlag) -> Iterator[dict[str, torch.Tensor]]:
+        """The epoch's remaining batches; ends early if a signal killed a data worker (it stops the run)."""
+        it = iter(self.train_loader)
+        while True:
+            try:
+                yield next(it)
+            except StopIteration:
+                return
+            except RuntimeError:
+                if not flag.signum:
+                    raise
+                return
 
     def _train_epoch(self, flag: _StopFlag, bar: tqdm) -> bool:
         """Train the rest of the current epoch; True if it ran to its end, False if told to stop."""
         opts, p = self.opts, self.progress
-        self.data.train.set_epoch(p.epoch)
         self.sampler.set_epoch(p.epoch, start=p.step_in_epoch * opts.batch_size)
         self.objective.set_lr(learning_rate(self.cfg, p.epoch))
         self.objective.G.train()
         self.objective.D.train()
         sums: dict[str, torch.Tensor] = {}
         n_logged, t0 = 0, time.perf_counter()
-        for batch in self._loader(self.data.train, self.sampler):
+        for batch in self._batches(flag):
             a = batch["a"].to(self.device, non_blocking=True)
             b = batch["b"].to(self.device, non_blocking=True)
             losses = self.objective.step(a, b)
@@ -665,8 +689,8 @@ class Trainer:
             if p.global_step % opts.sample_every == 0:
                 self.write_sample()
             if self._stop_requested(flag):
-                return p.step_in_epoch >= self.steps_per_epoch
-        return True
+                break
+        return p.step_in_epoch >= self.steps_per_epoch
 
 
 # ---------------------------------------------------------------------------------------------- entry points
