@@ -1,0 +1,211 @@
+"""distill evaluate on tiny entries built here: a tiny random teacher, students and a scorer whose answers are known.
+
+- "copy": a zero direction and an identity student, so the student's output IS the teacher's edit (at twice
+  the teacher's size: the resize path): PSNR at the metric's ceiling, SSIM 1, no attribute change.
+- "bright": a brightness direction fitted on the teacher, a student that adds a constant to every pixel,
+  and a scorer that reads mean brightness and red-minus-green: the teacher's edit success and every
+  figure are recomputed here independently from the seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from model_zoo.registry import write_entry
+from training.cli import main
+from training.directions import apply_direction, fit_direction, sample_w, z_from_seeds
+from training.images import to_uint8
+from training.manifest import PairRecord, write_manifest
+from training.metrics import psnr
+from training.stylegan2 import save_generator
+from training.teacher import random_generator
+
+RES = 16
+TRUNCATION = 0.7
+BRIGHTEN = 0.25  # the "bright" student adds this to every pixel in [-1, 1]
+
+
+def _save(model: onnx.ModelProto, path) -> None:
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+
+
+def student_onnx(path, add: float) -> None:
+    """input [N,3,H,W] -> clip(input + add, -1, 1), dynamic batch and size."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("c", add), ("lo", -1.0), ("hi", 1.0))]
+    nodes = [helper.make_node("Add", ["input", "c"], ["s"]), helper.make_node("Clip", ["s", "lo", "hi"], ["output"])]
+    graph = helper.make_graph(nodes, "student", [x], [y], inits)
+    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def scorer_onnx(path) -> None:
+    """[N,3,16,16] -> [N,2]: mean brightness, mean red minus mean green."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, RES, RES])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 2])
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1 / 3, 1.0, 1 / 3, -1.0, 1 / 3, 0.0])
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1),
+             helper.make_node("Flatten", ["m"], ["f"], axis=1), helper.make_node("MatMul", ["f", "w"], ["scores"])]
+    graph = helper.make_graph(nodes, "scorer", [x], [y], [weights])
+    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    G = random_generator(RES, seed=3)
+    save_generator(G, root / "teacher.pt")
+    seeds = list(range(200))
+    w = sample_w(G, seeds, TRUNCATION, torch.device("cpu"), 50)
+    with torch.no_grad():
+        images = G(z_from_seeds(seeds, G.z_dim), truncation_psi=TRUNCATION)
+    fit = fit_direction(w, images.mean(dim=(1, 2, 3)).numpy(), method="regression")
+    np.save(root / "brightness.npy", fit.direction.astype(np.float32))
+    np.save(root / "zero.npy", np.zeros(G.w_dim, np.float32))
+    dataset = root / "pairs"
+    dataset.mkdir()
+    write_manifest(dataset, [PairRecord(seed=s, a=f"train_A/{s:08d}.png", b=f"train_B/{s:08d}.png", alpha=1.0,
+                                        truncation=TRUNCATION, direction="brightness.npy") for s in range(10)])
+    zoo = root / "zoo"
+    alpha = 3 * fit.suggested_alpha
+    for name, add, direction, size in (("copy", 0.0, "zero.npy", 2 * RES), ("bright", BRIGHTEN, "brightness.npy", RES)):
+        entry = zoo / name
+        entry.mkdir(parents=True)
+        student_onnx(entry / "model.onnx", add)
+        shutil.copyfile(entry / "model.onnx", entry / "model.int8.onnx")
+        shutil.copyfile(root / "teacher.pt", entry / "teacher.pt")
+        shutil.copyfile(root / direction, entry / "direction.npy")
+        manifest = {
+            "name": name, "description": f"test student {name}",
+            "edit": {"attribute": "brightness", "alpha": alpha, "layers": [0, 8]},
+            "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": [size, size], "channels": 3,
+                      "range": [-1, 1], "stride": 4},
+            "output": {"name": "output"},
+            "variants": {"fp32": {"file": "model.onnx"}, "int8": {"file": "model.int8.onnx"}},
+            "teacher": {"file": "teacher.pt"},
+            "direction": {"file": "direction.npy", "alpha": alpha, "layers": [0, 8], "normalize": False},
+            "truncation": TRUNCATION, "data": {"dataset": str(dataset)},
+        }
+        write_entry(entry, manifest, ["model.onnx", "model.int8.onnx", "teacher.pt", "direction.npy"])
+    scorer_onnx(root / "scorer.onnx")
+    return {"root": root, "zoo": zoo, "G": G, "direction": torch.from_numpy(fit.direction).float(), "alpha": alpha}
+
+
+def _evaluate(setup, name, out, *extra):
+    argv = ["evaluate", name, "--model-zoo", str(setup["zoo"]), "--out", str(out), "--num", "6",
+            "--legacy-num", "2", "--legacy-steps", "5", "--variants", "fp32,int8", *extra]
+    assert main(argv) == 0
+    return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
+
+
+def _md_row(md: str, label: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_exact_student_scores_the_metric_ceiling(setup, tmp_path):
+    report, md = _evaluate(setup, "copy", tmp_path / "copy", "--legacy-num", "0")
+    fid = report["fidelity"]["student_fp32"]
+    ceiling = float(psnr(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)))
+    assert fid["psnr"]["n"] == 6
+    assert fid["psnr"]["p10"] == pytest.approx(ceiling, abs=1e-3) and fid["ssim"]["mean"] == pytest.approx(1.0, abs=1e-6)
+    assert report["fidelity"]["student_int8"]["psnr"]["mean"] == pytest.approx(ceiling, abs=1e-3)
+    assert "legacy" not in report["fidelity"] and "legacy" not in report["latency"]
+    assert not report["edit"]["available"] and "need an attribute scorer" in md
+    assert report["entry"]["input_size"] == [2 * RES, 2 * RES] and report["teacher"]["resolution"] == RES
+    assert _md_row(md, "student fp32")[1] == f"{fid['psnr']['mean']:.2f}"
+
+
+def test_brightness_edit_figures(setup, tmp_path):
+    out = tmp_path / "bright"
+    report, md = _evaluate(setup, "bright", out, "--scorer", str(setup["root"] / "scorer.onnx"),
+                           "--attribute", "brightness=0", "--other", "red_minus_green=1")
+    seeds = list(range(report["seeds"]["start"], report["seeds"]["stop"]))
+    assert len(seeds) == 6 and seeds[0] >= 1_000_000 and report["seeds"]["held_out_verified"]
+
+    # Independent recomputation of the teacher's images and the scorer's brightness.
+    G = setup["G"]
+    with torch.no_grad():
+        ws = G.mapping(z_from_seeds(seeds, G.z_dim), truncation_psi=TRUNCATION)
+        edited = apply_direction(ws, setup["direction"], setup["alpha"], (0, 8))
+        pics = to_uint8(G.synthesis(torch.cat([ws, edited]), noise_mode="const")).astype(np.float64)
+    bright = pics.mean(axis=(1, 2, 3)) / 127.5 - 1
+    student = np.clip(pics[:6] / 127.5 - 1 + BRIGHTEN, -1, 1)
+    rise_t, rise_s = bright[6:] - bright[:6], student.mean(axis=(1, 2, 3)) - bright[:6]
+    assert (rise_t > 0).all(), "the fitted brightness direction brightens every image"
+
+    ed = report["edit"]
+    assert ed["available"] and ed["direction"] == "rise"
+    assert ed["paths"]["teacher"]["edit_success"] == 1.0
+    assert ed["paths"]["teacher"]["mean_change"] == pytest.approx(rise_t.mean(), abs=2e-3)
+    expected = ((rise_s >= 0.5 * rise_t) & (rise_t > 0)).mean()
+    assert ed["paths"]["student_fp32"]["edit_success"] == pytest.approx(expected)
+    assert ed["paths"]["student_fp32"]["mean_change"] == pytest.approx(rise_s.mean(), abs=5e-3)
+    red_green = lambda x: x[..., 0].mean(axis=(1, 2)) - x[..., 1].mean(axis=(1, 2))  # noqa: E731
+    # A constant added to every channel changes red minus green only where pixels clip at white.
+    expected_change = np.abs(red_green(student) - red_green(pics[:6] / 127.5 - 1)).mean()
+    assert ed["paths"]["student_fp32"]["preservation"] == pytest.approx(expected_change, abs=5e-3)
+    assert ed["paths"]["teacher"]["preservation"] > 0  # the teacher's brightness edit also shifts colours
+    assert ed["paths"]["legacy"]["n"] == 2 and ed["paths"]["teacher_on_legacy_seeds"]["n"] == 2
+    assert report["fidelity"]["legacy"]["psnr"]["n"] == 2 and report["fidelity"]["legacy"]["psnr"]["mean"] < 60
+
+    # per_image.csv holds the per-seed figures behind the aggregates.
+    with open(out / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["seed"]) for r in rows] == seeds
+    assert np.mean([float(r["psnr_fp32"]) for r in rows]) == pytest.approx(report["fidelity"]["student_fp32"]["psnr"]["mean"], abs=1e-3)
+
+    # report.md shows report.json's figures.
+    cells = _md_row(md, "student fp32")
+    assert cells[:2] == ["6", f"{report['fidelity']['student_fp32']['psnr']['mean']:.2f}"]
+    assert cells[5] == f"{report['fidelity']['student_fp32']['ssim']['mean']:.4f}"
+    edit_cells = [c for c in md.split("## Edit success")[1].split("## Latency")[0].splitlines() if c.startswith("| student fp32 |")]
+    assert edit_cells[0].split("|")[3].strip() == f"{ed['paths']['student_fp32']['edit_success'] * 100:.1f}%"
+    lat = report["latency"]
+    assert lat["student_fp32"]["n"] == 6 and lat["student_int8"]["n"] == 6 and lat["legacy"]["n"] == 2
+    assert report["speedup"]["legacy_vs_student_fp32"] == pytest.approx(lat["legacy"]["mean_ms"] / lat["student_fp32"]["mean_ms"])
+    assert re.search(r"\| legacy projection \(5 steps\) \| 2 \| " + re.escape(f"{lat['legacy']['mean_ms']:.2f}"), md)
+    assert "distill evaluate bright" in md and report["machine"]["cpu"] in md
+
+    # grid.png: 4 seeds x (original, teacher edit, student fp32, student int8, legacy) tiles of 16 px, 2 px padding.
+    from PIL import Image
+
+    assert Image.open(out / "grid.png").size == (5 * (RES + 2) + 2, 4 * (RES + 2) + 2)
+    assert report["grid"]["columns"][-1] == "legacy"
+
+    # A second run reuses the cached legacy projections instead of re-projecting.
+    again, _ = _evaluate(setup, "bright", out)
+    assert again["legacy"]["reused"] == 2
+    assert again["fidelity"]["legacy"]["psnr"]["mean"] == pytest.approx(report["fidelity"]["legacy"]["psnr"]["mean"])
+
+
+def test_refusals(setup, tmp_path, capsys):
+    base = ["evaluate", "bright", "--model-zoo", str(setup["zoo"]), "--out", str(tmp_path / "r"), "--legacy-num", "0"]
+    assert main([*base, "--seeds", "5:20"]) == 2
+    assert "made the student's training pairs" in capsys.readouterr().err
+    assert main([*base, "--seeds", "100:103", "--scorer", str(setup["root"] / "scorer.onnx")]) == 2
+    assert "--attribute NAME=INDEX" in capsys.readouterr().err
+    assert main([*base, "--seeds", "100:103", "--variants", "int8"]) == 2
+    assert main(["evaluate", "nope", "--model-zoo", str(setup["zoo"]), "--out", str(tmp_path / "n")]) == 2
+    assert "available: bright, copy" in capsys.readouterr().err
+
+    # An entry without a teacher cannot be evaluated: the message says how to re-export it.
+    entry = setup["zoo"] / "bright"
+    manifest = json.loads((entry / "manifest.json").read_text())
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copyfile(entry / "model.onnx", bare / "model.onnx")
+    manifest.update(teacher=None, direction=None, variants={"fp32": {"file": "model.onnx"}})
+    write_entry(bare, manifest, ["model.onnx"])
+    assert main(["evaluate", str(bare), "--out", str(tmp_path / "b")]) == 2
+    assert "has no teacher and direction" in capsys.readouterr().err

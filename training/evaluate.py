@@ -1,0 +1,701 @@
+"""`distill evaluate`: how close a distilled student comes to its teacher's edit, and how much faster it is.
+
+For held-out teacher seeds (never used to make the student's training pairs) it renders the teacher's
+original and edited image (seed -> z exactly as `distill pairs` does, the entry's truncation,
+direction, alpha and W+ layers), runs the student on the original through ONNX Runtime on the CPU
+(fp32 and every requested variant present in the entry; at the entry's native size, the teacher
+image resized when the sizes differ) and, on the first ``--legacy-num`` seeds, the legacy path the
+student replaces (project the original into W, add the direction, synthesize).
+
+Figures (REPORT_DIR/report.json, rendered in REPORT_DIR/report.md with image grids):
+
+- fidelity: PSNR and SSIM of each path's output against the teacher's edited image (mean, p10/p50/p90);
+- with an attribute scorer (any ONNX regressor, as `distill filter` takes): *edit success*, the share of
+  images on which the attribute moves (in the direction the teacher moves it on average) by at least
+  half the teacher's own change on that image, and *preservation*, the mean absolute change of the other
+  attributes between the original and the output; the teacher itself is the reference row;
+- latency per image, measured in the same run on this machine: every ONNX Runtime variant (batch 1)
+  and the legacy projection with its step count, and the speedups.
+
+Images compared are what a user gets: uint8 pictures, the student fed the uint8 original. An output
+identical to the teacher's edit scores 126.02 dB (the PSNR floor of metrics.psnr's mse clamp).
+Legacy outputs are cached per seed in REPORT_DIR/legacy/ with their timing, so an interrupted run
+resumes without re-projecting (the report says how many were reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import platform
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
+from training.atomic import atomic_write_json, atomic_write_text
+from training.directions import apply_direction, file_sha256, load_direction, z_from_seeds
+from training.errors import DistillError
+from training.filters.onnx_scorer import OnnxScorer
+from training.images import from_uint8, load_image, make_grid, save_image, to_uint8
+from training.manifest import read_manifest
+from training.metrics import psnr, ssim
+from training.variants import cpu_description, cpu_session
+
+DEFAULT_NUM = 500
+HELD_OUT_SEED0 = 1_000_000  # default first evaluation seed: far above the seeds `distill pairs` starts from
+SUCCESS_FRACTION = 0.5  # success: the output moves the attribute by at least this share of the teacher's move
+GRID_ROWS = 4
+BATCH = 8
+WARMUP_RUNS = 2
+
+
+# ----------------------------------------------------------------------------------------------
+# What is evaluated: the entry, its edit, the seeds.
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """The teacher edit the student was distilled from, read from the entry's manifest."""
+
+    teacher: Path
+    direction: Path
+    alpha: float
+    layers: tuple[int, int]
+    normalize: bool
+    truncation: float
+    attribute: str | None
+
+
+def resolve_entry(text: str, root: str | None) -> ModelEntry:
+    """A zoo entry folder given by path, or an entry name in ``root``; checksums verified either way."""
+    path = Path(text)
+    if (path / MANIFEST).is_file():
+        entry = load_entry(path)
+        entry.verify()
+        return entry
+    return get_entry(text, root)
+
+
+def edit_spec(entry: ModelEntry, truncation: float | None = None) -> EditSpec:
+    """The teacher, direction, alpha, layers and truncation of ``entry``; DistillError naming what is missing."""
+    m = entry.manifest
+    where = entry.path / MANIFEST
+    if entry.teacher_path is None or entry.direction_path is None:
+        missing = " and ".join(k for k in ("teacher", "direction") if not m.get(k))
+        raise DistillError(
+            f"{where}: model {entry.name!r} has no {missing}; evaluation renders the teacher's edit. Re-export it with "
+            f"`distill export RUN --out {entry.path} --teacher TEACHER --direction DIRECTION --alpha A --layers START STOP`"
+        )
+    record = {**(m.get("edit") or {}), **{k: v for k, v in (m.get("direction") or {}).items() if v is not None}}
+    if record.get("alpha") is None or not record.get("layers"):
+        raise DistillError(f"{where}: the direction record lacks alpha or layers; re-export with --alpha A --layers START STOP")
+    psi = truncation if truncation is not None else m.get("truncation")
+    if psi is None:
+        raise DistillError(f"{where}: no 'truncation' recorded; pass the psi the pairs were made with (--truncation 0.7)")
+    layers = record["layers"]
+    return EditSpec(
+        teacher=entry.teacher_path, direction=entry.direction_path, alpha=float(record["alpha"]),
+        layers=(int(layers[0]), int(layers[1])), normalize=bool(record.get("normalize", False)),
+        truncation=float(psi), attribute=(m.get("edit") or {}).get("attribute"),
+    )
+
+
+def dataset_seeds(entry: ModelEntry, override: str | None = None) -> tuple[list[int] | None, str]:
+    """The seeds of the pair dataset the student was trained on (None when unknown), and where they came from."""
+    text = override or (entry.manifest.get("data") or {}).get("dataset")
+    if not text:
+        return None, "unknown: the manifest names no dataset (pass --dataset DATASET to check the seeds)"
+    root = Path(text)
+    if not (root / "manifest.jsonl").is_file():
+        if override:
+            raise DistillError(f"--dataset {root}: not a pair dataset (no manifest.jsonl)")
+        return None, f"unknown: the training dataset {root} is not on this machine (pass --dataset DATASET)"
+    return sorted(r.seed for r in read_manifest(root)), str(root)
+
+
+def parse_seeds(text: str) -> tuple[int, int]:
+    """``"1000000:1000500"`` -> (1000000, 1000500), the half-open range [START, STOP)."""
+    try:
+        start, stop = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected START:STOP, e.g. 1000000:1000500") from None
+    if not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: need 0 <= START < STOP")
+    return start, stop
+
+
+def choose_seeds(requested: tuple[int, int] | None, num: int | None, trained: list[int] | None) -> list[int]:
+    """The evaluation seeds: the first ``num`` of ``requested`` (all of it when ``num`` is None), or by default
+    ``num`` seeds from :data:`HELD_OUT_SEED0` (above every training seed). Refuses any overlap with ``trained``."""
+    if num is not None and num < 1:
+        raise DistillError(f"--num {num}: need at least one seed")
+    if requested is None:
+        start = HELD_OUT_SEED0
+        if trained and trained[-1] >= start:
+            start = (trained[-1] // HELD_OUT_SEED0 + 1) * HELD_OUT_SEED0
+        seeds = list(range(start, start + (num or DEFAULT_NUM)))
+    else:
+        seeds = list(range(*requested))
+        if num is not None:
+            if num > len(seeds):
+                raise DistillError(f"--seeds {requested[0]}:{requested[1]} holds {len(seeds)} seeds, fewer than --num {num}")
+            seeds = seeds[:num]
+    if trained:
+        used = sorted(set(seeds).intersection(trained))
+        if used:
+            raise DistillError(
+                f"--seeds: {len(used)} of the evaluation seeds (e.g. {used[0]}) made the student's training pairs "
+                f"(dataset seeds {trained[0]}..{trained[-1]}); choose a held-out range, e.g. "
+                f"--seeds {trained[-1] + 1}:{trained[-1] + 1 + len(seeds)}"
+            )
+    return seeds
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring and statistics.
+
+
+def spread(values: list[float] | np.ndarray) -> dict[str, float]:
+    """n, mean and the 10th/50th/90th percentiles."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"n": int(v.size), "mean": float(v.mean()), "p10": float(np.percentile(v, 10)),
+            "p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90))}
+
+
+def latency(seconds: list[float]) -> dict[str, float]:
+    """Per-image wall time: n, mean, p50 and p95 in milliseconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    return {"n": int(ms.size), "mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
+            "p95_ms": float(np.percentile(ms, 95))}
+
+
+def edit_figures(orig: np.ndarray, teacher: np.ndarray, out: np.ndarray, sign: float,
+                 others: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Edit success, mean attribute change and preservation of one path against the teacher, per image arrays.
+
+    ``orig``/``teacher``/``out``: the attribute on the original, the teacher's edit and this path's output;
+    ``sign``: +1 when the teacher raises the attribute on average, -1 when it lowers it; ``others``: name ->
+    (value on the original, value on the output). Success needs a teacher change in the intended direction.
+    """
+    rise_t = sign * (teacher - orig)
+    rise = sign * (out - orig)
+    success = (rise_t > 0) & (rise >= SUCCESS_FRACTION * rise_t)
+    changes = {name: float(np.abs(b - a).mean()) for name, (a, b) in others.items()}
+    return {
+        "n": int(orig.size), "edit_success": float(success.mean()), "mean_change": float(rise.mean()),
+        "preservation": float(np.mean(list(changes.values()))) if changes else None, "other_changes": changes,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The three paths.
+
+
+class Student:
+    """One ONNX variant of the student on the CPU provider, timed per image."""
+
+    def __init__(self, variant: str, path: Path, threads: int) -> None:
+        self.variant = variant
+        self.path = path
+        self.session = cpu_session(path, threads)
+        self.input = self.session.get_inputs()[0].name
+        self.seconds: list[float] = []
+
+    def warm_up(self, size: tuple[int, int]) -> None:
+        x = np.zeros((1, 3, *size), np.float32)
+        for _ in range(WARMUP_RUNS):
+            self.session.run(None, {self.input: x})
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """uint8 [H,W,3] -> uint8 [H,W,3]; the session run alone is timed."""
+        x = from_uint8(image).numpy()
+        t0 = time.perf_counter()
+        y = self.session.run(None, {self.input: x})[0]
+        self.seconds.append(time.perf_counter() - t0)
+        return to_uint8(torch.from_numpy(np.asarray(y)))[0]
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [H,W,3] to (H, W) with PIL bicubic (the service's resize); unchanged when already that size."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BICUBIC))
+
+
+@torch.no_grad()
+def teacher_pairs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 originals and edits [N,R,R,3] for ``seeds``, exactly as `distill pairs` renders them."""
+    z = z_from_seeds(seeds, G.z_dim)
+    ws = G.mapping(z, truncation_psi=spec.truncation)
+    ws_edit = apply_direction(ws, direction, spec.alpha, spec.layers, spec.normalize)
+    images = to_uint8(G.synthesis(torch.cat([ws, ws_edit]), noise_mode="const"))
+    return images[: len(seeds)], images[len(seeds):]
+
+
+def legacy_key(spec: EditSpec, steps: int, vgg16: str | None) -> str:
+    """Identifies the legacy settings, so cached projections are reused only for the same edit and steps."""
+    parts = [file_sha256(spec.teacher), file_sha256(spec.direction), spec.alpha, spec.layers, spec.normalize,
+             spec.truncation, steps, file_sha256(vgg16) if vgg16 else None, "projector-seed-0"]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def legacy_outputs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, seeds: list[int],
+                   originals: list[np.ndarray], steps: int, vgg16: str | None, cache: Path
+                   ) -> tuple[list[np.ndarray], list[float], int]:
+    """Project, edit and synthesize each original; (outputs, seconds each, how many came from ``cache``)."""
+    from training.projector import legacy_edit, w_stats
+
+    key = legacy_key(spec, steps, vgg16)
+    cache.mkdir(parents=True, exist_ok=True)
+    outputs, seconds, reused = [], [], 0
+    warm = False
+    bar = tqdm(list(zip(seeds, originals, strict=True)), desc=f"legacy ({steps} steps)", unit="img")
+    for seed, original in bar:
+        image_path, record_path = cache / f"{seed:08d}.png", cache / f"{seed:08d}.json"
+        if record_path.is_file() and image_path.is_file():
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            if record.get("key") == key:
+                outputs.append(np.array(load_image(image_path)))
+                seconds.append(float(record["seconds"]))
+                reused += 1
+                continue
+        if not warm:  # as the service does before it turns ready: W statistics, lazy imports, first steps
+            w_stats(G)
+            legacy_edit(G, from_uint8(original), direction, spec.alpha, spec.layers, steps=2, normalize=spec.normalize,
+                        vgg16_path=vgg16, seed=0)
+            warm = True
+        t0 = time.perf_counter()
+        edited = legacy_edit(G, from_uint8(original), direction, spec.alpha, spec.layers, steps=steps,
+                             normalize=spec.normalize, vgg16_path=vgg16, seed=0)
+        elapsed = time.perf_counter() - t0
+        out = to_uint8(edited)[0]
+        save_image(image_path, out)
+        atomic_write_json(record_path, {"seed": seed, "seconds": elapsed, "steps": steps, "key": key})
+        outputs.append(out)
+        seconds.append(elapsed)
+        bar.set_postfix(s_per_img=f"{elapsed:.1f}")
+    return outputs, seconds, reused
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluation.
+
+
+@dataclass
+class Scoring:
+    """The scorer and which of its outputs is the edited attribute and which are the others."""
+
+    scorer: OnnxScorer
+    attribute: str
+    others: list[str]
+    path: Path
+    cache: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def score(self, images: list[np.ndarray] | np.ndarray) -> list[dict[str, float]]:
+        out: list[dict[str, float]] = []
+        for i in range(0, len(images), 32):
+            out += self.scorer.score(np.stack(images[i : i + 32]))
+        return out
+
+
+def build_scoring(args: argparse.Namespace) -> Scoring | None:
+    """The --scorer options -> Scoring, or None without --scorer."""
+    if not args.scorer:
+        if args.attribute or args.other:
+            raise DistillError("--attribute/--other need --scorer MODEL.onnx (the model that reads the attributes)")
+        return None
+    if not args.attribute:
+        raise DistillError("--scorer needs --attribute NAME=INDEX: the scorer output the edit should change, e.g. age=0")
+    named = [_name_index(args.attribute, "--attribute")] + [_name_index(t, "--other") for t in args.other]
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise DistillError(f"--attribute/--other: repeated names {names}")
+    scorer = OnnxScorer(args.scorer, dict(named), input_size=args.input_size, mean=args.mean, std=args.std,
+                        activation=args.activation, providers=["CPUExecutionProvider"])
+    return Scoring(scorer, names[0], names[1:], Path(args.scorer))
+
+
+def _name_index(text: str, flag: str) -> tuple[str, int]:
+    name, sep, index = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, int(index)
+    except ValueError:
+        raise DistillError(f"{flag} {text!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0") from None
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the evaluation described by ``args``; write REPORT_DIR and return the report dict."""
+    from training.stylegan2 import load_generator
+
+    entry = resolve_entry(args.entry, args.model_zoo)
+    spec = edit_spec(entry, args.truncation)
+    trained, trained_source = dataset_seeds(entry, args.dataset)
+    seeds = choose_seeds(args.seeds, args.num, trained)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in ("fp32", "fp16", "int8")]
+    if unknown or "fp32" not in variants:
+        raise DistillError(f"--variants {args.variants!r}: a comma list of fp32 (required), int8, fp16")
+    present = [v for v in variants if v in entry.manifest["variants"]]
+    missing = [v for v in variants if v not in present]
+    if args.legacy_num < 0 or args.legacy_steps < 1:
+        raise DistillError("--legacy-num must be >= 0 and --legacy-steps >= 1")
+    scoring = build_scoring(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    G = load_generator(spec.teacher)
+    direction = load_direction(spec.direction, G.num_ws, G.w_dim)
+    size = entry.input_size
+    students = [Student(v, entry.variant_path(v), args.threads) for v in present]
+    for s in students:
+        s.warm_up(size)
+
+    legacy_num = min(args.legacy_num, len(seeds))
+    grid_rows = min(GRID_ROWS, len(seeds))
+    rows: list[dict[str, Any]] = []
+    kept_orig, kept_edit, kept_student = [], [], {v: [] for v in present}
+    scores: dict[str, list[dict[str, float]]] = {k: [] for k in ["original", "teacher", *present]}
+    bar = tqdm(total=len(seeds), desc="teacher + student", unit="img")
+    for i in range(0, len(seeds), BATCH):
+        batch = seeds[i : i + BATCH]
+        originals, edits = teacher_pairs(G, direction, spec, batch)
+        inputs = [resize(im, size) for im in originals]
+        targets = torch.cat([from_uint8(resize(im, size)) for im in edits])
+        batch_rows = [{"seed": s} for s in batch]
+        for s in students:
+            outputs = [s(x) for x in inputs]
+            t = torch.cat([from_uint8(o) for o in outputs])
+            for row, p, q in zip(batch_rows, psnr(t, targets).tolist(), ssim(t, targets).tolist(), strict=True):
+                row[f"psnr_{s.variant}"], row[f"ssim_{s.variant}"] = p, q
+            if scoring:
+                scores[s.variant] += scoring.score(outputs)
+            kept_student[s.variant] += outputs[: max(0, max(grid_rows, legacy_num) - i)]
+        if scoring:
+            scores["original"] += scoring.score(originals)
+            scores["teacher"] += scoring.score(edits)
+        keep = max(0, max(grid_rows, legacy_num) - i)
+        kept_orig += list(originals[:keep])
+        kept_edit += list(edits[:keep])
+        rows += batch_rows
+        bar.update(len(batch))
+    bar.close()
+
+    legacy: dict[str, Any] | None = None
+    legacy_images: list[np.ndarray] = []
+    if legacy_num:
+        legacy_images, seconds, reused = legacy_outputs(
+            G, direction, spec, seeds[:legacy_num], kept_orig[:legacy_num], args.legacy_steps, args.vgg16,
+            out / "legacy")
+        t = torch.cat([from_uint8(o) for o in legacy_images])
+        targets = torch.cat([from_uint8(e) for e in kept_edit[:legacy_num]])
+        for row, p, q in zip(rows, psnr(t, targets).tolist(), ssim(t, targets).tolist(), strict=False):
+            row["psnr_legacy"], row["ssim_legacy"] = p, q
+        if scoring:
+            scores["legacy"] = scoring.score(legacy_images)
+        legacy = {"n": legacy_num, "steps": args.legacy_steps, "seconds": seconds, "reused": reused,
+                  "distance": "VGG16 perceptual" if args.vgg16 else "pyramid pixel (no --vgg16 weights)"}
+
+    if scoring:
+        for name, per_image in scores.items():
+            for row, record in zip(rows, per_image, strict=False):
+                for key, value in record.items():
+                    row[f"{key}_{name}"] = value
+
+    report = build_report(args, entry, spec, G, seeds, trained, trained_source, present, missing, rows, scoring,
+                          students, legacy)
+    report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
+    atomic_write_text(out / "per_image.csv", per_image_csv(rows))
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", render_markdown(report))
+    return report
+
+
+def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G: torch.nn.Module, seeds: list[int],
+                 trained: list[int] | None, trained_source: str, present: list[str], missing: list[str],
+                 rows: list[dict[str, Any]], scoring: Scoring | None, students: list[Student],
+                 legacy: dict[str, Any] | None) -> dict[str, Any]:
+    """Every figure of the report, computed from the per-image rows."""
+    legacy_n = legacy["n"] if legacy else 0
+    fidelity: dict[str, Any] = {}
+    for v in present:
+        fidelity[f"student_{v}"] = {"psnr": spread([r[f"psnr_{v}"] for r in rows]),
+                                    "ssim": spread([r[f"ssim_{v}"] for r in rows])}
+    if legacy:
+        sub = rows[:legacy_n]
+        fidelity["legacy"] = {"psnr": spread([r["psnr_legacy"] for r in sub]), "ssim": spread([r["ssim_legacy"] for r in sub])}
+        fidelity["student_fp32_on_legacy_seeds"] = {"psnr": spread([r["psnr_fp32"] for r in sub]),
+                                                    "ssim": spread([r["ssim_fp32"] for r in sub])}
+
+    edit: dict[str, Any] = {"available": False,
+                            "note": "edit success and preservation need an attribute scorer: pass --scorer MODEL.onnx "
+                                    "--attribute NAME=INDEX [--other NAME=INDEX ...]"}
+    if scoring:
+        a = scoring.attribute
+
+        def col(name: str, key: str, n: int | None = None) -> np.ndarray:
+            return np.asarray([r[f"{key}_{name}"] for r in rows[:n]], dtype=np.float64)
+
+        mean_teacher_change = float((col("teacher", a) - col("original", a)).mean())
+        sign = -1.0 if mean_teacher_change < 0 else 1.0
+
+        def figures(name: str, n: int | None = None) -> dict[str, Any]:
+            others = {o: (col("original", o, n), col(name, o, n)) for o in scoring.others}
+            return edit_figures(col("original", a, n), col("teacher", a, n), col(name, a, n), sign, others)
+
+        paths = {"teacher": figures("teacher"), **{f"student_{v}": figures(v) for v in present}}
+        if legacy:
+            paths["teacher_on_legacy_seeds"] = figures("teacher", legacy_n)
+            paths["legacy"] = figures("legacy", legacy_n)
+            paths["student_fp32_on_legacy_seeds"] = figures("fp32", legacy_n)
+        edit = {"available": True, "attribute": a, "others": scoring.others, "direction": "rise" if sign > 0 else "fall",
+                "teacher_mean_change": mean_teacher_change, "success_fraction": SUCCESS_FRACTION, "paths": paths,
+                "scorer": {"file": str(scoring.path), "sha256": file_sha256(scoring.path),
+                           "outputs": scoring.scorer.outputs, "input_size": list(scoring.scorer.input_size),
+                           "mean": scoring.scorer.mean.reshape(-1).tolist(), "std": scoring.scorer.std.reshape(-1).tolist(),
+                           "activation": scoring.scorer.activation}}
+
+    timing: dict[str, Any] = {f"student_{s.variant}": latency(s.seconds) for s in students}
+    speedup: dict[str, float] = {}
+    if legacy:
+        timing["legacy"] = {**latency(legacy["seconds"]), "steps": legacy["steps"], "reused_from_cache": legacy["reused"]}
+        for s in students:
+            speedup[f"legacy_vs_student_{s.variant}"] = timing["legacy"]["mean_ms"] / timing[f"student_{s.variant}"]["mean_ms"]
+    if "int8" in present:
+        speedup["int8_vs_fp32"] = timing["student_fp32"]["mean_ms"] / timing["student_int8"]["mean_ms"]
+
+    return {
+        "format": "distill-evaluation/1",
+        "command": command_line(args),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": {"cpu": cpu_description(), "platform": platform.platform(), "ort_threads": args.threads or "default",
+                    "torch_threads": torch.get_num_threads(), "onnxruntime": ort.__version__, "torch": torch.__version__,
+                    "provider": "CPUExecutionProvider"},
+        "entry": {"name": entry.name, "path": str(entry.path), "description": entry.manifest.get("description"),
+                  "input_size": list(entry.input_size), "variants_evaluated": present, "variants_missing": missing},
+        "teacher": {"file": str(spec.teacher), "sha256": file_sha256(spec.teacher), "resolution": int(G.img_resolution),
+                    "truncation": spec.truncation, "noise_mode": "const"},
+        "direction": {"file": str(spec.direction), "attribute": spec.attribute, "alpha": spec.alpha,
+                      "layers": list(spec.layers), "normalize": spec.normalize},
+        "seeds": {"start": seeds[0], "stop": seeds[-1] + 1, "count": len(seeds),
+                  "seed_to_z": "torch.randn(z_dim, generator=torch.Generator('cpu').manual_seed(seed))",
+                  "training_seeds": None if trained is None else {"min": trained[0], "max": trained[-1], "count": len(trained)},
+                  "training_seeds_source": trained_source, "held_out_verified": trained is not None},
+        "legacy": None if not legacy else {k: legacy[k] for k in ("n", "steps", "reused", "distance")},
+        "fidelity": fidelity,
+        "edit": edit,
+        "latency": timing,
+        "speedup": speedup,
+    }
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this report, every option spelled out."""
+    argv = ["distill", "evaluate", args.entry, "--out", str(args.out)]
+    if args.model_zoo:
+        argv += ["--model-zoo", args.model_zoo]
+    if args.dataset:
+        argv += ["--dataset", args.dataset]
+    if args.seeds:
+        argv += ["--seeds", f"{args.seeds[0]}:{args.seeds[1]}"]
+    if args.num is not None:
+        argv += ["--num", str(args.num)]
+    if args.truncation is not None:
+        argv += ["--truncation", str(args.truncation)]
+    if args.scorer:
+        argv += ["--scorer", args.scorer, "--attribute", args.attribute]
+        for o in args.other:
+            argv += ["--other", o]
+        if args.input_size:
+            argv += ["--input-size", str(args.input_size)]
+        argv += ["--mean", *map(str, args.mean), "--std", *map(str, args.std), "--activation", args.activation]
+    argv += ["--legacy-num", str(args.legacy_num), "--legacy-steps", str(args.legacy_steps), "--variants", args.variants]
+    if args.vgg16:
+        argv += ["--vgg16", args.vgg16]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    return shlex.join(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# Output files.
+
+
+def write_grid(out: Path, seeds: list[int], originals: list[np.ndarray], edits: list[np.ndarray],
+               students: dict[str, list[np.ndarray]], legacy: list[np.ndarray]) -> dict[str, Any]:
+    """grid.png: one row per seed, original | teacher edit | student (each variant) | legacy (where projected)."""
+    columns = ["original", "teacher edit", *[f"student {v}" for v in students]]
+    if legacy:
+        columns.append("legacy")
+    blank = np.full_like(originals[0], 255)
+    rows = []
+    for i in range(len(seeds)):
+        row = [originals[i], edits[i], *[images[i] for images in students.values()]]
+        if legacy:
+            row.append(legacy[i] if i < len(legacy) else blank)
+        rows.append(row)
+    save_image(out / "grid.png", make_grid(rows))
+    return {"file": "grid.png", "columns": columns, "seeds": seeds}
+
+
+def per_image_csv(rows: list[dict[str, Any]]) -> str:
+    """One line per seed: every per-image figure (PSNR, SSIM, scores of each path)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = [",".join(keys)]
+    for r in rows:
+        lines.append(",".join("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]))
+                              for k in keys))
+    return "\n".join(lines) + "\n"
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _label(path: str, report: dict[str, Any]) -> str:
+    legacy = report.get("legacy") or {}
+    labels = {"teacher": "teacher (reference)", "legacy": f"legacy projection ({legacy.get('steps')} steps)",
+              "teacher_on_legacy_seeds": f"teacher (reference), first {legacy.get('n')} seeds",
+              "student_fp32_on_legacy_seeds": f"student fp32, first {legacy.get('n')} seeds"}
+    return labels.get(path, path.replace("student_", "student "))
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: the tables of report.json (same figures, rounded), the machine, the command, the grid."""
+    e, t, d, s = report["entry"], report["teacher"], report["direction"], report["seeds"]
+    lines = [
+        f"# Evaluation of `{e['name']}`", "",
+        f"{e.get('description') or ''}", "",
+        f"Generated by `distill evaluate` on {report['created']}:", "", "```", report["command"], "```", "",
+        "## Setup", "",
+        f"- Machine: {report['machine']['cpu']}; ONNX Runtime {report['machine']['onnxruntime']} "
+        f"({report['machine']['provider']}, intra-op threads: {report['machine']['ort_threads']}); "
+        f"torch {report['machine']['torch']} ({report['machine']['torch_threads']} threads) for the teacher and the legacy path.",
+        f"- Teacher: `{t['file']}` ({t['resolution']} px, truncation {t['truncation']}, sha256 {t['sha256'][:12]}).",
+        f"- Edit: `{d['file']}` ({d['attribute'] or 'unnamed'}), alpha {d['alpha']}, W+ layers {d['layers'][0]}:{d['layers'][1]}"
+        f"{', normalized' if d['normalize'] else ''}.",
+        f"- Student: input {e['input_size'][0]}x{e['input_size'][1]}, variants {', '.join(e['variants_evaluated'])}"
+        + (f" (not in the entry: {', '.join(e['variants_missing'])})" if e["variants_missing"] else "") + ".",
+        f"- Seeds: {s['count']} held-out teacher seeds {s['start']}..{s['stop'] - 1} (`{s['seed_to_z']}`). "
+        + (f"Training pairs used seeds {s['training_seeds']['min']}..{s['training_seeds']['max']} "
+           f"({s['training_seeds']['count']} seeds, from {s['training_seeds_source']}): no overlap."
+           if s["held_out_verified"] else f"Held-out status not verified: training seeds {s['training_seeds_source']}."),
+    ]
+    if report["legacy"]:
+        lg = report["legacy"]
+        lines.append(f"- Legacy path: the first {lg['n']} seeds, {lg['steps']} projection steps, distance: {lg['distance']}"
+                     + (f"; {lg['reused']} projections reused from an interrupted run (timed then)." if lg["reused"] else "."))
+    lines += ["", "## Fidelity to the teacher's edit", "",
+              "PSNR (dB) and SSIM of each output against the teacher's edited image.", "",
+              "| path | n | PSNR mean | p10 | p50 | p90 | SSIM mean | p10 | p50 | p90 |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for path, fig in report["fidelity"].items():
+        p, q = fig["psnr"], fig["ssim"]
+        lines.append(f"| {_label(path, report)} | {p['n']} | " + " | ".join(_f(p[k]) for k in ("mean", "p10", "p50", "p90"))
+                     + " | " + " | ".join(_f(q[k], 4) for k in ("mean", "p10", "p50", "p90")) + " |")
+
+    ed = report["edit"]
+    lines += ["", "## Edit success and preservation", ""]
+    if not ed["available"]:
+        lines.append(f"Not measured: {ed['note']}.")
+    else:
+        sc = ed["scorer"]
+        lines += [
+            f"Scorer `{sc['file']}` (input {sc['input_size'][0]}x{sc['input_size'][1]}, outputs {sc['outputs']}). "
+            f"Edit success: share of images where `{ed['attribute']}` {'rises' if ed['direction'] == 'rise' else 'falls'} "
+            f"by at least {ed['success_fraction']:g} of the teacher's own change on that image (the teacher's mean change: "
+            f"{ed['teacher_mean_change']:+.4f}). Preservation: mean absolute change of "
+            f"{', '.join(f'`{o}`' for o in ed['others']) or 'no other attribute (pass --other NAME=INDEX)'} "
+            "between the original and the output (lower is better).", "",
+            "| path | n | edit success | mean change | preservation |", "|---|---:|---:|---:|---:|",
+        ]
+        for path, fig in ed["paths"].items():
+            lines.append(f"| {_label(path, report)} | {fig['n']} | {_f(fig['edit_success'] * 100, 1)}% | "
+                         f"{_f(fig['mean_change'], 4)} | {_f(fig['preservation'], 4)} |")
+
+    lines += ["", "## Latency per image", "",
+              "Measured in this run on this machine, batch 1: ONNX Runtime `session.run` for the student, "
+              "projection + edit + synthesis for the legacy path.", "",
+              "| path | n | mean (ms) | p50 (ms) | p95 (ms) |", "|---|---:|---:|---:|---:|"]
+    for path, fig in report["latency"].items():
+        lines.append(f"| {_label(path, report)} | {fig['n']} | {_f(fig['mean_ms'])} | {_f(fig['p50_ms'])} | {_f(fig['p95_ms'])} |")
+    if report["speedup"]:
+        lines += ["", "| speedup (mean latency ratio) | x |", "|---|---:|"]
+        for name, value in report["speedup"].items():
+            lines.append(f"| {name.replace('_', ' ')} | {_f(value, 1)} |")
+
+    g = report["grid"]
+    lines += ["", "## Images", "", f"Seeds {', '.join(map(str, g['seeds']))}, one per row; columns: "
+              f"{' | '.join(g['columns'])}.", "", f"![{' | '.join(g['columns'])}]({g['file']})", "",
+              "Per-image figures: [per_image.csv](per_image.csv); every figure: [report.json](report.json).", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The command.
+
+
+def _input_size(text: str) -> int | tuple[int, int]:
+    try:
+        if "x" in text.lower():
+            h, w = (int(v) for v in text.lower().split("x"))
+            return h, w
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-size {text!r}: expected N or HxW, e.g. 64") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="measure a model-zoo student against its teacher's edit and the legacy projection",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("entry", metavar="ENTRY_OR_PATH", help="model-zoo entry name or entry folder (with teacher and direction)")
+    p.add_argument("--out", required=True, help="report folder (report.md, report.json, grid.png, per_image.csv)")
+    p.add_argument("--model-zoo", help="zoo root for an entry name (default $DISTILL_MODEL_ZOO or the model_zoo package)")
+    p.add_argument("--dataset", help="the student's pair dataset, to check the seeds are held out (default: the manifest's)")
+    p.add_argument("--seeds", type=parse_seeds, metavar="START:STOP",
+                   help=f"held-out teacher seeds [START, STOP) (default: --num seeds from {HELD_OUT_SEED0:,}, above the training seeds)")
+    p.add_argument("--num", type=int, help=f"number of seeds (default {DEFAULT_NUM}, or all of --seeds)")
+    p.add_argument("--truncation", type=float, help="truncation psi (default: the entry's)")
+    p.add_argument("--scorer", metavar="MODEL.onnx", help="ONNX attribute model for edit success and preservation")
+    p.add_argument("--attribute", metavar="NAME=INDEX", help="scorer output the edit changes, e.g. age=0")
+    p.add_argument("--other", metavar="NAME=INDEX", action="append", default=[],
+                   help="another scorer output that the edit should preserve (repeatable)")
+    p.add_argument("--input-size", type=_input_size, help="scorer input size, N or HxW (default: the model's fixed size)")
+    p.add_argument("--mean", type=float, nargs="+", default=[0.5], help="scorer input mean, 1 or 3 values (default 0.5)")
+    p.add_argument("--std", type=float, nargs="+", default=[0.5], help="scorer input std, 1 or 3 values (default 0.5)")
+    p.add_argument("--activation", choices=["none", "sigmoid", "softmax"], default="none", help="applied to scorer outputs")
+    p.add_argument("--legacy-num", type=int, default=20, help="seeds also edited the legacy way (default 20; 0: skip)")
+    p.add_argument("--legacy-steps", type=int, default=200, help="projection steps of the legacy path (default 200)")
+    p.add_argument("--variants", default="fp32,int8", help="student variants to run when the entry has them (default fp32,int8)")
+    p.add_argument("--vgg16", help="torchvision VGG16 weights for the projector's perceptual distance (default: pixel pyramid)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime and torch threads (default 0: their defaults)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = evaluate(args)
+    out = Path(args.out)
+    fp32 = report["fidelity"]["student_fp32"]["psnr"]["mean"]
+    print(f"wrote {out / 'report.md'}: {report['seeds']['count']} seeds, student fp32 PSNR {fp32:.2f} dB vs the teacher's edit, "
+          f"{report['latency']['student_fp32']['mean_ms']:.1f} ms/img"
+          + (f", legacy {report['latency']['legacy']['mean_ms'] / 1e3:.2f} s/img" if "legacy" in report["latency"] else ""))
+    return 0
+
