@@ -23,6 +23,7 @@ STAGES = (
     "training.estimate",
     "app.cli",
     "training.quickstart",
+    "training.evaluate",
     "training.toyfaces",
 )
 
