@@ -6,22 +6,26 @@
 #   DISTILL_WORKERS           uvicorn worker processes: 1 up to 4 CPUs, else CPUs / 4 (1 on the GPU image)
 #   DISTILL_INTRA_OP_THREADS  ONNX Runtime threads per worker: CPUs / workers
 #   DISTILL_LEGACY_THREADS    torch threads of each projection process: CPUs / 2
-# Any of them already set in the environment is kept. Extra arguments go to `distill serve`.
+# Any of them already set in the environment is kept; DISTILL_CPUS overrides the CPU count itself
+# (DISTILL_CGROUP_ROOT, default /sys/fs/cgroup, says where the cgroup files are).
+# Extra arguments go to `distill serve`; `--print-config` prints the settings and exits.
 set -eu
 
+cg=${DISTILL_CGROUP_ROOT:-/sys/fs/cgroup}
 cpus=$(nproc)
 quota=""
-if [ -r /sys/fs/cgroup/cpu.max ]; then
-    read -r q p < /sys/fs/cgroup/cpu.max
+if [ -r "$cg/cpu.max" ]; then
+    read -r q p < "$cg/cpu.max"
     [ "$q" != "max" ] && quota=$(( (q + p - 1) / p ))
-elif [ -r /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
-    q=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)
-    p=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)
+elif [ -r "$cg/cpu/cpu.cfs_quota_us" ]; then
+    q=$(cat "$cg/cpu/cpu.cfs_quota_us")
+    p=$(cat "$cg/cpu/cpu.cfs_period_us")
     [ "$q" -gt 0 ] && quota=$(( (q + p - 1) / p ))
 fi
 if [ -n "$quota" ] && [ "$quota" -lt "$cpus" ]; then
     cpus=$quota
 fi
+cpus=${DISTILL_CPUS:-$cpus}
 [ "$cpus" -ge 1 ] || cpus=1
 
 if [ -z "${DISTILL_WORKERS:-}" ]; then
@@ -44,4 +48,9 @@ export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 
 echo "distill-entrypoint: ${cpus} CPUs -> ${DISTILL_WORKERS} worker(s) x ${DISTILL_INTRA_OP_THREADS} ORT threads," \
      "legacy ${DISTILL_LEGACY_THREADS} threads, provider ${DISTILL_PROVIDER:-auto}" >&2
+if [ "${1:-}" = "--print-config" ]; then
+    printf 'CPUS=%s\nDISTILL_WORKERS=%s\nDISTILL_INTRA_OP_THREADS=%s\nDISTILL_LEGACY_THREADS=%s\n' \
+        "$cpus" "$DISTILL_WORKERS" "$DISTILL_INTRA_OP_THREADS" "$DISTILL_LEGACY_THREADS"
+    exit 0
+fi
 exec distill serve --host 0.0.0.0 --port "${PORT:-8000}" --workers "$DISTILL_WORKERS" "$@"

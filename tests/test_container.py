@@ -1,7 +1,9 @@
-"""The CPU Docker image, built and run for real (podman + runc here, docker elsewhere).
+"""The Docker images: the entrypoint's CPU sizing (fast, no container engine needed), and the CPU image
+built and run for real (podman + runc here, docker elsewhere).
 
-Slow (minutes: the image installs torch), so marked ``container``: ``make test-container`` or
-``pytest -m container tests/test_container.py``. Needs podman (with runc and debootstrap) or a working docker.
+The image test is slow (minutes: the image installs torch), so it is marked ``container``:
+``make test-container`` or ``pytest -m container tests/test_container.py``. It needs podman (with runc
+and debootstrap) or a working docker.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from pathlib import Path
 import pytest
 
 from model_zoo.registry import list_entries
-
-pytestmark = pytest.mark.container
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("IMAGE", "stylegan2-distill:cpu-test")
@@ -62,6 +62,36 @@ def model_zoo():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def entrypoint_config(tmp_path: Path, cpu_max: str | None = None, **env: str) -> dict[str, str]:
+    """Run docker/entrypoint.sh --print-config against a fake cgroup folder; parse KEY=VALUE lines."""
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir(exist_ok=True)
+    if cpu_max is not None:
+        (cgroup / "cpu.max").write_text(cpu_max + "\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_") and k != "OMP_NUM_THREADS"}
+    out = subprocess.run(["sh", str(REPO / "docker" / "entrypoint.sh"), "--print-config"], check=True,
+                         capture_output=True, text=True, env={**clean, "DISTILL_CGROUP_ROOT": str(cgroup), **env})
+    return dict(line.split("=", 1) for line in out.stdout.split())
+
+
+def test_entrypoint_follows_the_cpu_quota(tmp_path):
+    nproc = len(os.sched_getaffinity(0))
+    assert entrypoint_config(tmp_path, "max 100000")["CPUS"] == str(nproc)
+    assert entrypoint_config(tmp_path, "50000 100000")["CPUS"] == "1"  # half a CPU rounds up to one
+    assert entrypoint_config(tmp_path, f"{100000 * (nproc + 8)} 100000")["CPUS"] == str(nproc)  # quota above nproc
+
+
+def test_entrypoint_sizes_workers_and_threads(tmp_path):
+    c5_2xlarge = entrypoint_config(tmp_path, DISTILL_CPUS="8")
+    assert c5_2xlarge == {"CPUS": "8", "DISTILL_WORKERS": "2", "DISTILL_INTRA_OP_THREADS": "4",
+                          "DISTILL_LEGACY_THREADS": "4"}
+    assert entrypoint_config(tmp_path, DISTILL_CPUS="4")["DISTILL_WORKERS"] == "1"
+    assert entrypoint_config(tmp_path, DISTILL_CPUS="8", DISTILL_PROVIDER="cuda")["DISTILL_WORKERS"] == "1"
+    user = entrypoint_config(tmp_path, DISTILL_CPUS="8", DISTILL_WORKERS="1", DISTILL_INTRA_OP_THREADS="3")
+    assert user["DISTILL_WORKERS"] == "1" and user["DISTILL_INTRA_OP_THREADS"] == "3"
+
+
+@pytest.mark.container
 def test_cpu_container_answers_transform(image, model_zoo):
     env = {**os.environ, **({"MODEL_ZOO": str(model_zoo)} if model_zoo else {})}
     smoke = subprocess.run([str(REPO / "docker" / "smoke_test.sh"), image], cwd=REPO, env=env,
