@@ -160,7 +160,7 @@ class LegacyExecutor:
         try:
             future = self._get_pool().submit(_run_job, job, pixels, deadline)
         except BrokenProcessPool:  # a process died since the last job: start over once
-            self._pool = None
+            self._discard_pool()
             future = self._get_pool().submit(_run_job, job, pixels, deadline)
         self._set_active(self.active + 1)
         wrapped = asyncio.wrap_future(future)
@@ -171,8 +171,13 @@ class LegacyExecutor:
             raise LegacyTimeoutError(f"the projection did not finish within {self.timeout_s:g} s") from e
         except BrokenProcessPool as e:
             log.error("a projection process died; the next request starts a fresh pool")
-            self._pool = None
+            self._discard_pool()
             raise LegacyUnavailableError("the projection process died; retry") from e
+
+    def _discard_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _set_active(self, active: int) -> None:
         self.active = active

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import statistics
 import time
 import warnings
@@ -88,6 +90,23 @@ def test_busy_pool_is_503_and_timeout_is_504_then_it_recovers(client):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert client.post("/legacy/transform", **upload(steps="2")).status_code == 200
+
+
+def test_a_killed_projection_process_is_503_then_a_fresh_pool_serves(client):
+    legacy = client.app.state.service.legacy
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(client.post, "/legacy/transform", **upload(steps="500"))
+        deadline = time.monotonic() + 10
+        while legacy.active < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)
+        for process in list(legacy._pool._processes.values()):  # what the OOM killer would do
+            os.kill(process.pid, signal.SIGKILL)
+        r = running.result()
+    assert r.status_code == 503 and r.json()["error"] == "legacy_unavailable" and r.headers["retry-after"]
+    assert client.post("/legacy/transform", **upload(steps="2")).status_code == 200
+    assert client.post("/transform", **upload()).status_code == 200
 
 
 def test_a_legacy_burst_does_not_slow_transform(client):
