@@ -183,3 +183,83 @@ def test_safe_load_keeps_plain_values(tmp_path):
     loaded = safe_load(io.BytesIO(pickle.dumps(value, protocol=2)))
     assert loaded["a"] == value["a"] and loaded["b"] == value["b"]
     assert torch.equal(loaded["t"], value["t"]) and np.array_equal(loaded["n"], value["n"])
+
+
+def _tf_network_init(self, **state):
+    self.__dict__.update(state)
+
+
+def tf_variables_from_nvlabs(sd: dict[str, torch.Tensor]) -> tuple[list, list, list]:
+    """(Gs top-level, mapping, synthesis) variables in TF layout: the inverse of legacy.py's rules."""
+    def a(t: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(t.numpy())
+
+    mapping, synthesis = [], []
+    i = 0
+    while f"mapping.fc{i}.weight" in sd:
+        mapping += [(f"Dense{i}/weight", a(sd[f"mapping.fc{i}.weight"].T)), (f"Dense{i}/bias", a(sd[f"mapping.fc{i}.bias"]))]
+        i += 1
+    synthesis.append(("4x4/Const/const", a(sd["synthesis.b4.const"][None])))
+    res = sorted(int(k.split(".")[1][1:]) for k in sd if k.endswith(".conv1.weight"))
+
+    def layer(src: str, tf: str, noise: int, flip: bool) -> None:
+        w = sd[f"{src}.weight"].permute(2, 3, 1, 0)
+        synthesis.extend([(f"{tf}/weight", a(w.flip([0, 1]) if flip else w)), (f"{tf}/bias", a(sd[f"{src}.bias"])),
+                          (f"{tf}/mod_weight", a(sd[f"{src}.affine.weight"].T)),
+                          (f"{tf}/mod_bias", a(sd[f"{src}.affine.bias"] - 1)),
+                          (f"{tf}/noise_strength", a(sd[f"{src}.noise_strength"])),
+                          (f"noise{noise}", a(sd[f"{src}.noise_const"][None, None]))])
+
+    def torgb(src: str, tf: str) -> None:
+        synthesis.extend([(f"{tf}/weight", a(sd[f"{src}.weight"].permute(2, 3, 1, 0))), (f"{tf}/bias", a(sd[f"{src}.bias"])),
+                          (f"{tf}/mod_weight", a(sd[f"{src}.affine.weight"].T)),
+                          (f"{tf}/mod_bias", a(sd[f"{src}.affine.bias"] - 1))])
+
+    for r in res:
+        k = int(np.log2(r))
+        if r == 4:
+            layer("synthesis.b4.conv1", "4x4/Conv", 0, flip=False)
+        else:
+            layer(f"synthesis.b{r}.conv0", f"{r}x{r}/Conv0_up", 2 * k - 5, flip=True)
+            layer(f"synthesis.b{r}.conv1", f"{r}x{r}/Conv1", 2 * k - 4, flip=False)
+        torgb(f"synthesis.b{r}.torgb", f"{r}x{r}/ToRGB")
+    return [("dlatent_avg", a(sd["mapping.w_avg"]))], mapping, synthesis
+
+
+def test_tensorflow_pickle_converts_like_legacy_py(tmp_path, nvlabs_modules, fixture_generator, monkeypatch):
+    G, io, init_kwargs = fixture_generator
+    network_mod = types.ModuleType("dnnlib.tflib.network")
+    # Pickles like TF dnnlib's ``Network``: NEWOBJ + BUILD with the network's state dict.
+    network_cls = type("Network", (), {"__module__": "dnnlib.tflib.network", "__qualname__": "Network",
+                                       "__init__": _tf_network_init})
+    network_mod.Network = network_cls
+    monkeypatch.setitem(sys.modules, "dnnlib.tflib", types.ModuleType("dnnlib.tflib"))
+    monkeypatch.setitem(sys.modules, "dnnlib.tflib.network", network_mod)
+    marker = tmp_path / "executed"
+    src = f"open({str(marker)!r}, 'w').write('x')\n"
+    top, mapping, synthesis = tf_variables_from_nvlabs(G.state_dict())
+
+    def net(name, variables, components=None, **static_kwargs):
+        return network_cls(version=4, name=name, static_kwargs=nvlabs_modules.EasyDict(static_kwargs),
+                         components=nvlabs_modules.EasyDict(components or {}), build_module_src=src,
+                         build_func_name=f"training.networks_stylegan2.{name}", variables=variables)
+
+    def generator(scale: float):
+        scaled = lambda vs: [(n, v * scale) for n, v in vs]  # noqa: E731
+        return net("G", scaled(top), {"mapping": net("G_mapping", scaled(mapping)),
+                                      "synthesis": net("G_synthesis", scaled(synthesis))},
+                   latent_size=init_kwargs["z_dim"], dlatent_size=init_kwargs["w_dim"],
+                   resolution=init_kwargs["img_resolution"], mapping_lrmul=0.01)
+
+    path = tmp_path / "stylegan2-tf.pkl"
+    path.write_bytes(pickle.dumps((generator(0.0), net("D", []), generator(1.0)), protocol=3))
+    for name in ("dnnlib", "dnnlib.util", "dnnlib.tflib", "dnnlib.tflib.network"):
+        sys.modules.pop(name, None)
+    T = load_generator(path)
+    assert not marker.exists()
+    assert T.checkpoint_info["format"] == "tensorflow-pkl"
+    assert T.init_kwargs == G.init_kwargs
+    z = torch.from_numpy(io["z"])
+    with torch.no_grad():
+        np.testing.assert_allclose(T(z, truncation_psi=float(io["truncation_psi"])).numpy(), io["img_psi"],
+                                   atol=1e-4, rtol=0)

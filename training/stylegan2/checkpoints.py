@@ -4,6 +4,8 @@ Formats (detected from the file's content, not its name):
 
 * ``nvlabs-pkl``: NVlabs stylegan2-ada-pytorch / stylegan3 network pickle; ``G_ema`` is read with
   the restricted unpickler of :mod:`training.stylegan2.safe_pickle` (no code from the file runs).
+* ``tensorflow-pkl``: the original TensorFlow StyleGAN2 pickle ``(G, D, Gs)``; ``Gs`` is re-keyed
+  with NVlabs ``legacy.py``'s rules (:mod:`training.stylegan2.tf_pickle`), same restricted unpickler.
 * ``nvlabs-state-dict``: ``torch.save(G.state_dict())`` of NVlabs' ``Generator`` (bare, or under a
   ``"G_ema"`` key).
 * ``rosinality``: rosinality stylegan2-pytorch checkpoint ``{"g_ema": sd, "latent_avg": ...}``
@@ -30,11 +32,12 @@ from training.atomic import atomic_torch_save
 from training.errors import DistillError
 from training.stylegan2 import safe_pickle
 from training.stylegan2.networks import Generator
+from training.stylegan2.tf_pickle import TFNetworkRecord, convert_tf_generator
 
 log = logging.getLogger(__name__)
 
 FORMAT = "stylegan2-distill/1"
-EXPECTED = ("an NVlabs network pickle (.pkl holding G_ema), an NVlabs Generator state_dict "
+EXPECTED = ("an NVlabs network pickle (.pkl holding G_ema, or a TensorFlow StyleGAN2 (G, D, Gs) pickle), an NVlabs Generator state_dict "
             "(mapping.fc0.weight, synthesis.b4.const, ...), a rosinality stylegan2-pytorch checkpoint "
             "({'g_ema': ..., 'latent_avg': ...}) or its bare state_dict (style.1.weight, input.input, ...), "
             f"or a '{FORMAT}' file written by save_generator")
@@ -210,6 +213,8 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dic
             obj = _torch_load(path)
         elif isinstance(obj, dict) and ("G_ema" in obj or "G" in obj):
             return _from_network_pickle(path, obj)
+        elif isinstance(obj, (tuple, TFNetworkRecord)):
+            return _from_tf_pickle(path, obj)
     else:
         raise DistillError(f"{path}: not a pickle or torch file; expected " + EXPECTED)
     try:
@@ -244,6 +249,20 @@ def _from_network_pickle(path: Path, obj: dict) -> tuple[str, dict[str, torch.Te
         if name in mapping_kwargs:
             hints[name] = mapping_kwargs[name]
     return "nvlabs-pkl", sd, hints
+
+
+def _from_tf_pickle(path: Path, obj: Any) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    if isinstance(obj, tuple) and len(obj) == 3 and all(isinstance(n, TFNetworkRecord) for n in obj):
+        obj = obj[2]  # (G, D, Gs): Gs is the moving average used for inference
+    if not isinstance(obj, TFNetworkRecord):
+        raise DistillError(f"{path}: a pickled tuple that is not a TensorFlow (G, D, Gs) triple; expected " + EXPECTED)
+    try:
+        sd, hints = convert_tf_generator(obj)
+    except KeyError as e:
+        raise DistillError(f"{path}: TensorFlow StyleGAN2 pickle lacks variable {e}") from e
+    except DistillError as e:
+        raise DistillError(f"{path}: {e}") from e
+    return "tensorflow-pkl", sd, hints
 
 
 def _from_loaded_object(path: Path, obj: Any) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:

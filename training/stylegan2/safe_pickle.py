@@ -4,8 +4,8 @@ NVlabs pickles store every network as ``torch_utils.persistence._reconstruct_per
 where ``meta`` holds the class's full Python source and the module ``__dict__``; a normal unpickle
 runs that source. Here a restricted :class:`pickle.Unpickler` resolves only an allow-list of globals
 (tensor rebuild functions, ``OrderedDict``, sets, numpy arrays), routes the persistence hook to
-:class:`PersistentRecord` (which just keeps ``meta``), and refuses every other class with a
-:class:`DistillError`. Tensor storages are decoded with ``torch.load(..., weights_only=True)``.
+:class:`PersistentRecord` (which just keeps ``meta``) and TensorFlow-era ``Network`` objects to a
+plain-dict record, and refuses every other class with a :class:`DistillError`. Tensor storages are decoded with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _np_multiarray
 
 from training.errors import DistillError
+from training.stylegan2.tf_pickle import TFNetworkRecord
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 (non-zip) torch.save file
 
@@ -84,6 +85,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("_codecs", "encode"): _codecs.encode,  # bytes in protocol-2 pickles
         ("dnnlib.util", "EasyDict"): _PlainDict,
         ("dnnlib", "EasyDict"): _PlainDict,
+        ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
     }
@@ -109,9 +111,6 @@ class RestrictedUnpickler(pickle.Unpickler):
             return found
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        if module.startswith("dnnlib.tflib"):
-            raise DistillError(f"this is a TensorFlow-era StyleGAN2 pickle ({module}.{name}); "
-                               "convert it to a PyTorch pickle with NVlabs stylegan2-ada-pytorch's legacy.py first")
         raise DistillError(f"refusing to unpickle {module}.{name}: only tensors, plain values "
                            "and NVlabs persistent network records are allowed (the file may be malicious or "
                            "not a StyleGAN2 network pickle)")
