@@ -5,7 +5,8 @@ up to ``max_wait_s`` (counted from that request's arrival) for more requests *of
 until ``max_batch`` of them are there, concatenates them and runs the model in a dedicated worker
 thread, so the event loop never blocks. While a batch runs, new arrivals queue up and form the next
 batch: under load, batches grow by themselves; when idle, a lone request waits at most ``max_wait_s``.
-``max_batch=1`` turns batching off (every request runs alone, no waiting).
+``max_batch=1`` turns batching off (every request runs alone, no waiting); ``max_wait_s=0`` is greedy
+batching (a batch is whatever is queued when the model frees up, as Triton's default).
 
 The queue is bounded: a request arriving when ``queue_size`` are already waiting gets
 :class:`QueueFullError` (the service answers 503 with ``Retry-After``) instead of unbounded latency.

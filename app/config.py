@@ -55,7 +55,7 @@ class Settings:
     variant_cpu: str = "fp32"
     variant_cuda: str = "fp16"
     max_batch: int = 8
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 2.0
     queue_size: int = 64
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000

@@ -86,11 +86,13 @@ class ModelRuntime:
     input_name: str = field(init=False)
     output_name: str = field(init=False)
     input_dtype: type = field(init=False)
+    io_binding: bool = field(init=False)  # on CUDA: inputs and outputs bound to device memory explicitly
 
     def __post_init__(self) -> None:
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         self.input_dtype = _NP_TYPES.get(inp.type, np.float32)
+        self.io_binding = self.provider == "cuda"
 
     @property
     def name(self) -> str:
@@ -104,10 +106,11 @@ class ModelRuntime:
         """float32 [N,3,H,W] in [-1,1] -> float32 [N,3,H,W]; blocking (call it from a worker thread)."""
         assert batch.ndim == 4 and batch.shape[1] == 3, f"expected [N,3,H,W], got {batch.shape}"
         x = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        if self.provider == "cuda":
+        if self.io_binding:
+            device = "cuda" if self.provider == "cuda" else "cpu"
             binding = self.session.io_binding()
-            binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-            binding.bind_output(self.output_name, "cuda")
+            binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+            binding.bind_output(self.output_name, device)
             self.session.run_with_iobinding(binding)
             y = binding.copy_outputs_to_cpu()[0]
         else:

@@ -18,6 +18,13 @@ class BatchingInfo(BaseModel):
     queue_size: int
 
 
+class LegacyInfo(BaseModel):
+    enabled: bool
+    steps: int
+    max_steps: int
+    timeout_s: float
+
+
 class ModelInfo(BaseModel):
     name: str
     description: str
@@ -36,6 +43,7 @@ class ModelsResponse(BaseModel):
     default: str | None
     ready: bool
     models: list[ModelInfo]
+    legacy: LegacyInfo
 
 
 class Health(BaseModel):

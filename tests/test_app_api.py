@@ -107,6 +107,7 @@ def test_geometry_option(client, size, expected):
 def test_models_lists_entries_provider_and_samples(client):
     info = client.get("/models").json()
     assert info["default"] == "tiny" and info["ready"] is True
+    assert info["legacy"] == {"enabled": False, "steps": 1000, "max_steps": 1000, "timeout_s": 300.0}
     by_name = {m["name"]: m for m in info["models"]}
     assert set(by_name) == {"tiny", "plain"}
     tiny = by_name["tiny"]
@@ -117,6 +118,19 @@ def test_models_lists_entries_provider_and_samples(client):
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (48, 40)
     assert client.get("/models/tiny/samples/../manifest.json").status_code == 404
     assert client.get("/models/tiny/samples/nope.png").json()["error"] == "unknown_sample"
+
+
+def test_io_binding_path_gives_the_same_output(client):
+    runtime = client.app.state.service.models["tiny"].runtime
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, NATIVE, NATIVE)).astype(np.float32)
+    plain = runtime.run(x)
+    runtime.io_binding = True  # the CUDA path's code, on CPU memory
+    try:
+        bound = runtime.run(x)
+    finally:
+        runtime.io_binding = False
+    np.testing.assert_array_equal(plain, bound)
+    assert plain.shape == x.shape and plain.dtype == np.float32
 
 
 def test_other_model_by_name(client):

@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse
 
 from app.dependencies import get_service
 from app.errors import ServiceError
-from app.schemas import BatchingInfo, ErrorBody, ModelInfo, ModelsResponse
+from app.schemas import BatchingInfo, ErrorBody, LegacyInfo, ModelInfo, ModelsResponse
 from app.service import LoadedModel, Service
 
 router = APIRouter(tags=["models"])
@@ -37,6 +37,8 @@ async def list_models(service: Service = Depends(get_service)) -> ModelsResponse
         default=service.default_model,
         ready=service.ready,
         models=[describe(m, service) for m in service.models.values()],
+        legacy=LegacyInfo(enabled=service.legacy.enabled, steps=service.settings.legacy_steps,
+                          max_steps=service.settings.legacy_max_steps, timeout_s=service.settings.legacy_timeout_s),
     )
 
 

@@ -72,6 +72,8 @@ async function loadModels() {
     option.selected = m.name === info.default;
     return option;
   }));
+  $("steps").value = info.legacy.steps;
+  $("steps").max = info.legacy.max_steps;
   showSamples();
   updateButtons();
   setStatus(info.ready ? "Choose a photo or a sample." : "Models are still loading…");

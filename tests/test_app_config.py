@@ -1,0 +1,53 @@
+"""app.config.Settings: DISTILL_* environment variables, defaults and refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.runtime import choose_provider, choose_variant
+from model_zoo.registry import ModelEntry
+from training.errors import DistillError
+
+
+def test_defaults_and_env_parsing():
+    assert Settings.from_env({}) == Settings()
+    s = Settings.from_env({
+        "DISTILL_MODEL_ZOO": "/zoo", "DISTILL_MODELS": "a, b", "DISTILL_PROVIDER": "CPU", "DISTILL_MAX_BATCH": "1",
+        "DISTILL_MAX_WAIT_MS": "0.5", "DISTILL_LEGACY_TIMEOUT_S": "30", "DISTILL_VGG16": "/w/vgg16.pth",
+        "DISTILL_INTRA_OP_THREADS": "", "UNRELATED": "x",
+    })
+    assert s.model_zoo == Path("/zoo") and s.models == ("a", "b") and s.provider == "cpu"
+    assert s.max_batch == 1 and s.max_wait_ms == 0.5 and s.legacy_timeout_s == 30.0 and s.vgg16 == Path("/w/vgg16.pth")
+    assert s.intra_op_threads == 0
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"DISTILL_PROVIDER": "tpu"}, "DISTILL_PROVIDER"),
+    ({"DISTILL_MAX_BATCH": "eight"}, "DISTILL_MAX_BATCH"),
+    ({"DISTILL_MAX_BATCH": "0"}, "must be > 0"),
+    ({"DISTILL_VARIANT_CPU": "int4"}, "DISTILL_VARIANT_CPU"),
+    ({"DISTILL_LEGACY_STEPS": "2000"}, "exceeds"),
+    ({"DISTILL_OUTPUT_QUALITY": "101"}, "1..100"),
+])
+def test_bad_settings_are_clear_errors(env, message):
+    with pytest.raises(DistillError, match=message):
+        Settings.from_env(env)
+
+
+def test_provider_and_variant_choice():
+    assert choose_provider("cpu").name == "cpu"
+    auto = choose_provider("auto")
+    assert auto.name in ("cpu", "cuda") and auto.reason.startswith("auto")
+    if auto.name == "cpu":
+        with pytest.raises(DistillError, match="no CUDA execution provider"):
+            choose_provider("cuda")
+    entry = ModelEntry("m", Path("/m"), {"variants": {
+        "fp32": {"file": "a.onnx"}, "fp16": {"file": "b.onnx", "providers": ["cuda"]}, "int8": {"file": "c.onnx"}}})
+    assert choose_variant(entry, "cuda", "fp16") == ("fp16", "configured")
+    assert choose_variant(entry, "cpu", "fp16")[0] == "fp32"  # marked for CUDA only
+    assert choose_variant(entry, "cpu", "int8") == ("int8", "configured")
+    variant, why = choose_variant(ModelEntry("m", Path("/m"), {"variants": {"fp32": {"file": "a.onnx"}}}), "cpu", "int8")
+    assert variant == "fp32" and "int8 not in the entry" in why
