@@ -181,6 +181,7 @@ def test_run_folder_contents(pairs: Path, tmp_path: Path) -> None:
     assert result.status == "finished" and result.progress.epoch == 2
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished" and info["config"]["lambda_l1"] == 1.0
+    assert info["loss_terms"] == ["G_GAN", "G_feat", "G_l1"]
     assert info["data"]["kept"] == 10 and info["data"]["train"] + info["data"]["val"] == 10
     assert info["dataset_metadata"]["teacher"] == "synthetic"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -194,6 +195,33 @@ def test_run_folder_contents(pairs: Path, tmp_path: Path) -> None:
     assert grid.shape[0] == 3 * 34 + 2  # three rows (input | student | target) of 32 px, 2 px padding
     G = load_generator(out / CHECKPOINT)
     assert G(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_training_learns_the_edit(tmp_path: Path) -> None:
+    """On a learnable edit (B = channel roll + brightness of A) held-out PSNR climbs epoch after epoch."""
+    pairs = make_pair_dataset(tmp_path / "pairs", n=16)
+    out = tmp_path / "run"
+    train(tiny_options(pairs, out, val_fraction=0.25, sample_every=1000), {"lambda_l1": 10.0}, epochs=8)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    curve = [r["val_psnr"] for r in rows if r["kind"] == "epoch"]
+    assert len(curve) == 8 and curve[-1] > curve[0] + 6, curve
+
+
+def test_vgg_term_with_weights_file(pairs: Path, tmp_path: Path) -> None:
+    """--vgg19 with a file in torchvision's layout adds the perceptual term; a wrong file is a clear error."""
+    from training.pix2pixhd.losses import VGG19Features
+
+    vgg_path = tmp_path / "vgg19.pth"
+    torch.manual_seed(0)
+    torch.save(VGG19Features().state_dict(), vgg_path)
+    out = tmp_path / "run"
+    train(tiny_options(pairs, out, max_steps=2, vgg19=str(vgg_path)), {"lambda_vgg": 10.0}, epochs=2)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_G_vgg"] > 0 for r in rows if r["kind"] == "step")
+    assert json.loads((out / "run.json").read_text())["loss_terms"] == ["G_GAN", "G_feat", "G_vgg"]
+    torch.save({"features.0.weight": torch.zeros(1)}, vgg_path)
+    with pytest.raises(DistillError, match="VGG19"):
+        train(tiny_options(pairs, tmp_path / "bad", max_steps=1, vgg19=str(vgg_path)), {"lambda_vgg": 10.0}, epochs=1)
 
 
 def test_sigterm_checkpoints_then_resume(pairs: Path, tmp_path: Path) -> None:

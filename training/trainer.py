@@ -265,6 +265,8 @@ class Pix2PixHDObjective:
         self.opt_G = torch.optim.Adam(self.g_net.parameters(), lr=cfg.lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.d_net.parameters(), lr=cfg.lr, betas=betas)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp.scaled)
+        self.terms = ["G_GAN", "G_feat"] + (["G_vgg"] if vgg is not None and cfg.lambda_vgg > 0 else [])
+        self.terms += ["G_l1"] if cfg.lambda_l1 > 0 else []
 
     def set_lr(self, lr: float) -> None:
         for opt in (self.opt_G, self.opt_D):
@@ -532,6 +534,7 @@ class Trainer:
             "preset": self.opts.preset,
             "config": asdict(self.cfg),
             "options": asdict(self.opts),
+            "loss_terms": self.objective.terms,
             "world_size": self.env.world_size,
             "device": str(self.device),
             "amp": self.amp.name,
@@ -641,7 +644,9 @@ class Trainer:
                 )
             else:
                 held_out = ", ".join(f"{k} {v:.4g}" for k, v in self.last_eval.items() if k != "n_val")
-                self._note(f"{status} at step {p.global_step} (epoch {p.epoch}); {held_out or 'no held-out pairs'}; checkpoint {path}")
+                if not held_out:
+                    held_out = "held-out metrics come at the end of an epoch" if len(self.data.val) else "no held-out pairs"
+                self._note(f"{status} at step {p.global_step} (epoch {p.epoch}); {held_out}; checkpoint {path}")
         if self.env.distributed and status != "interrupted":
             dist.barrier()
         return TrainResult(Progress(**asdict(p)), status, dict(self.last_eval), str(path))
