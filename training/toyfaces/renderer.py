@@ -249,7 +249,7 @@ def _draw_face(c: _Canvas, p: FaceParams) -> None:
             c.arc(ex, 0.1, 0.15, 0.07, 20, 160, col, width * 0.8)
 
     # eyes and brows
-    er = 0.07 + 0.13 * p.eye_size
+    er = 0.06 + 0.18 * p.eye_size
     iris = _rgb(_palette(_IRIS, p.iris_color))
     for side in (-1, 1):
         ex = side * 0.34
@@ -263,9 +263,9 @@ def _draw_face(c: _Canvas, p: FaceParams) -> None:
     c.arc(0, 0.16, 0.07, 0.06, 20, 160, _rgb(shade), 0.035)
 
     # mouth: a big curve, corners up for a smile; opens with teeth above smile 0.5
-    mw = 0.3 + 0.2 * p.smile
+    mw = 0.26 + 0.26 * p.smile
     my = 0.5
-    bend = (p.smile - 0.35) * 0.36  # corners higher than the centre when > 0
+    bend = (p.smile - 0.35) * 0.5  # corners higher than the centre when > 0
     opening = 0.32 * _smoothstep(0.5, 1.0, p.smile)
     xs = np.linspace(-1, 1, 21)
     centre = [my + bend * (1 - x * x) - bend * 0.5 for x in xs]
@@ -279,13 +279,13 @@ def _draw_face(c: _Canvas, p: FaceParams) -> None:
         c.line(upper, lip, 0.04)
         c.line(lower, lip, 0.05)
     else:
-        c.line([(x * mw, y) for x, y in zip(xs, centre, strict=True)], lip, 0.075)
+        c.line([(x * mw, y) for x, y in zip(xs, centre, strict=True)], lip, 0.1)
 
     # glasses
     if p.glasses >= GLASSES_THRESHOLD:
         g = (p.glasses - GLASSES_THRESHOLD) / (1 - GLASSES_THRESHOLD)
         frame = _rgb(_palette(_FRAMES, p.frame_color))
-        gr = max(er * 1.45, 0.24)
+        gr = max(er * 1.3, 0.24)
         width = 0.045 + 0.05 * g
         for side in (-1, 1):
             c.ellipse(side * 0.34, -0.03, gr * 1.1, gr, outline=frame, width=width)
