@@ -99,6 +99,12 @@ class ModelRuntime:
         return self.entry.name
 
     @property
+    def batch_limit(self) -> int | None:
+        """The model's fixed batch size when its ONNX input has one (then no micro-batching), else None."""
+        dim = self.session.get_inputs()[0].shape[0]
+        return dim if isinstance(dim, int) and dim > 0 else None
+
+    @property
     def native_hw(self) -> tuple[int, int]:
         return self.entry.input_size
 

@@ -103,7 +103,7 @@ class Service:
         runtimes = []
         for entry in select_entries(self.settings):
             runtime = load_runtime(entry, self.settings)
-            seconds = runtime.warm_up(self.settings.warmup_runs, self.settings.max_batch)
+            seconds = runtime.warm_up(self.settings.warmup_runs, self._max_batch(runtime))
             h, w = runtime.native_hw
             MODEL_INFO.labels(entry.name, runtime.provider, runtime.variant, f"{h}x{w}",
                               str(entry.teacher_path is not None).lower()).set(1)
@@ -112,12 +112,22 @@ class Service:
             runtimes.append(runtime)
         return runtimes
 
+    def _max_batch(self, runtime: ModelRuntime) -> int:
+        """The configured max batch, capped by a fixed batch size in the model's ONNX input."""
+        limit = runtime.batch_limit
+        if limit is not None and limit < self.settings.max_batch:
+            log.warning("model %s: its ONNX input has a fixed batch of %d; micro-batching limited to it "
+                        "(re-export with a dynamic batch axis to batch)", runtime.name, limit)
+            return limit
+        return self.settings.max_batch
+
     def _make_batcher(self, runtime: ModelRuntime) -> MicroBatcher:
         s = self.settings
+        max_batch = self._max_batch(runtime)
         batch_hist = BATCH_SIZE.labels(runtime.name, runtime.provider)
         depth = QUEUE_DEPTH.labels(runtime.name)
         return MicroBatcher(
-            runtime.run, max_batch=s.max_batch, max_wait_s=s.max_wait_ms / 1000, queue_size=s.queue_size,
+            runtime.run, max_batch=max_batch, max_wait_s=s.max_wait_ms / 1000, queue_size=s.queue_size,
             name=runtime.name, on_batch=lambda n, _: batch_hist.observe(n), on_depth=depth.set,
         )
 

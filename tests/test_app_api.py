@@ -331,7 +331,9 @@ def test_metrics_count_every_request(client):
 def test_concurrent_requests_share_batches(zoo):
     with TestClient(create_app(settings_for(zoo, max_batch=8, max_wait_ms=50))) as c:
         wait_ready(c)
+        alone = c.post("/transform", **upload(png_bytes(), format="png"))
         with ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda _: c.post("/transform", **upload(png_bytes())), range(16)))
+            responses = list(pool.map(lambda _: c.post("/transform", **upload(png_bytes(), format="png")), range(16)))
         assert all(r.status_code == 200 for r in responses)
         assert max(int(r.headers["x-batch-size"]) for r in responses) > 1
+        assert all(r.content == alone.content for r in responses)  # batching does not change the pictures

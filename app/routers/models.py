@@ -26,7 +26,7 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         variants=sorted(entry.variants),
         legacy=model.has_teacher and service.legacy.enabled,
         samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],
-        batching=BatchingInfo(max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size),
+        batching=BatchingInfo(max_batch=model.batcher.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size),
     )
 
 
