@@ -136,6 +136,27 @@ def test_resume_after_sigkill(teacher, tmp_path):
     assert json.loads((out / "dataset.json").read_text()) == json.loads((ref / "dataset.json").read_text())
 
 
+def test_crash_between_latents_and_manifest(teacher, tmp_path, monkeypatch):
+    """The one window where two files change: latents.npz is new, manifest.jsonl still old."""
+    import training.pairs
+
+    out = tmp_path / "ds"
+    gen(teacher, out, num=3, batch_size=1)
+
+    def crash(*_a, **_k):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(training.pairs, "write_manifest", crash)
+    with pytest.raises(RuntimeError):
+        gen(teacher, out, num=6, batch_size=1)
+    monkeypatch.undo()
+    assert [r.seed for r in read_manifest(out)] == [0, 1, 2] and latents(out)["seeds"].tolist() == list(range(6))
+    gen(teacher, out, num=6, batch_size=1)
+    assert_complete(out, list(range(6)))
+    gen(teacher, tmp_path / "ref", num=6, batch_size=1)
+    assert_same_dataset(out, tmp_path / "ref", exact=True)
+
+
 def test_shards_are_disjoint_and_merge_to_the_full_set(teacher, tmp_path):
     # batch size 1 everywhere: batches of other seeds may differ by one grey level (see above)
     full = tmp_path / "full"

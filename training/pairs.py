@@ -196,26 +196,31 @@ def consolidate(root: str | os.PathLike) -> PairSet:
     return done
 
 
-def _remove_stale_temp_files(root: Path) -> None:
-    """Delete temp files left by killed writers (``.<name>.<random>.tmp``, see training.atomic)."""
+def _tidy(root: Path) -> None:
+    """Delete temp files left by killed writers (``.<name>.<random>.tmp``, see training.atomic) and an
+    empty ``pending/``. Only called while no other writer holds the folder."""
     for d in (root, root / "train_A", root / "train_B", root / PENDING):
         if d.is_dir():
             for tmp in d.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+    if (root / PENDING).is_dir() and not any((root / PENDING).iterdir()):
+        (root / PENDING).rmdir()
 
 
 @contextmanager
 def _writer(root: Path) -> Iterator[None]:
-    """Mark this process as a live writer of ``root``; clean temp files when no other writer is live."""
+    """Mark this process as a live writer of ``root``; tidy the folder when no other writer is live."""
     lock = root / ".writers.lock"
     with _flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
         if alone:
-            _remove_stale_temp_files(root)
-    with _flock(lock, fcntl.LOCK_SH):
-        yield
-    with _flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
-        if alone:
-            _remove_stale_temp_files(root)
+            _tidy(root)
+    try:
+        with _flock(lock, fcntl.LOCK_SH):
+            yield
+    finally:
+        with _flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
+            if alone:
+                _tidy(root)
 
 
 def write_preview(root: Path, rows: list[PairRecord], count: int = 8) -> Path | None:
@@ -344,30 +349,30 @@ def generate_pairs(
             print(f"resuming {root}: {len(seeds) - len(todo)} of {len(seeds)} pairs already done", file=sys.stderr)
         bar = tqdm(total=len(todo), unit="pair", desc="pairs", disable=not progress, smoothing=0.1)
         pending: list[Future[int]] = []
-        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-            for i in range(0, len(todo), batch_size):
-                batch = todo[i : i + batch_size]
-                z = z_from_seeds(batch, G.z_dim).to(dev)
-                ws = G.mapping(z, truncation_psi=truncation)
-                ws_edit = apply_direction(ws, d, alpha, layers, normalize)
-                images = to_uint8(G.synthesis(torch.cat([ws, ws_edit]), noise_mode=noise_mode))
-                rows = [
-                    PairRecord(seed=s, a=image_name("A", s), b=image_name("B", s), alpha=float(alpha),
-                               truncation=float(truncation), direction=direction_name)
-                    for s in batch
-                ]
-                w_np = ws[:, 0].float().cpu().numpy()
-                e_np = ws_edit.float().cpu().numpy()
-                pending.append(pool.submit(_write_batch, root, batch, images, w_np, e_np, rows))
-                while pending and (pending[0].done() or len(pending) > 4):
-                    bar.update(pending.pop(0).result())
-            for f in pending:
-                bar.update(f.result())
-        bar.close()
-        done = consolidate(root)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+                for i in range(0, len(todo), batch_size):
+                    batch = todo[i : i + batch_size]
+                    z = z_from_seeds(batch, G.z_dim).to(dev)
+                    ws = G.mapping(z, truncation_psi=truncation)
+                    ws_edit = apply_direction(ws, d, alpha, layers, normalize)
+                    images = to_uint8(G.synthesis(torch.cat([ws, ws_edit]), noise_mode=noise_mode))
+                    rows = [
+                        PairRecord(seed=s, a=image_name("A", s), b=image_name("B", s), alpha=float(alpha),
+                                   truncation=float(truncation), direction=direction_name)
+                        for s in batch
+                    ]
+                    w_np = ws[:, 0].float().cpu().numpy()
+                    e_np = ws_edit.float().cpu().numpy()
+                    pending.append(pool.submit(_write_batch, root, batch, images, w_np, e_np, rows))
+                    while pending and (pending[0].done() or len(pending) > 4):
+                        bar.update(pending.pop(0).result())
+                for f in pending:
+                    bar.update(f.result())
+        finally:  # also on Ctrl-C: the finished batches go into the manifest now
+            bar.close()
+            done = consolidate(root)
         write_preview(root, list(done.rows.values()))
-    if (root / PENDING).is_dir() and not any((root / PENDING).iterdir()):
-        (root / PENDING).rmdir()
     return done
 
 
