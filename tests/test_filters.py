@@ -100,7 +100,7 @@ def test_filter_keep_reject_with_onnx(brightness_onnx, tmp_path):
     md = (root / "filter_report.md").read_text()
     assert "rejected: 3 (60.0%)" in md and "| bright > 0.8 (B) | 1 |" in md
     assert load_image(root / "filter_histogram.png").shape[0] >= 2 * 150
-    assert load_image(root / "filter_rejected.png").shape[1] > 2 * 96
+    assert load_image(root / "filter_rejected.png").shape[1] == 3 * (2 * 96 + 8)  # three rejected pairs
     # Nothing was deleted.
     assert len(list((root / "train_A").iterdir())) == 5 and len(list((root / "train_B").iterdir())) == 5
 

@@ -89,6 +89,7 @@ def draw_histograms(rows: list[PairRecord], bounds: dict[str, KeepRule], bins: i
 def draw_contact_sheet(root: Path, rows: list[PairRecord], limit: int = 48, columns: int = 6, tile: int = 96) -> np.ndarray:
     """Rejected pairs (original | edited) with seed and reason under each."""
     rows = rows[:limit]
+    columns = max(1, min(columns, len(rows)))
     cap = 26
     cw, ch = 2 * tile + 8, tile + cap + 8
     nrows = (len(rows) + columns - 1) // columns
