@@ -464,7 +464,8 @@ class Trainer:
         elif not same_data:
             self._note("resume: the kept train pairs changed since the checkpoint; new epochs use the current set")
 
-    def _sample_batch(self) -> torch.Tensor | None:
+    def _sample_batch(self) -> torch.Tensor:
+        """[2, n, 3, H, W]: inputs and targets of up to 4 held-out pairs (train pairs, unflipped, if none)."""
         source = self.data.val if len(self.data.val) else PairDataset(
             self.data.train.root, self.data.train.rows, self.data.geometry
         )
@@ -578,7 +579,7 @@ class Trainer:
     @torch.no_grad()
     def write_sample(self) -> None:
         """Grid of held-out pairs: a row of inputs, a row of student outputs, a row of teacher targets."""
-        if not self.env.is_main or self.sample_batch is None:
+        if not self.env.is_main:
             return
         a, b = self.sample_batch.to(self.device)
         fake = self.objective.g_net(a).float()
