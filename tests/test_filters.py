@@ -176,3 +176,23 @@ def test_face_detector_keeps_faces(tmp_path):
         assert r.keep == (r.scores["a.face_count"] >= 1)
         assert r.reason == (None if r.keep else "no face")
         assert (r.scores["a.face_size"] > 0) == r.keep
+
+
+def test_filter_spec_file_with_several_scorers(brightness_onnx, tmp_path):
+    root = make_dataset(tmp_path / "ds", LEVELS_A, LEVELS_B, size=32)
+    spec = tmp_path / "filters.json"
+    spec.write_text(json.dumps({"scorers": [
+        {"type": "onnx", "path": brightness_onnx, "input_size": 8, "mean": [0], "std": [1], "on": "b",
+         "outputs": {"bright": 0}, "activation": "sigmoid", "keep": {"bright": [None, 0.7]}},
+        {"type": "face", "on": "a"},
+    ]}))
+    assert main(["filter", str(root), "--spec", str(spec)]) == 0
+    rows = read_manifest(root)
+    sig = 1 / (1 + np.exp(-np.asarray(LEVELS_B) / 255))
+    assert [r.scores["b.bright"] for r in rows] == pytest.approx(sig.tolist())
+    assert all("a.face_count" in r.scores and "a.bright" not in r.scores for r in rows)
+    # sigmoid(1.0) = 0.731 > 0.7 for the two all-white edited images; every flat original has no face.
+    assert [r.reason for r in rows] == ["no face", "no face", "bright > 0.7; no face", "no face",
+                                        "bright > 0.7; no face"]
+    report = json.loads((root / "filter_report.json").read_text())
+    assert report["reasons"] == {"no face": 5, "bright > 0.7": 2}
