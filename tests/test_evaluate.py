@@ -173,7 +173,8 @@ def test_brightness_edit_figures(setup, tmp_path):
     assert edit_cells[0].split("|")[3].strip() == f"{ed['paths']['student_fp32']['edit_success'] * 100:.1f}%"
     lat = report["latency"]
     assert lat["student_fp32"]["n"] == 6 and lat["student_int8"]["n"] == 6 and lat["legacy"]["n"] == 2
-    assert report["speedup"]["legacy_vs_student_fp32"] == pytest.approx(lat["legacy"]["mean_ms"] / lat["student_fp32"]["mean_ms"])
+    assert report["speedup"]["legacy_vs_student_fp32"]["mean"] == pytest.approx(lat["legacy"]["mean_ms"] / lat["student_fp32"]["mean_ms"])
+    assert f"{report['speedup']['legacy_vs_student_fp32']['mean']:.1f}x" in md
     assert re.search(r"\| legacy projection \(5 steps\) \| 2 \| " + re.escape(f"{lat['legacy']['mean_ms']:.2f}"), md)
     assert "distill evaluate bright" in md and report["machine"]["cpu"] in md
 

@@ -203,7 +203,7 @@ def edit_figures(orig: np.ndarray, teacher: np.ndarray, out: np.ndarray, sign: f
 
 
 class Student:
-    """One ONNX variant of the student on the CPU provider, timed per image."""
+    """One ONNX variant of the student on the CPU provider."""
 
     def __init__(self, variant: str, path: Path, threads: int) -> None:
         self.variant = variant
@@ -212,18 +212,29 @@ class Student:
         self.input = self.session.get_inputs()[0].name
         self.seconds: list[float] = []
 
-    def warm_up(self, size: tuple[int, int]) -> None:
-        x = np.zeros((1, 3, *size), np.float32)
-        for _ in range(WARMUP_RUNS):
-            self.session.run(None, {self.input: x})
-
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """uint8 [H,W,3] -> uint8 [H,W,3]; the session run alone is timed."""
-        x = from_uint8(image).numpy()
-        t0 = time.perf_counter()
-        y = self.session.run(None, {self.input: x})[0]
-        self.seconds.append(time.perf_counter() - t0)
+        """uint8 [H,W,3] -> uint8 [H,W,3]."""
+        y = self.session.run(None, {self.input: from_uint8(image).numpy()})[0]
         return to_uint8(torch.from_numpy(np.asarray(y)))[0]
+
+    def timed_run(self, x: np.ndarray) -> None:
+        """One timed batch-1 ``session.run`` of a prepared float32 input; the time goes to ``seconds``."""
+        t0 = time.perf_counter()
+        self.session.run(None, {self.input: x})
+        self.seconds.append(time.perf_counter() - t0)
+
+
+def time_students(students: list[Student], images: list[np.ndarray]) -> None:
+    """Per-image latency of every variant on the same inputs, side by side: after ``WARMUP_RUNS`` untimed
+    runs each, every image goes through every variant in turn (the order rotating per image), so slow
+    spells of a shared machine hit all variants alike. Timed apart from the teacher's torch work."""
+    inputs = [from_uint8(im).numpy() for im in images]
+    for s in students:
+        for _ in range(WARMUP_RUNS):
+            s.session.run(None, {s.input: inputs[0]})
+    for i, x in enumerate(tqdm(inputs, desc="student latency", unit="img")):
+        for k in range(len(students)):
+            students[(i + k) % len(students)].timed_run(x)
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -350,8 +361,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise DistillError(f"--variants {args.variants!r}: a comma list of fp32 (required), int8, fp16")
     present = [v for v in variants if v in entry.manifest["variants"]]
     missing = [v for v in variants if v not in present]
-    if args.legacy_num < 0 or args.legacy_steps < 1:
-        raise DistillError("--legacy-num must be >= 0 and --legacy-steps >= 1")
+    if args.legacy_num < 0 or args.legacy_steps < 1 or args.timing_num < 1:
+        raise DistillError("--legacy-num must be >= 0, --legacy-steps and --timing-num >= 1")
     scoring = build_scoring(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -362,11 +373,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     direction = load_direction(spec.direction, G.num_ws, G.w_dim)
     size = entry.input_size
     students = [Student(v, entry.variant_path(v), args.threads) for v in present]
-    for s in students:
-        s.warm_up(size)
 
     legacy_num = min(args.legacy_num, len(seeds))
     grid_rows = min(GRID_ROWS, len(seeds))
+    keep_first = max(grid_rows, legacy_num)  # originals, edits and outputs kept for the grid and the legacy path
+    timing_inputs: list[np.ndarray] = []
     rows: list[dict[str, Any]] = []
     kept_orig, kept_edit, kept_student = [], [], {v: [] for v in present}
     scores: dict[str, list[dict[str, float]]] = {k: [] for k in ["original", "teacher", *present]}
@@ -384,16 +395,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 row[f"psnr_{s.variant}"], row[f"ssim_{s.variant}"] = p, q
             if scoring:
                 scores[s.variant] += scoring.score(outputs)
-            kept_student[s.variant] += outputs[: max(0, max(grid_rows, legacy_num) - i)]
+            kept_student[s.variant] += outputs[: max(0, keep_first - i)]
         if scoring:
             scores["original"] += scoring.score(originals)
             scores["teacher"] += scoring.score(edits)
-        keep = max(0, max(grid_rows, legacy_num) - i)
-        kept_orig += list(originals[:keep])
-        kept_edit += list(edits[:keep])
+        kept_orig += list(originals[: max(0, keep_first - i)])
+        kept_edit += list(edits[: max(0, keep_first - i)])
+        timing_inputs += inputs[: max(0, args.timing_num - i)]
         rows += batch_rows
         bar.update(len(batch))
     bar.close()
+    time_students(students, timing_inputs)
 
     legacy: dict[str, Any] | None = None
     legacy_images: list[np.ndarray] = []
@@ -403,8 +415,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             out / "legacy")
         t = torch.cat([from_uint8(o) for o in legacy_images])
         targets = torch.cat([from_uint8(e) for e in kept_edit[:legacy_num]])
-        for row, p, q in zip(rows, psnr(t, targets).tolist(), ssim(t, targets).tolist(), strict=False):
-            row["psnr_legacy"], row["ssim_legacy"] = p, q
+        for row, p, q, sec in zip(rows, psnr(t, targets).tolist(), ssim(t, targets).tolist(), seconds, strict=False):
+            row["psnr_legacy"], row["ssim_legacy"], row["seconds_legacy"] = p, q, sec
         if scoring:
             scores["legacy"] = scoring.score(legacy_images)
         legacy = {"n": legacy_num, "steps": args.legacy_steps, "seconds": seconds, "reused": reused,
@@ -470,13 +482,13 @@ def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G:
                            "activation": scoring.scorer.activation}}
 
     timing: dict[str, Any] = {f"student_{s.variant}": latency(s.seconds) for s in students}
-    speedup: dict[str, float] = {}
+    speedup: dict[str, dict[str, float]] = {}
     if legacy:
         timing["legacy"] = {**latency(legacy["seconds"]), "steps": legacy["steps"], "reused_from_cache": legacy["reused"]}
         for s in students:
-            speedup[f"legacy_vs_student_{s.variant}"] = timing["legacy"]["mean_ms"] / timing[f"student_{s.variant}"]["mean_ms"]
+            speedup[f"legacy_vs_student_{s.variant}"] = _ratios(timing["legacy"], timing[f"student_{s.variant}"])
     if "int8" in present:
-        speedup["int8_vs_fp32"] = timing["student_fp32"]["mean_ms"] / timing["student_int8"]["mean_ms"]
+        speedup["student_fp32_vs_student_int8"] = _ratios(timing["student_fp32"], timing["student_int8"])
 
     return {
         "format": "distill-evaluation/1",
@@ -503,6 +515,10 @@ def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G:
     }
 
 
+def _ratios(slow: dict[str, float], fast: dict[str, float]) -> dict[str, float]:
+    return {"mean": slow["mean_ms"] / fast["mean_ms"], "p50": slow["p50_ms"] / fast["p50_ms"]}
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this report, every option spelled out."""
     argv = ["distill", "evaluate", args.entry, "--out", str(args.out)]
@@ -523,7 +539,8 @@ def command_line(args: argparse.Namespace) -> str:
         if args.input_size:
             argv += ["--input-size", str(args.input_size)]
         argv += ["--mean", *map(str, args.mean), "--std", *map(str, args.std), "--activation", args.activation]
-    argv += ["--legacy-num", str(args.legacy_num), "--legacy-steps", str(args.legacy_steps), "--variants", args.variants]
+    argv += ["--legacy-num", str(args.legacy_num), "--legacy-steps", str(args.legacy_steps), "--variants", args.variants,
+             "--timing-num", str(args.timing_num)]
     if args.vgg16:
         argv += ["--vgg16", args.vgg16]
     if args.threads:
@@ -576,6 +593,32 @@ def _label(path: str, report: dict[str, Any]) -> str:
     return labels.get(path, path.replace("student_", "student "))
 
 
+def headline(report: dict[str, Any]) -> list[str]:
+    """A few sentences with the figures a reader looks for first (all from the tables below)."""
+    fid, lat, ed = report["fidelity"], report["latency"], report["edit"]
+    f32 = fid["student_fp32"]
+    out = [f"- Student (fp32) vs the teacher's edit on {f32['psnr']['n']} held-out seeds: PSNR {_f(f32['psnr']['mean'])} dB, "
+           f"SSIM {_f(f32['ssim']['mean'], 4)}."]
+    if "legacy" in fid:
+        lg, same = fid["legacy"], fid["student_fp32_on_legacy_seeds"]
+        verdict = "closer to" if same["psnr"]["mean"] >= lg["psnr"]["mean"] else "further from"
+        out.append(f"- On the first {lg['psnr']['n']} seeds the student is {verdict} the teacher's edit than the legacy "
+                   f"projection: PSNR {_f(same['psnr']['mean'])} vs {_f(lg['psnr']['mean'])} dB, SSIM "
+                   f"{_f(same['ssim']['mean'], 4)} vs {_f(lg['ssim']['mean'], 4)}.")
+    if ed["available"]:
+        paths = ed["paths"]
+        parts = [f"{_label(k, report)} {_f(paths[k]['edit_success'] * 100, 1)}%" for k in
+                 ("teacher", "student_fp32", "student_int8", "legacy") if k in paths]
+        out.append(f"- Edit success ({ed['attribute']}): {', '.join(parts)}.")
+    parts = [f"{_label(k, report)} {_f(v['mean_ms'])} ms" for k, v in lat.items()]
+    out.append(f"- Mean latency per image on this machine: {', '.join(parts)}.")
+    if "legacy_vs_student_fp32" in report["speedup"]:
+        out.append(f"- Speedup of the student (fp32) over the legacy path: {_f(report['speedup']['legacy_vs_student_fp32']['mean'], 1)}x"
+                   + (f"; INT8: {_f(report['speedup']['legacy_vs_student_int8']['mean'], 1)}x"
+                      if "legacy_vs_student_int8" in report["speedup"] else "") + ".")
+    return out
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md: the tables of report.json (same figures, rounded), the machine, the command, the grid."""
     e, t, d, s = report["entry"], report["teacher"], report["direction"], report["seeds"]
@@ -591,7 +634,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Edit: `{d['file']}` ({d['attribute'] or 'unnamed'}), alpha {d['alpha']}, W+ layers {d['layers'][0]}:{d['layers'][1]}"
         f"{', normalized' if d['normalize'] else ''}.",
         f"- Student: input {e['input_size'][0]}x{e['input_size'][1]}, variants {', '.join(e['variants_evaluated'])}"
-        + (f" (not in the entry: {', '.join(e['variants_missing'])})" if e["variants_missing"] else "") + ".",
+        + (f" (not in the entry: {', '.join(e['variants_missing'])})" if e["variants_missing"] else "")
+        + (f"; the teacher's {t['resolution']} px images are resized (bicubic) to its input size, and its outputs "
+           "compared with the resized edit" if e["input_size"] != [t["resolution"], t["resolution"]] else "") + ".",
         f"- Seeds: {s['count']} held-out teacher seeds {s['start']}..{s['stop'] - 1} (`{s['seed_to_z']}`). "
         + (f"Training pairs used seeds {s['training_seeds']['min']}..{s['training_seeds']['max']} "
            f"({s['training_seeds']['count']} seeds, from {s['training_seeds_source']}): no overlap."
@@ -600,7 +645,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["legacy"]:
         lg = report["legacy"]
         lines.append(f"- Legacy path: the first {lg['n']} seeds, {lg['steps']} projection steps, distance: {lg['distance']}"
-                     + (f"; {lg['reused']} projections reused from an interrupted run (timed then)." if lg["reused"] else "."))
+                     + (f"; {lg['reused']} projections (and their times) reused from an earlier run's cache in legacy/ "
+                        "(delete it to re-time)." if lg["reused"] else "."))
+    lines += ["", "## Headline", "", *headline(report)]
     lines += ["", "## Fidelity to the teacher's edit", "",
               "PSNR (dB) and SSIM of each output against the teacher's edited image.", "",
               "| path | n | PSNR mean | p10 | p50 | p90 | SSIM mean | p10 | p50 | p90 |",
@@ -636,9 +683,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     for path, fig in report["latency"].items():
         lines.append(f"| {_label(path, report)} | {fig['n']} | {_f(fig['mean_ms'])} | {_f(fig['p50_ms'])} | {_f(fig['p95_ms'])} |")
     if report["speedup"]:
-        lines += ["", "| speedup (mean latency ratio) | x |", "|---|---:|"]
+        lines += ["", "| speedup | mean latency ratio | p50 latency ratio |", "|---|---:|---:|"]
         for name, value in report["speedup"].items():
-            lines.append(f"| {name.replace('_', ' ')} | {_f(value, 1)} |")
+            slow, fast = name.split("_vs_")
+            lines.append(f"| {_label(fast, report)} over {_label(slow, report)} | {_f(value['mean'], 1)}x | {_f(value['p50'], 1)}x |")
 
     g = report["grid"]
     lines += ["", "## Images", "", f"Seeds {', '.join(map(str, g['seeds']))}, one per row; columns: "
@@ -685,6 +733,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--legacy-num", type=int, default=20, help="seeds also edited the legacy way (default 20; 0: skip)")
     p.add_argument("--legacy-steps", type=int, default=200, help="projection steps of the legacy path (default 200)")
     p.add_argument("--variants", default="fp32,int8", help="student variants to run when the entry has them (default fp32,int8)")
+    p.add_argument("--timing-num", type=int, default=100,
+                   help="inputs (the first seeds' originals) timed per student variant (default 100)")
     p.add_argument("--vgg16", help="torchvision VGG16 weights for the projector's perceptual distance (default: pixel pyramid)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime and torch threads (default 0: their defaults)")
     p.set_defaults(func=run)
