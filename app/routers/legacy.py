@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from app import imaging
 from app.dependencies import get_service, label_request
 from app.errors import ServiceError
 from app.legacy import (
@@ -23,6 +22,7 @@ from app.routers.transform import (
     Format,
     Size,
     decode_upload,
+    finish,
     image_response,
 )
 from app.schemas import ErrorBody
@@ -73,10 +73,7 @@ async def legacy_transform(
             raise ServiceError(503, "legacy_unavailable", str(e), headers={"Retry-After": "1"}) from e
         except LegacyTimeoutError as e:
             raise ServiceError(504, "legacy_timeout", f"{e}; ask for fewer steps") from e
-    with timer.stage("postprocess"):
-        edited = imaging.restore_geometry(pixels, decoded, size)
-    with timer.stage("encode"):
-        content = await run_in_threadpool(imaging.encode, edited, format, s.output_quality)
+    content = await run_in_threadpool(finish, pixels, decoded, size, format, s.output_quality, timer)
     timer.observe("/legacy/transform", entry.name, PROVIDER)
     return image_response(content, format, timer, {
         "X-Model": entry.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -44,6 +45,29 @@ async def decode_upload(service: Service, image: UploadFile, native_hw: tuple[in
         )
 
 
+def finish(edited: np.ndarray, decoded: imaging.Decoded, size: str, fmt: str, quality: int,
+           timer: StageTimer) -> bytes:
+    """Apply the geometry policy and encode (run in a worker thread: both cost milliseconds at full size)."""
+    with timer.stage("postprocess"):
+        edited = imaging.restore_geometry(edited, decoded, size)
+    with timer.stage("encode"):
+        return imaging.encode(edited, fmt, quality)
+
+
+def preprocess(pixels: np.ndarray, timer: StageTimer) -> np.ndarray:
+    """uint8 picture -> the model's float input (in a worker thread: milliseconds at 512 px)."""
+    with timer.stage("preprocess"):
+        return imaging.to_input(pixels)
+
+
+def finish_output(output: np.ndarray, decoded: imaging.Decoded, size: str, fmt: str, quality: int,
+                  timer: StageTimer) -> bytes:
+    """The model's float output -> uint8 picture -> :func:`finish` (in a worker thread)."""
+    with timer.stage("postprocess"):
+        edited = imaging.from_output(output)
+    return finish(edited, decoded, size, fmt, quality, timer)
+
+
 def image_response(content: bytes, fmt: str, timer: StageTimer, headers: dict[str, str]) -> Response:
     return Response(content, media_type=imaging.MEDIA_TYPES[fmt],
                     headers={"Server-Timing": timer.header(), **headers})
@@ -64,8 +88,7 @@ async def transform(
     runtime = loaded.runtime
     label_request(request, runtime.name, runtime.provider)
     decoded = await decode_upload(service, image, runtime.native_hw, size, timer)
-    with timer.stage("preprocess"):
-        x = imaging.to_input(decoded.pixels)
+    x = await run_in_threadpool(preprocess, decoded.pixels, timer)
     try:
         result = await loaded.batcher.submit(x)
     except QueueFullError as e:
@@ -73,10 +96,8 @@ async def transform(
                            headers={"Retry-After": str(e.retry_after_s)}) from e
     timer.add("queue", result.queue_s)
     timer.add("inference", result.inference_s)
-    with timer.stage("postprocess"):
-        edited = imaging.restore_geometry(imaging.from_output(result.output), decoded, size)
-    with timer.stage("encode"):
-        content = await run_in_threadpool(imaging.encode, edited, format, service.settings.output_quality)
+    content = await run_in_threadpool(finish_output, result.output, decoded, size, format,
+                                      service.settings.output_quality, timer)
     timer.observe("/transform", runtime.name, runtime.provider)
     return image_response(content, format, timer, {
         "X-Model": runtime.name,
