@@ -163,6 +163,9 @@ def test_brightness_edit_figures(setup, tmp_path):
     with open(out / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["seed"]) for r in rows] == seeds
+    teacher_change = [float(r["teacher.brightness"]) - float(r["original.brightness"]) for r in rows]
+    assert np.mean(teacher_change) == pytest.approx(ed["paths"]["teacher"]["mean_change"], abs=1e-4)
+    assert [r["legacy.brightness"] != "" for r in rows] == [True, True, False, False, False, False]
     assert np.mean([float(r["psnr_fp32"]) for r in rows]) == pytest.approx(report["fidelity"]["student_fp32"]["psnr"]["mean"], abs=1e-3)
 
     # report.md shows report.json's figures.

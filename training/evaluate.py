@@ -17,6 +17,10 @@ Figures (REPORT_DIR/report.json, rendered in REPORT_DIR/report.md with image gri
 - latency per image, measured in the same run on this machine: every ONNX Runtime variant (batch 1)
   and the legacy projection with its step count, and the speedups.
 
+REPORT_DIR/per_image.csv holds the figures behind every aggregate, one line per seed: ``psnr_<path>``,
+``ssim_<path>``, ``seconds_legacy`` and the scorer's outputs as ``<path>.<name>`` (``original.age``,
+``teacher.age``, ``fp32.age``, ``legacy.age``, ...).
+
 Images compared are what a user gets: uint8 pictures, the student fed the uint8 original. An output
 identical to the teacher's edit scores 126.02 dB (the PSNR floor of metrics.psnr's mse clamp).
 Legacy outputs are cached per seed in REPORT_DIR/legacy/ with their timing, so an interrupted run
@@ -426,7 +430,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for name, per_image in scores.items():
             for row, record in zip(rows, per_image, strict=False):
                 for key, value in record.items():
-                    row[f"{key}_{name}"] = value
+                    row[f"{name}.{key}"] = value
 
     report = build_report(args, entry, spec, G, seeds, trained, trained_source, present, missing, rows, scoring,
                           students, legacy)
@@ -460,7 +464,7 @@ def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G:
         a = scoring.attribute
 
         def col(name: str, key: str, n: int | None = None) -> np.ndarray:
-            return np.asarray([r[f"{key}_{name}"] for r in rows[:n]], dtype=np.float64)
+            return np.asarray([r[f"{name}.{key}"] for r in rows[:n]], dtype=np.float64)
 
         mean_teacher_change = float((col("teacher", a) - col("original", a)).mean())
         sign = -1.0 if mean_teacher_change < 0 else 1.0
