@@ -309,6 +309,24 @@ def test_overload_gives_503_with_retry_after_then_recovers(zoo):
         assert c.post("/transform", **upload(png_bytes())).status_code == 200
 
 
+def test_inference_never_blocks_the_event_loop(zoo):
+    with TestClient(create_app(settings_for(zoo, max_batch=1))) as c:
+        wait_ready(c)
+        batcher = c.app.state.service.models["tiny"].batcher
+        real_run = batcher.run_batch
+        batcher.run_batch = lambda x: (time.sleep(1.0), real_run(x))[1]  # a 1 s model
+        with ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(c.post, "/transform", **upload(png_bytes())) for _ in range(2)]
+            time.sleep(0.2)
+            t0 = time.perf_counter()
+            assert c.get("/healthz").status_code == 200
+            assert c.get("/models").status_code == 200
+            answered_in = time.perf_counter() - t0
+            assert all(f.result().status_code == 200 for f in slow)
+        assert answered_in < 0.5, f"/healthz took {answered_in:.2f} s while inference ran"
+        batcher.run_batch = real_run
+
+
 def test_metrics_count_every_request(client):
     key_ok = (("endpoint", "/transform"), ("model", "tiny"), ("provider", "cpu"), ("status", "200"))
     key_bad = (("endpoint", "/transform"), ("model", "tiny"), ("provider", "cpu"), ("status", "415"))
