@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
 from training.atomic import atomic_write_json, atomic_write_text
+from training.devices import exact_float32, pick_device
 from training.directions import apply_direction, file_sha256, load_direction, z_from_seeds
 from training.errors import DistillError
 from training.filters.onnx_scorer import OnnxScorer
@@ -251,17 +252,17 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 @torch.no_grad()
 def teacher_pairs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """uint8 originals and edits [N,R,R,3] for ``seeds``, exactly as `distill pairs` renders them."""
-    z = z_from_seeds(seeds, G.z_dim)
+    z = z_from_seeds(seeds, G.z_dim).to(G.w_avg.device)
     ws = G.mapping(z, truncation_psi=spec.truncation)
     ws_edit = apply_direction(ws, direction, spec.alpha, spec.layers, spec.normalize)
     images = to_uint8(G.synthesis(torch.cat([ws, ws_edit]), noise_mode="const"))
     return images[: len(seeds)], images[len(seeds):]
 
 
-def legacy_key(spec: EditSpec, steps: int, vgg16: str | None) -> str:
-    """Identifies the legacy settings, so cached projections are reused only for the same edit and steps."""
+def legacy_key(spec: EditSpec, steps: int, vgg16: str | None, device: torch.device) -> str:
+    """Identifies the legacy settings, so cached projections are reused only for the same edit, steps and device."""
     parts = [file_sha256(spec.teacher), file_sha256(spec.direction), spec.alpha, spec.layers, spec.normalize,
-             spec.truncation, steps, file_sha256(vgg16) if vgg16 else None, "projector-seed-0"]
+             spec.truncation, steps, file_sha256(vgg16) if vgg16 else None, "projector-seed-0", device.type]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
@@ -271,7 +272,8 @@ def legacy_outputs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, 
     """Project, edit and synthesize each original; (outputs, seconds each, how many came from ``cache``)."""
     from training.projector import legacy_edit, w_stats
 
-    key = legacy_key(spec, steps, vgg16)
+    device = G.w_avg.device
+    key = legacy_key(spec, steps, vgg16, device)
     cache.mkdir(parents=True, exist_ok=True)
     outputs, seconds, reused = [], [], 0
     warm = False
@@ -293,6 +295,8 @@ def legacy_outputs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, 
         t0 = time.perf_counter()
         edited = legacy_edit(G, from_uint8(original), direction, spec.alpha, spec.layers, steps=steps,
                              normalize=spec.normalize, vgg16_path=vgg16, seed=0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - t0
         out = to_uint8(edited)[0]
         save_image(image_path, out)
@@ -373,8 +377,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    G = load_generator(spec.teacher)
-    direction = load_direction(spec.direction, G.num_ws, G.w_dim)
+    device = pick_device(args.device)
+    exact_float32()
+    G = load_generator(spec.teacher, device=device)
+    direction = load_direction(spec.direction, G.num_ws, G.w_dim).to(device)
     size = entry.input_size
     students = [Student(v, entry.variant_path(v), args.threads) for v in present]
 
@@ -499,8 +505,9 @@ def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G:
         "command": command_line(args),
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": {"cpu": cpu_description(), "platform": platform.platform(), "ort_threads": args.threads or "default",
-                    "torch_threads": torch.get_num_threads(), "onnxruntime": ort.__version__, "torch": torch.__version__,
-                    "provider": "CPUExecutionProvider"},
+                    "torch_threads": torch.get_num_threads(),
+                    "torch_device": _device_name(G.w_avg.device), "onnxruntime": ort.__version__,
+                    "torch": torch.__version__, "provider": "CPUExecutionProvider"},
         "entry": {"name": entry.name, "path": str(entry.path), "description": entry.manifest.get("description"),
                   "input_size": list(entry.input_size), "variants_evaluated": present, "variants_missing": missing},
         "teacher": {"file": str(spec.teacher), "sha256": file_sha256(spec.teacher), "resolution": int(G.img_resolution),
@@ -517,6 +524,10 @@ def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G:
         "latency": timing,
         "speedup": speedup,
     }
+
+
+def _device_name(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
 def _ratios(slow: dict[str, float], fast: dict[str, float]) -> dict[str, float]:
@@ -549,6 +560,8 @@ def command_line(args: argparse.Namespace) -> str:
         argv += ["--vgg16", args.vgg16]
     if args.threads:
         argv += ["--threads", str(args.threads)]
+    if args.device != "cpu":
+        argv += ["--device", args.device]
     return shlex.join(argv)
 
 
@@ -633,7 +646,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Setup", "",
         f"- Machine: {report['machine']['cpu']}; ONNX Runtime {report['machine']['onnxruntime']} "
         f"({report['machine']['provider']}, intra-op threads: {report['machine']['ort_threads']}); "
-        f"torch {report['machine']['torch']} ({report['machine']['torch_threads']} threads) for the teacher and the legacy path.",
+        f"torch {report['machine']['torch']} on {report['machine']['torch_device']} ({report['machine']['torch_threads']} "
+        "CPU threads) for the teacher and the legacy path.",
         f"- Teacher: `{t['file']}` ({t['resolution']} px, truncation {t['truncation']}, sha256 {t['sha256'][:12]}).",
         f"- Edit: `{d['file']}` ({d['attribute'] or 'unnamed'}), alpha {d['alpha']}, W+ layers {d['layers'][0]}:{d['layers'][1]}"
         f"{', normalized' if d['normalize'] else ''}.",
@@ -740,6 +754,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timing-num", type=int, default=100,
                    help="inputs (the first seeds' originals) timed per student variant (default 100)")
     p.add_argument("--vgg16", help="torchvision VGG16 weights for the projector's perceptual distance (default: pixel pyramid)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the teacher and the legacy path: cpu (default, beside ONNX Runtime's CPU "
+                        "provider), cuda or auto")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime and torch threads (default 0: their defaults)")
     p.set_defaults(func=run)
 
