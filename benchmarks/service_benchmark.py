@@ -239,21 +239,26 @@ def record(sample: Sample, r: httpx.Response, elapsed: float) -> None:
 # (a) legacy vs student, (b) overhead, (c) load.
 
 
-def seed_table(base: str, model: str, images: list[bytes], n_legacy: int, steps: int) -> tuple[Sample, Sample]:
-    """Student on every image, legacy on the first ``n_legacy`` of the same images, one at a time."""
-    student, legacy = Sample(), Sample()
+def seed_table(base: str, model: str, images: list[bytes], n_legacy: int, steps: int
+               ) -> tuple[Sample, Sample, Sample]:
+    """Student on every image, legacy on the first ``n_legacy`` of the same images, one at a time; also
+    one-step legacy requests (the fixed cost of a projection, for extrapolating to other step counts)."""
+    student, legacy, one_step = Sample(), Sample(), Sample()
     with httpx.Client(timeout=600) as client:
         post(client, base + "/transform", images[0], Sample(), model=model)  # connection + first-request warm-up
         for img in images:
             post(client, base + "/transform", img, student, model=model, format="jpeg")
+        if n_legacy:  # warm-up: the projection process loads the teacher and its W statistics once
+            post(client, base + "/legacy/transform", images[0], Sample(), model=model, steps="1")
         for img in images[:n_legacy]:
+            post(client, base + "/legacy/transform", img, one_step, model=model, format="jpeg", steps="1")
             post(client, base + "/legacy/transform", img, legacy, model=model, format="jpeg", steps=str(steps))
-    return student, legacy
+    return student, legacy, one_step
 
 
-def overhead(base: str, model: str, entry, image: bytes, threads: int, rounds: int, per_round: int
-             ) -> tuple[Sample, list[float]]:
-    """HTTP /transform vs bare session.run on the same ONNX file, alternating blocks of ``per_round``."""
+def overhead(base: str, model: str, entry, image: bytes, threads: int, pairs: int) -> tuple[Sample, list[float]]:
+    """HTTP /transform vs bare session.run on the same ONNX file and input, alternating one of each
+    ``pairs`` times (so a change in the machine's load hits both sides alike)."""
     import onnxruntime as ort
 
     from training.images import from_uint8
@@ -270,13 +275,11 @@ def overhead(base: str, model: str, entry, image: bytes, threads: int, rounds: i
     http, bare = Sample(), []
     with httpx.Client(timeout=60) as client:
         post(client, base + "/transform", image, Sample(), model=model)
-        for _ in range(rounds):
-            for _ in range(per_round):
-                post(client, base + "/transform", image, http, model=model, format="jpeg")
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                session.run([out_name], {in_name: x})
-                bare.append(time.perf_counter() - t0)
+        for _ in range(pairs):
+            post(client, base + "/transform", image, http, model=model, format="jpeg")
+            t0 = time.perf_counter()
+            session.run([out_name], {in_name: x})
+            bare.append(time.perf_counter() - t0)
     return http, bare
 
 
@@ -384,12 +387,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--legacy-n", type=int, default=3, help="of the same images, through /legacy/transform (seed: 500)")
     p.add_argument("--legacy-steps", type=int, default=100, help="projection steps (seed and NVlabs: 1000)")
     p.add_argument("--full", action="store_true", help="the seed's settings: 500 images, 500 legacy, 1000 steps")
-    p.add_argument("--overhead-rounds", type=int, default=4)
-    p.add_argument("--overhead-per-round", type=int, default=10)
+    p.add_argument("--overhead-pairs", type=int, default=40, help="alternating HTTP / session.run pairs")
     p.add_argument("--load-seconds", type=float, default=10.0, help="duration of each load level")
     p.add_argument("--clients", default="1,4,16", help="concurrency levels of the load test")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="ONNX Runtime intra-op threads, for the service and the bare session alike")
+    p.add_argument("--legacy-threads", type=int, default=1,
+                   help="torch threads of the projection process (default 1: on a shared 2-core machine, 2 threads "
+                        "measured 5x slower a step than 1)")
     p.add_argument("--out", type=Path, help="markdown report (default benchmarks/results/service_<providers>.md)")
     args = p.parse_args(argv)
     if args.full:
@@ -427,21 +432,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ("; its weights are random (an untrained network costs the same time as a trained one)." if untrained
            else "."),
         f"Teacher: {entry.teacher_path.name if entry.teacher_path else 'none'}. "
-        f"ONNX Runtime intra-op threads: {args.threads}. Client and server share the machine's cores.",
+        f"ONNX Runtime intra-op threads: {args.threads}; projection torch threads: {args.legacy_threads}. "
+        "Client and server share the machine's cores.",
         "",
     ]
-    base_env = {"DISTILL_INTRA_OP_THREADS": str(args.threads), "DISTILL_LEGACY_THREADS": str(args.threads),
+    base_env = {"DISTILL_INTRA_OP_THREADS": str(args.threads), "DISTILL_LEGACY_THREADS": str(args.legacy_threads),
                 "DISTILL_LEGACY_MAX_STEPS": str(max(1000, args.legacy_steps)),
                 "DISTILL_LEGACY_STEPS": str(args.legacy_steps), "DISTILL_LEGACY_TIMEOUT_S": "36000",
                 "DISTILL_MODELS": model, "DISTILL_DEFAULT_MODEL": model}
 
     seed_rows, overhead_rows, load_rows, stage_rows = [], [], [], []
+    legacy_notes: list[str] = []
     for provider in providers:
         env = {**base_env, "DISTILL_PROVIDER": provider}
         with serve(zoo, env) as base:
             print(f"[{provider}] (a) {args.student_n} student / {args.legacy_n} legacy requests ...", flush=True)
             n_legacy = args.legacy_n if entry.teacher_path is not None else 0
-            student, legacy = seed_table(base, model, images[:args.student_n], n_legacy, args.legacy_steps)
+            student, legacy, one_step = seed_table(base, model, images[:args.student_n], n_legacy,
+                                                   args.legacy_steps)
             s = student.stats()
             seed_rows.append([f"student (/transform, {provider})", s["n"], "-", f"{s['mean']:.3f}",
                               f"{s['p50']:.3f}", f"{s['p95']:.3f}", "1.0x", student.n_errors])
@@ -450,17 +458,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed_rows.append([f"legacy (/legacy/transform, {provider})", lg["n"], args.legacy_steps,
                                   f"{lg['mean']:.2f}", f"{lg['p50']:.2f}", f"{lg['p95']:.2f}",
                                   f"{lg['mean'] / s['mean']:.0f}x", legacy.n_errors])
-                if args.legacy_steps < 1000:
-                    per_step = lg["mean"] / args.legacy_steps
-                    seed_rows.append([f"legacy, 1000 steps EXTRAPOLATED ({provider})", "-", 1000,
-                                      f"{per_step * 1000:.1f}", "-", "-", f"{per_step * 1000 / s['mean']:.0f}x", "-"])
+                if args.legacy_steps < 1000 and one_step.latencies and args.legacy_steps > 1:
+                    fixed = statistics.fmean(one_step.latencies)
+                    per_step = (lg["mean"] - fixed) / (args.legacy_steps - 1)
+                    full = fixed + 999 * per_step
+                    seed_rows.append([f"legacy, 1000 steps EXTRAPOLATED ({provider})", "-", 1000, f"{full:.1f}",
+                                      "-", "-", f"{full / s['mean']:.0f}x", "-"])
+                    legacy_notes.append(f"{provider}: a 1-step projection request takes {fixed:.2f} s (fixed cost), "
+                                        f"each further step {per_step * 1000:.1f} ms; the EXTRAPOLATED row is "
+                                        "fixed + 999 x per-step.")
             if provider == "cpu":
                 print(f"[{provider}] (b) overhead: HTTP vs bare session.run ...", flush=True)
-                http, bare = overhead(base, model, entry, images[0], args.threads, args.overhead_rounds,
-                                      args.overhead_per_round)
+                http, bare = overhead(base, model, entry, images[0], args.threads, args.overhead_pairs)
                 hp, bp = percentile(http.latencies, 50), percentile(bare, 50)
                 overhead_rows.append([provider, f"{entry.input_size[0]}x{entry.input_size[1]}", len(bare), ms(bp),
-                                      ms(hp), f"{hp / bp:.2f}x", "yes" if hp / bp <= 1.15 else "NO"])
+                                      ms(hp), f"{hp / bp:.2f}x", "yes" if hp / bp <= 1.15 else "NO",
+                                      ms(hp - bp)])
                 stage_rows.append([f"{provider}, sequential"] + [
                     ms(statistics.median(t.get(k, 0.0) for t in http.timings)) for k in STAGES])
             load_rows += load_levels(base, model, images, clients, args.load_seconds, provider, "on (default)")
@@ -475,13 +488,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Latency is client-side, upload to last byte (JPEG in and out at the native size). The seed measured "
         "19.36 s legacy vs 0.11 s student on a GPU (176x) and 1.5 s student on an 8-vCPU c5.2xlarge.",
         "",
+        *[f"- {note}" for note in legacy_notes],
+        "",
     ]
     if overhead_rows:
         report += [
             "## (b) Service overhead: /transform p50 over HTTP vs bare `session.run` p50, same model and threads",
             "",
-            table(["provider", "size", "N each", "session.run p50 ms", "HTTP p50 ms", "ratio", "<= 1.15x"],
-                  overhead_rows),
+            table(["provider", "size", "N each", "session.run p50 ms", "HTTP p50 ms", "ratio", "<= 1.15x",
+                   "difference ms"], overhead_rows),
             "",
             "Median server-side stages of those HTTP requests (Server-Timing, ms):",
             "",
@@ -498,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "previous one returns). `mean batch` is the X-Batch-Size the service reported.",
         "",
     ]
+    report.append(f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+                  "(the machine's cores are shared with other jobs: compare rows of one run, not across runs).")
     text = "\n".join(report)
     print("\n" + text)
     out = args.out or REPO / "benchmarks" / "results" / f"service_{'_'.join(providers)}.md"
