@@ -6,6 +6,8 @@ import itertools
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ from training.trainer import (
     train,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 STEPS = 2
 EPOCHS = 4
 
@@ -124,3 +127,20 @@ def test_two_ranks_match_one_process_with_the_global_batch(two_rank_run: Path, t
     assert len(compared) > len(ddp) // 2
     worst = max((ddp[k] - one[k]).abs().max().item() for k in compared)
     assert moved > 1e-4 and worst < 1e-6, (worst, moved)
+
+
+@pytest.mark.slow
+def test_torchrun_cli_two_ranks(tmp_path: Path) -> None:
+    """The documented launch: `torchrun --nproc_per_node 2 -m training train ...` (gloo on CPU), then resume."""
+    dataset = make_pair_dataset(tmp_path / "pairs", n=12)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training",
+           "train", str(dataset), "--out", str(out), "--preset", "tiny", "--batch-size", "2", "--epochs", "2",
+           "--workers", "1", "--device", "cpu", "--no-progress", "--max-steps", "3"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for extra in ([], ["--resume", "--max-steps", "5"]):
+        done = subprocess.run(cmd + extra, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = load_checkpoint(out / CHECKPOINT)
+    assert ckpt["world_size"] == 2 and ckpt["global_step"] == 5
+    assert json.loads((out / "run.json").read_text())["world_size"] == 2
