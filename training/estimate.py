@@ -207,7 +207,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help="pair dataset folder (its kept pairs and image size are used)")
     p.add_argument("--epochs", type=int, default=200, help="epochs of the whole run (default 200)")
     p.add_argument("--price-per-hour", type=float, default=0.526, help="machine price in $/h (default 0.526, g4dn.xlarge)")
-    add_model_arguments(p)
+    add_model_arguments(p, schedule=False)
     p.add_argument("--batch-size", type=int, default=4, help="images per iteration (default 4)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="mixed precision, as in `distill train`")

@@ -769,12 +769,13 @@ def train(opts: TrainOptions, overrides: dict[str, Any] | None = None, resume: b
     return trainer.train()
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--preset and one flag per Pix2PixHDConfig field (NVIDIA's spelling with dashes or underscores)."""
+def add_model_arguments(parser: argparse.ArgumentParser, schedule: bool = True) -> None:
+    """--preset and one flag per Pix2PixHDConfig field (NVIDIA's spelling with dashes or underscores);
+    ``schedule=False`` leaves out --niter/--niter-decay (for commands that take --epochs only)."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="student architecture (default: slim)")
     group = parser.add_argument_group("pix2pixHD options (override the preset; NVIDIA's names)")
     for f in dataclasses.fields(Pix2PixHDConfig):
-        if f.name not in _MODEL_FIELDS:
+        if f.name not in _MODEL_FIELDS or (not schedule and f.name in ("niter", "niter_decay")):
             continue
         flags = sorted({f"--{f.name.replace('_', '-')}", f"--{f.name}"})
         kind = type(f.default)
