@@ -7,7 +7,8 @@ Everything goes through a real ``distill serve`` (uvicorn) on 127.0.0.1, driven 
 (b) Service overhead: ``/transform`` p50 over HTTP against a bare ``onnxruntime`` ``session.run`` p50
     on the same model file, threads and input size, interleaved in rounds in the same run (target <= 1.15x).
 (c) Load: 1, 4 and 16 concurrent clients for a fixed time each: throughput, p50/p95/p99, errors, mean
-    micro-batch size, with micro-batching (the service's default) and without (DISTILL_MAX_BATCH=1).
+    micro-batch size, with micro-batching (the service's default) and without (DISTILL_MAX_BATCH=1);
+    the two servers run side by side and are loaded in alternating slices.
 
 Usage::
 
@@ -312,21 +313,36 @@ def load(base: str, model: str, images: list[bytes], clients: int, seconds: floa
     return asyncio.run(_load(base, model, images, clients, seconds))
 
 
-def load_levels(base: str, model: str, images: list[bytes], clients: Sequence[int], seconds: float,
-                provider: str, batching: str) -> list[list[object]]:
-    """One table row per concurrency level."""
-    rows: list[list[object]] = []
+def load_levels(servers: dict[str, str], model: str, images: list[bytes], clients: Sequence[int], seconds: float,
+                provider: str, repeats: int = 2) -> list[list[object]]:
+    """Each concurrency level on each server (label -> base URL), in ``repeats`` alternating slices of
+    ``seconds / repeats`` (order reversed every repeat), so drifts in the machine's load hit every
+    server alike. One table row per server and level."""
+    totals: dict[tuple[str, int], tuple[Sample, float]] = {}
     for c in clients:
-        print(f"[{provider}] (c) load: {c} clients x {seconds:g} s, micro-batching {batching} ...", flush=True)
-        sample, wall = load(base, model, images, c, seconds)
-        st = sample.stats()
-        errors = ", ".join(f"{k}: {v}" for k, v in sorted(sample.errors.items())) or "0"
-        if not st["n"]:
-            rows.append([provider, batching, c, "0", "-", "-", "-", errors, "-"])
-            continue
-        mean_batch = statistics.fmean(sample.batch_sizes) if sample.batch_sizes else float("nan")
-        rows.append([provider, batching, c, f"{st['n'] / wall:.1f}", ms(st["p50"]), ms(st["p95"]), ms(st["p99"]),
-                     errors, f"{mean_batch:.2f}"])
+        for rep in range(repeats):
+            for label in (list(servers) if rep % 2 == 0 else list(reversed(servers))):
+                print(f"[{provider}] (c) load: {c} clients x {seconds / repeats:g} s, micro-batching {label} ...",
+                      flush=True)
+                sample, wall = load(servers[label], model, images, c, seconds / repeats)
+                acc, acc_wall = totals.get((label, c), (Sample(), 0.0))
+                acc.latencies += sample.latencies
+                acc.batch_sizes += sample.batch_sizes
+                for reason, n in sample.errors.items():
+                    acc.errors[reason] = acc.errors.get(reason, 0) + n
+                totals[(label, c)] = (acc, acc_wall + wall)
+    rows: list[list[object]] = []
+    for label in servers:
+        for c in clients:
+            sample, wall = totals[(label, c)]
+            st = sample.stats()
+            errors = ", ".join(f"{k}: {v}" for k, v in sorted(sample.errors.items())) or "0"
+            if not st["n"]:
+                rows.append([provider, label, c, "0", "-", "-", "-", errors, "-"])
+                continue
+            mean_batch = statistics.fmean(sample.batch_sizes) if sample.batch_sizes else float("nan")
+            rows.append([provider, label, c, f"{st['n'] / wall:.1f}", ms(st["p50"]), ms(st["p95"]), ms(st["p99"]),
+                         errors, f"{mean_batch:.2f}"])
     return rows
 
 
@@ -445,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     legacy_notes: list[str] = []
     for provider in providers:
         env = {**base_env, "DISTILL_PROVIDER": provider}
-        with serve(zoo, env) as base:
+        with serve(zoo, env) as base, serve(zoo, {**env, "DISTILL_MAX_BATCH": "1"}) as base_unbatched:
             print(f"[{provider}] (a) {args.student_n} student / {args.legacy_n} legacy requests ...", flush=True)
             n_legacy = args.legacy_n if entry.teacher_path is not None else 0
             student, legacy, one_step = seed_table(base, model, images[:args.student_n], n_legacy,
@@ -476,9 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       ms(hp - bp)])
                 stage_rows.append([f"{provider}, sequential"] + [
                     ms(statistics.median(t.get(k, 0.0) for t in http.timings)) for k in STAGES])
-            load_rows += load_levels(base, model, images, clients, args.load_seconds, provider, "on (default)")
-        with serve(zoo, {**env, "DISTILL_MAX_BATCH": "1"}) as base:
-            load_rows += load_levels(base, model, images, clients, args.load_seconds, provider, "off (1)")
+            load_rows += load_levels({"on (default)": base, "off (1)": base_unbatched}, model, images, clients,
+                                     args.load_seconds, provider)
 
     report += [
         "## (a) The seed's table: legacy vs student, same images, sequential requests over HTTP",
@@ -509,8 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         table(["provider", "micro-batching", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",
                "mean batch"], load_rows),
         "",
-        f"Each level runs {args.load_seconds:g} s (closed loop: every client sends its next request when the "
-        "previous one returns). `mean batch` is the X-Batch-Size the service reported.",
+        f"Each level runs {args.load_seconds:g} s per server, in two alternating halves (both servers run side by "
+        "side, only one is loaded at a time). Closed loop: every client sends its next request when the previous "
+        "one returns. `mean batch` is the X-Batch-Size the service reported.",
         "",
     ]
     report.append(f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
