@@ -90,13 +90,17 @@ class Estimate:
             ("data loading, one process", f"{self.data_seconds_per_batch:.4f} s/batch"),
             ("iterations/epoch", f"{self.iters_per_epoch:,} ({self.train_pairs:,} train pairs / batch {self.batch_size})"),
             ("epoch time", _duration(self.epoch_seconds)),
-            (f"{self.epochs} epochs", f"{self.total_hours:,.2f} h = {self.total_hours / 24:,.2f} days"),
-            (f"cost at ${self.price_per_hour:g}/h", f"${self.cost:,.2f}"),
+            (f"{self.epochs} epochs", f"{_duration(self.total_hours * 3600)} = {_days(self.total_hours / 24)} days"),
+            (f"cost at ${self.price_per_hour:g}/h", f"${self.cost:,.2f}" if self.cost >= 1 else f"${self.cost:.2g}"),
         ]
         width = max(len(k) for k, _ in rows)
         lines = [f"| {'quantity':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
         lines += [f"| {k:<{width}} | {v} |" for k, v in rows]
         return "\n".join(lines)
+
+
+def _days(days: float) -> str:
+    return f"{days:,.1f}" if days >= 1 else f"{days:.2g}"
 
 
 def _duration(seconds: float) -> str:
