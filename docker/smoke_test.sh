@@ -82,7 +82,6 @@ with urllib.request.urlopen(base + "/models", timeout=10) as r:
 print("smoke_test: /models ->", json.dumps(models)[:300])
 
 
-
 def png(width: int, height: int) -> bytes:
     """A colour-gradient RGB PNG, written with the standard library only (the host needs no Pillow)."""
     rows = b"".join(b"\0" + bytes(v for x in range(width) for v in ((x * 7) % 256, (y * 5) % 256, (x + y) % 256))
@@ -106,8 +105,11 @@ def post(path: str, fields: dict, timeout: float):
     body, content_type = multipart(fields, png(300, 240))
     req = urllib.request.Request(base + path, data=body, method="POST", headers={"Content-Type": content_type})
     t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return r.status, r.headers, r.read(), time.perf_counter() - t0
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read(), time.perf_counter() - t0
+    except urllib.error.HTTPError as e:  # a 4xx/5xx answer: report it as a failed check
+        return e.code, e.headers, e.read(), time.perf_counter() - t0
 
 
 status, headers, content, elapsed = post("/transform", {}, 60)
@@ -124,7 +126,7 @@ kind = next((t for m, t in magic.items() if content.startswith(m)), None)
 if kind is None or kind != headers.get("Content-Type"):
     problems.append(f"body ({len(content)} bytes, starts {content[:4]!r}) is not the {headers.get('Content-Type')} announced")
 if problems:
-    sys.exit("smoke_test: FAIL /transform: " + "; ".join(problems))
+    sys.exit("smoke_test: FAIL /transform: " + "; ".join(problems) + f" {content[:200]!r}")
 print(f"smoke_test: POST /transform (300x240 PNG) -> {status} {headers['Content-Type']} {len(content)} bytes "
       f"in {elapsed * 1000:.0f} ms; X-Model={headers['X-Model']} X-Provider={headers['X-Provider']}")
 print(f"smoke_test: Server-Timing: {headers['Server-Timing']}")
@@ -134,7 +136,7 @@ default = next(m for m in models["models"] if m["name"] == models["default"])
 if default["legacy"]:
     status, headers, content, elapsed = post("/legacy/transform", {"steps": "5"}, 300)
     if status != 200 or not headers.get("Content-Type", "").startswith("image/"):
-        sys.exit(f"smoke_test: FAIL /legacy/transform -> {status} {headers.get('Content-Type')}")
+        sys.exit(f"smoke_test: FAIL /legacy/transform -> {status} {headers.get('Content-Type')} {content[:200]!r}")
     print(f"smoke_test: POST /legacy/transform (5 steps) -> {status} {headers['Content-Type']} in {elapsed:.1f} s")
 else:
     print("smoke_test: the default model ships no teacher: /legacy/transform not checked")
