@@ -63,7 +63,7 @@ class TeacherConfig:
     attribute_weight: float = 0.0
     attribute_model: str | None = None
     ema_kimg: float = 5.0
-    precision: str = "bf16"
+    precision: str = "auto"
     seed: int = 0
     eval_faces: int = 64
 
@@ -76,8 +76,8 @@ class TeacherConfig:
             raise DistillError(f"--channels must give every resolution {need}, got {sorted(self.channels)}")
         if self.z_dim < NUM_PARAMS:
             raise DistillError(f"--z-dim {self.z_dim}: the renderer reads {NUM_PARAMS} dims of z; use >= {NUM_PARAMS}")
-        if self.precision not in ("bf16", "fp32"):
-            raise DistillError(f"--precision {self.precision!r}: choose bf16 or fp32")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise DistillError(f"--precision {self.precision!r}: choose auto, bf16 or fp32")
         if (self.perceptual_weight > 0 or self.attribute_weight > 0) and not self.attribute_model:
             raise DistillError("--perceptual/--attribute-weight need --attribute-model PATH.onnx")
 
@@ -216,7 +216,8 @@ class TeacherTrainer:
 
     # -- training --------------------------------------------------------------------------------------
     def _autocast(self):
-        enabled = self.cfg.precision == "bf16"
+        # auto: bf16 on CUDA only; on CPU the generator's depthwise FIR convs have no fast bf16 kernel (~10x slower)
+        enabled = self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and self.device.type == "cuda")
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_step(self, z: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -351,7 +352,8 @@ def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the L1 between attributes read from G(z) and from the render")
     g.add_argument("--attribute-model", default=None, help="attributes.onnx (e.g. model_zoo/toyfaces-attributes/attributes.onnx)")
     g.add_argument("--ema-kimg", type=float, default=d.ema_kimg)
-    g.add_argument("--precision", default=d.precision, choices=("bf16", "fp32"))
+    g.add_argument("--precision", default=d.precision, choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU (default)")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--eval-faces", type=int, default=d.eval_faces)
 
