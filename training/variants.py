@@ -152,7 +152,6 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: S
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv"], nodes_to_exclude=fp32_convs(pre),
-            extra_options={"CalibMaxIntermediateOutputs": 4},
         )
         os.replace(out, dst)
     return dst
