@@ -21,3 +21,12 @@ def fixtures_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"{path} is missing: the conformance fixtures must sit beside the repository (or set DISTILL_SHARED)")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and the test machine's two cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

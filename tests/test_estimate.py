@@ -8,20 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.test_trainer import make_pair_dataset
 from training.cli import main
 from training.errors import DistillError
 from training.estimate import estimate
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

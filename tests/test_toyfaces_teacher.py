@@ -23,13 +23,7 @@ TINY_CLI = ["--resolution", "16", "--z-dim", "32", "--w-dim", "32", "--mapping-l
             "--checkpoint-every", "2", "--precision", "fp32", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and the test machine's cores are shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def states_equal(a: dict, b: dict) -> bool:

@@ -48,13 +48,7 @@ def make_pair_dataset(root: Path, n: int = 12, size: int = 32, keep: list[bool |
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and the 2 shared cores are busy with other tests."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
