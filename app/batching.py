@@ -1,12 +1,19 @@
 """Dynamic micro-batching in front of one model: a bounded queue, max batch size, max wait.
 
-Requests are queued as [1,3,H,W] arrays. One asyncio task per model takes the oldest request, waits
-up to ``max_wait_s`` (counted from that request's arrival) for more requests *of the same shape*
-until ``max_batch`` of them are there, concatenates them and runs the model in a dedicated worker
-thread, so the event loop never blocks. While a batch runs, new arrivals queue up and form the next
-batch: under load, batches grow by themselves; when idle, a lone request waits at most ``max_wait_s``.
-``max_batch=1`` turns batching off (every request runs alone, no waiting); ``max_wait_s=0`` is greedy
-batching (a batch is whatever is queued when the model frees up, as Triton's default).
+Requests are queued as [1,3,H,W] arrays. One asyncio task per model takes the oldest request and
+batches it with the queued requests *of the same shape* (up to ``max_batch``), concatenates them and
+runs the model in a dedicated worker thread, so the event loop never blocks. While a batch runs, new
+arrivals queue up and form the next batch: under load, batches grow by themselves.
+
+Waiting for company only pays when company is coming. Callers mark a request as *on its way* with
+:meth:`MicroBatcher.expecting` while they decode it; the batcher waits (at most ``max_wait_s``,
+counted from the oldest request's arrival) only while such requests exist and the batch is not full.
+A lone request, with nothing else queued or on its way, is dispatched at once instead of paying
+``max_wait_s`` for company that cannot come (a fixed delay would add ``max_wait_s`` to every request
+of an idle service). Requests that are still being received over HTTP are not known yet, so they
+join the next batch. ``max_batch=1`` turns batching off (every request runs alone, no waiting);
+``max_wait_s=0`` is greedy batching (a batch is whatever is queued when the model frees up, as
+Triton's default).
 
 The queue is bounded: a request arriving when ``queue_size`` are already waiting gets
 :class:`QueueFullError` (the service answers 503 with ``Retry-After``) instead of unbounded latency.
@@ -19,7 +26,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -75,7 +82,8 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_depth = on_depth
         self._pending: deque[_Pending] = deque()
-        self._arrived = asyncio.Event()
+        self._arrived = asyncio.Event()  # set on every change that may end a wait: an arrival, one less on its way
+        self._on_its_way = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task | None = None
         self._batch_s_ewma = 0.0
@@ -84,6 +92,26 @@ class MicroBatcher:
     def depth(self) -> int:
         """Requests waiting (not yet in a running batch)."""
         return len(self._pending)
+
+    @property
+    def on_its_way(self) -> int:
+        """Requests announced by :meth:`expecting` that have not reached :meth:`submit` yet."""
+        return self._on_its_way
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Mark one request as on its way (being decoded) for the block: queued requests wait for it.
+
+        Leave the block right before :meth:`submit` (nothing awaited in between, so the batcher never
+        sees the request as neither on its way nor queued). Leaving it on an error (a bad upload) ends
+        any wait for it at once.
+        """
+        self._on_its_way += 1
+        try:
+            yield
+        finally:
+            self._on_its_way -= 1
+            self._arrived.set()
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
@@ -145,6 +173,10 @@ class MicroBatcher:
         shape = self._pending[0].x.shape
         return sum(1 for item in self._pending if item.x.shape == shape)
 
+    def _worth_waiting(self) -> bool:
+        """Whether the oldest request's batch can still grow: not full, and requests on their way to join it."""
+        return self._on_its_way > 0 and self._ready_count() < self.max_batch
+
     def _run(self, inputs: list[np.ndarray]) -> np.ndarray:
         """In the inference thread: stack the batch (megabytes at 512 px, so off the event loop) and run it."""
         return self.run_batch(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
@@ -156,7 +188,7 @@ class MicroBatcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             deadline = self._pending[0].enqueued + self.max_wait_s
-            while self._ready_count() < self.max_batch and (remaining := deadline - time.perf_counter()) > 0:
+            while self._worth_waiting() and (remaining := deadline - time.perf_counter()) > 0:
                 self._arrived.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)

@@ -1,4 +1,5 @@
-"""app.batching.MicroBatcher: grouping by shape, limits, the bounded queue, batching off, failures."""
+"""app.batching.MicroBatcher: grouping by shape, limits, the bounded queue, batching off, failures, and
+waiting for company only while requests are on their way (a lone request is dispatched at once)."""
 
 from __future__ import annotations
 
@@ -77,11 +78,85 @@ def test_full_queue_rejects_with_retry_after():
     assert all(r.retry_after_s >= 1 for r in rejected)
 
 
-def test_lone_request_waits_at_most_max_wait():
+async def arrive(batcher: MicroBatcher, x: np.ndarray, decode_s: float):
+    """A request as the service makes one: on its way for ``decode_s`` (decoding), then submitted."""
+    with batcher.expecting():
+        await asyncio.sleep(decode_s)
+    return await batcher.submit(x)
+
+
+def run_scenario(batcher: MicroBatcher, scenario):
+    async def main():
+        batcher.start()
+        try:
+            return await scenario()
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_lone_request_is_dispatched_without_waiting_for_company():
+    for decode_s in (0.0, 0.01):  # submitted directly, and announced while "decoding" like the service does
+        batcher = MicroBatcher(SlowModel(0.0), max_batch=8, max_wait_s=0.5, queue_size=8)
+        result = run_scenario(batcher, lambda b=batcher, d=decode_s: arrive(b, image(1), d))
+        assert result.batch_size == 1 and result.queue_s < 0.05, result.queue_s  # far below max_wait (0.5 s)
+
+
+def test_queued_request_waits_for_one_on_its_way():
     model = SlowModel(0.0)
-    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.03, queue_size=8)
-    [result] = asyncio.run(run_concurrently(batcher, [image(1)]))
-    assert 0.02 <= result.queue_s < 0.5
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.5, queue_size=8)
+
+    async def scenario():
+        return await asyncio.gather(arrive(batcher, image(1), 0.0), arrive(batcher, image(2), 0.06))
+
+    first, second = run_scenario(batcher, scenario)
+    assert model.batch_sizes == [2] and first.batch_size == second.batch_size == 2
+    assert 0.04 <= first.queue_s < 0.4  # it waited for the second one's decode, not the whole max_wait
+
+
+def test_wait_for_requests_on_their_way_is_bounded_by_max_wait():
+    model = SlowModel(0.0)
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.05, queue_size=8)
+
+    async def scenario():
+        return await asyncio.gather(arrive(batcher, image(1), 0.0), arrive(batcher, image(2), 0.4))
+
+    first, second = run_scenario(batcher, scenario)
+    assert model.batch_sizes == [1, 1]
+    assert 0.04 <= first.queue_s < 0.3 and second.queue_s < 0.05
+
+
+def test_a_request_that_fails_on_its_way_ends_the_wait():
+    model = SlowModel(0.0)
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.5, queue_size=8)
+
+    async def bad_upload():
+        with pytest.raises(ValueError), batcher.expecting():
+            await asyncio.sleep(0.03)
+            raise ValueError("not an image")
+
+    async def scenario():
+        result, _ = await asyncio.gather(arrive(batcher, image(1), 0.0), bad_upload())
+        return result
+
+    result = run_scenario(batcher, scenario)
+    assert batcher.on_its_way == 0 and result.batch_size == 1
+    assert 0.02 <= result.queue_s < 0.3  # dispatched when the other request failed, not after max_wait
+
+
+def test_staggered_arrivals_under_load_still_form_batches():
+    model = SlowModel(0.02)
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.005, queue_size=64)
+    decode_s = np.random.default_rng(0).uniform(0.0, 0.05, 24)
+
+    async def scenario():
+        return await asyncio.gather(*(arrive(batcher, image(i), d) for i, d in enumerate(decode_s)))
+
+    results = run_scenario(batcher, scenario)
+    for i, r in enumerate(results):
+        np.testing.assert_array_equal(r.output, np.full((3, 4, 4), 2 * i, np.float32))
+    assert sum(model.batch_sizes) == 24 and len(model.batch_sizes) <= 12  # a mean batch of 2 or more
 
 
 def test_batching_raises_throughput_under_concurrency():

@@ -87,8 +87,9 @@ async def transform(
     loaded = service.get_model(model)
     runtime = loaded.runtime
     label_request(request, runtime.name, runtime.provider)
-    decoded = await decode_upload(service, image, runtime.native_hw, size, timer)
-    x = await run_in_threadpool(preprocess, decoded.pixels, timer)
+    with loaded.batcher.expecting():  # queued requests may wait for this one to join their batch
+        decoded = await decode_upload(service, image, runtime.native_hw, size, timer)
+        x = await run_in_threadpool(preprocess, decoded.pixels, timer)
     try:
         result = await loaded.batcher.submit(x)
     except QueueFullError as e:
