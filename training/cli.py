@@ -12,18 +12,18 @@ import sys
 
 from training.errors import DistillError
 
-STAGES = (
+STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.teacher",
-    "model_zoo.cli",
-    "training.export",
     "training.directions",
     "training.pairs",
     "training.filters",
-    "training.trainer",
     "training.estimate",
+    "training.trainer",
+    "training.export",
+    "model_zoo.cli",
+    "training.evaluate",
     "app.cli",
     "training.quickstart",
-    "training.evaluate",
     "training.toyfaces",
 )
 
