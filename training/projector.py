@@ -254,7 +254,7 @@ def _check_target(G: nn.Module, target: torch.Tensor) -> None:
         )
 
 
-def _project(
+def project(
     G: nn.Module,
     target: torch.Tensor,
     *,
@@ -266,8 +266,13 @@ def _project(
     progress: Callable[[int, int, float], None] | None = None,
     w_avg_samples: int = 10_000,
     noise_weight: float = 1e5,
-) -> tuple[ProjectionResult, nn.Module]:
-    """The optimization loop; returns the result and the private synthesis copy holding the noise."""
+) -> ProjectionResult:
+    """Find the w (tiled to W+) whose synthesis best matches ``target`` [1,3,R,R] in [-1,1].
+
+    ``should_stop()`` is polled before every step; when it returns True, :class:`ProjectionStopped`
+    is raised (the service's timeout). ``progress(step, steps, loss)`` is called after every step.
+    Runs on G's device; G itself is left untouched.
+    """
     _check_target(G, target)
     if steps < 1:
         raise DistillError(f"projection steps must be >= 1, got {steps}")
@@ -316,33 +321,7 @@ def _project(
         buf.requires_grad_(False)
     ws = w_opt.detach().repeat(1, G.num_ws, 1)
     noise = {name: buf.detach() for name, buf in noise_bufs.items()}
-    return ProjectionResult(ws=ws, losses=losses, noise=noise), synthesis
-
-
-def project(
-    G: nn.Module,
-    target: torch.Tensor,
-    *,
-    steps: int = 1000,
-    lr: float = 0.1,
-    vgg16_path: str | os.PathLike | None = None,
-    seed: int = 0,
-    should_stop: Callable[[], bool] | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
-    w_avg_samples: int = 10_000,
-    noise_weight: float = 1e5,
-) -> ProjectionResult:
-    """Find the w (tiled to W+) whose synthesis best matches ``target`` [1,3,R,R] in [-1,1].
-
-    ``should_stop()`` is polled before every step; when it returns True, :class:`ProjectionStopped`
-    is raised (the service's timeout). ``progress(step, steps, loss)`` is called after every step.
-    Runs on G's device; G itself is left untouched.
-    """
-    result, _ = _project(
-        G, target, steps=steps, lr=lr, vgg16_path=vgg16_path, seed=seed, should_stop=should_stop,
-        progress=progress, w_avg_samples=w_avg_samples, noise_weight=noise_weight,
-    )
-    return result
+    return ProjectionResult(ws=ws, losses=losses, noise=noise)
 
 
 @torch.no_grad()
@@ -373,7 +352,6 @@ def legacy_edit(
 
     Extra keywords go to :func:`project` (lr, vgg16_path, seed, should_stop, progress, ...).
     """
-    result, synthesis = _project(G, target, steps=steps, **kw)
+    result = project(G, target, steps=steps, **kw)
     edited = apply_direction(result.ws, direction.to(result.ws.device), alpha, layers=tuple(layers), normalize=normalize)
-    with torch.no_grad():
-        return synthesis(edited, noise_mode="const")
+    return render(G, edited, result.noise)
