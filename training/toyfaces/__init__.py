@@ -3,6 +3,8 @@
     distill toyfaces render --out faces/ --seeds 0-15 --grid
     distill toyfaces train-attributes --out model_zoo/toyfaces-attributes
     distill toyfaces train-teacher --out runs/teacher --minutes 60        # re-run the same to resume
+    distill toyfaces evaluate-teacher --generator T.pt --direction age.npy --scorer attributes.onnx --out REPORT
+    distill toyfaces recipe                                               # every artifact of toyfaces-age
 """
 
 from __future__ import annotations
@@ -108,3 +110,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-teacher", help="regress a StyleGAN2 generator onto the renderer (resumable)")
     add_teacher_arguments(p)
     p.set_defaults(func=_run_train_teacher)
+
+    from training.toyfaces import recipe, teacher_report
+
+    p = sub.add_parser("evaluate-teacher", help="quality, attribute readability and age edit of a toy-face teacher",
+                       description=teacher_report.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    teacher_report.add_arguments(p)
+
+    p = sub.add_parser("recipe", help="re-create the shipped toyfaces-age model from scratch (fixed seeds)",
+                       description=recipe.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    recipe.add_arguments(p)

@@ -276,22 +276,24 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], faces: int = 1000, s
     """Held-out metrics on freshly rendered faces: MAE per attribute, glasses accuracy, quality separation."""
     images, labels = render_faces(range(seed0, seed0 + faces), size, "held-out faces")
     pred = predict(model, images)
-    mae = {a: float(np.abs(pred[:, i] - labels[:, i]).mean()) for i, a in enumerate(ATTRIBUTES) if i != GLASSES_INDEX}
-    glasses_acc = float(((pred[:, GLASSES_INDEX] >= 0.5) == (labels[:, GLASSES_INDEX] >= GLASSES_THRESHOLD)).mean())
-    adult_acc = float(((pred[:, 0] >= ADULT_AGE) == (labels[:, 0] >= ADULT_AGE)).mean())
     rng = np.random.default_rng(seed0)
     n = min(faces, 200)
     rejected = {}
     for kind in CORRUPTIONS:
         bad = np.stack([corrupt(images[i], kind, rng) for i in range(n)])
         rejected[kind] = float((predict(model, bad)[:, QUALITY_INDEX] < 0.5).mean())
+    return {"faces": faces, **readability(pred, labels), "corrupted_reject_rate": rejected}
+
+
+def readability(pred: np.ndarray, labels: np.ndarray) -> dict:
+    """How well scores [N,10] read the true labels [N,9]: MAE per attribute, glasses/adult accuracy, quality pass rate."""
+    assert pred.shape[0] == labels.shape[0] and pred.shape[1] == NUM_ATTRIBUTES + 1, (pred.shape, labels.shape)
+    mae = {a: float(np.abs(pred[:, i] - labels[:, i]).mean()) for i, a in enumerate(ATTRIBUTES) if i != GLASSES_INDEX}
     return {
-        "faces": faces,
         "mae": mae,
-        "glasses_accuracy": glasses_acc,
-        "adult_accuracy": adult_acc,
+        "glasses_accuracy": float(((pred[:, GLASSES_INDEX] >= 0.5) == (labels[:, GLASSES_INDEX] >= GLASSES_THRESHOLD)).mean()),
+        "adult_accuracy": float(((pred[:, 0] >= ADULT_AGE) == (labels[:, 0] >= ADULT_AGE)).mean()),
         "clean_pass_rate": float((pred[:, QUALITY_INDEX] >= 0.5).mean()),
-        "corrupted_reject_rate": rejected,
     }
 
 

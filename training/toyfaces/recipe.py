@@ -1,0 +1,251 @@
+"""`distill toyfaces recipe`: re-create the shipped ``toyfaces-age`` model from nothing, with fixed seeds.
+
+Every stage is the product's own command, run in order (the attribute model, the teacher, the age
+direction, 10,000 pairs, the adults/artifacts filter, the student, its export (with sample inputs), the
+teacher's report and ``distill evaluate``). A stage whose output exists is skipped and the training
+stages resume from their checkpoints, so an interrupted recipe is re-run with the same command.
+``OUT/recipe.json`` records each stage's command and wall-clock time.
+
+    distill toyfaces recipe                         # the shipped model (hours on 2 cores, see README)
+    distill toyfaces recipe --setting tiny --out /tmp/r --zoo /tmp/r/zoo   # a minute: the smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from training.atomic import atomic_write_json
+from training.errors import DistillError
+from training.toyfaces.attributes import ADULT_AGE, QUALITY_INDEX
+from training.toyfaces.renderer import ATTRIBUTES
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Every size, step count and seed of one recipe setting."""
+
+    name: str = "toyfaces-age"
+    resolution: int = 128
+    attribute_faces: int = 8000
+    attribute_epochs: int = 10
+    teacher_steps: int = 5000
+    teacher_channels: str | None = None  # None: the teacher trainer's default
+    teacher_batch: int = 16
+    teacher_perceptual: float = 1.0
+    teacher_attribute_weight: float = 1.0
+    fit_samples: int = 2000
+    fit_check: int = 200
+    truncation: float = 0.8
+    layers: str = "0:12"
+    alpha: float | None = None  # None: the direction fit's suggestion
+    pairs: int = 10_000
+    keep_age: float = ADULT_AGE  # adults only, as the seed system's domain filter
+    keep_quality: float = 0.5
+    student_preset: str = "slim"
+    student_options: tuple[str, ...] = ("--ngf", "16", "--lambda-l1", "10")
+    student_steps: int = 6000
+    student_batch: int = 4
+    teacher_eval: int = 1000
+    eval_num: int = 500
+    legacy_num: int = 20
+    legacy_steps: int = 200
+    timing_num: int = 100
+    seed: int = 0
+
+
+SETTINGS = {
+    "full": Setting(),
+    "tiny": Setting(name="toyfaces-age-tiny", resolution=32, attribute_faces=64, attribute_epochs=1, teacher_steps=4,
+                    teacher_channels="4:32,8:32,16:16,32:8", teacher_batch=4, fit_samples=48, fit_check=8,
+                    layers="0:8", pairs=24, keep_age=0.0, keep_quality=0.0, student_preset="tiny", student_options=(), student_steps=4,
+                    student_batch=2, teacher_eval=16, eval_num=6, legacy_num=1, legacy_steps=3, timing_num=2),
+}
+
+
+class Recipe:
+    """Runs the stages of a setting into a work folder and a model-zoo root."""
+
+    def __init__(self, setting: Setting, out: Path, zoo: Path, attribute_model: Path | None = None, threads: int = 0) -> None:
+        self.s, self.out, self.zoo, self.threads = setting, Path(out), Path(zoo), threads
+        self.entry = self.zoo / setting.name
+        self.own_attributes = attribute_model is None
+        self.attributes = Path(attribute_model) if attribute_model else self.zoo / "toyfaces-attributes" / "attributes.onnx"
+        self.teacher = self.out / "teacher"
+        self.direction = self.out / "age.npy"
+        self.pairs = self.out / "pairs"
+        self.student = self.out / "student"
+        self.log: list[dict[str, Any]] = []
+        self.earlier = self._earlier_seconds()
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _run(self, stage: str, argv: list[str], done: bool = False) -> None:
+        from training.cli import main
+
+        record = {"stage": stage, "command": "distill " + shlex.join(argv)}
+        earlier = self.earlier.get(stage, 0.0)
+        if done:
+            print(f"\n[{stage}] done already, skipped: {record['command']}", flush=True)
+            self.log.append({**record, "seconds": earlier})
+            return
+        print(f"\n[{stage}] $ {record['command']}", flush=True)
+        t0 = time.monotonic()
+        if main(argv) != 0:
+            raise DistillError(f"recipe stopped at stage {stage!r}; fix the error above and re-run the recipe to resume")
+        self.log.append({**record, "seconds": round(earlier + time.monotonic() - t0, 1)})
+        self._write_log()
+
+    def _earlier_seconds(self) -> dict[str, float]:
+        """Seconds each stage took in earlier (interrupted or finished) runs of this recipe, from recipe.json."""
+        path = self.out / "recipe.json"
+        if not path.is_file():
+            return {}
+        try:
+            stages = json.loads(path.read_text(encoding="utf-8")).get("stages", [])
+            return {r["stage"]: float(r.get("seconds", 0.0)) for r in stages}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return {}
+
+    def _write_log(self) -> None:
+        logged = {r["stage"] for r in self.log}
+        stages = self.log + [{"stage": k, "seconds": v} for k, v in self.earlier.items() if k not in logged]
+        atomic_write_json(self.out / "recipe.json", {"setting": asdict(self.s), "stages": stages,
+                                                     "seconds_total": round(sum(r["seconds"] for r in stages), 1)})
+
+    def _threads(self) -> list[str]:
+        return ["--threads", str(self.threads)] if self.threads else []
+
+    # -- stages --------------------------------------------------------------------------------------
+    def attribute_model(self) -> None:
+        s = self.s
+        self._run("attributes", ["toyfaces", "train-attributes", "--out", str(self.attributes.parent), "--faces",
+                                 str(s.attribute_faces), "--epochs", str(s.attribute_epochs), "--seed", str(s.seed),
+                                 *self._threads()], done=self.attributes.is_file())
+
+    def train_teacher(self) -> None:
+        s = self.s
+        argv = ["toyfaces", "train-teacher", "--out", str(self.teacher), "--steps", str(s.teacher_steps),
+                "--resolution", str(s.resolution), "--batch", str(s.teacher_batch), "--seed", str(s.seed),
+                "--perceptual", str(s.teacher_perceptual), "--attribute-weight", str(s.teacher_attribute_weight),
+                "--attribute-model", str(self.attributes), "--checkpoint-every", "250", "--eval-every", "250",
+                *self._threads()]
+        if s.teacher_channels:
+            argv += ["--channels", s.teacher_channels]
+        if (self.teacher / "checkpoints" / "latest.pt").is_file():
+            argv.append("--resume")
+        self._run("teacher", argv)
+
+    def fit_direction(self) -> None:
+        s = self.s
+        self._run("direction", ["direction", "fit", "--generator", str(self.teacher / "teacher.pt"), "--scorer",
+                                str(self.attributes), "--output-index", "0", "--attribute", "age", "--method", "all",
+                                "--num", str(s.fit_samples), "--check", str(s.fit_check), "--truncation", str(s.truncation),
+                                "--layers", s.layers, "--out", str(self.direction)], done=self.direction.is_file())
+
+    def alpha(self) -> float:
+        """The setting's alpha, or the fitted direction's suggestion."""
+        if self.s.alpha is not None:
+            return self.s.alpha
+        side = json.loads(self.direction.with_suffix(".json").read_text(encoding="utf-8"))
+        return round(float(side["suggested_alpha"]), 3)
+
+    def make_pairs(self) -> None:
+        s = self.s
+        self._run("pairs", ["pairs", "--generator", str(self.teacher / "teacher.pt"), "--direction", str(self.direction),
+                            "--alpha", str(self.alpha()), "--truncation", str(s.truncation), "--layers", s.layers,
+                            "--num", str(s.pairs), "--batch-size", "32", "--out", str(self.pairs)])
+
+    def filter_pairs(self) -> None:
+        self._run("filter", ["filter", str(self.pairs), "--onnx", str(self.attributes), "--on", "both",
+                             "--onnx-output", "age=0", "--onnx-output", f"quality={QUALITY_INDEX}",
+                             "--keep", f"age={self.s.keep_age}:", "--keep", f"quality={self.s.keep_quality}:"])
+
+    def train_student(self) -> None:
+        s = self.s
+        argv = ["train", str(self.pairs), "--out", str(self.student), "--preset", s.student_preset, *s.student_options,
+                "--max-steps", str(s.student_steps), "--batch-size", str(s.student_batch), "--workers", "1",
+                "--seed", str(s.seed), "--sample-every", str(max(s.student_steps // 10, 1))]
+        if (self.student / "checkpoints" / "latest.pt").is_file():
+            argv.append("--resume")
+        self._run("student", argv)
+
+    def export(self) -> None:
+        s = self.s
+        self._run("export", ["export", str(self.student), "--out", str(self.entry), "--variants", "int8", "--overwrite",
+                             "--attribute", "age", "--description",
+                             f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
+                             "trained offline on procedural faces (see training/toyfaces)"],
+                  done=(self.entry / "manifest.json").is_file())
+
+    def copy_reports(self) -> None:
+        """The filter's report and the attribute model card beside the entry (what the pairs went through)."""
+        for src in self.pairs.glob("filter_report*"):
+            if src.is_file():
+                shutil.copy2(src, self.entry / src.name)
+
+    def evaluate_teacher(self) -> None:
+        out = self.entry / "teacher_report"
+        self._run("teacher-report", ["toyfaces", "evaluate-teacher", "--generator", str(self.teacher / "teacher.pt"),
+                                     "--direction", str(self.direction), "--scorer", str(self.attributes),
+                                     "--num", str(self.s.teacher_eval), "--out", str(out), *self._threads()],
+                  done=(out / "report.json").is_file())
+
+    def evaluate(self) -> None:
+        s = self.s
+        out = self.entry / "evaluation"
+        others = [arg for i, a in enumerate(ATTRIBUTES) if a != "age" for arg in ("--other", f"{a}={i}")]
+        self._run("evaluate", ["evaluate", str(self.entry), "--out", str(out), "--scorer", str(self.attributes),
+                               "--attribute", "age=0", *others, "--num", str(s.eval_num), "--legacy-num",
+                               str(s.legacy_num), "--legacy-steps", str(s.legacy_steps), "--timing-num", str(s.timing_num),
+                               *self._threads()],
+                  done=(out / "report.json").is_file())
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        if self.own_attributes:
+            self.attribute_model()
+        elif not self.attributes.is_file():
+            raise DistillError(f"--attribute-model {self.attributes}: not found; omit it to train one")
+        self.train_teacher()
+        self.fit_direction()
+        self.make_pairs()
+        self.filter_pairs()
+        self.train_student()
+        self.export()
+        self.copy_reports()
+        self.evaluate_teacher()
+        self.evaluate()
+        self._write_log()
+        total = sum(r["seconds"] for r in self.log)
+        print(f"\nrecipe {self.s.name}: done ({time.monotonic() - t0:.0f} s this run, {total:.0f} s over all runs); "
+              f"entry {self.entry}; stage times in {self.out / 'recipe.json'}")
+        return self.entry
+
+
+def run(args: argparse.Namespace) -> int:
+    setting = SETTINGS[args.setting]
+    if args.teacher_steps:
+        setting = replace(setting, teacher_steps=args.teacher_steps)
+    if args.student_steps:
+        setting = replace(setting, student_steps=args.student_steps)
+    Recipe(setting, Path(args.out), Path(args.zoo), args.attribute_model, args.threads).run()
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="full", help="full (the shipped model) or tiny (a smoke test)")
+    p.add_argument("--out", default="runs/toyfaces", help="work folder: attribute model, teacher, direction, pairs, student")
+    p.add_argument("--zoo", default="model_zoo", help="model-zoo root that receives the entry (default model_zoo)")
+    p.add_argument("--attribute-model", type=Path, default=None,
+                   help="use this attribute model (default: ZOO/toyfaces-attributes/attributes.onnx, trained when absent)")
+    p.add_argument("--teacher-steps", type=int, default=None, help="override the setting's teacher steps")
+    p.add_argument("--student-steps", type=int, default=None, help="override the setting's student steps")
+    p.add_argument("--threads", type=int, default=0, help="torch/ORT threads of the stages that take it (0: default)")
+    p.set_defaults(func=run)
