@@ -80,3 +80,16 @@ def test_missing_attribute_model_and_alpha_are_clear_errors(tmp_path, tiny_recip
     np.save(bare, np.load(out / "age.npy"))
     with pytest.raises(DistillError, match="pass --alpha"):
         evaluate_teacher(out / "teacher" / "teacher.pt", bare, default_path(), num=4)
+
+
+def test_a_teacher_trained_further_makes_the_direction_stale_until_redo_from(tiny_recipe, capsys):
+    out, argv = tiny_recipe
+    assert main([*argv, "--teacher-steps", "5"]) != 0
+    err = capsys.readouterr().err
+    assert "fitted on an earlier state" in err and "--redo-from direction" in err
+    assert main([*argv, "--teacher-steps", "5", "--redo-from", "direction"]) == 0
+    text = capsys.readouterr().out
+    assert "removing" in text and "[export] $ distill export" in text and "[evaluate] $ distill evaluate" in text
+    teacher_sha = json.loads((out / "age.json").read_text())["generator"]["sha256"]
+    assert teacher_sha in (out / "pairs" / "dataset.json").read_text()
+    assert json.loads((out / "zoo" / "toyfaces-age-tiny" / "teacher_report" / "report.json").read_text())["generator_sha256"] == teacher_sha

@@ -8,6 +8,7 @@ stages resume from their checkpoints, so an interrupted recipe is re-run with th
 
     distill toyfaces recipe                         # the shipped model (hours on 2 cores, see README)
     distill toyfaces recipe --setting tiny --out /tmp/r --zoo /tmp/r/zoo   # a minute: the smoke test
+    distill toyfaces recipe --teacher-steps 20000 --redo-from direction    # train the teacher further, rebuild the rest
 """
 
 from __future__ import annotations
@@ -141,8 +142,37 @@ class Recipe:
             argv.append("--resume")
         self._run("teacher", argv)
 
+    def outputs(self) -> dict[str, list[Path]]:
+        """What each re-doable stage writes (and everything after it depends on), in pipeline order."""
+        return {"direction": [self.direction, self.direction.with_suffix(".json")], "pairs": [self.pairs],
+                "student": [self.student], "export": [self.entry]}
+
+    def redo_from(self, stage: str) -> None:
+        """Remove the outputs of ``stage`` and of every later stage, so the recipe re-creates them."""
+        stages = list(self.outputs())
+        for name in stages[stages.index(stage):]:
+            for path in self.outputs()[name]:
+                if path.is_dir():
+                    print(f"--redo-from {stage}: removing {path}/")
+                    shutil.rmtree(path)
+                elif path.exists():
+                    print(f"--redo-from {stage}: removing {path}")
+                    path.unlink()
+
+    def check_direction_is_current(self) -> None:
+        """A direction fitted on an older teacher (trained further since) would make stale pairs: refuse."""
+        from training.directions import file_sha256, read_sidecar
+
+        side = read_sidecar(self.direction) or {}
+        fitted_on = (side.get("generator") or {}).get("sha256")
+        if fitted_on and fitted_on != file_sha256(self.teacher / "teacher.pt"):
+            raise DistillError(f"{self.direction}: fitted on an earlier state of {self.teacher / 'teacher.pt'}; "
+                               "re-run the recipe with --redo-from direction to rebuild everything after the teacher")
+
     def fit_direction(self) -> None:
         s = self.s
+        if self.direction.is_file():
+            self.check_direction_is_current()
         self._run("direction", ["direction", "fit", "--generator", str(self.teacher / "teacher.pt"), "--scorer",
                                 str(self.attributes), "--output-index", "0", "--attribute", "age", "--method", "all",
                                 "--num", str(s.fit_samples), "--check", str(s.fit_check), "--truncation", str(s.truncation),
@@ -235,7 +265,10 @@ def run(args: argparse.Namespace) -> int:
         setting = replace(setting, teacher_steps=args.teacher_steps)
     if args.student_steps:
         setting = replace(setting, student_steps=args.student_steps)
-    Recipe(setting, Path(args.out), Path(args.zoo), args.attribute_model, args.threads).run()
+    recipe = Recipe(setting, Path(args.out), Path(args.zoo), args.attribute_model, args.threads)
+    if args.redo_from:
+        recipe.redo_from(args.redo_from)
+    recipe.run()
     return 0
 
 
@@ -247,5 +280,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use this attribute model (default: ZOO/toyfaces-attributes/attributes.onnx, trained when absent)")
     p.add_argument("--teacher-steps", type=int, default=None, help="override the setting's teacher steps")
     p.add_argument("--student-steps", type=int, default=None, help="override the setting's student steps")
+    p.add_argument("--redo-from", choices=("direction", "pairs", "student", "export"), default=None,
+                   help="remove this stage's outputs and every later stage's, then run (e.g. after training the teacher further)")
     p.add_argument("--threads", type=int, default=0, help="torch/ORT threads of the stages that take it (0: default)")
     p.set_defaults(func=run)

@@ -58,7 +58,7 @@ def evaluate_teacher(generator: str | Path, direction: str | Path, scorer: str |
                      alpha: float | None = None, truncation: float | None = None, layers: tuple[int, int] | None = None,
                      steps: int = 4, seed0: int = HELD_OUT_SEED0, grid_rows: int = 6) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(report, grids) for a teacher, its direction and the attribute model; alpha/truncation/layers default to the direction's."""
-    from training.directions import load_direction, read_sidecar, z_from_seeds
+    from training.directions import file_sha256, load_direction, read_sidecar, z_from_seeds
     from training.stylegan2 import load_generator
     from training.toyfaces.attributes import QUALITY_INDEX, AttributeScorer, predict, readability
     from training.toyfaces.renderer import ATTRIBUTES, params_from_z, render
@@ -101,7 +101,8 @@ def evaluate_teacher(generator: str | Path, direction: str | Path, scorer: str |
     last = sweep[-1]
     others = [a for a in ATTRIBUTES if a != "age"]
     report = {
-        "generator": str(generator), "direction": str(direction), "scorer": str(scorer),
+        "generator": str(generator), "generator_sha256": file_sha256(generator), "direction": str(direction),
+        "direction_sha256": file_sha256(direction), "scorer": str(scorer),
         "num": num, "seeds": [seed0, seed0 + num], "resolution": G.img_resolution,
         "quality": {"teacher_pass_rate": float((pred_teacher[:, QUALITY_INDEX] >= 0.5).mean()),
                     "render_pass_rate": float((pred_render[:, QUALITY_INDEX] >= 0.5).mean()),

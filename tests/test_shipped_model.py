@@ -1,0 +1,71 @@
+"""The shipped default model, `model_zoo/toyfaces-age`: it loads, the service answers with it out of the box, the
+edit really ages the faces, and its committed reports match the artifacts beside them."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from model_zoo.registry import default_root, get_entry, list_entries
+from training.toyfaces.attributes import QUALITY_INDEX, AttributeScorer, default_path, predict
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+NAME = "toyfaces-age"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def entry():
+    return get_entry(NAME)  # verifies the size and sha256 of every file in the manifest
+
+
+@pytest.fixture(scope="module")
+def client():
+    from tests.test_app_api import wait_ready
+
+    with TestClient(create_app(Settings(warmup_runs=1, legacy_workers=0))) as c:  # the defaults `make serve` uses
+        wait_ready(c)
+        yield c
+
+
+def test_it_is_the_default_zoos_only_entry_with_teacher_direction_and_samples(entry):
+    assert [e.name for e in list_entries(default_root())] == [NAME]
+    assert entry.teacher_path is not None and entry.direction_path is not None
+    assert {"fp32", "int8"} <= set(entry.variants)
+    assert len(list((entry.path / "samples").glob("*.png"))) >= 4
+
+
+def test_service_serves_it_by_default_and_the_faces_get_older(client, entry):
+    models = client.get("/models").json()
+    assert [m["name"] for m in models["models"]] == [NAME]
+    assert models["models"][0]["samples"]
+    scorer = AttributeScorer(default_path())
+    originals, edited = [], []
+    for path in sorted((entry.path / "samples").glob("*.png")):
+        r = client.post("/transform", files={"image": (path.name, path.read_bytes(), "image/png")}, data={"format": "png"})
+        assert r.status_code == 200 and r.headers["x-model"] == NAME, r.text
+        originals.append(np.asarray(Image.open(path).convert("RGB")))
+        edited.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
+    before, after = predict(scorer, np.stack(originals)), predict(scorer, np.stack(edited))
+    assert (after[:, 0] > before[:, 0]).all(), (before[:, 0], after[:, 0])  # every sample looks older
+    assert (after[:, QUALITY_INDEX] >= 0.5).mean() >= 0.75  # and is still a clean face
+
+
+def test_committed_reports_belong_to_this_entry(entry):
+    files = json.loads((entry.path / "manifest.json").read_text())["files"]
+    report = json.loads((entry.path / "evaluation" / "report.json").read_text())
+    assert report["entry"]["name"] == NAME and report["teacher"]["sha256"] == files["teacher.pt"]["sha256"]
+    assert report["seeds"]["count"] >= 500 and report["seeds"]["held_out_verified"] and report["legacy"]["n"] >= 20
+    teacher = json.loads((entry.path / "teacher_report" / "report.json").read_text())
+    assert teacher["num"] >= 1000 and teacher["generator_sha256"] == files["teacher.pt"]["sha256"]
+    assert teacher["direction_sha256"] == files["direction.npy"]["sha256"]
