@@ -14,16 +14,9 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(BIN)/pip install --quiet -c constraints-cpu.txt -e ".[dev]"
 	touch $@
 
-# Serve the shipped model zoo; when it has no entry yet, build the offline quickstart entry first.
-QUICKSTART_ZOO := runs/quickstart/zoo
+# Serve the shipped model zoo: model_zoo/toyfaces-age, the offline default (see README).
 serve: install
-	@if ls model_zoo/*/manifest.json >/dev/null 2>&1; then \
-		exec $(BIN)/distill serve --port $(PORT); \
-	else \
-		echo "model_zoo/ has no model yet: serving the offline quickstart entry (untrained teacher, brightness edit)"; \
-		[ -f $(QUICKSTART_ZOO)/quickstart-brightness/manifest.json ] || $(BIN)/distill quickstart --out runs/quickstart; \
-		DISTILL_MODEL_ZOO=$(QUICKSTART_ZOO) exec $(BIN)/distill serve --port $(PORT); \
-	fi
+	exec $(BIN)/distill serve --port $(PORT)
 
 test: install
 	$(BIN)/pytest
