@@ -103,26 +103,25 @@ def test_lone_request_is_dispatched_without_waiting_for_company():
         assert result.batch_size == 1 and result.queue_s < 0.05, result.queue_s  # far below max_wait (0.5 s)
 
 
-def test_queued_request_waits_for_one_on_its_way():
+def two_arrivals(max_wait_s: float, second_after_s: float):
+    """(model, first result, second result): one request now, another announced now and arriving later."""
     model = SlowModel(0.0)
-    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.5, queue_size=8)
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=max_wait_s, queue_size=8)
 
     async def scenario():
-        return await asyncio.gather(arrive(batcher, image(1), 0.0), arrive(batcher, image(2), 0.06))
+        return await asyncio.gather(arrive(batcher, image(1), 0.0), arrive(batcher, image(2), second_after_s))
 
-    first, second = run_scenario(batcher, scenario)
+    return (model, *run_scenario(batcher, scenario))
+
+
+def test_queued_request_waits_for_one_on_its_way():
+    model, first, second = two_arrivals(max_wait_s=0.5, second_after_s=0.06)
     assert model.batch_sizes == [2] and first.batch_size == second.batch_size == 2
     assert 0.04 <= first.queue_s < 0.4  # it waited for the second one's decode, not the whole max_wait
 
 
 def test_wait_for_requests_on_their_way_is_bounded_by_max_wait():
-    model = SlowModel(0.0)
-    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.05, queue_size=8)
-
-    async def scenario():
-        return await asyncio.gather(arrive(batcher, image(1), 0.0), arrive(batcher, image(2), 0.4))
-
-    first, second = run_scenario(batcher, scenario)
+    model, first, second = two_arrivals(max_wait_s=0.05, second_after_s=0.4)
     assert model.batch_sizes == [1, 1]
     assert 0.04 <= first.queue_s < 0.3 and second.queue_s < 0.05
 
