@@ -21,6 +21,7 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.trainer",
     "training.export",
     "model_zoo.cli",
+    "training.alignment.cli",
     "training.evaluate",
     "app.cli",
     "training.quickstart",

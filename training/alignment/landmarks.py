@@ -23,6 +23,7 @@ from training.errors import DistillError
 
 NUM_LANDMARKS = 68
 DETECT_MAX_SIDE = 640  # detection runs on a copy whose longer side is at most this many pixels
+DETECT_THRESHOLD = 0.3  # minimum detector score (see DlibDetector)
 PREDICTOR_FILE = "models/shape_predictor_68_face_landmarks.dat"
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) in pixels
@@ -57,10 +58,12 @@ class Landmarker(Protocol):
 class DlibDetector:
     """dlib's HOG frontal face detector (compiled into dlib; finds faces from about 80 pixels wide).
 
+    ``threshold`` is on the detector's score; dlib's own default, 0, lets through faint false positives on
+    photos (a score of 0.04 on the astronaut's patterned suit, where her face scores 1.5).
     dlib's detector objects must not be shared between threads, so each thread gets its own.
     """
 
-    def __init__(self, upsample: int = 0, threshold: float = 0.0) -> None:
+    def __init__(self, upsample: int = 0, threshold: float = DETECT_THRESHOLD) -> None:
         self.upsample = upsample
         self.threshold = threshold
         self._local = threading.local()

@@ -1,0 +1,224 @@
+"""`distill align`: FFHQ-aligned crops of the faces in a set of photos, with ``alignment.jsonl``.
+
+For evaluating a student on real photos, or feeding the projector. Output folder::
+
+    OUT/<photo>_<face:02d>.png   the aligned crops (FFHQ recipe, --size pixels)
+    OUT/alignment.jsonl          one row per face: source, face, file, size, quad (4 [x, y] in the photo),
+                                 landmarks (68 [x, y] in the photo), box, score
+    OUT/rejected.jsonl           one row per photo without a usable face: source, reason
+    OUT/align.json               the settings (a re-run must use the same ones)
+    OUT/report.md                counts and every rejected photo with its reason
+
+Every crop is written atomically before its row is appended, so an interrupted run is re-run as is: photos
+already in ``alignment.jsonl`` or ``rejected.jsonl`` are skipped (a torn last line is dropped and redone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from training.alignment.ffhq import align_face
+from training.alignment.landmarks import DETECT_MAX_SIDE, Face, default_finder
+from training.atomic import atomic_write_json, atomic_write_text
+from training.errors import DistillError
+from training.images import save_image
+
+ROWS = "alignment.jsonl"
+REJECTED = "rejected.jsonl"
+SETTINGS = "align.json"
+REPORT = "report.md"
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+FacesMode = Literal["largest", "all"]
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """One row of ``alignment.jsonl``: where an aligned crop came from (coordinates in source pixels)."""
+
+    source: str
+    face: int
+    file: str
+    size: int
+    quad: list[list[float]]
+    landmarks: list[list[float]]
+    box: list[float]
+    score: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One row of ``rejected.jsonl``: a photo that gave no crop, and why."""
+
+    source: str
+    reason: str
+
+
+def collect_photos(paths: list[str], out: Path) -> list[Path]:
+    """The photos named by ``paths`` (files, or folders searched recursively), resolved, sorted, without ``out``."""
+    photos: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            photos += [p for p in sorted(path.rglob("*"))
+                       if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and out.resolve() not in p.resolve().parents]
+        elif path.is_file():
+            photos.append(path)
+        else:
+            raise DistillError(f"{path}: no such file or folder; pass photos or folders of photos")
+    unique = sorted({p.resolve() for p in photos})
+    if not unique:
+        raise DistillError(f"no photos ({', '.join(PHOTO_SUFFIXES)}) in {', '.join(paths)}")
+    return unique
+
+
+def crop_stems(photos: list[Path]) -> dict[Path, str]:
+    """A file-name stem per photo: the photo's own, with a short hash of its path when two photos share it."""
+    counts: dict[str, int] = {}
+    for p in photos:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+            for p in photos}
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The JSON rows of a .jsonl file; a torn last line (an interrupted append) is dropped and the file repaired."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if lineno != len(lines):
+                raise DistillError(f"{path}:{lineno}: not JSON ({e}); delete the folder and re-run") from e
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def append_row(path: Path, row: AlignedFace | Rejected) -> None:
+    """Append one JSON line and flush it to disk."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(asdict(row)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_photo(path: Path) -> np.ndarray:
+    """uint8 RGB [H, W, 3], turned upright by its EXIF orientation."""
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Write ``align.json``, or refuse a re-run whose settings differ from the ones the folder was made with."""
+    path = out / SETTINGS
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        changed = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise DistillError(f"{path}: this folder was aligned with other settings ({what}); "
+                               "re-run with the same options or choose another --out")
+    else:
+        atomic_write_json(path, settings)
+
+
+def align_photo(photo: Path, image: np.ndarray, faces: list[Face], stem: str, out: Path, size: int,
+                mode: FacesMode) -> list[AlignedFace]:
+    """Write the crops of ``faces`` (largest first; only the first with ``mode="largest"``); their rows."""
+    rows = []
+    for index, face in enumerate(faces[:1] if mode == "largest" else faces):
+        crop, alignment = align_face(image, face.landmarks, size)
+        name = f"{stem}_{index:02d}.png"
+        save_image(out / name, crop)
+        rows.append(AlignedFace(
+            source=str(photo), face=index, file=name, size=size,
+            quad=np.round(alignment.quad, 3).tolist(), landmarks=face.landmarks.tolist(),
+            box=[round(v, 2) for v in face.box], score=round(face.score, 4),
+        ))
+    return rows
+
+
+def write_report(out: Path, settings: dict[str, Any]) -> Path:
+    """``report.md``: photos, faces, and every rejected photo with its reason."""
+    rows, rejected = read_rows(out / ROWS), read_rows(out / REJECTED)
+    photos = len({r["source"] for r in rows}) + len(rejected)
+    lines = [
+        "# distill align", "",
+        f"FFHQ alignment at {settings['size']} px, faces={settings['faces']}: {photos} photos, "
+        f"{len(rows)} aligned faces, {len(rejected)} photos rejected.", "",
+        "| rejected photo | reason |", "|---|---|",
+        *(f"| {r['source']} | {r['reason']} |" for r in rejected),
+    ]
+    return atomic_write_text(out / REPORT, "\n".join(lines) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.size < 8:
+        raise DistillError(f"--size {args.size}: the crop must be at least 8 pixels")
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"--out {out}: is a file; choose a folder")
+    photos = collect_photos(args.photos, out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"size": args.size, "faces": args.faces, "detect_max_side": args.detect_size,
+                "recipe": "ffhq", "resampling": "pillow"}
+    check_settings(out, settings)
+    done = {r["source"] for r in read_rows(out / ROWS)} | {r["source"] for r in read_rows(out / REJECTED)}
+    todo = [p for p in photos if str(p) not in done]
+    stems = crop_stems(photos)
+    finder = replace(default_finder(), detect_max_side=args.detect_size)
+    counts = {"faces": 0, "rejected": 0, "skipped": len(photos) - len(todo)}
+    bar = tqdm(todo, desc="align", unit="photo")
+    for photo in bar:
+        try:
+            image = load_photo(photo)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            append_row(out / REJECTED, Rejected(str(photo), f"unreadable image: {e}"))
+            counts["rejected"] += 1
+            continue
+        faces = finder.find(image)
+        if not faces:
+            append_row(out / REJECTED, Rejected(str(photo), "no face found (dlib frontal face detector)"))
+            counts["rejected"] += 1
+            continue
+        for row in align_photo(photo, image, faces, stems[photo], out, args.size, args.faces):
+            append_row(out / ROWS, row)
+            counts["faces"] += 1
+        bar.set_postfix(counts)
+    report = write_report(out, settings)
+    print(f"aligned {counts['faces']} faces, rejected {counts['rejected']} photos, skipped {counts['skipped']} "
+          f"already done; {out / ROWS}, report {report}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "align", help="FFHQ-aligned face crops of photos, with alignment.jsonl",
+        description="Example: distill align photos/ --out data/aligned --size 1024 --faces all. Detects faces "
+                    "(dlib), finds 68 landmarks and crops each face as FFHQ was built; writes the crops, "
+                    "alignment.jsonl (quad and landmarks in the photo) and report.md. Re-run to resume.",
+    )
+    p.add_argument("photos", nargs="+", metavar="PHOTOS", help="photos, or folders searched recursively")
+    p.add_argument("--out", required=True, help="output folder (crops, alignment.jsonl, report.md)")
+    p.add_argument("--size", type=int, default=1024, help="side of the aligned crops in pixels (default 1024, FFHQ's)")
+    p.add_argument("--faces", choices=("largest", "all"), default="largest",
+                   help="crop the largest face of each photo (default) or every face")
+    p.add_argument("--detect-size", type=int, default=DETECT_MAX_SIDE,
+                   help=f"detect on a copy this many pixels on its longer side (default {DETECT_MAX_SIDE}; "
+                        "larger finds smaller faces, slower); landmarks always use the full photo")
+    p.set_defaults(func=run)
