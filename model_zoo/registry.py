@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from training.atomic import atomic_write_json
 from training.errors import DistillError
@@ -33,6 +33,9 @@ ENV_ROOT = "DISTILL_MODEL_ZOO"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 ENTRY_FILE_MODE = 0o644
+
+InputAlignment = Literal["ffhq", "none"]
+ALIGNMENTS: tuple[str, ...] = get_args(InputAlignment)
 
 
 class ModelZooError(DistillError):
@@ -91,6 +94,14 @@ class ModelEntry:
     def stride(self) -> int:
         """Input H and W must be multiples of this."""
         return int(self.manifest["input"]["stride"])
+
+    @property
+    def alignment(self) -> InputAlignment:
+        """How the model expects its input framed: ``ffhq`` (FFHQ-aligned faces) or ``none`` (as given).
+
+        Manifests written before the field existed have none: they load as ``none``.
+        """
+        return cast(InputAlignment, self.manifest["input"].get("alignment", "none"))
 
     @property
     def teacher_path(self) -> Path | None:
@@ -156,6 +167,8 @@ def validate_manifest(manifest: Any) -> None:
     for key, expected in (("layout", "NCHW"), ("dtype", "float32")):
         if key in inp and inp[key] != expected:
             raise ValueError(f"input.{key} must be {expected!r}, got {inp[key]!r}")
+    if inp.get("alignment", "none") not in ALIGNMENTS:
+        raise ValueError(f"input.alignment must be one of {', '.join(ALIGNMENTS)}, got {inp['alignment']!r}")
 
     files = manifest["files"]
     if not isinstance(files, dict):

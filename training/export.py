@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from model_zoo.registry import _NAME_RE, MANIFEST, ModelEntry, sha256_file, write_entry
+from model_zoo.registry import _NAME_RE, ALIGNMENTS, MANIFEST, ModelEntry, sha256_file, write_entry
 from training.atomic import atomic_write_bytes
 from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
 from training.errors import DistillError
@@ -473,7 +473,7 @@ def _manifest(args: argparse.Namespace, name: str, source: StudentSource, size: 
         "description": description,
         "edit": side["edit"],
         "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": list(size), "channels": 3,
-                  "range": [-1, 1], "stride": source.stride, "size_source": size_origin,
+                  "range": [-1, 1], "stride": source.stride, "size_source": size_origin, "alignment": args.alignment,
                   "normalization": "x / 127.5 - 1 on uint8 RGB (pix2pixHD's (x/255 - 0.5) / 0.5)"},
         "output": {"name": "output", "layout": "NCHW", "dtype": "float32", "range": [-1, 1],
                    "denormalization": "clip((y + 1) * 127.5, 0, 255) as uint8 RGB"},
@@ -515,6 +515,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize", action="store_true", help="the direction is normalized per layer (default: the dataset's)")
     p.add_argument("--attribute", help="name of the edit, e.g. age (default: the direction's)")
     p.add_argument("--size", help="native input size HxW (default: the training size from run.json)")
+    p.add_argument("--alignment", choices=ALIGNMENTS, default="none",
+                   help="input framing the student expects: ffhq (a teacher trained on FFHQ-aligned faces: the service "
+                        "aligns uploads and pastes the edit back) or none (the upload is centre-cropped; default)")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument("--timing-repeats", type=int, default=5, help="timed runs per variant at the native size (0: skip fp32 timing)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry at --out")
