@@ -9,6 +9,9 @@ The response size is chosen by ``size``:
 - ``crop``: the edited crop scaled back to the crop's size in the upload.
 - ``original``: the upload's full size; the edited crop is pasted back over the centred region.
 
+Models that expect FFHQ-aligned faces (manifest ``input.alignment: ffhq``) frame the upload in
+:mod:`app.faces` instead: face detection, the FFHQ crop, and a feathered paste-back.
+
 Every bad upload maps to a :class:`~app.errors.ServiceError` (4xx with a JSON reason), never a 500.
 Pixel counts are checked from the header, before any pixel is decoded, so a tiny file declaring
 huge dimensions (a decompression bomb) costs nothing.
@@ -107,12 +110,12 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def decode(data: bytes, *, native_hw: tuple[int, int], max_bytes: int, max_pixels: int,
-           keep_original: bool = False) -> Decoded:
-    """Validate and decode an upload, honour EXIF rotation, centre-crop and resize to ``native_hw`` (H, W).
+def open_upload(data: bytes, *, max_bytes: int, max_pixels: int,
+                draft_hw: tuple[int, int] | None = None) -> tuple[Image.Image, str, tuple[int, int]]:
+    """Validate and decode an upload, honour EXIF rotation: (upright RGB picture, format, (W, H) from the header).
 
-    ``keep_original`` keeps the full-resolution upright picture for :func:`restore_geometry`; without it a
-    JPEG may be decoded at a reduced scale (libjpeg's DCT scaling), as long as the crop stays native-sized.
+    With ``draft_hw`` (H, W) a JPEG may be decoded at a reduced scale (libjpeg's DCT scaling), as long as a
+    centred crop of that size still fits at full detail.
     """
     fmt = check_upload(data, max_bytes)
     try:
@@ -128,11 +131,10 @@ def decode(data: bytes, *, native_hw: tuple[int, int], max_bytes: int, max_pixel
                 413, "too_many_pixels",
                 f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
             )
-        out_h, out_w = native_hw
-        if fmt == "JPEG" and not keep_original:
+        if fmt == "JPEG" and draft_hw is not None:
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the crop stays at least native-sized
             # (whatever the EXIF rotation: the shorter side must cover the longer native side).
-            scale = max(out_w, out_h) / min(width, height)
+            scale = max(draft_hw) / min(width, height)
             im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
         try:
             im.load()
@@ -140,10 +142,23 @@ def decode(data: bytes, *, native_hw: tuple[int, int], max_bytes: int, max_pixel
             rgb = to_rgb(im)
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ServiceError(400, "corrupt_image", f"the {fmt} file is truncated or corrupt: {e}") from e
+    return rgb, fmt, (width, height)
+
+
+def decode(data: bytes, *, native_hw: tuple[int, int], max_bytes: int, max_pixels: int,
+           keep_original: bool = False) -> Decoded:
+    """Validate and decode an upload, honour EXIF rotation, centre-crop and resize to ``native_hw`` (H, W).
+
+    ``keep_original`` keeps the full-resolution upright picture for :func:`restore_geometry`; without it a
+    JPEG may be decoded at a reduced scale (libjpeg's DCT scaling), as long as the crop stays native-sized.
+    """
+    rgb, fmt, size = open_upload(data, max_bytes=max_bytes, max_pixels=max_pixels,
+                                 draft_hw=None if keep_original else native_hw)
+    out_h, out_w = native_hw
     box = center_box(rgb.width, rgb.height, out_w / out_h)
     # Crop first: resizing with ``box=`` would let the filter see pixels outside the crop.
     pixels = np.asarray(rgb.crop(box).resize((out_w, out_h), Image.BICUBIC, reducing_gap=3.0))
-    return Decoded(pixels, fmt, (width, height), box, rgb if keep_original else None)
+    return Decoded(pixels, fmt, size, box, rgb if keep_original else None)
 
 
 def restore_geometry(edited: np.ndarray, decoded: Decoded, size: str) -> np.ndarray:

@@ -36,7 +36,8 @@ REQUEST_LATENCY = Histogram(
 )
 STAGE_LATENCY = Histogram(
     "distill_stage_duration_seconds",
-    "Time spent per request in each stage (decode, preprocess, queue, inference, postprocess, encode, projection).",
+    "Time spent per request in each stage (decode, detect, align, preprocess, queue, inference, postprocess, "
+    "pasteback, encode, projection).",
     ["endpoint", "stage", "model", "provider"],
     buckets=LATENCY_BUCKETS,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
 
 
@@ -30,6 +32,7 @@ class ModelInfo(BaseModel):
     description: str
     edit: dict | None
     input_size: tuple[int, int]
+    alignment: Literal["ffhq", "none"]  # the input framing the model expects (align=auto applies it)
     provider: str
     provider_reason: str
     variant: str

@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import ServiceError
@@ -18,6 +20,7 @@ from app.legacy import LegacyExecutor, LegacyJob, edit_from_manifest
 from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH
 from app.runtime import ModelRuntime, load_runtime
 from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
+from training.alignment.landmarks import FaceFinder, default_finder
 from training.errors import DistillError
 
 log = logging.getLogger("app.service")
@@ -69,6 +72,7 @@ class Service:
         self.default_model: str | None = None
         self.ready = False
         self.load_error: str | None = None
+        self._face_finder: FaceFinder | None = None
         self.legacy = LegacyExecutor(
             settings.legacy_workers, settings.legacy_queue, settings.legacy_timeout_s, settings.legacy_threads,
             on_depth=QUEUE_DEPTH.labels("legacy-projection").set,
@@ -101,7 +105,10 @@ class Service:
 
     def _load_all(self) -> list[ModelRuntime]:
         runtimes = []
-        for entry in select_entries(self.settings):
+        entries = select_entries(self.settings)
+        if any(entry.alignment == "ffhq" for entry in entries):
+            self.face_finder()
+        for entry in entries:
             runtime = load_runtime(entry, self.settings)
             seconds = runtime.warm_up(self.settings.warmup_runs, self._max_batch(runtime))
             h, w = runtime.native_hw
@@ -111,6 +118,15 @@ class Service:
                      runtime.provider, runtime.provider_reason, runtime.variant, seconds)
             runtimes.append(runtime)
         return runtimes
+
+    def face_finder(self) -> FaceFinder:
+        """The face detector and landmarker (loaded on first use: at start when a served model expects FFHQ faces)."""
+        if self._face_finder is None:
+            finder = default_finder()
+            finder.find(np.zeros((64, 64, 3), np.uint8))  # warm-up
+            log.info("face alignment ready: dlib frontal face detector, 68-point landmarks")
+            self._face_finder = finder
+        return self._face_finder
 
     def _max_batch(self, runtime: ModelRuntime) -> int:
         """The configured max batch, capped by a fixed batch size in the model's ONNX input."""

@@ -169,6 +169,8 @@ def validate_manifest(manifest: Any) -> None:
             raise ValueError(f"input.{key} must be {expected!r}, got {inp[key]!r}")
     if inp.get("alignment", "none") not in ALIGNMENTS:
         raise ValueError(f"input.alignment must be one of {', '.join(ALIGNMENTS)}, got {inp['alignment']!r}")
+    if inp.get("alignment") == "ffhq" and size[0] != size[1]:
+        raise ValueError(f"input.alignment 'ffhq' crops square faces; input.size {size} is not square")
 
     files = manifest["files"]
     if not isinstance(files, dict):

@@ -53,3 +53,8 @@ def test_manifests_without_the_field_load_as_none(checkpoint, tmp_path):
 def test_the_shipped_entries_stay_unaligned():
     assert {e.name: e.alignment for e in list_entries(default_root()) if e.name == "toyfaces-age"} == {
         "toyfaces-age": "none"}
+
+
+def test_an_ffhq_model_must_be_square(checkpoint, tmp_path, capsys):
+    assert export(checkpoint, tmp_path / "wide", "--alignment", "ffhq", "--size", "32x64") == 2
+    assert "--alignment ffhq: FFHQ crops are square" in capsys.readouterr().err

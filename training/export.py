@@ -333,13 +333,17 @@ def _teacher_and_direction(args: argparse.Namespace, views: DataViews | None, st
             "truncation": meta.get("truncation")}
 
 
-def _copy_samples(views: DataViews | None, staging: Path) -> list[str]:
-    """samples/: a few held-out input images (teacher originals) for the service's demo page."""
-    if views is None:
+def _copy_samples(views: DataViews | None, staging: Path, extra: list[str] | None = None) -> list[str]:
+    """samples/: a few held-out input images (teacher originals, and ``extra`` pictures) for the service's demo page."""
+    sources = ([] if views is None else list(views.sample_files)) + [Path(p) for p in extra or []]
+    if not sources:
         return []
+    for src in sources:
+        if not src.is_file():
+            raise DistillError(f"--samples {src}: no such image file")
     (staging / "samples").mkdir()
     names = []
-    for src in views.sample_files:
+    for src in sources:
         name = f"samples/{src.name}"
         shutil.copyfile(src, staging / name)
         names.append(name)
@@ -385,6 +389,9 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
 
     source = load_source(args.run)
     size, size_origin = _native_size(source, args.size)
+    if args.alignment == "ffhq" and size[0] != size[1]:
+        raise DistillError(f"--alignment ffhq: FFHQ crops are square, the input size is {size[0]}x{size[1]} "
+                           f"({size_origin}); pass a square --size")
     dataset = _run_dataset(source, args.calibration)
     if "int8" in variants and dataset is None:
         raise DistillError("--variants int8 needs calibration images from the training data: pass --calibration DATASET")
@@ -425,7 +432,7 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
         files += side["files"]
         preview = _write_preview(onnx_path, staging, views, size)
         files.append(preview["file"])
-        files += _copy_samples(views, staging)
+        files += _copy_samples(views, staging, args.samples)
         manifest = _manifest(args, name, source, size, size_origin, views, variant_records, refused, parity, side, preview)
         entry = write_entry(staging, manifest, files)
         _swap_into_place(staging, out)
@@ -518,6 +525,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--alignment", choices=ALIGNMENTS, default="none",
                    help="input framing the student expects: ffhq (a teacher trained on FFHQ-aligned faces: the service "
                         "aligns uploads and pastes the edit back) or none (the upload is centre-cropped; default)")
+    p.add_argument("--samples", nargs="+", metavar="IMAGE", default=None,
+                   help="more demo-page inputs to ship in samples/ beside the held-out teacher originals (e.g. real photos)")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument("--timing-repeats", type=int, default=5, help="timed runs per variant at the native size (0: skip fp32 timing)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry at --out")

@@ -14,16 +14,23 @@ from app.legacy import (
     LegacyUnavailableError,
 )
 from app.routers.transform import (
+    ALIGN_FIELD,
+    FACES_FIELD,
     FORMAT_FIELD,
     IMAGE_FIELD,
     IMAGE_RESPONSES,
     MODEL_FIELD,
     SIZE_FIELD,
+    Align,
+    Faces,
     Format,
     Size,
+    aligned,
     decode_upload,
+    face_headers,
     finish,
     image_response,
+    inputs_of,
 )
 from app.schemas import ErrorBody
 from app.service import Service
@@ -44,11 +51,14 @@ async def legacy_transform(
     format: Format = FORMAT_FIELD,
     size: Size = SIZE_FIELD,
     steps: int | None = STEPS_FIELD,
+    align: Align = ALIGN_FIELD,
+    faces: Faces = FACES_FIELD,
     service: Service = Depends(get_service),
 ) -> Response:
     """Edit a photo the slow way: optimise a latent for it (NVlabs projector), add the direction, synthesize.
 
-    Same contract as ``/transform``; the work runs in a bounded pool of processes with a timeout (504).
+    Same contract as ``/transform`` (with ``faces=all``, one projection per face, one after the other); the
+    work runs in a bounded pool of processes with a timeout (504).
     """
     timer = StageTimer()
     loaded = service.get_model(model)
@@ -62,21 +72,26 @@ async def legacy_transform(
     steps = steps or s.legacy_steps
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
-    decoded = await decode_upload(service, image, entry.input_size, size, timer)
+    upload = await decode_upload(service, image, entry.input_size, size, timer, align=aligned(loaded, align),
+                                 faces=faces)
     job = service.legacy_job(loaded, steps)
+    edited = []
     with timer.stage("projection"):
         try:
-            pixels, info = await service.legacy.run(job, decoded.pixels)
+            for pixels in inputs_of(upload):
+                result, info = await service.legacy.run(job, pixels)
+                edited.append(result)
         except LegacyBusyError as e:
             raise ServiceError(503, "legacy_busy", str(e), headers={"Retry-After": "5"}) from e
         except LegacyUnavailableError as e:
             raise ServiceError(503, "legacy_unavailable", str(e), headers={"Retry-After": "1"}) from e
         except LegacyTimeoutError as e:
             raise ServiceError(504, "legacy_timeout", f"{e}; ask for fewer steps") from e
-    content = await run_in_threadpool(finish, pixels, decoded, size, format, s.output_quality, timer)
+    content = await run_in_threadpool(finish, edited, upload, size, format, s.output_quality, timer)
     timer.observe("/legacy/transform", entry.name, PROVIDER)
     return image_response(content, format, timer, {
         "X-Model": entry.name,
         "X-Provider": PROVIDER,
         "X-Steps": str(info["steps"]),
+        **face_headers(upload),
     })

@@ -20,6 +20,7 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         description=entry.manifest.get("description", ""),
         edit=entry.manifest.get("edit"),
         input_size=entry.input_size,
+        alignment=entry.alignment,
         provider=runtime.provider,
         provider_reason=runtime.provider_reason,
         variant=runtime.variant,

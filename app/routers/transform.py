@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 import numpy as np
@@ -9,18 +10,22 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from app import faces as face_path
 from app import imaging
 from app.batching import QueueFullError
 from app.dependencies import get_service, label_request, read_upload
 from app.errors import ServiceError
 from app.schemas import ErrorBody
-from app.service import Service
+from app.service import LoadedModel, Service
 from app.timing import StageTimer
 
 router = APIRouter(tags=["transform"])
 
 Format = Literal["jpeg", "png", "webp"]
 Size = Literal["native", "crop", "original"]
+Align = Literal["auto", "off"]
+Faces = face_path.FacesMode
+Upload = imaging.Decoded | face_path.AlignedUpload
 
 IMAGE_RESPONSES = {
     200: {"content": {t: {} for t in imaging.MEDIA_TYPES.values()}, "description": "The edited image."},
@@ -30,42 +35,75 @@ IMAGE_FIELD = File(..., description="The photo: JPEG, PNG or WebP.")
 MODEL_FIELD = Form(None, description="Model-zoo entry (default: the service's default model).")
 FORMAT_FIELD = Form("jpeg", description="Encoding of the returned image (PNG costs ~30 ms at 512 px).")
 SIZE_FIELD = Form("native", description="native: the model's size; crop: the crop's size in the upload; "
-                                        "original: the upload's size, the edited crop pasted back.")
+                                        "original: the upload's size, the edit pasted back.")
+ALIGN_FIELD = Form("auto", description="auto: frame the upload as the model expects (its manifest's "
+                                       "input.alignment: FFHQ face alignment, or a centred crop); off: centred crop.")
+FACES_FIELD = Form("largest", description="With FFHQ alignment: edit the largest face, or all faces "
+                                          "(all needs size=original).")
+
+
+def aligned(loaded: LoadedModel, align: Align) -> bool:
+    """Whether this request takes the face path: the model expects FFHQ faces and the client did not opt out."""
+    return align == "auto" and loaded.entry.alignment == "ffhq"
 
 
 async def decode_upload(service: Service, image: UploadFile, native_hw: tuple[int, int], size: str,
-                        timer: StageTimer) -> imaging.Decoded:
-    """Read, validate, decode, crop and resize the upload in a worker thread (timed as ``decode``)."""
+                        timer: StageTimer, *, align: bool = False, faces: Faces = "largest") -> Upload:
+    """Read, validate and decode the upload in a worker thread (timed ``decode``), then frame it for the model:
+    a centred crop, or (``align``) the FFHQ crops of its faces (timed ``detect`` and ``align``)."""
     s = service.settings
+    if align:
+        face_path.check_request(size, faces)
     data = await read_upload(image, s.max_upload_bytes)
+    if not align:
+        with timer.stage("decode"):
+            return await run_in_threadpool(
+                imaging.decode, data, native_hw=native_hw, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels,
+                keep_original=size != "native",
+            )
     with timer.stage("decode"):
-        return await run_in_threadpool(
-            imaging.decode, data, native_hw=native_hw, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels,
-            keep_original=size != "native",
-        )
+        photo, fmt, _ = await run_in_threadpool(imaging.open_upload, data, max_bytes=s.max_upload_bytes,
+                                                max_pixels=s.max_pixels)
+    return await run_in_threadpool(face_path.align_upload, photo, fmt, service.face_finder(), native_hw[0], faces,
+                                   timer)
 
 
-def finish(edited: np.ndarray, decoded: imaging.Decoded, size: str, fmt: str, quality: int,
+def inputs_of(upload: Upload) -> list[np.ndarray]:
+    """The native-size pictures the model edits: one centred crop, or one aligned crop per face."""
+    return upload.crops if isinstance(upload, face_path.AlignedUpload) else [upload.pixels]
+
+
+def finish(edited: list[np.ndarray], upload: Upload, size: str, fmt: str, quality: int,
            timer: StageTimer) -> bytes:
     """Apply the geometry policy and encode (run in a worker thread: both cost milliseconds at full size)."""
-    with timer.stage("postprocess"):
-        edited = imaging.restore_geometry(edited, decoded, size)
+    if isinstance(upload, face_path.AlignedUpload):
+        picture = face_path.restore(edited, upload, size, timer)
+    else:
+        with timer.stage("postprocess"):
+            picture = imaging.restore_geometry(edited[0], upload, size)
     with timer.stage("encode"):
-        return imaging.encode(edited, fmt, quality)
+        return imaging.encode(picture, fmt, quality)
 
 
-def preprocess(pixels: np.ndarray, timer: StageTimer) -> np.ndarray:
-    """uint8 picture -> the model's float input (in a worker thread: milliseconds at 512 px)."""
+def face_headers(upload: Upload) -> dict[str, str]:
+    """``X-Faces`` and ``X-Face-Boxes`` (``left,top,right,bottom;...`` in upright upload pixels) on the face path."""
+    if not isinstance(upload, face_path.AlignedUpload):
+        return {}
+    return {"X-Faces": str(len(upload.faces)), "X-Face-Boxes": upload.boxes_header()}
+
+
+def preprocess(pictures: list[np.ndarray], timer: StageTimer) -> list[np.ndarray]:
+    """uint8 pictures -> the model's float inputs (in a worker thread: milliseconds at 512 px)."""
     with timer.stage("preprocess"):
-        return imaging.to_input(pixels)
+        return [imaging.to_input(p) for p in pictures]
 
 
-def finish_output(output: np.ndarray, decoded: imaging.Decoded, size: str, fmt: str, quality: int,
+def finish_output(outputs: list[np.ndarray], upload: Upload, size: str, fmt: str, quality: int,
                   timer: StageTimer) -> bytes:
-    """The model's float output -> uint8 picture -> :func:`finish` (in a worker thread)."""
+    """The model's float outputs -> uint8 pictures -> :func:`finish` (in a worker thread)."""
     with timer.stage("postprocess"):
-        edited = imaging.from_output(output)
-    return finish(edited, decoded, size, fmt, quality, timer)
+        edited = [imaging.from_output(y) for y in outputs]
+    return finish(edited, upload, size, fmt, quality, timer)
 
 
 def image_response(content: bytes, fmt: str, timer: StageTimer, headers: dict[str, str]) -> Response:
@@ -80,29 +118,39 @@ async def transform(
     model: str | None = MODEL_FIELD,
     format: Format = FORMAT_FIELD,
     size: Size = SIZE_FIELD,
+    align: Align = ALIGN_FIELD,
+    faces: Faces = FACES_FIELD,
     service: Service = Depends(get_service),
 ) -> Response:
-    """Edit a photo with the distilled student (center-crop to the model's aspect, resize to its native size)."""
+    """Edit a photo with the distilled student.
+
+    The upload is framed as the model expects (``align=auto``): FFHQ-aligned face crops for a model whose
+    manifest says ``input.alignment: ffhq`` (the edit is pasted back into the photo with ``size=original``),
+    otherwise a centred crop resized to the native size.
+    """
     timer = StageTimer()
     loaded = service.get_model(model)
     runtime = loaded.runtime
     label_request(request, runtime.name, runtime.provider)
     with loaded.batcher.expecting():  # queued requests may wait for this one to join their batch
-        decoded = await decode_upload(service, image, runtime.native_hw, size, timer)
-        x = await run_in_threadpool(preprocess, decoded.pixels, timer)
+        upload = await decode_upload(service, image, runtime.native_hw, size, timer, align=aligned(loaded, align),
+                                     faces=faces)
+        xs = await run_in_threadpool(preprocess, inputs_of(upload), timer)
     try:
-        result = await loaded.batcher.submit(x)
+        # several faces are submitted together, so they usually share a batch
+        results = await asyncio.gather(*(loaded.batcher.submit(x) for x in xs))
     except QueueFullError as e:
         raise ServiceError(503, "queue_full", f"{e}; retry in {e.retry_after_s} s",
                            headers={"Retry-After": str(e.retry_after_s)}) from e
-    timer.add("queue", result.queue_s)
-    timer.add("inference", result.inference_s)
-    content = await run_in_threadpool(finish_output, result.output, decoded, size, format,
+    timer.add("queue", max(r.queue_s for r in results))
+    timer.add("inference", max(r.inference_s for r in results))
+    content = await run_in_threadpool(finish_output, [r.output for r in results], upload, size, format,
                                       service.settings.output_quality, timer)
     timer.observe("/transform", runtime.name, runtime.provider)
     return image_response(content, format, timer, {
         "X-Model": runtime.name,
         "X-Provider": runtime.provider,
         "X-Variant": runtime.variant,
-        "X-Batch-Size": str(result.batch_size),
+        "X-Batch-Size": str(max(r.batch_size for r in results)),
+        **face_headers(upload),
     })
