@@ -13,8 +13,10 @@ from training.errors import DistillError
 from training.toyfaces.renderer import (
     ATTRIBUTES,
     NUM_PARAMS,
+    POSE,
     FaceParams,
     params_from_z,
+    region_boxes,
     render,
     render_seed,
     sample_params,
@@ -111,3 +113,34 @@ def test_cli_render_writes_images_and_labels(tmp_path, capsys):
     assert (tmp_path / "00000009.png").is_file() and (tmp_path / "grid.png").is_file()
     assert main(["toyfaces", "render", "--out", str(tmp_path), "--seeds", "a-b"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_the_domain_is_aligned_by_default():
+    z = sample_z(5)
+    aligned, free = params_from_z(z), params_from_z(z, aligned=False)
+    assert all(getattr(aligned, f) == 0.5 for f in POSE) and any(getattr(free, f) != 0.5 for f in POSE)
+    assert aligned == free.aligned() and aligned.labels().tolist() == free.labels().tolist()
+    # aligned faces put the eyes at the same pixels: the eye region varies far less across faces than unaligned
+    eyes = region_boxes(128)["eyes"]
+    y0, y1, x0, x1 = eyes
+    assert 0 <= y0 < y1 <= 128 and 0 <= x0 < x1 <= 128
+
+    def spread(aligned_flag: bool) -> float:
+        ims = np.stack([render(sample_params(s, aligned=aligned_flag), 128)[y0:y1, x0:x1] for s in range(12)]).astype(float)
+        dark = (ims.mean(-1) < 60).mean(0)  # where pupils/frames fall, over faces
+        return float((dark > 0.5).mean())
+
+    assert spread(True) > spread(False)  # pupils land on the same pixels in most aligned faces
+
+
+def test_best_fit_blur_finds_the_blur_of_a_blurred_render():
+    from PIL import Image, ImageFilter
+
+    from training.toyfaces.teacher_report import best_fit_blur, region_psnr
+
+    renders = np.stack([render(sample_params(s), 64) for s in range(4)])
+    blurred = np.stack([np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(2.0))) for im in renders])
+    assert best_fit_blur(blurred, renders)["sigma"] == 2.0
+    assert best_fit_blur(renders, renders)["sigma"] == 0.0
+    regions = region_psnr(blurred, renders, region_boxes(64))
+    assert set(regions) == {"eyes", "mouth"} and all(10 < r["mean"] < 40 for r in regions.values())

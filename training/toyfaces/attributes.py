@@ -145,7 +145,7 @@ def _empty(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _ghost(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    other = render(sample_params(int(rng.integers(2**31))), im.shape[0])
+    other = render(sample_params(int(rng.integers(2**31)), aligned=False), im.shape[0])
     a = rng.uniform(0.35, 0.65)
     return (im * a + other * (1 - a)).astype(np.uint8)
 
@@ -232,7 +232,7 @@ def build_training_set(
     x = np.empty((2 * n, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     labels = np.zeros((2 * n, NUM_ATTRIBUTES), np.float32)
     for s in tqdm(range(n), desc="render training faces", unit="face", disable=not progress):
-        p = sample_params(s)
+        p = sample_params(s, aligned=False)
         im = render(p, cfg.render_size)
         for k, sample in enumerate((soften(im, rng), corrupt(im, kinds[s % len(kinds)], rng))):
             small = Image.fromarray(sample).resize((INPUT_SIZE, INPUT_SIZE), resamples[rng.integers(len(resamples))])
@@ -258,7 +258,7 @@ def render_faces(seeds: range, size: int, desc: str) -> tuple[np.ndarray, np.nda
     images = np.empty((len(seeds), size, size, 3), np.uint8)
     labels = np.empty((len(seeds), NUM_ATTRIBUTES), np.float32)
     for k, s in enumerate(tqdm(seeds, desc=desc, unit="face", leave=False)):
-        p = sample_params(s)
+        p = sample_params(s, aligned=False)
         images[k], labels[k] = render(p, size), p.labels()
     return images, labels
 

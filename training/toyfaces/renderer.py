@@ -18,13 +18,18 @@ violet). Nuisance factors (pose, scale, lighting, iris/shirt/frame colours) are 
 mapping network does, so the generator sees exactly the information the renderer used) and
 field i is the standard normal CDF of z_i, for the first :data:`NUM_PARAMS` dims; the rest of z
 is unused.
+
+The domain is *aligned* the way FFHQ is: by default the pose fields (:data:`POSE`: head shift,
+rotation and scale) are held at their centre, so the eyes and the mouth sit at fixed positions
+in every picture, as they do in FFHQ after its landmark alignment. ``aligned=False`` keeps the
+pose jitter (the attribute model trains on it, to read unaligned faces too).
 """
 
 from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -38,6 +43,7 @@ NUISANCE = (
     "shift_x", "shift_y", "rotation", "scale", "light_angle", "light_strength", "brightness",
     "iris_color", "shirt_color", "frame_color",
 )
+POSE = ("shift_x", "shift_y", "rotation", "scale")  # held at 0.5 in the aligned domain
 NUM_ATTRIBUTES = len(ATTRIBUTES)
 NUM_PARAMS = len(ATTRIBUTES) + len(NUISANCE)
 GLASSES_THRESHOLD = 0.5  # glasses are drawn when params.glasses >= this
@@ -86,6 +92,10 @@ class FaceParams:
     def to_array(self) -> np.ndarray:
         return np.array(astuple(self), np.float64)
 
+    def aligned(self) -> FaceParams:
+        """The same face in the FFHQ-like canonical pose (every :data:`POSE` field at 0.5)."""
+        return replace(self, **{name: 0.5 for name in POSE})
+
     @classmethod
     def from_array(cls, values: np.ndarray) -> FaceParams:
         values = np.clip(np.asarray(values, np.float64).ravel(), 0.0, 1.0)
@@ -98,13 +108,17 @@ def _normal_cdf(x: np.ndarray) -> np.ndarray:
     return np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in np.ravel(x)])
 
 
-def params_from_z(z: np.ndarray) -> FaceParams:
-    """The teacher's map: RMS-normalise z (StyleGAN2's ``normalize_2nd_moment``), field i = Phi(z_i)."""
+def params_from_z(z: np.ndarray, aligned: bool = True) -> FaceParams:
+    """The teacher's map: RMS-normalise z (StyleGAN2's ``normalize_2nd_moment``), field i = Phi(z_i).
+
+    ``aligned`` (default) holds the pose fields at the canonical pose; their dims of z are then unused.
+    """
     z = np.asarray(z, np.float64).ravel()
     if z.size < NUM_PARAMS:
         raise DistillError(f"z has {z.size} dims; the renderer reads the first {NUM_PARAMS}, use z_dim >= {NUM_PARAMS}")
     z = z / np.sqrt(np.mean(z * z) + 1e-8)
-    return FaceParams.from_array(_normal_cdf(z[:NUM_PARAMS]))
+    params = FaceParams.from_array(_normal_cdf(z[:NUM_PARAMS]))
+    return params.aligned() if aligned else params
 
 
 def sample_z(seed: int, z_dim: int = 128) -> np.ndarray:
@@ -112,9 +126,9 @@ def sample_z(seed: int, z_dim: int = 128) -> np.ndarray:
     return np.random.RandomState(seed).randn(z_dim)
 
 
-def sample_params(seed: int, z_dim: int = 128) -> FaceParams:
+def sample_params(seed: int, z_dim: int = 128, aligned: bool = True) -> FaceParams:
     """Random face for ``seed``: attributes roughly uniform in [0, 1]; same as ``params_from_z(sample_z(seed))``."""
-    return params_from_z(sample_z(seed, z_dim))
+    return params_from_z(sample_z(seed, z_dim), aligned)
 
 
 def _palette(table: np.ndarray, t: float) -> np.ndarray:
@@ -293,6 +307,22 @@ def _draw_face(c: _Canvas, p: FaceParams) -> None:
         c.arc(0, -0.0, 0.34 - gr * 1.1, 0.06, 200, 340, frame, width)
 
 
+def face_frame(p: FaceParams, size: int) -> tuple[float, float, float]:
+    """(centre x, centre y, pixels per face unit) of ``p``'s face in a ``size`` px picture (before rotation)."""
+    unit = size * 0.3 * (0.92 + 0.14 * p.scale)
+    return size * (0.5 + 0.08 * (p.shift_x - 0.5)), size * (0.47 + 0.08 * (p.shift_y - 0.5)), unit
+
+
+REGIONS = {"eyes": (-0.72, 0.72, -0.36, 0.3), "mouth": (-0.6, 0.6, 0.25, 0.9)}  # x0, x1, y0, y1 in face units
+
+
+def region_boxes(size: int) -> dict[str, tuple[int, int, int, int]]:
+    """Pixel boxes (y0, y1, x0, x1) of the eyes (with brows and glasses) and the mouth in the aligned pose."""
+    cx, cy, unit = face_frame(FaceParams().aligned(), size)
+    return {name: (int(cy + y0 * unit), int(math.ceil(cy + y1 * unit)), int(cx + x0 * unit), int(math.ceil(cx + x1 * unit)))
+            for name, (x0, x1, y0, y1) in REGIONS.items()}
+
+
 def render(params: FaceParams, size: int = 128, supersample: int = 3) -> np.ndarray:
     """Draw ``params`` as a uint8 [size, size, 3] RGB image (deterministic, anti-aliased)."""
     if not isinstance(params, FaceParams):
@@ -303,9 +333,7 @@ def render(params: FaceParams, size: int = 128, supersample: int = 3) -> np.ndar
     big = size * supersample
     bg = background_rgb(p)
     im = Image.new("RGB", (big, big), _rgb(bg))
-    unit = big * 0.3 * (0.92 + 0.14 * p.scale)
-    cx = big * (0.5 + 0.08 * (p.shift_x - 0.5))
-    cy = big * (0.47 + 0.08 * (p.shift_y - 0.5))
+    cx, cy, unit = face_frame(p, big)
     _draw_face(_Canvas(ImageDraw.Draw(im), cx, cy, unit), p)
     angle = 16.0 * (p.rotation - 0.5)
     if abs(angle) > 1e-3:
