@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from training.cli import main
+from training.devices import cpu_has_native_bf16
 from training.errors import DistillError
 from training.stylegan2 import load_generator
-from training.toyfaces.teacher import TeacherConfig, TeacherTrainer, make_batch
+from training.toyfaces.teacher import TeacherConfig, TeacherTrainer, make_batch, trained_aligned
 
 TINY = dict(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channels={4: 32, 8: 32, 16: 16}, batch=4,
             eval_faces=4)
@@ -103,3 +104,38 @@ def test_bad_configs_are_clear_errors():
         TeacherConfig(**{**TINY, "z_dim": 8})
     with pytest.raises(DistillError, match="attribute-model"):
         TeacherConfig(**TINY, perceptual_weight=0.1)
+
+
+def test_warm_start_copies_a_teacher_and_needs_the_same_architecture(tmp_path):
+    first = TeacherTrainer(tmp_path / "a", TeacherConfig(**TINY, precision="fp32"))
+    first.train(steps=2, checkpoint_every=100, eval_every=100, progress=False)
+    source = tmp_path / "a" / "teacher.pt"
+    warm = TeacherTrainer(tmp_path / "b", TeacherConfig(**TINY, precision="fp32", init=str(source)))
+    assert warm.step == 0 and states_equal(warm.G.state_dict(), load_generator(source).state_dict())
+    warm.train(steps=2, checkpoint_every=100, eval_every=100, progress=False)
+    source.unlink()  # a resumed run needs its checkpoint only, not the file it started from
+    assert TeacherTrainer.resume(tmp_path / "b").step == 2
+    with pytest.raises(DistillError, match="different architecture"):
+        TeacherTrainer(tmp_path / "c", TeacherConfig(**{**TINY, "channels": {4: 16, 8: 16, 16: 16}}, init=str(tmp_path / "b" / "teacher.pt")))
+    with pytest.raises(DistillError, match="not found"):
+        TeacherTrainer(tmp_path / "d", TeacherConfig(**TINY, init=str(tmp_path / "missing.pt")))
+
+
+def test_the_domain_is_aligned_unless_asked_and_old_runs_resume_unaligned(tmp_path):
+    _, aligned = make_batch(0, 1, 4, 32, 32)
+    _, jittered = make_batch(0, 1, 4, 32, 32, aligned=False)
+    assert not torch.equal(aligned, jittered)
+    trainer = TeacherTrainer(tmp_path, TeacherConfig(**TINY, precision="fp32"))
+    trainer.train(steps=1, checkpoint_every=100, eval_every=100, progress=False)
+    assert trained_aligned(load_generator(tmp_path / "teacher.pt"))
+    ckpt = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    del ckpt["config"]["aligned"]  # as written before the aligned domain existed
+    torch.save(ckpt, tmp_path / "checkpoints" / "latest.pt")
+    assert TeacherTrainer.resume(tmp_path).cfg.aligned is False
+
+
+def test_auto_precision_follows_the_cpu(tmp_path):
+    auto = TeacherTrainer(tmp_path / "a", TeacherConfig(**TINY))
+    assert auto.uses_bf16 == cpu_has_native_bf16()
+    assert not TeacherTrainer(tmp_path / "b", TeacherConfig(**TINY, precision="fp32")).uses_bf16
+    assert TeacherTrainer(tmp_path / "c", TeacherConfig(**TINY, precision="bf16")).uses_bf16
