@@ -29,6 +29,7 @@ class Pix2PixHDConfig:
     n_blocks_global: int = 9
     n_local_enhancers: int = 1
     n_blocks_local: int = 3
+    residual: bool = False  # output = clamp(input + G(input)): fine detail of the input has a path (not NVIDIA's)
     ndf: int = 64
     n_layers_D: int = 3
     num_D: int = 2

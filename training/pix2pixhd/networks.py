@@ -64,6 +64,18 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+def residual_output(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The residual generator's output: the input plus the generator's tanh change, kept in [-1, 1]."""
+    return (x + delta).clamp(-1.0, 1.0)
+
+
+def zero_output_layer(net: nn.Module) -> None:
+    """Zero the last conv, so a residual generator starts as the identity (the do-nothing baseline)."""
+    last = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+
+
 def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int, n_blocks: int) -> list[nn.Module]:
     """GlobalGenerator's layer list in NVIDIA's order (the last three: pad, conv7, tanh)."""
     layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0), _norm(ngf), nn.ReLU(True)]
@@ -86,16 +98,20 @@ def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int,
 class GlobalGenerator(nn.Module):
     """Encoder (conv7 + n_downsampling stride-2 convs), residual blocks, decoder (transposed convs), tanh."""
 
-    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_downsampling: int = 4, n_blocks: int = 9) -> None:
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_downsampling: int = 4, n_blocks: int = 9,
+                 residual: bool = False) -> None:
         super().__init__()
-        self.input_nc, self.output_nc = input_nc, output_nc
+        if residual and input_nc != output_nc:
+            raise DistillError(f"residual output needs input_nc == output_nc, got {input_nc} and {output_nc}")
+        self.input_nc, self.output_nc, self.residual = input_nc, output_nc, residual
         self.stride = 2**n_downsampling
         self.min_size = min_input_size(n_downsampling, n_blocks)
         self.model = nn.Sequential(*_global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_nc, self.stride, self.min_size, "GlobalGenerator")
-        return self.model(x)
+        out = self.model(x)
+        return residual_output(x, out) if self.residual else out
 
 
 class LocalEnhancer(nn.Module):
@@ -111,10 +127,13 @@ class LocalEnhancer(nn.Module):
         n_blocks_global: int = 9,
         n_local_enhancers: int = 1,
         n_blocks_local: int = 3,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         assert n_local_enhancers >= 1
-        self.input_nc, self.output_nc = input_nc, output_nc
+        if residual and input_nc != output_nc:
+            raise DistillError(f"residual output needs input_nc == output_nc, got {input_nc} and {output_nc}")
+        self.input_nc, self.output_nc, self.residual = input_nc, output_nc, residual
         self.n_local_enhancers = n_local_enhancers
         self.stride = 2 ** (n_downsample_global + n_local_enhancers)
         self.min_size = min_input_size(n_downsample_global, n_blocks_global, n_local_enhancers)
@@ -154,7 +173,7 @@ class LocalEnhancer(nn.Module):
         for n in range(1, self.n_local_enhancers + 1):
             level = pyramid[self.n_local_enhancers - n]
             out = getattr(self, f"model{n}_2")(getattr(self, f"model{n}_1")(level) + out)
-        return out
+        return residual_output(x, out) if self.residual else out
 
 
 class NLayerDiscriminator(nn.Module):
@@ -236,9 +255,13 @@ def init_weights(module: nn.Module) -> None:
 
 
 def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
-    """GlobalGenerator or LocalEnhancer for ``cfg`` (NVIDIA init unless ``init=False``); ``G.config`` = cfg."""
+    """GlobalGenerator or LocalEnhancer for ``cfg`` (NVIDIA init unless ``init=False``); ``G.config`` = cfg.
+
+    With ``cfg.residual`` the output layer starts at zero, so training starts from the identity.
+    """
     if cfg.netG == "global":
-        net: nn.Module = GlobalGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global)
+        net: nn.Module = GlobalGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
+                                         cfg.residual)
     else:
         net = LocalEnhancer(
             cfg.input_nc,
@@ -248,9 +271,12 @@ def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
             cfg.n_blocks_global,
             cfg.n_local_enhancers,
             cfg.n_blocks_local,
+            cfg.residual,
         )
     if init:
         init_weights(net)
+        if cfg.residual:
+            zero_output_layer(net)
     net.config = cfg
     return net
 
