@@ -6,7 +6,8 @@ rank) sees exactly the same data as an uninterrupted one:
 * the held-out split hashes ``(split_seed, pair seed)``: a pair's side never changes when the
   dataset grows, and no pair is ever on both sides;
 * the horizontal flip of item ``index`` in epoch ``epoch`` hashes ``(seed, epoch, index)`` and is
-  applied to A and B together (the edit must stay aligned with its input).
+  applied to A and B together (the edit must stay aligned with its input);
+* the other augmentations (:mod:`training.augment`) draw from a generator seeded the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from training.augment import Augmentation
 from training.errors import DistillError
 from training.images import from_uint8, load_image
 from training.manifest import PairRecord, kept, read_manifest
@@ -114,12 +116,14 @@ class PairDataset(Dataset):
         geometry: ImageGeometry,
         flip: bool = False,
         seed: int = 0,
+        augment: Augmentation | None = None,
     ) -> None:
         self.root = Path(root)
         self.rows = list(rows)
         self.geometry = geometry
         self.flip = flip
         self.seed = seed
+        self.augment = augment or Augmentation()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -145,6 +149,9 @@ class PairDataset(Dataset):
         a, b = self._load(row.a), self._load(row.b)
         if self.flipped(index, epoch):
             a, b = a[:, ::-1], b[:, ::-1]
+        if self.augment.active:
+            a, b = self.augment.apply(np.ascontiguousarray(a), np.ascontiguousarray(b),
+                                      np.random.default_rng([abs(self.seed), epoch, index]))
         return {"a": from_uint8(a)[0], "b": from_uint8(b)[0], "seed": row.seed, "index": index}
 
 
@@ -183,6 +190,7 @@ def load_split(
     load_size: int | None = None,
     flip: bool = True,
     seed: int = 0,
+    augment: Augmentation | None = None,
 ) -> PairSplit:
     """Kept rows of ``root`` split into train (augmented) and held-out (never augmented) datasets."""
     root = Path(root)
@@ -195,7 +203,7 @@ def load_split(
         raise DistillError(f"{root}: only {len(rows)} kept pair(s), all held out; lower --val-fraction or add pairs")
     geometry = resolve_geometry(native_size(root, rows), stride, load_size)
     return PairSplit(
-        train=PairDataset(root, train_rows, geometry, flip=flip, seed=seed),
+        train=PairDataset(root, train_rows, geometry, flip=flip, seed=seed, augment=augment),
         val=PairDataset(root, val_rows, geometry, flip=False, seed=seed),
         geometry=geometry,
         n_kept=len(rows),

@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from training.atomic import atomic_write_json, atomic_write_text
+from training.augment import parse_augmentation
 from training.dataset import PairDataset, PairSplit, load_split
 from training.devices import pick_device
 from training.errors import DistillError
@@ -77,11 +78,12 @@ SAMPLES = "samples"
 # Generator / discriminator fields fixed by the weights: a resumed run cannot change them.
 STRUCTURAL_FIELDS = (
     "input_nc", "output_nc", "ngf", "netG", "n_downsample_global", "n_blocks_global",
-    "n_local_enhancers", "n_blocks_local", "ndf", "n_layers_D", "num_D",
+    "n_local_enhancers", "n_blocks_local", "residual", "ndf", "n_layers_D", "num_D",
 )  # fmt: skip
 # Options that decide the model and which data a step sees: None means "the checkpoint's value" on
 # --resume (changing them there is an error) and these defaults on a new run.
-RUN_DEFAULTS: dict[str, Any] = {"preset": "slim", "batch_size": 4, "seed": 0, "val_fraction": 0.05, "load_size": None, "flip": True}
+RUN_DEFAULTS: dict[str, Any] = {"preset": "slim", "batch_size": 4, "seed": 0, "val_fraction": 0.05, "load_size": None, "flip": True,
+                                "augment": "none"}
 _MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(Pix2PixHDConfig) if f.name not in ("input_nc", "output_nc"))
 
 
@@ -104,6 +106,7 @@ class TrainOptions:
     val_fraction: float | None = None
     load_size: int | None = None
     flip: bool | None = None
+    augment: str | None = None  # training.augment spec, e.g. "shift=4,sharpness=0.5"; stored in canonical form
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -116,6 +119,8 @@ class TrainOptions:
             raise DistillError(f"--workers must be >= 0, got {self.workers}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise DistillError(f"--amp must be auto, off, bf16 or fp16, got {self.amp!r}")
+        if self.augment is not None:
+            self.augment = str(parse_augmentation(self.augment))
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -423,7 +428,8 @@ class Trainer:
             if not env.is_main:
                 warnings.simplefilter("ignore")
             self.data: PairSplit = load_split(
-                opts.dataset, cfg.stride, val_fraction=opts.val_fraction, load_size=opts.load_size, flip=opts.flip, seed=opts.seed
+                opts.dataset, cfg.stride, val_fraction=opts.val_fraction, load_size=opts.load_size, flip=opts.flip, seed=opts.seed,
+                augment=parse_augmentation(opts.augment),
             )
         torch.manual_seed(opts.seed)
         G = build_generator(cfg).to(device)
@@ -779,6 +785,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, schedule: bool = True) 
             continue
         flags = sorted({f"--{f.name.replace('_', '-')}", f"--{f.name}"})
         kind = type(f.default)
+        if kind is bool:
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"default from the preset (NVIDIA: {f.default})")
+            continue
         group.add_argument(*flags, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
                            help=f"default from the preset (NVIDIA: {f.default})")  # fmt: skip
 
@@ -809,6 +819,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=None, help="held-out share of kept pairs (default 0.05)")
     p.add_argument("--load-size", type=int, default=None, help="resize to this width (multiple of the stride)")
     p.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="no horizontal flip augmentation")
+    p.add_argument("--augment", default=None, metavar="SPEC",
+                   help="paired augmentation, e.g. shift=4,sharpness=0.5,noise=0.3,jpeg=0.3 (training/augment.py; default none)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.set_defaults(func=run)
@@ -831,6 +843,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         val_fraction=args.val_fraction,
         load_size=args.load_size,
         flip=args.flip,
+        augment=args.augment,
         progress=args.progress,
     )
 
