@@ -19,11 +19,12 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from PIL import Image
 
 from model_zoo.registry import write_entry
 from training.cli import main
 from training.directions import apply_direction, fit_direction, sample_w, z_from_seeds
-from training.images import to_uint8
+from training.images import from_uint8, to_uint8
 from training.manifest import PairRecord, write_manifest
 from training.metrics import psnr
 from training.stylegan2 import save_generator
@@ -159,6 +160,15 @@ def test_brightness_edit_figures(setup, tmp_path):
     assert ed["paths"]["legacy"]["n"] == 2 and ed["paths"]["teacher_on_legacy_seeds"]["n"] == 2
     assert report["fidelity"]["legacy"]["psnr"]["n"] == 2 and report["fidelity"]["legacy"]["psnr"]["mean"] < 60
 
+    # The do-nothing baseline (the input unchanged) is reported beside every fidelity figure.
+    size = tuple(report["entry"]["input_size"])
+    up = lambda x: np.stack([np.asarray(Image.fromarray(im.astype(np.uint8)).resize(size[::-1], Image.BICUBIC)) for im in x])  # noqa: E731
+    identity = psnr(from_uint8(up(pics[:6])), from_uint8(up(pics[6:])))
+    assert report["fidelity"]["identity"]["psnr"]["mean"] == pytest.approx(float(identity.mean()), abs=1e-3)
+    assert report["fidelity"]["identity_on_legacy_seeds"]["psnr"]["n"] == 2
+    assert "do-nothing baseline" in md and _md_row(md, "identity (input unchanged: the do-nothing baseline)")[1] == (
+        f"{report['fidelity']['identity']['psnr']['mean']:.2f}")
+
     # per_image.csv holds the per-seed figures behind the aggregates.
     with open(out / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
@@ -182,8 +192,6 @@ def test_brightness_edit_figures(setup, tmp_path):
     assert "distill evaluate bright" in md and report["machine"]["cpu"] in md
 
     # grid.png: 4 seeds x (original, teacher edit, student fp32, student int8, legacy) tiles of 16 px, 2 px padding.
-    from PIL import Image
-
     assert Image.open(out / "grid.png").size == (5 * (RES + 2) + 2, 4 * (RES + 2) + 2)
     assert report["grid"]["columns"][-1] == "legacy"
 
@@ -200,6 +208,8 @@ def test_refusals(setup, tmp_path, capsys):
     assert main([*base, "--seeds", "100:103", "--scorer", str(setup["root"] / "scorer.onnx")]) == 2
     assert "--attribute NAME=INDEX" in capsys.readouterr().err
     assert main([*base, "--seeds", "100:103", "--variants", "int8"]) == 2
+    assert main([*base, "--seeds", "100:103", "--clean-renders", "2", "--clean-age-change", "0.2"]) == 2
+    assert "not a toy-face teacher" in capsys.readouterr().err
     assert main(["evaluate", "nope", "--model-zoo", str(setup["zoo"]), "--out", str(tmp_path / "n")]) == 2
     assert "available: bright, copy" in capsys.readouterr().err
 

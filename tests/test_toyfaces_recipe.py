@@ -49,7 +49,16 @@ def test_reports_hold_measured_figures(tiny_recipe):
     assert "(edit.png)" in (entry / "teacher_report" / "report.md").read_text()
     report = json.loads((entry / "evaluation" / "report.json").read_text())
     assert (entry / "evaluation" / "report.md").is_file() and (entry / "evaluation" / "grid.png").is_file()
-    assert report["seeds"]["count"] == 6 and {"student_fp32", "student_int8", "legacy"} <= set(report["fidelity"])
+    assert report["seeds"]["count"] == 6 and {"student_fp32", "student_int8", "legacy", "identity"} <= set(report["fidelity"])
+    clean = report["clean_renders"]
+    assert clean["n"] == 4 and clean["age_change"] == 0.3 and clean["aligned"]
+    assert {"identity", "student_fp32", "student_int8", "legacy"} <= set(clean["paths"])
+    assert 0 <= clean["paths"]["student_fp32"]["beats_identity"] <= 1 and clean["age_judge"]["student_fp32"]["n"] == 4
+    assert "## Clean renders against the renderer's true edit" in (entry / "evaluation" / "report.md").read_text()
+    assert (entry / "evaluation" / "clean_grid.png").is_file()
+    fid = teacher["psnr_teacher_vs_render"]
+    assert set(fid["regions"]) == {"eyes", "mouth"} and fid["best_fit_blur"]["sigma"] in [row["sigma"] for row in fid["best_fit_blur"]["curve"]]
+    assert sorted(p.name for p in (entry / "samples").glob("render-*.png")) == ["render-4000000.png", "render-4000001.png"]
 
 
 def test_rerun_skips_finished_stages_and_keeps_their_times(tiny_recipe, capsys):

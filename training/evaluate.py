@@ -307,6 +307,84 @@ def legacy_outputs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, 
     return outputs, seconds, reused
 
 
+def against_truth(outputs: list[np.ndarray], targets: torch.Tensor, identity: torch.Tensor) -> tuple[dict[str, Any], list[float]]:
+    """PSNR/SSIM of ``outputs`` against ``targets``, their gain over the identity's per-image PSNR ``identity``."""
+    t = torch.cat([from_uint8(o) for o in outputs])
+    p = psnr(t, targets)
+    gain = p - identity[: len(outputs)]
+    return {"psnr": spread(p.tolist()), "ssim": spread(ssim(t, targets).tolist()), "gain_over_identity_db": spread(gain.tolist()),
+            "beats_identity": float((gain > 0).float().mean())}, p.tolist()
+
+
+def evaluate_clean_renders(args: argparse.Namespace, G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec,
+                           students: list[Student], scoring: Scoring | None, size: tuple[int, int],
+                           teacher_change: float | None, out: Path) -> dict[str, Any]:
+    """The toy domain's clean renders against the renderer's true edit (see training/toyfaces/clean_renders.py)."""
+    from training.toyfaces.clean_renders import clean_render_set
+    from training.toyfaces.teacher import trained_aligned
+
+    if not (G.checkpoint_info.get("metadata") or {}).get("toyfaces"):
+        raise DistillError(f"--clean-renders: {spec.teacher} is not a toy-face teacher (distill toyfaces train-teacher); "
+                           "clean renders with a true edit exist only in the toy domain")
+    change = args.clean_age_change if args.clean_age_change is not None else teacher_change
+    if change is None:
+        raise DistillError("--clean-renders needs the teacher's age change: pass --scorer with --attribute age=INDEX, "
+                           "or --clean-age-change X")
+    clean = clean_render_set(args.clean_renders, G.img_resolution, G.z_dim, change, trained_aligned(G))
+    inputs = [resize(im, size) for im in clean.inputs]
+    targets_u8 = [resize(im, size) for im in clean.targets]
+    targets = torch.cat([from_uint8(t) for t in targets_u8])
+    ident = torch.cat([from_uint8(x) for x in inputs])
+    identity_psnr = psnr(ident, targets)
+    rows = [{"seed": sd, "age": a, "psnr_identity": p} for sd, a, p in zip(clean.seeds, clean.ages, identity_psnr.tolist(), strict=True)]
+    paths: dict[str, Any] = {"identity": {"psnr": spread(identity_psnr.tolist()), "ssim": spread(ssim(ident, targets).tolist())}}
+    outputs: dict[str, list[np.ndarray]] = {}
+    for s in students:
+        outputs[s.variant] = [s(x) for x in tqdm(inputs, desc=f"clean renders, student {s.variant}", unit="img", leave=False)]
+        paths[f"student_{s.variant}"], per = against_truth(outputs[s.variant], targets, identity_psnr)
+        for row, v in zip(rows, per, strict=True):
+            row[f"psnr_{s.variant}"] = v
+    legacy_n = min(args.legacy_num, len(inputs))
+    if legacy_n:
+        outputs["legacy"], seconds, _ = legacy_outputs(G, direction, spec, clean.seeds[:legacy_n], clean.inputs[:legacy_n],
+                                                       args.legacy_steps, args.vgg16, out / "legacy_clean")
+        outputs["legacy"] = [resize(im, size) for im in outputs["legacy"]]
+        paths["legacy"], per = against_truth(outputs["legacy"], targets[:legacy_n], identity_psnr)
+        paths["identity_on_legacy_seeds"] = {"psnr": spread(identity_psnr[:legacy_n].tolist()),
+                                             "ssim": spread(ssim(ident[:legacy_n], targets[:legacy_n]).tolist())}
+        paths["student_fp32_on_legacy_seeds"], _ = against_truth(outputs["fp32"][:legacy_n], targets[:legacy_n], identity_psnr)
+        for row, v in zip(rows, per, strict=False):
+            row["psnr_legacy"] = v
+    judged: dict[str, Any] = {}
+    if scoring:
+        a = scoring.attribute
+        read = {"input": scoring.score(inputs), "truth": scoring.score(targets_u8),
+                **{k: scoring.score(v) for k, v in outputs.items()}}
+
+        def col(name: str, key: str, n: int | None = None) -> np.ndarray:
+            return np.asarray([r[key] for r in read[name][:n]], dtype=np.float64)
+
+        for name, images in outputs.items():
+            n = len(images)
+            others = {o: (col("input", o, n), col(name, o, n)) for o in scoring.others}
+            judged[name if name == "legacy" else f"student_{name}"] = edit_figures(
+                col("input", a, n), col("truth", a, n), col(name, a, n), 1.0, others)
+        for name, per_image in read.items():
+            for row, record in zip(rows, per_image, strict=False):
+                row[f"{name}.{a}"] = record[a]
+    atomic_write_text(out / "clean_per_image.csv", per_image_csv(rows))
+    n = min(GRID_ROWS, len(inputs))
+    grid_rows = [[inputs[i], targets_u8[i], *[outputs[k][i] for k in outputs if i < len(outputs[k])]] for i in range(n)]
+    save_image(out / "clean_grid.png", make_grid(grid_rows))
+    return {"n": len(inputs), "seeds": {"start": clean.seeds[0], "stop": clean.seeds[-1] + 1, "adults_only": True},
+            "aligned": clean.aligned, "age_change": change,
+            "age_change_source": "--clean-age-change" if args.clean_age_change is not None
+            else "the teacher's mean age change on the held-out seeds, read by the scorer",
+            "paths": paths, "age_judge": judged, "success_fraction": SUCCESS_FRACTION,
+            "grid": {"file": "clean_grid.png", "columns": ["clean render", "true edit (renderer)", *[
+                f"student {k}" if k != "legacy" else "legacy" for k in outputs]]}}
+
+
 # ----------------------------------------------------------------------------------------------
 # The evaluation.
 
@@ -398,6 +476,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         inputs = [resize(im, size) for im in originals]
         targets = torch.cat([from_uint8(resize(im, size)) for im in edits])
         batch_rows = [{"seed": s} for s in batch]
+        same = torch.cat([from_uint8(x) for x in inputs])
+        for row, p, q in zip(batch_rows, psnr(same, targets).tolist(), ssim(same, targets).tolist(), strict=True):
+            row["psnr_identity"], row["ssim_identity"] = p, q
         for s in students:
             outputs = [s(x) for x in inputs]
             t = torch.cat([from_uint8(o) for o in outputs])
@@ -440,6 +521,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     report = build_report(args, entry, spec, G, seeds, trained, trained_source, present, missing, rows, scoring,
                           students, legacy)
+    if args.clean_renders:
+        change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
+        report["clean_renders"] = evaluate_clean_renders(args, G, direction, spec, students, scoring, size, change, out)
     report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
     atomic_write_text(out / "per_image.csv", per_image_csv(rows))
     atomic_write_json(out / "report.json", report)
@@ -457,11 +541,15 @@ def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G:
     for v in present:
         fidelity[f"student_{v}"] = {"psnr": spread([r[f"psnr_{v}"] for r in rows]),
                                     "ssim": spread([r[f"ssim_{v}"] for r in rows])}
+    fidelity["identity"] = {"psnr": spread([r["psnr_identity"] for r in rows]),
+                            "ssim": spread([r["ssim_identity"] for r in rows])}
     if legacy:
         sub = rows[:legacy_n]
         fidelity["legacy"] = {"psnr": spread([r["psnr_legacy"] for r in sub]), "ssim": spread([r["ssim_legacy"] for r in sub])}
         fidelity["student_fp32_on_legacy_seeds"] = {"psnr": spread([r["psnr_fp32"] for r in sub]),
                                                     "ssim": spread([r["ssim_fp32"] for r in sub])}
+        fidelity["identity_on_legacy_seeds"] = {"psnr": spread([r["psnr_identity"] for r in sub]),
+                                                "ssim": spread([r["ssim_identity"] for r in sub])}
 
     edit: dict[str, Any] = {"available": False,
                             "note": "edit success and preservation need an attribute scorer: pass --scorer MODEL.onnx "
@@ -556,6 +644,10 @@ def command_line(args: argparse.Namespace) -> str:
         argv += ["--mean", *map(str, args.mean), "--std", *map(str, args.std), "--activation", args.activation]
     argv += ["--legacy-num", str(args.legacy_num), "--legacy-steps", str(args.legacy_steps), "--variants", args.variants,
              "--timing-num", str(args.timing_num)]
+    if args.clean_renders:
+        argv += ["--clean-renders", str(args.clean_renders)]
+        if args.clean_age_change is not None:
+            argv += ["--clean-age-change", str(args.clean_age_change)]
     if args.vgg16:
         argv += ["--vgg16", args.vgg16]
     if args.threads:
@@ -606,7 +698,9 @@ def _label(path: str, report: dict[str, Any]) -> str:
     legacy = report.get("legacy") or {}
     labels = {"teacher": "teacher (reference)", "legacy": f"legacy projection ({legacy.get('steps')} steps)",
               "teacher_on_legacy_seeds": f"teacher (reference), first {legacy.get('n')} seeds",
-              "student_fp32_on_legacy_seeds": f"student fp32, first {legacy.get('n')} seeds"}
+              "student_fp32_on_legacy_seeds": f"student fp32, first {legacy.get('n')} seeds",
+              "identity": "identity (input unchanged: the do-nothing baseline)",
+              "identity_on_legacy_seeds": f"identity, first {legacy.get('n')} seeds"}
     return labels.get(path, path.replace("student_", "student "))
 
 
@@ -614,8 +708,10 @@ def headline(report: dict[str, Any]) -> list[str]:
     """A few sentences with the figures a reader looks for first (all from the tables below)."""
     fid, lat, ed = report["fidelity"], report["latency"], report["edit"]
     f32 = fid["student_fp32"]
+    ident = fid["identity"]
     out = [f"- Student (fp32) vs the teacher's edit on {f32['psnr']['n']} held-out seeds: PSNR {_f(f32['psnr']['mean'])} dB, "
-           f"SSIM {_f(f32['ssim']['mean'], 4)}."]
+           f"SSIM {_f(f32['ssim']['mean'], 4)} (do-nothing baseline, the input unchanged: {_f(ident['psnr']['mean'])} dB, "
+           f"SSIM {_f(ident['ssim']['mean'], 4)})."]
     if "legacy" in fid:
         lg, same = fid["legacy"], fid["student_fp32_on_legacy_seeds"]
         verdict = "closer to" if same["psnr"]["mean"] >= lg["psnr"]["mean"] else "further from"
@@ -627,6 +723,15 @@ def headline(report: dict[str, Any]) -> list[str]:
         parts = [f"{_label(k, report)} {_f(paths[k]['edit_success'] * 100, 1)}%" for k in
                  ("teacher", "student_fp32", "student_int8", "legacy") if k in paths]
         out.append(f"- Edit success ({ed['attribute']}): {', '.join(parts)}.")
+    c = report.get("clean_renders")
+    if c:
+        st, ident = c["paths"]["student_fp32"], c["paths"]["identity"]
+        judge = c["age_judge"].get("student_fp32")
+        out.append(f"- On {c['n']} clean adult renders (pictures no teacher drew) against the renderer's true edit: student "
+                   f"fp32 {_f(st['psnr']['mean'])} dB vs the identity's {_f(ident['psnr']['mean'])} dB (gain "
+                   f"{_f(st['gain_over_identity_db']['mean'])} dB, better than the identity on "
+                   f"{_f(st['beats_identity'] * 100, 1)}% of them)"
+                   + (f"; the age judge sees the age rise on {_f(judge['edit_success'] * 100, 1)}%." if judge else "."))
     parts = [f"{_label(k, report)} {_f(v['mean_ms'])} ms" for k, v in lat.items()]
     out.append(f"- Mean latency per image on this machine: {', '.join(parts)}.")
     if "legacy_vs_student_fp32" in report["speedup"]:
@@ -706,11 +811,40 @@ def render_markdown(report: dict[str, Any]) -> str:
             slow, fast = name.split("_vs_")
             lines.append(f"| {_label(fast, report)} over {_label(slow, report)} | {_f(value['mean'], 1)}x | {_f(value['p50'], 1)}x |")
 
+    if report.get("clean_renders"):
+        lines += clean_markdown(report["clean_renders"], report)
     g = report["grid"]
     lines += ["", "## Images", "", f"Seeds {', '.join(map(str, g['seeds']))}, one per row; columns: "
               f"{' | '.join(g['columns'])}.", "", f"![{' | '.join(g['columns'])}]({g['file']})", "",
               "Per-image figures: [per_image.csv](per_image.csv); every figure: [report.json](report.json).", ""]
     return "\n".join(lines)
+
+
+def clean_markdown(c: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """The clean-render section of report.md."""
+    lines = ["", "## Clean renders against the renderer's true edit", "",
+             f"{c['n']} held-out adult clean renders (seeds {c['seeds']['start']}..{c['seeds']['stop'] - 1}, "
+             f"{'aligned' if c['aligned'] else 'unaligned'} domain): the toy domain's photographs, which no teacher drew. "
+             f"The truth is the renderer's picture of the same face with age raised by {c['age_change']:+.3f} "
+             f"({c['age_change_source']}). Gain: mean of the per-image PSNR difference to the identity.", "",
+             "| path | n | PSNR vs true edit | gain over identity (dB) | beats identity | SSIM |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for path, fig in c["paths"].items():
+        gain = fig.get("gain_over_identity_db")
+        lines.append(f"| {_label(path, report)} | {fig['psnr']['n']} | {_f(fig['psnr']['mean'])} | "
+                     f"{_f(gain['mean']) if gain else '-'} | {_f(fig['beats_identity'] * 100, 1) + '%' if gain else '-'} | "
+                     f"{_f(fig['ssim']['mean'], 4)} |")
+    if c["age_judge"]:
+        lines += ["", f"Age judge (the scorer): share of images whose age rises by at least {c['success_fraction']:g} of the "
+                  "rise it reads between the input and the true edit; preservation: mean absolute change of the other "
+                  "attributes.", "", "| path | n | age rise seen | mean rise | preservation |", "|---|---:|---:|---:|---:|"]
+        for path, fig in c["age_judge"].items():
+            lines.append(f"| {_label(path, report)} | {fig['n']} | {_f(fig['edit_success'] * 100, 1)}% | "
+                         f"{_f(fig['mean_change'], 4)} | {_f(fig['preservation'], 4)} |")
+    g = c["grid"]
+    lines += ["", f"![{' | '.join(g['columns'])}]({g['file']})", "",
+              "Per-image figures: [clean_per_image.csv](clean_per_image.csv).", ""]
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -753,6 +887,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", default="fp32,int8", help="student variants to run when the entry has them (default fp32,int8)")
     p.add_argument("--timing-num", type=int, default=100,
                    help="inputs (the first seeds' originals) timed per student variant (default 100)")
+    p.add_argument("--clean-renders", type=int, default=0, metavar="N",
+                   help="toy-face teachers only: also run every path on N held-out adult clean renders and compare with "
+                        "the renderer's truly aged face (default 0: skip)")
+    p.add_argument("--clean-age-change", type=float, default=None, metavar="X",
+                   help="age rise of the true edit (default: the teacher's mean change read by --scorer)")
     p.add_argument("--vgg16", help="torchvision VGG16 weights for the projector's perceptual distance (default: pixel pyramid)")
     p.add_argument("--device", default="cpu",
                    help="torch device of the teacher and the legacy path: cpu (default, beside ONNX Runtime's CPU "
@@ -768,5 +907,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'report.md'}: {report['seeds']['count']} seeds, student fp32 PSNR {fp32:.2f} dB vs the teacher's edit, "
           f"{report['latency']['student_fp32']['mean_ms']:.1f} ms/img"
           + (f", legacy {report['latency']['legacy']['mean_ms'] / 1e3:.2f} s/img" if "legacy" in report["latency"] else ""))
+    if report.get("clean_renders"):
+        c = report["clean_renders"]["paths"]
+        print(f"clean renders: student fp32 {c['student_fp32']['psnr']['mean']:.2f} dB vs identity {c['identity']['psnr']['mean']:.2f} dB "
+              "against the renderer's true edit")
     return 0
 

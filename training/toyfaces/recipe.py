@@ -38,9 +38,10 @@ class Setting:
     attribute_epochs: int = 10
     teacher_steps: int = 4590  # 75 minutes on 2 CPU cores (the shipped teacher); more steps make a better one
     teacher_channels: str | None = None  # None: the teacher trainer's default
-    teacher_batch: int = 16
-    teacher_perceptual: float = 1.0
-    teacher_attribute_weight: float = 1.0
+    teacher_batch: int = 8
+    teacher_perceptual: float = 0.0
+    teacher_attribute_weight: float = 0.0
+    teacher_init: str | None = None  # warm start from this teacher.pt (same architecture)
     fit_samples: int = 2000
     fit_check: int = 200
     truncation: float = 0.8
@@ -50,9 +51,13 @@ class Setting:
     keep_age: float = ADULT_AGE  # adults only, as the seed system's domain filter
     keep_quality: float = 0.5
     student_preset: str = "slim"
-    student_options: tuple[str, ...] = ("--ngf", "16", "--lambda-l1", "10")
+    student_options: tuple[str, ...] = ("--ngf", "16", "--lambda-l1", "10", "--residual")
+    student_augment: str = "shift=2,sharpness=0.5,noise=0.2,jpeg=0.2"
     student_steps: int = 8000  # 3.5 epochs of the kept pairs, 47 minutes on 2 cores
     student_batch: int = 4
+    demo_renders: int = 4  # clean renders shipped in samples/ beside the teacher samples (the domain's "photographs")
+    clean_renders: int = 300  # held-out clean adult renders in `distill evaluate` (against the renderer's true edit)
+    clean_age_change: float | None = None  # None: the teacher's measured age change (an untrained teacher has none)
     teacher_eval: int = 1000
     eval_num: int = 500
     legacy_num: int = 20
@@ -67,7 +72,7 @@ SETTINGS = {
                     teacher_channels="4:32,8:32,16:16,32:8", teacher_batch=4, fit_samples=48, fit_check=8, layers="0:8",
                     alpha=None, pairs=24, keep_age=0.0, keep_quality=0.0, student_preset="tiny", student_options=(),
                     student_steps=4, student_batch=2, teacher_eval=16, eval_num=6, legacy_num=1, legacy_steps=3,
-                    timing_num=2),
+                    timing_num=2, demo_renders=2, clean_renders=4, clean_age_change=0.3),
 }
 
 
@@ -139,6 +144,8 @@ class Recipe:
                 *self._threads()]
         if s.teacher_channels:
             argv += ["--channels", s.teacher_channels]
+        if s.teacher_init:
+            argv += ["--init", s.teacher_init]
         if (self.teacher / "checkpoints" / "latest.pt").is_file():
             argv.append("--resume")
         self._run("teacher", argv)
@@ -199,20 +206,36 @@ class Recipe:
 
     def train_student(self) -> None:
         s = self.s
-        argv = ["train", str(self.pairs), "--out", str(self.student), "--preset", s.student_preset, *s.student_options,
-                "--max-steps", str(s.student_steps), "--batch-size", str(s.student_batch), "--workers", "1",
-                "--seed", str(s.seed), "--sample-every", str(max(s.student_steps // 10, 1))]
+        argv = ["train", str(self.pairs), "--out", str(self.student), "--max-steps", str(s.student_steps),
+                "--workers", "1", "--sample-every", str(max(s.student_steps // 10, 1))]
         if (self.student / "checkpoints" / "latest.pt").is_file():
-            argv.append("--resume")
+            argv.append("--resume")  # the model and data options are the checkpoint's
+        else:
+            argv += ["--preset", s.student_preset, *s.student_options, "--batch-size", str(s.student_batch),
+                     "--seed", str(s.seed), "--augment", s.student_augment]
         self._run("student", argv)
+
+    def demo_renders(self) -> list[str]:
+        """Clean adult renders (seeds apart from every evaluated one) for the demo page: the domain's photographs."""
+        from training.images import save_image
+        from training.toyfaces.clean_renders import DEMO_SEED0, adult_faces
+        from training.toyfaces.renderer import render
+
+        paths = []
+        for seed, params in adult_faces(self.s.demo_renders, z_dim=128, seed0=DEMO_SEED0):
+            path = self.out / "demo_renders" / f"render-{seed}.png"
+            save_image(path, render(params, self.s.resolution))
+            paths.append(str(path))
+        return paths
 
     def export(self) -> None:
         s = self.s
+        done = (self.entry / "manifest.json").is_file()
         self._run("export", ["export", str(self.student), "--out", str(self.entry), "--variants", "int8", "--overwrite",
-                             "--attribute", "age", "--description",
+                             "--attribute", "age", *([] if done else ["--samples", *self.demo_renders()]), "--description",
                              f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
                              "trained offline on procedural faces (see training/toyfaces)"],
-                  done=(self.entry / "manifest.json").is_file())
+                  done=done)
 
     def copy_reports(self) -> None:
         """The filter's report and the attribute model card beside the entry (what the pairs went through)."""
@@ -234,6 +257,8 @@ class Recipe:
         self._run("evaluate", ["evaluate", str(self.entry), "--out", str(out), "--scorer", str(self.attributes),
                                "--attribute", "age=0", *others, "--num", str(s.eval_num), "--legacy-num",
                                str(s.legacy_num), "--legacy-steps", str(s.legacy_steps), "--timing-num", str(s.timing_num),
+                               "--clean-renders", str(s.clean_renders),
+                               *(["--clean-age-change", str(s.clean_age_change)] if s.clean_age_change else []),
                                *self._threads()],
                   done=(out / "report.json").is_file())
 
@@ -266,6 +291,8 @@ def run(args: argparse.Namespace) -> int:
         setting = replace(setting, teacher_steps=args.teacher_steps)
     if args.student_steps:
         setting = replace(setting, student_steps=args.student_steps)
+    if args.teacher_init:
+        setting = replace(setting, teacher_init=args.teacher_init)
     recipe = Recipe(setting, Path(args.out), Path(args.zoo), args.attribute_model, args.threads)
     if args.redo_from:
         recipe.redo_from(args.redo_from)
@@ -281,6 +308,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use this attribute model (default: ZOO/toyfaces-attributes/attributes.onnx, trained when absent)")
     p.add_argument("--teacher-steps", type=int, default=None, help="override the setting's teacher steps")
     p.add_argument("--student-steps", type=int, default=None, help="override the setting's student steps")
+    p.add_argument("--teacher-init", default=None, metavar="TEACHER.pt",
+                   help="a new teacher run warm-starts from this teacher (same architecture), e.g. an earlier shipped one")
     p.add_argument("--redo-from", choices=("direction", "pairs", "student", "export"), default=None,
                    help="remove this stage's outputs and every later stage's, then run (e.g. after training the teacher further)")
     p.add_argument("--threads", type=int, default=0, help="torch/ORT threads of the stages that take it (0: default)")

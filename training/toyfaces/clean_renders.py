@@ -1,0 +1,73 @@
+"""Clean renders against the renderer's true edit: the toy domain's test on "real photographs".
+
+A student distilled from a teacher only ever sees the teacher's samples. Users send photographs. In
+the toy domain the renderer's clean pictures play the photographs, and the renderer can also draw
+the *true* edited face, which no real photograph ever gives: the same face with its age raised by
+the teacher's own edit strength (the mean age change the teacher's edit makes, read by the attribute
+model). So each path (student variants, the legacy projection, and the do-nothing identity) is
+measured against ground truth on pictures no teacher drew:
+
+- PSNR / SSIM of the output against the truly aged render, beside the identity (input unchanged);
+- the gain over the identity (mean of the per-image PSNR difference) and the share of images where
+  the path beats it;
+- with the attribute model: the share of images on which it sees the age rise by at least half of
+  the rise it reads between the input and the truly aged render, and the preservation of the others.
+
+Seeds are drawn from :data:`CLEAN_SEED0` (above every teacher, pair and evaluation seed), z exactly
+as the teacher's seeds (``z_from_seeds``), adults only (age >= ADULT_AGE), as the student's domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from training.errors import DistillError
+from training.toyfaces.renderer import FaceParams, params_from_z, render
+
+CLEAN_SEED0 = 3_000_000
+DEMO_SEED0 = 4_000_000  # the demo page's clean renders: apart from the evaluated ones
+
+
+@dataclass
+class CleanSet:
+    """Adult clean renders (inputs), the renderer's truly aged version of each (targets), and their seeds."""
+
+    seeds: list[int]
+    inputs: list[np.ndarray]
+    targets: list[np.ndarray]
+    ages: list[float]
+    age_change: float
+    aligned: bool
+
+
+def adult_faces(num: int, z_dim: int, aligned: bool = True, seed0: int = CLEAN_SEED0) -> list[tuple[int, FaceParams]]:
+    """The first ``num`` (seed, face) pairs from ``seed0`` on whose face is an adult, z drawn as the teacher's seeds."""
+    from training.directions import z_from_seeds
+    from training.toyfaces.attributes import ADULT_AGE
+
+    faces, seed = [], seed0
+    while len(faces) < num:
+        p = params_from_z(z_from_seeds([seed], z_dim)[0].double().numpy(), aligned)
+        if p.age >= ADULT_AGE:
+            faces.append((seed, p))
+        seed += 1
+    return faces
+
+
+def clean_render_set(num: int, size: int, z_dim: int, age_change: float, aligned: bool = True,
+                     seed0: int = CLEAN_SEED0) -> CleanSet:
+    """``num`` adult faces from ``seed0`` on: their render and their render with age + ``age_change`` (capped at 1)."""
+    if num < 1:
+        raise DistillError(f"--clean-renders {num}: need at least one face")
+    if not 0 < age_change <= 1:
+        raise DistillError(f"clean renders: age change {age_change:+.3f} is not a rise in (0, 1]; the edit does not age "
+                           "faces, or pass --clean-age-change")
+    out = CleanSet([], [], [], [], age_change, aligned)
+    for seed, p in adult_faces(num, z_dim, aligned, seed0):
+        out.seeds.append(seed)
+        out.ages.append(p.age)
+        out.inputs.append(render(p, size))
+        out.targets.append(render(replace(p, age=min(1.0, p.age + age_change)), size))
+    return out
