@@ -1,5 +1,7 @@
 // Demo page: pick a photo (or a sample), send it to /transform or /legacy/transform, show both
 // pictures side by side with the server's stage timings (Server-Timing header) and the round trip.
+// Models that expect FFHQ-aligned faces: the detected faces (X-Face-Boxes) are drawn on the original,
+// and the size defaults to "original" (the whole photo, the edited faces pasted back).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -39,8 +41,41 @@ function updateButtons() {
   $("legacy").disabled = !photo || !model || !model.legacy;
 }
 
+function parseBoxes(header) {
+  // "179,83,267,171;446,65,550,170" -> [[179, 83, 267, 171], [446, 65, 550, 170]]
+  return (header || "").split(";").filter((b) => b).map((b) => b.split(",").map(Number));
+}
+
+let faceBoxes = [];
+
+function drawBoxes() {
+  // face boxes are in the upload's upright pixels; the browser shows the upload upright and scaled
+  const img = $("original");
+  const scale = img.naturalWidth ? img.clientWidth / img.naturalWidth : 0;
+  $("boxes").replaceChildren(...faceBoxes.map(([left, top, right, bottom]) => {
+    const box = document.createElement("div");
+    box.className = "face-box";
+    Object.assign(box.style, {
+      left: `${left * scale}px`, top: `${top * scale}px`,
+      width: `${(right - left) * scale}px`, height: `${(bottom - top) * scale}px`,
+    });
+    return box;
+  }));
+  $("original-caption").textContent = faceBoxes.length
+    ? `Original: ${faceBoxes.length} face${faceBoxes.length > 1 ? "s" : ""} detected and edited` : "Original";
+}
+
+function showModelOptions() {
+  const model = currentModel();
+  const faces = Boolean(model && model.alignment === "ffhq");
+  $("align").disabled = $("faces").disabled = !faces;
+  if (faces) $("size").value = "original";
+}
+
 function usePhoto(blob) {
   photo = blob;
+  faceBoxes = [];
+  drawBoxes();
   $("original").src = URL.createObjectURL(blob);
   $("edited").removeAttribute("src");
   updateButtons();
@@ -68,13 +103,15 @@ async function loadModels() {
   $("model").replaceChildren(...models.map((m) => {
     const option = document.createElement("option");
     option.value = m.name;
-    option.textContent = `${m.name} (${m.input_size.join("x")}, ${m.provider}/${m.variant})`;
+    const faces = m.alignment === "ffhq" ? ", FFHQ faces" : "";
+    option.textContent = `${m.name} (${m.input_size.join("x")}, ${m.provider}/${m.variant}${faces})`;
     option.selected = m.name === info.default;
     return option;
   }));
   $("steps").value = info.legacy.steps;
   $("steps").max = info.legacy.max_steps;
   showSamples();
+  showModelOptions();
   updateButtons();
   setStatus(info.ready ? "Choose a photo or a sample." : "Models are still loading…");
   if (!info.ready) setTimeout(loadModels, 1000);
@@ -86,6 +123,10 @@ async function send(endpoint) {
   form.append("model", $("model").value);
   form.append("format", $("format").value);
   form.append("size", $("size").value);
+  if (!$("align").disabled) {
+    form.append("align", $("align").value);
+    form.append("faces", $("faces").value);
+  }
   if (endpoint === "/legacy/transform") form.append("steps", $("steps").value);
   setStatus(`Running ${endpoint}…`);
   $("transform").disabled = $("legacy").disabled = true;
@@ -99,6 +140,8 @@ async function send(endpoint) {
       return;
     }
     $("edited").src = URL.createObjectURL(await response.blob());
+    faceBoxes = parseBoxes(response.headers.get("X-Face-Boxes"));
+    drawBoxes();
     const provider = response.headers.get("X-Provider");
     $("edited-caption").textContent = `Edited by ${response.headers.get("X-Model")} (${endpoint}, ${provider})`;
     showTimings([...parseServerTiming(response.headers.get("Server-Timing")), ["round trip (browser)", roundTrip]]);
@@ -113,7 +156,10 @@ async function send(endpoint) {
 $("file").addEventListener("change", (event) => {
   if (event.target.files.length) usePhoto(event.target.files[0]);
 });
-$("model").addEventListener("change", () => { showSamples(); updateButtons(); });
+$("model").addEventListener("change", () => { showSamples(); showModelOptions(); updateButtons(); });
+$("faces").addEventListener("change", () => { if ($("faces").value === "all") $("size").value = "original"; });
+$("original").addEventListener("load", drawBoxes);
+window.addEventListener("resize", drawBoxes);
 $("transform").addEventListener("click", () => send("/transform"));
 $("legacy").addEventListener("click", () => send("/legacy/transform"));
 loadModels().catch((err) => setStatus(`Cannot list models: ${err}`, true));
