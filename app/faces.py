@@ -36,7 +36,6 @@ class AlignedUpload:
     """An upload prepared for an FFHQ model: the upright photo, the faces to edit and their aligned crops."""
 
     photo: np.ndarray  # uint8 [H, W, 3], the upright upload at full resolution
-    source_format: str
     faces: list[Face]  # the edited faces, largest first
     crops: list[np.ndarray]  # their FFHQ crops at the model's native size
     alignments: list[Alignment]
@@ -54,7 +53,7 @@ def check_request(size: str, faces: FacesMode) -> None:
                            f"size=original (size={size} returns one aligned face: use faces=largest)")
 
 
-def align_upload(photo: Image.Image, source_format: str, finder: FaceFinder, native: int, faces: FacesMode,
+def align_upload(photo: Image.Image, finder: FaceFinder, native: int, faces: FacesMode,
                  timer: StageTimer) -> AlignedUpload:
     """Find and align the faces of an upright upload (timed ``detect`` and ``align``); 422 ``no_face`` if none."""
     pixels = np.asarray(photo)
@@ -70,7 +69,7 @@ def align_upload(photo: Image.Image, source_format: str, finder: FaceFinder, nat
     chosen = found if faces == "all" else found[:1]
     with timer.stage("align"):
         aligned = [align_face(pixels, face.landmarks, native, resampling="opencv") for face in chosen]
-    return AlignedUpload(pixels, source_format, chosen, [a for a, _ in aligned], [t for _, t in aligned])
+    return AlignedUpload(pixels, chosen, [a for a, _ in aligned], [t for _, t in aligned])
 
 
 def restore(edited: list[np.ndarray], upload: AlignedUpload, size: str, timer: StageTimer) -> np.ndarray:

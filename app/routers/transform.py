@@ -62,10 +62,9 @@ async def decode_upload(service: Service, image: UploadFile, native_hw: tuple[in
                 keep_original=size != "native",
             )
     with timer.stage("decode"):
-        photo, fmt, _ = await run_in_threadpool(imaging.open_upload, data, max_bytes=s.max_upload_bytes,
-                                                max_pixels=s.max_pixels)
-    return await run_in_threadpool(face_path.align_upload, photo, fmt, service.face_finder(), native_hw[0], faces,
-                                   timer)
+        photo, _, _ = await run_in_threadpool(imaging.open_upload, data, max_bytes=s.max_upload_bytes,
+                                              max_pixels=s.max_pixels)
+    return await run_in_threadpool(face_path.align_upload, photo, service.face_finder(), native_hw[0], faces, timer)
 
 
 def inputs_of(upload: Upload) -> list[np.ndarray]:

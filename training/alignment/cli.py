@@ -171,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.size < 8:
         raise DistillError(f"--size {args.size}: the crop must be at least 8 pixels")
+    if args.detect_size < 80:
+        raise DistillError(f"--detect-size {args.detect_size}: the detector finds faces from about 80 pixels; "
+                           "pass at least 80 (default 640)")
     if out.exists() and not out.is_dir():
         raise DistillError(f"--out {out}: is a file; choose a folder")
     photos = collect_photos(args.photos, out)
@@ -187,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     for photo in bar:
         try:
             image = load_photo(photo)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
             append_row(out / REJECTED, Rejected(str(photo), f"unreadable image: {e}"))
             counts["rejected"] += 1
             continue

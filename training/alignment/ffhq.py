@@ -7,7 +7,7 @@ in the order of the dataset's recipe:
 1. the quad: ``x`` along the eyes (corrected by the eye-to-mouth line turned by 90 degrees), scaled to
    ``max(2 * eye distance, 1.8 * eye-to-mouth distance)``; ``y`` is ``x`` turned by 90 degrees; the centre is
    ``eye_avg + 0.1 * eye_to_mouth``; corners ``c-x-y, c-x+y, c+x+y, c+x-y``;
-2. shrink: a face more than twice the output size is first downscaled by ``floor(qsize / size / 2)``;
+2. shrink: a square at least 4x the output size is first downscaled by ``floor(qsize / size / 2)``;
 3. crop: the quad's bounding box plus a border of ``max(round(qsize * 0.1), 3)``;
 4. pad: where the quad leaves the picture, reflect padding (at least ``0.3 * qsize``) whose pixels fade into a
    blur (sigma ``0.02 * qsize``) and then into the picture's median colour, so no mirrored face shows;
