@@ -309,3 +309,12 @@ def test_two_faces_are_found_and_both_pasted_back(finder, portrait):
         x, y = np.rint(f.landmarks[30]).astype(int)  # the nose tip
         assert np.abs(result[y, x].astype(int) - photo[y, x]).max() > 60
     assert (result[:, 315:325] == photo[:, 315:325]).all()  # between the faces nothing changed
+
+
+def test_a_landmarker_with_another_layout_is_refused():
+    class FivePoints(RecordingLandmarker):
+        def landmarks(self, image, box):
+            return np.zeros((5, 2))
+
+    with pytest.raises(ValueError, match=r"shape \(5, 2\), not \(68, 2\)"):
+        find_faces(np.zeros((100, 100, 3), np.uint8), RecordingDetector(), FivePoints())

@@ -169,5 +169,9 @@ def find_faces(image: np.ndarray, detector: FaceDetector, landmarker: Landmarker
     faces = []
     for (left, top, right, bottom), score in found:
         box = (left / scale, top / scale, right / scale, bottom / scale)
-        faces.append(Face(box, score, landmarker.landmarks(image, box)))
+        points = landmarker.landmarks(image, box)
+        if points.shape != (NUM_LANDMARKS, 2):
+            raise ValueError(f"{type(landmarker).__name__} returned landmarks of shape {points.shape}, "
+                             f"not ({NUM_LANDMARKS}, 2): the FFHQ alignment needs the 68-point layout")
+        faces.append(Face(box, score, points))
     return sorted(faces, key=lambda f: f.area, reverse=True)
