@@ -17,7 +17,6 @@ sizes return one face). No face found is a 422 ``no_face``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -25,10 +24,8 @@ from PIL import Image
 from app.errors import ServiceError
 from app.timing import StageTimer
 from training.alignment.ffhq import Alignment, align_face
-from training.alignment.landmarks import Face, FaceFinder
+from training.alignment.landmarks import Face, FaceFinder, FacesMode, pick
 from training.alignment.pasteback import paste_faces
-
-FacesMode = Literal["largest", "all"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ def align_upload(photo: Image.Image, finder: FaceFinder, native: int, faces: Fac
             f"most {finder.detect_max_side} pixels wide: faces from about 80 pixels there); send a photo with a "
             "frontal face, larger in the frame, or use align=off",
         )
-    chosen = found if faces == "all" else found[:1]
+    chosen = pick(found, faces)
     with timer.stage("align"):
         aligned = [align_face(pixels, face.landmarks, native, resampling="opencv") for face in chosen]
     return AlignedUpload(pixels, chosen, [a for a, _ in aligned], [t for _, t in aligned])

@@ -18,13 +18,14 @@ from app.errors import ServiceError
 from app.schemas import ErrorBody
 from app.service import LoadedModel, Service
 from app.timing import StageTimer
+from training.alignment.landmarks import FacesMode
 
 router = APIRouter(tags=["transform"])
 
 Format = Literal["jpeg", "png", "webp"]
 Size = Literal["native", "crop", "original"]
 Align = Literal["auto", "off"]
-Faces = face_path.FacesMode
+Faces = FacesMode
 Upload = imaging.Decoded | face_path.AlignedUpload
 
 IMAGE_RESPONSES = {

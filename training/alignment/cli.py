@@ -21,14 +21,14 @@ import json
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from training.alignment.ffhq import align_face
-from training.alignment.landmarks import DETECT_MAX_SIDE, Face, default_finder
+from training.alignment.landmarks import DETECT_MAX_SIDE, Face, FacesMode, default_finder, pick
 from training.atomic import atomic_write_json, atomic_write_text
 from training.errors import DistillError
 from training.images import save_image
@@ -38,8 +38,6 @@ REJECTED = "rejected.jsonl"
 SETTINGS = "align.json"
 REPORT = "report.md"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-
-FacesMode = Literal["largest", "all"]
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ def align_photo(photo: Path, image: np.ndarray, faces: list[Face], stem: str, ou
                 mode: FacesMode) -> list[AlignedFace]:
     """Write the crops of ``faces`` (largest first; only the first with ``mode="largest"``); their rows."""
     rows = []
-    for index, face in enumerate(faces[:1] if mode == "largest" else faces):
+    for index, face in enumerate(pick(faces, mode)):
         crop, alignment = align_face(image, face.landmarks, size)
         name = f"{stem}_{index:02d}.png"
         save_image(out / name, crop)

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,7 @@ DETECT_THRESHOLD = 0.3  # minimum detector score (see DlibDetector)
 PREDICTOR_FILE = "models/shape_predictor_68_face_landmarks.dat"
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) in pixels
+FacesMode = Literal["largest", "all"]  # which faces of a photo to edit or crop
 
 
 @dataclass(frozen=True)
@@ -175,3 +176,8 @@ def find_faces(image: np.ndarray, detector: FaceDetector, landmarker: Landmarker
                              f"not ({NUM_LANDMARKS}, 2): the FFHQ alignment needs the 68-point layout")
         faces.append(Face(box, score, points))
     return sorted(faces, key=lambda f: f.area, reverse=True)
+
+
+def pick(faces: list[Face], mode: FacesMode) -> list[Face]:
+    """The faces to work on: the largest only (``faces`` come largest first) or all of them."""
+    return faces[:1] if mode == "largest" else faces
