@@ -481,8 +481,10 @@ def align_report(entry, zoo: Path, env: dict[str, str], n: int) -> list[str]:
         table(["request", "p50 ms", *ALIGN_STAGES], http_rows),
         "",
         "In the service `detect` runs shortly after the previous request's inference, while ONNX Runtime's "
-        "intra-op threads still spin-wait for work: on 2 cores they slow the detector down (in-process, detection "
-        "right after an inference measured 45 ms with spinning, 25 ms with `session.intra_op.allow_spinning` off).",
+        "intra-op threads may still spin-wait for work: on 2 cores they can slow the detector down (in-process, "
+        "detection right after an inference measured 45 ms with spinning, 25 ms with "
+        "`session.intra_op.allow_spinning` off; two earlier runs of this table measured 42 ms for `detect` in the "
+        "service).",
         "",
     ]
 
