@@ -1,7 +1,7 @@
 """The aligned path for models that expect FFHQ-aligned faces (manifest ``input.alignment: ffhq``).
 
-The upload is decoded at full resolution and turned upright; faces are found (dlib, detection on a copy of
-at most 640 pixels, landmarks at full resolution) and each edited face is cropped the FFHQ way at the
+The upload is decoded at full resolution and turned upright; faces are found (dlib, detection on a copy at most
+640 pixels on its longer side, landmarks at full resolution) and each edited face is cropped the FFHQ way at the
 model's native size. Stages, timed separately: ``detect`` (faces and landmarks), ``align`` (the crops) and,
 on the way out, ``pasteback``. The response size is chosen by ``size``:
 
@@ -60,7 +60,7 @@ def align_upload(photo: Image.Image, finder: FaceFinder, native: int, faces: Fac
         raise ServiceError(
             422, "no_face",
             f"no face found in the {photo.width}x{photo.height} upload (dlib's frontal face detector, on a copy at "
-            f"most {finder.detect_max_side} pixels wide: faces from about 80 pixels there); send a photo with a "
+            f"most {finder.detect_max_side} pixels on its longer side: faces from about 80 pixels there); send a photo with a "
             "frontal face, larger in the frame, or use align=off",
         )
     chosen = pick(found, faces)

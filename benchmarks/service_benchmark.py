@@ -468,7 +468,7 @@ def align_report(entry, zoo: Path, env: dict[str, str], n: int) -> list[str]:
         "",
         table(["stage", "p50 ms", "p95 ms"], rows),
         "",
-        "`detect`: dlib's HOG detector on a copy at most 640 px wide, then the 68 landmarks at full resolution; "
+        "`detect`: dlib's HOG detector on a copy at most 640 px on its longer side, then the 68 landmarks at full resolution; "
         "`align`: the FFHQ recipe at the model's size with OpenCV resampling (what the service runs); "
         "`pasteback`: the inverse warp and the feathered blend into the 1024x768 photo; `total`: the three. "
         "`align (Pillow)`: the recipe's own filters (what `distill align` writes), for comparison. "
