@@ -104,6 +104,8 @@ def _days(days: float) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds:.3g} s"  # a tiny model's epoch: never rounded to "0.0 s"
     if seconds < 120:
         return f"{seconds:.1f} s"
     if seconds < 7200:
