@@ -344,7 +344,7 @@ def evaluate_clean_renders(args: argparse.Namespace, G: torch.nn.Module, directi
         paths[f"student_{s.variant}"], per = against_truth(outputs[s.variant], targets, identity_psnr)
         for row, v in zip(rows, per, strict=True):
             row[f"psnr_{s.variant}"] = v
-    legacy_n = min(args.legacy_num, len(inputs))
+    legacy_n = min(args.clean_legacy_num, len(inputs))
     if legacy_n:
         outputs["legacy"], seconds, _ = legacy_outputs(G, direction, spec, clean.seeds[:legacy_n], clean.inputs[:legacy_n],
                                                        args.legacy_steps, args.vgg16, out / "legacy_clean")
@@ -447,8 +447,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise DistillError(f"--variants {args.variants!r}: a comma list of fp32 (required), int8, fp16")
     present = [v for v in variants if v in entry.manifest["variants"]]
     missing = [v for v in variants if v not in present]
-    if args.legacy_num < 0 or args.legacy_steps < 1 or args.timing_num < 1:
-        raise DistillError("--legacy-num must be >= 0, --legacy-steps and --timing-num >= 1")
+    if args.legacy_num < 0 or args.clean_legacy_num < 0 or args.legacy_steps < 1 or args.timing_num < 1:
+        raise DistillError("--legacy-num and --clean-legacy-num must be >= 0, --legacy-steps and --timing-num >= 1")
     scoring = build_scoring(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -645,7 +645,7 @@ def command_line(args: argparse.Namespace) -> str:
     argv += ["--legacy-num", str(args.legacy_num), "--legacy-steps", str(args.legacy_steps), "--variants", args.variants,
              "--timing-num", str(args.timing_num)]
     if args.clean_renders:
-        argv += ["--clean-renders", str(args.clean_renders)]
+        argv += ["--clean-renders", str(args.clean_renders), "--clean-legacy-num", str(args.clean_legacy_num)]
         if args.clean_age_change is not None:
             argv += ["--clean-age-change", str(args.clean_age_change)]
     if args.vgg16:
@@ -890,6 +890,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clean-renders", type=int, default=0, metavar="N",
                    help="toy-face teachers only: also run every path on N held-out adult clean renders and compare with "
                         "the renderer's truly aged face (default 0: skip)")
+    p.add_argument("--clean-legacy-num", type=int, default=10, metavar="N",
+                   help="of the clean renders, how many also go the legacy way (default 10; 0: skip)")
     p.add_argument("--clean-age-change", type=float, default=None, metavar="X",
                    help="age rise of the true edit (default: the teacher's mean change read by --scorer)")
     p.add_argument("--vgg16", help="torchvision VGG16 weights for the projector's perceptual distance (default: pixel pyramid)")
