@@ -44,11 +44,9 @@ class LoadedModel:
         return self.entry.teacher_path is not None and self.entry.direction_path is not None
 
     def samples(self) -> list[Path]:
-        """Images in the entry's ``samples/`` folder (shown on the demo page)."""
-        folder = self.entry.path / "samples"
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)
+        """The images the manifest lists under ``samples/`` (shown on the demo page); other files there are
+        never listed or served (checked at start with the rest of the entry)."""
+        return [p for p in self.entry.listed("samples") if p.suffix.lower() in SAMPLE_SUFFIXES]
 
 
 def select_entries(settings: Settings) -> list[ModelEntry]:

@@ -123,5 +123,7 @@ def _verify(args: argparse.Namespace) -> int:
     entry = get_entry(args.name, args.root, verify=True)
     for fname, record in entry.manifest["files"].items():
         print(f"ok  {fname}  {record['bytes']} bytes  sha256 {record['sha256']}")
+    for path in entry.unlisted():
+        print(f"not in the manifest (never loaded or served): {path.relative_to(entry.path)}")
     print(f"{entry.name}: all {len(entry.manifest['files'])} files match the manifest")
     return 0

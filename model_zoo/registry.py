@@ -10,7 +10,9 @@ An entry is a folder holding ``manifest.json`` (folders without one are not entr
 
 ``get_entry`` verifies the size and sha256 of every file the manifest lists before anything loads
 it, so a truncated copy or a flipped byte is refused with the file's name instead of surfacing as
-an obscure ONNX Runtime error (or, worse, as silently wrong pictures).
+an obscure ONNX Runtime error (or, worse, as silently wrong pictures). Only listed files are ever
+loaded or served (:meth:`ModelEntry.listed`); other files in the folder (reports) are ignored, and a
+symbolic link anywhere in the entry that leads out of its folder fails verification.
 """
 
 from __future__ import annotations
@@ -117,8 +119,32 @@ class ModelEntry:
         record = self.manifest.get(key)
         return self.path / record["file"] if record else None
 
+    def contains(self, path: Path) -> bool:
+        """Whether ``path``, with every symbolic link followed, lies inside the entry's folder."""
+        return path.resolve().is_relative_to(self.path.resolve())
+
+    def listed(self, folder: str) -> list[Path]:
+        """The files the manifest lists under ``folder/`` (e.g. ``samples``), sorted: the only ones served from it."""
+        prefix = folder.rstrip("/") + "/"
+        return sorted(self.path / fname for fname in self.manifest["files"] if fname.startswith(prefix))
+
+    def unlisted(self) -> list[Path]:
+        """Files in the entry's folder that the manifest does not list (reports, strays): never loaded or served."""
+        listed = {self.path / fname for fname in self.manifest["files"]} | {self.path / MANIFEST}
+        return sorted(p for p in self.path.rglob("*") if (p.is_file() or p.is_symlink()) and p not in listed)
+
+    def escaping_links(self) -> list[Path]:
+        """Symbolic links inside the entry whose target lies outside its folder (or nowhere)."""
+        return sorted(p for p in self.path.rglob("*") if p.is_symlink() and not (p.exists() and self.contains(p)))
+
     def verify(self) -> None:
-        """Check the byte size and sha256 of every file in ``manifest["files"]``; ModelZooError on the first bad one."""
+        """Check the byte size and sha256 of every file in ``manifest["files"]`` and refuse symbolic links that
+        leave the entry; ModelZooError on the first problem."""
+        for link in self.escaping_links():
+            raise ModelZooError(
+                f"{link}: a symbolic link leading out of model {self.name!r} (to {os.readlink(link)}); "
+                "delete it (an entry holds its files itself)"
+            )
         for fname, record in self.manifest["files"].items():
             path = self.path / fname
             if not path.is_file():

@@ -79,6 +79,7 @@ def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bo
     if samples:
         (dest / "samples").mkdir()
         Image.fromarray(gradient(48, 40)).save(dest / "samples" / "face.png")
+        files.append("samples/face.png")
     return write_entry(dest, manifest, files)
 
 

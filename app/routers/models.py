@@ -45,9 +45,10 @@ async def list_models(service: Service = Depends(get_service)) -> ModelsResponse
 
 @router.get("/models/{name}/samples/{filename}", response_class=FileResponse, responses={404: {"model": ErrorBody}})
 async def sample(name: str, filename: str, service: Service = Depends(get_service)) -> FileResponse:
-    """One image from the model entry's ``samples/`` folder."""
+    """One image the model entry's manifest lists under ``samples/`` (a file swapped for a link leading out
+    of the entry since the start is refused too)."""
     model = service.get_model(name)
     for path in model.samples():
-        if path.name == filename:
+        if path.name == filename and path.is_file() and model.entry.contains(path):
             return FileResponse(path)
     raise ServiceError(404, "unknown_sample", f"model {name!r} has no sample {filename!r}")
