@@ -14,7 +14,9 @@ Models that expect FFHQ-aligned faces (manifest ``input.alignment: ffhq``) frame
 
 Every bad upload maps to a :class:`~app.errors.ServiceError` (4xx with a JSON reason), never a 500.
 Pixel counts are checked from the header, before any pixel is decoded, so a tiny file declaring
-huge dimensions (a decompression bomb) costs nothing.
+huge dimensions (a decompression bomb) costs nothing. So is the result's size against the encoder's
+limit (WebP 16383 px a side, JPEG 65535): a ``size=original`` answer that could not be encoded is a
+422 ``output_too_large`` before any work is done, not a failure after it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SIZES = ("native", "crop", "original")
 FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 ACCEPTED = ("JPEG", "PNG", "WEBP")
+MAX_SIDE = {"jpeg": 65535, "png": 2**31 - 1, "webp": 16383}  # the longest side each encoder can write
 _MAGIC = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -82,6 +85,19 @@ def check_upload(data: bytes, max_bytes: int) -> str:
     return fmt
 
 
+def check_output_size(width: int, height: int, fmt: str) -> None:
+    """Refuse (422 ``output_too_large``, with the limit) a width x height result the ``fmt`` encoder cannot write."""
+    limit = MAX_SIDE[fmt]
+    if max(width, height) > limit:
+        others = [f for f, side in MAX_SIDE.items() if side >= max(width, height)]
+        raise ServiceError(
+            422, "output_too_large",
+            f"a {width}x{height} result is beyond the {fmt} encoder's limit of {limit} pixels a side; "
+            f"ask for {' or '.join(f'format={f}' for f in others)}, or size=native or crop",
+            limit=limit,
+        )
+
+
 def center_box(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
     """The largest centred (left, top, right, bottom) box of ``aspect`` = W/H inside a width x height picture."""
     if width / height > aspect:
@@ -110,12 +126,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def open_upload(data: bytes, *, max_bytes: int, max_pixels: int,
-                draft_hw: tuple[int, int] | None = None) -> tuple[Image.Image, str, tuple[int, int]]:
+def open_upload(data: bytes, *, max_bytes: int, max_pixels: int, draft_hw: tuple[int, int] | None = None,
+                output_format: str | None = None) -> tuple[Image.Image, str, tuple[int, int]]:
     """Validate and decode an upload, honour EXIF rotation: (upright RGB picture, format, (W, H) from the header).
 
     With ``draft_hw`` (H, W) a JPEG may be decoded at a reduced scale (libjpeg's DCT scaling), as long as a
-    centred crop of that size still fits at full detail.
+    centred crop of that size still fits at full detail. With ``output_format`` the upload's size must be one
+    that format can encode (the answer is the upload's size), checked from the header.
     """
     fmt = check_upload(data, max_bytes)
     try:
@@ -131,6 +148,8 @@ def open_upload(data: bytes, *, max_bytes: int, max_pixels: int,
                 413, "too_many_pixels",
                 f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
             )
+        if output_format is not None:
+            check_output_size(width, height, output_format)
         if fmt == "JPEG" and draft_hw is not None:
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the crop stays at least native-sized
             # (whatever the EXIF rotation: the shorter side must cover the longer native side).
@@ -146,14 +165,15 @@ def open_upload(data: bytes, *, max_bytes: int, max_pixels: int,
 
 
 def decode(data: bytes, *, native_hw: tuple[int, int], max_bytes: int, max_pixels: int,
-           keep_original: bool = False) -> Decoded:
+           keep_original: bool = False, output_format: str | None = None) -> Decoded:
     """Validate and decode an upload, honour EXIF rotation, centre-crop and resize to ``native_hw`` (H, W).
 
     ``keep_original`` keeps the full-resolution upright picture for :func:`restore_geometry`; without it a
     JPEG may be decoded at a reduced scale (libjpeg's DCT scaling), as long as the crop stays native-sized.
+    ``output_format``: see :func:`open_upload`.
     """
     rgb, fmt, size = open_upload(data, max_bytes=max_bytes, max_pixels=max_pixels,
-                                 draft_hw=None if keep_original else native_hw)
+                                 draft_hw=None if keep_original else native_hw, output_format=output_format)
     out_h, out_w = native_hw
     box = center_box(rgb.width, rgb.height, out_w / out_h)
     # Crop first: resizing with ``box=`` would let the filter see pixels outside the crop.
@@ -176,7 +196,8 @@ def restore_geometry(edited: np.ndarray, decoded: Decoded, size: str) -> np.ndar
 
 
 def encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
-    """uint8 [H,W,3] -> JPEG/WebP (``quality``) or PNG (fast zlib level 1) bytes."""
+    """uint8 [H,W,3] -> JPEG/WebP (``quality``) or PNG (fast zlib level 1) bytes; 422 beyond the encoder's size."""
+    check_output_size(pixels.shape[1], pixels.shape[0], fmt)
     buf = io.BytesIO()
     pil_format = FORMATS[fmt]
     options = {"compress_level": 1} if pil_format == "PNG" else {"quality": quality}

@@ -72,8 +72,8 @@ async def legacy_transform(
     steps = steps or s.legacy_steps
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
-    upload = await decode_upload(service, image, entry.input_size, size, timer, align=aligned(loaded, align),
-                                 faces=faces)
+    upload = await decode_upload(service, image, entry.input_size, size, timer, fmt=format,
+                                 align=aligned(loaded, align), faces=faces)
     job = service.legacy_job(loaded, steps)
     edited = []
     with timer.stage("projection"):

@@ -49,22 +49,25 @@ def aligned(loaded: LoadedModel, align: Align) -> bool:
 
 
 async def decode_upload(service: Service, image: UploadFile, native_hw: tuple[int, int], size: str,
-                        timer: StageTimer, *, align: bool = False, faces: Faces = "largest") -> Upload:
+                        timer: StageTimer, *, fmt: Format, align: bool = False, faces: Faces = "largest") -> Upload:
     """Read, validate and decode the upload in a worker thread (timed ``decode``), then frame it for the model:
-    a centred crop, or (``align``) the FFHQ crops of its faces (timed ``detect`` and ``align``)."""
+    a centred crop, or (``align``) the FFHQ crops of its faces (timed ``detect`` and ``align``).
+
+    With ``size=original`` an upload too large for the ``fmt`` encoder is refused here, before any work."""
     s = service.settings
     if align:
         face_path.check_request(size, faces)
     data = await read_upload(image, s.max_upload_bytes)
+    output_format = fmt if size == "original" else None
     if not align:
         with timer.stage("decode"):
             return await run_in_threadpool(
                 imaging.decode, data, native_hw=native_hw, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels,
-                keep_original=size != "native",
+                keep_original=size != "native", output_format=output_format,
             )
     with timer.stage("decode"):
         photo, _, _ = await run_in_threadpool(imaging.open_upload, data, max_bytes=s.max_upload_bytes,
-                                              max_pixels=s.max_pixels)
+                                              max_pixels=s.max_pixels, output_format=output_format)
     return await run_in_threadpool(face_path.align_upload, photo, service.face_finder(), native_hw[0], faces, timer)
 
 
@@ -133,8 +136,8 @@ async def transform(
     runtime = loaded.runtime
     label_request(request, runtime.name, runtime.provider)
     with loaded.batcher.expecting():  # queued requests may wait for this one to join their batch
-        upload = await decode_upload(service, image, runtime.native_hw, size, timer, align=aligned(loaded, align),
-                                     faces=faces)
+        upload = await decode_upload(service, image, runtime.native_hw, size, timer, fmt=format,
+                                     align=aligned(loaded, align), faces=faces)
         xs = await run_in_threadpool(preprocess, inputs_of(upload), timer)
     try:
         # several faces are submitted together, so they usually share a batch
