@@ -90,7 +90,7 @@ function showSamples() {
   for (const url of model ? model.samples : []) {
     const img = document.createElement("img");
     img.src = url;
-    img.alt = url.split("/").pop();
+    img.alt = img.title = url.split("/").pop();
     img.addEventListener("click", async () => usePhoto(await (await fetch(url)).blob()));
     list.appendChild(img);
   }
