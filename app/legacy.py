@@ -6,7 +6,11 @@ so it runs in separate processes (``spawn``, torch limited to ``legacy_threads``
 which also keeps torch out of the web process entirely. The pool admits ``workers`` running jobs
 plus ``queue`` waiting ones; beyond that :class:`LegacyBusyError` (503). Every job carries an
 absolute deadline that the projector polls (``should_stop``), so a timed-out job stops by itself
-and frees its process; the caller gets :class:`LegacyTimeoutError` (504) at the same moment.
+and frees its process; the caller gets :class:`LegacyTimeoutError` (504) at the same moment. A job
+still running ``_GRACE_S`` past its deadline has a hung process (stopped, stuck in native code): the
+pool's processes are killed and a fresh pool serves the next request, so a hang costs one 504 (and
+503 ``legacy_unavailable`` to the jobs that shared the pool), never the endpoint. A teacher or
+direction that cannot be loaded is a :class:`LegacyLoadError` with the reason.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ class LegacyTimeoutError(Exception):
 
 class LegacyUnavailableError(Exception):
     """A projection process died (killed, out of memory); the next request gets a fresh pool."""
+
+
+class LegacyLoadError(Exception):
+    """The teacher or the direction cannot be loaded (unreadable, not a checkpoint, refused pickle); raised in a
+    pool process and pickled back by reference (one string argument)."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +96,12 @@ def _load(job: LegacyJob) -> tuple[Any, Any]:
 
     key = (str(job.teacher), str(job.direction))
     if key not in _CACHE:
-        G = load_generator(job.teacher, device="cpu")
-        _CACHE[key] = (G, load_direction(job.direction, G.num_ws, G.w_dim))
+        try:
+            G = load_generator(job.teacher, device="cpu")
+            _CACHE[key] = (G, load_direction(job.direction, G.num_ws, G.w_dim))
+        except Exception as e:  # whatever the loaders raise: the reason goes back to the web process
+            raise LegacyLoadError(f"the teacher {job.teacher.name} or direction {job.direction.name} cannot be "
+                                  f"loaded ({type(e).__name__}: {e})") from None
     return _CACHE[key]
 
 
@@ -150,29 +163,49 @@ class LegacyExecutor:
         """Start the processes and load ``jobs``' teachers (torch import, weights, W statistics) in them."""
         if self.enabled and jobs:
             pool = self._get_pool()
-            await asyncio.gather(*(asyncio.wrap_future(pool.submit(_warm_worker, jobs)) for _ in range(self.workers)))
+            try:
+                await asyncio.gather(*(asyncio.wrap_future(pool.submit(_warm_worker, jobs))
+                                       for _ in range(self.workers)))
+            except BrokenProcessPool as e:  # the teacher crashed the process: the next job gets a fresh pool
+                self._discard_pool()
+                raise LegacyLoadError(f"the teacher {jobs[0].teacher.name} crashed the projection process") from e
 
     async def run(self, job: LegacyJob, pixels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """Project-edit-synthesize ``pixels`` in the pool; LegacyBusyError / LegacyTimeoutError as documented."""
         if self.active >= self.capacity:
             raise LegacyBusyError(f"{self.active} projections are running or queued (capacity {self.capacity})")
         deadline = time.time() + self.timeout_s
+        pool = self._get_pool()
         try:
-            future = self._get_pool().submit(_run_job, job, pixels, deadline)
+            future = pool.submit(_run_job, job, pixels, deadline)
         except BrokenProcessPool:  # a process died since the last job: start over once
             self._discard_pool()
-            future = self._get_pool().submit(_run_job, job, pixels, deadline)
+            pool = self._get_pool()
+            future = pool.submit(_run_job, job, pixels, deadline)
         self._set_active(self.active + 1)
         wrapped = asyncio.wrap_future(future)
         wrapped.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.shield(wrapped), self.timeout_s + _GRACE_S)
         except (TimeoutError, asyncio.TimeoutError) as e:
+            if not wrapped.done():  # it ignored its deadline: its process is hung
+                log.error("a projection is still running %g s past its deadline: its process is hung; "
+                          "killing the pool's processes, the next request starts a fresh pool", _GRACE_S)
+                self._kill_pool(pool)
             raise LegacyTimeoutError(f"the projection did not finish within {self.timeout_s:g} s") from e
         except BrokenProcessPool as e:
             log.error("a projection process died; the next request starts a fresh pool")
             self._discard_pool()
             raise LegacyUnavailableError("the projection process died; retry") from e
+
+    def _kill_pool(self, pool: ProcessPoolExecutor) -> None:
+        """SIGKILL ``pool``'s processes (a stopped one too) and forget the pool: its jobs fail at once with
+        BrokenProcessPool, which frees their slots. ProcessPoolExecutor has no public handle on its processes."""
+        for process in list((pool._processes or {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is pool:
+            self._pool = None
 
     def _discard_pool(self) -> None:
         if self._pool is not None:

@@ -5,6 +5,11 @@
 fp16/INT8 variant named in the settings is used (falling back to fp32 when the entry lacks it) and
 inputs/outputs go through I/O binding; cuDNN's exhaustive algorithm search happens per input shape,
 so warm-up runs every batch size the micro-batcher can form before the service reports ready.
+
+Before warm-up, :meth:`ModelRuntime.check_contract` holds the ONNX model to its manifest (one float
+input and output, [N, 3, H, W] at the manifest's size, the output the input's shape): a model that
+loads but does not fit (another model copied into the entry) is refused at start with the reason,
+instead of answering every request with a 500.
 """
 
 from __future__ import annotations
@@ -122,6 +127,33 @@ class ModelRuntime:
         else:
             y = self.session.run([self.output_name], {self.input_name: x})[0]
         return y.astype(np.float32, copy=False)
+
+    def check_contract(self) -> None:
+        """DistillError naming the file and what differs when the model's input or output is not the manifest's
+        [N, 3, H, W] float tensor, checked on the declared shapes and on one inference at the native size."""
+        h, w = self.native_hw
+        path = self.entry.variant_path(self.variant)
+        fix = f"re-export the entry (`distill export RUN --out {self.entry.path}`) or fix input.size in its manifest"
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise DistillError(f"{path}: model {self.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                               f"a student has one input and one output; {fix}")
+        for role, arg in (("input", inputs[0]), ("output", outputs[0])):
+            declared = list(arg.shape)
+            fixed = [d if isinstance(d, int) else None for d in declared]
+            if arg.type not in _NP_TYPES or len(declared) != 4 or any(
+                d is not None and d != want for d, want in zip(fixed[1:], (3, h, w), strict=True)
+            ):
+                shape = ", ".join("?" if d is None else str(d) for d in declared)
+                raise DistillError(f"{path}: model {self.name!r} declares {role} {arg.type} [{shape}]; the manifest "
+                                   f"says float [N, 3, {h}, {w}]; {fix}")
+        try:
+            y = self.run(np.zeros((1, 3, h, w), np.float32))
+        except Exception as e:  # onnxruntime's own exception types
+            raise DistillError(f"{path}: model {self.name!r} fails on a [1, 3, {h}, {w}] input ({e}); {fix}") from e
+        if y.shape != (1, 3, h, w):
+            raise DistillError(f"{path}: model {self.name!r} answers a [1, 3, {h}, {w}] input with {list(y.shape)}; "
+                               f"a student returns its input's shape; {fix}")
 
     def warm_up(self, runs: int, max_batch: int) -> float:
         """Run ``runs`` times at batch 1 (and, on CUDA, once at every batch size up to ``max_batch``); seconds spent."""

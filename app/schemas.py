@@ -38,6 +38,7 @@ class ModelInfo(BaseModel):
     variant: str
     variants: list[str]
     legacy: bool
+    legacy_error: str | None = None  # why the legacy path is off for this model (teacher or direction unloadable)
     samples: list[str]
     batching: BatchingInfo
 

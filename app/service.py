@@ -1,7 +1,11 @@
 """The service's long-lived state: the loaded models (session + micro-batcher each) and the legacy pool.
 
-One :class:`Service` per worker process lives on ``app.state.service``. :meth:`Service.start` loads and
-warms every model in a thread (so ``/healthz`` answers while it runs) and only then turns ready.
+One :class:`Service` per worker process lives on ``app.state.service``. :meth:`Service.start` loads,
+checks (each model against its manifest's contract) and warms every model in a thread (so ``/healthz``
+answers while it runs) and only then turns ready. Any failure there is logged and kept as
+``load_error``: ``/readyz`` answers 503 ``failed`` with it for good, so an orchestrator restarts or
+alerts instead of waiting. A teacher or direction that does not load disables only that model's
+legacy path (``legacy_error``: 503 ``legacy_unavailable`` with the reason, shown in ``/models``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class LoadedModel:
 
     runtime: ModelRuntime
     batcher: MicroBatcher
+    legacy_error: str | None = None  # why the teacher or direction cannot be loaded (the legacy path is off)
 
     @property
     def entry(self) -> ModelEntry:
@@ -77,13 +82,19 @@ class Service:
         )
 
     async def start(self) -> None:
-        """Load and warm every model without blocking the event loop, start the batchers, turn ready."""
+        """Load, check and warm every model without blocking the event loop, start the batchers, turn ready;
+        on any failure keep the reason in ``load_error`` (logged) and stay not ready."""
         try:
-            runtimes = await asyncio.to_thread(self._load_all)
+            await self._start()
         except DistillError as e:
             self.load_error = str(e)
             log.error("the service cannot start serving: %s", e)
-            return
+        except Exception as e:  # a bug or a library error: still reported, never a silent "loading" forever
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.exception("the service cannot start serving: %s", self.load_error)
+
+    async def _start(self) -> None:
+        runtimes = await asyncio.to_thread(self._load_all)
         for runtime in runtimes:
             self.models[runtime.name] = LoadedModel(runtime, self._make_batcher(runtime))
             self.models[runtime.name].batcher.start()
@@ -93,11 +104,12 @@ class Service:
             self.load_error = f"DISTILL_DEFAULT_MODEL={self.default_model!r} is not served (serving: {', '.join(names)})"
             log.error(self.load_error)
             return
-        teachers = [self.legacy_job(m, self.settings.legacy_steps) for m in self.models.values() if m.has_teacher]
-        try:
-            await self.legacy.warm(teachers)
-        except Exception as e:  # a broken teacher disables the legacy path, not the service
-            log.error("legacy path: loading the teachers failed (%s); /legacy/transform will report it", e)
+        for model in self.models.values():
+            if model.has_teacher:
+                try:
+                    await self.legacy.warm([self.legacy_job(model, self.settings.legacy_steps)])
+                except Exception as e:  # a broken teacher disables that model's legacy path, not the service
+                    self.legacy_failed(model, e)
         self.ready = True
         log.info("ready: %s (default %s)", ", ".join(names), self.default_model)
 
@@ -108,6 +120,7 @@ class Service:
             self.face_finder()
         for entry in entries:
             runtime = load_runtime(entry, self.settings)
+            runtime.check_contract()
             seconds = runtime.warm_up(self.settings.warmup_runs, self._max_batch(runtime))
             h, w = runtime.native_hw
             MODEL_INFO.labels(entry.name, runtime.provider, runtime.variant, f"{h}x{w}",
@@ -144,6 +157,11 @@ class Service:
             runtime.run, max_batch=max_batch, max_wait_s=s.max_wait_ms / 1000, queue_size=s.queue_size,
             name=runtime.name, on_batch=lambda n, _: batch_hist.observe(n), on_depth=depth.set,
         )
+
+    def legacy_failed(self, model: LoadedModel, error: BaseException) -> None:
+        """Turn ``model``'s legacy path off with the reason (logged, answered by /legacy/transform and /models)."""
+        model.legacy_error = str(error) or type(error).__name__
+        log.error("model %s: the legacy path is off: %s", model.entry.name, model.legacy_error)
 
     def legacy_job(self, model: LoadedModel, steps: int) -> LegacyJob:
         """The projection job for ``model``: its teacher and direction, the edit from its manifest."""

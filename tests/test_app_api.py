@@ -286,7 +286,7 @@ def test_broken_zoo_keeps_readyz_503_with_the_reason(tmp_path):
         while (body := c.get("/readyz").json())["status"] == "loading":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert body["status"] == "error" and "no model-zoo entries" in body["detail"]
+        assert body["status"] == "failed" and "no model-zoo entries" in body["detail"]
         assert c.get("/healthz").status_code == 200
 
 

@@ -20,9 +20,10 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(service: Service = Depends(get_service)) -> Health | JSONResponse:
-    """200 once every model is loaded and warmed up; 503 (with the reason) before that or if loading failed."""
+    """200 once every model is loaded, checked against its manifest and warmed up; 503 ``loading`` before
+    that (with Retry-After), or 503 ``failed`` with the reason for good when loading failed (restart or alert)."""
     if service.ready:
         return Health(status="ready")
-    status = "error" if service.load_error else "loading"
-    return JSONResponse(Health(status=status, detail=service.load_error).model_dump(), status_code=503,
-                        headers={"Retry-After": "1"})
+    if service.load_error:
+        return JSONResponse(Health(status="failed", detail=service.load_error).model_dump(), status_code=503)
+    return JSONResponse(Health(status="loading").model_dump(), status_code=503, headers={"Retry-After": "1"})

@@ -10,6 +10,7 @@ from app.dependencies import get_service, label_request
 from app.errors import ServiceError
 from app.legacy import (
     LegacyBusyError,
+    LegacyLoadError,
     LegacyTimeoutError,
     LegacyUnavailableError,
 )
@@ -69,6 +70,8 @@ async def legacy_transform(
     if not loaded.has_teacher:
         raise ServiceError(409, "no_teacher", f"model {entry.name!r} ships no teacher and direction; "
                                               "re-export it with them to use the legacy path")
+    if loaded.legacy_error:
+        raise ServiceError(503, "legacy_unavailable", f"model {entry.name!r}: {loaded.legacy_error}")
     steps = steps or s.legacy_steps
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
@@ -85,6 +88,9 @@ async def legacy_transform(
             raise ServiceError(503, "legacy_busy", str(e), headers={"Retry-After": "5"}) from e
         except LegacyUnavailableError as e:
             raise ServiceError(503, "legacy_unavailable", str(e), headers={"Retry-After": "1"}) from e
+        except LegacyLoadError as e:
+            service.legacy_failed(loaded, e)
+            raise ServiceError(503, "legacy_unavailable", f"model {entry.name!r}: {e}") from e
         except LegacyTimeoutError as e:
             raise ServiceError(504, "legacy_timeout", f"{e}; ask for fewer steps") from e
     content = await run_in_threadpool(finish, edited, upload, size, format, s.output_quality, timer)

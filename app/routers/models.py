@@ -25,7 +25,8 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         provider_reason=runtime.provider_reason,
         variant=runtime.variant,
         variants=sorted(entry.variants),
-        legacy=model.has_teacher and service.legacy.enabled,
+        legacy=model.has_teacher and service.legacy.enabled and model.legacy_error is None,
+        legacy_error=model.legacy_error,
         samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],
         batching=BatchingInfo(max_batch=model.batcher.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size),
     )
