@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temporary file beside the target, then rename over it.
 
 A reader (or a resumed job) therefore sees either the old file or the complete new one, never a
-half-written file, even when the writer is killed with SIGKILL.
+half-written file, even when the writer is killed with SIGKILL or the disk fills up (the temp file is
+removed and the OSError names the target, for :func:`training.errors.file_errors`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() or fsync(): name the file
+            e.filename = str(path)
         raise
     return path
 

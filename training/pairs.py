@@ -47,7 +47,7 @@ from training.directions import (
     read_sidecar,
     z_from_seeds,
 )
-from training.errors import DistillError
+from training.errors import DistillError, file_errors
 from training.images import load_image, make_grid, save_image, to_uint8
 from training.manifest import (
     METADATA,
@@ -426,18 +426,20 @@ def merge_datasets(out: str | os.PathLike, sources: list[str | os.PathLike]) -> 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    done = generate_pairs(
-        args.generator, args.direction, args.out, alpha=args.alpha, truncation=args.truncation, num=args.num,
-        layers=args.layers, normalize=args.normalize, batch_size=args.batch_size, seed_start=args.seed_start,
-        device=args.device, shard=args.shard, num_shards=args.num_shards, noise_mode=args.noise_mode,
-    )
+    with file_errors(args.out):
+        done = generate_pairs(
+            args.generator, args.direction, args.out, alpha=args.alpha, truncation=args.truncation, num=args.num,
+            layers=args.layers, normalize=args.normalize, batch_size=args.batch_size, seed_start=args.seed_start,
+            device=args.device, shard=args.shard, num_shards=args.num_shards, noise_mode=args.noise_mode,
+        )
     print(f"{args.out}: {len(done.rows)} pairs ({time.perf_counter() - t0:.1f} s this run); "
           f"preview {Path(args.out) / PREVIEW}")
     return 0
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    merged = merge_datasets(args.out, args.sources)
+    with file_errors(args.out, "OUT"):
+        merged = merge_datasets(args.out, args.sources)
     print(f"{args.out}: {len(merged.rows)} pairs merged from {len(args.sources)} folders")
     return 0
 

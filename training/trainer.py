@@ -9,8 +9,11 @@ discriminator weights (as NVIDIA does), then G and D step.
 A run folder holds::
 
     RUN/checkpoints/latest.pt   G, D, optimisers, AMP scaler, epoch / step-in-epoch / global step,
-                                RNG states, config, options, dataset path (atomic; every epoch, at
+                                RNG states, the metrics window being averaged, config, options,
+                                dataset path (atomic; every epoch, every --checkpoint-every steps, at
                                 --max-steps and on SIGTERM/SIGINT)
+    RUN/checkpoints/previous.pt the checkpoint before it: --resume falls back to it when latest.pt
+                                cannot be read
     RUN/run.json                config, options, dataset and its metadata, status, last held-out metrics
     RUN/metrics.jsonl           {"kind": "step", ...losses, images_per_s} and {"kind": "epoch", val_psnr, val_ssim}
     RUN/samples/step_*.png      rows: input | student | teacher target (held-out pairs)
@@ -36,7 +39,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,7 @@ from training.atomic import atomic_write_json, atomic_write_text
 from training.augment import parse_augmentation
 from training.dataset import PairDataset, PairSplit, load_split
 from training.devices import pick_device
-from training.errors import DistillError
+from training.errors import DistillError, file_errors
 from training.images import make_grid, save_image, to_uint8
 from training.manifest import read_metadata
 from training.metrics import psnr, ssim
@@ -72,6 +75,7 @@ from training.pix2pixhd import (
 from training.pix2pixhd.config import PRESETS
 
 CHECKPOINT = "checkpoints/latest.pt"
+PREVIOUS_CHECKPOINT = "checkpoints/previous.pt"
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples"
@@ -96,6 +100,7 @@ class TrainOptions:
     preset: str | None = None
     batch_size: int | None = None
     max_steps: int | None = None
+    checkpoint_every: int | None = None  # steps between checkpoints besides those at each epoch's end
     sample_every: int = 500
     log_every: int = 10
     vgg19: str | None = None
@@ -110,7 +115,7 @@ class TrainOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "sample_every", "log_every"):
+        for name in ("batch_size", "sample_every", "log_every", "checkpoint_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise DistillError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 0:
@@ -182,10 +187,22 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
 
 def _worker_init(_: int) -> None:
-    """Data workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops cleanly
-    (Ctrl-C and torchrun's shutdown signal the whole process group)."""
+    """Data workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops cleanly: each
+    worker moves to its own process group, so Ctrl-C and a shutdown signal sent to the job's group reach
+    the main process only. SIGTERM keeps its default action (the fork copied the main process's
+    handler): the main process's exit, after an error too, terminates the workers instead of waiting
+    for them forever. A worker whose main process is killed exits by itself (DataLoader's watchdog)."""
+    os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _worker_message(text: str) -> str:
+    """The one-line message of a DistillError raised in a data worker (DataLoader re-raises it with the worker's
+    traceback as the message: ``Caught ... Original Traceback ...``, the message on the last line)."""
+    if not text.startswith("Caught DistillError in DataLoader"):
+        return text
+    return text.strip().splitlines()[-1].removeprefix(f"{DistillError.__module__}.{DistillError.__qualname__}: ")
 
 
 # ---------------------------------------------------------------------------------------------- objective
@@ -369,6 +386,40 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def load_resumable(run_dir: Path, note: Callable[[str], None]) -> dict[str, Any] | None:
+    """The newest readable checkpoint of a run: latest.pt, else previous.pt (saying why through ``note``);
+    None when the run has none; latest.pt's DistillError when neither can be read."""
+    latest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT
+    if not latest.is_file():
+        return load_checkpoint(previous) if previous.is_file() else None
+    try:
+        return load_checkpoint(latest)
+    except DistillError as e:
+        if not previous.is_file():
+            raise
+        ckpt = load_checkpoint(previous)
+        note(f"--resume: {e}; resuming from {previous} (step {ckpt['global_step']}) instead")
+        return ckpt
+
+
+@dataclass
+class LogWindow:
+    """The loss sums and training seconds of the steps since the last metrics row (kept in checkpoints, so a
+    resumed run's first row averages the same steps as an uninterrupted run's)."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # tensors: no device sync at every step
+    steps: int = 0
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: float(v) for k, v in self.sums.items()}, "steps": self.steps, "seconds": self.seconds}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: torch.device) -> LogWindow:
+        sums = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in state["sums"].items()}
+        return cls(sums, int(state["steps"]), float(state["seconds"]))
+
+
 @dataclass
 class Progress:
     """Where the run stands: ``epoch`` (0-based) and the batches of it done, and optimiser steps in all."""
@@ -435,6 +486,8 @@ class Trainer:
         G = build_generator(cfg).to(device)
         D = build_discriminator(cfg).to(device)
         self.progress = Progress()
+        self.window = LogWindow()
+        self._saved_step: int | None = None  # the step latest.pt was written at by this process
         self.last_eval: dict[str, float] = {}
         if ckpt is not None:
             G.load_state_dict(ckpt["G"])
@@ -448,6 +501,8 @@ class Trainer:
         if ckpt is not None:
             self.objective.load_state_dict(ckpt)
             self.progress = Progress(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"])
+            if ckpt.get("log_window"):
+                self.window = LogWindow.from_state_dict(ckpt["log_window"], device)
             self.last_eval = dict(ckpt.get("last_eval", {}))
             self._check_resumable(ckpt)
             set_rng_state(ckpt["rng"])
@@ -561,11 +616,14 @@ class Trainer:
         }
 
     def save(self, status: str) -> Path:
-        """Atomically write the checkpoint and run.json (rank 0; other ranks return at once)."""
+        """Atomically write the checkpoint and run.json (rank 0; other ranks return at once); the checkpoint
+        it replaces (of an earlier step) becomes previous.pt."""
         path = self.run_dir / CHECKPOINT
         if not self.env.is_main:
             return path
         p = self.progress
+        if path.is_file() and self._saved_step != p.global_step:
+            os.replace(path, self.run_dir / PREVIOUS_CHECKPOINT)
         save_generator(
             self.objective.g_net,
             path,
@@ -582,7 +640,9 @@ class Trainer:
             val_seeds=[r.seed for r in self.data.val.rows],
             world_size=self.env.world_size,
             last_eval=self.last_eval,
+            log_window=self.window.state_dict(),
         )
+        self._saved_step = p.global_step
         atomic_write_json(self.run_dir / RUN_JSON, self._run_info(status))
         return path
 
@@ -670,6 +730,8 @@ class Trainer:
                 yield next(it)
             except StopIteration:
                 return
+            except DistillError as e:  # raised in a data worker: DataLoader wraps the worker's traceback into it
+                raise DistillError(_worker_message(str(e))) from None
             except RuntimeError:
                 if not flag.signum:
                     raise
@@ -682,8 +744,8 @@ class Trainer:
         self.objective.set_lr(learning_rate(self.cfg, p.epoch))
         self.objective.G.train()
         self.objective.D.train()
-        sums: dict[str, torch.Tensor] = {}
-        n_logged, t0 = 0, time.perf_counter()
+        window = self.window
+        t0 = time.perf_counter() - window.seconds
         for batch in self._batches(flag):
             a = batch["a"].to(self.device, non_blocking=True)
             b = batch["b"].to(self.device, non_blocking=True)
@@ -691,19 +753,22 @@ class Trainer:
             p.global_step += 1
             p.step_in_epoch += 1
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0) + v
-            n_logged += 1
+                window.sums[k] = window.sums.get(k, 0) + v
+            window.steps += 1
+            window.seconds = time.perf_counter() - t0
             bar.update(1)
             if p.global_step % opts.log_every == 0 or p.step_in_epoch == self.steps_per_epoch:
-                elapsed = time.perf_counter() - t0
-                means = {f"loss_{k}": round(float(v) / n_logged, 6) for k, v in sums.items()}
-                ips = n_logged * opts.batch_size * self.env.world_size / max(elapsed, 1e-9)
+                means = {f"loss_{k}": round(float(v) / window.steps, 6) for k, v in window.sums.items()}
+                ips = window.steps * opts.batch_size * self.env.world_size / max(window.seconds, 1e-9)
                 self._append_metrics({"kind": "step", "epoch": p.epoch, "step": p.global_step,
                                       "lr": learning_rate(self.cfg, p.epoch), **means, "images_per_s": round(ips, 3)})  # fmt: skip
                 bar.set_postfix(G=f"{means['loss_G']:.3f}", D=f"{means['loss_D']:.3f}", img_s=f"{ips:.1f}")
-                sums, n_logged, t0 = {}, 0, time.perf_counter()
+                window = self.window = LogWindow()
+                t0 = time.perf_counter()
             if p.global_step % opts.sample_every == 0:
                 self.write_sample()
+            if opts.checkpoint_every and p.global_step % opts.checkpoint_every == 0 and p.step_in_epoch < self.steps_per_epoch:
+                self.save("running")
             if self._stop_requested(flag):
                 break
         return p.step_in_epoch >= self.steps_per_epoch
@@ -751,10 +816,12 @@ def train(opts: TrainOptions, overrides: dict[str, Any] | None = None, resume: b
     niter, niter_decay = overrides.pop("niter", None), overrides.pop("niter_decay", None)
     ckpt_path = Path(opts.out) / CHECKPOINT
     ckpt = None
-    if ckpt_path.is_file() and not resume:
-        raise DistillError(f"{opts.out} already holds a run ({ckpt_path}); add --resume to continue it or pick a new --out")
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
+    held = [p for p in (ckpt_path, Path(opts.out) / PREVIOUS_CHECKPOINT) if p.is_file()]
+    if held and not resume:
+        raise DistillError(f"{opts.out} already holds a run ({held[0]}); add --resume to continue it or pick a new --out")
+    if resume:
+        ckpt = load_resumable(Path(opts.out), note=lambda msg: tqdm.write(msg, file=sys.stderr))
+    if ckpt is not None:
         opts = resolve_options(opts, ckpt["options"], ckpt_path)
         cfg = Pix2PixHDConfig.from_dict(dict(ckpt["config"]))
         changed = [k for k in STRUCTURAL_FIELDS if k in overrides and overrides[k] != getattr(cfg, k)]
@@ -809,6 +876,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="total epochs (niter + niter_decay; half decay if alone)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step per process (default 4)")
     p.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many steps in all")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="also checkpoint every N steps (default: at each epoch's end only); the one before is kept "
+                        "as previous.pt, for --resume when latest.pt cannot be read")
     p.add_argument("--sample-every", type=int, default=500, help="write a sample grid every N steps (default 500)")
     p.add_argument("--log-every", type=int, default=10, help="append mean losses to metrics.jsonl every N steps (default 10)")
     p.add_argument("--vgg19", default=None, help="torchvision vgg19-dcbb9e9d.pth for the VGG loss (off without it)")
@@ -833,6 +903,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         preset=args.preset,
         batch_size=args.batch_size,
         max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every,
         log_every=args.log_every,
         vgg19=args.vgg19,
@@ -849,7 +920,8 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train(options_from_args(args), model_overrides(args), resume=args.resume, epochs=args.epochs)
+    with file_errors(args.out):
+        result = train(options_from_args(args), model_overrides(args), resume=args.resume, epochs=args.epochs)
     if result.status == "interrupted":
         return 130
     return 0
