@@ -63,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import Settings
+    from app.protocol import JSONErrorH11Protocol
     from app.runtime import choose_provider
     from app.service import select_entries
 
@@ -77,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("provider %s -> %s (%s); %d worker(s); micro-batching max %d, wait %g ms", settings.provider,
              provider.name, provider.reason, args.workers, settings.max_batch, settings.max_wait_ms)
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_config=_log_config(), timeout_graceful_shutdown=10)
+                log_config=_log_config(), timeout_graceful_shutdown=10, http=JSONErrorH11Protocol)
     return 0
 
 

@@ -1,6 +1,7 @@
 """The FastAPI application: ``create_app()`` wires settings, lifespan, routers, errors and metrics.
 
-Run it with ``distill serve`` (or ``uvicorn --factory app.main:create_app``); settings come from
+Run it with ``distill serve`` (or ``uvicorn --factory app.main:create_app --http
+app.protocol:JSONErrorH11Protocol``, for JSON 400s on malformed framing too); settings come from
 ``DISTILL_*`` environment variables (:mod:`app.config`).
 """
 
@@ -107,6 +108,26 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
 
+class FramingMiddleware:
+    """Refuse a request that declares both Content-Length and Transfer-Encoding (the header pair of request
+    smuggling): 400 ``bad_request`` with a JSON reason and ``Connection: close``, as RFC 9112 section 6.1 allows
+    (h11 would read the chunked body and keep the connection). Framing h11 cannot parse at all never reaches
+    the application: :mod:`app.protocol` answers it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        names = {name.lower() for name, _ in scope.get("headers", ())} if scope["type"] == "http" else set()
+        if b"content-length" in names and b"transfer-encoding" in names:
+            response = _error(Request(scope), 400, "bad_request",
+                              "the request has both Content-Length and Transfer-Encoding; send one of them",
+                              headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _error(request: Request, status: int, error: str, detail, headers: dict[str, str] | None = None,
            **extra) -> JSONResponse:
     endpoint = request.url.path if request.url.path in TRACKED else "other"
@@ -161,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(FramingMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
