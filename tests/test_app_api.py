@@ -181,13 +181,19 @@ BAD = {
     "empty": (b"", 400, "empty_file"),
     "bomb": (png_header_only(30_000, 30_000), 413, "too_many_pixels"),
     "over the byte limit": (png_bytes() + b"\0" * 300_000, 413, "payload_too_large"),
+    "original too wide for webp": (encode(Image.new("RGB", (16400, 60)), "JPEG"), 422, "output_too_large"),
+    "original too tall for jpeg": (encode(Image.new("RGB", (1, 70000))), 422, "output_too_large"),
+}
+BAD_FIELDS = {
+    "original too wide for webp": {"size": "original", "format": "webp"},
+    "original too tall for jpeg": {"size": "original", "format": "jpeg"},
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_uploads_get_a_json_4xx_and_the_service_keeps_serving(client, case):
     data, status, error = BAD[case]
-    r = client.post("/transform", **upload(data))
+    r = client.post("/transform", **upload(data, **BAD_FIELDS.get(case, {})))
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
     assert r.json()["error"] == error and r.json()["detail"]
