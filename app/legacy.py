@@ -160,15 +160,21 @@ class LegacyExecutor:
         return self._pool
 
     async def warm(self, jobs: list[LegacyJob]) -> None:
-        """Start the processes and load ``jobs``' teachers (torch import, weights, W statistics) in them."""
+        """Start the processes and load ``jobs``' teachers (torch import, weights, W statistics) in them;
+        LegacyLoadError when that fails, crashes a process or outlasts the timeout (the pool is then killed)."""
         if self.enabled and jobs:
             pool = self._get_pool()
-            try:
-                await asyncio.gather(*(asyncio.wrap_future(pool.submit(_warm_worker, jobs))
+            warming = asyncio.gather(*(asyncio.wrap_future(pool.submit(_warm_worker, jobs))
                                        for _ in range(self.workers)))
+            try:
+                await asyncio.wait_for(warming, self.timeout_s)
             except BrokenProcessPool as e:  # the teacher crashed the process: the next job gets a fresh pool
                 self._discard_pool()
                 raise LegacyLoadError(f"the teacher {jobs[0].teacher.name} crashed the projection process") from e
+            except (TimeoutError, asyncio.TimeoutError) as e:
+                self._kill_pool(pool)
+                raise LegacyLoadError(f"loading the teacher {jobs[0].teacher.name} took longer than "
+                                      f"{self.timeout_s:g} s (a hung projection process, killed)") from e
 
     async def run(self, job: LegacyJob, pixels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """Project-edit-synthesize ``pixels`` in the pool; LegacyBusyError / LegacyTimeoutError as documented."""

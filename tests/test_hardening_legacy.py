@@ -66,6 +66,18 @@ def client(tmp_path_factory, marker):
         yield c
 
 
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process ``pid`` has ended (and been reaped) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def post(client: TestClient, data: bytes | None = None, **fields):
     files = {"image": ("face.png", data or png_bytes(64, 48), "application/octet-stream")}
     return client.post("/legacy/transform", files=files, data=fields)
@@ -112,9 +124,7 @@ def test_a_hung_projection_process_is_killed_and_replaced(client):
         while legacy.active:  # the slot comes back: the hung process was killed
             assert time.monotonic() < deadline, "the hung job still holds its slot"
             time.sleep(0.05)
-        for pid in hung:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
+        assert all(gone(pid) for pid in hung)
     finally:
         legacy.timeout_s = 60
         for pid in hung:
@@ -131,4 +141,32 @@ def test_the_executor_reports_a_load_failure_at_run_time(tmp_path):
             asyncio.run(executor.run(missing, np.zeros((8, 8, 3), np.uint8)))
         assert executor.active == 0
     finally:
+        executor.shutdown()
+
+
+@pytest.mark.timeout(90)
+def test_a_projection_process_hung_at_warm_up_is_killed_and_reported(tmp_path):
+    entry = make_entry(tmp_path / "zoo", "tiny", samples=False)
+    job = LegacyJob(entry.teacher_path, entry.direction_path, 1.0, (0, 4), False, steps=2)
+    executor = LegacyExecutor(workers=1, queue=0, timeout_s=30, threads=1)
+    hung: list[int] = []
+
+    async def scenario() -> None:
+        await executor.warm([job])  # the process starts and loads the teacher
+        hung.extend(p.pid for p in executor._pool._processes.values())
+        for pid in hung:
+            os.kill(pid, signal.SIGSTOP)
+        executor.timeout_s = 1.0
+        with pytest.raises(LegacyLoadError, match="took longer than 1 s"):
+            await executor.warm([job])
+        assert all(gone(pid) for pid in hung)
+        executor.timeout_s = 30
+        await executor.warm([job])  # a fresh process
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for pid in hung:  # a stopped process would make the shutdown below wait forever
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         executor.shutdown()
