@@ -112,8 +112,11 @@ def test_checkpoint_every_keeps_the_previous_one_and_resume_falls_back_to_it(tmp
     (out / CHECKPOINT).write_bytes((out / CHECKPOINT).read_bytes()[:1000])  # a corrupt latest
     with pytest.raises(DistillError, match="already holds a run"):
         train(tiny_options(data, out, **opts), epochs=3)
-    resumed = train(tiny_options(data, out, max_steps=8, preset=None, batch_size=None), resume=True, epochs=3)
-    assert resumed.progress.global_step == 8
+    resumed = train(tiny_options(data, out, max_steps=8, preset=None, batch_size=None, checkpoint_every=1),
+                    resume=True, epochs=3)
+    assert resumed.progress.global_step == 8 and (out / "checkpoints" / "latest.pt.unreadable").is_file()
+    assert load_checkpoint(out / CHECKPOINT)["global_step"] == 8  # the good one rotated, not the unreadable one
+    assert load_checkpoint(out / PREVIOUS_CHECKPOINT)["global_step"] == 7
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))  # rows after step 6 were dropped and logged again
 

@@ -387,8 +387,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_resumable(run_dir: Path, note: Callable[[str], None]) -> dict[str, Any] | None:
-    """The newest readable checkpoint of a run: latest.pt, else previous.pt (saying why through ``note``);
-    None when the run has none; latest.pt's DistillError when neither can be read."""
+    """The newest readable checkpoint of a run: latest.pt, else previous.pt (saying why through ``note``, and
+    moving the unreadable latest.pt aside to ``latest.pt.unreadable`` so the next save cannot rotate it over
+    the good one); None when the run has none; latest.pt's DistillError when neither can be read."""
     latest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT
     if not latest.is_file():
         return load_checkpoint(previous) if previous.is_file() else None
@@ -398,7 +399,10 @@ def load_resumable(run_dir: Path, note: Callable[[str], None]) -> dict[str, Any]
         if not previous.is_file():
             raise
         ckpt = load_checkpoint(previous)
-        note(f"--resume: {e}; resuming from {previous} (step {ckpt['global_step']}) instead")
+        aside = latest.with_name(latest.name + ".unreadable")
+        os.replace(latest, aside)
+        note(f"--resume: {e}; resuming from {previous} (step {ckpt['global_step']}) instead; the unreadable "
+             f"file is now {aside}")
         return ckpt
 
 
@@ -487,7 +491,7 @@ class Trainer:
         D = build_discriminator(cfg).to(device)
         self.progress = Progress()
         self.window = LogWindow()
-        self._saved_step: int | None = None  # the step latest.pt was written at by this process
+        self._saved_step: int | None = None  # the step of latest.pt: a save at that step replaces it, not rotates
         self.last_eval: dict[str, float] = {}
         if ckpt is not None:
             G.load_state_dict(ckpt["G"])
@@ -501,6 +505,7 @@ class Trainer:
         if ckpt is not None:
             self.objective.load_state_dict(ckpt)
             self.progress = Progress(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"])
+            self._saved_step = self.progress.global_step
             if ckpt.get("log_window"):
                 self.window = LogWindow.from_state_dict(ckpt["log_window"], device)
             self.last_eval = dict(ckpt.get("last_eval", {}))
