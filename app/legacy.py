@@ -96,12 +96,13 @@ def _load(job: LegacyJob) -> tuple[Any, Any]:
 
     key = (str(job.teacher), str(job.direction))
     if key not in _CACHE:
+        what = f"the teacher {job.teacher.name}"
         try:
             G = load_generator(job.teacher, device="cpu")
+            what = f"the direction {job.direction.name}"
             _CACHE[key] = (G, load_direction(job.direction, G.num_ws, G.w_dim))
         except Exception as e:  # whatever the loaders raise: the reason goes back to the web process
-            raise LegacyLoadError(f"the teacher {job.teacher.name} or direction {job.direction.name} cannot be "
-                                  f"loaded ({type(e).__name__}: {e})") from None
+            raise LegacyLoadError(f"{what} cannot be loaded ({type(e).__name__}: {e})") from None
     return _CACHE[key]
 
 
