@@ -69,6 +69,37 @@ COMPAT_KEYS = (
 )
 
 
+INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in every pod of an Indexed Job
+NUM_SHARDS_ENV = "DISTILL_NUM_SHARDS"
+
+
+def resolve_shard(shard: int | None, num_shards: int | None, environ: dict[str, str] | None = None) -> tuple[int, int]:
+    """This process's (shard, num_shards): the options when given, else a Kubernetes Indexed Job's environment.
+
+    ``JOB_COMPLETION_INDEX`` stands for a missing ``--shard`` and ``DISTILL_NUM_SHARDS`` for a missing
+    ``--num-shards`` (the Job's ``completions``, which Kubernetes does not pass to the pod); without them 0 of 1.
+    """
+    env = os.environ if environ is None else environ
+
+    def from_env(name: str, option: str) -> int | None:
+        text = env.get(name, "").strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise DistillError(f"{name}={text!r} is not an integer; fix it or pass {option}") from None
+
+    if shard is None:
+        shard = from_env(INDEX_ENV, "--shard")
+        if shard is not None and num_shards is None and from_env(NUM_SHARDS_ENV, "--num-shards") is None:
+            raise DistillError(f"{INDEX_ENV}={shard} gives the shard but not their number: set {NUM_SHARDS_ENV} "
+                               "(the Indexed Job's completions) or pass --num-shards")
+    if num_shards is None:
+        num_shards = from_env(NUM_SHARDS_ENV, "--num-shards")
+    return (0 if shard is None else shard), (1 if num_shards is None else num_shards)
+
+
 def shard_seeds(seed_start: int, num: int, shard: int = 0, num_shards: int = 1) -> list[int]:
     """The seeds of one shard: ``seed_start <= s < seed_start + num`` with ``s % num_shards == shard``."""
     if num_shards < 1 or not 0 <= shard < num_shards:
@@ -426,11 +457,12 @@ def merge_datasets(out: str | os.PathLike, sources: list[str | os.PathLike]) -> 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    shard, num_shards = resolve_shard(args.shard, args.num_shards)
     with file_errors(args.out):
         done = generate_pairs(
             args.generator, args.direction, args.out, alpha=args.alpha, truncation=args.truncation, num=args.num,
             layers=args.layers, normalize=args.normalize, batch_size=args.batch_size, seed_start=args.seed_start,
-            device=args.device, shard=args.shard, num_shards=args.num_shards, noise_mode=args.noise_mode,
+            device=args.device, shard=shard, num_shards=num_shards, noise_mode=args.noise_mode,
         )
     print(f"{args.out}: {len(done.rows)} pairs ({time.perf_counter() - t0:.1f} s this run); "
           f"preview {Path(args.out) / PREVIEW}")
@@ -448,7 +480,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pairs", help="generate (original, edited) pairs from a StyleGAN2 teacher and a direction",
         description="Example: distill pairs --generator G.pkl --direction age.npy --alpha 1.5 "
-        "--truncation 0.7 --num 10000 --out data/age. Interrupt and re-run to resume.",
+        "--truncation 0.7 --num 10000 --out data/age. Interrupt and re-run to resume. In a Kubernetes Indexed "
+        f"Job, each pod takes its shard from {INDEX_ENV} when --shard is not given, and the number of shards "
+        f"from {NUM_SHARDS_ENV} when --num-shards is not given (deploy/k8s/pairs-job.yaml).",
     )
     p.add_argument("--generator", required=True, help="StyleGAN2 checkpoint (NVlabs .pkl, rosinality .pt, ours)")
     p.add_argument("--direction", required=True, help=".npy/.pt of shape (w_dim,), (1,w_dim) or (num_ws,w_dim)")
@@ -461,8 +495,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed-start", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--shard", type=int, default=0, help="this process's shard: seeds with seed %% n == i")
-    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--shard", type=int, default=None,
+                   help=f"this process's shard i: seeds with seed %% n == i (default: ${INDEX_ENV}, "
+                        "an Indexed Job's index, else 0)")
+    p.add_argument("--num-shards", type=int, default=None,
+                   help=f"the number of shards n (default: ${NUM_SHARDS_ENV}, else 1)")
     p.add_argument("--noise-mode", choices=("const", "none", "random"), default="const")
     p.set_defaults(func=run)
 
