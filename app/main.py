@@ -24,7 +24,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import ServiceError
-from app.metrics import IN_FLIGHT, REJECTED, REQUEST_LATENCY, mark_process_dead
+from app.metrics import (
+    IN_FLIGHT,
+    PROBE_ENDPOINTS,
+    PROBE_LATENCY,
+    QUEUE_CAPACITY,
+    REJECTED,
+    REQUEST_LATENCY,
+    init_series,
+    mark_process_dead,
+    set_ready,
+)
 from app.routers import health, legacy, metrics, models, transform
 from app.service import Service
 
@@ -38,7 +48,9 @@ TRACKED = ("/transform", "/legacy/transform", "/models", "/healthz", "/readyz", 
 class MetricsMiddleware:
     """Counts every request to a known endpoint: latency by endpoint/model/provider/status, in-flight gauge.
 
-    Pure ASGI (no response buffering). The routes name the model and provider on ``request.state``.
+    Probes and scrapes go to their own histogram (by endpoint and status) and are not in flight: an
+    orchestrator's probing must not move the request quantiles. Pure ASGI (no response buffering). The routes
+    name the model and provider on ``request.state``.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -57,6 +69,12 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        if endpoint in PROBE_ENDPOINTS:
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                PROBE_LATENCY.labels(endpoint, str(status)).observe(time.perf_counter() - started)
+            return
         in_flight = IN_FLIGHT.labels(endpoint)
         in_flight.inc()
         try:
@@ -157,6 +175,18 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResp
     return _error(request, 500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
+async def _start_and_publish(service: Service) -> None:
+    """Load the models, then publish their queues' capacities and this worker's readiness."""
+    await service.start()
+    if not service.ready:
+        return
+    for name, model in service.models.items():
+        QUEUE_CAPACITY.labels(name).set(model.batcher.queue_size)
+    if service.settings.legacy_workers:
+        QUEUE_CAPACITY.labels("legacy-projection").set(service.legacy.capacity)
+    set_ready(True)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; models load in the background at startup (``/readyz`` says when)."""
     settings = settings or Settings.from_env()
@@ -165,7 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = Service(settings)
         app.state.service = service
-        loading = asyncio.create_task(service.start(), name="load-models")
+        init_series()
+        loading = asyncio.create_task(_start_and_publish(service), name="load-models")
         try:
             yield
         finally:
@@ -173,6 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
             await service.stop()
+            set_ready(False)
             mark_process_dead()
 
     app = FastAPI(
