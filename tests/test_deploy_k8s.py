@@ -1,0 +1,227 @@
+"""deploy/k8s: every manifest validated offline against the Kubernetes JSON schemas (kubernetes-validate ships
+them), the two CRDs (ServiceMonitor, PyTorchJob) against schemas of the fields used here, and the wiring
+between the objects: probes, autoscaling, disruption budgets, scraping, and the commands the Jobs run."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training import cli
+
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate is missing (pip install -e '.[dev]' installs it)")
+jsonschema = pytest.importorskip("jsonschema")
+
+K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+# The oldest version the manifests need (Indexed Jobs' backoffLimitPerIndex and podFailurePolicy FailIndex
+# are on by default from 1.29) and the newest whose schemas kubernetes-validate ships.
+VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version() + ".0")
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kubeflow.org/v1", "PyTorchJob")}
+
+LABEL_SELECTOR = {"type": "object", "required": ["matchLabels"],
+                  "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"},
+                                                 "minProperties": 1}}}
+METADATA = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "labels": {"type": "object"}}}
+# The fields of prometheus-operator's ServiceMonitor (monitoring.coreos.com/v1) that servicemonitor.yaml uses.
+SERVICE_MONITOR = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"}, "metadata": METADATA,
+        "spec": {"type": "object", "required": ["selector", "endpoints"], "additionalProperties": False, "properties": {
+            "selector": LABEL_SELECTOR,
+            "jobLabel": {"type": "string"},
+            "endpoints": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["port"], "additionalProperties": False, "properties": {
+                    "port": {"type": "string"}, "path": {"type": "string", "pattern": "^/"},
+                    "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                    "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}}}}}},
+    },
+}
+REPLICA_SPEC = {"type": "object", "required": ["replicas", "template"], "additionalProperties": False, "properties": {
+    "replicas": {"type": "integer", "minimum": 1},
+    "restartPolicy": {"enum": ["Always", "OnFailure", "Never", "ExitCode"]},
+    "template": {"type": "object"}}}
+# The fields of Kubeflow training-operator's PyTorchJob (kubeflow.org/v1) that train-pytorchjob.yaml uses; the
+# pod templates are validated as core PodTemplateSpecs.
+PYTORCH_JOB = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "kubeflow.org/v1"}, "kind": {"const": "PyTorchJob"}, "metadata": METADATA,
+        "spec": {"type": "object", "required": ["pytorchReplicaSpecs"], "additionalProperties": False, "properties": {
+            "nprocPerNode": {"type": "string", "pattern": "^([0-9]+|auto|cpu|gpu)$"},
+            "runPolicy": {"type": "object", "additionalProperties": False, "properties": {
+                "backoffLimit": {"type": "integer", "minimum": 0},
+                "cleanPodPolicy": {"enum": ["None", "Running", "All"]}}},
+            "pytorchReplicaSpecs": {"type": "object", "required": ["Master"], "additionalProperties": False,
+                                    "properties": {"Master": REPLICA_SPEC, "Worker": REPLICA_SPEC}}}},
+    },
+}
+
+
+def load(name: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+
+
+def objects() -> list[tuple[str, dict]]:
+    return [(path.name, doc) for path in sorted(K8S.glob("*.yaml")) for doc in load(path.name)]
+
+
+def find(kind: str, name: str) -> dict:
+    matches = [doc for _, doc in objects() if doc["kind"] == kind and doc["metadata"]["name"] == name]
+    assert len(matches) == 1, (kind, name)
+    return matches[0]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def validate_pod_template(template: dict, version: str) -> None:
+    """A pod template as the core schema sees it (inside a v1 PodTemplate)."""
+    wrapper = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+    kubernetes_validate.validate(wrapper, version, strict=True)
+
+
+def distill_args(argv: list[str]) -> argparse.Namespace:
+    """Parse a `distill ...` (or `python -m training ...`) argument list with the real CLI's parser."""
+    return cli.build_parser().parse_args(argv)
+
+
+def test_the_manifests_hold_what_the_issue_asks_for():
+    kinds = sorted({doc["kind"] for _, doc in objects()})
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Job", "PersistentVolumeClaim", "PodDisruptionBudget",
+                     "PyTorchJob", "Service", "ServiceMonitor"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_core_manifest_matches_the_kubernetes_schema(version):
+    checked = 0
+    for name, doc in objects():
+        if (doc["apiVersion"], doc["kind"]) in CRDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{name}: {doc['kind']} {doc['metadata']['name']}: {e.caught.message} at "
+                        f"{'.'.join(map(str, e.caught.absolute_path))} (Kubernetes {version})")
+        checked += 1
+    assert checked == 12
+
+
+def test_the_validator_catches_a_mistake():
+    """Strict schemas refuse an unknown field (a typo would otherwise be dropped silently by the API server)."""
+    deployment = load("serve-cpu.yaml")[0]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProb"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_custom_resources_match_their_fields_and_pod_templates(version):
+    monitor = find("ServiceMonitor", "stylegan2-distill")
+    jsonschema.validate(monitor, SERVICE_MONITOR)
+    job = find("PyTorchJob", "distill-train")
+    jsonschema.validate(job, PYTORCH_JOB)
+    for spec in job["spec"]["pytorchReplicaSpecs"].values():
+        validate_pod_template(spec["template"], version)
+        assert [c["name"] for c in spec["template"]["spec"]["containers"]] == ["pytorch"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**monitor, "spec": {**monitor["spec"], "endpoint": []}}, SERVICE_MONITOR)
+
+
+@pytest.mark.parametrize("name", ["distill-cpu", "distill-gpu"])
+def test_each_deployment_is_probed_scaled_budgeted_served_and_scraped(name):
+    deployment = find("Deployment", name)
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert selects(deployment["spec"]["selector"]["matchLabels"], labels)
+    (container,) = pod["spec"]["containers"]
+    port = container["ports"][0]
+    assert (port["name"], port["containerPort"]) == ("http", 8000)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"]) and resources["limits"]["cpu"] == resources["requests"]["cpu"]
+    assert ("nvidia.com/gpu" in resources["limits"]) == name.endswith("gpu")
+    assert container["image"] == f"stylegan2-distill:{name.split('-')[1]}"
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the image's user
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # read-only root, metrics dir in /tmp
+
+    hpa = find("HorizontalPodAutoscaler", name)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert 1 < hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert "cpu" in resources["requests"]  # Utilization targets are a share of the request
+    pdb = find("PodDisruptionBudget", name)
+    assert selects(pdb["spec"]["selector"]["matchLabels"], labels)
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]  # a drain can always evict one pod
+
+    service = find("Service", name)
+    assert selects(service["spec"]["selector"], labels)
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    monitor = find("ServiceMonitor", "stylegan2-distill")
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert name.startswith("distill")  # the job label rules.yaml's `up{job=~"distill.*"}` matches
+
+
+def test_pairs_run_as_an_indexed_job_with_one_shard_a_pod():
+    job = find("Job", "distill-pairs")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["parallelism"] == spec["completions"] > 1
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["DISTILL_NUM_SHARDS"]) == spec["completions"]
+    command = container["command"]
+    assert command[:2] == ["distill", "pairs"]
+    args = distill_args(command[1:])
+    assert args.shard is None and args.num_shards is None  # both from the Job: JOB_COMPLETION_INDEX, DISTILL_NUM_SHARDS
+    assert args.out.startswith("/data/") and args.generator.startswith("/data/")
+    volume = spec["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    claim = find("PersistentVolumeClaim", volume)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    exit_codes = spec["podFailurePolicy"]["rules"][0]
+    assert exit_codes["action"] == "FailIndex" and exit_codes["onExitCodes"]["values"] == [2]  # bad input: no retry
+
+
+def test_training_runs_as_a_multi_node_torchrun_job():
+    job = find("Job", "distill-train")
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["parallelism"] == spec["completions"] > 1
+    (container,) = pod["containers"]
+    assert container["command"] == ["sh", "-c"]
+    argv = shlex.split(container["args"][0])
+    assert argv[:2] == ["exec", "torchrun"]
+    module = argv.index("-m")
+    launcher = dict(a.lstrip("-").split("=", 1) for a in argv[2:module])
+    assert int(launcher["nnodes"]) == spec["completions"]
+    assert int(launcher["nproc_per_node"]) == int(container["resources"]["limits"]["nvidia.com/gpu"])
+    assert launcher["node_rank"] == "$JOB_COMPLETION_INDEX"
+    service = find("Service", pod["subdomain"])
+    assert service["spec"]["clusterIP"] == "None"
+    assert selects(service["spec"]["selector"], {"batch.kubernetes.io/job-name": job["metadata"]["name"]})
+    assert launcher["master_addr"] == f"{job['metadata']['name']}-0.{pod['subdomain']}"
+    assert int(launcher["master_port"]) == service["spec"]["ports"][0]["port"]
+    assert argv[module + 1] == "training"
+    args = distill_args(argv[module + 2:])
+    assert args.command == "train" and args.resume and not args.progress
+
+
+def test_the_pytorchjob_runs_the_same_training():
+    job = find("PyTorchJob", "distill-train")
+    master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert int(job["spec"]["nprocPerNode"]) == int(master["resources"]["limits"]["nvidia.com/gpu"])
+    command = master["command"]
+    assert command[:3] == ["torchrun", "-m", "training"]
+    args = distill_args(command[3:])
+    assert args.command == "train" and args.resume
+    indexed = shlex.split(find("Job", "distill-train")["spec"]["template"]["spec"]["containers"][0]["args"][0])
+    assert command[3:] == indexed[indexed.index("training") + 1:]
