@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from model_zoo.registry import get_entry
 from training.cli import main
 from training.errors import DistillError
 from training.toyfaces.attributes import default_path
+from training.toyfaces.recipe import SETTINGS, Recipe
 from training.toyfaces.teacher_report import evaluate_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -102,3 +104,14 @@ def test_a_teacher_trained_further_makes_the_direction_stale_until_redo_from(tin
     teacher_sha = json.loads((out / "age.json").read_text())["generator"]["sha256"]
     assert teacher_sha in (out / "pairs" / "dataset.json").read_text()
     assert json.loads((out / "zoo" / "toyfaces-age-tiny" / "teacher_report" / "report.json").read_text())["generator_sha256"] == teacher_sha
+
+
+def test_a_new_teacher_run_can_warm_start_from_an_earlier_teacher(tiny_recipe, tmp_path):
+    out, _ = tiny_recipe
+    earlier = out / "teacher" / "teacher.pt"
+    setting = replace(SETTINGS["tiny"], teacher_init=str(earlier), teacher_steps=1)
+    recipe = Recipe(setting, tmp_path / "r", tmp_path / "zoo", default_path(), threads=1)
+    recipe.train_teacher()
+    assert f"--init {earlier}" in recipe.log[-1]["command"]
+    run = json.loads((tmp_path / "r" / "teacher" / "run.json").read_text())
+    assert run["config"]["init"] == str(earlier) and run["config"]["aligned"]
