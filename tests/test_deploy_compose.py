@@ -81,7 +81,7 @@ def test_prometheus_scrapes_the_service_and_evaluates_the_rules(prometheus_and_s
     prometheus, url = prometheus_and_service
     wait_for("Prometheus to answer", lambda: _answers(prometheus))
     wait_for("the first scrape", lambda: query(prometheus, 'up{job="distill"} == 1'))
-    wait_for("both workers ready", lambda: query(prometheus, "min(distill_ready) == 1"))
+    wait_for("the service ready", lambda: query(prometheus, "min(distill_ready) == 1"))
     deadline = time.monotonic() + 30
     while not query(prometheus, 'job_endpoint_status:distill_requests:rate5m{endpoint="/transform"} > 0'):
         assert time.monotonic() < deadline, "the recording rule never saw the requests"

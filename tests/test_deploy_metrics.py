@@ -3,6 +3,7 @@ readiness and queue capacity gauges, and each worker's process metrics in multip
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import warnings
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.main import create_app
-from app.metrics import REJECTION_REASONS
+from app.metrics import REJECTION_REASONS, WorkerProcessCollector
 from tests.app_helpers import make_entry, png_bytes, serve
 
 with warnings.catch_warnings():
@@ -93,9 +94,10 @@ def test_every_error_code_the_service_answers_is_a_known_rejection_reason():
 def test_two_workers_serve_their_own_process_metrics(zoo, tmp_path):
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"), "DISTILL_LEGACY_WORKERS": "0"}
     with serve(zoo, "--workers", "2", env=env) as (url, _):
-        for _ in range(300):  # serve() saw one worker ready: wait for both (the lowest readiness is 1)
+        for _ in range(300):  # serve() saw one worker ready: wait for both to start and be ready
             text = httpx.get(f"{url}/metrics").text
-            if values(text, "distill_ready") == {(): 1.0}:
+            started = len(values(text, "distill_worker_start_time_seconds"))
+            if started == 2 and values(text, "distill_ready") == {(): 1.0}:
                 break
             time.sleep(0.2)
         starts = values(text, "distill_worker_start_time_seconds")
@@ -109,3 +111,11 @@ def test_two_workers_serve_their_own_process_metrics(zoo, tmp_path):
         rejected = values(text, "distill_requests_rejected_total")
         assert rejected[(("endpoint", "/transform"), ("reason", "queue_full"))] == 0
         assert httpx.post(f"{url}/transform", files={"image": ("x.png", png_bytes(), "image/png")}).status_code == 200
+
+
+def test_a_worker_gone_from_proc_gets_no_process_metrics(tmp_path):
+    """A killed worker's multiprocess files outlive it; its pid, no longer in /proc, is skipped."""
+    collector = WorkerProcessCollector(str(tmp_path))
+    gone = str(2**22 + 1)  # above Linux's pid_max limit, never a live process
+    families = {f.name: f for f in collector.process_metrics([gone, str(os.getpid())])}
+    assert {s.labels["pid"] for s in families["process_resident_memory_bytes"].samples} == {str(os.getpid())}
