@@ -831,7 +831,9 @@ def clean_markdown(c: dict[str, Any], report: dict[str, Any]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|"]
     for path, fig in c["paths"].items():
         gain = fig.get("gain_over_identity_db")
-        lines.append(f"| {_label(path, report)} | {fig['psnr']['n']} | {_f(fig['psnr']['mean'])} | "
+        label = (f"{_label(path.replace('_on_legacy_seeds', ''), report).split(' (')[0]}, first {fig['psnr']['n']} clean renders"
+                 if path.endswith("_on_legacy_seeds") else _label(path, report))
+        lines.append(f"| {label} | {fig['psnr']['n']} | {_f(fig['psnr']['mean'])} | "
                      f"{_f(gain['mean']) if gain else '-'} | {_f(fig['beats_identity'] * 100, 1) + '%' if gain else '-'} | "
                      f"{_f(fig['ssim']['mean'], 4)} |")
     if c["age_judge"]:
