@@ -83,6 +83,14 @@ def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bo
     return write_entry(dest, manifest, files)
 
 
+def wait_ready(client, timeout: float = 120.0) -> None:
+    """Poll a TestClient's /readyz until the models are loaded and warmed up (fails after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.05)
+
+
 def gradient(w: int, h: int) -> np.ndarray:
     """A deterministic, non-flat uint8 RGB picture."""
     y, x = np.mgrid[0:h, 0:w]

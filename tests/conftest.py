@@ -30,3 +30,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def pair_teacher(tmp_path_factory) -> tuple[str, str]:
+    """A tiny random 16 px teacher and a direction for it (the pair-generation tests' teacher)."""
+    import numpy as np
+
+    from training.stylegan2 import Generator, save_generator
+
+    root = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    G = Generator(z_dim=32, w_dim=32, img_resolution=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8})
+    save_generator(G, root / "g.pt")
+    np.save(root / "d.npy", np.random.default_rng(0).standard_normal(32).astype(np.float32))
+    return str(root / "g.pt"), str(root / "d.npy")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import warnings
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from torch import nn
 from app.config import Settings
 from app.main import create_app
 from model_zoo.registry import write_entry
-from tests.app_helpers import NATIVE, make_entry
+from tests.app_helpers import NATIVE, make_entry, wait_ready
 from training.alignment.ffhq import align_face
 from training.alignment.landmarks import default_finder
 
@@ -74,11 +73,6 @@ PAIR = jpeg(two_faces())
 NO_FACE = jpeg(data.coffee())
 
 
-def wait_ready(client: TestClient, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/readyz").json()
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.main import create_app
-from tests.app_helpers import NATIVE, encode, gradient, make_entry, png_bytes
+from tests.app_helpers import NATIVE, encode, gradient, make_entry, png_bytes, wait_ready
 from tests.test_app_imaging import png_header_only
 
 with warnings.catch_warnings():
@@ -38,11 +38,6 @@ def settings_for(zoo: Path, **overrides) -> Settings:
     return replace(base, **overrides)
 
 
-def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/readyz").json()
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,16 @@ import errno
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from training.atomic import atomic_write_text
 from training.cli import main
 from training.errors import DistillError, file_errors
-from training.stylegan2 import Generator, save_generator
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> tuple[str, str]:
-    root = tmp_path_factory.mktemp("teacher")
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, w_dim=32, img_resolution=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8})
-    save_generator(G, root / "g.pt")
-    np.save(root / "d.npy", np.random.default_rng(0).standard_normal(32).astype(np.float32))
-    return str(root / "g.pt"), str(root / "d.npy")
+def teacher(pair_teacher: tuple[str, str]) -> tuple[str, str]:
+    return pair_teacher
 
 
 def pairs_args(teacher: tuple[str, str], out: Path) -> list[str]:

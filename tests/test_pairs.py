@@ -20,18 +20,12 @@ from training.errors import DistillError
 from training.images import load_image, to_uint8
 from training.manifest import read_manifest, read_metadata
 from training.pairs import LATENTS, PENDING, generate_pairs, merge_datasets
-from training.stylegan2 import Generator, load_generator, save_generator
+from training.stylegan2 import load_generator
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> tuple[str, str]:
-    """A tiny random 16 px teacher and a direction for it."""
-    root = tmp_path_factory.mktemp("teacher")
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, w_dim=32, img_resolution=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8})
-    save_generator(G, root / "g.pt")
-    np.save(root / "d.npy", np.random.default_rng(0).standard_normal(32).astype(np.float32))
-    return str(root / "g.pt"), str(root / "d.npy")
+def teacher(pair_teacher: tuple[str, str]) -> tuple[str, str]:
+    return pair_teacher
 
 
 def gen(teacher, out, **kw):
