@@ -14,7 +14,11 @@ from PIL import Image
 from app.config import Settings
 from app.main import create_app
 from model_zoo.registry import default_root, get_entry, list_entries
+from tests.app_helpers import wait_ready
+from training.images import from_uint8
+from training.metrics import psnr
 from training.toyfaces.attributes import QUALITY_INDEX, AttributeScorer, default_path, predict
+from training.toyfaces.clean_renders import CLEAN_SEED0, clean_render_set
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -31,8 +35,6 @@ def entry():
 
 @pytest.fixture(scope="module")
 def client():
-    from tests.test_app_api import wait_ready
-
     with TestClient(create_app(Settings(warmup_runs=1, legacy_workers=0))) as c:  # the defaults `make serve` uses
         wait_ready(c)
         yield c
@@ -61,11 +63,32 @@ def test_service_serves_it_by_default_and_the_faces_get_older(client, entry):
     assert (after[:, QUALITY_INDEX] >= 0.5).mean() >= 0.75  # and is still a clean face
 
 
+def test_served_transform_moves_clean_renders_toward_their_true_edit(client, entry):
+    """The domain's "photographs" (clean renders no teacher drew), through the service, against the renderer's
+    truly aged face at the teacher's edit strength: closer than the unchanged input, and older to the judge."""
+    report = json.loads((entry.path / "evaluation" / "report.json").read_text())
+    clean = clean_render_set(8, 128, 128, report["clean_renders"]["age_change"], seed0=CLEAN_SEED0 + 500_000)
+    outputs = []
+    for i, image in enumerate(clean.inputs):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        r = client.post("/transform", files={"image": (f"{i}.png", buf.getvalue(), "image/png")}, data={"format": "png"})
+        assert r.status_code == 200, r.text
+        outputs.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
+    truth = from_uint8(np.stack(clean.targets))
+    gain = psnr(from_uint8(np.stack(outputs)), truth) - psnr(from_uint8(np.stack(clean.inputs)), truth)
+    assert gain.mean() > 1.0, gain.tolist()
+    scorer = AttributeScorer(default_path())
+    before, after = predict(scorer, np.stack(clean.inputs)), predict(scorer, np.stack(outputs))
+    assert (after[:, 0] > before[:, 0]).mean() >= 7 / 8, (before[:, 0], after[:, 0])
+
+
 def test_committed_reports_belong_to_this_entry(entry):
     files = json.loads((entry.path / "manifest.json").read_text())["files"]
     report = json.loads((entry.path / "evaluation" / "report.json").read_text())
     assert report["entry"]["name"] == NAME and report["teacher"]["sha256"] == files["teacher.pt"]["sha256"]
     assert report["seeds"]["count"] >= 500 and report["seeds"]["held_out_verified"] and report["legacy"]["n"] >= 20
+    assert report["clean_renders"]["n"] >= 200 and "identity" in report["fidelity"]
     teacher = json.loads((entry.path / "teacher_report" / "report.json").read_text())
     assert teacher["num"] >= 1000 and teacher["generator_sha256"] == files["teacher.pt"]["sha256"]
     assert teacher["direction_sha256"] == files["direction.npy"]["sha256"]
