@@ -9,8 +9,12 @@ DISTILL_DEFAULT_MODEL          entry used when a request names none             
 DISTILL_PROVIDER               ``auto`` (CUDA when usable, else CPU), ``cuda`` or ``cpu``  auto
 DISTILL_INTRA_OP_THREADS       ONNX Runtime threads inside one operator (0 = one a core)  0
 DISTILL_INTER_OP_THREADS       ONNX Runtime threads across operators (0 = default)        0
-DISTILL_VARIANT_CPU            model variant on the CPU provider (fp32, fp16, int8)       fp32
-DISTILL_VARIANT_CUDA           model variant on the CUDA provider                         fp16
+DISTILL_ENGINE                 ``auto`` (measured at warm-up), ``onnxruntime``, ``openvino``  auto
+DISTILL_VARIANT_CPU            ONNX Runtime's variant on CPU (auto, fp32, fp16, int8)     auto
+DISTILL_VARIANT_CUDA           ONNX Runtime's variant on CUDA/TensorRT (auto, fp32, ...)  auto
+DISTILL_OPENVINO_PRECISION     OpenVINO's precision (auto, fp32, bf16, int8)              auto
+DISTILL_ENGINE_BUDGET_S        seconds the warm-up may spend timing candidate engines     20
+DISTILL_ENGINE_CACHE           writable folder for compiled models (OpenVINO, TensorRT)   ~/.cache/distill
 DISTILL_MAX_BATCH              micro-batch size limit (1 turns batching off)              8
 DISTILL_MAX_WAIT_MS            longest wait for a micro-batch to fill                     5
 DISTILL_QUEUE_SIZE             requests waiting per model before 503 + Retry-After        64
@@ -38,8 +42,11 @@ from pathlib import Path
 from training.errors import DistillError
 
 PREFIX = "DISTILL_"
+LOWERCASE = ("provider", "variant_cpu", "variant_cuda", "engine", "openvino_precision")
 PROVIDERS = ("auto", "cuda", "cpu")
-VARIANTS = ("fp32", "fp16", "int8")
+VARIANTS = ("auto", "fp32", "fp16", "int8")
+ENGINES = ("auto", "onnxruntime", "openvino")
+OPENVINO_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -52,8 +59,12 @@ class Settings:
     provider: str = "auto"
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    variant_cpu: str = "fp32"
-    variant_cuda: str = "fp16"
+    variant_cpu: str = "auto"
+    variant_cuda: str = "auto"
+    engine: str = "auto"
+    openvino_precision: str = "auto"
+    engine_budget_s: float = 20.0
+    engine_cache: Path | None = None
     max_batch: int = 8
     max_wait_ms: float = 2.0
     queue_size: int = 64
@@ -72,17 +83,19 @@ class Settings:
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
             raise DistillError(f"{PREFIX}PROVIDER={self.provider!r}: choose one of {', '.join(PROVIDERS)}")
-        for name in ("variant_cpu", "variant_cuda"):
-            if getattr(self, name) not in VARIANTS:
+        for name, choices in (("variant_cpu", VARIANTS), ("variant_cuda", VARIANTS), ("engine", ENGINES),
+                              ("openvino_precision", OPENVINO_PRECISIONS)):
+            if getattr(self, name) not in choices:
                 raise DistillError(
-                    f"{PREFIX}{name.upper()}={getattr(self, name)!r}: choose one of {', '.join(VARIANTS)}"
+                    f"{PREFIX}{name.upper()}={getattr(self, name)!r}: choose one of {', '.join(choices)}"
                 )
         positive = ("max_batch", "queue_size", "max_upload_bytes", "max_pixels", "legacy_steps", "legacy_max_steps",
                     "legacy_queue", "legacy_timeout_s", "legacy_threads")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)}: must be > 0")
-        for name in ("intra_op_threads", "inter_op_threads", "max_wait_ms", "legacy_workers", "warmup_runs"):
+        for name in ("intra_op_threads", "inter_op_threads", "max_wait_ms", "legacy_workers", "warmup_runs",
+                     "engine_budget_s"):
             if getattr(self, name) < 0:
                 raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)}: must be >= 0")
         if not 1 <= self.output_quality <= 100:
@@ -106,14 +119,14 @@ class Settings:
             try:
                 if f.name == "models":
                     values[f.name] = tuple(m.strip() for m in raw.split(",") if m.strip())
-                elif f.name in ("model_zoo", "vgg16"):
+                elif f.name in ("model_zoo", "vgg16", "engine_cache"):
                     values[f.name] = Path(raw)
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
                 elif isinstance(default, float):
                     values[f.name] = float(raw)
                 else:
-                    values[f.name] = raw.lower() if f.name in ("provider", "variant_cpu", "variant_cuda") else raw
+                    values[f.name] = raw.lower() if f.name in LOWERCASE else raw
             except ValueError as e:
                 raise DistillError(f"{key}={raw!r}: expected a {type(default).__name__}") from e
         return cls(**values)
