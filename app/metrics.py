@@ -22,6 +22,7 @@ import functools
 import os
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -109,10 +110,24 @@ QUEUE_CAPACITY = Gauge(
 )
 MODEL_INFO = Gauge(
     "distill_model_info",
-    "1 for every model loaded, labelled with the provider and variant in use and its native size.",
-    ["model", "provider", "variant", "input_size", "teacher"],
+    "1 for every model loaded, labelled with the provider, variant, engine and precision in use and its native size.",
+    ["model", "provider", "variant", "input_size", "teacher", "engine", "precision"],
     multiprocess_mode="livemax",
 )
+ENGINE_CANDIDATE_MS = Gauge(
+    "distill_engine_candidate_milliseconds",
+    "Each candidate engine's median batch-1 latency at the native size, measured at warm-up (status chosen, "
+    "passed, slower or reference; the engine with status chosen serves the model).",
+    ["model", "engine", "device", "variant", "precision", "status"],
+    multiprocess_mode="livemax",
+)
+
+
+def observe_candidates(model: str, candidates: Iterable[Any]) -> None:
+    """Publish the timed candidates of ``model``'s engine choice (``CandidateResult`` objects)."""
+    for c in candidates:
+        if c.median_ms is not None:
+            ENGINE_CANDIDATE_MS.labels(model, c.engine, c.device, c.variant, c.precision, c.status).set(c.median_ms)
 
 
 def multiprocess_enabled() -> bool:

@@ -1,12 +1,14 @@
-"""ONNX Runtime sessions for model-zoo entries: provider choice, variant choice, threads, warm-up, I/O binding.
+"""The engine serving each model-zoo entry: chosen by measurement at warm-up, checked against the manifest.
 
-``auto`` picks the CUDA execution provider when onnxruntime is the GPU build *and* a device answers
-(the session is created and its providers checked), else the CPU provider, logging why. On CUDA the
-fp16/INT8 variant named in the settings is used (falling back to fp32 when the entry lacks it) and
-inputs/outputs go through I/O binding; cuDNN's exhaustive algorithm search happens per input shape,
-so warm-up runs every batch size the micro-batcher can form before the service reports ready.
+:func:`load_runtime` lists the candidates (:mod:`app.engines.select`: ONNX Runtime on CPU, CUDA and
+TensorRT where the build has them, OpenVINO on the CPU in fp32, bf16 where the CPU computes it natively,
+and on the INT8 file), narrowed by ``DISTILL_ENGINE``, ``DISTILL_PROVIDER``, ``DISTILL_VARIANT_CPU``/
+``_CUDA`` and ``DISTILL_OPENVINO_PRECISION``. One candidate is loaded as configured; several are gated
+(PSNR against ONNX Runtime fp32 on the CPU, on the entry's sample images, >= 35 dB) and timed at the
+native size, and the fastest is served. On CUDA the inputs and outputs go through I/O binding and
+warm-up runs every batch size the micro-batcher can form (cuDNN's algorithm search is per shape).
 
-Before warm-up, :meth:`ModelRuntime.check_contract` holds the ONNX model to its manifest (one float
+Before the choice, :meth:`ModelRuntime.check_contract` holds the ONNX model to its manifest (one float
 input and output, [N, 3, H, W] at the manifest's size, the output the input's shape): a model that
 loads but does not fit (another model copied into the entry) is refused at start with the reason,
 instead of answering every request with a 500.
@@ -15,22 +17,28 @@ instead of answering every request with a 500.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from app.config import Settings
+from app.engines.base import CandidateResult, Engine, EngineSpec
+from app.engines.cpu import native_bf16
+from app.engines.ort import CPU_EP, CUDA_EP, OrtEngine, available_devices
+from app.engines.ov import OpenVinoEngine, openvino_version
+from app.engines.select import REFERENCE, gate_images, plan_candidates, select_engine
 from model_zoo.registry import ModelEntry
 from training.errors import DistillError
 
 log = logging.getLogger("app.runtime")
 
-CUDA_EP = "CUDAExecutionProvider"
-CPU_EP = "CPUExecutionProvider"
-_SHORT = {CUDA_EP: "cuda", CPU_EP: "cpu"}
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_NP_TYPES = ("tensor(float)", "tensor(float16)")
+SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass(frozen=True)
@@ -56,16 +64,6 @@ def choose_provider(requested: str) -> ProviderChoice:
     return ProviderChoice("cpu", f"auto: onnxruntime {ort.__version__} has no CUDA provider ({', '.join(available)})")
 
 
-def session_options(settings: Settings) -> ort.SessionOptions:
-    """Graph optimisations ALL, sequential execution, the configured thread counts."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = settings.intra_op_threads
-    opts.inter_op_num_threads = settings.inter_op_threads
-    return opts
-
-
 def choose_variant(entry: ModelEntry, provider: str, wanted: str) -> tuple[str, str]:
     """The variant to load on ``provider``: ``wanted`` when the entry has it (and allows the provider), else fp32."""
     variants = entry.variants
@@ -79,34 +77,80 @@ def choose_variant(entry: ModelEntry, provider: str, wanted: str) -> tuple[str, 
     return wanted, "configured"
 
 
+def ort_devices(choice: ProviderChoice, requested: str) -> list[str]:
+    """Where ONNX Runtime may run: the CPU; CUDA (and TensorRT when the build has it) on a CUDA build,
+    the CPU too unless ``cuda`` was requested."""
+    if choice.name == "cpu":
+        return ["cpu"]
+    gpu = [d for d in ("tensorrt", "cuda") if d in available_devices()]
+    return gpu if requested == "cuda" else gpu + ["cpu"]
+
+
+def engine_cache_dir(configured: Path | None) -> Path | None:
+    """A writable folder for compiled models: DISTILL_ENGINE_CACHE, else ``$XDG_CACHE_HOME/distill`` (or
+    ``~/.cache/distill``), else one in the temp folder; None (no cache, a warning) when none is writable."""
+    if configured is not None:
+        candidates = [configured]
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        candidates = [base / "distill", Path(tempfile.gettempdir()) / f"distill-cache-{os.getuid()}"]
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            continue
+    log.warning("no writable engine cache (%s): compiled models are not kept across restarts",
+                ", ".join(map(str, candidates)))
+    return None
+
+
 @dataclass
 class ModelRuntime:
-    """One ONNX Runtime session serving one model-zoo entry."""
+    """The engine serving one model-zoo entry, and how it was chosen."""
 
     entry: ModelEntry
-    session: ort.InferenceSession
-    provider: str  # "cuda" or "cpu": what the session actually runs on
-    variant: str
-    provider_reason: str
-    input_name: str = field(init=False)
-    output_name: str = field(init=False)
-    input_dtype: type = field(init=False)
-    io_binding: bool = field(init=False)  # on CUDA: inputs and outputs bound to device memory explicitly
-
-    def __post_init__(self) -> None:
-        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
-        self.input_name, self.output_name = inp.name, out.name
-        self.input_dtype = _NP_TYPES.get(inp.type, np.float32)
-        self.io_binding = self.provider == "cuda"
+    engine: Engine
+    provider_reason: str = "requested"
+    engine_reason: str = "configured"
+    candidates: list[CandidateResult] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.entry.name
 
     @property
+    def provider(self) -> str:
+        """Where the engine runs: ``cpu``, ``cuda`` or ``tensorrt``."""
+        return self.engine.device
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.spec.engine
+
+    @property
+    def variant(self) -> str:
+        return self.engine.spec.variant
+
+    @property
+    def precision(self) -> str:
+        return self.engine.spec.precision
+
+    @property
+    def io_binding(self) -> bool:
+        """On CUDA: inputs and outputs bound to device memory explicitly (ONNX Runtime engines only)."""
+        return bool(getattr(self.engine, "io_binding", False))
+
+    @io_binding.setter
+    def io_binding(self, value: bool) -> None:
+        if isinstance(self.engine, OrtEngine):
+            self.engine.io_binding = value
+
+    @property
     def batch_limit(self) -> int | None:
-        """The model's fixed batch size when its ONNX input has one (then no micro-batching), else None."""
-        dim = self.session.get_inputs()[0].shape[0]
+        """The model's fixed batch size when its input has one (then no micro-batching), else None."""
+        dim = self.engine.signature()[0][0].shape[0]
         return dim if isinstance(dim, int) and dim > 0 else None
 
     @property
@@ -115,82 +159,86 @@ class ModelRuntime:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N,3,H,W] in [-1,1] -> float32 [N,3,H,W]; blocking (call it from a worker thread)."""
-        assert batch.ndim == 4 and batch.shape[1] == 3, f"expected [N,3,H,W], got {batch.shape}"
-        x = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        if self.io_binding:
-            device = "cuda" if self.provider == "cuda" else "cpu"
-            binding = self.session.io_binding()
-            binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, device, 0))
-            binding.bind_output(self.output_name, device)
-            self.session.run_with_iobinding(binding)
-            y = binding.copy_outputs_to_cpu()[0]
-        else:
-            y = self.session.run([self.output_name], {self.input_name: x})[0]
-        return y.astype(np.float32, copy=False)
+        return self.engine.run(batch)
 
     def check_contract(self) -> None:
         """DistillError naming the file and what differs when the model's input or output is not the manifest's
         [N, 3, H, W] float tensor, checked on the declared shapes and on one inference at the native size."""
         h, w = self.native_hw
-        path = self.entry.variant_path(self.variant)
+        path = self.engine.path
         fix = f"re-export the entry (`distill export RUN --out {self.entry.path}`) or fix input.size in its manifest"
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        inputs, outputs = self.engine.signature()
         if len(inputs) != 1 or not outputs:
             raise DistillError(f"{path}: model {self.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
                                f"a student has one input and one output; {fix}")
         for role, arg in (("input", inputs[0]), ("output", outputs[0])):
             declared = list(arg.shape)
             fixed = [d if isinstance(d, int) else None for d in declared]
-            if arg.type not in _NP_TYPES or len(declared) != 4 or any(
+            if arg.type_name not in _NP_TYPES or len(declared) != 4 or any(
                 d is not None and d != want for d, want in zip(fixed[1:], (3, h, w), strict=True)
             ):
                 shape = ", ".join("?" if d is None else str(d) for d in declared)
-                raise DistillError(f"{path}: model {self.name!r} declares {role} {arg.type} [{shape}]; the manifest "
-                                   f"says float [N, 3, {h}, {w}]; {fix}")
+                raise DistillError(f"{path}: model {self.name!r} declares {role} {arg.type_name} [{shape}]; the "
+                                   f"manifest says float [N, 3, {h}, {w}]; {fix}")
         try:
             y = self.run(np.zeros((1, 3, h, w), np.float32))
-        except Exception as e:  # onnxruntime's own exception types
+        except Exception as e:  # the engines' own exception types
             raise DistillError(f"{path}: model {self.name!r} fails on a [1, 3, {h}, {w}] input ({e}); {fix}") from e
         if y.shape != (1, 3, h, w):
             raise DistillError(f"{path}: model {self.name!r} answers a [1, 3, {h}, {w}] input with {list(y.shape)}; "
                                f"a student returns its input's shape; {fix}")
 
     def warm_up(self, runs: int, max_batch: int) -> float:
-        """Run ``runs`` times at batch 1 (and, on CUDA, once at every batch size up to ``max_batch``); seconds spent."""
+        """Run ``runs`` times at batch 1 (and, on a GPU, once at every batch size up to ``max_batch``); seconds."""
         h, w = self.native_hw
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
-        sizes = [1] * runs + (list(range(2, max_batch + 1)) if self.provider == "cuda" and runs else [])
+        sizes = [1] * runs + (list(range(2, max_batch + 1)) if self.provider != "cpu" and runs else [])
         for n in sizes:
             self.run(rng.uniform(-1, 1, (n, 3, h, w)).astype(np.float32))
         return time.perf_counter() - t0
 
 
-def load_runtime(entry: ModelEntry, settings: Settings) -> ModelRuntime:
-    """Create the session for ``entry`` on the configured provider and variant (see the module docstring)."""
-    choice = choose_provider(settings.provider)
-    runtime = _create_runtime(entry, settings, choice)
-    if choice.name == "cuda" and runtime.provider != "cuda":
-        if settings.provider == "cuda":
-            raise DistillError(f"provider cuda: the CUDA provider did not start for {entry.name!r} (no GPU visible?)")
-        reason = "auto: the CUDA provider did not start (no GPU visible?), using CPU"
-        log.warning("model %s: %s", entry.name, reason)
-        runtime = _create_runtime(entry, settings, ProviderChoice("cpu", reason))
-    return runtime
-
-
-def _create_runtime(entry: ModelEntry, settings: Settings, choice: ProviderChoice) -> ModelRuntime:
-    wanted = settings.variant_cuda if choice.name == "cuda" else settings.variant_cpu
-    variant, why = choose_variant(entry, choice.name, wanted)
-    if variant != wanted:
-        log.warning("model %s: using the fp32 variant on %s (%s)", entry.name, choice.name, why)
-    providers: list[str | tuple[str, dict]] = [CPU_EP]
-    if choice.name == "cuda":
-        providers.insert(0, (CUDA_EP, {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}))
-    path = entry.variant_path(variant)
+def open_engine(entry: ModelEntry, spec: EngineSpec, settings: Settings, cache_dir: Path | None) -> Engine:
+    """Load ``spec``'s engine on ``entry``'s variant file (DistillError naming the file when it cannot)."""
+    path = entry.variant_path(spec.variant)
+    if spec.engine == "openvino":
+        return OpenVinoEngine(spec, path, entry.input_size, threads=settings.intra_op_threads, cache_dir=cache_dir)
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(settings), providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable/invalid models
-        raise DistillError(f"{path}: ONNX Runtime cannot load model {entry.name!r} ({e}); re-export it") from e
-    actual = _SHORT.get(session.get_providers()[0], "cpu")
-    return ModelRuntime(entry=entry, session=session, provider=actual, variant=variant, provider_reason=choice.reason)
+        return OrtEngine(spec, path, intra_op_threads=settings.intra_op_threads,
+                         inter_op_threads=settings.inter_op_threads, cache_dir=cache_dir)
+    except DistillError as e:
+        raise DistillError(f"model {entry.name!r}: {e}") from e
+
+
+def load_runtime(entry: ModelEntry, settings: Settings) -> ModelRuntime:
+    """The engine for ``entry``: the configured one, or the fastest candidate within the accuracy gate."""
+    choice = choose_provider(settings.provider)
+    plan = plan_candidates(
+        entry.variants, engine=settings.engine, ort_devices=ort_devices(choice, settings.provider),
+        ort_cpu=settings.variant_cpu, ort_cuda=settings.variant_cuda, openvino=settings.openvino_precision,
+        openvino_available=openvino_version() is not None, bf16_native=native_bf16(),
+    )
+    for note in plan.notes:
+        log.info("model %s: %s", entry.name, note)
+    cache_dir = engine_cache_dir(settings.engine_cache)
+
+    def opener(spec: EngineSpec) -> Engine:
+        return open_engine(entry, spec, settings, cache_dir)
+
+    if len(plan.specs) == 1:
+        spec = plan.specs[0]
+        return ModelRuntime(entry, opener(spec), choice.reason, f"configured: {spec.label} (one candidate)",
+                            [CandidateResult.of(spec, "configured")])
+    reference = ModelRuntime(entry, opener(REFERENCE), choice.reason)
+    reference.check_contract()  # a model that does not fit its manifest fails here, with the reason
+    samples = [p for p in entry.listed("samples") if p.suffix.lower() in SAMPLE_SUFFIXES]
+    images, source = gate_images(samples, entry.input_size)
+    selection = select_engine(plan.specs, opener, reference.engine, images, budget_s=settings.engine_budget_s)
+    for c in selection.candidates:
+        log.info("model %s: candidate %s/%s/%s (%s file): %s%s%s%s", entry.name, c.engine, c.device, c.precision,
+                 c.variant, c.status, "" if c.median_ms is None else f", {c.median_ms:.2f} ms",
+                 "" if c.psnr_vs_fp32_db is None else f", {c.psnr_vs_fp32_db:.1f} dB",
+                 f" ({c.reason})" if c.reason else "")
+    return ModelRuntime(entry, selection.engine, choice.reason, f"{selection.reason}; gate on {source}",
+                        selection.candidates)

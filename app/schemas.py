@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from app.engines.base import CandidateResult
 
 
 class ErrorBody(BaseModel):
@@ -37,6 +39,10 @@ class ModelInfo(BaseModel):
     provider_reason: str
     variant: str
     variants: list[str]
+    engine: str = "onnxruntime"  # the inference engine serving it: onnxruntime or openvino
+    precision: str = "fp32"  # what the engine computes in: fp32, fp16, bf16 or int8
+    engine_reason: str = ""  # configured, or the measured choice
+    engine_candidates: list[CandidateResult] = Field(default_factory=list)  # each candidate's time and PSNR
     legacy: bool
     legacy_error: str | None = None  # why the legacy path is off for this model (teacher or direction unloadable)
     samples: list[str]

@@ -21,7 +21,7 @@ from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import ServiceError
 from app.legacy import LegacyExecutor, LegacyJob, edit_from_manifest
-from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH
+from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH, observe_candidates
 from app.runtime import ModelRuntime, load_runtime
 from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
 from training.alignment.landmarks import FaceFinder, default_finder
@@ -124,9 +124,12 @@ class Service:
             seconds = runtime.warm_up(self.settings.warmup_runs, self._max_batch(runtime))
             h, w = runtime.native_hw
             MODEL_INFO.labels(entry.name, runtime.provider, runtime.variant, f"{h}x{w}",
-                              str(entry.teacher_path is not None).lower()).set(1)
-            log.info("model %s: %dx%d, provider %s (%s), variant %s, warm-up %.2f s", entry.name, h, w,
-                     runtime.provider, runtime.provider_reason, runtime.variant, seconds)
+                              str(entry.teacher_path is not None).lower(), runtime.engine_name,
+                              runtime.precision).set(1)
+            observe_candidates(entry.name, runtime.candidates)
+            log.info("model %s: %dx%d, engine %s on %s (%s), variant %s, precision %s (%s), warm-up %.2f s",
+                     entry.name, h, w, runtime.engine_name, runtime.provider, runtime.provider_reason,
+                     runtime.variant, runtime.precision, runtime.engine_reason, seconds)
             runtimes.append(runtime)
         return runtimes
 

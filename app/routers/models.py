@@ -25,6 +25,10 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         provider_reason=runtime.provider_reason,
         variant=runtime.variant,
         variants=sorted(entry.variants),
+        engine=runtime.engine_name,
+        precision=runtime.precision,
+        engine_reason=runtime.engine_reason,
+        engine_candidates=runtime.candidates,
         legacy=model.has_teacher and service.legacy.enabled and model.legacy_error is None,
         legacy_error=model.legacy_error,
         samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],
@@ -34,7 +38,8 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
 
 @router.get("/models", response_model=ModelsResponse)
 async def list_models(service: Service = Depends(get_service)) -> ModelsResponse:
-    """Every served model: native size, provider and variant in use, available variants, legacy support."""
+    """Every served model: native size, engine, provider, variant and precision in use (and the candidates
+    measured to choose them), available variants, legacy support."""
     return ModelsResponse(
         default=service.default_model,
         ready=service.ready,

@@ -154,6 +154,8 @@ async def transform(
         "X-Model": runtime.name,
         "X-Provider": runtime.provider,
         "X-Variant": runtime.variant,
+        "X-Engine": runtime.engine_name,
+        "X-Precision": runtime.precision,
         "X-Batch-Size": str(max(r.batch_size for r in results)),
         **face_headers(upload),
     })

@@ -1,0 +1,80 @@
+"""What every inference engine offers the service: run a batch, describe its input and output."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+EngineName = Literal["onnxruntime", "openvino"]
+Device = Literal["cpu", "cuda", "tensorrt"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Status = Literal["chosen", "passed", "slower", "refused", "failed", "skipped", "reference", "configured"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One candidate: an engine on a device, running one variant file of the entry at one precision."""
+
+    engine: EngineName
+    device: Device
+    variant: str  # the manifest variant whose ONNX file is loaded: fp32, fp16 or int8
+    precision: Precision  # what the engine computes in (bf16 runs the fp32 file; int8 the QDQ file)
+
+    @property
+    def label(self) -> str:
+        """``engine/device/precision`` (plus ``@variant`` when the file is not the precision's own)."""
+        tail = "" if self.variant == self.precision else f"@{self.variant}"
+        return f"{self.engine}/{self.device}/{self.precision}{tail}"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output as the engine declares it (``type_name`` in ONNX's ``tensor(float)`` form;
+    a dimension is a number, a symbolic name such as ``batch``, or None when unknown)."""
+
+    name: str
+    type_name: str
+    shape: tuple[int | str | None, ...]
+
+
+class Engine(ABC):
+    """A compiled model ready to run float32 [N,3,H,W] batches; one per served model."""
+
+    spec: EngineSpec
+    path: Path
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [N,3,H,W] -> float32 [N,3,H,W]; blocking (call it from a worker thread)."""
+
+    @abstractmethod
+    def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """The declared inputs and outputs (for the manifest contract check)."""
+
+    @property
+    def device(self) -> str:
+        """Where it runs: ``cpu``, ``cuda`` or ``tensorrt`` (what ``X-Provider`` reports)."""
+        return self.spec.device
+
+
+class CandidateResult(BaseModel):
+    """One candidate's measurement at warm-up (or at export), shown in ``/models`` and logged."""
+
+    engine: str
+    device: str
+    variant: str
+    precision: str
+    status: Status
+    median_ms: float | None = None
+    psnr_vs_fp32_db: float | None = None  # against ONNX Runtime fp32 on CPU; None for the reference itself
+    reason: str = ""
+
+    @classmethod
+    def of(cls, spec: EngineSpec, status: Status, **fields: object) -> CandidateResult:
+        return cls(engine=spec.engine, device=spec.device, variant=spec.variant, precision=spec.precision,
+                   status=status, **fields)

@@ -1,0 +1,90 @@
+"""OpenVINO as an engine, on the CPU: the fp32 ONNX file in f32 or bf16, and the INT8 QDQ file.
+
+The ONNX file is read directly (no conversion step), its height and width fixed at the entry's native
+size (the batch stays dynamic, for the micro-batcher), and compiled for latency. Compiled blobs go
+to ``<engine cache>/openvino/<precision>`` so a restart loads them instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from app.engines.base import Engine, EngineSpec, TensorSpec
+from training.errors import DistillError
+
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's float parts in f32
+_TYPE_NAMES = {"f32": "tensor(float)", "f16": "tensor(float16)"}
+
+
+@functools.cache
+def openvino_version() -> str | None:
+    """The installed OpenVINO version, or None when the package is missing."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__.split("-")[0]
+
+
+@functools.cache
+def core() -> object:
+    """One OpenVINO Core per process (it holds the plugins)."""
+    import openvino
+
+    return openvino.Core()
+
+
+class OpenVinoEngine(Engine):
+    """An OpenVINO model compiled for the CPU at a fixed height and width."""
+
+    def __init__(self, spec: EngineSpec, path: Path, size: tuple[int, int] | None, *, threads: int = 0,
+                 cache_dir: Path | None = None) -> None:
+        if spec.engine != "openvino" or spec.device != "cpu" or spec.precision not in OV_PRECISION:
+            raise DistillError(f"OpenVINO runs fp32, bf16 or int8 on the CPU, not {spec.label}")
+        if openvino_version() is None:
+            raise DistillError("OpenVINO is not installed: pip install openvino (or DISTILL_ENGINE=onnxruntime)")
+        import openvino
+
+        ov = core()
+        try:
+            model = ov.read_model(str(path))
+            if size is not None and len(model.inputs) == 1 and model.inputs[0].get_partial_shape().rank.is_static:
+                batch = model.inputs[0].get_partial_shape()[0]  # a fixed batch stays fixed
+                model.reshape({model.inputs[0]: openvino.PartialShape(
+                    [batch.get_length() if batch.is_static else -1, 3, *size])})
+            config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OV_PRECISION[spec.precision],
+                                         "PERFORMANCE_HINT": "LATENCY"}
+            if threads > 0:
+                config["INFERENCE_NUM_THREADS"] = threads
+            if cache_dir is not None:
+                folder = cache_dir / "openvino" / spec.precision
+                folder.mkdir(parents=True, exist_ok=True)
+                config["CACHE_DIR"] = str(folder)
+            self.compiled = ov.compile_model(model, "CPU", config)
+        except DistillError:
+            raise
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
+            raise DistillError(f"{path}: OpenVINO cannot compile it for {spec.label} ({e})") from e
+        self.spec, self.path = spec, Path(path)
+        self.request = self.compiled.create_infer_request()
+        self.lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        assert batch.ndim == 4 and batch.shape[1] == 3, f"expected [N,3,H,W], got {batch.shape}"
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        with self.lock:
+            y = self.request.infer({0: x})[0]
+        return np.array(y, dtype=np.float32, copy=True)
+
+    def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        def spec(port: object) -> TensorSpec:
+            shape = port.get_partial_shape()
+            dims = tuple(d.get_length() if d.is_static else None for d in shape) if shape.rank.is_static else ()
+            name = port.get_any_name() if port.get_names() else ""
+            return TensorSpec(name, _TYPE_NAMES.get(port.get_element_type().get_type_name(), "other"), dims)
+
+        return [spec(p) for p in self.compiled.inputs], [spec(p) for p in self.compiled.outputs]
