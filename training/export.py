@@ -428,12 +428,15 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
             variant_records[v] = record
             files.append(record["file"])
             print(f"{v}: PSNR vs fp32 {record['psnr_vs_fp32_db']:.2f} dB, {record['median_ms']:.1f} ms at {size[0]}x{size[1]}")
+        engines = _engine_table(staging, variant_records, views, size, args)
         side = _teacher_and_direction(args, views, staging)
         files += side["files"]
         preview = _write_preview(onnx_path, staging, views, size)
         files.append(preview["file"])
         files += _copy_samples(views, staging, args.samples)
         manifest = _manifest(args, name, source, size, size_origin, views, variant_records, refused, parity, side, preview)
+        if engines:
+            manifest["engines"] = engines
         entry = write_entry(staging, manifest, files)
         _swap_into_place(staging, out)
     except BaseException:
@@ -445,6 +448,21 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
         figures = "; ".join(f"{v}: {r['psnr_vs_fp32_db']:.2f} dB < {r['min_psnr_db']:g} dB" for v, r in refused.items())
         raise DistillError(f"variant(s) refused on PSNR against fp32 ({figures}); {out} was written without them")
     return entry
+
+
+def _engine_table(staging: Path, variant_records: dict[str, Any], views: DataViews | None, size: tuple[int, int],
+                  args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each variant in each engine this machine has, timed at the native size with its PSNR against fp32 on the
+    held-out inputs (manifest ``engines``, see app/engines/measure.py); none with --timing-repeats 0."""
+    if not args.timing_repeats:
+        return []
+    from app.engines.measure import engine_table, format_table
+
+    images = (views.eval_inputs if views else _random_eval(size, args.num_eval)).astype(np.float32)
+    rows = engine_table({v: staging / r["file"] for v, r in variant_records.items()}, size, images,
+                        repeats=args.timing_repeats, variants=variant_records)
+    print(f"engines at {size[0]}x{size[1]}, batch 1:\n" + "\n".join(format_table(rows)))
+    return rows
 
 
 def _random_eval(size: tuple[int, int], n: int) -> np.ndarray:
@@ -528,7 +546,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", nargs="+", metavar="IMAGE", default=None,
                    help="more demo-page inputs to ship in samples/ beside the held-out teacher originals (e.g. real photos)")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
-    p.add_argument("--timing-repeats", type=int, default=5, help="timed runs per variant at the native size (0: skip fp32 timing)")
+    p.add_argument("--timing-repeats", type=int, default=5, help="timed runs per variant and engine at the native size (0: skip fp32 timing and the "
+                        "engine table)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry at --out")
     p.set_defaults(func=run)
 
