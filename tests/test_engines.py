@@ -177,3 +177,18 @@ def test_the_service_reports_its_engine_choice(tmp_path):
         info = client.get("/models").json()["models"][0]
         assert (info["engine"], info["precision"], info["input_size"]) == ("onnxruntime", "fp32", [NATIVE, NATIVE])
         assert [c["status"] for c in info["engine_candidates"]] == ["configured"]
+
+
+def test_the_export_engine_table(small_onnx):
+    from app.engines.measure import engine_table, format_table
+
+    images = np.random.default_rng(2).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    rows = engine_table({"fp32": small_onnx}, (16, 16), images, repeats=1)
+    assert all(set(r) == {"engine", "variant", "precision", "median_ms", "psnr_vs_fp32_db", "timed_size", "measured_on"}
+               for r in rows)
+    by = {(r["engine"], r["precision"]): r for r in rows}
+    ref = by["onnxruntime", "fp32"]
+    assert ref["psnr_vs_fp32_db"] is None and ref["timed_size"] == [16, 16] and "CPUExecutionProvider" in ref["measured_on"]
+    if openvino_version():
+        assert by["openvino", "fp32"]["psnr_vs_fp32_db"] > 80 and "AVX2" in by["openvino", "fp32"]["measured_on"]
+    assert "reference" in "\n".join(format_table(rows))
