@@ -67,13 +67,6 @@ class LegacyJob:
     seed: int = 0
 
 
-def edit_from_manifest(manifest: dict[str, Any]) -> tuple[float, tuple[int, int], bool]:
-    """(alpha, [start, stop) W+ layers, normalize) from the entry's ``direction`` record, else its ``edit``."""
-    record = {**(manifest.get("edit") or {}), **(manifest.get("direction") or {})}
-    layers = record.get("layers") or (0, 8)
-    return float(record.get("alpha", 1.0)), (int(layers[0]), int(layers[1])), bool(record.get("normalize", False))
-
-
 def _init_worker(threads: int, stop: Any) -> None:
     import torch  # imported here: only projection processes load torch
 

@@ -20,7 +20,7 @@ import numpy as np
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import ServiceError
-from app.legacy import LegacyExecutor, LegacyJob, edit_from_manifest
+from app.legacy import LegacyExecutor, LegacyJob
 from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH, observe_candidates
 from app.runtime import ModelRuntime, load_runtime
 from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
@@ -168,7 +168,7 @@ class Service:
 
     def legacy_job(self, model: LoadedModel, steps: int) -> LegacyJob:
         """The projection job for ``model``: its teacher and direction, the edit from its manifest."""
-        alpha, layers, normalize = edit_from_manifest(model.entry.manifest)
+        alpha, layers, normalize = model.entry.spec.direction_edit()
         return LegacyJob(model.entry.teacher_path, model.entry.direction_path, alpha, layers, normalize, steps,
                          self.settings.vgg16)
 

@@ -1,4 +1,4 @@
-"""`distill models list|show|verify`: inspect the model zoo from the command line."""
+"""`distill models list|show|verify|schema`: inspect the model zoo from the command line."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
+from model_zoo.schema import json_schema_text
+from training.atomic import atomic_write_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,14 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions.add_parser("list", help="one line per entry: name, edit, size, variants, stride")
     show = actions.add_parser("show", help="an entry's manifest, readable (or raw with --json)")
     show.add_argument("name")
-    show.add_argument("--json", action="store_true", help="print manifest.json as stored")
+    show.add_argument("--json", action="store_true", help="print the manifest as JSON (in the current schema version)")
     verify = actions.add_parser("verify", help="check the size and sha256 of every file of an entry")
     verify.add_argument("name")
+    schema = actions.add_parser("schema", help="print the JSON Schema of an entry's manifest.json")
+    schema.add_argument("--out", type=Path, help="write it to this file instead (e.g. docs/model_zoo_entry.schema.json)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"list": _list, "show": _show, "verify": _verify}[args.action](args)
+    return {"list": _list, "show": _show, "verify": _verify, "schema": _schema}[args.action](args)
 
 
 def _human_bytes(n: int) -> str:
@@ -99,6 +103,10 @@ def _show(args: argparse.Namespace) -> int:
         f"teacher: {m['teacher']['file'] if m.get('teacher') else '- (the legacy endpoint is unavailable)'}",
         f"direction: {m['direction']['file'] if m.get('direction') else '-'}",
     ]
+    for t in entry.spec.engines or []:
+        psnr = "" if t.psnr_vs_fp32_db is None else f", PSNR vs fp32 {t.psnr_vs_fp32_db:.2f} dB"
+        lines.append(f"engine {t.engine} ({t.variant}, {t.precision}): {t.median_ms:.1f} ms median at "
+                     f"{t.timed_size[0]}x{t.timed_size[1]} on {t.measured_on}{psnr}")
     if m.get("data"):
         lines.append("data: " + ", ".join(f"{k} {v}" for k, v in m["data"].items() if not isinstance(v, dict | list)))
     if m.get("training"):
@@ -126,4 +134,13 @@ def _verify(args: argparse.Namespace) -> int:
     for path in entry.unlisted():
         print(f"not in the manifest (never loaded or served): {path.relative_to(entry.path)}")
     print(f"{entry.name}: all {len(entry.manifest['files'])} files match the manifest")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.out is None:
+        print(json_schema_text(), end="")
+    else:
+        atomic_write_text(args.out, json_schema_text())
+        print(f"wrote {args.out}")
     return 0

@@ -25,18 +25,20 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, get_args
 
+from pydantic import ValidationError
+
+from model_zoo.schema import Alignment, EntryManifest, FileRecord, check_entry_path, parse_manifest
 from training.atomic import atomic_write_json
 from training.errors import DistillError
 
 MANIFEST = "manifest.json"
 ENV_ROOT = "DISTILL_MODEL_ZOO"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 ENTRY_FILE_MODE = 0o644
 
-InputAlignment = Literal["ffhq", "none"]
+InputAlignment = Alignment
 ALIGNMENTS: tuple[str, ...] = get_args(InputAlignment)
 
 
@@ -65,37 +67,41 @@ def _reexport_hint(folder: Path) -> str:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One zoo entry: its folder name, its folder, and its (validated) manifest."""
+    """One zoo entry: its folder name, its folder, and its validated manifest (:class:`EntryManifest`)."""
 
     name: str
     path: Path
-    manifest: dict[str, Any]
+    spec: EntryManifest
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as JSON (a fresh copy), as written to manifest.json."""
+        return self.spec.to_json()
 
     @property
     def variants(self) -> dict[str, dict[str, Any]]:
         """Variant name ("fp32", "fp16", "int8") -> its manifest record (file, providers, measured error/speed)."""
-        return copy.deepcopy(self.manifest["variants"])
+        return self.manifest["variants"]
 
     def variant_path(self, variant: str = "fp32") -> Path:
         """The ONNX file of ``variant``; a clear error naming the available variants when absent."""
-        variants = self.manifest["variants"]
+        variants = self.spec.variants
         if variant not in variants:
             raise ModelZooError(
                 f"{self.path / MANIFEST}: model {self.name!r} has no {variant!r} variant; "
                 f"available: {', '.join(sorted(variants))}"
             )
-        return self.path / variants[variant]["file"]
+        return self.path / variants[variant].file
 
     @property
     def input_size(self) -> tuple[int, int]:
         """The native (training) input size as (H, W)."""
-        h, w = self.manifest["input"]["size"]
-        return int(h), int(w)
+        return self.spec.input.size
 
     @property
     def stride(self) -> int:
         """Input H and W must be multiples of this."""
-        return int(self.manifest["input"]["stride"])
+        return self.spec.input.stride
 
     @property
     def alignment(self) -> InputAlignment:
@@ -103,7 +109,7 @@ class ModelEntry:
 
         Manifests written before the field existed have none: they load as ``none``.
         """
-        return cast(InputAlignment, self.manifest["input"].get("alignment", "none"))
+        return self.spec.input.alignment
 
     @property
     def teacher_path(self) -> Path | None:
@@ -116,8 +122,8 @@ class ModelEntry:
         return self._optional_file("direction")
 
     def _optional_file(self, key: str) -> Path | None:
-        record = self.manifest.get(key)
-        return self.path / record["file"] if record else None
+        record = getattr(self.spec, key)
+        return self.path / record.file if record else None
 
     def contains(self, path: Path) -> bool:
         """Whether ``path``, with every symbolic link followed, lies inside the entry's folder."""
@@ -126,11 +132,11 @@ class ModelEntry:
     def listed(self, folder: str) -> list[Path]:
         """The files the manifest lists under ``folder/`` (e.g. ``samples``), sorted: the only ones served from it."""
         prefix = folder.rstrip("/") + "/"
-        return sorted(self.path / fname for fname in self.manifest["files"] if fname.startswith(prefix))
+        return sorted(self.path / fname for fname in self.spec.files if fname.startswith(prefix))
 
     def unlisted(self) -> list[Path]:
         """Files in the entry's folder that the manifest does not list (reports, strays): never loaded or served."""
-        listed = {self.path / fname for fname in self.manifest["files"]} | {self.path / MANIFEST}
+        listed = {self.path / fname for fname in self.spec.files} | {self.path / MANIFEST}
         return sorted(p for p in self.path.rglob("*") if (p.is_file() or p.is_symlink()) and p not in listed)
 
     def escaping_links(self) -> list[Path]:
@@ -145,94 +151,30 @@ class ModelEntry:
                 f"{link}: a symbolic link leading out of model {self.name!r} (to {os.readlink(link)}); "
                 "delete it (an entry holds its files itself)"
             )
-        for fname, record in self.manifest["files"].items():
+        for fname, record in self.spec.files.items():
             path = self.path / fname
             if not path.is_file():
                 raise ModelZooError(f"{path}: missing from model {self.name!r}; {_reexport_hint(self.path)}")
             size = path.stat().st_size
-            if size != record["bytes"]:
+            if size != record.bytes:
                 raise ModelZooError(
-                    f"{path}: {size} bytes, the manifest says {record['bytes']} (truncated or replaced); "
+                    f"{path}: {size} bytes, the manifest says {record.bytes} (truncated or replaced); "
                     f"{_reexport_hint(self.path)}"
                 )
-            if sha256_file(path) != record["sha256"]:
+            if sha256_file(path) != record.sha256:
                 raise ModelZooError(
                     f"{path}: sha256 does not match the manifest (the file is corrupt); {_reexport_hint(self.path)}"
                 )
 
 
-def _check_relative(fname: Any, where: str) -> None:
-    if not isinstance(fname, str) or not fname:
-        raise ValueError(f"{where}: expected a file name, got {fname!r}")
-    parts = Path(fname).parts
-    if Path(fname).is_absolute() or ".." in parts:
-        raise ValueError(f"{where}: {fname!r} must be a path inside the entry folder")
-
-
-def validate_manifest(manifest: Any) -> None:
-    """Raise ValueError describing the first problem in a manifest (the fields the registry and service rely on)."""
-    if not isinstance(manifest, dict):
-        raise ValueError("the manifest must be a JSON object")
-    for key in ("name", "input", "files", "variants"):
-        if key not in manifest:
-            raise ValueError(f"missing key {key!r}")
-    if not isinstance(manifest["name"], str) or not manifest["name"]:
-        raise ValueError("'name' must be a non-empty string")
-
-    inp = manifest["input"]
-    if not isinstance(inp, dict):
-        raise ValueError("'input' must be an object")
-    size = inp.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise ValueError(f"input.size must be [H, W] positive integers, got {size!r}")
-    stride = inp.get("stride")
-    if not (isinstance(stride, int) and stride > 0):
-        raise ValueError(f"input.stride must be a positive integer, got {stride!r}")
-    if size[0] % stride or size[1] % stride:
-        raise ValueError(f"input.size {size} is not a multiple of input.stride {stride}")
-    for key, expected in (("layout", "NCHW"), ("dtype", "float32")):
-        if key in inp and inp[key] != expected:
-            raise ValueError(f"input.{key} must be {expected!r}, got {inp[key]!r}")
-    if inp.get("alignment", "none") not in ALIGNMENTS:
-        raise ValueError(f"input.alignment must be one of {', '.join(ALIGNMENTS)}, got {inp['alignment']!r}")
-    if inp.get("alignment") == "ffhq" and size[0] != size[1]:
-        raise ValueError(f"input.alignment 'ffhq' crops square faces; input.size {size} is not square")
-
-    files = manifest["files"]
-    if not isinstance(files, dict):
-        raise ValueError("'files' must be an object {file name: {sha256, bytes}}")
-    for fname, record in files.items():
-        _check_relative(fname, "files")
-        if not (isinstance(record, dict) and isinstance(record.get("sha256"), str) and _SHA_RE.match(record["sha256"])):
-            raise ValueError(f"files[{fname!r}].sha256 must be 64 lowercase hex digits")
-        if not (isinstance(record.get("bytes"), int) and record["bytes"] >= 0):
-            raise ValueError(f"files[{fname!r}].bytes must be a non-negative integer")
-
-    variants = manifest["variants"]
-    if not isinstance(variants, dict) or "fp32" not in variants:
-        raise ValueError("'variants' must be an object with at least an 'fp32' entry")
-    for vname, record in variants.items():
-        if not isinstance(record, dict) or "file" not in record:
-            raise ValueError(f"variants[{vname!r}] must be an object with a 'file'")
-        _check_relative(record["file"], f"variants[{vname!r}].file")
-        if record["file"] not in files:
-            raise ValueError(f"variants[{vname!r}].file {record['file']!r} is not listed in 'files'")
-        providers = record.get("providers", [])
-        if not (isinstance(providers, list) and all(isinstance(p, str) for p in providers)):
-            raise ValueError(f"variants[{vname!r}].providers must be a list of provider names")
-
-    for key in ("teacher", "direction"):
-        record = manifest.get(key)
-        if record is None:
-            continue
-        if not isinstance(record, dict) or "file" not in record:
-            raise ValueError(f"{key!r} must be null or an object with a 'file'")
-        _check_relative(record["file"], f"{key}.file")
-        if record["file"] not in files:
-            raise ValueError(f"{key}.file {record['file']!r} is not listed in 'files'")
-    for key in ("edit", "output", "data", "training", "export"):
-        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], dict):
-            raise ValueError(f"{key!r} must be an object")
+def validate_manifest(manifest: Any) -> EntryManifest:
+    """The typed manifest of a parsed manifest.json (older versions migrated); ValueError naming the first problem."""
+    try:
+        return parse_manifest(manifest)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "manifest"
+        raise ValueError(f"{where}: {err['msg']}") from None
 
 
 def load_entry(folder: str | os.PathLike) -> ModelEntry:
@@ -246,10 +188,10 @@ def load_entry(folder: str | os.PathLike) -> ModelEntry:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelZooError(f"{path}: unreadable manifest ({e}); {_reexport_hint(folder)}") from e
     try:
-        validate_manifest(manifest)
+        spec = validate_manifest(manifest)
     except ValueError as e:
         raise ModelZooError(f"{path}: malformed manifest: {e}; fix it or {_reexport_hint(folder)}") from e
-    return ModelEntry(name=folder.name, path=folder, manifest=manifest)
+    return ModelEntry(name=folder.name, path=folder, spec=spec)
 
 
 def _entry_dirs(root: Path) -> list[Path]:
@@ -288,26 +230,38 @@ def _available(root: Path) -> str:
     return f"available: {', '.join(names)}"
 
 
-def write_entry(dest_dir: str | os.PathLike, manifest: dict[str, Any], files: Iterable[str]) -> ModelEntry:
-    """Checksum ``files`` (names relative to ``dest_dir``) into ``manifest["files"]`` and write manifest.json atomically.
-
-    The manifest is validated before it is written, so a zoo never holds an entry the registry would refuse.
-    Files are made world-readable (atomic writes create 0600 files; the service may run as another user).
-    """
+def file_records(dest_dir: str | os.PathLike, files: Iterable[str]) -> dict[str, FileRecord]:
+    """Size and sha256 of ``files`` (names relative to ``dest_dir``), made world-readable (atomic writes create
+    0600 files; the service may run as another user)."""
     dest = Path(dest_dir)
-    manifest = copy.deepcopy(manifest)
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, FileRecord] = {}
     for fname in files:
-        _check_relative(fname, "write_entry files")
+        try:
+            check_entry_path(fname)
+        except ValueError as e:
+            raise ModelZooError(f"write_entry files: {e}") from None
         path = dest / fname
         if not path.is_file():
             raise ModelZooError(f"{path}: listed for the manifest but not written")
-        records[str(fname)] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        records[str(fname)] = FileRecord(sha256=sha256_file(path), bytes=path.stat().st_size)
         path.chmod(ENTRY_FILE_MODE)
-    manifest["files"] = records
+    return records
+
+
+def write_entry(dest_dir: str | os.PathLike, manifest: EntryManifest | dict[str, Any],
+                files: Iterable[str] | None = None) -> ModelEntry:
+    """Write ``dest_dir/manifest.json`` atomically, with ``files`` (names relative to ``dest_dir``) checksummed
+    into its ``files`` (default: the records ``manifest`` already has).
+
+    The manifest is validated before it is written, so a zoo never holds an entry the registry would refuse.
+    """
+    dest = Path(dest_dir)
+    data = manifest.to_json() if isinstance(manifest, EntryManifest) else copy.deepcopy(manifest)
+    if files is not None:
+        data["files"] = {k: v.model_dump() for k, v in file_records(dest, files).items()}
     try:
-        validate_manifest(manifest)
+        spec = validate_manifest(data)
     except ValueError as e:
         raise ModelZooError(f"{dest / MANIFEST}: refusing to write a malformed manifest: {e}") from e
-    atomic_write_json(dest / MANIFEST, manifest).chmod(ENTRY_FILE_MODE)
-    return ModelEntry(name=dest.name, path=dest, manifest=manifest)
+    atomic_write_json(dest / MANIFEST, spec.to_json()).chmod(ENTRY_FILE_MODE)
+    return ModelEntry(name=dest.name, path=dest, spec=spec)

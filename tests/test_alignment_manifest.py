@@ -46,7 +46,7 @@ def test_manifests_without_the_field_load_as_none(checkpoint, tmp_path):
     assert load_entry(tmp_path / "old").alignment == "none"
     manifest["input"]["alignment"] = "dlib5"
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ModelZooError, match="input.alignment must be one of ffhq, none, got 'dlib5'"):
+    with pytest.raises(ModelZooError, match="input.alignment: Input should be 'ffhq' or 'none'"):
         load_entry(tmp_path / "old")
 
 

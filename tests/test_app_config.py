@@ -9,6 +9,7 @@ import pytest
 from app.config import Settings
 from app.runtime import choose_provider, choose_variant
 from model_zoo.registry import ModelEntry
+from model_zoo.schema import EntryManifest
 from training.errors import DistillError
 
 
@@ -37,6 +38,13 @@ def test_bad_settings_are_clear_errors(env, message):
         Settings.from_env(env)
 
 
+def _entry(variants: dict) -> ModelEntry:
+    files = {v["file"]: {"sha256": "0" * 64, "bytes": 0} for v in variants.values()}
+    spec = EntryManifest.model_validate({"name": "m", "input": {"size": [8, 8], "stride": 8}, "variants": variants,
+                                         "files": files})
+    return ModelEntry("m", Path("/m"), spec)
+
+
 def test_provider_and_variant_choice():
     assert choose_provider("cpu").name == "cpu"
     auto = choose_provider("auto")
@@ -44,10 +52,10 @@ def test_provider_and_variant_choice():
     if auto.name == "cpu":
         with pytest.raises(DistillError, match="no CUDA execution provider"):
             choose_provider("cuda")
-    entry = ModelEntry("m", Path("/m"), {"variants": {
-        "fp32": {"file": "a.onnx"}, "fp16": {"file": "b.onnx", "providers": ["cuda"]}, "int8": {"file": "c.onnx"}}})
+    entry = _entry({"fp32": {"file": "a.onnx"}, "fp16": {"file": "b.onnx", "providers": ["cuda"]},
+                    "int8": {"file": "c.onnx"}})
     assert choose_variant(entry, "cuda", "fp16") == ("fp16", "configured")
     assert choose_variant(entry, "cpu", "fp16")[0] == "fp32"  # marked for CUDA only
     assert choose_variant(entry, "cpu", "int8") == ("int8", "configured")
-    variant, why = choose_variant(ModelEntry("m", Path("/m"), {"variants": {"fp32": {"file": "a.onnx"}}}), "cpu", "int8")
+    variant, why = choose_variant(_entry({"fp32": {"file": "a.onnx"}}), "cpu", "int8")
     assert variant == "fp32" and "int8 not in the entry" in why

@@ -130,7 +130,8 @@ def test_exact_student_scores_the_metric_ceiling(setup, tmp_path):
 def test_brightness_edit_figures(setup, tmp_path):
     out = tmp_path / "bright"
     report, md = _evaluate(setup, "bright", out, "--scorer", str(setup["root"] / "scorer.onnx"),
-                           "--attribute", "brightness=0", "--other", "red_minus_green=1")
+                           "--attribute", "brightness=0", "--other", "red_minus_green=1",
+                           "--dataset", str(setup["root"] / "pairs"))  # the manifest keeps only its name
     seeds = list(range(report["seeds"]["start"], report["seeds"]["stop"]))
     assert len(seeds) == 6 and seeds[0] >= 1_000_000 and report["seeds"]["held_out_verified"]
 
@@ -202,7 +203,8 @@ def test_brightness_edit_figures(setup, tmp_path):
 
 
 def test_refusals(setup, tmp_path, capsys):
-    base = ["evaluate", "bright", "--model-zoo", str(setup["zoo"]), "--out", str(tmp_path / "r"), "--legacy-num", "0"]
+    base = ["evaluate", "bright", "--model-zoo", str(setup["zoo"]), "--out", str(tmp_path / "r"), "--legacy-num", "0",
+            "--dataset", str(setup["root"] / "pairs")]
     assert main([*base, "--seeds", "5:20"]) == 2
     assert "made the student's training pairs" in capsys.readouterr().err
     assert main([*base, "--seeds", "100:103", "--scorer", str(setup["root"] / "scorer.onnx")]) == 2

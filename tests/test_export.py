@@ -117,7 +117,10 @@ def test_export_run_writes_a_verified_entry(tmp_path, run_dir, dataset, capsys):
     assert m["truncation"] == 0.7
     assert entry.teacher_path.read_bytes() == (b"teacher weights " * 64)
     assert np.array_equal(np.load(entry.direction_path), np.ones((8, 16), np.float32))
-    assert m["direction"]["layers"] == [0, 8] and m["direction"]["alpha"] == 1.5 and m["direction"]["normalize"] is False
+    assert m["direction"]["normalize"] is False and not {"alpha", "layers"} & set(m["direction"])  # said once, in edit
+    assert m["schema_version"] == 1 and m["training"]["checkpoint_sha256"] == sha256_file(run_dir / "checkpoints/latest.pt")
+    for where in (m["teacher"]["source"], m["direction"]["source"], m["data"]["dataset"], m["training"]["checkpoint"]):
+        assert not Path(where).is_absolute()  # outside the project: the bare name, no build path
     assert m["data"]["pairs_total"] == 13 and m["data"]["pairs_kept"] == 12
     assert m["data"]["heldout_pairs"] + m["data"]["train_pairs"] == 12 and m["data"]["heldout_pairs"] >= 1
     assert m["training"]["heldout"] == {"val_psnr": 14.25, "val_ssim": 0.4, "epoch": 2, "step": 20}

@@ -72,8 +72,8 @@ def test_service_lists_and_serves_only_listed_samples(tmp_path: Path, secret: Pa
     Image.fromarray(gradient(8, 8)).save(samples / "stray.png")
     settings = Settings(model_zoo=zoo, warmup_runs=1, legacy_workers=0)
     with TestClient(create_app(settings)) as client:
-        while client.get("/readyz").status_code != 200:
-            assert client.get("/readyz").json()["status"] == "loading"
+        while (ready := client.get("/readyz")).status_code != 200:
+            assert ready.json()["status"] == "loading"
         assert client.get("/models").json()["models"][0]["samples"] == ["/models/tiny/samples/face.png"]
         assert client.get("/models/tiny/samples/face.png").status_code == 200
         stray = client.get("/models/tiny/samples/stray.png")

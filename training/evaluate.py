@@ -47,6 +47,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
+from model_zoo.schema import resolve_provenance
 from training.atomic import atomic_write_json, atomic_write_text
 from training.devices import exact_float32, pick_device
 from training.directions import apply_direction, file_sha256, load_direction, z_from_seeds
@@ -94,34 +95,28 @@ def resolve_entry(text: str, root: str | None) -> ModelEntry:
 
 def edit_spec(entry: ModelEntry, truncation: float | None = None) -> EditSpec:
     """The teacher, direction, alpha, layers and truncation of ``entry``; DistillError naming what is missing."""
-    m = entry.manifest
+    m = entry.spec
     where = entry.path / MANIFEST
     if entry.teacher_path is None or entry.direction_path is None:
-        missing = " and ".join(k for k in ("teacher", "direction") if not m.get(k))
+        missing = " and ".join(k for k in ("teacher", "direction") if getattr(m, k) is None)
         raise DistillError(
             f"{where}: model {entry.name!r} has no {missing}; evaluation renders the teacher's edit. Re-export it with "
-            f"`distill export RUN --out {entry.path} --teacher TEACHER --direction DIRECTION --alpha A --layers START STOP`"
+            f"`distill export RUN --out {entry.path} --teacher TEACHER --direction DIRECTION --alpha A --layers START:STOP`"
         )
-    record = {**(m.get("edit") or {}), **{k: v for k, v in (m.get("direction") or {}).items() if v is not None}}
-    if record.get("alpha") is None or not record.get("layers"):
-        raise DistillError(f"{where}: the direction record lacks alpha or layers; re-export with --alpha A --layers START STOP")
-    psi = truncation if truncation is not None else m.get("truncation")
+    alpha, layers, normalize = m.direction_edit()
+    psi = truncation if truncation is not None else m.truncation
     if psi is None:
         raise DistillError(f"{where}: no 'truncation' recorded; pass the psi the pairs were made with (--truncation 0.7)")
-    layers = record["layers"]
-    return EditSpec(
-        teacher=entry.teacher_path, direction=entry.direction_path, alpha=float(record["alpha"]),
-        layers=(int(layers[0]), int(layers[1])), normalize=bool(record.get("normalize", False)),
-        truncation=float(psi), attribute=(m.get("edit") or {}).get("attribute"),
-    )
+    return EditSpec(teacher=entry.teacher_path, direction=entry.direction_path, alpha=alpha, layers=layers,
+                    normalize=normalize, truncation=float(psi), attribute=m.edit.attribute)
 
 
 def dataset_seeds(entry: ModelEntry, override: str | None = None) -> tuple[list[int] | None, str]:
     """The seeds of the pair dataset the student was trained on (None when unknown), and where they came from."""
-    text = override or (entry.manifest.get("data") or {}).get("dataset")
+    text = override or entry.spec.data.dataset
     if not text:
         return None, "unknown: the manifest names no dataset (pass --dataset DATASET to check the seeds)"
-    root = Path(text)
+    root = Path(text) if override else resolve_provenance(text)
     if not (root / "manifest.jsonl").is_file():
         if override:
             raise DistillError(f"--dataset {root}: not a pair dataset (no manifest.jsonl)")
@@ -240,6 +235,17 @@ def time_students(students: list[Student], images: list[np.ndarray]) -> None:
     for i, x in enumerate(tqdm(inputs, desc="student latency", unit="img")):
         for k in range(len(students)):
             students[(i + k) % len(students)].timed_run(x)
+
+
+def engine_latency(entry: ModelEntry, variants: list[str], images: list[np.ndarray], threads: int) -> list[dict[str, Any]]:
+    """Median batch-1 latency of each evaluated variant in each engine this machine has (ONNX Runtime, OpenVINO
+    f32/bf16/int8), with its PSNR against ONNX Runtime fp32 on up to 4 of the timing inputs (app/engines)."""
+    from app.engines.measure import engine_table
+
+    x = np.concatenate([from_uint8(im).numpy() for im in images[:4]]).astype(np.float32)
+    return engine_table({v: entry.variant_path(v) for v in variants}, entry.input_size, x,
+                        repeats=max(3, min(len(images), 20)), threads=threads,
+                        variants={v: entry.variants[v] for v in variants})
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -524,6 +530,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.clean_renders:
         change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
         report["clean_renders"] = evaluate_clean_renders(args, G, direction, spec, students, scoring, size, change, out)
+    report["engines"] = engine_latency(entry, present, timing_inputs, args.threads)
     report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
     atomic_write_text(out / "per_image.csv", per_image_csv(rows))
     atomic_write_json(out / "report.json", report)
@@ -811,6 +818,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             slow, fast = name.split("_vs_")
             lines.append(f"| {_label(fast, report)} over {_label(slow, report)} | {_f(value['mean'], 1)}x | {_f(value['p50'], 1)}x |")
 
+    if report.get("engines"):
+        from app.engines.measure import format_table
+
+        lines += ["", "## Latency per engine", "",
+                  f"Each variant in each inference engine on this machine, batch 1 at {report['entry']['input_size'][0]}x"
+                  f"{report['entry']['input_size'][1]}: median ms, and PSNR against ONNX Runtime fp32 on the timing inputs "
+                  f"(the service serves the fastest within 35 dB). Measured on {report['engines'][0]['measured_on']}.",
+                  "", *format_table(report["engines"])]
     if report.get("clean_renders"):
         lines += clean_markdown(report["clean_renders"], report)
     g = report["grid"]

@@ -34,7 +34,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from model_zoo.registry import _NAME_RE, ALIGNMENTS, MANIFEST, ModelEntry, sha256_file, write_entry
+from model_zoo.registry import (
+    _NAME_RE,
+    ALIGNMENTS,
+    MANIFEST,
+    ModelEntry,
+    file_records,
+    sha256_file,
+    write_entry,
+)
+from model_zoo.schema import EntryManifest, FileRecord, provenance
 from training.atomic import atomic_write_bytes
 from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
 from training.errors import DistillError
@@ -213,7 +222,8 @@ def _training_record(source: StudentSource) -> dict[str, Any]:
     cfg = source.generator.config
     meta = source.run_meta
     record: dict[str, Any] = {
-        "checkpoint": str(source.checkpoint.resolve()),
+        "checkpoint": provenance(source.checkpoint),
+        "checkpoint_sha256": sha256_file(source.checkpoint),
         "config": dataclasses.asdict(cfg),
         "parameters": sum(p.numel() for p in source.generator.parameters()),
     }
@@ -312,7 +322,7 @@ def _teacher_and_direction(args: argparse.Namespace, views: DataViews | None, st
             )
         name = _copy_into(teacher_src, staging, "teacher", "teacher", "--teacher")
         files.append(name)
-        teacher = {"file": name, "source": str(teacher_src)}
+        teacher = {"file": name, "source": provenance(teacher_src)}
         teacher.update({k: t_meta[k] for k in ("z_dim", "w_dim", "num_ws") if k in t_meta})
     if direction_src is not None:
         if alpha is None or layers is None:
@@ -323,8 +333,7 @@ def _teacher_and_direction(args: argparse.Namespace, views: DataViews | None, st
         if sidecar.is_file() and sidecar != direction_src:
             shutil.copyfile(sidecar, staging / "direction.json")
             files.append("direction.json")
-        direction = {"file": name, "layers": [int(v) for v in layers], "alpha": float(alpha), "normalize": normalize,
-                     "source": str(direction_src)}
+        direction = {"file": name, "normalize": normalize, "source": provenance(direction_src)}
         if d_meta.get("method"):
             direction["method"] = d_meta["method"]
     edit = {"attribute": attribute, "alpha": None if alpha is None else float(alpha),
@@ -434,15 +443,18 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
         preview = _write_preview(onnx_path, staging, views, size)
         files.append(preview["file"])
         files += _copy_samples(views, staging, args.samples)
-        manifest = _manifest(args, name, source, size, size_origin, views, variant_records, refused, parity, side, preview)
+        manifest = _manifest(args, name, source, size, size_origin, views, variant_records, refused, parity, side, preview,
+                             file_records(staging, files))
         if engines:
-            manifest["engines"] = engines
-        entry = write_entry(staging, manifest, files)
+            from model_zoo.schema import EngineTiming
+
+            manifest.engines = [EngineTiming.model_validate(row) for row in engines]
+        entry = write_entry(staging, manifest)
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    entry = ModelEntry(name=out.name, path=out, manifest=entry.manifest)
+    entry = ModelEntry(name=out.name, path=out, spec=entry.spec)
     print(f"wrote {out} ({', '.join(variant_records)}); list it with `distill models --root {out.parent} list`")
     if refused:
         figures = "; ".join(f"{v}: {r['psnr_vs_fp32_db']:.2f} dB < {r['min_psnr_db']:g} dB" for v, r in refused.items())
@@ -483,17 +495,17 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 
 def _manifest(args: argparse.Namespace, name: str, source: StudentSource, size: tuple[int, int], size_origin: str,
               views: DataViews | None, variants: dict[str, Any], refused: dict[str, Any], parity: dict[str, Any],
-              side: dict[str, Any], preview: dict[str, Any]) -> dict[str, Any]:
+              side: dict[str, Any], preview: dict[str, Any], files: dict[str, FileRecord]) -> EntryManifest:
     cfg = source.generator.config
     data: dict[str, Any] = {}
     if views is not None:
-        data = {"dataset": str(views.dataset.resolve()), **views.counts,
+        data = {"dataset": provenance(views.dataset), **views.counts,
                 "teacher_resolution": views.meta.get("resolution"), "eval_inputs": views.eval_source}
     description = args.description or (
         f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf}) for the '{side['edit']['attribute']}' edit"
         if side["edit"]["attribute"] else f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf})"
     )
-    return {
+    return EntryManifest.model_validate({
         "name": name,
         "description": description,
         "edit": side["edit"],
@@ -512,7 +524,8 @@ def _manifest(args: argparse.Namespace, name: str, source: StudentSource, size: 
         "export": {"opset": args.opset, "exporter": "torch.onnx TorchScript (dynamo=False)",
                    "dynamic_axes": {"batch": 0, "height": 2, "width": 3}, **parity, "versions": versions()},
         "preview": preview,
-    }
+        "files": files,
+    })
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
