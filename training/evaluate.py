@@ -248,6 +248,17 @@ def engine_latency(entry: ModelEntry, variants: list[str], images: list[np.ndarr
                         variants={v: entry.variants[v] for v in variants})
 
 
+def engine_latency(entry: ModelEntry, variants: list[str], images: list[np.ndarray], threads: int) -> list[dict[str, Any]]:
+    """Median batch-1 latency of each evaluated variant in each engine this machine has (ONNX Runtime, OpenVINO
+    f32/bf16/int8), with its PSNR against ONNX Runtime fp32 on up to 4 of the timing inputs (app/engines)."""
+    from app.engines.measure import engine_table
+
+    x = np.concatenate([from_uint8(im).numpy() for im in images[:4]]).astype(np.float32)
+    return engine_table({v: entry.variant_path(v) for v in variants}, entry.input_size, x,
+                        repeats=max(3, min(len(images), 20)), threads=threads,
+                        variants={v: entry.variants[v] for v in variants})
+
+
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 [H,W,3] to (H, W) with PIL bicubic (the service's resize); unchanged when already that size."""
     if image.shape[:2] == tuple(size):
@@ -530,6 +541,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.clean_renders:
         change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
         report["clean_renders"] = evaluate_clean_renders(args, G, direction, spec, students, scoring, size, change, out)
+    report["engines"] = engine_latency(entry, present, timing_inputs, args.threads)
     report["engines"] = engine_latency(entry, present, timing_inputs, args.threads)
     report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
     atomic_write_text(out / "per_image.csv", per_image_csv(rows))
@@ -818,6 +830,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             slow, fast = name.split("_vs_")
             lines.append(f"| {_label(fast, report)} over {_label(slow, report)} | {_f(value['mean'], 1)}x | {_f(value['p50'], 1)}x |")
 
+    if report.get("engines"):
+        from app.engines.measure import format_table
+
+        lines += ["", "## Latency per engine", "",
+                  f"Each variant in each inference engine on this machine, batch 1 at {report['entry']['input_size'][0]}x"
+                  f"{report['entry']['input_size'][1]}: median ms, and PSNR against ONNX Runtime fp32 on the timing inputs "
+                  f"(the service serves the fastest within 35 dB). Measured on {report['engines'][0]['measured_on']}.",
+                  "", *format_table(report["engines"])]
     if report.get("engines"):
         from app.engines.measure import format_table
 
