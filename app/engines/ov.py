@@ -53,9 +53,9 @@ class OpenVinoEngine(Engine):
         try:
             model = ov.read_model(str(path))
             if size is not None and len(model.inputs) == 1 and model.inputs[0].get_partial_shape().rank.is_static:
-                batch = model.inputs[0].get_partial_shape()[0]  # a fixed batch stays fixed
+                shape = model.inputs[0].get_partial_shape()  # a fixed batch stays fixed, so do the channels
                 model.reshape({model.inputs[0]: openvino.PartialShape(
-                    [batch.get_length() if batch.is_static else -1, 3, *size])})
+                    [d.get_length() if d.is_static else -1 for d in (shape[0], shape[1])] + list(size))})
             config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OV_PRECISION[spec.precision],
                                          "PERFORMANCE_HINT": "LATENCY"}
             if threads > 0:
