@@ -32,8 +32,8 @@ from app.engines.cpu import native_bf16
 from app.engines.ort import CPU_EP, CUDA_EP, OrtEngine, available_devices
 from app.engines.ov import OpenVinoEngine, openvino_version
 from app.engines.select import REFERENCE, gate_images, plan_candidates, select_engine
+from core.errors import DistillError
 from model_zoo.registry import ModelEntry
-from training.errors import DistillError
 
 log = logging.getLogger("app.runtime")
 

@@ -23,9 +23,9 @@ from app.errors import ServiceError
 from app.legacy import LegacyExecutor, LegacyJob
 from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH, observe_candidates
 from app.runtime import ModelRuntime, load_runtime
+from core.errors import DistillError
 from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
 from training.alignment.landmarks import FaceFinder, default_finder
-from training.errors import DistillError
 
 log = logging.getLogger("app.service")
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.atomic import atomic_write_text
 from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
 from model_zoo.schema import json_schema_text
-from training.atomic import atomic_write_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -18,7 +18,6 @@ symbolic link anywhere in the entry that leads out of its folder fails verificat
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import re
@@ -29,9 +28,10 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from core.atomic import atomic_write_json
+from core.errors import DistillError
+from core.hashing import sha256_file
 from model_zoo.schema import Alignment, EntryManifest, FileRecord, check_entry_path, parse_manifest
-from training.atomic import atomic_write_json
-from training.errors import DistillError
 
 MANIFEST = "manifest.json"
 ENV_ROOT = "DISTILL_MODEL_ZOO"
@@ -50,15 +50,6 @@ def default_root() -> Path:
     """The zoo folder: ``$DISTILL_MODEL_ZOO`` when set, else the ``model_zoo`` package folder."""
     env = os.environ.get(ENV_ROOT)
     return Path(env) if env else Path(__file__).resolve().parent
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _reexport_hint(folder: Path) -> str:

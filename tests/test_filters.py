@@ -13,10 +13,10 @@ import torch
 from training.cli import main
 from training.errors import DistillError
 from training.filters import filter_dataset
-from training.filters.base import KeepRule, parse_keep
-from training.filters.onnx_scorer import OnnxScorer
 from training.images import load_image, save_image
 from training.manifest import PairRecord, kept, read_manifest, write_manifest, write_metadata
+from training.onnx_scorer import OnnxScorer
+from training.scoring import KeepRule, parse_keep
 
 LEVELS_A = [0, 64, 128, 192, 255]  # brightness 0, .25, .5, .75, 1
 LEVELS_B = [64, 64, 255, 192, 255]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.filters.onnx_scorer import OnnxScorer
+from training.onnx_scorer import OnnxScorer
 from training.toyfaces import attributes as am
 from training.toyfaces.renderer import ATTRIBUTES, GLASSES_THRESHOLD
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -29,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.atomic import atomic_write, atomic_write_json
-from training.errors import DistillError
+from core.atomic import atomic_write, atomic_write_json
+from core.errors import DistillError
+from core.hashing import sha256_file as file_sha256  # the name the stages import
 
 METHODS = ("logistic", "linear-svm", "regression")
 DEFAULT_LAYERS = (0, 8)
@@ -43,14 +43,6 @@ DEFAULT_LAYERS = (0, 8)
 def z_from_seeds(seeds: list[int] | np.ndarray, z_dim: int) -> torch.Tensor:
     """One z per seed from a CPU ``torch.Generator`` seeded by the seed: the same z on every device."""
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_layers(text: str) -> tuple[int, int]:
@@ -336,7 +328,7 @@ def measure_effect(G: torch.nn.Module, scorer: Any, key: str, fit: DirectionFit,
 
 def run_fit(args: argparse.Namespace) -> int:
     from training.devices import exact_float32, pick_device
-    from training.filters.onnx_scorer import OnnxScorer
+    from training.onnx_scorer import OnnxScorer
     from training.stylegan2 import load_generator
 
     if (args.scores is None) == (args.scorer is None):

@@ -52,10 +52,10 @@ from training.atomic import atomic_write_json, atomic_write_text
 from training.devices import exact_float32, pick_device
 from training.directions import apply_direction, file_sha256, load_direction, z_from_seeds
 from training.errors import DistillError
-from training.filters.onnx_scorer import OnnxScorer
 from training.images import from_uint8, load_image, make_grid, save_image, to_uint8
 from training.manifest import read_manifest
 from training.metrics import psnr, ssim
+from training.onnx_scorer import OnnxScorer
 from training.variants import cpu_description, cpu_session
 
 DEFAULT_NUM = 500

@@ -13,27 +13,25 @@ re-export replaces the old entry in one rename.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import io
 import json
 import os
-import platform
 import shutil
 import warnings
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxconverter_common
-import onnxruntime
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from core.atomic import atomic_write_bytes
+from core.errors import DistillError
+from core.runfiles import CHECKPOINT, METRICS, PAIRS_MANIFEST, RUN_JSON, read_jsonl
+from core.versions import versions as core_versions
 from model_zoo.registry import (
     _NAME_RE,
     ALIGNMENTS,
@@ -44,9 +42,7 @@ from model_zoo.registry import (
     write_entry,
 )
 from model_zoo.schema import EntryManifest, FileRecord, provenance
-from training.atomic import atomic_write_bytes
 from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
-from training.errors import DistillError
 from training.images import make_grid, save_image, to_uint8
 from training.manifest import METADATA, read_manifest, read_metadata
 from training.variants import (
@@ -86,14 +82,14 @@ def load_source(path: str | os.PathLike) -> StudentSource:
 
     path = Path(path)
     if path.is_dir():
-        ckpt = path / "checkpoints" / "latest.pt"
+        ckpt = path / CHECKPOINT
         if not ckpt.is_file():
             raise DistillError(
                 f"{path}: not a training run (no checkpoints/latest.pt); train one with `distill train DATASET --out {path}` "
                 "or pass a generator checkpoint file (e.g. latest_net_G.pth)"
             )
         meta: dict[str, Any] = {}
-        run_json = path / "run.json"
+        run_json = path / RUN_JSON
         if run_json.is_file():
             try:
                 meta = json.loads(run_json.read_text(encoding="utf-8"))
@@ -158,13 +154,7 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike, sizes: list[tup
 
 def versions() -> dict[str, str]:
     """Library versions the export ran with (recorded in the manifest)."""
-    try:
-        distill = version("stylegan2-distill")
-    except PackageNotFoundError:
-        distill = "unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "onnxconverter_common": onnxconverter_common.__version__,
-            "numpy": np.__version__, "distill": distill}
+    return core_versions("torch", "onnx", "onnxruntime", "onnxconverter_common", "numpy")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,7 +179,7 @@ def _run_dataset(source: StudentSource, override: str | None) -> Path | None:
             path = source.run_dir / path
     else:
         return None
-    if not (path / "manifest.jsonl").is_file():
+    if not (path / PAIRS_MANIFEST).is_file():
         flag = "--calibration" if override else f"{source.run_dir}/run.json's dataset"
         raise DistillError(f"{flag}: {path} is not a pair dataset (no manifest.jsonl); pass --calibration DATASET")
     return path
@@ -231,13 +221,9 @@ def _training_record(source: StudentSource) -> dict[str, Any]:
         if key in meta:
             record[key] = meta[key]
     heldout = dict(meta.get("metrics") or {})
-    metrics = source.run_dir / "metrics.jsonl" if source.run_dir else None
+    metrics = source.run_dir / METRICS if source.run_dir else None
     if metrics is not None and metrics.is_file():
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                row = json.loads(line)
-                if isinstance(row, dict) and "val_psnr" in row:
-                    heldout = row
+        heldout = next((row for row in reversed(read_jsonl(metrics)) if "val_psnr" in row), heldout)
     record["heldout"] = {k: heldout[k] for k in ("val_psnr", "val_ssim", "val_l1", "n_val", "epoch", "step")
                          if k in heldout}
     return record

@@ -23,7 +23,6 @@ import argparse
 import fcntl
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -37,7 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.atomic import atomic_write, atomic_write_bytes
+from core.atomic import atomic_write, atomic_write_bytes
+from core.errors import DistillError, file_errors
+from core.versions import versions
 from training.directions import (
     DEFAULT_LAYERS,
     apply_direction,
@@ -47,7 +48,6 @@ from training.directions import (
     read_sidecar,
     z_from_seeds,
 )
-from training.errors import DistillError, file_errors
 from training.images import load_image, make_grid, save_image, to_uint8
 from training.manifest import (
     METADATA,
@@ -267,16 +267,6 @@ def write_preview(root: Path, rows: list[PairRecord], count: int = 8) -> Path | 
 # Generation.
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        distill = version("stylegan2-distill")
-    except PackageNotFoundError:
-        distill = "unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "distill": distill}
-
-
 def dataset_metadata(
     G: torch.nn.Module,
     generator_path: str | os.PathLike,
@@ -308,7 +298,7 @@ def dataset_metadata(
         "image_format": "png",
         "seed_to_z": "torch.randn(z_dim, generator=torch.Generator('cpu').manual_seed(seed))",
         "latents": {"file": LATENTS, "w": "[N, w_dim] mapped w", "w_edit": "[N, num_ws, w_dim] edited W+"},
-        "versions": _versions(),
+        "versions": versions("torch", "numpy"),
     }
 
 

@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import os
 import random
@@ -53,11 +52,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from training.atomic import atomic_write_json, atomic_write_text
+from core.atomic import atomic_write_json
+from core.errors import DistillError, file_errors
+from core.runfiles import (
+    CHECKPOINT,
+    METRICS,
+    PREVIOUS_CHECKPOINT,
+    RUN_JSON,
+    SAMPLES,
+    append_jsonl,
+    truncate_jsonl,
+)
 from training.augment import parse_augmentation
 from training.dataset import PairDataset, PairSplit, load_split
 from training.devices import pick_device
-from training.errors import DistillError, file_errors
 from training.images import make_grid, save_image, to_uint8
 from training.manifest import read_metadata
 from training.metrics import psnr, ssim
@@ -74,11 +82,6 @@ from training.pix2pixhd import (
 )
 from training.pix2pixhd.config import PRESETS
 
-CHECKPOINT = "checkpoints/latest.pt"
-PREVIOUS_CHECKPOINT = "checkpoints/previous.pt"
-RUN_JSON = "run.json"
-METRICS = "metrics.jsonl"
-SAMPLES = "samples"
 # Generator / discriminator fields fixed by the weights: a resumed run cannot change them.
 STRUCTURAL_FIELDS = (
     "input_nc", "output_nc", "ngf", "netG", "n_downsample_global", "n_blocks_global",
@@ -562,25 +565,14 @@ class Trainer:
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
         if self.env.is_main:
-            with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            append_jsonl(self.run_dir / METRICS, row)
 
     def _truncate_metrics(self) -> None:
         """On resume, drop rows logged after the checkpoint (they will be logged again) and torn lines."""
-        path = self.run_dir / METRICS
-        if not self.env.is_main or not path.is_file():
-            return
-        keep = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("step", 0) <= self.progress.global_step and not (
-                row.get("kind") == "epoch" and row.get("epoch", 0) >= self.progress.epoch
-            ):
-                keep.append(line + "\n")
-        atomic_write_text(path, "".join(keep))
+        if self.env.is_main:
+            p = self.progress
+            truncate_jsonl(self.run_dir / METRICS, lambda row: row.get("step", 0) <= p.global_step and not (
+                row.get("kind") == "epoch" and row.get("epoch", 0) >= p.epoch))
 
     def _run_info(self, status: str) -> dict[str, Any]:
         try:

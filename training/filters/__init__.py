@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from training.errors import DistillError
-from training.filters.base import KeepRule, Scorer, parse_keep
 from training.filters.face_detector import HaarFaceDetector
-from training.filters.onnx_scorer import OnnxScorer
 from training.filters.report import write_report
 from training.images import load_image
 from training.manifest import PairRecord, read_manifest, read_metadata, write_manifest
+from training.onnx_scorer import OnnxScorer
 from training.pairs import pending_files
+from training.scoring import KeepRule, Scorer, parse_keep
 
 SIDES = {"a": ("a",), "b": ("b",), "both": ("a", "b")}
 

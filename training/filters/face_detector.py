@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import DistillError
-from training.filters.base import KeepRule, Scorer
+from training.scoring import KeepRule, Scorer
 
 CASCADE = "haarcascade_frontalface_default.xml"
 

@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from training.atomic import atomic_write_json, atomic_write_text
-from training.filters.base import KeepRule
 from training.images import load_image, save_image
 from training.manifest import PairRecord
+from training.scoring import KeepRule
 
 REPORT = "filter_report"
 HISTOGRAM = "filter_histogram.png"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import signal
 import time
@@ -32,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from core.atomic import atomic_torch_save, atomic_write_json
+from core.runfiles import CHECKPOINT, METRICS, RUN_JSON, append_jsonl, truncate_jsonl
 from training.devices import cpu_has_native_bf16, pick_device
 from training.errors import DistillError
 from training.images import from_uint8, make_grid, save_image, to_uint8
@@ -207,7 +207,7 @@ class TeacherTrainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "latest.pt"
+        return self.run_dir / CHECKPOINT
 
     # -- state -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -224,7 +224,7 @@ class TeacherTrainer:
 
     @classmethod
     def resume(cls, run_dir: str | Path, device: torch.device | str = "cpu") -> TeacherTrainer:
-        path = Path(run_dir) / "checkpoints" / "latest.pt"
+        path = Path(run_dir) / CHECKPOINT
         if not path.is_file():
             raise DistillError(f"{path}: no checkpoint to resume; start the run without --resume")
         try:
@@ -240,7 +240,7 @@ class TeacherTrainer:
         self.opt.load_state_dict(ckpt["opt"])
         self.step = int(ckpt["step"])
         self.last_psnr = ckpt.get("last_psnr")
-        _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        truncate_jsonl(self.run_dir / METRICS, lambda row: row.get("step", 0) <= self.step)
         return self
 
     # -- training --------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ class TeacherTrainer:
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "run.json", {"config": asdict(self.cfg), "device": str(self.device),
+        atomic_write_json(self.run_dir / RUN_JSON, {"config": asdict(self.cfg), "device": str(self.device),
                                                      "bf16": self.uses_bf16})
         t_end = time.monotonic() + 60 * minutes if minutes else math.inf
         loader = torch.utils.data.DataLoader(StepBatches(self.cfg, self.step, steps), batch_size=None, shuffle=False,
@@ -325,7 +325,7 @@ class TeacherTrainer:
                 if self.step % eval_every == 0 or self.step == steps:
                     row.update(self.evaluate())
                     self.last_psnr = row["held_out_psnr"]
-                _append_metrics(self.run_dir / "metrics.jsonl", row)
+                append_jsonl(self.run_dir / METRICS, row)
                 if stop["reason"] or time.monotonic() > t_end:
                     reason = stop["reason"] or "minutes"
                     break
@@ -337,20 +337,6 @@ class TeacherTrainer:
                 signal.signal(s, h)
         self.save()
         return reason
-
-
-def _append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows logged after the checkpoint we resume from (they will be re-done)."""
-    if not path.is_file():
-        return
-    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    keep = [r for r in rows if json.loads(r).get("step", 0) <= step]
-    atomic_write_text(path, "".join(r + "\n" for r in keep))
 
 
 def parse_channels(text: str) -> dict[int, int]:
@@ -406,7 +392,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.resume:
         trainer = TeacherTrainer.resume(run_dir, device)
     else:
-        if (run_dir / "checkpoints" / "latest.pt").exists():
+        if (run_dir / CHECKPOINT).exists():
             raise DistillError(f"{run_dir}: a run already exists here; add --resume to continue it or pick a new --out")
         cfg = TeacherConfig(resolution=args.resolution, z_dim=args.z_dim, w_dim=args.w_dim,
                             mapping_layers=args.mapping_layers, channels=parse_channels(args.channels), batch=args.batch,

@@ -1,0 +1,64 @@
+"""The core floor: run-file records, atomic writes' file mode, versions; imports run one way only."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+from core.atomic import _umask, atomic_write_text
+from core.runfiles import append_jsonl, read_jsonl, truncate_jsonl
+from core.versions import versions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports (at module level or inside functions)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def _importers(folder: str, prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(f"{p.relative_to(ROOT)}: {m}" for p in (ROOT / folder).rglob("*.py")
+                  for m in _imports(p) if m.startswith(prefixes))
+
+
+def test_imports_run_downward():
+    assert _importers("core", ("training", "app", "model_zoo")) == []
+    assert _importers("model_zoo", ("training", "app")) == []
+    assert not {m for m in _imports(ROOT / "training" / "directions.py") if m.startswith("training.filters")}
+
+
+def test_a_torn_last_line_is_skipped_and_truncation_keeps_the_rest(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    for step in (1, 2, 3):
+        append_jsonl(path, {"step": step})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"step": 4, "lo')  # a writer killed mid-line
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3]
+    truncate_jsonl(path, lambda row: row["step"] <= 2)
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+    truncate_jsonl(tmp_path / "absent.jsonl", lambda row: True)
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_atomic_writes_follow_the_umask_without_changing_it(tmp_path):
+    before = os.umask(0o022)
+    try:
+        _umask.cache_clear()
+        path = atomic_write_text(tmp_path / "a.txt", "x")
+        assert path.stat().st_mode & 0o777 == 0o644 and _umask() == 0o022
+    finally:
+        os.umask(before)
+        _umask.cache_clear()
+
+
+def test_versions_names_python_the_modules_and_this_package():
+    v = versions("numpy")
+    assert list(v) == ["python", "numpy", "distill"] and v["numpy"][0].isdigit()
