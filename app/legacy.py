@@ -11,6 +11,11 @@ still running ``_GRACE_S`` past its deadline has a hung process (stopped, stuck 
 pool's processes are killed and a fresh pool serves the next request, so a hang costs one 504 (and
 503 ``legacy_unavailable`` to the jobs that shared the pool), never the endpoint. A teacher or
 direction that cannot be loaded is a :class:`LegacyLoadError` with the reason.
+
+Each submitted job holds one of the pool's ``workers + queue`` slots in arrays shared with the processes
+(:class:`LegacyWatch`): the process writes the steps done and its start time there, and polls the slot's
+cancel flag with the deadline, so :meth:`LegacyExecutor.cancel` stops a projection at its next step
+(:class:`LegacyCancelledError`) and frees its process.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ log = logging.getLogger("app.legacy")
 _GRACE_S = 2.0  # how long past the deadline the web process waits for a job that does not poll should_stop
 _CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}  # per pool process: (teacher, direction) -> loaded
 _STOP: Any = None  # per pool process: the pool's shutdown event
+_SLOTS: tuple[Any, Any, Any] | None = None  # per pool process: shared (steps done, cancel flag, start time) per slot
 
 
 class LegacyBusyError(Exception):
@@ -46,6 +52,10 @@ class LegacyTimeoutError(Exception):
 
 class LegacyUnavailableError(Exception):
     """A projection process died (killed, out of memory); the next request gets a fresh pool."""
+
+
+class LegacyCancelledError(Exception):
+    """The projection was cancelled (:meth:`LegacyExecutor.cancel`) and stopped at its next step."""
 
 
 class LegacyLoadError(Exception):
@@ -67,11 +77,19 @@ class LegacyJob:
     seed: int = 0
 
 
-def _init_worker(threads: int, stop: Any) -> None:
+@dataclass
+class LegacyWatch:
+    """A caller's handle on one submitted projection: the slot it runs in (None before submission, after it ends)."""
+
+    slot: int | None = None
+    cancelled: bool = False
+
+
+def _init_worker(threads: int, stop: Any, slots: tuple[Any, Any, Any]) -> None:
     import torch  # imported here: only projection processes load torch
 
-    global _STOP
-    _STOP = stop
+    global _STOP, _SLOTS
+    _STOP, _SLOTS = stop, slots
     torch.set_num_threads(threads)
 
 
@@ -80,7 +98,7 @@ def _warm_worker(jobs: list[LegacyJob]) -> None:
     the optimizer's first step (lazy imports): a 2-step projection of a grey picture per teacher."""
     for job in jobs:
         res = _load(job)[0].img_resolution
-        _run_job(replace(job, steps=2), np.full((res, res, 3), 128, np.uint8), time.time() + 600)
+        _run_job(replace(job, steps=2), np.full((res, res, 3), 128, np.uint8), time.time() + 600, None)
 
 
 def _load(job: LegacyJob) -> tuple[Any, Any]:
@@ -99,12 +117,17 @@ def _load(job: LegacyJob) -> tuple[Any, Any]:
     return _CACHE[key]
 
 
-def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """In a pool process: project ``pixels`` (uint8 [H,W,3]) with the teacher, edit, synthesize, back to uint8."""
+def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float,
+             slot: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """In a pool process: project ``pixels`` (uint8 [H,W,3]) with the teacher, edit, synthesize, back to uint8;
+    steps done go to the shared ``slot``, whose cancel flag stops the projection like the deadline does."""
     from training.images import from_uint8, to_uint8
     from training.projector import ProjectionStopped, legacy_edit
 
     started = time.perf_counter()
+    done, cancel, start = _SLOTS if _SLOTS is not None and slot is not None else (None, None, None)
+    if start is not None:
+        start[slot] = time.time()
     G, direction = _load(job)
     res = G.img_resolution
     h, w = pixels.shape[:2]
@@ -113,10 +136,13 @@ def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float) -> tuple[np.nd
     try:
         edited = legacy_edit(
             G, target, direction, job.alpha, job.layers, steps=job.steps, normalize=job.normalize,
-            vgg16_path=job.vgg16, seed=job.seed, should_stop=lambda: time.time() > deadline or _STOP.is_set(),
-            progress=lambda step, steps, loss: losses.append(loss),
+            vgg16_path=job.vgg16, seed=job.seed,
+            should_stop=lambda: time.time() > deadline or _STOP.is_set() or bool(cancel is not None and cancel[slot]),
+            progress=lambda step, steps, loss: _progress(losses, loss, done, slot),
         )
     except ProjectionStopped as e:
+        if cancel is not None and cancel[slot]:
+            raise InterruptedError("the projection was cancelled") from None
         raise TimeoutError(str(e)) from None  # a builtin: custom exceptions may not survive pickling
     out = to_uint8(edited)[0]
     if out.shape[:2] != (h, w):
@@ -124,6 +150,12 @@ def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float) -> tuple[np.nd
     info = {"steps": len(losses), "loss": losses[-1] if losses else None, "resolution": res,
             "seconds": time.perf_counter() - started}
     return out, info
+
+
+def _progress(losses: list[float], loss: float, done: Any, slot: int | None) -> None:
+    losses.append(loss)
+    if done is not None:
+        done[slot] = len(losses)
 
 
 class LegacyExecutor:
@@ -140,6 +172,10 @@ class LegacyExecutor:
         self._pool: ProcessPoolExecutor | None = None
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
+        # per slot, shared with the processes: steps done, cancel flag, wall-clock start (0 = not started)
+        self._slots = (self._context.RawArray("q", self.capacity), self._context.RawArray("b", self.capacity),
+                       self._context.RawArray("d", self.capacity))
+        self._free = list(range(self.capacity))
 
     @property
     def enabled(self) -> bool:
@@ -149,7 +185,7 @@ class LegacyExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=self._context,
-                initializer=_init_worker, initargs=(self.threads, self._stop),
+                initializer=_init_worker, initargs=(self.threads, self._stop, self._slots),
             )
         return self._pool
 
@@ -170,23 +206,34 @@ class LegacyExecutor:
                 raise LegacyLoadError(f"loading the teacher {jobs[0].teacher.name} took longer than "
                                       f"{self.timeout_s:g} s (a hung projection process, killed)") from e
 
-    async def run(self, job: LegacyJob, pixels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        """Project-edit-synthesize ``pixels`` in the pool; LegacyBusyError / LegacyTimeoutError as documented."""
-        if self.active >= self.capacity:
+    async def run(self, job: LegacyJob, pixels: np.ndarray,
+                  watch: LegacyWatch | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Project-edit-synthesize ``pixels`` in the pool; LegacyBusyError / LegacyTimeoutError /
+        LegacyCancelledError as documented; ``watch`` follows its progress (:meth:`steps_done`, :meth:`cancel`)."""
+        watch = watch or LegacyWatch()
+        if watch.cancelled:
+            raise LegacyCancelledError("the projection was cancelled")
+        if self.active >= self.capacity or not self._free:
             raise LegacyBusyError(f"{self.active} projections are running or queued (capacity {self.capacity})")
         deadline = time.time() + self.timeout_s
+        slot = self._free.pop()
+        for array in self._slots:
+            array[slot] = 0
         pool = self._get_pool()
         try:
-            future = pool.submit(_run_job, job, pixels, deadline)
+            future = pool.submit(_run_job, job, pixels, deadline, slot)
         except BrokenProcessPool:  # a process died since the last job: start over once
             self._discard_pool()
             pool = self._get_pool()
-            future = pool.submit(_run_job, job, pixels, deadline)
+            future = pool.submit(_run_job, job, pixels, deadline, slot)
+        watch.slot = slot
         self._set_active(self.active + 1)
         wrapped = asyncio.wrap_future(future)
-        wrapped.add_done_callback(self._release)
+        wrapped.add_done_callback(lambda f: self._release(f, slot, watch))
         try:
             return await asyncio.wait_for(asyncio.shield(wrapped), self.timeout_s + _GRACE_S)
+        except InterruptedError as e:
+            raise LegacyCancelledError(str(e)) from e
         except (TimeoutError, asyncio.TimeoutError) as e:
             if not wrapped.done():  # it ignored its deadline: its process is hung
                 log.error("a projection is still running %g s past its deadline: its process is hung; "
@@ -217,7 +264,22 @@ class LegacyExecutor:
         if self._on_depth is not None:
             self._on_depth(active)
 
-    def _release(self, future: asyncio.Future) -> None:
+    def steps_done(self, watch: LegacyWatch) -> tuple[int, float | None]:
+        """(steps done, wall-clock start or None when still queued) of ``watch``'s running projection."""
+        if watch.slot is None:
+            return 0, None
+        done, _, start = self._slots
+        return int(done[watch.slot]), (float(start[watch.slot]) or None)
+
+    def cancel(self, watch: LegacyWatch) -> None:
+        """Stop ``watch``'s projection at its next step (a queued one as soon as it starts); later runs refuse it."""
+        watch.cancelled = True
+        if watch.slot is not None:
+            self._slots[1][watch.slot] = 1
+
+    def _release(self, future: asyncio.Future, slot: int, watch: LegacyWatch) -> None:
+        watch.slot = None
+        self._free.append(slot)
         self._set_active(self.active - 1)
         if not future.cancelled():
             future.exception()  # retrieved here: a timed-out job's late error is expected, not news

@@ -1,0 +1,109 @@
+"""/legacy/jobs: the legacy projection as a job resource (progress, estimated time left, result, cancel)."""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from tests.app_helpers import NATIVE, make_entry, png_bytes
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root: Path = tmp_path_factory.mktemp("zoo")
+    make_entry(root, "tiny")
+    make_entry(root, "plain", teacher=False)
+    settings = Settings(model_zoo=root, default_model="tiny", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
+                        legacy_queue=1, legacy_steps=5, legacy_max_steps=100_000, legacy_timeout_s=120)
+    with TestClient(create_app(settings)) as c:
+        deadline = time.monotonic() + 120
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, c.get("/readyz").json()
+            time.sleep(0.1)
+        yield c
+
+
+def upload(**fields):
+    return {"files": {"image": ("face.png", png_bytes(64, 48), "image/png")}, "data": fields}
+
+
+def wait_for(client, job_id: str, until, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/legacy/jobs/{job_id}").json()
+        if until(job):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+
+
+def test_job_runs_reports_and_serves_its_image(client):
+    r = client.post("/legacy/jobs", **upload(steps="3", format="png"))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/legacy/jobs/{job['id']}"
+    assert job["status"] in ("queued", "running") and job["steps_total"] == 3 and job["model"] == "tiny"
+    done = wait_for(client, job["id"], lambda j: j["status"] not in ("queued", "running"))
+    assert done["status"] == "done", done
+    assert done["steps_done"] == 3 and done["eta_s"] is None and done["projection_s"] > 0
+    image = client.get(done["result"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.headers["x-steps"] == "3" and "projection;dur=" in image.headers["server-timing"]
+    assert Image.open(io.BytesIO(image.content)).size == (NATIVE, NATIVE)
+
+
+def test_progress_then_cancel_stops_the_projection(client):
+    service = client.app.state.service
+    job = client.post("/legacy/jobs", **upload(steps="100000")).json()
+    running = wait_for(client, job["id"], lambda j: j["steps_done"] >= 3)
+    assert running["status"] == "running" and 0 < running["steps_done"] < 100_000
+    assert running["eta_s"] is not None and running["eta_s"] > 0
+    r = client.get(f"/legacy/jobs/{job['id']}/result")
+    assert r.status_code == 409 and r.json()["error"] == "no_result"
+
+    cancelled = client.delete(f"/legacy/jobs/{job['id']}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while service.legacy.active:  # the process stops at its next step and frees its slot
+        assert time.monotonic() < deadline, "the cancelled projection is still running"
+        time.sleep(0.05)
+    stopped = client.get(f"/legacy/jobs/{job['id']}").json()
+    assert stopped["status"] == "cancelled" and stopped["steps_done"] < 100_000 and stopped["eta_s"] is None
+    assert client.get(f"/legacy/jobs/{job['id']}/result").status_code == 409
+    # the freed process takes the next job at once
+    quick = client.post("/legacy/jobs", **upload(steps="2")).json()
+    assert wait_for(client, quick["id"], lambda j: j["status"] not in ("queued", "running"), 30)["status"] == "done"
+
+
+def test_unknown_job_is_404(client):
+    for method, path in (("get", "/legacy/jobs/nope"), ("delete", "/legacy/jobs/nope"),
+                         ("get", "/legacy/jobs/nope/result")):
+        r = getattr(client, method)(path)
+        assert r.status_code == 404 and r.json()["error"] == "unknown_job", (method, path, r.text)
+
+
+def test_bad_input_is_refused_before_a_job_exists(client):
+    cases = [
+        (upload(steps="100001"), 422, "too_many_steps"),
+        (upload(steps="0"), 422, "invalid_request"),
+        (upload(model="plain"), 409, "no_teacher"),
+        (upload(model="nope"), 404, "unknown_model"),
+        ({"files": {"image": ("x.png", b"not an image", "image/png")}}, 415, "not_an_image"),
+        ({"data": {"steps": "3"}}, 422, "missing_field"),
+    ]
+    for kwargs, status, error in cases:
+        r = client.post("/legacy/jobs", **kwargs)
+        assert (r.status_code, r.json()["error"]) == (status, error), r.text
+    assert not client.app.state.legacy_jobs.jobs or all(
+        j.status != "queued" for j in client.app.state.legacy_jobs.jobs.values())
