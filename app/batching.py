@@ -73,7 +73,8 @@ class MicroBatcher:
         on_batch: Callable[[int, float], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
     ) -> None:
-        assert max_batch >= 1 and queue_size >= 1 and max_wait_s >= 0
+        if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
+            raise ValueError(f"max_batch {max_batch} and queue_size {queue_size} must be >= 1, max_wait_s {max_wait_s} >= 0")
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s if max_batch > 1 else 0.0
@@ -139,7 +140,8 @@ class MicroBatcher:
 
     async def submit(self, x: np.ndarray) -> BatchResult:
         """Queue one [1,3,H,W] input and wait for its output; QueueFullError when the queue is full."""
-        assert x.ndim == 4 and x.shape[0] == 1, f"submit one image [1,3,H,W], got {x.shape}"
+        if x.ndim != 4 or x.shape[0] != 1:
+            raise ValueError(f"submit one image [1,3,H,W], got {x.shape}")
         if self.depth >= self.queue_size:
             raise QueueFullError(self.depth, self.retry_after_s())
         item = _Pending(x, asyncio.get_running_loop().create_future())

@@ -23,7 +23,3 @@ class ServiceError(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body sent to the client."""
-        return {"error": self.error, "detail": self.detail, **self.extra}

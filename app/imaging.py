@@ -31,10 +31,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ServiceError
 
-# Pillow warns (and only warns) between MAX_IMAGE_PIXELS and twice that; a service must refuse instead.
-warnings.simplefilter("error", Image.DecompressionBombWarning)
-
-SIZES = ("native", "crop", "original")
 FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 ACCEPTED = ("JPEG", "PNG", "WEBP")
@@ -136,7 +132,9 @@ def open_upload(data: bytes, *, max_bytes: int, max_pixels: int, draft_hw: tuple
     """
     fmt = check_upload(data, max_bytes)
     try:
-        im = Image.open(io.BytesIO(data), formats=[fmt])
+        with warnings.catch_warnings():  # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=[fmt])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ServiceError(413, "too_many_pixels", f"{e}; the limit is {max_pixels} pixels") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -185,7 +183,8 @@ def restore_geometry(edited: np.ndarray, decoded: Decoded, size: str) -> np.ndar
     """Apply the ``size`` policy to the model's output (uint8 [H,W,3] at native size)."""
     if size == "native":
         return edited
-    assert decoded.original is not None, f"size={size} needs decode(..., keep_original=True)"
+    if decoded.original is None:
+        raise ValueError(f"size={size} needs decode(..., keep_original=True)")
     left, top, right, bottom = decoded.crop_box
     crop = Image.fromarray(edited).resize((right - left, bottom - top), Image.BICUBIC)
     if size == "crop":

@@ -353,10 +353,3 @@ def render_seed(seed: int, size: int = 128, z_dim: int = 128) -> tuple[np.ndarra
     """(image uint8 HWC, labels float32 [NUM_ATTRIBUTES]) of the face for ``seed``."""
     p = sample_params(seed, z_dim)
     return render(p, size), p.labels()
-
-
-def render_batch(params: list[FaceParams], size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [N,size,size,3], labels float32 [N,NUM_ATTRIBUTES]) for a list of params."""
-    images = np.stack([render(p, size) for p in params])
-    labels = np.stack([p.labels() for p in params])
-    return images, labels
