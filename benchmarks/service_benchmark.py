@@ -143,7 +143,7 @@ def make_untrained_entry(root: Path, preset: str, size: int, seed: int = 0) -> P
     subprocess.run([*distill, "export", str(work / "student.pt"), "--out", str(out),
                     "--description", f"UNTRAINED {preset} Pix2PixHD for benchmarks (random weights)",
                     "--teacher", str(work / "teacher.pt"), "--direction", str(work / "direction.npy"),
-                    "--alpha", "1.5", "--layers", "0", "8", "--attribute", "random", "--size", f"{size}x{size}",
+                    "--alpha", "1.5", "--layers", "0:8", "--attribute", "random", "--size", f"{size}x{size}",
                     "--timing-repeats", "0"], check=True, stdout=subprocess.DEVNULL)
     return out
 

@@ -14,7 +14,7 @@ from PIL import Image
 from model_zoo.registry import ModelZooError, get_entry, sha256_file
 from training.cli import main
 from training.errors import DistillError
-from training.export import check_parity, export_onnx, parity_sizes
+from training.export import check_parity, export_onnx, layers_option, parity_sizes
 from training.images import save_image
 from training.manifest import PairRecord, write_manifest, write_metadata
 from training.pix2pixhd import build_generator, get_preset, save_generator
@@ -200,3 +200,13 @@ def test_corrupt_or_truncated_export_refused(tmp_path):
         get_entry("m", tmp_path / "zoo")
     onnx_path.write_bytes(good)
     assert get_entry("m", tmp_path / "zoo").variant_path() == onnx_path
+
+
+def test_layers_are_spelled_start_colon_stop_and_the_old_form_still_works(capsys):
+    assert layers_option(["0:8"]) == (0, 8) and layers_option(None) is None
+    assert capsys.readouterr().err == ""
+    assert layers_option(["2", "6"]) == (2, 6)
+    assert "--layers 2 6 is deprecated; write --layers 2:6" in capsys.readouterr().err
+    for bad in (["8:2"], ["0", "8", "9"], ["a:b"]):
+        with pytest.raises(DistillError, match="--layers"):
+            layers_option(bad)

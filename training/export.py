@@ -18,6 +18,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from model_zoo.registry import (
 )
 from model_zoo.schema import EntryManifest, FileRecord, provenance
 from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
+from training.directions import parse_layers
 from training.images import make_grid, save_image, to_uint8
 from training.manifest import METADATA, read_manifest, read_metadata
 from training.variants import (
@@ -312,7 +314,7 @@ def _teacher_and_direction(args: argparse.Namespace, views: DataViews | None, st
         teacher.update({k: t_meta[k] for k in ("z_dim", "w_dim", "num_ws") if k in t_meta})
     if direction_src is not None:
         if alpha is None or layers is None:
-            raise DistillError("--direction needs the edit strength and layers: pass --alpha A --layers START STOP")
+            raise DistillError("--direction needs the edit strength and layers: pass --alpha A --layers START:STOP")
         name = _copy_into(direction_src, staging, "direction", "direction", "--direction")
         files.append(name)
         sidecar = direction_src.with_suffix(".json")
@@ -535,7 +537,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="StyleGAN2 teacher to ship for the legacy endpoint (default: the dataset's)")
     p.add_argument("--direction", help="latent direction to ship for the legacy endpoint (default: the dataset's)")
     p.add_argument("--alpha", type=float, help="edit strength (default: the dataset's)")
-    p.add_argument("--layers", type=int, nargs=2, metavar=("START", "STOP"), help="W+ layers edited (default: the dataset's)")
+    p.add_argument("--layers", nargs="+", metavar="START:STOP",
+                   help="W+ layers edited, e.g. 0:8, as in distill pairs (default: the dataset's)")
     p.add_argument("--normalize", action="store_true", help="the direction is normalized per layer (default: the dataset's)")
     p.add_argument("--attribute", help="name of the edit, e.g. age (default: the direction's)")
     p.add_argument("--size", help="native input size HxW (default: the training size from run.json)")
@@ -551,6 +554,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def layers_option(values: list[str] | None) -> tuple[int, int] | None:
+    """``--layers 0:8``; the old ``--layers 0 8`` still works, with a note on stderr."""
+    if values is None:
+        return None
+    if len(values) == 2 and all(v.lstrip("-").isdigit() for v in values):
+        print(f"distill export: --layers {values[0]} {values[1]} is deprecated; write --layers {values[0]}:{values[1]}",
+              file=sys.stderr)
+        values = [f"{values[0]}:{values[1]}"]
+    if len(values) != 1:
+        raise DistillError(f"--layers {' '.join(values)}: expected START:STOP, e.g. 0:8")
+    try:
+        return parse_layers(values[0])
+    except argparse.ArgumentTypeError as e:
+        raise DistillError(str(e)) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    args.layers = layers_option(args.layers)
     export_entry(args)
     return 0
