@@ -16,10 +16,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """../shared/fixtures: outputs of the official StyleGAN2 and pix2pixHD code (see its README)."""
+    """../shared/fixtures: outputs of the official StyleGAN2 and pix2pixHD code (see its README).
+
+    Missing: the conformance tests skip with one reason outside CI and fail under ``CI=true``."""
     path = SHARED / "fixtures"
     if not path.is_dir():
-        pytest.fail(f"{path} is missing: the conformance fixtures must sit beside the repository (or set DISTILL_SHARED)")
+        reason = f"conformance fixtures not found at {path} (put ../shared beside the clone or set DISTILL_SHARED)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{reason}; CI requires them")
+        pytest.skip(reason)
     return path
 
 
