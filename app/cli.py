@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ["DISTILL_MODEL_ZOO"] = str(args.model_zoo)
     if args.provider is not None:
         os.environ["DISTILL_PROVIDER"] = args.provider
+    if args.engine is not None:
+        os.environ["DISTILL_ENGINE"] = args.engine
     if args.workers > 1 and not os.environ.get("DISTILL_INTRA_OP_THREADS"):
         # Several workers share the cores: give each its share instead of one thread per core each.
         os.environ["DISTILL_INTRA_OP_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
@@ -75,8 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("distill serve: http://%s:%d (demo page /, API docs /docs, metrics /metrics)", host, args.port)
     log.info("models from %s: %s (default %s)", entries[0].path.parent, ", ".join(e.name for e in entries),
              settings.default_model or entries[0].name)
-    log.info("provider %s -> %s (%s); %d worker(s); micro-batching max %d, wait %g ms", settings.provider,
-             provider.name, provider.reason, args.workers, settings.max_batch, settings.max_wait_ms)
+    log.info("engine %s, provider %s -> %s (%s); %d worker(s); micro-batching max %d, wait %g ms", settings.engine,
+             settings.provider, provider.name, provider.reason, args.workers, settings.max_batch, settings.max_wait_ms)
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_config=_log_config(), timeout_graceful_shutdown=10, http=JSONErrorH11Protocol)
     return 0
@@ -103,5 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-zoo", type=Path, default=None, help="model-zoo root (default: $DISTILL_MODEL_ZOO)")
     p.add_argument("--provider", choices=("auto", "cuda", "cpu"), default=None,
                    help="ONNX Runtime execution provider (default: $DISTILL_PROVIDER or auto)")
+    p.add_argument("--engine", choices=("auto", "onnxruntime", "openvino"), default=None,
+                   help="inference engine: auto times the candidates at warm-up and serves the fastest within the "
+                        "accuracy gate (default: $DISTILL_ENGINE or auto)")
     p.set_defaults(func=run)
 

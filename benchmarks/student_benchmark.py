@@ -11,7 +11,7 @@ It relates the achieved GFLOP/s to this machine's ceilings, measured in the same
 them, but INT8 and bf16 *error* does and must be checked on trained weights (`distill export` does, on
 held-out pairs, and the service's engine choice gates on it).
 
-    python benchmarks/student_benchmark.py                       # writes benchmarks/results/student_cpu.md
+    python benchmarks/student_benchmark.py                       # writes benchmarks/results/student_engines_cpu.md
     python benchmarks/student_benchmark.py --sizes 256 --configs slim --out /tmp/quick.md
 """
 
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats-1024", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--note", default="", help="a sentence on the machine's state for the results (e.g. other jobs)")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "student_cpu.md")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "student_engines_cpu.md")
     args = p.parse_args(argv)
     table = run(args)
     print(table)
