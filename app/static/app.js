@@ -1,12 +1,19 @@
-// Demo page: pick a photo (or a sample), send it to /transform or /legacy/transform, show both
-// pictures side by side with the server's stage timings (Server-Timing header) and the round trip.
-// Models that expect FFHQ-aligned faces: the detected faces (X-Face-Boxes) are drawn on the original,
-// and the size defaults to "original" (the whole photo, the edited faces pasted back).
+// Demo page: pick a photo (or a sample) and compare, side by side at one display size, the original, the
+// student's edit (POST /transform) and the legacy projection's (a job: POST /legacy/jobs, polled for steps
+// done and time left, cancellable with DELETE). Each result shows its time; the speedup appears once both
+// are there. Models that expect FFHQ-aligned faces: the detected faces (X-Face-Boxes) are drawn on the
+// original, and the size defaults to "original" (the whole photo, the edited faces pasted back).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const DEMO_STEPS = 100; // the demo's default legacy budget; "reference" sets the service's own default
 let photo = null; // the Blob being edited
 let models = [];
+let legacyInfo = { steps: 1000, max_steps: 1000 };
+let studentMs = null; // round trip of the last student result shown
+let legacyMs = null; // projection job time of the last legacy result shown
+let legacyJob = null; // the running job's id
+let pollTimer = null;
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -26,9 +33,18 @@ function showTimings(rows) {
   const body = $("timings").querySelector("tbody");
   body.replaceChildren(...rows.map(([name, ms]) => {
     const tr = document.createElement("tr");
-    tr.innerHTML = `<td>${name}</td><td>${Number.isFinite(ms) ? ms.toFixed(1) : "-"}</td>`;
+    const cells = [name, Number.isFinite(ms) ? ms.toFixed(1) : "-"].map((text) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      return td;
+    });
+    tr.append(...cells);
     return tr;
   }));
+}
+
+function formatMs(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${ms.toFixed(0)} ms`;
 }
 
 function currentModel() {
@@ -37,8 +53,9 @@ function currentModel() {
 
 function updateButtons() {
   const model = currentModel();
+  const busy = legacyJob !== null;
   $("transform").disabled = !photo || !model;
-  $("legacy").disabled = !photo || !model || !model.legacy;
+  $("legacy").disabled = $("both").disabled = !photo || !model || !model.legacy || busy;
 }
 
 function parseBoxes(header) {
@@ -49,14 +66,16 @@ function parseBoxes(header) {
 let faceBoxes = [];
 
 function drawBoxes() {
-  // face boxes are in the upload's upright pixels; the browser shows the upload upright and scaled
+  // face boxes are in the upload's upright pixels; the frame shows the upload upright, fitted (object-fit: contain)
   const img = $("original");
-  const scale = img.naturalWidth ? img.clientWidth / img.naturalWidth : 0;
+  const w = img.naturalWidth, h = img.naturalHeight;
+  const scale = w ? Math.min(img.clientWidth / w, img.clientHeight / h) : 0;
+  const dx = (img.clientWidth - w * scale) / 2, dy = (img.clientHeight - h * scale) / 2;
   $("boxes").replaceChildren(...faceBoxes.map(([left, top, right, bottom]) => {
     const box = document.createElement("div");
     box.className = "face-box";
     Object.assign(box.style, {
-      left: `${left * scale}px`, top: `${top * scale}px`,
+      left: `${dx + left * scale}px`, top: `${dy + top * scale}px`,
       width: `${(right - left) * scale}px`, height: `${(bottom - top) * scale}px`,
     });
     return box;
@@ -65,11 +84,39 @@ function drawBoxes() {
     ? `Original: ${faceBoxes.length} face${faceBoxes.length > 1 ? "s" : ""} detected and edited` : "Original";
 }
 
+function showSpeedup() {
+  // the student's caption says how much faster it was than the legacy result beside it
+  const student = $("student-caption"), legacy = $("legacy-caption");
+  const speed = studentMs && legacyMs ? ` · ${(legacyMs / studentMs).toFixed(0)}x faster than legacy` : "";
+  if (student.dataset.base) student.textContent = student.dataset.base + speed;
+  if (legacy.dataset.base) legacy.textContent = legacy.dataset.base + (speed ? ` · ${(legacyMs / studentMs).toFixed(0)}x slower than the student` : "");
+}
+
+function clearStudent() {
+  $("student").removeAttribute("src");
+  $("student-caption").textContent = "Student";
+  delete $("student-caption").dataset.base;
+  studentMs = null;
+  showTimings([]);
+  showSpeedup();
+}
+
+function clearLegacy() {
+  $("legacy-result").removeAttribute("src");
+  $("legacy-caption").textContent = "Legacy (projection)";
+  delete $("legacy-caption").dataset.base;
+  legacyMs = null;
+  showSpeedup();
+}
+
 function showModelOptions() {
   const model = currentModel();
   const faces = Boolean(model && model.alignment === "ffhq");
   $("align").disabled = $("faces").disabled = !faces;
   if (faces) $("size").value = "original";
+  const note = $("domain-note");
+  note.textContent = model && model.description ? `About this model: ${model.description}` : "";
+  note.hidden = !note.textContent;
 }
 
 function usePhoto(blob) {
@@ -77,9 +124,10 @@ function usePhoto(blob) {
   faceBoxes = [];
   drawBoxes();
   $("original").src = URL.createObjectURL(blob);
-  $("edited").removeAttribute("src");
+  clearStudent();
+  clearLegacy();
   updateButtons();
-  setStatus("Ready: press Transform.");
+  setStatus("Ready: press Transform, Legacy transform or Both.");
 }
 
 function showSamples() {
@@ -108,8 +156,11 @@ async function loadModels() {
     option.selected = m.name === info.default;
     return option;
   }));
-  $("steps").value = info.legacy.steps;
-  $("steps").max = info.legacy.max_steps;
+  legacyInfo = info.legacy;
+  $("steps").max = legacyInfo.max_steps;
+  $("steps").value = Math.min(DEMO_STEPS, legacyInfo.steps);
+  $("steps-reference").textContent = `reference (${legacyInfo.steps})`;
+  $("steps-reference").title = `the service's default: ${legacyInfo.steps} steps (the benchmarks' setting)`;
   showSamples();
   showModelOptions();
   updateButtons();
@@ -117,40 +168,142 @@ async function loadModels() {
   if (!info.ready) setTimeout(loadModels, 1000);
 }
 
-async function send(endpoint) {
-  const form = new FormData();
-  form.append("image", photo, "upload");
-  form.append("model", $("model").value);
-  form.append("format", $("format").value);
-  form.append("size", $("size").value);
+function form(withSteps) {
+  const data = new FormData();
+  data.append("image", photo, "upload");
+  data.append("model", $("model").value);
+  data.append("format", $("format").value);
+  data.append("size", $("size").value);
   if (!$("align").disabled) {
-    form.append("align", $("align").value);
-    form.append("faces", $("faces").value);
+    data.append("align", $("align").value);
+    data.append("faces", $("faces").value);
   }
-  if (endpoint === "/legacy/transform") form.append("steps", $("steps").value);
-  setStatus(`Running ${endpoint}…`);
-  $("transform").disabled = $("legacy").disabled = true;
+  if (withSteps) data.append("steps", $("steps").value);
+  return data;
+}
+
+async function errorText(response) {
+  const error = await response.json().catch(() => ({ detail: response.statusText }));
+  return `${response.status} ${error.error || ""}: ${error.detail}`;
+}
+
+async function runStudent() {
+  clearStudent();
+  setStatus("Running /transform…");
   const started = performance.now();
   try {
-    const response = await fetch(endpoint, { method: "POST", body: form });
+    const response = await fetch("/transform", { method: "POST", body: form(false) });
     const roundTrip = performance.now() - started;
     if (!response.ok) {
-      const error = await response.json().catch(() => ({ detail: response.statusText }));
-      setStatus(`${response.status} ${error.error || ""}: ${error.detail}`, true);
-      return;
+      setStatus(`Error (student): ${await errorText(response)}`, true);
+      return false;
     }
-    $("edited").src = URL.createObjectURL(await response.blob());
+    $("student").src = URL.createObjectURL(await response.blob());
     faceBoxes = parseBoxes(response.headers.get("X-Face-Boxes"));
     drawBoxes();
-    const provider = response.headers.get("X-Provider");
-    $("edited-caption").textContent = `Edited by ${response.headers.get("X-Model")} (${endpoint}, ${provider})`;
+    studentMs = roundTrip;
+    const caption = $("student-caption");
+    caption.dataset.base = `Student (${response.headers.get("X-Model")}, ${response.headers.get("X-Provider")}): ${formatMs(roundTrip)}`;
+    showSpeedup();
     showTimings([...parseServerTiming(response.headers.get("Server-Timing")), ["round trip (browser)", roundTrip]]);
-    setStatus(`Done in ${roundTrip.toFixed(0)} ms.`);
+    setStatus(`Done: student in ${formatMs(roundTrip)}.`);
+    return true;
   } catch (err) {
-    setStatus(`Request failed: ${err}`, true);
+    setStatus(`Error (student): request failed: ${err}`, true);
+    return false;
   } finally {
     updateButtons();
   }
+}
+
+function showProgress(job) {
+  $("legacy-progress").max = job.steps_total;
+  $("legacy-progress").value = job.steps_done;
+  const eta = job.eta_s === null ? "estimating time left…" : `about ${job.eta_s.toFixed(job.eta_s < 10 ? 1 : 0)} s left`;
+  $("legacy-progress-text").textContent = job.status === "queued"
+    ? "queued behind other projections…" : `step ${job.steps_done} of ${job.steps_total}, ${eta}`;
+}
+
+function endLegacy() {
+  clearTimeout(pollTimer);
+  pollTimer = null;
+  legacyJob = null;
+  $("legacy-running").hidden = true;
+  updateButtons();
+}
+
+async function runLegacy() {
+  clearLegacy();
+  setStatus("Starting the legacy projection…");
+  let response;
+  try {
+    response = await fetch("/legacy/jobs", { method: "POST", body: form(true) });
+  } catch (err) {
+    setStatus(`Error (legacy): request failed: ${err}`, true);
+    return;
+  }
+  if (response.status !== 202) {
+    setStatus(`Error (legacy): ${await errorText(response)}`, true);
+    return;
+  }
+  const job = await response.json();
+  legacyJob = job.id;
+  $("legacy-running").hidden = false;
+  $("legacy-running").dataset.job = job.id;
+  showProgress(job);
+  updateButtons();
+  setStatus(`Legacy projection running (${job.steps_total} steps)…`);
+  await poll(job.id);
+}
+
+async function poll(id) {
+  if (legacyJob !== id) return;
+  let job;
+  try {
+    const response = await fetch(`/legacy/jobs/${id}`);
+    if (!response.ok) throw new Error(await errorText(response));
+    job = await response.json();
+  } catch (err) {
+    endLegacy();
+    setStatus(`Error (legacy): job lost: ${err.message || err}`, true);
+    return;
+  }
+  if (legacyJob !== id) return;
+  showProgress(job);
+  if (job.status === "queued" || job.status === "running") {
+    pollTimer = setTimeout(() => poll(id), 250);
+    return;
+  }
+  endLegacy();
+  if (job.status === "cancelled") {
+    setStatus(`Legacy projection cancelled after ${job.steps_done} of ${job.steps_total} steps.`);
+    return;
+  }
+  if (job.status === "failed") {
+    setStatus(`Error (legacy): ${job.error.status} ${job.error.error}: ${job.error.detail}`, true);
+    return;
+  }
+  const result = await fetch(job.result);
+  if (!result.ok) {
+    setStatus(`Error (legacy): ${await errorText(result)}`, true);
+    return;
+  }
+  $("legacy-result").src = URL.createObjectURL(await result.blob());
+  legacyMs = job.projection_s * 1000;
+  $("legacy-caption").dataset.base = `Legacy (${job.model}, ${job.steps} steps): ${formatMs(legacyMs)}`;
+  showSpeedup();
+  showTimings(parseServerTiming(result.headers.get("Server-Timing")));
+  setStatus(`Done: legacy in ${formatMs(legacyMs)} (${job.steps_total} steps).`);
+}
+
+async function cancelLegacy() {
+  const id = legacyJob;
+  if (!id) return;
+  endLegacy();
+  const response = await fetch(`/legacy/jobs/${id}`, { method: "DELETE" });
+  const job = response.ok ? await response.json() : null;
+  setStatus(job ? `Legacy projection cancelled after ${job.steps_done} of ${job.steps_total} steps.`
+    : `Error (cancel): ${await errorText(response)}`, !job);
 }
 
 $("file").addEventListener("change", (event) => {
@@ -160,6 +313,9 @@ $("model").addEventListener("change", () => { showSamples(); showModelOptions();
 $("faces").addEventListener("change", () => { if ($("faces").value === "all") $("size").value = "original"; });
 $("original").addEventListener("load", drawBoxes);
 window.addEventListener("resize", drawBoxes);
-$("transform").addEventListener("click", () => send("/transform"));
-$("legacy").addEventListener("click", () => send("/legacy/transform"));
+$("steps-reference").addEventListener("click", () => { $("steps").value = legacyInfo.steps; });
+$("transform").addEventListener("click", runStudent);
+$("legacy").addEventListener("click", runLegacy);
+$("both").addEventListener("click", async () => { if (await runStudent()) await runLegacy(); });
+$("cancel").addEventListener("click", cancelLegacy);
 loadModels().catch((err) => setStatus(`Cannot list models: ${err}`, true));
