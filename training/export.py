@@ -47,6 +47,7 @@ from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
 from training.directions import parse_layers
 from training.images import make_grid, save_image, to_uint8
 from training.manifest import METADATA, read_manifest, read_metadata
+from training.options import options_from_args
 from training.variants import (
     MIN_PSNR_DB,
     VARIANT_FILES,
@@ -290,20 +291,20 @@ def _copy_into(src: Path, staging: Path, stem: str, what: str, flag: str) -> str
     return name
 
 
-def _teacher_and_direction(args: argparse.Namespace, views: DataViews | None, staging: Path) -> dict[str, Any]:
+def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging: Path) -> dict[str, Any]:
     """Copy the teacher and direction into the entry; their manifest records, the edit and the truncation."""
     meta = views.meta if views else {}
     t_meta, d_meta = meta.get("teacher") or {}, meta.get("direction") or {}
-    teacher_src = Path(args.teacher) if args.teacher else (Path(t_meta["path"]) if t_meta.get("path") else None)
-    direction_src = Path(args.direction) if args.direction else (Path(d_meta["path"]) if d_meta.get("path") else None)
-    alpha = args.alpha if args.alpha is not None else meta.get("alpha")
-    layers = list(args.layers) if args.layers is not None else meta.get("layers")
-    normalize = bool(args.normalize or meta.get("normalize", False))
-    attribute = args.attribute or d_meta.get("attribute") or (direction_src.stem if direction_src else None)
+    teacher_src = Path(opts.teacher) if opts.teacher else (Path(t_meta["path"]) if t_meta.get("path") else None)
+    direction_src = Path(opts.direction) if opts.direction else (Path(d_meta["path"]) if d_meta.get("path") else None)
+    alpha = opts.alpha if opts.alpha is not None else meta.get("alpha")
+    layers = list(opts.layers) if opts.layers is not None else meta.get("layers")
+    normalize = bool(opts.normalize or meta.get("normalize", False))
+    attribute = opts.attribute or d_meta.get("attribute") or (direction_src.stem if direction_src else None)
     files: list[str] = []
     teacher = direction = None
     if teacher_src is not None:
-        if not args.teacher and t_meta.get("sha256") and teacher_src.is_file() and sha256_file(teacher_src) != t_meta["sha256"]:
+        if not opts.teacher and t_meta.get("sha256") and teacher_src.is_file() and sha256_file(teacher_src) != t_meta["sha256"]:
             raise DistillError(
                 f"{teacher_src}: this teacher changed since the pairs were generated (sha256 differs from {METADATA}); "
                 "pass the original with --teacher PATH"
@@ -369,27 +370,58 @@ def _write_preview(onnx_path: Path, staging: Path, views: DataViews | None, size
 # The command.
 
 
-def export_entry(args: argparse.Namespace) -> ModelEntry:
-    """Run the whole export described by the parsed CLI ``args``; returns the written entry."""
-    out = Path(args.out)
-    name = args.name or out.name
+@dataclass
+class ExportOptions:
+    """What ``distill export`` does (one field per flag; ``layers`` as (START, STOP), ``variants`` as a list)."""
+
+    run: str | os.PathLike
+    out: str | os.PathLike
+    name: str | None = None
+    description: str | None = None
+    variants: list[str] = field(default_factory=list)  # extra variants beside fp32: fp16, int8
+    calibration: str | os.PathLike | None = None
+    num_calibration: int = 64
+    num_eval: int = 16
+    min_variant_psnr: float = MIN_PSNR_DB
+    teacher: str | os.PathLike | None = None
+    direction: str | os.PathLike | None = None
+    alpha: float | None = None
+    layers: tuple[int, int] | None = None
+    normalize: bool = False
+    attribute: str | None = None
+    size: str | None = None  # HxW or one number; None: the training size from run.json
+    alignment: str = "none"
+    samples: list[str] | None = None
+    opset: int = OPSET
+    timing_repeats: int = 5
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for v in self.variants:
+            if v not in ("fp16", "int8"):
+                raise DistillError(f"--variants: unknown variant {v!r}; choose from fp16, int8 (fp32 is always written)")
+        if self.alignment not in ALIGNMENTS:
+            raise DistillError(f"--alignment {self.alignment!r}: choose from {', '.join(ALIGNMENTS)}")
+
+
+def export_entry(opts: ExportOptions) -> ModelEntry:
+    """Run the whole export ``opts`` describes; returns the written entry."""
+    out = Path(opts.out)
+    name = opts.name or out.name
     if not _NAME_RE.match(name) or not _NAME_RE.match(out.name):
         raise DistillError(f"--out {out}: entry names use letters, digits, '.', '_', '-' (got {out.name!r})")
     if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
         raise DistillError(f"--out {out}: exists and is not a model-zoo entry; choose another folder")
-    if (out / MANIFEST).is_file() and not args.overwrite:
+    if (out / MANIFEST).is_file() and not opts.overwrite:
         raise DistillError(f"--out {out}: an entry already exists; pass --overwrite to replace it")
-    variants = [v for v in (args.variants or "").split(",") if v]
-    for v in variants:
-        if v not in ("fp16", "int8"):
-            raise DistillError(f"--variants: unknown variant {v!r}; choose from fp16, int8 (fp32 is always written)")
+    variants = list(opts.variants)
 
-    source = load_source(args.run)
-    size, size_origin = _native_size(source, args.size)
-    if args.alignment == "ffhq" and size[0] != size[1]:
+    source = load_source(opts.run)
+    size, size_origin = _native_size(source, opts.size)
+    if opts.alignment == "ffhq" and size[0] != size[1]:
         raise DistillError(f"--alignment ffhq: FFHQ crops are square, the input size is {size[0]}x{size[1]} "
                            f"({size_origin}); pass a square --size")
-    dataset = _run_dataset(source, args.calibration)
+    dataset = _run_dataset(source, opts.calibration)
     if "int8" in variants and dataset is None:
         raise DistillError("--variants int8 needs calibration images from the training data: pass --calibration DATASET")
     cfg = source.generator.config
@@ -400,22 +432,22 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        onnx_path = export_onnx(source.generator, staging / VARIANT_FILES["fp32"], size, args.opset)
+        onnx_path = export_onnx(source.generator, staging / VARIANT_FILES["fp32"], size, opts.opset)
         parity = check_parity(source.generator, onnx_path, parity_sizes(size, source.stride))
         print(f"parity vs PyTorch: max |diff| {parity['parity_max_abs_diff']:.2e} at {list(parity['parity_per_size'])}, batch 2")
-        views = _data_views(dataset, source, size, args.num_calibration, args.num_eval) if dataset else None
+        views = _data_views(dataset, source, size, opts.num_calibration, opts.num_eval) if dataset else None
         files = [VARIANT_FILES["fp32"]]
         variant_records = {"fp32": {"file": VARIANT_FILES["fp32"], "providers": VARIANT_PROVIDERS["fp32"]}}
-        if args.timing_repeats:
-            variant_records["fp32"].update(timing_record(onnx_path, size, args.timing_repeats))
+        if opts.timing_repeats:
+            variant_records["fp32"].update(timing_record(onnx_path, size, opts.timing_repeats))
         refused: dict[str, Any] = {}
         for v in variants:
-            eval_images = views.eval_inputs if views else _random_eval(size, args.num_eval)
+            eval_images = views.eval_inputs if views else _random_eval(size, opts.num_eval)
             try:
                 record = build_variant(
                     v, onnx_path, staging, eval_images=eval_images,
                     calibration=views.calibration if views else None, native_size=size,
-                    min_psnr_db=args.min_variant_psnr, timing_repeats=max(1, args.timing_repeats),
+                    min_psnr_db=opts.min_variant_psnr, timing_repeats=max(1, opts.timing_repeats),
                 )
             except VariantRefused as e:
                 print(f"distill export: {e}")
@@ -425,13 +457,13 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
             variant_records[v] = record
             files.append(record["file"])
             print(f"{v}: PSNR vs fp32 {record['psnr_vs_fp32_db']:.2f} dB, {record['median_ms']:.1f} ms at {size[0]}x{size[1]}")
-        engines = _engine_table(staging, variant_records, views, size, args)
-        side = _teacher_and_direction(args, views, staging)
+        engines = _engine_table(staging, variant_records, views, size, opts)
+        side = _teacher_and_direction(opts, views, staging)
         files += side["files"]
         preview = _write_preview(onnx_path, staging, views, size)
         files.append(preview["file"])
-        files += _copy_samples(views, staging, args.samples)
-        manifest = _manifest(args, name, source, size, size_origin, views, variant_records, refused, parity, side, preview,
+        files += _copy_samples(views, staging, opts.samples)
+        manifest = _manifest(opts, name, source, size, size_origin, views, variant_records, refused, parity, side, preview,
                              file_records(staging, files))
         if engines:
             from model_zoo.schema import EngineTiming
@@ -451,16 +483,16 @@ def export_entry(args: argparse.Namespace) -> ModelEntry:
 
 
 def _engine_table(staging: Path, variant_records: dict[str, Any], views: DataViews | None, size: tuple[int, int],
-                  args: argparse.Namespace) -> list[dict[str, Any]]:
+                  opts: ExportOptions) -> list[dict[str, Any]]:
     """Each variant in each engine this machine has, timed at the native size with its PSNR against fp32 on the
     held-out inputs (manifest ``engines``, see app/engines/measure.py); none with --timing-repeats 0."""
-    if not args.timing_repeats:
+    if not opts.timing_repeats:
         return []
     from app.engines.measure import engine_table, format_table
 
-    images = (views.eval_inputs if views else _random_eval(size, args.num_eval)).astype(np.float32)
+    images = (views.eval_inputs if views else _random_eval(size, opts.num_eval)).astype(np.float32)
     rows = engine_table({v: staging / r["file"] for v, r in variant_records.items()}, size, images,
-                        repeats=args.timing_repeats, variants=variant_records)
+                        repeats=opts.timing_repeats, variants=variant_records)
     print(f"engines at {size[0]}x{size[1]}, batch 1:\n" + "\n".join(format_table(rows)))
     return rows
 
@@ -481,7 +513,7 @@ def _swap_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def _manifest(args: argparse.Namespace, name: str, source: StudentSource, size: tuple[int, int], size_origin: str,
+def _manifest(opts: ExportOptions, name: str, source: StudentSource, size: tuple[int, int], size_origin: str,
               views: DataViews | None, variants: dict[str, Any], refused: dict[str, Any], parity: dict[str, Any],
               side: dict[str, Any], preview: dict[str, Any], files: dict[str, FileRecord]) -> EntryManifest:
     cfg = source.generator.config
@@ -489,7 +521,7 @@ def _manifest(args: argparse.Namespace, name: str, source: StudentSource, size: 
     if views is not None:
         data = {"dataset": provenance(views.dataset), **views.counts,
                 "teacher_resolution": views.meta.get("resolution"), "eval_inputs": views.eval_source}
-    description = args.description or (
+    description = opts.description or (
         f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf}) for the '{side['edit']['attribute']}' edit"
         if side["edit"]["attribute"] else f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf})"
     )
@@ -498,7 +530,7 @@ def _manifest(args: argparse.Namespace, name: str, source: StudentSource, size: 
         "description": description,
         "edit": side["edit"],
         "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": list(size), "channels": 3,
-                  "range": [-1, 1], "stride": source.stride, "size_source": size_origin, "alignment": args.alignment,
+                  "range": [-1, 1], "stride": source.stride, "size_source": size_origin, "alignment": opts.alignment,
                   "normalization": "x / 127.5 - 1 on uint8 RGB (pix2pixHD's (x/255 - 0.5) / 0.5)"},
         "output": {"name": "output", "layout": "NCHW", "dtype": "float32", "range": [-1, 1],
                    "denormalization": "clip((y + 1) * 127.5, 0, 255) as uint8 RGB"},
@@ -509,7 +541,7 @@ def _manifest(args: argparse.Namespace, name: str, source: StudentSource, size: 
         "truncation": side["truncation"],
         "data": data,
         "training": _training_record(source),
-        "export": {"opset": args.opset, "exporter": "torch.onnx TorchScript (dynamo=False)",
+        "export": {"opset": opts.opset, "exporter": "torch.onnx TorchScript (dynamo=False)",
                    "dynamic_axes": {"batch": 0, "height": 2, "width": 3}, **parity, "versions": versions()},
         "preview": preview,
         "files": files,
@@ -571,6 +603,6 @@ def layers_option(values: list[str] | None) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.layers = layers_option(args.layers)
-    export_entry(args)
+    export_entry(options_from_args(ExportOptions, args, layers=layers_option(args.layers),
+                                   variants=[v for v in args.variants.split(",") if v]))
     return 0

@@ -1,0 +1,16 @@
+"""Stage options: each stage is a function of one typed options object (a dataclass); the CLI only builds it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def options_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """The dataclass ``cls`` from the parsed arguments of the same names; ``overrides`` replace some of them."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return cls(**{**values, **overrides})
