@@ -46,8 +46,11 @@ for lib in /opt/venv/lib/python3*/site-packages/nvidia/*/lib; do
 done
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 
+variant=""  # the GPU image: which variant the CUDA provider loads (each model's log line says what it got)
+[ "${DISTILL_PROVIDER:-auto}" = "cuda" ] && \
+    variant=", variant ${DISTILL_VARIANT_CUDA:-auto (fp16 where the entry ships it, else fp32)}"
 echo "distill-entrypoint: ${cpus} CPUs -> ${DISTILL_WORKERS} worker(s) x ${DISTILL_INTRA_OP_THREADS} ORT threads," \
-     "legacy ${DISTILL_LEGACY_THREADS} threads, provider ${DISTILL_PROVIDER:-auto}" >&2
+     "legacy ${DISTILL_LEGACY_THREADS} threads, provider ${DISTILL_PROVIDER:-auto}${variant}" >&2
 if [ "${1:-}" = "--print-config" ]; then
     printf 'CPUS=%s\nDISTILL_WORKERS=%s\nDISTILL_INTRA_OP_THREADS=%s\nDISTILL_LEGACY_THREADS=%s\n' \
         "$cpus" "$DISTILL_WORKERS" "$DISTILL_INTRA_OP_THREADS" "$DISTILL_LEGACY_THREADS"
