@@ -31,6 +31,7 @@ import torch
 from core.atomic import atomic_write, atomic_write_json
 from core.errors import DistillError
 from core.hashing import sha256_file as file_sha256  # the name the stages import
+from training.options import options_from_args
 
 METHODS = ("logistic", "linear-svm", "regression")
 DEFAULT_LAYERS = (0, 8)
@@ -326,49 +327,81 @@ def measure_effect(G: torch.nn.Module, scorer: Any, key: str, fit: DirectionFit,
             "score_delta_std": float(delta.std()), "n": len(seeds)}
 
 
-def run_fit(args: argparse.Namespace) -> int:
+@dataclass
+class FitOptions:
+    """What ``distill direction fit`` does: one field per flag. Exactly one of ``scores`` (a CSV) and ``scorer``
+    (an ONNX model) gives the per-sample scores."""
+
+    generator: str | os.PathLike
+    attribute: str
+    out: str | os.PathLike
+    scores: str | os.PathLike | None = None
+    column: str | None = None
+    scorer: str | os.PathLike | None = None
+    output_index: int = 0
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    activation: str = "none"
+    num: int = 2000
+    seed_start: int = 0
+    method: str = "regression"  # one of METHODS, or "all"
+    check: int = 32
+    threshold: float | None = None
+    layers: tuple[int, int] = DEFAULT_LAYERS
+    truncation: float = 1.0
+    batch_size: int = 16
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if (self.scores is None) == (self.scorer is None):
+            raise DistillError("give exactly one of --scores scores.csv or --scorer model.onnx")
+        if self.method not in (*METHODS, "all"):
+            raise DistillError(f"--method {self.method!r}: choose from {', '.join(METHODS)}, all")
+        if self.method == "all" and self.scorer is None:
+            raise DistillError("--method all compares how far each direction moves the images: it needs --scorer")
+
+
+def run_fit(opts: FitOptions) -> DirectionFit:
+    """Sample, score, fit (each method with ``all``), save the strongest direction to ``opts.out``; returns it."""
     from training.devices import exact_float32, pick_device
     from training.onnx_scorer import OnnxScorer
     from training.stylegan2 import load_generator
 
-    if (args.scores is None) == (args.scorer is None):
-        raise DistillError("give exactly one of --scores scores.csv or --scorer model.onnx")
-    if args.method == "all" and args.scorer is None:
-        raise DistillError("--method all compares how far each direction moves the images: it needs --scorer")
-    device = pick_device(args.device)
+    device = pick_device(opts.device)
     exact_float32()
-    G = load_generator(args.generator, device=device)
+    G = load_generator(opts.generator, device=device)
     scorer = None
-    if args.scores is not None:
-        seeds, scores = read_scores_csv(args.scores, args.column)
-        w = sample_w(G, seeds, args.truncation, device, args.batch_size)
+    if opts.scores is not None:
+        seeds, scores = read_scores_csv(opts.scores, opts.column)
+        w = sample_w(G, seeds, opts.truncation, device, opts.batch_size)
     else:
         scorer = OnnxScorer(
-            args.scorer, outputs={args.attribute: args.output_index}, input_size=args.input_size,
-            mean=args.mean, std=args.std, activation=args.activation,
+            opts.scorer, outputs={opts.attribute: opts.output_index}, input_size=opts.input_size,
+            mean=opts.mean, std=opts.std, activation=opts.activation,
         )
-        seeds = list(range(args.seed_start, args.seed_start + args.num))
-        w, scores = score_seeds(G, scorer, args.attribute, seeds, args.truncation, device, args.batch_size)
-    methods = METHODS if args.method == "all" else (args.method,)
-    fits = [fit_direction(w, scores, method=m, threshold=args.threshold) for m in methods]
+        seeds = list(range(opts.seed_start, opts.seed_start + opts.num))
+        w, scores = score_seeds(G, scorer, opts.attribute, seeds, opts.truncation, device, opts.batch_size)
+    methods = METHODS if opts.method == "all" else (opts.method,)
+    fits = [fit_direction(w, scores, method=m, threshold=opts.threshold) for m in methods]
     effects: list[dict[str, float] | None] = [None] * len(fits)
-    if scorer is not None and args.check > 0:
-        check = list(range(max(seeds) + 1, max(seeds) + 1 + args.check))  # seeds the fit never saw
-        _, base = score_seeds(G, scorer, args.attribute, check, args.truncation, device, args.batch_size,
+    if scorer is not None and opts.check > 0:
+        check = list(range(max(seeds) + 1, max(seeds) + 1 + opts.check))  # seeds the fit never saw
+        _, base = score_seeds(G, scorer, opts.attribute, check, opts.truncation, device, opts.batch_size,
                               desc="check originals")
-        effects = [measure_effect(G, scorer, args.attribute, f, check, base, args.layers, args.truncation,
-                                  device, args.batch_size) for f in fits]
+        effects = [measure_effect(G, scorer, opts.attribute, f, check, base, opts.layers, opts.truncation,
+                                  device, opts.batch_size) for f in fits]
     best = max(range(len(fits)), key=lambda i: effects[i]["score_delta_mean"] if effects[i] else 0.0)
     fit = fits[best]
     comparison = [{"method": f.method, **f.metrics, "effect": e} for f, e in zip(fits, effects, strict=True)]
     save_direction(
-        args.out, fit, attribute=args.attribute, layers=list(args.layers), normalize=False,
-        generator={"path": str(Path(args.generator).resolve()), "sha256": file_sha256(args.generator)},
-        truncation=args.truncation, n_samples=len(scores),
-        scores_from=str(args.scores or args.scorer), score_mean=float(scores.mean()), score_std=float(scores.std()),
+        opts.out, fit, attribute=opts.attribute, layers=list(opts.layers), normalize=False,
+        generator={"path": str(Path(opts.generator).resolve()), "sha256": file_sha256(opts.generator)},
+        truncation=opts.truncation, n_samples=len(scores),
+        scores_from=str(opts.scores or opts.scorer), score_mean=float(scores.mean()), score_std=float(scores.std()),
         effect=effects[best], comparison=comparison if len(fits) > 1 else None,
     )
-    print(f"direction {args.attribute!r}: {len(scores)} samples ({fit.n_train} fit, {fit.n_test} held out), "
+    print(f"direction {opts.attribute!r}: {len(scores)} samples ({fit.n_train} fit, {fit.n_test} held out), "
           f"score mean {scores.mean():.4g} std {scores.std():.4g}")
     print(f"  {'method':<11} {'accuracy':>8} {'corr':>6} {'R^2':>6} {'alpha':>7} {'score change':>14}")
     for f, e in zip(fits, effects, strict=True):
@@ -378,10 +411,16 @@ def run_fit(args: argparse.Namespace) -> int:
         print(f"  {f.method:<11} {m['accuracy']:8.3f} {m['correlation']:6.3f} {m['r2']:6.3f} "
               f"{f.suggested_alpha:7.3g} {moved:>14}{mark}")
     print(f"  accuracy: held-out, classes score > {fit.threshold:.4g}; score change: the edit at the suggested "
-          f"alpha on layers {args.layers[0]}:{args.layers[1]}, re-scored on unseen seeds")
+          f"alpha on layers {opts.layers[0]}:{opts.layers[1]}, re-scored on unseen seeds")
     if fit.alpha_per_unit is not None:
-        print(f"  alpha per unit of {args.attribute} (regression): {fit.alpha_per_unit:.4g}")
-    print(f"  wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+        print(f"  alpha per unit of {opts.attribute} (regression): {fit.alpha_per_unit:.4g}")
+    print(f"  wrote {opts.out} and {Path(opts.out).with_suffix('.json')}")
+    return fit
+
+
+def run(args: argparse.Namespace) -> int:
+    """``distill direction fit``: the options from the flags."""
+    run_fit(options_from_args(FitOptions, args))
     return 0
 
 
@@ -436,7 +475,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--device", default="auto")
     f.add_argument("--out", required=True, help="output .npy (a .json sidecar is written beside it)")
-    f.set_defaults(func=run_fit)
+    f.set_defaults(func=run)
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
