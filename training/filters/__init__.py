@@ -22,7 +22,7 @@ import argparse
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from training.filters.report import write_report
 from training.images import load_image
 from training.manifest import PairRecord, read_manifest, read_metadata, write_manifest
 from training.onnx_scorer import OnnxScorer
+from training.options import options_from_args
 from training.pairs import pending_files
 from training.scoring import KeepRule, Scorer, parse_keep
 
@@ -150,30 +151,57 @@ def filter_dataset(root: str | os.PathLike, spec: list[dict[str, Any]], batch_si
     return write_report(root, out, spec, rules)
 
 
-def spec_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The CLI flags (or --spec FILE) as a list of scorer specs."""
+@dataclass
+class FilterOptions:
+    """What ``distill filter`` does: one field per flag. The scorers come from ``spec`` (a JSON file), the face
+    detector and one ONNX model; ``keep`` rules (``NAME=LOW:HIGH``) apply to the ONNX model's named outputs."""
+
+    dataset: str | os.PathLike
+    spec: str | os.PathLike | None = None
+    on: str = "both"
+    face_detector: bool = False
+    face_min_neighbors: int = 5
+    face_min_size: float = 0.1
+    face_min_confidence: float | None = None
+    onnx: str | os.PathLike | None = None
+    onnx_input_size: int | None = None
+    onnx_mean: list[float] = field(default_factory=lambda: [0.5])
+    onnx_std: list[float] = field(default_factory=lambda: [0.5])
+    onnx_output: list[str] | None = None  # NAME=INDEX; None: score=0
+    onnx_activation: str = "none"
+    keep: list[str] | None = None
+    batch_size: int = 32
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.on not in SIDES:
+            raise DistillError(f"--on {self.on!r}: choose a, b or both")
+
+
+def scorer_spec(opts: FilterOptions) -> list[dict[str, Any]]:
+    """The options (and the --spec file) as a list of scorer specs."""
     spec: list[dict[str, Any]] = []
-    if args.spec:
-        path = Path(args.spec)
+    if opts.spec:
+        path = Path(opts.spec)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             spec = list(data["scorers"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
             raise DistillError(f"--spec {path}: expected JSON {{\"scorers\": [...]}} ({e})") from e
-    if args.face_detector:
-        spec.append({"type": "face", "on": args.on, "min_neighbors": args.face_min_neighbors,
-                     "min_size": args.face_min_size, "min_confidence": args.face_min_confidence})
-    if args.onnx:
+    if opts.face_detector:
+        spec.append({"type": "face", "on": opts.on, "min_neighbors": opts.face_min_neighbors,
+                     "min_size": opts.face_min_size, "min_confidence": opts.face_min_confidence})
+    if opts.onnx:
         outputs = {}
-        for item in args.onnx_output or ["score=0"]:
+        for item in opts.onnx_output or ["score=0"]:
             name, _, idx = item.partition("=")
             if not name or not idx.lstrip("-").isdigit():
                 raise DistillError(f"--onnx-output {item!r}: expected NAME=INDEX, e.g. age=0")
             outputs[name] = int(idx)
-        spec.append({"type": "onnx", "path": args.onnx, "input_size": args.onnx_input_size,
-                     "mean": _as_list(args.onnx_mean), "std": _as_list(args.onnx_std), "outputs": outputs,
-                     "activation": args.onnx_activation, "on": args.on})
-    for text in args.keep or []:
+        spec.append({"type": "onnx", "path": str(opts.onnx), "input_size": opts.onnx_input_size,
+                     "mean": _as_list(opts.onnx_mean), "std": _as_list(opts.onnx_std), "outputs": outputs,
+                     "activation": opts.onnx_activation, "on": opts.on})
+    for text in opts.keep or []:
         rule = parse_keep(text)
         owners = [e for e in spec if e["type"] == "onnx" and rule.key in e.get("outputs", {})]
         if not owners:
@@ -182,8 +210,14 @@ def spec_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
     return spec
 
 
+def run_filter(opts: FilterOptions) -> dict[str, Any]:
+    """Score and mark every pair of ``opts.dataset``; returns the report (also written there)."""
+    return filter_dataset(opts.dataset, scorer_spec(opts), batch_size=opts.batch_size, progress=opts.progress)
+
+
 def run(args: argparse.Namespace) -> int:
-    report = filter_dataset(args.dataset, spec_from_args(args), batch_size=args.batch_size)
+    """``distill filter``: the options from the flags."""
+    report = run_filter(options_from_args(FilterOptions, args))
     print(f"{args.dataset}: kept {report['kept']} of {report['total']} pairs, "
           f"rejected {report['rejected']} ({100 * report['rejection_rate']:.1f}%)")
     for reason, n in report["reasons"].items():
