@@ -2,7 +2,7 @@
 
 Layout of a dataset folder (the pix2pixHD one, plus metadata)::
 
-    DATASET/dataset.json    generation settings: teacher, direction, alpha, truncation, layers, ...
+    DATASET/dataset.json    generation settings: teacher, direction, alpha, alpha_range, truncation, layers, ...
     DATASET/manifest.jsonl  one row per pair (see PairRecord), sorted by seed
     DATASET/train_A/        originals  (<seed:08d>.png)
     DATASET/train_B/        edited     (<seed:08d>.png)
@@ -40,9 +40,15 @@ class PairRecord:
     keep: bool | None = None
     reason: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    # Relative edit strength of a pair drawn by ``distill pairs --alpha-range`` (alpha = strength * the dataset's
+    # --alpha; training/strength.py); None on fixed-strength datasets, whose rows stay as they were.
+    strength: float | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=False)
+        row = asdict(self)
+        if row["strength"] is None:
+            del row["strength"]
+        return json.dumps(row, sort_keys=False)
 
 
 def read_manifest(root: str | os.PathLike) -> list[PairRecord]:

@@ -2,7 +2,10 @@
 
 Seed ``s`` gives ``z`` (a CPU ``torch.Generator`` seeded by ``s``, so every device sees the same z),
 ``w = mapping(z, truncation)``, ``w' = w + alpha * d`` on the chosen W+ layers, and the two images
-``train_A/<s>.png`` (original) and ``train_B/<s>.png`` (edited). The layout is the one in
+``train_A/<s>.png`` (original) and ``train_B/<s>.png`` (edited). With ``--alpha-range LO:HI`` each pair
+gets its own relative strength ``s_i`` drawn from its seed (training/strength.py) and
+``w' = w + s_i * alpha * d``: ``--alpha`` is then the unit (strength 1.0), recorded per row as
+``strength`` beside the absolute ``alpha``. The layout is the one in
 :mod:`training.manifest`, plus::
 
     DATASET/latents.npz   seeds [N], w [N, w_dim] (mapped, truncated; the same on every layer),
@@ -57,6 +60,8 @@ from training.manifest import (
     write_manifest,
     write_metadata,
 )
+from training.strength import UNITS_TEXT as STRENGTH_UNITS_TEXT
+from training.strength import StrengthRange, apply_strengths, parse_range, strength_for_seed
 
 FORMAT = "distill-pairs/1"
 LATENTS = "latents.npz"
@@ -64,7 +69,7 @@ PREVIEW = "preview.png"
 PENDING = "pending"
 # Settings that must agree for pairs to belong to one dataset (resume, shards, merge).
 COMPAT_KEYS = (
-    "format", "teacher.sha256", "direction.sha256", "alpha", "truncation", "layers", "normalize",
+    "format", "teacher.sha256", "direction.sha256", "alpha", "alpha_range", "truncation", "layers", "normalize",
     "noise_mode", "resolution", "image_format",
 )
 
@@ -276,9 +281,14 @@ def dataset_metadata(
     layers: tuple[int, int],
     normalize: bool,
     noise_mode: str,
+    alpha_range: StrengthRange | None = None,
 ) -> dict[str, Any]:
     """dataset.json: everything needed to regenerate (and to check that shards belong together)."""
     side = read_sidecar(direction_path) or {}
+    strength = {} if alpha_range is None else {
+        "alpha_range": alpha_range.as_list(), "strength_units": STRENGTH_UNITS_TEXT,
+        "strength_sampling": "uniform in alpha_range, from the pair's seed (training.strength.strength_for_seed)",
+    }
     return {
         "format": FORMAT,
         "teacher": {
@@ -290,6 +300,7 @@ def dataset_metadata(
             "attribute": side.get("attribute"), "method": side.get("method"),
         },
         "alpha": float(alpha),
+        **strength,
         "truncation": float(truncation),
         "layers": [int(layers[0]), int(min(layers[1], G.num_ws))],
         "normalize": bool(normalize),
@@ -334,6 +345,7 @@ def generate_pairs(
     num_shards: int = 1,
     noise_mode: str = "const",
     progress: bool = True,
+    alpha_range: StrengthRange | None = None,
 ) -> PairSet:
     """Generate (or finish) the pairs of this shard in ``out``; returns every finished pair there."""
     from tqdm import tqdm
@@ -353,7 +365,7 @@ def generate_pairs(
     exact_float32()
     G = load_generator(generator, device=dev)
     d = load_direction(direction, G.num_ws, G.w_dim).to(dev)
-    meta = dataset_metadata(G, generator, direction, alpha, truncation, layers, normalize, noise_mode)
+    meta = dataset_metadata(G, generator, direction, alpha, truncation, layers, normalize, noise_mode, alpha_range)
     if layers[0] >= G.num_ws:
         raise DistillError(f"--layers {layers[0]}:{layers[1]}: this generator has only {G.num_ws} W+ layers")
     if (root / METADATA).is_file():
@@ -376,12 +388,18 @@ def generate_pairs(
                     batch = todo[i : i + batch_size]
                     z = z_from_seeds(batch, G.z_dim).to(dev)
                     ws = G.mapping(z, truncation_psi=truncation)
-                    ws_edit = apply_direction(ws, d, alpha, layers, normalize)
+                    if alpha_range is None:
+                        strengths = [None] * len(batch)
+                        ws_edit = apply_direction(ws, d, alpha, layers, normalize)
+                    else:
+                        strengths = [strength_for_seed(s, alpha_range) for s in batch]
+                        ws_edit = apply_strengths(ws, d, alpha, torch.tensor(strengths), layers, normalize)
                     images = to_uint8(G.synthesis(torch.cat([ws, ws_edit]), noise_mode=noise_mode))
                     rows = [
-                        PairRecord(seed=s, a=image_name("A", s), b=image_name("B", s), alpha=float(alpha),
-                                   truncation=float(truncation), direction=direction_name)
-                        for s in batch
+                        PairRecord(seed=s, a=image_name("A", s), b=image_name("B", s),
+                                   alpha=float(alpha) if k is None else round(k * float(alpha), 6),
+                                   truncation=float(truncation), direction=direction_name, strength=k)
+                        for s, k in zip(batch, strengths, strict=True)
                     ]
                     w_np = ws[:, 0].float().cpu().numpy()
                     e_np = ws_edit.float().cpu().numpy()
@@ -453,6 +471,7 @@ def run(args: argparse.Namespace) -> int:
             args.generator, args.direction, args.out, alpha=args.alpha, truncation=args.truncation, num=args.num,
             layers=args.layers, normalize=args.normalize, batch_size=args.batch_size, seed_start=args.seed_start,
             device=args.device, shard=shard, num_shards=num_shards, noise_mode=args.noise_mode,
+            alpha_range=args.alpha_range,
         )
     print(f"{args.out}: {len(done.rows)} pairs ({time.perf_counter() - t0:.1f} s this run); "
           f"preview {Path(args.out) / PREVIEW}")
@@ -476,7 +495,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--generator", required=True, help="StyleGAN2 checkpoint (NVlabs .pkl, rosinality .pt, ours)")
     p.add_argument("--direction", required=True, help=".npy/.pt of shape (w_dim,), (1,w_dim) or (num_ws,w_dim)")
-    p.add_argument("--alpha", type=float, default=1.5, help="edit strength: w' = w + alpha * d")
+    p.add_argument("--alpha", type=float, default=1.5,
+                   help="edit strength: w' = w + alpha * d (with --alpha-range: the unit, strength 1.0)")
+    p.add_argument("--alpha-range", type=parse_range, default=None, metavar="LO:HI",
+                   help="a strength per pair, uniform in LO:HI in units of --alpha (relative: w' = w + s * alpha * d, "
+                        "written --alpha-range=-1.5:1.5), drawn from the pair's seed and recorded as 'strength' in manifest.jsonl; "
+                        "for a conditional student (default: every pair at --alpha)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi")
     p.add_argument("--num", type=int, default=10000, help="number of seeds (all shards together)")
     p.add_argument("--out", required=True, help="dataset folder (train_A/, train_B/, manifest.jsonl, ...)")

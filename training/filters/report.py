@@ -33,6 +33,22 @@ def reason_counts(rows: list[PairRecord]) -> dict[str, int]:
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def strength_summary(rows: list[PairRecord], bins: int = 6) -> list[dict[str, Any]] | None:
+    """Kept and rejected pairs per strength bin (a dataset made with ``--alpha-range``); None at a fixed strength."""
+    values = [r.strength for r in rows if r.strength is not None]
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1).tolist()
+    out = []
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        inside = [r for r in rows if r.strength is not None and (a <= r.strength < b or (i == bins - 1 and r.strength == b))]
+        rejected = sum(1 for r in inside if r.keep is False)
+        out.append({"low": round(a, 4), "high": round(b, 4), "pairs": len(inside), "rejected": rejected,
+                    "rejection_rate": rejected / len(inside) if inside else 0.0})
+    return out
+
+
 def score_summary(rows: list[PairRecord]) -> dict[str, dict[str, float]]:
     keys = sorted({k for r in rows for k in r.scores})
     out = {}
@@ -119,6 +135,7 @@ def write_report(root: Path, rows: list[PairRecord], spec: list[dict[str, Any]],
         "scorers": spec,
         "keep_rules": {k: [r.low, r.high] for k, r in rules.items()},
         "scores": score_summary(rows),
+        "strengths": strength_summary(rows),
         "histogram": HISTOGRAM,
         "contact_sheet": CONTACT_SHEET if rejected else None,
     }
@@ -164,6 +181,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         *[f"- `{json.dumps(s)}`" for s in report["scorers"]],
         "",
     ]
+    if report.get("strengths"):
+        lines += ["## By edit strength (pairs made with --alpha-range; relative units, 1.0 = the dataset's alpha)", "",
+                  "| strength | pairs | rejected | rate |", "|---|---:|---:|---:|",
+                  *[f"| {b['low']:+.2f} to {b['high']:+.2f} | {b['pairs']} | {b['rejected']} | "
+                    f"{100 * b['rejection_rate']:.1f}% |" for b in report["strengths"]], ""]
     if report["histogram"]:
         lines += [f"![score histograms]({report['histogram']})", ""]
     if report["contact_sheet"]:
