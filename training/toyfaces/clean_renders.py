@@ -15,6 +15,12 @@ measured against ground truth on pictures no teacher drew:
 
 Seeds are drawn from :data:`CLEAN_SEED0` (above every teacher, pair and evaluation seed), z exactly
 as the teacher's seeds (``z_from_seeds``), adults only (age >= ADULT_AGE), as the student's domain.
+
+The renderer's age scale ends at 1 (about 85 years). A face older than ``1 - change`` cannot be drawn
+aged by the full change: its "true edit" is capped, and near the top it is the input itself (the
+identity then scores 50+ dB, and any real edit loses 20 dB against it). Such faces have no true edit
+of the teacher's strength, so the headline set holds the *ageable* adults (ADULT_AGE <= age <= 1 -
+change) and the capped top of the scale is measured apart (:func:`capped_render_set`), never dropped.
 """
 
 from __future__ import annotations
@@ -42,30 +48,40 @@ class CleanSet:
     aligned: bool
 
 
-def adult_faces(num: int, z_dim: int, aligned: bool = True, seed0: int = CLEAN_SEED0) -> list[tuple[int, FaceParams]]:
-    """The first ``num`` (seed, face) pairs from ``seed0`` on whose face is an adult, z drawn as the teacher's seeds."""
+def adult_faces(num: int, z_dim: int, aligned: bool = True, seed0: int = CLEAN_SEED0, min_age: float | None = None,
+                max_age: float = 1.0) -> list[tuple[int, FaceParams]]:
+    """The first ``num`` (seed, face) pairs from ``seed0`` on whose age is in [min_age (default ADULT_AGE), max_age]
+    (``min_age`` exclusive when it is given, so a capped set starts just above an ageable one)."""
     from training.directions import z_from_seeds
     from training.toyfaces.attributes import ADULT_AGE
 
+    if min_age is not None and min_age >= max_age:
+        raise DistillError(f"no face has an age in ({min_age:.3f}, {max_age:.3f}]")
     faces, seed = [], seed0
     while len(faces) < num:
         p = params_from_z(z_from_seeds([seed], z_dim)[0].double().numpy(), aligned)
-        if p.age >= ADULT_AGE:
+        if (p.age >= ADULT_AGE if min_age is None else p.age > min_age) and p.age <= max_age:
             faces.append((seed, p))
         seed += 1
     return faces
 
 
 def clean_render_set(num: int, size: int, z_dim: int, age_change: float, aligned: bool = True,
-                     seed0: int = CLEAN_SEED0) -> CleanSet:
-    """``num`` adult faces from ``seed0`` on: their render and their render with age + ``age_change`` (capped at 1)."""
+                     seed0: int = CLEAN_SEED0, capped: bool = False) -> CleanSet:
+    """``num`` ageable adults (age <= 1 - ``age_change``) from ``seed0`` on: their render and their render with age +
+    ``age_change``; with ``capped``, adults above that instead, their truth capped at age 1."""
+    from training.toyfaces.attributes import ADULT_AGE
+
     if num < 1:
         raise DistillError(f"--clean-renders {num}: need at least one face")
-    if not 0 < age_change <= 1:
-        raise DistillError(f"clean renders: age change {age_change:+.3f} is not a rise in (0, 1]; the edit does not age "
-                           "faces, or pass --clean-age-change")
+    if not 0 < age_change < 1 - ADULT_AGE:
+        raise DistillError(f"clean renders: age change {age_change:+.3f} is not a rise in (0, {1 - ADULT_AGE:g}) (an adult "
+                           "must be able to age by it); the edit does not age faces, or pass --clean-age-change")
+    top = 1.0 - age_change
+    faces = adult_faces(num, z_dim, aligned, seed0, min_age=top) if capped else adult_faces(num, z_dim, aligned, seed0,
+                                                                                              max_age=top)
     out = CleanSet([], [], [], [], age_change, aligned)
-    for seed, p in adult_faces(num, z_dim, aligned, seed0):
+    for seed, p in faces:
         out.seeds.append(seed)
         out.ages.append(p.age)
         out.inputs.append(render(p, size))
