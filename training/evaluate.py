@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import platform
 import shlex
 import time
@@ -56,6 +57,7 @@ from training.images import from_uint8, load_image, make_grid, save_image, to_ui
 from training.manifest import read_manifest
 from training.metrics import psnr, ssim
 from training.onnx_scorer import OnnxScorer
+from training.options import options_from_args
 from training.variants import cpu_description, cpu_session
 
 DEFAULT_NUM = 500
@@ -333,7 +335,7 @@ def against_truth(outputs: list[np.ndarray], targets: torch.Tensor, identity: to
             "beats_identity": float((gain > 0).float().mean())}, p.tolist()
 
 
-def evaluate_clean_renders(args: argparse.Namespace, G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec,
+def evaluate_clean_renders(opts: EvaluateOptions, G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec,
                            students: list[Student], scoring: Scoring | None, size: tuple[int, int],
                            teacher_change: float | None, out: Path) -> dict[str, Any]:
     """The toy domain's clean renders against the renderer's true edit (see training/toyfaces/clean_renders.py)."""
@@ -343,11 +345,11 @@ def evaluate_clean_renders(args: argparse.Namespace, G: torch.nn.Module, directi
     if not (G.checkpoint_info.get("metadata") or {}).get("toyfaces"):
         raise DistillError(f"--clean-renders: {spec.teacher} is not a toy-face teacher (distill toyfaces train-teacher); "
                            "clean renders with a true edit exist only in the toy domain")
-    change = args.clean_age_change if args.clean_age_change is not None else teacher_change
+    change = opts.clean_age_change if opts.clean_age_change is not None else teacher_change
     if change is None:
         raise DistillError("--clean-renders needs the teacher's age change: pass --scorer with --attribute age=INDEX, "
                            "or --clean-age-change X")
-    clean = clean_render_set(args.clean_renders, G.img_resolution, G.z_dim, change, trained_aligned(G))
+    clean = clean_render_set(opts.clean_renders, G.img_resolution, G.z_dim, change, trained_aligned(G))
     inputs = [resize(im, size) for im in clean.inputs]
     targets_u8 = [resize(im, size) for im in clean.targets]
     targets = torch.cat([from_uint8(t) for t in targets_u8])
@@ -361,10 +363,10 @@ def evaluate_clean_renders(args: argparse.Namespace, G: torch.nn.Module, directi
         paths[f"student_{s.variant}"], per = against_truth(outputs[s.variant], targets, identity_psnr)
         for row, v in zip(rows, per, strict=True):
             row[f"psnr_{s.variant}"] = v
-    legacy_n = min(args.clean_legacy_num, len(inputs))
+    legacy_n = min(opts.clean_legacy_num, len(inputs))
     if legacy_n:
         outputs["legacy"], seconds, _ = legacy_outputs(G, direction, spec, clean.seeds[:legacy_n], clean.inputs[:legacy_n],
-                                                       args.legacy_steps, args.vgg16, out / "legacy_clean")
+                                                       opts.legacy_steps, opts.vgg16, out / "legacy_clean")
         outputs["legacy"] = [resize(im, size) for im in outputs["legacy"]]
         paths["legacy"], per = against_truth(outputs["legacy"], targets[:legacy_n], identity_psnr)
         paths["identity_on_legacy_seeds"] = {"psnr": spread(identity_psnr[:legacy_n].tolist()),
@@ -395,7 +397,7 @@ def evaluate_clean_renders(args: argparse.Namespace, G: torch.nn.Module, directi
     save_image(out / "clean_grid.png", make_grid(grid_rows))
     return {"n": len(inputs), "seeds": {"start": clean.seeds[0], "stop": clean.seeds[-1] + 1, "adults_only": True},
             "aligned": clean.aligned, "age_change": change,
-            "age_change_source": "--clean-age-change" if args.clean_age_change is not None
+            "age_change_source": "--clean-age-change" if opts.clean_age_change is not None
             else "the teacher's mean age change on the held-out seeds, read by the scorer",
             "paths": paths, "age_judge": judged, "success_fraction": SUCCESS_FRACTION,
             "grid": {"file": "clean_grid.png", "columns": ["clean render", "true edit (renderer)", *[
@@ -423,21 +425,21 @@ class Scoring:
         return out
 
 
-def build_scoring(args: argparse.Namespace) -> Scoring | None:
+def build_scoring(opts: EvaluateOptions) -> Scoring | None:
     """The --scorer options -> Scoring, or None without --scorer."""
-    if not args.scorer:
-        if args.attribute or args.other:
+    if not opts.scorer:
+        if opts.attribute or opts.other:
             raise DistillError("--attribute/--other need --scorer MODEL.onnx (the model that reads the attributes)")
         return None
-    if not args.attribute:
+    if not opts.attribute:
         raise DistillError("--scorer needs --attribute NAME=INDEX: the scorer output the edit should change, e.g. age=0")
-    named = [_name_index(args.attribute, "--attribute")] + [_name_index(t, "--other") for t in args.other]
+    named = [_name_index(opts.attribute, "--attribute")] + [_name_index(t, "--other") for t in opts.other]
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
         raise DistillError(f"--attribute/--other: repeated names {names}")
-    scorer = OnnxScorer(args.scorer, dict(named), input_size=args.input_size, mean=args.mean, std=args.std,
-                        activation=args.activation, providers=["CPUExecutionProvider"])
-    return Scoring(scorer, names[0], names[1:], Path(args.scorer))
+    scorer = OnnxScorer(opts.scorer, dict(named), input_size=opts.input_size, mean=opts.mean, std=opts.std,
+                        activation=opts.activation, providers=["CPUExecutionProvider"])
+    return Scoring(scorer, names[0], names[1:], Path(opts.scorer))
 
 
 def _name_index(text: str, flag: str) -> tuple[str, int]:
@@ -450,36 +452,67 @@ def _name_index(text: str, flag: str) -> tuple[str, int]:
         raise DistillError(f"{flag} {text!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0") from None
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the evaluation described by ``args``; write REPORT_DIR and return the report dict."""
+@dataclass
+class EvaluateOptions:
+    """What ``distill evaluate`` does: one field per flag (``seeds`` as (START, STOP), ``variants`` as a list)."""
+
+    entry: str  # a model-zoo entry name or an entry folder
+    out: str | os.PathLike
+    model_zoo: str | None = None
+    dataset: str | None = None
+    seeds: tuple[int, int] | None = None
+    num: int | None = None
+    truncation: float | None = None
+    scorer: str | None = None
+    attribute: str | None = None  # NAME=INDEX
+    other: list[str] = field(default_factory=list)  # NAME=INDEX each
+    input_size: int | tuple[int, int] | None = None
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    activation: str = "none"
+    legacy_num: int = 20
+    legacy_steps: int = 200
+    variants: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    timing_num: int = 100
+    clean_renders: int = 0
+    clean_legacy_num: int = 10
+    clean_age_change: float | None = None
+    vgg16: str | None = None
+    device: str = "cpu"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in ("fp32", "fp16", "int8")]
+        if unknown or "fp32" not in self.variants:
+            raise DistillError(f"--variants {','.join(self.variants)!r}: a comma list of fp32 (required), int8, fp16")
+        if self.legacy_num < 0 or self.clean_legacy_num < 0 or self.legacy_steps < 1 or self.timing_num < 1:
+            raise DistillError("--legacy-num and --clean-legacy-num must be >= 0, --legacy-steps and --timing-num >= 1")
+
+
+def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
+    """Run the evaluation ``opts`` describes; write its report folder and return the report dict."""
     from training.stylegan2 import load_generator
 
-    entry = resolve_entry(args.entry, args.model_zoo)
-    spec = edit_spec(entry, args.truncation)
-    trained, trained_source = dataset_seeds(entry, args.dataset)
-    seeds = choose_seeds(args.seeds, args.num, trained)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in ("fp32", "fp16", "int8")]
-    if unknown or "fp32" not in variants:
-        raise DistillError(f"--variants {args.variants!r}: a comma list of fp32 (required), int8, fp16")
-    present = [v for v in variants if v in entry.manifest["variants"]]
-    missing = [v for v in variants if v not in present]
-    if args.legacy_num < 0 or args.clean_legacy_num < 0 or args.legacy_steps < 1 or args.timing_num < 1:
-        raise DistillError("--legacy-num and --clean-legacy-num must be >= 0, --legacy-steps and --timing-num >= 1")
-    scoring = build_scoring(args)
-    out = Path(args.out)
+    entry = resolve_entry(opts.entry, opts.model_zoo)
+    spec = edit_spec(entry, opts.truncation)
+    trained, trained_source = dataset_seeds(entry, opts.dataset)
+    seeds = choose_seeds(opts.seeds, opts.num, trained)
+    present = [v for v in opts.variants if v in entry.manifest["variants"]]
+    missing = [v for v in opts.variants if v not in present]
+    scoring = build_scoring(opts)
+    out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
 
-    device = pick_device(args.device)
+    device = pick_device(opts.device)
     exact_float32()
     G = load_generator(spec.teacher, device=device)
     direction = load_direction(spec.direction, G.num_ws, G.w_dim).to(device)
     size = entry.input_size
-    students = [Student(v, entry.variant_path(v), args.threads) for v in present]
+    students = [Student(v, entry.variant_path(v), opts.threads) for v in present]
 
-    legacy_num = min(args.legacy_num, len(seeds))
+    legacy_num = min(opts.legacy_num, len(seeds))
     grid_rows = min(GRID_ROWS, len(seeds))
     keep_first = max(grid_rows, legacy_num)  # originals, edits and outputs kept for the grid and the legacy path
     timing_inputs: list[np.ndarray] = []
@@ -509,7 +542,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             scores["teacher"] += scoring.score(edits)
         kept_orig += list(originals[: max(0, keep_first - i)])
         kept_edit += list(edits[: max(0, keep_first - i)])
-        timing_inputs += inputs[: max(0, args.timing_num - i)]
+        timing_inputs += inputs[: max(0, opts.timing_num - i)]
         rows += batch_rows
         bar.update(len(batch))
     bar.close()
@@ -519,7 +552,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     legacy_images: list[np.ndarray] = []
     if legacy_num:
         legacy_images, seconds, reused = legacy_outputs(
-            G, direction, spec, seeds[:legacy_num], kept_orig[:legacy_num], args.legacy_steps, args.vgg16,
+            G, direction, spec, seeds[:legacy_num], kept_orig[:legacy_num], opts.legacy_steps, opts.vgg16,
             out / "legacy")
         t = torch.cat([from_uint8(o) for o in legacy_images])
         targets = torch.cat([from_uint8(e) for e in kept_edit[:legacy_num]])
@@ -527,8 +560,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             row["psnr_legacy"], row["ssim_legacy"], row["seconds_legacy"] = p, q, sec
         if scoring:
             scores["legacy"] = scoring.score(legacy_images)
-        legacy = {"n": legacy_num, "steps": args.legacy_steps, "seconds": seconds, "reused": reused,
-                  "distance": "VGG16 perceptual" if args.vgg16 else "pyramid pixel (no --vgg16 weights)"}
+        legacy = {"n": legacy_num, "steps": opts.legacy_steps, "seconds": seconds, "reused": reused,
+                  "distance": "VGG16 perceptual" if opts.vgg16 else "pyramid pixel (no --vgg16 weights)"}
 
     if scoring:
         for name, per_image in scores.items():
@@ -536,13 +569,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 for key, value in record.items():
                     row[f"{name}.{key}"] = value
 
-    report = build_report(args, entry, spec, G, seeds, trained, trained_source, present, missing, rows, scoring,
+    report = build_report(opts, entry, spec, G, seeds, trained, trained_source, present, missing, rows, scoring,
                           students, legacy)
-    if args.clean_renders:
+    if opts.clean_renders:
         change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
-        report["clean_renders"] = evaluate_clean_renders(args, G, direction, spec, students, scoring, size, change, out)
-    report["engines"] = engine_latency(entry, present, timing_inputs, args.threads)
-    report["engines"] = engine_latency(entry, present, timing_inputs, args.threads)
+        report["clean_renders"] = evaluate_clean_renders(opts, G, direction, spec, students, scoring, size, change, out)
+    report["engines"] = engine_latency(entry, present, timing_inputs, opts.threads)
+    report["engines"] = engine_latency(entry, present, timing_inputs, opts.threads)
     report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
     atomic_write_text(out / "per_image.csv", per_image_csv(rows))
     atomic_write_json(out / "report.json", report)
@@ -550,7 +583,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G: torch.nn.Module, seeds: list[int],
+def build_report(opts: EvaluateOptions, entry: ModelEntry, spec: EditSpec, G: torch.nn.Module, seeds: list[int],
                  trained: list[int] | None, trained_source: str, present: list[str], missing: list[str],
                  rows: list[dict[str, Any]], scoring: Scoring | None, students: list[Student],
                  legacy: dict[str, Any] | None) -> dict[str, Any]:
@@ -609,9 +642,9 @@ def build_report(args: argparse.Namespace, entry: ModelEntry, spec: EditSpec, G:
 
     return {
         "format": "distill-evaluation/1",
-        "command": command_line(args),
+        "command": command_line(opts),
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "machine": {"cpu": cpu_description(), "platform": platform.platform(), "ort_threads": args.threads or "default",
+        "machine": {"cpu": cpu_description(), "platform": platform.platform(), "ort_threads": opts.threads or "default",
                     "torch_threads": torch.get_num_threads(),
                     "torch_device": _device_name(G.w_avg.device), "onnxruntime": ort.__version__,
                     "torch": torch.__version__, "provider": "CPUExecutionProvider"},
@@ -641,38 +674,38 @@ def _ratios(slow: dict[str, float], fast: dict[str, float]) -> dict[str, float]:
     return {"mean": slow["mean_ms"] / fast["mean_ms"], "p50": slow["p50_ms"] / fast["p50_ms"]}
 
 
-def command_line(args: argparse.Namespace) -> str:
+def command_line(opts: EvaluateOptions) -> str:
     """The command that reproduces this report, every option spelled out."""
-    argv = ["distill", "evaluate", args.entry, "--out", str(args.out)]
-    if args.model_zoo:
-        argv += ["--model-zoo", args.model_zoo]
-    if args.dataset:
-        argv += ["--dataset", args.dataset]
-    if args.seeds:
-        argv += ["--seeds", f"{args.seeds[0]}:{args.seeds[1]}"]
-    if args.num is not None:
-        argv += ["--num", str(args.num)]
-    if args.truncation is not None:
-        argv += ["--truncation", str(args.truncation)]
-    if args.scorer:
-        argv += ["--scorer", args.scorer, "--attribute", args.attribute]
-        for o in args.other:
+    argv = ["distill", "evaluate", opts.entry, "--out", str(opts.out)]
+    if opts.model_zoo:
+        argv += ["--model-zoo", opts.model_zoo]
+    if opts.dataset:
+        argv += ["--dataset", opts.dataset]
+    if opts.seeds:
+        argv += ["--seeds", f"{opts.seeds[0]}:{opts.seeds[1]}"]
+    if opts.num is not None:
+        argv += ["--num", str(opts.num)]
+    if opts.truncation is not None:
+        argv += ["--truncation", str(opts.truncation)]
+    if opts.scorer:
+        argv += ["--scorer", opts.scorer, "--attribute", opts.attribute]
+        for o in opts.other:
             argv += ["--other", o]
-        if args.input_size:
-            argv += ["--input-size", str(args.input_size)]
-        argv += ["--mean", *map(str, args.mean), "--std", *map(str, args.std), "--activation", args.activation]
-    argv += ["--legacy-num", str(args.legacy_num), "--legacy-steps", str(args.legacy_steps), "--variants", args.variants,
-             "--timing-num", str(args.timing_num)]
-    if args.clean_renders:
-        argv += ["--clean-renders", str(args.clean_renders), "--clean-legacy-num", str(args.clean_legacy_num)]
-        if args.clean_age_change is not None:
-            argv += ["--clean-age-change", str(args.clean_age_change)]
-    if args.vgg16:
-        argv += ["--vgg16", args.vgg16]
-    if args.threads:
-        argv += ["--threads", str(args.threads)]
-    if args.device != "cpu":
-        argv += ["--device", args.device]
+        if opts.input_size:
+            argv += ["--input-size", str(opts.input_size)]
+        argv += ["--mean", *map(str, opts.mean), "--std", *map(str, opts.std), "--activation", opts.activation]
+    argv += ["--legacy-num", str(opts.legacy_num), "--legacy-steps", str(opts.legacy_steps), "--variants", ",".join(opts.variants),
+             "--timing-num", str(opts.timing_num)]
+    if opts.clean_renders:
+        argv += ["--clean-renders", str(opts.clean_renders), "--clean-legacy-num", str(opts.clean_legacy_num)]
+        if opts.clean_age_change is not None:
+            argv += ["--clean-age-change", str(opts.clean_age_change)]
+    if opts.vgg16:
+        argv += ["--vgg16", opts.vgg16]
+    if opts.threads:
+        argv += ["--threads", str(opts.threads)]
+    if opts.device != "cpu":
+        argv += ["--device", opts.device]
     return shlex.join(argv)
 
 
@@ -940,7 +973,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = evaluate(args)
+    """``distill evaluate``: the options from the flags."""
+    report = evaluate(options_from_args(EvaluateOptions, args, variants=[v.strip() for v in args.variants.split(",") if v.strip()]))
     out = Path(args.out)
     fp32 = report["fidelity"]["student_fp32"]["psnr"]["mean"]
     print(f"wrote {out / 'report.md'}: {report['seeds']['count']} seeds, student fp32 PSNR {fp32:.2f} dB vs the teacher's edit, "
