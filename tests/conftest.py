@@ -50,3 +50,15 @@ def pair_teacher(tmp_path_factory) -> tuple[str, str]:
     save_generator(G, root / "g.pt")
     np.save(root / "d.npy", np.random.default_rng(0).standard_normal(32).astype(np.float32))
     return str(root / "g.pt"), str(root / "d.npy")
+
+
+@pytest.fixture(scope="session")
+def strength_pairs(pair_teacher, tmp_path_factory) -> Path:
+    """Eight 16 px pairs over strengths -1.5:1.5 (``distill pairs --alpha-range``; issue 14), unfiltered."""
+    from training.pairs import generate_pairs
+    from training.strength import StrengthRange
+
+    out = tmp_path_factory.mktemp("strength") / "pairs"
+    generate_pairs(*pair_teacher, out, alpha=1.0, num=8, device="cpu", progress=False,
+                   alpha_range=StrengthRange(-1.5, 1.5))
+    return out

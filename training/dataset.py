@@ -144,6 +144,7 @@ class PairDataset(Dataset):
         return np.array(pixels)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        """Item ``index`` of ``epoch``: A, B, the pair's seed, its index and its relative edit strength."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         row = self.rows[index]
         a, b = self._load(row.a), self._load(row.b)
@@ -152,7 +153,9 @@ class PairDataset(Dataset):
         if self.augment.active:
             a, b = self.augment.apply(np.ascontiguousarray(a), np.ascontiguousarray(b),
                                       np.random.default_rng([abs(self.seed), epoch, index]))
-        return {"a": from_uint8(a)[0], "b": from_uint8(b)[0], "seed": row.seed, "index": index}
+        strength = 1.0 if row.strength is None else float(row.strength)  # a fixed-strength pair is strength 1
+        return {"a": from_uint8(a)[0], "b": from_uint8(b)[0], "seed": row.seed, "index": index,
+                "strength": torch.tensor(strength, dtype=torch.float32)}
 
 
 def native_size(root: str | os.PathLike, rows: list[PairRecord]) -> tuple[int, int]:

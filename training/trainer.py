@@ -85,7 +85,7 @@ from training.pix2pixhd.config import PRESETS
 # Generator / discriminator fields fixed by the weights: a resumed run cannot change them.
 STRUCTURAL_FIELDS = (
     "input_nc", "output_nc", "ngf", "netG", "n_downsample_global", "n_blocks_global",
-    "n_local_enhancers", "n_blocks_local", "residual", "ndf", "n_layers_D", "num_D",
+    "n_local_enhancers", "n_blocks_local", "residual", "condition", "ndf", "n_layers_D", "num_D",
 )  # fmt: skip
 # Options that decide the model and which data a step sees: None means "the checkpoint's value" on
 # --resume (changing them there is an error) and these defaults on a new run.
@@ -305,13 +305,15 @@ class Pix2PixHDObjective:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp.dtype, enabled=self.amp.dtype is not None)
 
-    def step(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Train on one batch of inputs ``a`` and targets ``b`` ([N,3,H,W] in [-1,1]); detached losses."""
+    def step(self, a: torch.Tensor, b: torch.Tensor, strength: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Train on one batch of inputs ``a`` and targets ``b`` ([N,3,H,W] in [-1,1]); detached losses.
+
+        ``strength`` [N]: each pair's relative edit strength, for a conditional generator (cfg.condition)."""
         assert a.shape == b.shape and a.dim() == 4, (a.shape, b.shape)
         n = a.shape[0]
         cfg = self.cfg
         with self._autocast():
-            fake = self.G(a)
+            fake = self.G(a) if cfg.condition == "none" else self.G(a, strength)
             pairs = torch.cat([torch.cat([a, fake.detach()], 1), torch.cat([a, b], 1)], 0)
             pred_fake_d, pred_real = _split_batch(self.D(pairs), n)
             loss_D_fake = self.gan(pred_fake_d, False)
@@ -489,6 +491,7 @@ class Trainer:
                 opts.dataset, cfg.stride, val_fraction=opts.val_fraction, load_size=opts.load_size, flip=opts.flip, seed=opts.seed,
                 augment=parse_augmentation(opts.augment),
             )
+        self._check_strengths()
         torch.manual_seed(opts.seed)
         G = build_generator(cfg).to(device)
         D = build_discriminator(cfg).to(device)
@@ -526,6 +529,16 @@ class Trainer:
 
     # -- setup helpers
 
+    def _check_strengths(self) -> None:
+        """A conditional student needs pairs over a range of strengths; a plain one warns on them (issue 14)."""
+        ranged = any(r.strength is not None for r in self.data.train.rows)
+        if self.cfg.condition != "none" and not ranged:
+            raise DistillError(f"--condition {self.cfg.condition}: {self.opts.dataset} has one fixed strength; make "
+                               "pairs over a range with `distill pairs --alpha-range=LO:HI`")
+        if self.cfg.condition == "none" and ranged:
+            self._note(f"{self.opts.dataset}: pairs over a range of strengths but a fixed-strength student; "
+                       "pass --condition plane|modulation (with --residual) to learn the strength")
+
     def _check_resumable(self, ckpt: dict[str, Any]) -> None:
         """Mid-epoch resumption needs the same train set and shard layout; otherwise restart that epoch."""
         same_data = ckpt.get("train_seeds") == [r.seed for r in self.data.train.rows]
@@ -543,6 +556,7 @@ class Trainer:
             self.data.train.root, self.data.train.rows, self.data.geometry
         )
         items = [source[i] for i in range(min(4, len(source)))]
+        self.sample_strength = torch.stack([it["strength"] for it in items])
         return torch.stack([torch.stack([it["a"] for it in items]), torch.stack([it["b"] for it in items])])
 
     def _note(self, msg: str) -> None:
@@ -649,7 +663,7 @@ class Trainer:
         if not self.env.is_main:
             return
         a, b = self.sample_batch.to(self.device)
-        fake = self.objective.g_net(a).float()
+        fake = self._generate(self.objective.g_net, a, self.sample_strength).float()
         rows = [list(to_uint8(x)) for x in (a, fake, b)]
         save_image(self.run_dir / SAMPLES / f"step_{self.progress.global_step:08d}.png", make_grid(rows))
 
@@ -662,12 +676,16 @@ class Trainer:
         sums = {"val_psnr": 0.0, "val_ssim": 0.0, "val_l1": 0.0}
         for batch in self.val_loader:
             a, b = batch["a"].to(self.device), batch["b"].to(self.device)
-            fake = G(a).float()
+            fake = self._generate(G, a, batch["strength"]).float()
             sums["val_psnr"] += psnr(fake, b).sum().item()
             sums["val_ssim"] += ssim(fake, b).sum().item()
             sums["val_l1"] += (fake - b).abs().flatten(1).mean(1).sum().item()
         n = len(self.data.val)
         return {k: v / n for k, v in sums.items()} | {"n_val": n}
+
+    def _generate(self, G: nn.Module, a: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        """G(a), or G(a, strength) for a conditional generator."""
+        return G(a) if self.cfg.condition == "none" else G(a, strength.to(self.device))
 
     # -- the loop
 
@@ -746,7 +764,8 @@ class Trainer:
         for batch in self._batches(flag):
             a = batch["a"].to(self.device, non_blocking=True)
             b = batch["b"].to(self.device, non_blocking=True)
-            losses = self.objective.step(a, b)
+            strength = None if self.cfg.condition == "none" else batch["strength"].to(self.device, non_blocking=True)
+            losses = self.objective.step(a, b, strength)
             p.global_step += 1
             p.step_in_epoch += 1
             for k, v in losses.items():

@@ -14,6 +14,10 @@ from typing import Any
 from training.errors import DistillError
 
 NET_G_CHOICES = ("global", "local")
+# How a generator takes the edit strength (issue 14; training/pix2pixhd/conditional.py): "none" = one fixed
+# strength; "scale" = the residual times the strength; "plane" = also a constant strength plane beside the
+# image; "modulation" = also a learned per-channel scale and shift of the bottleneck from the strength.
+CONDITION_CHOICES = ("none", "scale", "plane", "modulation")
 GAN_MODES = ("lsgan", "vanilla")
 
 
@@ -30,6 +34,7 @@ class Pix2PixHDConfig:
     n_local_enhancers: int = 1
     n_blocks_local: int = 3
     residual: bool = False  # output = clamp(input + G(input)): fine detail of the input has a path (not NVIDIA's)
+    condition: str = "none"  # strength input (CONDITION_CHOICES): output = clamp(input + strength * G(input, strength))
     ndf: int = 64
     n_layers_D: int = 3
     num_D: int = 2
@@ -45,6 +50,11 @@ class Pix2PixHDConfig:
     def __post_init__(self) -> None:
         if self.netG not in NET_G_CHOICES:
             raise DistillError(f"pix2pixhd config: netG must be one of {NET_G_CHOICES}, got {self.netG!r}")
+        if self.condition not in CONDITION_CHOICES:
+            raise DistillError(f"pix2pixhd config: condition must be one of {CONDITION_CHOICES}, got {self.condition!r}")
+        if self.condition != "none" and (not self.residual or self.netG != "global"):
+            raise DistillError(f"pix2pixhd config: condition={self.condition!r} needs the residual global generator "
+                               "(--residual --netG global): strength 0 must give back the input")
         if self.gan_mode not in GAN_MODES:
             raise DistillError(f"pix2pixhd config: gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}")
         positive = ("input_nc", "output_nc", "ngf", "ndf", "n_layers_D", "num_D")

@@ -257,8 +257,20 @@ def init_weights(module: nn.Module) -> None:
 def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
     """GlobalGenerator or LocalEnhancer for ``cfg`` (NVIDIA init unless ``init=False``); ``G.config`` = cfg.
 
-    With ``cfg.residual`` the output layer starts at zero, so training starts from the identity.
+    With ``cfg.residual`` the output layer starts at zero, so training starts from the identity. With
+    ``cfg.condition`` other than "none" it is the strength-conditioned generator (``G(x, strength)``,
+    :mod:`training.pix2pixhd.conditional`).
     """
+    if cfg.condition != "none":
+        from training.pix2pixhd.conditional import ConditionalGenerator
+
+        net: nn.Module = ConditionalGenerator(cfg)
+        if init:
+            init_weights(net)
+            zero_output_layer(net)
+            net.init_condition()
+        net.config = cfg
+        return net
     if cfg.netG == "global":
         net: nn.Module = GlobalGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
                                          cfg.residual)

@@ -1,0 +1,81 @@
+"""A strength-conditioned Pix2PixHD global generator: one student for the whole range of an edit (issue 14).
+
+``output = clamp(x + s * G(x, s), -1, 1)`` for a relative strength ``s`` per image (training/strength.py:
+1.0 = the entry's alpha). The residual is scaled by ``s``, so ``s = 0`` gives back the input exactly and
+``-s`` starts as the opposite edit; how ``G`` itself sees ``s`` is ``cfg.condition``:
+
+- ``scale``: not at all (the change is linear in ``s``; the baseline);
+- ``plane``: a constant plane of ``s`` concatenated to the image (4 input channels to the first conv);
+- ``modulation``: a small MLP maps ``s`` to a per-channel scale and shift of the bottleneck features,
+  applied after the encoder and after every residual block (FiLM; zero-initialised, so it starts as ``scale``).
+
+The layers keep NVIDIA's global-generator layout under ``model.*`` (so :func:`infer_config` reads them);
+the modulation MLP is ``film.*``. The ONNX graph has two inputs, ``input`` [N,3,H,W] and ``strength`` [N].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.errors import DistillError
+from training.pix2pixhd.config import Pix2PixHDConfig, min_input_size
+from training.pix2pixhd.networks import ResnetBlock, _global_layers, check_input
+
+FILM_HIDDEN = 64
+
+
+class ConditionalGenerator(nn.Module):
+    """The residual global generator with a strength input (see the module docstring)."""
+
+    def __init__(self, cfg: Pix2PixHDConfig) -> None:
+        super().__init__()
+        if cfg.condition == "none" or not cfg.residual or cfg.netG != "global":
+            raise DistillError(f"ConditionalGenerator needs condition scale/plane/modulation on the residual global "
+                               f"generator, got condition={cfg.condition!r} residual={cfg.residual} netG={cfg.netG!r}")
+        self.condition = cfg.condition
+        self.input_nc, self.output_nc, self.residual = cfg.input_nc, cfg.output_nc, True
+        self.stride = 2**cfg.n_downsample_global
+        self.min_size = min_input_size(cfg.n_downsample_global, cfg.n_blocks_global)
+        extra = 1 if cfg.condition == "plane" else 0
+        self.model = nn.Sequential(*_global_layers(cfg.input_nc + extra, cfg.output_nc, cfg.ngf,
+                                                   cfg.n_downsample_global, cfg.n_blocks_global))
+        self.bottleneck_channels = cfg.ngf * 2**cfg.n_downsample_global
+        self.encoder_end = 4 + 3 * cfg.n_downsample_global  # index of the first residual block
+        self.film_points = cfg.n_blocks_global + 1
+        if cfg.condition == "modulation":
+            self.film = nn.Sequential(nn.Linear(1, FILM_HIDDEN), nn.ReLU(True),
+                                      nn.Linear(FILM_HIDDEN, 2 * self.bottleneck_channels * self.film_points))
+
+    def init_condition(self) -> None:
+        """Zero the modulation's last layer: training starts from the unmodulated (``scale``) generator."""
+        if self.condition == "modulation":
+            nn.init.zeros_(self.film[-1].weight)
+            nn.init.zeros_(self.film[-1].bias)
+
+    def forward(self, x: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.input_nc, self.stride, self.min_size, "ConditionalGenerator")
+        s = strength.reshape(-1).to(x.dtype)
+        if not torch.jit.is_tracing() and s.shape[0] != x.shape[0]:
+            raise DistillError(f"ConditionalGenerator: {x.shape[0]} images but {s.shape[0]} strengths")
+        plane = s.view(-1, 1, 1, 1) * torch.ones_like(x[:, :1])
+        h = torch.cat([x, plane], 1) if self.condition == "plane" else x
+        film = None
+        if self.condition == "modulation":
+            film = self.film(s.view(-1, 1)).view(-1, self.film_points, 2, self.bottleneck_channels, 1, 1)
+        point = 0
+        for i, layer in enumerate(self.model):
+            if film is not None and i == self.encoder_end:
+                h = h * (1 + film[:, point, 0]) + film[:, point, 1]
+                point += 1
+            h = layer(h)
+            if film is not None and isinstance(layer, ResnetBlock):
+                h = h * (1 + film[:, point, 0]) + film[:, point, 1]
+                point += 1
+        return (x + plane * h).clamp(-1.0, 1.0)
+
+
+def is_conditional(net: nn.Module) -> bool:
+    """Whether a generator (or its DDP wrapper) takes a strength input."""
+    net = getattr(net, "module", net)
+    return getattr(getattr(net, "config", None), "condition", "none") != "none"
