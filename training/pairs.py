@@ -60,6 +60,7 @@ from training.manifest import (
     write_manifest,
     write_metadata,
 )
+from training.options import options_from_args
 from training.strength import UNITS_TEXT as STRENGTH_UNITS_TEXT
 from training.strength import StrengthRange, apply_strengths, parse_range, strength_for_seed
 
@@ -463,16 +464,43 @@ def merge_datasets(out: str | os.PathLike, sources: list[str | os.PathLike]) -> 
 # CLI.
 
 
+@dataclass
+class PairsOptions:
+    """What ``distill pairs`` does: one field per flag. ``shard``/``num_shards`` None: from an Indexed Job's
+    environment (see :func:`resolve_shard`), else 0 of 1."""
+
+    generator: str | os.PathLike
+    direction: str | os.PathLike
+    out: str | os.PathLike
+    alpha: float = 1.5
+    truncation: float = 0.7
+    num: int = 10000
+    layers: tuple[int, int] = DEFAULT_LAYERS
+    normalize: bool = False
+    batch_size: int = 8
+    seed_start: int = 0
+    device: str = "auto"
+    shard: int | None = None
+    num_shards: int | None = None
+    noise_mode: str = "const"
+    progress: bool = True
+
+
+def make_pairs(opts: PairsOptions) -> PairSet:
+    """Generate (or finish) this process's shard of the pairs ``opts`` describes; returns every finished pair."""
+    shard, num_shards = resolve_shard(opts.shard, opts.num_shards)
+    return generate_pairs(
+        opts.generator, opts.direction, opts.out, alpha=opts.alpha, truncation=opts.truncation, num=opts.num,
+        layers=opts.layers, normalize=opts.normalize, batch_size=opts.batch_size, seed_start=opts.seed_start,
+        device=opts.device, shard=shard, num_shards=num_shards, noise_mode=opts.noise_mode, progress=opts.progress,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    """``distill pairs``: the options from the flags."""
     t0 = time.perf_counter()
-    shard, num_shards = resolve_shard(args.shard, args.num_shards)
     with file_errors(args.out):
-        done = generate_pairs(
-            args.generator, args.direction, args.out, alpha=args.alpha, truncation=args.truncation, num=args.num,
-            layers=args.layers, normalize=args.normalize, batch_size=args.batch_size, seed_start=args.seed_start,
-            device=args.device, shard=shard, num_shards=num_shards, noise_mode=args.noise_mode,
-            alpha_range=args.alpha_range,
-        )
+        done = make_pairs(options_from_args(PairsOptions, args))
     print(f"{args.out}: {len(done.rows)} pairs ({time.perf_counter() - t0:.1f} s this run); "
           f"preview {Path(args.out) / PREVIEW}")
     return 0
