@@ -473,6 +473,7 @@ class PairsOptions:
     direction: str | os.PathLike
     out: str | os.PathLike
     alpha: float = 1.5
+    alpha_range: StrengthRange | None = None  # a relative strength per pair (training/strength.py)
     truncation: float = 0.7
     num: int = 10000
     layers: tuple[int, int] = DEFAULT_LAYERS
@@ -493,6 +494,7 @@ def make_pairs(opts: PairsOptions) -> PairSet:
         opts.generator, opts.direction, opts.out, alpha=opts.alpha, truncation=opts.truncation, num=opts.num,
         layers=opts.layers, normalize=opts.normalize, batch_size=opts.batch_size, seed_start=opts.seed_start,
         device=opts.device, shard=shard, num_shards=num_shards, noise_mode=opts.noise_mode, progress=opts.progress,
+        alpha_range=opts.alpha_range,
     )
 
 
