@@ -97,6 +97,32 @@ class Edit(BaseModel):
         return value
 
 
+class StrengthSpec(_Record):
+    """A conditional model's second ONNX input (issue 14): a relative edit strength per image, float32 [N].
+
+    Strength ``s`` stands for the latent edit ``w + s * edit.alpha * d`` (``units`` "relative": 1.0 = the
+    edit's alpha, 0 = the input unchanged, negative = the opposite edit); ``range`` is what the model was
+    trained on (the service refuses strengths outside it), ``default`` what a request without one gets.
+    """
+
+    name: str = "strength"
+    dtype: Literal["float32"] = "float32"
+    shape: Literal["[N]"] = "[N]"
+    units: Literal["relative"] = "relative"
+    meaning: str = "w + strength * edit.alpha * direction: 1.0 = edit.alpha, 0 = the input unchanged"
+    range: tuple[float, float]
+    default: float = 1.0
+
+    @model_validator(mode="after")
+    def _in_range(self) -> StrengthSpec:
+        low, high = self.range
+        if not low < high:
+            raise ValueError(f"strength.range {list(self.range)} must be [low, high] with low < high")
+        if not low <= self.default <= high:
+            raise ValueError(f"strength.default {self.default} lies outside strength.range {list(self.range)}")
+        return self
+
+
 class InputSpec(_Record):
     """The ONNX input: NCHW float32 in ``range``, H and W multiples of ``stride``, native size ``size``."""
 
@@ -249,6 +275,7 @@ class EntryManifest(_Record):
     description: str = ""
     edit: Edit = Field(default_factory=Edit)
     input: InputSpec
+    strength: StrengthSpec | None = None  # a strength-conditioned model's second input; None: one fixed strength
     output: OutputSpec = Field(default_factory=OutputSpec)
     variants: dict[str, Variant]
     refused_variants: dict[str, RefusedVariant] = Field(default_factory=dict)
@@ -271,6 +298,9 @@ class EntryManifest(_Record):
         for where, fname in listed:
             if fname not in self.files:
                 raise ValueError(f"{where} {fname!r} is not listed in 'files'")
+        if self.strength is not None and self.edit.alpha is None:
+            raise ValueError("a strength-conditioned entry needs edit.alpha (what strength 1.0 means); "
+                             "re-export with --alpha A")
         if self.direction is not None and (self.edit.alpha is None or self.edit.layers is None):
             raise ValueError("the entry ships a direction but edit.alpha or edit.layers is missing "
                              "(re-export with --alpha A --layers START:STOP)")

@@ -62,3 +62,24 @@ def strength_pairs(pair_teacher, tmp_path_factory) -> Path:
     generate_pairs(*pair_teacher, out, alpha=1.0, num=8, device="cpu", progress=False,
                    alpha_range=StrengthRange(-1.5, 1.5))
     return out
+
+
+@pytest.fixture(scope="session")
+def conditional_entry(strength_pairs, tmp_path_factory) -> Path:
+    """A model-zoo entry of a tiny strength-conditioned student (plane, 2 steps on ``strength_pairs``), fp32 + int8,
+    with the teacher and direction: the export, service and evaluate tests' conditional model (issue 14)."""
+    import warnings
+
+    from training.cli import main
+    from training.trainer import TrainOptions, train
+
+    root = tmp_path_factory.mktemp("conditional")
+    opts = TrainOptions(dataset=str(strength_pairs), out=str(root / "run"), preset="tiny", batch_size=2, max_steps=2,
+                        workers=0, progress=False, device="cpu", val_fraction=0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(opts, {"residual": True, "condition": "plane", "lambda_l1": 10.0})
+    out = root / "zoo" / "cond"
+    assert main(["export", str(root / "run"), "--out", str(out), "--variants", "int8", "--timing-repeats", "0",
+                 "--num-calibration", "6", "--num-eval", "2", "--min-variant-psnr", "0"]) == 0
+    return out

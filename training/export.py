@@ -5,6 +5,10 @@ with batch, height and width dynamic (H and W multiples of the generator's strid
 checked against PyTorch on fresh random inputs at two sizes (one non-square) and batch 2; the max
 abs difference goes into the manifest and an export above 1e-3 fails.
 
+A strength-conditioned student (issue 14, ``--condition``) takes a second input, ``strength`` [N] float32
+(relative: 1.0 = the edit's alpha); the manifest's ``strength`` records its trained range (the pair
+dataset's ``alpha_range``) and default, and parity, variants' calibration and error use strengths over it.
+
 The entry is assembled in a staging folder beside ``--out`` and moved into place at the end, so an
 interrupted export never leaves a half-written entry (re-run the same command to start over), and a
 re-export replaces the old entry in one rename.
@@ -42,12 +46,13 @@ from model_zoo.registry import (
     sha256_file,
     write_entry,
 )
-from model_zoo.schema import EntryManifest, FileRecord, provenance
+from model_zoo.schema import EntryManifest, FileRecord, StrengthSpec, provenance
 from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
 from training.directions import parse_layers
 from training.images import make_grid, save_image, to_uint8
 from training.manifest import METADATA, read_manifest, read_metadata
 from training.options import options_from_args
+from training.pix2pixhd.conditional import is_conditional
 from training.variants import (
     MIN_PSNR_DB,
     VARIANT_FILES,
@@ -115,12 +120,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_size: tuple[i
         )
     example = torch.zeros(1, 3, *example_size)
     axes = {0: "batch", 2: "height", 3: "width"}
+    inputs, names, dynamic = (example,), ["input"], {"input": axes, "output": axes}
+    if is_conditional(model):  # the strength-conditioned student: a second input, strength [N]
+        inputs, names, dynamic = (example, torch.ones(1)), ["input", "strength"], {**dynamic, "strength": {0: "batch"}}
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (example,), buf, dynamo=False, opset_version=opset, input_names=["input"],
-            output_names=["output"], dynamic_axes={"input": axes, "output": axes}, do_constant_folding=True,
+            model, inputs, buf, dynamo=False, opset_version=opset, input_names=names,
+            output_names=["output"], dynamic_axes=dynamic, do_constant_folding=True,
         )
     return atomic_write_bytes(path, buf.getvalue())
 
@@ -133,16 +141,20 @@ def parity_sizes(native: tuple[int, int], stride: int) -> list[tuple[int, int]]:
 
 
 def check_parity(model: nn.Module, onnx_path: str | os.PathLike, sizes: list[tuple[int, int]], *,
-                 batch: int = 2, seed: int = 20240917, tol: float = PARITY_TOL) -> dict[str, Any]:
-    """Max |ONNX Runtime - PyTorch| on random [batch,3,H,W] inputs at each size; DistillError above ``tol``."""
+                 batch: int = 2, seed: int = 20240917, tol: float = PARITY_TOL,
+                 strength_range: tuple[float, float] = (-1.0, 1.0)) -> dict[str, Any]:
+    """Max |ONNX Runtime - PyTorch| on random [batch,3,H,W] inputs at each size (a conditional model with random
+    strengths in ``strength_range``); DistillError above ``tol``."""
     session = cpu_session(onnx_path)
     gen = torch.Generator().manual_seed(seed)
+    conditional = is_conditional(model)
     per_size = {}
     with torch.no_grad():
         for h, w in sizes:
             x = torch.rand(batch, 3, h, w, generator=gen) * 2 - 1
-            ref = model(x).numpy()
-            out = run_session(session, x.numpy(), batch=batch)
+            s = strength_range[0] + torch.rand(batch, generator=gen) * (strength_range[1] - strength_range[0])
+            ref = (model(x, s) if conditional else model(x)).numpy()
+            out = run_session(session, x.numpy(), batch=batch, strengths=s.numpy() if conditional else None)
             assert out.shape == ref.shape, (out.shape, ref.shape)
             per_size[f"{h}x{w}"] = float(np.abs(out - ref).max())
     worst = max(per_size.values())
@@ -244,6 +256,8 @@ class DataViews:
     eval_source: str
     counts: dict[str, int]
     sample_files: list[Path] = field(default_factory=list)
+    calibration_strengths: list[float] | None = None  # pairs over a range of strengths: each image's own
+    eval_strengths: np.ndarray | None = None
 
 
 def _data_views(dataset: Path, source: StudentSource, size: tuple[int, int], n_calib: int, n_eval: int) -> DataViews:
@@ -268,7 +282,10 @@ def _data_views(dataset: Path, source: StudentSource, size: tuple[int, int], n_c
     evals = PairDataset(dataset, eval_rows, geometry)
     calibration = [calib[i]["a"].numpy() for i in tqdm(range(len(calib)), desc="calibration images", leave=False)]
     items = [evals[i] for i in range(len(evals))]
+    ranged = any(r.strength is not None for r in rows)
     return DataViews(
+        calibration_strengths=[float(calib[i]["strength"]) for i in range(len(calib))] if ranged else None,
+        eval_strengths=torch.stack([it["strength"] for it in items]).numpy() if ranged and items else None,
         dataset=dataset, meta=meta, calibration=calibration,
         eval_inputs=torch.stack([it["a"] for it in items]).numpy(),
         eval_targets=torch.stack([it["b"] for it in items]).numpy(),
@@ -360,7 +377,8 @@ def _write_preview(onnx_path: Path, staging: Path, views: DataViews | None, size
         inputs = torch.nn.functional.interpolate(low, size=size, mode="bicubic", align_corners=False).clamp(-1, 1).numpy()
         targets = None
         columns, origin = ["input", "student"], "random smooth-noise inputs: no dataset was known (pass --calibration DATASET)"
-    outputs = run_session(session, inputs.astype(np.float32))
+    strengths = views.eval_strengths[:PREVIEW_ROWS] if views is not None and views.eval_strengths is not None else None
+    outputs = run_session(session, inputs.astype(np.float32), strengths=strengths)
     grids = [to_uint8(torch.from_numpy(a)) for a in (inputs, outputs) + ((targets,) if targets is not None else ())]
     save_image(staging / "preview.png", make_grid([[g[i] for g in grids] for i in range(len(inputs))]))
     return {"file": "preview.png", "columns": columns, "rows": len(inputs), "inputs": origin}
@@ -425,6 +443,7 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
     if "int8" in variants and dataset is None:
         raise DistillError("--variants int8 needs calibration images from the training data: pass --calibration DATASET")
     cfg = source.generator.config
+    strength = _strength_spec(source, dataset)
     print(f"exporting {source.checkpoint} ({cfg.netG}, stride {source.stride}) at {size[0]}x{size[1]} -> {out}")
 
     staging = out.parent / f".{out.name}.export-tmp"
@@ -433,7 +452,8 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
     staging.mkdir(parents=True)
     try:
         onnx_path = export_onnx(source.generator, staging / VARIANT_FILES["fp32"], size, opts.opset)
-        parity = check_parity(source.generator, onnx_path, parity_sizes(size, source.stride))
+        parity = check_parity(source.generator, onnx_path, parity_sizes(size, source.stride),
+                              strength_range=tuple(strength["range"]) if strength else (-1.0, 1.0))
         print(f"parity vs PyTorch: max |diff| {parity['parity_max_abs_diff']:.2e} at {list(parity['parity_per_size'])}, batch 2")
         views = _data_views(dataset, source, size, opts.num_calibration, opts.num_eval) if dataset else None
         files = [VARIANT_FILES["fp32"]]
@@ -448,6 +468,8 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
                     v, onnx_path, staging, eval_images=eval_images,
                     calibration=views.calibration if views else None, native_size=size,
                     min_psnr_db=opts.min_variant_psnr, timing_repeats=max(1, opts.timing_repeats),
+                    eval_strengths=views.eval_strengths if views else None,
+                    calibration_strengths=views.calibration_strengths if views else None,
                 )
             except VariantRefused as e:
                 print(f"distill export: {e}")
@@ -465,6 +487,11 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
         files += _copy_samples(views, staging, opts.samples)
         manifest = _manifest(opts, name, source, size, size_origin, views, variant_records, refused, parity, side, preview,
                              file_records(staging, files))
+        if strength:
+            if manifest.edit.alpha is None:
+                raise DistillError("a strength-conditioned student needs the edit's alpha (what strength 1.0 means): "
+                                   "pass --alpha A")
+            manifest.strength = StrengthSpec.model_validate(strength)
         if engines:
             from model_zoo.schema import EngineTiming
 
@@ -495,6 +522,21 @@ def _engine_table(staging: Path, variant_records: dict[str, Any], views: DataVie
                         repeats=opts.timing_repeats, variants=variant_records)
     print(f"engines at {size[0]}x{size[1]}, batch 1:\n" + "\n".join(format_table(rows)))
     return rows
+
+
+def _strength_spec(source: StudentSource, dataset: Path | None) -> dict[str, Any] | None:
+    """A conditional student's manifest ``strength``: the range its pairs were drawn over (dataset.json's
+    ``alpha_range``) and the default (1.0, the edit's alpha, when inside it); None for a fixed-strength one."""
+    if not is_conditional(source.generator):
+        return None
+    meta = read_metadata(dataset) if dataset is not None and (dataset / METADATA).is_file() else {}
+    meta = meta or source.run_meta.get("dataset_metadata") or {}
+    trained = meta.get("alpha_range")
+    if not trained:
+        raise DistillError(f"{source.checkpoint}: a strength-conditioned student, but no trained strength range is "
+                           "known; pass --calibration DATASET (its pairs, made with `distill pairs --alpha-range`)")
+    low, high = float(trained[0]), float(trained[1])
+    return {"range": [low, high], "default": 1.0 if low <= 1.0 <= high else high}
 
 
 def _random_eval(size: tuple[int, int], n: int) -> np.ndarray:

@@ -8,6 +8,10 @@
   ConvTranspose kernel on CPU, InstanceNorm/Tanh stay in float32 between the quantized convs, and the
   first and last Conv (image in, image out) stay in float32 (see :func:`fp32_convs`).
 
+A strength-conditioned student (issue 14) has a second input, ``strength`` [N]: its variants are
+calibrated and measured with strengths spread over the trained range (``strengths`` arguments; a missing
+one is strength 1.0, the edit's own alpha).
+
 A variant is kept only when the PSNR of its outputs against the fp32 model's outputs, on held-out
 inputs, is at least the bound (35 dB by default); otherwise :class:`VariantRefused` carries the figure.
 """
@@ -63,10 +67,30 @@ def cpu_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSessi
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def run_session(session: ort.InferenceSession, images: np.ndarray, batch: int = 1) -> np.ndarray:
-    """Run ``images`` [N,3,H,W] float32 through a session, ``batch`` at a time."""
-    name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)]
+STRENGTH_INPUT = "strength"
+
+
+def has_strength(session: ort.InferenceSession) -> bool:
+    """Whether the model takes a ``strength`` input beside the image (a conditional student)."""
+    return any(i.name == STRENGTH_INPUT for i in session.get_inputs())
+
+
+def feeds(session: ort.InferenceSession, images: np.ndarray, strengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The session's inputs for ``images`` (and, for a conditional model, ``strengths`` [N], default 1.0)."""
+    feed = {session.get_inputs()[0].name: images}
+    if has_strength(session):
+        s = np.ones(len(images), np.float32) if strengths is None else np.asarray(strengths, np.float32).reshape(-1)
+        feed[STRENGTH_INPUT] = s
+    return feed
+
+
+def run_session(session: ort.InferenceSession, images: np.ndarray, batch: int = 1,
+                strengths: np.ndarray | None = None) -> np.ndarray:
+    """Run ``images`` [N,3,H,W] float32 (with ``strengths`` [N] for a conditional model) through a session,
+    ``batch`` at a time."""
+    s = None if strengths is None else np.asarray(strengths, np.float32).reshape(-1)
+    outs = [session.run(None, feeds(session, images[i : i + batch], None if s is None else s[i : i + batch]))[0]
+            for i in range(0, len(images), batch)]
     return np.concatenate(outs).astype(np.float32)
 
 
@@ -79,13 +103,13 @@ def psnr_db(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def median_ms(session: ort.InferenceSession, size: tuple[int, int], repeats: int = 5, warmup: int = 2, seed: int = 0) -> float:
     """Median wall time in ms of one batch-1 run at ``size`` (H, W), after ``warmup`` runs."""
     x = np.random.default_rng(seed).uniform(-1, 1, (1, 3, *size)).astype(np.float32)
-    name = session.get_inputs()[0].name
+    feed = feeds(session, x)
     for _ in range(warmup):
-        session.run(None, {name: x})
+        session.run(None, feed)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        session.run(None, {name: x})
+        session.run(None, feed)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -114,9 +138,11 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 class ImageCalibrationReader(CalibrationDataReader):
     """Feeds calibration images ([3,H,W] float32 in [-1,1]) one at a time to ONNX Runtime's calibrator."""
 
-    def __init__(self, input_name: str, images: Sequence[np.ndarray], progress: bool = True):
+    def __init__(self, input_name: str, images: Sequence[np.ndarray], progress: bool = True,
+                 strengths: Sequence[float] | None = None):
         self.input_name = input_name
         self.images = iter(images)
+        self.strengths = None if strengths is None else iter(strengths)
         self.bar = tqdm(total=len(images), desc="int8 calibration", unit="img", leave=False, disable=not progress)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -126,7 +152,10 @@ class ImageCalibrationReader(CalibrationDataReader):
             return None
         self.bar.update(1)
         assert image.ndim == 3 and image.shape[0] == 3, image.shape
-        return {self.input_name: image[None].astype(np.float32)}
+        feed = {self.input_name: image[None].astype(np.float32)}
+        if self.strengths is not None:
+            feed[STRENGTH_INPUT] = np.asarray([next(self.strengths)], np.float32)
+        return feed
 
 
 def fp32_convs(path: str | os.PathLike) -> list[str]:
@@ -140,15 +169,17 @@ def fp32_convs(path: str | os.PathLike) -> list[str]:
     return [convs[0], convs[-1]] if len(convs) > 2 else []
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequence[np.ndarray]) -> Path:
-    """Write the static QDQ int8 variant of ``src`` to ``dst``, calibrated on ``calibration`` ([3,H,W] in [-1,1])."""
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequence[np.ndarray],
+                  strengths: Sequence[float] | None = None) -> Path:
+    """Write the static QDQ int8 variant of ``src`` to ``dst``, calibrated on ``calibration`` ([3,H,W] in [-1,1])
+    with ``strengths`` (one per image, over the trained range) for a conditional model."""
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quantize-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         out = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(pre), str(out), ImageCalibrationReader("input", calibration),
+            str(pre), str(out), ImageCalibrationReader("input", calibration, strengths=strengths),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv"], nodes_to_exclude=fp32_convs(pre),
@@ -157,10 +188,11 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: S
     return dst
 
 
-def measure_error(fp32_path: str | os.PathLike, variant_path: str | os.PathLike, images: np.ndarray) -> dict[str, Any]:
+def measure_error(fp32_path: str | os.PathLike, variant_path: str | os.PathLike, images: np.ndarray,
+                  strengths: np.ndarray | None = None) -> dict[str, Any]:
     """PSNR (mean and worst image) and max |diff| of a variant's outputs against fp32's, on ONNX Runtime CPU."""
-    ref = run_session(cpu_session(fp32_path), images)
-    out = run_session(cpu_session(variant_path), images)
+    ref = run_session(cpu_session(fp32_path), images, strengths=strengths)
+    out = run_session(cpu_session(variant_path), images, strengths=strengths)
     p = psnr_db(out, ref)
     return {
         "psnr_vs_fp32_db": round(float(p.mean()), 3),
@@ -181,10 +213,13 @@ def build_variant(
     native_size: tuple[int, int],
     min_psnr_db: float = MIN_PSNR_DB,
     timing_repeats: int = 5,
+    eval_strengths: np.ndarray | None = None,
+    calibration_strengths: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Write ``variant`` next to ``fp32_path`` if it passes the PSNR gate; return its manifest record.
 
-    ``eval_images`` are held-out inputs [N,3,H,W]; ``calibration`` (int8 only) are training inputs.
+    ``eval_images`` are held-out inputs [N,3,H,W]; ``calibration`` (int8 only) are training inputs; for a
+    conditional model ``eval_strengths`` and ``calibration_strengths`` give each image's strength.
     Raises :class:`VariantRefused` (the file is removed) when the PSNR against fp32 is below ``min_psnr_db``.
     """
     if variant not in ("fp16", "int8"):
@@ -195,9 +230,9 @@ def build_variant(
     else:
         if not calibration:
             raise DistillError("--variants int8 needs calibration images: pass --calibration DATASET (its train_A/)")
-        quantize_int8(fp32_path, dst, calibration)
+        quantize_int8(fp32_path, dst, calibration, calibration_strengths)
     record: dict[str, Any] = {"file": dst.name, "providers": VARIANT_PROVIDERS[variant]}
-    record.update(measure_error(fp32_path, dst, eval_images))
+    record.update(measure_error(fp32_path, dst, eval_images, eval_strengths))
     record["min_psnr_db"] = min_psnr_db
     if record["psnr_vs_fp32_db"] < min_psnr_db:
         dst.unlink()
@@ -206,6 +241,9 @@ def build_variant(
         record["calibration_images"] = len(calibration)
         record["calibration_method"] = ("MinMax, per-channel int8 weights, uint8 activations, QDQ on Conv "
                                         "except the first and last (float32)")
+        if calibration_strengths is not None:
+            record["calibration_method"] += (f"; strengths {min(calibration_strengths):g} to "
+                                             f"{max(calibration_strengths):g} (the pairs' own)")
     record.update(timing_record(dst, native_size, timing_repeats))
     if variant == "fp16":
         record["note"] = ("built for the CUDA provider; error and speed measured here on the CPU provider, which runs "
