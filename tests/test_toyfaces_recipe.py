@@ -32,7 +32,13 @@ def test_every_stage_runs_and_the_entry_loads(tiny_recipe):
     out, _ = tiny_recipe
     log = json.loads((out / "recipe.json").read_text())
     assert [r["stage"] for r in log["stages"]] == STAGES
-    assert all(r["command"].startswith("distill ") and r["seconds"] >= 0 for r in log["stages"])
+    assert all(r["seconds"] >= 0 for r in log["stages"])
+    calls = {r["stage"]: r["call"] for r in log["stages"] if "call" in r}  # the pipeline's stages, as functions
+    assert calls == {"direction": "training.directions.run_fit", "pairs": "training.pairs.make_pairs",
+                     "filter": "training.filters.run_filter", "student": "training.trainer.train",
+                     "export": "training.export.export_entry", "evaluate": "training.evaluate.evaluate"}
+    assert all(r["command"].startswith("distill ") for r in log["stages"] if r["stage"] not in calls)
+    assert next(r for r in log["stages"] if r["stage"] == "pairs")["options"]["layers"] == [0, 8]
     entry = get_entry("toyfaces-age-tiny", root=out / "zoo")
     assert entry.teacher_path is not None and entry.direction_path is not None
     assert sorted(entry.variants) == ["fp32", "int8"]
@@ -100,7 +106,7 @@ def test_a_teacher_trained_further_makes_the_direction_stale_until_redo_from(tin
     assert "fitted on an earlier state" in err and "--redo-from direction" in err
     assert main([*argv, "--teacher-steps", "5", "--redo-from", "direction"]) == 0
     text = capsys.readouterr().out
-    assert "removing" in text and "[export] $ distill export" in text and "[evaluate] $ distill evaluate" in text
+    assert "removing" in text and "[export] training.export.export_entry(" in text and "[evaluate] training.evaluate.evaluate(" in text
     teacher_sha = json.loads((out / "age.json").read_text())["generator"]["sha256"]
     assert teacher_sha in (out / "pairs" / "dataset.json").read_text()
     assert json.loads((out / "zoo" / "toyfaces-age-tiny" / "teacher_report" / "report.json").read_text())["generator_sha256"] == teacher_sha

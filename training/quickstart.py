@@ -1,7 +1,8 @@
 """`distill quickstart`: the whole pipeline, offline, on a tiny UNTRAINED random StyleGAN2 teacher.
 
-It runs the same stage commands a user runs on a real checkpoint, so it doubles as the pipeline's
-smoke test and as the no-download way to get a model-zoo entry the service can load:
+It runs the same stages a user runs on a real checkpoint (as functions with their options objects, the
+teacher as its command), so it doubles as the pipeline's smoke test and as the no-download way to get a
+model-zoo entry the service can load:
 
 1. ``distill teacher random``: a tiny randomly initialised StyleGAN2 (clearly marked untrained);
 2. ``distill direction fit --scores``: a *brightness* direction, fitted by regression of w on the mean
@@ -18,8 +19,10 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
+from typing import Any
 
-from training.errors import DistillError
+from core.errors import DistillError, file_errors
+from core.runfiles import CHECKPOINT
 
 ENTRY = "quickstart-brightness"
 
@@ -30,6 +33,13 @@ def _stage(argv: list[str]) -> None:
     print(f"\n$ distill {' '.join(argv)}", flush=True)
     if main(argv) != 0:
         raise DistillError(f"quickstart stopped: `distill {argv[0]}` failed (see above)")
+
+
+def _call(name: str, func: Any, opts: Any, **kwargs: Any) -> Any:
+    """Run one stage function on its options, saying which; disk-full and permission errors as one line."""
+    print(f"\n[{name}] {func.__module__}.{func.__name__}({opts})", flush=True)
+    with file_errors(opts.out):
+        return func(opts, **kwargs)
 
 
 def write_brightness_scores(teacher: Path, out: Path, num: int, truncation: float) -> Path:
@@ -53,17 +63,25 @@ def run_quickstart(out: Path, resolution: int = 64, num_pairs: int = 96, steps: 
     out.mkdir(parents=True, exist_ok=True)
     teacher, direction, data, run = out / "teacher.pt", out / "brightness.npy", out / "pairs", out / "run"
     zoo = out / "zoo"
+    from training.directions import FitOptions, run_fit
+    from training.export import ExportOptions, export_entry
+    from training.pairs import PairsOptions, make_pairs
+    from training.trainer import TrainOptions, train
+
     _stage(["teacher", "random", "--resolution", str(resolution), "--out", str(teacher)])
     scores = write_brightness_scores(teacher, out / "brightness.csv", num_fit, truncation)
-    _stage(["direction", "fit", "--generator", str(teacher), "--scores", str(scores), "--method", "regression",
-            "--attribute", "brightness", "--truncation", str(truncation), "--out", str(direction)])
-    _stage(["pairs", "--generator", str(teacher), "--direction", str(direction), "--alpha", str(alpha),
-            "--truncation", str(truncation), "--num", str(num_pairs), "--out", str(data)])
-    train = ["train", str(data), "--out", str(run), "--preset", "tiny", "--max-steps", str(steps),
-             "--batch-size", "4", "--workers", "0", "--sample-every", str(steps)]
-    _stage(train + (["--resume"] if (run / "checkpoints" / "latest.pt").is_file() else []))
-    _stage(["export", str(run), "--out", str(zoo / ENTRY), "--variants", "int8", "--overwrite",
-            "--description", "UNTRAINED random teacher, brightness edit: a pipeline smoke test, not a face model"])
+    _call("direction", run_fit, FitOptions(generator=teacher, scores=scores, method="regression", attribute="brightness",
+                                           truncation=truncation, out=direction))
+    _call("pairs", make_pairs, PairsOptions(generator=teacher, direction=direction, alpha=alpha, truncation=truncation,
+                                            num=num_pairs, out=data))
+    resume = (run / CHECKPOINT).is_file()
+    result = _call("train", train, TrainOptions(dataset=str(data), out=str(run), preset="tiny", max_steps=steps,
+                                                batch_size=4, workers=0, sample_every=steps), resume=resume)
+    if result.status == "interrupted":
+        raise KeyboardInterrupt
+    _call("export", export_entry, ExportOptions(
+        run=run, out=zoo / ENTRY, variants=["int8"], overwrite=True,
+        description="UNTRAINED random teacher, brightness edit: a pipeline smoke test, not a face model"))
     print(f"\nquickstart done. Serve it with:\n  DISTILL_MODEL_ZOO={zoo} distill serve")
     return zoo
 

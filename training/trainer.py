@@ -880,6 +880,13 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in _MODEL_FIELDS if getattr(args, name, None) is not None}
 
 
+def model_arguments(argv: list[str]) -> dict[str, Any]:
+    """Pix2PixHDConfig overrides from pix2pixHD flags, e.g. ``["--ngf", "16", "--residual"]``."""
+    parser = argparse.ArgumentParser(prog="distill train", add_help=False)
+    add_model_arguments(parser)
+    return model_overrides(parser.parse_args(argv))
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",

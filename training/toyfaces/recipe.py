@@ -1,10 +1,12 @@
 """`distill toyfaces recipe`: re-create the shipped ``toyfaces-age`` model from nothing, with fixed seeds.
 
-Every stage is the product's own command, run in order (the attribute model, the teacher, the age
-direction, 10,000 pairs, the adults/artifacts filter, the student, its export (with sample inputs), the
-teacher's report and ``distill evaluate``). A stage whose output exists is skipped and the training
-stages resume from their checkpoints, so an interrupted recipe is re-run with the same command.
-``OUT/recipe.json`` records each stage's command and wall-clock time.
+Every stage is the product's own, run in order (the attribute model, the teacher, the age direction,
+10,000 pairs, the adults/artifacts filter, the student, its export (with sample inputs), the teacher's
+report and the evaluation): the pipeline's stages as functions with their options objects
+(``run_fit(FitOptions)``, ``make_pairs``, ``run_filter``, ``trainer.train``, ``export_entry``, ``evaluate``),
+the toy domain's own ones as ``distill toyfaces`` commands. A stage whose output exists is skipped and the
+training stages resume from their checkpoints, so an interrupted recipe is re-run with the same command.
+``OUT/recipe.json`` records each stage's call and options (or command) and wall-clock time.
 
     distill toyfaces recipe                         # the shipped model (hours on 2 cores, see README)
     distill toyfaces recipe --setting tiny --out /tmp/r --zoo /tmp/r/zoo   # a minute: the smoke test
@@ -18,12 +20,14 @@ import json
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from training.atomic import atomic_write_json
-from training.errors import DistillError
+from core.atomic import atomic_write_json
+from core.errors import DistillError, file_errors
+from core.runfiles import CHECKPOINT
 from training.toyfaces.attributes import ADULT_AGE, QUALITY_INDEX
 from training.toyfaces.renderer import ATTRIBUTES
 
@@ -93,18 +97,40 @@ class Recipe:
 
     # -- plumbing ------------------------------------------------------------------------------------
     def _run(self, stage: str, argv: list[str], done: bool = False) -> None:
+        """A ``distill`` command (the toy domain's stages)."""
         from training.cli import main
 
-        record = {"stage": stage, "command": "distill " + shlex.join(argv)}
+        def command() -> None:
+            if main(argv) != 0:
+                raise DistillError("see the error above")
+
+        self._stage(stage, {"command": "distill " + shlex.join(argv)}, command, done)
+
+    def _call(self, stage: str, func: Callable[[Any], Any], opts: Any, done: bool = False,
+              action: Callable[[], Any] | None = None) -> None:
+        """A pipeline stage: ``func(opts)`` (or ``action``, which calls it), recorded with its options."""
+        record = {"call": f"{func.__module__}.{func.__name__}", "options": json.loads(json.dumps(asdict(opts), default=str))}
+
+        def call() -> None:
+            with file_errors(getattr(opts, "out", None) or getattr(opts, "dataset", self.out)):
+                (action or (lambda: func(opts)))()
+
+        self._stage(stage, record, call, done)
+
+    def _stage(self, stage: str, record: dict[str, Any], action: Callable[[], Any], done: bool) -> None:
+        record = {"stage": stage, **record}
+        what = record.get("command") or f"{record['call']}({', '.join(f'{k}={v!r}' for k, v in record['options'].items())})"
         earlier = self.earlier.get(stage, 0.0)
         if done:
-            print(f"\n[{stage}] done already, skipped: {record['command']}", flush=True)
+            print(f"\n[{stage}] done already, skipped: {what}", flush=True)
             self.log.append({**record, "seconds": earlier})
             return
-        print(f"\n[{stage}] $ {record['command']}", flush=True)
+        print(f"\n[{stage}] {'$ ' if 'command' in record else ''}{what}", flush=True)
         t0 = time.monotonic()
-        if main(argv) != 0:
-            raise DistillError(f"recipe stopped at stage {stage!r}; fix the error above and re-run the recipe to resume")
+        try:
+            action()
+        except DistillError as e:
+            raise DistillError(f"recipe stopped at stage {stage!r}: {e}; fix it and re-run the recipe to resume") from e
         self.log.append({**record, "seconds": round(earlier + time.monotonic() - t0, 1)})
         self._write_log()
 
@@ -146,7 +172,7 @@ class Recipe:
             argv += ["--channels", s.teacher_channels]
         if s.teacher_init:
             argv += ["--init", s.teacher_init]
-        if (self.teacher / "checkpoints" / "latest.pt").is_file():
+        if (self.teacher / CHECKPOINT).is_file():
             argv.append("--resume")
         self._run("teacher", argv)
 
@@ -178,13 +204,15 @@ class Recipe:
                                "re-run the recipe with --redo-from direction to rebuild everything after the teacher")
 
     def fit_direction(self) -> None:
+        from training.directions import FitOptions, parse_layers, run_fit
+
         s = self.s
         if self.direction.is_file():
             self.check_direction_is_current()
-        self._run("direction", ["direction", "fit", "--generator", str(self.teacher / "teacher.pt"), "--scorer",
-                                str(self.attributes), "--output-index", "0", "--attribute", "age", "--method", "all",
-                                "--num", str(s.fit_samples), "--check", str(s.fit_check), "--truncation", str(s.truncation),
-                                "--layers", s.layers, "--out", str(self.direction)], done=self.direction.is_file())
+        self._call("direction", run_fit, FitOptions(
+            generator=self.teacher / "teacher.pt", scorer=self.attributes, output_index=0, attribute="age", method="all",
+            num=s.fit_samples, check=s.fit_check, truncation=s.truncation, layers=parse_layers(s.layers),
+            out=self.direction), done=self.direction.is_file())
 
     def alpha(self) -> float:
         """The setting's alpha, or the fitted direction's suggestion."""
@@ -194,26 +222,39 @@ class Recipe:
         return round(float(side["suggested_alpha"]), 3)
 
     def make_pairs(self) -> None:
+        from training.directions import parse_layers
+        from training.pairs import PairsOptions, make_pairs
+
         s = self.s
-        self._run("pairs", ["pairs", "--generator", str(self.teacher / "teacher.pt"), "--direction", str(self.direction),
-                            "--alpha", str(self.alpha()), "--truncation", str(s.truncation), "--layers", s.layers,
-                            "--num", str(s.pairs), "--batch-size", "32", "--out", str(self.pairs)])
+        opts = PairsOptions(generator=self.teacher / "teacher.pt", direction=self.direction, alpha=self.alpha(),
+                            truncation=s.truncation, layers=parse_layers(s.layers), num=s.pairs, batch_size=32,
+                            out=self.pairs)
+        self._call("pairs", make_pairs, opts)
 
     def filter_pairs(self) -> None:
-        self._run("filter", ["filter", str(self.pairs), "--onnx", str(self.attributes), "--on", "both",
-                             "--onnx-output", "age=0", "--onnx-output", f"quality={QUALITY_INDEX}",
-                             "--keep", f"age={self.s.keep_age}:", "--keep", f"quality={self.s.keep_quality}:"])
+        from training.filters import FilterOptions, run_filter
+
+        self._call("filter", run_filter, FilterOptions(
+            dataset=self.pairs, onnx=self.attributes, on="both", onnx_output=["age=0", f"quality={QUALITY_INDEX}"],
+            keep=[f"age={self.s.keep_age}:", f"quality={self.s.keep_quality}:"]))
 
     def train_student(self) -> None:
+        from training.trainer import TrainOptions, model_arguments, train
+
         s = self.s
-        argv = ["train", str(self.pairs), "--out", str(self.student), "--max-steps", str(s.student_steps),
-                "--workers", "1", "--sample-every", str(max(s.student_steps // 10, 1))]
-        if (self.student / "checkpoints" / "latest.pt").is_file():
-            argv.append("--resume")  # the model and data options are the checkpoint's
-        else:
-            argv += ["--preset", s.student_preset, *s.student_options, "--batch-size", str(s.student_batch),
-                     "--seed", str(s.seed), "--augment", s.student_augment]
-        self._run("student", argv)
+        opts = TrainOptions(dataset=str(self.pairs), out=str(self.student), max_steps=s.student_steps, workers=1,
+                            sample_every=max(s.student_steps // 10, 1))
+        resume = (self.student / CHECKPOINT).is_file()  # then the model and data options are the checkpoint's
+        overrides: dict[str, Any] = {}
+        if not resume:
+            opts = replace(opts, preset=s.student_preset, batch_size=s.student_batch, seed=s.seed, augment=s.student_augment)
+            overrides = model_arguments(list(s.student_options))
+
+        def student() -> None:
+            if train(opts, overrides, resume=resume).status == "interrupted":
+                raise KeyboardInterrupt
+
+        self._call("student", train, opts, action=student)
 
     def demo_renders(self) -> list[str]:
         """Clean adult renders (seeds apart from every evaluated one) for the demo page: the domain's photographs."""
@@ -229,13 +270,15 @@ class Recipe:
         return paths
 
     def export(self) -> None:
+        from training.export import ExportOptions, export_entry
+
         s = self.s
         done = (self.entry / "manifest.json").is_file()
-        self._run("export", ["export", str(self.student), "--out", str(self.entry), "--variants", "int8", "--overwrite",
-                             "--attribute", "age", *([] if done else ["--samples", *self.demo_renders()]), "--description",
-                             f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
-                             "trained offline on procedural faces (see training/toyfaces)"],
-                  done=done)
+        self._call("export", export_entry, ExportOptions(
+            run=self.student, out=self.entry, variants=["int8"], overwrite=True, attribute="age",
+            samples=None if done else self.demo_renders(),
+            description=f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
+                        "trained offline on procedural faces (see training/toyfaces)"), done=done)
 
     def copy_reports(self) -> None:
         """The filter's report and the attribute model card beside the entry (what the pairs went through)."""
@@ -251,16 +294,15 @@ class Recipe:
                   done=(out / "report.json").is_file())
 
     def evaluate(self) -> None:
+        from training.evaluate import EvaluateOptions, evaluate
+
         s = self.s
         out = self.entry / "evaluation"
-        others = [arg for i, a in enumerate(ATTRIBUTES) if a != "age" for arg in ("--other", f"{a}={i}")]
-        self._run("evaluate", ["evaluate", str(self.entry), "--out", str(out), "--scorer", str(self.attributes),
-                               "--attribute", "age=0", *others, "--num", str(s.eval_num), "--legacy-num",
-                               str(s.legacy_num), "--legacy-steps", str(s.legacy_steps), "--timing-num", str(s.timing_num),
-                               "--clean-renders", str(s.clean_renders),
-                               *(["--clean-age-change", str(s.clean_age_change)] if s.clean_age_change else []),
-                               *self._threads()],
-                  done=(out / "report.json").is_file())
+        self._call("evaluate", evaluate, EvaluateOptions(
+            entry=str(self.entry), out=out, scorer=str(self.attributes), attribute="age=0",
+            other=[f"{a}={i}" for i, a in enumerate(ATTRIBUTES) if a != "age"], num=s.eval_num, legacy_num=s.legacy_num,
+            legacy_steps=s.legacy_steps, timing_num=s.timing_num, clean_renders=s.clean_renders,
+            clean_age_change=s.clean_age_change or None, threads=self.threads), done=(out / "report.json").is_file())
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
