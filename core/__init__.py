@@ -3,7 +3,7 @@ library versions. Imports nothing from ``training``, ``app`` or ``model_zoo``; t
 
 Floors, each importing only the ones below it::
 
-    training.cli (the ``distill`` entry point)
+    distill (the ``distill`` entry point)
     training (the pipeline stages)   app (the service)
     model_zoo (the entry schema and registry)
     core

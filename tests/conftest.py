@@ -70,7 +70,7 @@ def conditional_entry(strength_pairs, tmp_path_factory) -> Path:
     with the teacher and direction: the export, service and evaluate tests' conditional model (issue 14)."""
     import warnings
 
-    from training.cli import main
+    from distill.cli import main
     from training.trainer import TrainOptions, train
 
     root = tmp_path_factory.mktemp("conditional")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from training.alignment.cli import ROWS, crop_stems, read_rows
-from training.cli import main
+from distill.cli import main
 
 data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
 

@@ -9,7 +9,7 @@ import torch
 
 from model_zoo.registry import ModelZooError, default_root, get_entry, list_entries, load_entry
 from tests.test_export import _tiny_generator
-from training.cli import main
+from distill.cli import main
 
 
 @pytest.fixture(scope="module")

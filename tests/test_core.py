@@ -33,6 +33,9 @@ def test_imports_run_downward():
     assert _importers("core", ("training", "app", "model_zoo")) == []
     assert _importers("model_zoo", ("training", "app")) == []
     assert not {m for m in _imports(ROOT / "training" / "directions.py") if m.startswith("training.filters")}
+    # The entry point is the top floor: nothing imports it (``python -m training`` is a launcher that runs it).
+    for floor in ("core", "model_zoo", "training", "app"):
+        assert [i for i in _importers(floor, ("distill",)) if not i.startswith("training/__main__.py")] == []
 
 
 def test_a_torn_last_line_is_skipped_and_truncation_keeps_the_rest(tmp_path):

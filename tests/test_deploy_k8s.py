@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training import cli
+from distill import cli
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is missing (pip install -e '.[dev]' installs it)")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.cli import main
+from distill.cli import main
 from training.errors import DistillError
 from training.manifest import read_manifest
 from training.pairs import resolve_shard

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.cli import main
+from distill.cli import main
 from training.directions import (
     METHODS,
     apply_direction,

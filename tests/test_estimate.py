@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_trainer import make_pair_dataset
-from training.cli import main
+from distill.cli import main
 from training.errors import DistillError
 from training.estimate import estimate
 

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from model_zoo.registry import write_entry
-from training.cli import main
+from distill.cli import main
 from training.directions import apply_direction, fit_direction, sample_w, z_from_seeds
 from training.images import from_uint8, to_uint8
 from training.manifest import PairRecord, write_manifest

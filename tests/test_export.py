@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from model_zoo.registry import ModelZooError, get_entry, sha256_file
-from training.cli import main
+from distill.cli import main
 from training.errors import DistillError
 from training.export import check_parity, export_onnx, layers_option, parity_sizes
 from training.images import save_image

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.cli import main
+from distill.cli import main
 from training.errors import DistillError
 from training.filters import filter_dataset
 from training.images import load_image, save_image

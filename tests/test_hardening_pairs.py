@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from training.atomic import atomic_write_text
-from training.cli import main
+from distill.cli import main
 from training.errors import DistillError, file_errors
 
 

@@ -81,7 +81,7 @@ def test_a_full_disk_at_a_checkpoint_ends_the_run_in_one_line_not_a_hang(tmp_pat
 def test_a_read_only_out_folder_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     import errno
 
-    from training.cli import main
+    from distill.cli import main
 
     data = make_pair_dataset(tmp_path / "data", n=12, keep=[True] * 12)
     real_mkdir = Path.mkdir

@@ -13,7 +13,7 @@ from app.config import Settings
 from app.main import create_app
 from model_zoo.registry import ModelZooError, get_entry
 from tests.app_helpers import gradient, make_entry
-from training.cli import main
+from distill.cli import main
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -17,7 +17,7 @@ from model_zoo.registry import (
     sha256_file,
     write_entry,
 )
-from training.cli import main
+from distill.cli import main
 
 
 def _manifest(name: str, teacher: bool = True) -> dict:

@@ -17,7 +17,7 @@ from model_zoo.schema import (
     parse_manifest,
     provenance,
 )
-from training.cli import main
+from distill.cli import main
 
 SHA = "0" * 64
 

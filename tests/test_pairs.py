@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.cli import main
+from distill.cli import main
 from training.directions import z_from_seeds
 from training.errors import DistillError
 from training.images import load_image, to_uint8

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.cli import main
+from distill.cli import main
 from training.errors import DistillError
 from training.export import export_onnx
 from training.images import from_uint8, load_image

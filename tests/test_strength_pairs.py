@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.cli import main
+from distill.cli import main
 from training.directions import apply_direction, load_direction, z_from_seeds
 from training.errors import DistillError
 from training.images import load_image, to_uint8

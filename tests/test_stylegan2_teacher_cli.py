@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from training.cli import main
+from distill.cli import main
 from training.images import load_image
 from training.stylegan2 import load_generator
 from training.teacher import sample_images

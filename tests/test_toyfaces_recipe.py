@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model_zoo.registry import get_entry
-from training.cli import main
+from distill.cli import main
 from training.errors import DistillError
 from training.toyfaces.attributes import default_path
 from training.toyfaces.recipe import SETTINGS, Recipe

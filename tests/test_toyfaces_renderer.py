@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from training.cli import main
+from distill.cli import main
 from training.errors import DistillError
 from training.toyfaces.renderer import (
     ATTRIBUTES,

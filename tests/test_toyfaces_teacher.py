@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.cli import main
+from distill.cli import main
 from training.devices import cpu_has_native_bf16
 from training.errors import DistillError
 from training.stylegan2 import load_generator

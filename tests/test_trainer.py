@@ -243,7 +243,7 @@ def test_sigterm_checkpoints_then_resume(pairs: Path, tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_one_line(pairs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from training.cli import main
+    from distill.cli import main
 
     args = ["train", str(pairs), "--out", str(tmp_path / "r"), "--preset", "slim", "--load-size", "20", "--device", "cpu"]
     assert main(args) == 2

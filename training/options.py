@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -14,3 +15,12 @@ def options_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) 
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = {k: v for k, v in vars(args).items() if k in names}
     return cls(**{**values, **overrides})
+
+
+def run_command(register: Callable[[argparse._SubParsersAction], None], argv: list[str]) -> int:
+    """One stage's command line (its ``register``) without the ``distill`` entry point above this floor:
+    for the stages the recipe still runs as commands. User errors propagate as :class:`DistillError`."""
+    parser = argparse.ArgumentParser(prog="distill")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

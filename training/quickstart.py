@@ -21,18 +21,19 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from core.errors import DistillError, file_errors
+from core.errors import file_errors
 from core.runfiles import CHECKPOINT
 
 ENTRY = "quickstart-brightness"
 
 
 def _stage(argv: list[str]) -> None:
-    from training.cli import main
+    """A ``distill teacher`` command."""
+    from training.options import run_command
+    from training.teacher import register
 
     print(f"\n$ distill {' '.join(argv)}", flush=True)
-    if main(argv) != 0:
-        raise DistillError(f"quickstart stopped: `distill {argv[0]}` failed (see above)")
+    run_command(register, argv)
 
 
 def _call(name: str, func: Any, opts: Any, **kwargs: Any) -> Any:

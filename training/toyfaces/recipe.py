@@ -97,14 +97,11 @@ class Recipe:
 
     # -- plumbing ------------------------------------------------------------------------------------
     def _run(self, stage: str, argv: list[str], done: bool = False) -> None:
-        """A ``distill`` command (the toy domain's stages)."""
-        from training.cli import main
+        """A ``distill toyfaces`` command (the toy domain's own stages)."""
+        from training.options import run_command
+        from training.toyfaces import register
 
-        def command() -> None:
-            if main(argv) != 0:
-                raise DistillError("see the error above")
-
-        self._stage(stage, {"command": "distill " + shlex.join(argv)}, command, done)
+        self._stage(stage, {"command": "distill " + shlex.join(argv)}, lambda: run_command(register, argv), done)
 
     def _call(self, stage: str, func: Callable[[Any], Any], opts: Any, done: bool = False,
               action: Callable[[], Any] | None = None) -> None:

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.teacher",
