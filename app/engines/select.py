@@ -4,9 +4,10 @@
 TensorRT where the build has them, OpenVINO on the CPU with bf16 only where the CPU computes it
 natively). :func:`select_engine` runs every candidate on the gate images, refuses those below the
 accuracy gate (PSNR against ONNX Runtime fp32 on the CPU, the gate ``distill export`` applies to
-variants), times the others at the native size, batch 1, and keeps the fastest. The warm-up stays
-bounded: past the budget the remaining candidates are skipped, and a candidate whose first timed runs
-are all slower than the best so far is cut short (it cannot win).
+variants), times the others at the native size, batch 1, in interleaved rounds (a busy spell of a
+shared machine then hits them all alike), and keeps the fastest median. The warm-up stays bounded: past
+the budget the remaining candidates are skipped and the rounds stop, and a candidate whose first two
+runs are both slower than the best median is cut short (it cannot win).
 """
 
 from __future__ import annotations
@@ -129,6 +130,30 @@ def time_ms(engine: Engine, x: np.ndarray, repeats: int = 5, warmup: int = 1,
     return statistics.median(times), False
 
 
+def time_rounds(candidates: Sequence[tuple[object, Engine]], x: np.ndarray, repeats: int,
+                deadline: float) -> dict[int, list[float]]:
+    """Per-run ms of each candidate (keyed by ``id`` of its first item), timed in interleaved rounds (one run of
+    each per round, the order rotating) so that a busy spell of a shared machine hits them alike; after two
+    rounds a candidate whose runs are all over CUT_FACTOR x the best median drops out (it cannot win); rounds
+    stop at ``repeats`` or, after two, at ``deadline`` (perf_counter)."""
+    for _, engine in candidates:  # one untimed run each: first-run allocations
+        engine.run(x)
+    times: dict[int, list[float]] = {id(key): [] for key, _ in candidates}
+    active = list(candidates)
+    for r in range(max(1, repeats)):
+        if r >= 2 and time.perf_counter() > deadline:
+            break
+        for k in range(len(active)):
+            key, engine = active[(r + k) % len(active)]
+            t0 = time.perf_counter()
+            engine.run(x)
+            times[id(key)].append((time.perf_counter() - t0) * 1e3)
+        if r >= 1 and len(active) > 1:
+            best = min(statistics.median(times[id(key)]) for key, _ in active)
+            active = [(key, e) for key, e in active if min(times[id(key)]) <= best * CUT_FACTOR]
+    return times
+
+
 @dataclass
 class Selection:
     """The engine to serve, why, and every candidate's measurement."""
@@ -149,9 +174,9 @@ def select_engine(specs: Sequence[EngineSpec], open_engine: Callable[[EngineSpec
     started = time.perf_counter()
     expected = run_each(reference, images)
     results: list[CandidateResult] = []
-    best: tuple[int, Engine, float] | None = None
+    timed: list[tuple[CandidateResult, Engine]] = []  # gated in, to be timed
     for spec in specs:
-        if best is not None and time.perf_counter() - started > budget_s:
+        if timed and time.perf_counter() - started > budget_s:
             results.append(CandidateResult.of(spec, "skipped", reason=f"warm-up budget of {budget_s:g} s spent"))
             continue
         try:
@@ -165,14 +190,18 @@ def select_engine(specs: Sequence[EngineSpec], open_engine: Callable[[EngineSpec
             results.append(CandidateResult.of(spec, "refused", psnr_vs_fp32_db=psnr,
                                               reason=f"{psnr:.2f} dB < the {min_psnr_db:g} dB gate"))
             continue
-        ms, cut = time_ms(engine, images[:1], repeats, give_up_ms=None if best is None else best[2] * CUT_FACTOR)
-        status = "reference" if engine is reference else "passed"
-        result = CandidateResult.of(spec, status, median_ms=round(ms, 2), psnr_vs_fp32_db=psnr)
-        if cut:
+        result = CandidateResult.of(spec, "reference" if engine is reference else "passed", psnr_vs_fp32_db=psnr)
+        results.append(result)
+        timed.append((result, engine))
+    times = time_rounds(timed, images[:1], repeats, started + budget_s)
+    best: tuple[int, Engine, float] | None = None
+    for result, engine in timed:
+        ms = statistics.median(times[id(result)])
+        result.median_ms = round(ms, 2)
+        if len(times[id(result)]) < len(max(times.values(), key=len)):
             result.status, result.reason = "slower", f"cut short: over {CUT_FACTOR:g}x the best so far"
         elif best is None or ms < best[2]:
-            best = (len(results), engine, ms)
-        results.append(result)
+            best = (results.index(result), engine, ms)
     if best is None:
         raise DistillError("no candidate engine passed: " + "; ".join(
             f"{r.engine}/{r.device}/{r.precision}: {r.status} ({r.reason})" for r in results))
