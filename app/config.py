@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 PREFIX = "DISTILL_"
 LOWERCASE = ("provider", "variant_cpu", "variant_cuda", "engine", "openvino_precision")

@@ -8,9 +8,9 @@ import pytest
 
 from app.config import Settings
 from app.runtime import choose_provider, choose_variant
+from core.errors import DistillError
 from model_zoo.registry import ModelEntry
 from model_zoo.schema import EntryManifest
-from training.errors import DistillError
 
 
 def test_defaults_and_env_parsing():

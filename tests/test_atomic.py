@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from training.atomic import atomic_write, atomic_write_text
+from core.atomic import atomic_write, atomic_write_text
 
 
 def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temp(tmp_path):

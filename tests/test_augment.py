@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import DistillError
 from training.augment import Augmentation, parse_augmentation, shift_image
 from training.dataset import load_split
-from training.errors import DistillError
 from training.trainer import CHECKPOINT, TrainOptions, load_checkpoint, train
 
 from .test_trainer import make_pair_dataset, tiny_options

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.toyfaces.attributes import ADULT_AGE
 from training.toyfaces.clean_renders import CLEAN_SEED0, adult_faces, clean_render_set
 from training.toyfaces.renderer import render

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.pix2pixhd import build_generator, get_preset, load_generator, save_generator
 from training.pix2pixhd.conditional import ConditionalGenerator, is_conditional
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import DistillError
 from distill.cli import main
-from training.errors import DistillError
 from training.manifest import read_manifest
 from training.pairs import resolve_shard
 from training.stylegan2 import Generator, save_generator

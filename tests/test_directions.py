@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import DistillError
 from distill.cli import main
 from training.directions import (
     METHODS,
@@ -18,7 +19,6 @@ from training.directions import (
     sample_w,
     z_from_seeds,
 )
-from training.errors import DistillError
 from training.stylegan2 import Generator, save_generator
 
 

@@ -20,8 +20,8 @@ from app.engines.ort import OrtEngine
 from app.engines.ov import OpenVinoEngine, openvino_version
 from app.engines.select import REFERENCE, plan_candidates, psnr_db, select_engine
 from app.main import create_app
+from core.errors import DistillError
 from tests.app_helpers import NATIVE, make_entry, png_bytes, wait_ready
-from training.errors import DistillError
 
 needs_openvino = pytest.mark.skipif(openvino_version() is None, reason="openvino is not installed")
 VARIANTS = {"fp32": {"file": "model.onnx", "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]},

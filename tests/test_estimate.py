@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_trainer import make_pair_dataset
+from core.errors import DistillError
 from distill.cli import main
-from training.errors import DistillError
+from tests.test_trainer import make_pair_dataset
 from training.estimate import estimate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

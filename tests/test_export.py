@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model_zoo.registry import ModelZooError, get_entry, sha256_file
+from core.errors import DistillError
 from distill.cli import main
-from training.errors import DistillError
+from model_zoo.registry import ModelZooError, get_entry, sha256_file
 from training.export import check_parity, export_onnx, layers_option, parity_sizes
 from training.images import save_image
 from training.manifest import PairRecord, write_manifest, write_metadata

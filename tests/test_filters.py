@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import DistillError
 from distill.cli import main
-from training.errors import DistillError
 from training.filters import filter_dataset
 from training.images import load_image, save_image
 from training.manifest import PairRecord, kept, read_manifest, write_manifest, write_metadata

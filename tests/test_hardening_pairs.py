@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from training.atomic import atomic_write_text
+from core.atomic import atomic_write_text
+from core.errors import DistillError, file_errors
 from distill.cli import main
-from training.errors import DistillError, file_errors
 
 
 @pytest.fixture(scope="module")

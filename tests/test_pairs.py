@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import DistillError
 from distill.cli import main
 from training.directions import z_from_seeds
-from training.errors import DistillError
 from training.images import load_image, to_uint8
 from training.manifest import read_manifest, read_metadata
 from training.pairs import LATENTS, PENDING, generate_pairs, merge_datasets

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.pix2pixhd import GANLoss, build_discriminator, build_vgg_loss, feature_matching_loss, get_preset
 from training.pix2pixhd.losses import VGG19Features
 

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.pix2pixhd import (
     Pix2PixHDConfig,
     build_discriminator,

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.metrics import psnr
 from training.projector import (
     ProjectionStopped,

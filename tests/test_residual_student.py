@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import DistillError
 from distill.cli import main
-from training.errors import DistillError
 from training.export import export_onnx
 from training.images import from_uint8, load_image
 from training.metrics import psnr

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import DistillError
 from distill.cli import main
 from training.directions import apply_direction, load_direction, z_from_seeds
-from training.errors import DistillError
 from training.images import load_image, to_uint8
 from training.manifest import read_manifest, read_metadata
 from training.pairs import generate_pairs, merge_datasets

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.stylegan2 import Generator, infer_config, load_generator, save_generator
 
 CONFIG = dict(z_dim=24, w_dim=40, img_resolution=16, mapping_layers=3, channels={4: 20, 8: 12, 16: 6})

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.stylegan2 import load_generator
 from training.stylegan2.safe_pickle import safe_load
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from model_zoo.registry import get_entry
+from core.errors import DistillError
 from distill.cli import main
-from training.errors import DistillError
+from model_zoo.registry import get_entry
 from training.toyfaces.attributes import default_path
 from training.toyfaces.recipe import SETTINGS, Recipe
 from training.toyfaces.teacher_report import evaluate_teacher

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from core.errors import DistillError
 from distill.cli import main
-from training.errors import DistillError
 from training.toyfaces.renderer import (
     ATTRIBUTES,
     NUM_PARAMS,

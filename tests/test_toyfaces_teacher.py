@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import DistillError
 from distill.cli import main
 from training.devices import cpu_has_native_bf16
-from training.errors import DistillError
 from training.stylegan2 import load_generator
 from training.toyfaces.teacher import TeacherConfig, TeacherTrainer, make_batch, trained_aligned
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import DistillError
 from training.dataset import PairDataset, load_split, resolve_geometry, split_rows
-from training.errors import DistillError
 from training.images import load_image, save_image
 from training.manifest import PairRecord, read_manifest, write_manifest, write_metadata
 from training.pix2pixhd import load_generator

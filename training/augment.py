@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 FIELDS = ("shift", "sharpness", "noise", "jpeg")
 

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from core.errors import DistillError
 from training.augment import Augmentation
-from training.errors import DistillError
 from training.images import from_uint8, load_image
 from training.manifest import PairRecord, kept, read_manifest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from training.atomic import atomic_write_json
+from core.atomic import atomic_write_json
+from core.errors import DistillError
 from training.dataset import load_split
 from training.devices import pick_device
-from training.errors import DistillError
 from training.pix2pixhd import (
     Pix2PixHDConfig,
     build_discriminator,

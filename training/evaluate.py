@@ -47,12 +47,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import DistillError
+from core.runfiles import PAIRS_MANIFEST
 from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
 from model_zoo.schema import resolve_provenance
-from training.atomic import atomic_write_json, atomic_write_text
 from training.devices import exact_float32, pick_device
 from training.directions import apply_direction, file_sha256, load_direction, z_from_seeds
-from training.errors import DistillError
 from training.images import from_uint8, load_image, make_grid, save_image, to_uint8
 from training.manifest import read_manifest
 from training.metrics import psnr, ssim
@@ -119,7 +120,7 @@ def dataset_seeds(entry: ModelEntry, override: str | None = None) -> tuple[list[
     if not text:
         return None, "unknown: the manifest names no dataset (pass --dataset DATASET to check the seeds)"
     root = Path(text) if override else resolve_provenance(text)
-    if not (root / "manifest.jsonl").is_file():
+    if not (root / PAIRS_MANIFEST).is_file():
         if override:
             raise DistillError(f"--dataset {root}: not a pair dataset (no manifest.jsonl)")
         return None, f"unknown: the training dataset {root} is not on this machine (pass --dataset DATASET)"

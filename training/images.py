@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.atomic import atomic_write_json, atomic_write_text
-from training.errors import DistillError
+from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import DistillError
+from core.runfiles import PAIRS_MANIFEST, PAIRS_METADATA
 
-MANIFEST = "manifest.jsonl"
-METADATA = "dataset.json"
+MANIFEST = PAIRS_MANIFEST
+METADATA = PAIRS_METADATA
 
 
 @dataclass

@@ -53,6 +53,7 @@ from training.directions import (
 )
 from training.images import load_image, make_grid, save_image, to_uint8
 from training.manifest import (
+    MANIFEST,
     METADATA,
     PairRecord,
     read_manifest,
@@ -172,7 +173,7 @@ def load_done(root: str | os.PathLike) -> tuple[PairSet, list[Path]]:
     rows: dict[int, PairRecord] = {}
     lat_w: dict[int, np.ndarray] = {}
     lat_e: dict[int, np.ndarray] = {}
-    if (root / "manifest.jsonl").is_file():
+    if (root / MANIFEST).is_file():
         rows = {r.seed: r for r in read_manifest(root)}
     if (root / LATENTS).is_file():
         z = _read_npz(root / LATENTS)
@@ -225,7 +226,7 @@ def consolidate(root: str | os.PathLike) -> PairSet:
     root = Path(root)
     with _flock(root / ".consolidate.lock", fcntl.LOCK_EX):
         done, parts = load_done(root)
-        on_disk = {r.seed for r in read_manifest(root)} if (root / "manifest.jsonl").is_file() else set()
+        on_disk = {r.seed for r in read_manifest(root)} if (root / MANIFEST).is_file() else set()
         if parts or on_disk != set(done.rows) or not (root / LATENTS).is_file():
             write_pairset(root, done)
         for p in parts:

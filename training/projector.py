@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import DistillError
 from training.directions import apply_direction
-from training.errors import DistillError
 
 # ----------------------------------------------------------------------------
 # Results and errors.

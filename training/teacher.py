@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from core.errors import DistillError
 from training.devices import exact_float32, pick_device
-from training.errors import DistillError
 from training.images import make_grid, save_image, to_uint8
 from training.stylegan2 import Generator, estimate_w_avg, load_generator, save_generator
 

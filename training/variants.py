@@ -34,8 +34,8 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
-from training.atomic import atomic_write_bytes
-from training.errors import DistillError
+from core.atomic import atomic_write_bytes
+from core.errors import DistillError
 
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 VARIANT_PROVIDERS = {

@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import DistillError
 from training.alignment.ffhq import align_face
 from training.alignment.landmarks import DETECT_MAX_SIDE, Face, FacesMode, default_finder, pick
-from training.atomic import atomic_write_json, atomic_write_text
-from training.errors import DistillError
 from training.images import save_image
 
 ROWS = "alignment.jsonl"

@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 import numpy as np
 from PIL import Image
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 NUM_LANDMARKS = 68
 DETECT_MAX_SIDE = 640  # detection runs on a copy whose longer side is at most this many pixels

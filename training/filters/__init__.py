@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.filters.face_detector import HaarFaceDetector
 from training.filters.report import write_report
 from training.images import load_image

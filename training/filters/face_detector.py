@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.scoring import KeepRule, Scorer
 
 CASCADE = "haarcascade_frontalface_default.xml"

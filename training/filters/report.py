@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.atomic import atomic_write_json, atomic_write_text
+from core.atomic import atomic_write_json, atomic_write_text
 from training.images import load_image, save_image
 from training.manifest import PairRecord
 from training.scoring import KeepRule

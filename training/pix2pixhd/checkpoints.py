@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.atomic import atomic_torch_save
-from training.errors import DistillError
+from core.atomic import atomic_torch_save
+from core.errors import DistillError
 from training.pix2pixhd.config import Pix2PixHDConfig, check_field_names
 from training.pix2pixhd.networks import build_generator
 

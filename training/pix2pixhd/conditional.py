@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.pix2pixhd.config import Pix2PixHDConfig, min_input_size
 from training.pix2pixhd.networks import ResnetBlock, _global_layers, check_input
 

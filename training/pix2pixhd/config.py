@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 NET_G_CHOICES = ("global", "local")
 # How a generator takes the edit strength (issue 14; training/pix2pixhd/conditional.py): "none" = one fixed

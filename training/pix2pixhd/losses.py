@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.pix2pixhd.config import Pix2PixHDConfig, min_input_size
 
 

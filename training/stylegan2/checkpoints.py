@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from training.atomic import atomic_torch_save
-from training.errors import DistillError
+from core.atomic import atomic_torch_save
+from core.errors import DistillError
 from training.stylegan2 import safe_pickle
 from training.stylegan2.networks import Generator
 from training.stylegan2.tf_pickle import TFNetworkRecord, convert_tf_generator

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 
 class TFNetworkRecord(dict):

@@ -15,7 +15,7 @@ import shlex
 import time
 from pathlib import Path
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -33,7 +33,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    from training.atomic import atomic_write_text
+    from core.atomic import atomic_write_text
     from training.images import make_grid, save_image
     from training.toyfaces.renderer import ATTRIBUTES, render, sample_params
 

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from training.atomic import atomic_write_bytes, atomic_write_json
-from training.errors import DistillError
+from core.atomic import atomic_write_bytes, atomic_write_json
+from core.errors import DistillError
 from training.toyfaces.renderer import ATTRIBUTES, GLASSES_THRESHOLD, NUM_ATTRIBUTES, render, sample_params
 
 INPUT_SIZE = 64

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from training.errors import DistillError
+from core.errors import DistillError
 from training.toyfaces.renderer import FaceParams, params_from_z, render
 
 CLEAN_SEED0 = 3_000_000

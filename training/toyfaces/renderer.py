@@ -34,7 +34,7 @@ from dataclasses import astuple, dataclass, fields, replace
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.errors import DistillError
+from core.errors import DistillError
 
 ATTRIBUTES = (
     "age", "smile", "hair_color", "hair_style", "skin_tone", "eye_size", "glasses", "face_shape", "background",

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.atomic import atomic_torch_save, atomic_write_json
+from core.errors import DistillError
 from core.runfiles import CHECKPOINT, METRICS, RUN_JSON, append_jsonl, truncate_jsonl
 from training.devices import cpu_has_native_bf16, pick_device
-from training.errors import DistillError
 from training.images import from_uint8, make_grid, save_image, to_uint8
 from training.metrics import psnr
 from training.stylegan2 import Generator, save_generator

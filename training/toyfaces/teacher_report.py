@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.atomic import atomic_write_json, atomic_write_text
-from training.errors import DistillError
+from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import DistillError
 from training.images import from_uint8, make_grid, save_image, to_uint8
 from training.metrics import psnr
 
