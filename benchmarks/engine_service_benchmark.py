@@ -33,7 +33,7 @@ from app.engines.base import EngineSpec  # noqa: E402
 from app.engines.cpu import cpu_model, isa_line  # noqa: E402
 from app.engines.measure import open_spec  # noqa: E402
 from app.engines.ov import openvino_version  # noqa: E402
-from app.engines.select import time_ms  # noqa: E402
+from app.engines.select import time_rounds  # noqa: E402
 from model_zoo.registry import default_root, get_entry  # noqa: E402
 from training.images import from_uint8  # noqa: E402
 
@@ -99,16 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, (extra, spec) in configs.items():
         with serve(zoo, {**env, **extra, "DISTILL_MODELS": args.model}) as base:
             result = transform_p50(base, args.model, images)
-        if spec is not None:
-            engine = open_spec(spec, entry.variant_path(spec.variant), entry.input_size, args.threads)
-            bare[name] = time_ms(engine, x, repeats=args.requests, warmup=3)[0]
-            del engine
-        else:
+        if spec is None:
             auto_candidates = result["candidates"]
         rows.append((name, result))
         print(f"{name:18s} served {result['served']:22s} /transform p50 {result['rtt']:.2f} ms, "
-              f"inference {result['inference']:.2f} ms" + (f", bare {bare[name]:.2f} ms" if name in bare else ""),
-              flush=True)
+              f"inference {result['inference']:.2f} ms", flush=True)
+    engines = [(name, open_spec(spec, entry.variant_path(spec.variant), entry.input_size, args.threads))
+               for name, (_, spec) in configs.items() if spec is not None]
+    for _ in range(2):  # warm-up beyond time_rounds' own run
+        for _, engine in engines:
+            engine.run(x)
+    times = time_rounds(engines, x, args.requests, deadline=float("inf"), cut=False)
+    bare = {name: statistics.median(times[id(name)]) for name, _ in engines}
+    print("bare: " + ", ".join(f"{k} {v:.2f} ms" for k, v in bare.items()), flush=True)
     best_name = min(bare, key=bare.get)
     best = bare[best_name]
     h, w = entry.input_size
@@ -119,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- CPU: {cpu_model()}; ISA features: {isa_line()}",
         f"- each configuration: a fresh `distill serve` (DISTILL_INTRA_OP_THREADS={args.threads}, other settings "
         f"default, legacy off) answering {args.requests} sequential JPEG uploads at {h}x{w} after 3 warm-up requests; bare: "
-        f"the engine alone (`app.engines`, the same file, threads and input), {args.requests} runs after 3, "
-        "measured in this process right after that server stopped.",
+        f"the engine alone (`app.engines`, the same file, threads and input), {args.requests} runs each after 3, "
+        "all engines interleaved in rounds in this process after the servers (as `auto` times its candidates).",
         f"- {args.note}".rstrip(" -"), "",
         "| configuration | served (X-Engine/X-Precision) | /transform p50 ms | inference stage p50 ms | "
         "bare engine p50 ms | /transform vs best bare | inference stage vs best bare |",

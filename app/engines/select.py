@@ -131,10 +131,10 @@ def time_ms(engine: Engine, x: np.ndarray, repeats: int = 5, warmup: int = 1,
 
 
 def time_rounds(candidates: Sequence[tuple[object, Engine]], x: np.ndarray, repeats: int,
-                deadline: float) -> dict[int, list[float]]:
+                deadline: float, cut: bool = True) -> dict[int, list[float]]:
     """Per-run ms of each candidate (keyed by ``id`` of its first item), timed in interleaved rounds (one run of
     each per round, the order rotating) so that a busy spell of a shared machine hits them alike; after two
-    rounds a candidate whose runs are all over CUT_FACTOR x the best median drops out (it cannot win); rounds
+    rounds a candidate whose runs are all over CUT_FACTOR x the best median drops out (``cut``: it cannot win); rounds
     stop at ``repeats`` or, after two, at ``deadline`` (perf_counter)."""
     for _, engine in candidates:  # one untimed run each: first-run allocations
         engine.run(x)
@@ -148,7 +148,7 @@ def time_rounds(candidates: Sequence[tuple[object, Engine]], x: np.ndarray, repe
             t0 = time.perf_counter()
             engine.run(x)
             times[id(key)].append((time.perf_counter() - t0) * 1e3)
-        if r >= 1 and len(active) > 1:
+        if cut and r >= 1 and len(active) > 1:
             best = min(statistics.median(times[id(key)]) for key, _ in active)
             active = [(key, e) for key, e in active if min(times[id(key)]) <= best * CUT_FACTOR]
     return times
