@@ -15,6 +15,10 @@ join the next batch. ``max_batch=1`` turns batching off (every request runs alon
 ``max_wait_s=0`` is greedy batching (a batch is whatever is queued when the model frees up, as
 Triton's default).
 
+A strength-conditioned model (issue 14) takes a strength per request (``submit(x, strength)``):
+requests of different strengths share a batch, which runs as ``run_batch(x, strengths)`` with the
+per-item float32 [N] vector; a batch without strengths runs as ``run_batch(x)``.
+
 The queue is bounded: a request arriving when ``queue_size`` are already waiting gets
 :class:`QueueFullError` (the service answers 503 with ``Retry-After``) instead of unbounded latency.
 """
@@ -57,6 +61,7 @@ class _Pending:
     x: np.ndarray
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    strength: float | None = None
 
 
 class MicroBatcher:
@@ -64,7 +69,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run_batch: Callable[[np.ndarray], np.ndarray],
+        run_batch: Callable[..., np.ndarray],  # (x [N,3,H,W]) or (x, strengths [N]) -> [N,3,H,W]
         *,
         max_batch: int,
         max_wait_s: float,
@@ -138,13 +143,14 @@ class MicroBatcher:
         batches = math.ceil(self.depth / self.max_batch)
         return max(1, math.ceil(batches * self._batch_s_ewma))
 
-    async def submit(self, x: np.ndarray) -> BatchResult:
-        """Queue one [1,3,H,W] input and wait for its output; QueueFullError when the queue is full."""
+    async def submit(self, x: np.ndarray, strength: float | None = None) -> BatchResult:
+        """Queue one [1,3,H,W] input (with its edit ``strength`` for a conditional model) and wait for its output;
+        QueueFullError when the queue is full."""
         if x.ndim != 4 or x.shape[0] != 1:
             raise ValueError(f"submit one image [1,3,H,W], got {x.shape}")
         if self.depth >= self.queue_size:
             raise QueueFullError(self.depth, self.retry_after_s())
-        item = _Pending(x, asyncio.get_running_loop().create_future())
+        item = _Pending(x, asyncio.get_running_loop().create_future(), strength=strength)
         self._pending.append(item)
         self._set_depth()
         self._arrived.set()
@@ -179,9 +185,15 @@ class MicroBatcher:
         """Whether the oldest request's batch can still grow: not full, and requests on their way to join it."""
         return self._on_its_way > 0 and self._ready_count() < self.max_batch
 
-    def _run(self, inputs: list[np.ndarray]) -> np.ndarray:
-        """In the inference thread: stack the batch (megabytes at 512 px, so off the event loop) and run it."""
-        return self.run_batch(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
+    def _run(self, inputs: list[np.ndarray], strengths: list[float | None] | None = None) -> np.ndarray:
+        """In the inference thread: stack the batch (megabytes at 512 px, so off the event loop) and run it, with
+        the per-item strength vector when any item has a strength."""
+        x = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
+        if not strengths or all(s is None for s in strengths):
+            return self.run_batch(x)
+        if any(s is None for s in strengths):
+            raise ValueError("a batch mixes requests with and without a strength")
+        return self.run_batch(x, np.asarray(strengths, np.float32))
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -199,7 +211,8 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                y = await loop.run_in_executor(self._executor, self._run, [item.x for item in batch])
+                y = await loop.run_in_executor(self._executor, self._run, [item.x for item in batch],
+                                               [item.strength for item in batch])
             except Exception as e:  # a model failure fails this batch's requests, not the batcher
                 for item in batch:
                     if not item.future.done():

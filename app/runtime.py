@@ -157,9 +157,17 @@ class ModelRuntime:
     def native_hw(self) -> tuple[int, int]:
         return self.entry.input_size
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N,3,H,W] in [-1,1] -> float32 [N,3,H,W]; blocking (call it from a worker thread)."""
-        return self.engine.run(batch)
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes a per-image edit strength (its manifest has ``strength``; issue 14)."""
+        return self.entry.spec.strength is not None
+
+    def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
+        """float32 [N,3,H,W] in [-1,1] (and, for a conditional model, float32 [N] strengths; None: the manifest's
+        default) -> float32 [N,3,H,W]; blocking (call it from a worker thread)."""
+        if strength is None and self.entry.spec.strength is not None:
+            strength = np.full(len(batch), self.entry.spec.strength.default, np.float32)
+        return self.engine.run(batch, strength)
 
     def check_contract(self) -> None:
         """DistillError naming the file and what differs when the model's input or output is not the manifest's
@@ -168,9 +176,15 @@ class ModelRuntime:
         path = self.engine.path
         fix = f"re-export the entry (`distill export RUN --out {self.entry.path}`) or fix input.size in its manifest"
         inputs, outputs = self.engine.signature()
-        if len(inputs) != 1 or not outputs:
+        want = 2 if self.conditional else 1  # a strength-conditioned student also takes strength [N]
+        if len(inputs) != want or not outputs:
+            kind = "a strength-conditioned student has two inputs (input, strength)" if self.conditional else \
+                "a student has one input"
             raise DistillError(f"{path}: model {self.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
-                               f"a student has one input and one output; {fix}")
+                               f"{kind} and one output; {fix}")
+        if self.conditional and (inputs[1].type_name != "tensor(float)" or len(inputs[1].shape) != 1):
+            raise DistillError(f"{path}: model {self.name!r} declares its second input {inputs[1].type_name} "
+                               f"{list(inputs[1].shape)}; the manifest's strength is float32 [N]; {fix}")
         for role, arg in (("input", inputs[0]), ("output", outputs[0])):
             declared = list(arg.shape)
             fixed = [d if isinstance(d, int) else None for d in declared]

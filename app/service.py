@@ -166,9 +166,11 @@ class Service:
         model.legacy_error = str(error) or type(error).__name__
         log.error("model %s: the legacy path is off: %s", model.entry.name, model.legacy_error)
 
-    def legacy_job(self, model: LoadedModel, steps: int) -> LegacyJob:
-        """The projection job for ``model``: its teacher and direction, the edit from its manifest."""
+    def legacy_job(self, model: LoadedModel, steps: int, strength: float | None = None) -> LegacyJob:
+        """The projection job for ``model``: its teacher and direction, the edit from its manifest, at ``strength``
+        (relative, as the student's: alpha = strength x the manifest's alpha; None: 1.0)."""
         alpha, layers, normalize = model.entry.spec.direction_edit()
+        alpha = alpha if strength is None else alpha * strength
         return LegacyJob(model.entry.teacher_path, model.entry.direction_path, alpha, layers, normalize, steps,
                          self.settings.vgg16)
 

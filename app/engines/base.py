@@ -49,8 +49,9 @@ class Engine(ABC):
     path: Path
 
     @abstractmethod
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N,3,H,W] -> float32 [N,3,H,W]; blocking (call it from a worker thread)."""
+    def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
+        """float32 [N,3,H,W] -> float32 [N,3,H,W]; blocking (call it from a worker thread). ``strength`` [N]: the
+        per-image edit strength of a strength-conditioned model (issue 14; None: 1.0 each); ignored by others."""
 
     @abstractmethod
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -60,6 +61,19 @@ class Engine(ABC):
     def device(self) -> str:
         """Where it runs: ``cpu``, ``cuda`` or ``tensorrt`` (what ``X-Provider`` reports)."""
         return self.spec.device
+
+
+STRENGTH_INPUT = "strength"  # a strength-conditioned model's second input (model_zoo.schema.StrengthSpec)
+
+
+def strength_vector(n: int, strength: np.ndarray | None) -> np.ndarray:
+    """float32 [n]: the given per-image strengths, or 1.0 each (the edit's own alpha)."""
+    if strength is None:
+        return np.ones(n, np.float32)
+    s = np.ascontiguousarray(strength, dtype=np.float32).reshape(-1)
+    if s.shape[0] != n:
+        raise ValueError(f"{n} images but {s.shape[0]} strengths")
+    return s
 
 
 class CandidateResult(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.engines.base import Engine, EngineSpec, TensorSpec
+from app.engines.base import STRENGTH_INPUT, Engine, EngineSpec, TensorSpec, strength_vector
 from training.errors import DistillError
 
 log = logging.getLogger("app.engines")
@@ -76,20 +76,25 @@ class OrtEngine(Engine):
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         self.input_dtype = NP_TYPES.get(inp.type, np.float32)
+        self.conditional = any(i.name == STRENGTH_INPUT for i in self.session.get_inputs())
         self.io_binding = spec.device != "cpu"
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
         assert batch.ndim == 4 and batch.shape[1] == 3, f"expected [N,3,H,W], got {batch.shape}"
         x = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        feed = {self.input_name: x}
+        if self.conditional:
+            feed[STRENGTH_INPUT] = strength_vector(len(x), strength)
         if self.io_binding:
             device = "cpu" if self.spec.device == "cpu" else "cuda"
             binding = self.session.io_binding()
-            binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+            for name, value in feed.items():
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
             binding.bind_output(self.output_name, device)
             self.session.run_with_iobinding(binding)
             y = binding.copy_outputs_to_cpu()[0]
         else:
-            y = self.session.run([self.output_name], {self.input_name: x})[0]
+            y = self.session.run([self.output_name], feed)[0]
         return y.astype(np.float32, copy=False)
 
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:

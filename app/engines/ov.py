@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.engines.base import Engine, EngineSpec, TensorSpec
+from app.engines.base import Engine, EngineSpec, TensorSpec, strength_vector
 from training.errors import DistillError
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's float parts in f32
@@ -52,10 +52,13 @@ class OpenVinoEngine(Engine):
         ov = core()
         try:
             model = ov.read_model(str(path))
-            if size is not None and len(model.inputs) == 1 and model.inputs[0].get_partial_shape().rank.is_static:
+            if size is not None and len(model.inputs) in (1, 2) and model.inputs[0].get_partial_shape().rank.is_static:
                 shape = model.inputs[0].get_partial_shape()  # a fixed batch stays fixed, so do the channels
-                model.reshape({model.inputs[0]: openvino.PartialShape(
-                    [d.get_length() if d.is_static else -1 for d in (shape[0], shape[1])] + list(size))})
+                shapes = {model.inputs[0]: openvino.PartialShape(
+                    [d.get_length() if d.is_static else -1 for d in (shape[0], shape[1])] + list(size))}
+                if len(model.inputs) == 2:  # a strength-conditioned model's strength [N] keeps its dynamic batch
+                    shapes[model.inputs[1]] = model.inputs[1].get_partial_shape()
+                model.reshape(shapes)
             config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OV_PRECISION[spec.precision],
                                          "PERFORMANCE_HINT": "LATENCY"}
             if threads > 0:
@@ -71,13 +74,15 @@ class OpenVinoEngine(Engine):
             raise DistillError(f"{path}: OpenVINO cannot compile it for {spec.label} ({e})") from e
         self.spec, self.path = spec, Path(path)
         self.request = self.compiled.create_infer_request()
+        self.conditional = len(self.compiled.inputs) == 2  # input, strength (issue 14)
         self.lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
         assert batch.ndim == 4 and batch.shape[1] == 3, f"expected [N,3,H,W], got {batch.shape}"
         x = np.ascontiguousarray(batch, dtype=np.float32)
+        feed = {0: x, 1: strength_vector(len(x), strength)} if self.conditional else {0: x}
         with self.lock:
-            y = self.request.infer({0: x})[0]
+            y = self.request.infer(feed)[0]
         return np.array(y, dtype=np.float32, copy=True)
 
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -52,13 +52,15 @@ log = logging.getLogger("app.legacy")
 router = APIRouter(tags=["transform"])
 
 STEPS_FIELD = Form(None, ge=1, description="Projection steps (default and upper bound from the settings).")
+STRENGTH_FIELD = Form(None, ge=-100, le=100, description="Edit strength, relative: alpha = strength x the entry's "
+                                                        "edit.alpha (default 1.0; the student's slider, issue 14).")
 PROVIDER = "torch-cpu"
 JOB_ERRORS = {c: {"model": ErrorBody} for c in (404, 409)}
 
 
 async def _prepare(request: Request, service: Service, image: UploadFile, model: str | None, format: Format,
                    size: Size, steps: int | None, align: Align,
-                   faces: Faces) -> tuple[LoadedModel, Upload, LegacyJob, StageTimer]:
+                   faces: Faces, strength: float | None = None) -> tuple[LoadedModel, Upload, LegacyJob, StageTimer]:
     """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps) and decode the upload."""
     timer = StageTimer()
     loaded = service.get_model(model)
@@ -76,7 +78,7 @@ async def _prepare(request: Request, service: Service, image: UploadFile, model:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
     upload = await decode_upload(service, image, entry.input_size, size, timer, fmt=format,
                                  align=aligned(loaded, align), faces=faces)
-    return loaded, upload, service.legacy_job(loaded, steps), timer
+    return loaded, upload, service.legacy_job(loaded, steps, strength), timer
 
 
 async def _project(service: Service, loaded: LoadedModel, upload: Upload, job: LegacyJob, timer: StageTimer,
@@ -122,6 +124,7 @@ async def legacy_transform(
     steps: int | None = STEPS_FIELD,
     align: Align = ALIGN_FIELD,
     faces: Faces = FACES_FIELD,
+    strength: float | None = STRENGTH_FIELD,
     service: Service = Depends(get_service),
 ) -> Response:
     """Edit a photo the slow way: optimise a latent for it (NVlabs projector), add the direction, synthesize.
@@ -129,7 +132,8 @@ async def legacy_transform(
     Same contract as ``/transform`` (with ``faces=all``, one projection per face, one after the other); the
     work runs in a bounded pool of processes with a timeout (504).
     """
-    loaded, upload, job, timer = await _prepare(request, service, image, model, format, size, steps, align, faces)
+    loaded, upload, job, timer = await _prepare(request, service, image, model, format, size, steps, align, faces,
+                                                strength)
     return await _project(service, loaded, upload, job, timer, size, format, "/legacy/transform")
 
 
@@ -182,12 +186,14 @@ async def create_legacy_job(
     steps: int | None = STEPS_FIELD,
     align: Align = ALIGN_FIELD,
     faces: Faces = FACES_FIELD,
+    strength: float | None = STRENGTH_FIELD,
     service: Service = Depends(get_service),
 ) -> JSONResponse:
     """Start ``/legacy/transform``'s work as a job: 202 with the job (``Location`` is its URL) once the upload is
     checked; poll ``GET /legacy/jobs/{id}`` for progress, fetch the image from its ``result`` URL, ``DELETE`` to
     cancel. A full projection pool is 503 ``legacy_busy`` here, at once."""
-    loaded, upload, job, timer = await _prepare(request, service, image, model, format, size, steps, align, faces)
+    loaded, upload, job, timer = await _prepare(request, service, image, model, format, size, steps, align, faces,
+                                                strength)
     if service.legacy.active >= service.legacy.capacity:
         raise ServiceError(503, "legacy_busy", f"{service.legacy.active} projections are running or queued "
                                                f"(capacity {service.legacy.capacity})", headers={"Retry-After": "5"})

@@ -29,6 +29,7 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         precision=runtime.precision,
         engine_reason=runtime.engine_reason,
         engine_candidates=runtime.candidates,
+        strength=entry.spec.strength,
         legacy=model.has_teacher and service.legacy.enabled and model.legacy_error is None,
         legacy_error=model.legacy_error,
         samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],

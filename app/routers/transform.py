@@ -41,6 +41,33 @@ ALIGN_FIELD = Form("auto", description="auto: frame the upload as the model expe
                                        "input.alignment: FFHQ face alignment, or a centred crop); off: centred crop.")
 FACES_FIELD = Form("largest", description="With FFHQ alignment: edit the largest face, or all faces "
                                           "(all needs size=original).")
+STRENGTH_FIELD = Form(None, description="Edit strength for a strength-conditioned model, relative: 1.0 = the "
+                                        "entry's edit.alpha, 0 = unchanged, negative = the opposite edit; within "
+                                        "the manifest's strength.range (default: strength.default). Fixed-strength "
+                                        "models take none.")
+
+
+def resolve_strength(loaded: LoadedModel, strength: float | None) -> float | None:
+    """The request's strength for ``loaded``: the manifest's default when none is given; 422 outside the trained
+    range, and 422 for any strength on a fixed-strength model (issue 14)."""
+    spec = loaded.entry.spec.strength
+    name = loaded.runtime.name
+    if spec is None:
+        if strength is None:
+            return None
+        raise ServiceError(422, "strength_unsupported",
+                           f"model {name!r} edits at one fixed strength (alpha {loaded.entry.spec.edit.alpha}); "
+                           "drop the strength field or choose a strength-conditioned model (see /models)",
+                           model=name)
+    if strength is None:
+        return spec.default
+    low, high = spec.range
+    if not low <= strength <= high:
+        raise ServiceError(422, "strength_out_of_range",
+                           f"strength {strength:g} is outside model {name!r}'s trained range [{low:g}, {high:g}] "
+                           f"(relative: 1.0 = alpha {loaded.entry.spec.edit.alpha})", range=[low, high],
+                           model=name)
+    return float(strength)
 
 
 def aligned(loaded: LoadedModel, align: Align) -> bool:
@@ -123,9 +150,10 @@ async def transform(
     size: Size = SIZE_FIELD,
     align: Align = ALIGN_FIELD,
     faces: Faces = FACES_FIELD,
+    strength: float | None = STRENGTH_FIELD,
     service: Service = Depends(get_service),
 ) -> Response:
-    """Edit a photo with the distilled student.
+    """Edit a photo with the distilled student (at ``strength``, for a strength-conditioned model).
 
     The upload is framed as the model expects (``align=auto``): FFHQ-aligned face crops for a model whose
     manifest says ``input.alignment: ffhq`` (the edit is pasted back into the photo with ``size=original``),
@@ -135,13 +163,14 @@ async def transform(
     loaded = service.get_model(model)
     runtime = loaded.runtime
     label_request(request, runtime.name, runtime.provider)
+    strength = resolve_strength(loaded, strength)
     with loaded.batcher.expecting():  # queued requests may wait for this one to join their batch
         upload = await decode_upload(service, image, runtime.native_hw, size, timer, fmt=format,
                                      align=aligned(loaded, align), faces=faces)
         xs = await run_in_threadpool(preprocess, inputs_of(upload), timer)
     try:
         # several faces are submitted together, so they usually share a batch
-        results = await asyncio.gather(*(loaded.batcher.submit(x) for x in xs))
+        results = await asyncio.gather(*(loaded.batcher.submit(x, strength) for x in xs))
     except QueueFullError as e:
         raise ServiceError(503, "queue_full", f"{e}; retry in {e.retry_after_s} s",
                            headers={"Retry-After": str(e.retry_after_s)}) from e
@@ -157,5 +186,6 @@ async def transform(
         "X-Engine": runtime.engine_name,
         "X-Precision": runtime.precision,
         "X-Batch-Size": str(max(r.batch_size for r in results)),
+        **({} if strength is None else {"X-Strength": f"{strength:g}"}),
         **face_headers(upload),
     })
