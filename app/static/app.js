@@ -14,6 +14,9 @@ let studentMs = null; // round trip of the last student result shown
 let legacyMs = null; // projection job time of the last legacy result shown
 let legacyJob = null; // the running job's id
 let pollTimer = null;
+let studentSeq = 0; // the latest /transform request: older answers (a slider moved on) are dropped
+let strengthTimer = null;
+const STRENGTH_DEBOUNCE_MS = 250;
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -117,6 +120,30 @@ function showModelOptions() {
   const note = $("domain-note");
   note.textContent = model && model.description ? `About this model: ${model.description}` : "";
   note.hidden = !note.textContent;
+  showStrength(model);
+}
+
+function showStrength(model) {
+  // the strength dial: only for strength-conditioned models (their /models entry has a strength range)
+  const spec = model && model.strength;
+  $("strength-control").hidden = !spec;
+  if (!spec) return;
+  const slider = $("strength");
+  [slider.min, slider.max] = spec.range;
+  slider.value = spec.default;
+  const attribute = model.edit && model.edit.attribute;
+  const [low, high] = attribute === "age" ? ["younger", "older"]
+    : attribute ? [`less ${attribute}`, `more ${attribute}`] : ["opposite", "stronger"];
+  $("strength-low").textContent = low;
+  $("strength-high").textContent = high;
+  $("strength-value").textContent = Number(slider.value).toFixed(2);
+}
+
+function strengthMoved() {
+  // show the value at once; re-run the student once the slider rests (debounced)
+  $("strength-value").textContent = Number($("strength").value).toFixed(2);
+  clearTimeout(strengthTimer);
+  strengthTimer = setTimeout(() => { if (photo && currentModel()) runStudent(true); }, STRENGTH_DEBOUNCE_MS);
 }
 
 function usePhoto(blob) {
@@ -179,6 +206,7 @@ function form(withSteps) {
     data.append("faces", $("faces").value);
   }
   if (withSteps) data.append("steps", $("steps").value);
+  if (!$("strength-control").hidden) data.append("strength", $("strength").value); // the legacy path too
   return data;
 }
 
@@ -187,13 +215,15 @@ async function errorText(response) {
   return `${response.status} ${error.error || ""}: ${error.detail}`;
 }
 
-async function runStudent() {
-  clearStudent();
+async function runStudent(keepShown = false) {
+  if (!keepShown) clearStudent(); // the slider keeps the last picture until the new one arrives
+  const seq = ++studentSeq;
   setStatus("Running /transform…");
   const started = performance.now();
   try {
     const response = await fetch("/transform", { method: "POST", body: form(false) });
     const roundTrip = performance.now() - started;
+    if (seq !== studentSeq) return false; // a newer request (the slider moved) supersedes this answer
     if (!response.ok) {
       setStatus(`Error (student): ${await errorText(response)}`, true);
       return false;
@@ -203,7 +233,8 @@ async function runStudent() {
     drawBoxes();
     studentMs = roundTrip;
     const caption = $("student-caption");
-    caption.dataset.base = `Student (${response.headers.get("X-Model")}, ${response.headers.get("X-Provider")}): ${formatMs(roundTrip)}`;
+    const strength = response.headers.get("X-Strength");
+    caption.dataset.base = `Student (${response.headers.get("X-Model")}, ${response.headers.get("X-Provider")}${strength === null ? "" : `, strength ${strength}`}): ${formatMs(roundTrip)}`;
     showSpeedup();
     showTimings([...parseServerTiming(response.headers.get("Server-Timing")), ["round trip (browser)", roundTrip]]);
     setStatus(`Done: student in ${formatMs(roundTrip)}.`);
@@ -313,6 +344,7 @@ $("model").addEventListener("change", () => { showSamples(); showModelOptions();
 $("faces").addEventListener("change", () => { if ($("faces").value === "all") $("size").value = "original"; });
 $("original").addEventListener("load", drawBoxes);
 window.addEventListener("resize", drawBoxes);
+$("strength").addEventListener("input", strengthMoved);
 $("steps-reference").addEventListener("click", () => { $("steps").value = legacyInfo.steps; });
 $("transform").addEventListener("click", runStudent);
 $("legacy").addEventListener("click", runLegacy);

@@ -1,0 +1,58 @@
+"""The demo page's strength slider in headless Chromium (issue 14): shown only for conditional models, it re-runs
+the student as it moves. Run with ``pytest -m browser tests/test_app_strength_browser.py``."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from PIL import Image
+
+from tests.app_helpers import gradient, make_entry, serve
+from tests.test_app_browser import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401 (the fixture)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (shutil.which(CHROMIUM) or shutil.which("chromium")) or not shutil.which(CHROMEDRIVER),
+                       reason="needs Debian's chromium and chromium-driver"),
+]
+
+
+def test_slider_for_conditional_models_reruns_the_student(browser, conditional_entry, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(conditional_entry, zoo / "cond")
+    make_entry(zoo, "tiny", teacher=False, samples=False)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(gradient(16, 16)).save(photo)
+    wait = WebDriverWait(browser, 30)
+
+    def text(element_id: str) -> str:
+        return browser.find_element(By.ID, element_id).text
+
+    def shown(element_id: str) -> bool:
+        return browser.find_element(By.ID, element_id).is_displayed()
+
+    with serve(zoo, env={"DISTILL_DEFAULT_MODEL": "cond"}) as (url, _):
+        browser.get(url + "/")
+        wait.until(lambda d: "Choose a photo" in text("status"))
+        assert shown("strength-control")
+        slider = browser.find_element(By.ID, "strength")
+        assert (slider.get_attribute("min"), slider.get_attribute("max"), slider.get_attribute("value")) == (
+            "-1.5", "1.5", "1")
+        Select(browser.find_element(By.ID, "model")).select_by_value("tiny")
+        assert not shown("strength-control")  # a fixed-strength model: no dial
+        Select(browser.find_element(By.ID, "model")).select_by_value("cond")
+        assert shown("strength-control")
+
+        browser.find_element(By.ID, "file").send_keys(str(photo))
+        browser.find_element(By.ID, "transform").click()
+        wait.until(lambda d: "strength 1" in text("student-caption"))
+        # moving the slider re-runs the edit (debounced): the caption follows the strength
+        browser.execute_script("const s = document.getElementById('strength'); s.value = '-0.5';"
+                               "s.dispatchEvent(new Event('input'));")
+        assert text("strength-value") == "-0.50"
+        wait.until(lambda d: "strength -0.5" in text("student-caption"))
+        assert text("status").startswith("Done"), text("status")
