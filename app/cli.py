@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve", help="run the HTTP service (POST /transform, /legacy/transform, /metrics, demo page)",
         description="Serve model-zoo entries over HTTP. Other settings come from DISTILL_* environment "
-                    "variables (see app/config.py).",
+                    "variables (the README's settings table, or `python -m app.config`).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)")
     p.add_argument("--port", type=int, default=8000)

@@ -1,43 +1,30 @@
 """Service settings, read from ``DISTILL_*`` environment variables (so every uvicorn worker sees the same).
 
-=============================  =========================================================  ==============
-variable                       meaning                                                    default
-=============================  =========================================================  ==============
-DISTILL_MODEL_ZOO              model-zoo root folder                                      model_zoo pkg
-DISTILL_MODELS                 comma-separated entries to serve                           every entry
-DISTILL_DEFAULT_MODEL          entry used when a request names none                       first entry
-DISTILL_PROVIDER               ``auto`` (CUDA when usable, else CPU), ``cuda`` or ``cpu``  auto
-DISTILL_INTRA_OP_THREADS       ONNX Runtime threads inside one operator (0 = one a core)  0
-DISTILL_INTER_OP_THREADS       ONNX Runtime threads across operators (0 = default)        0
-DISTILL_ENGINE                 ``auto`` (measured at warm-up), ``onnxruntime``, ``openvino``  auto
-DISTILL_VARIANT_CPU            ONNX Runtime's variant on CPU (auto, fp32, fp16, int8)     auto
-DISTILL_VARIANT_CUDA           ONNX Runtime's variant on CUDA/TensorRT (auto, fp32, ...)  auto
-DISTILL_OPENVINO_PRECISION     OpenVINO's precision (auto, fp32, bf16, int8)              auto
-DISTILL_ENGINE_BUDGET_S        seconds the warm-up may spend timing candidate engines     20
-DISTILL_ENGINE_CACHE           writable folder for compiled models (OpenVINO, TensorRT)   ~/.cache/distill
-DISTILL_MAX_BATCH              micro-batch size limit (1 turns batching off)              8
-DISTILL_MAX_WAIT_MS            longest wait for a micro-batch to fill                     5
-DISTILL_QUEUE_SIZE             requests waiting per model before 503 + Retry-After        64
-DISTILL_MAX_UPLOAD_BYTES       largest accepted upload                                    20 MiB
-DISTILL_MAX_PIXELS             largest accepted width x height (decompression bombs)     40 M
-DISTILL_OUTPUT_QUALITY         JPEG/WebP quality of the returned image                    92
-DISTILL_LEGACY_STEPS           projection steps when a request names none                 1000
-DISTILL_LEGACY_MAX_STEPS       upper bound on ``steps``                                   1000
-DISTILL_LEGACY_WORKERS         projection processes (0 disables /legacy/transform)        1
-DISTILL_LEGACY_QUEUE           projections waiting beyond the running ones before 503     2
-DISTILL_LEGACY_TIMEOUT_S       a projection running longer gets 504                       300
-DISTILL_LEGACY_THREADS         torch threads in each projection process                   1
-DISTILL_VGG16                  VGG16 weights for the projector's perceptual loss          (pixel loss)
-DISTILL_WARMUP_RUNS            inference runs per model before /readyz turns ready        2
-=============================  =========================================================  ==============
+Each field of :class:`Settings` is one variable, ``DISTILL_<FIELD>``; the README's settings table is generated
+from the fields (``python -m app.config --write-readme``), so the two cannot drift.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from core.errors import DistillError
 
@@ -47,48 +34,115 @@ PROVIDERS = ("auto", "cuda", "cpu")
 VARIANTS = ("auto", "fp32", "fp16", "int8")
 ENGINES = ("auto", "onnxruntime", "openvino")
 OPENVINO_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+README = Path(__file__).resolve().parent.parent / "README.md"
+TABLE_START, TABLE_END = "<!-- settings table: python -m app.config --write-readme -->", "<!-- end of settings table -->"
+
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("distill_settings_environ", default=None)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the service reads from its environment; one instance per process, on ``app.state``."""
+def _shown(text: str) -> dict[str, Any]:
+    """A field's default as the settings table shows it, where the value itself says little."""
+    return {"shown_default": text}
 
-    model_zoo: Path | None = None
-    models: tuple[str, ...] = ()
-    default_model: str | None = None
-    provider: str = "auto"
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
-    variant_cpu: str = "auto"
-    variant_cuda: str = "auto"
-    engine: str = "auto"
-    openvino_precision: str = "auto"
-    engine_budget_s: float = 20.0
-    engine_cache: Path | None = None
-    max_batch: int = 8
-    max_wait_ms: float = 2.0
-    queue_size: int = 64
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    output_quality: int = 92
-    legacy_steps: int = 1000
-    legacy_max_steps: int = 1000
-    legacy_workers: int = 1
-    legacy_queue: int = 2
-    legacy_timeout_s: float = 300.0
-    legacy_threads: int = 1
-    vgg16: Path | None = None
-    warmup_runs: int = 2
 
-    def __post_init__(self) -> None:
+class _MappingEnvSource(EnvSettingsSource):
+    """``DISTILL_*`` variables from a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment; one instance per process, on ``app.state``.
+
+    ``Settings(...)`` takes its values from the arguments only (the defaults elsewhere);
+    :meth:`from_env` reads the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", env_ignore_empty=True,
+                                      str_strip_whitespace=True)
+
+    model_zoo: Path | None = Field(None, description="model-zoo root folder", json_schema_extra=_shown("model_zoo pkg"))
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated entries to serve", json_schema_extra=_shown("every entry"))
+    default_model: str | None = Field(None, description="entry used when a request names none",
+                                      json_schema_extra=_shown("first entry"))
+    provider: str = Field("auto", description="``auto`` (CUDA when usable, else CPU), ``cuda`` or ``cpu``")
+    intra_op_threads: int = Field(0, description="ONNX Runtime threads inside one operator (0 = one a core)")
+    inter_op_threads: int = Field(0, description="ONNX Runtime threads across operators (0 = default)")
+    variant_cpu: str = Field("auto", description="ONNX Runtime's variant on CPU (auto, fp32, fp16, int8)")
+    variant_cuda: str = Field("auto", description="ONNX Runtime's variant on CUDA/TensorRT (auto, fp32, fp16, int8)")
+    engine: str = Field("auto", description="``auto`` (measured at warm-up), ``onnxruntime`` or ``openvino``")
+    openvino_precision: str = Field("auto", description="OpenVINO's precision (auto, fp32, bf16, int8)")
+    engine_budget_s: float = Field(20.0, description="seconds the warm-up may spend timing candidate engines")
+    engine_cache: Path | None = Field(None, description="writable folder for compiled models (OpenVINO, TensorRT)",
+                                      json_schema_extra=_shown("~/.cache/distill"))
+    max_batch: int = Field(8, description="micro-batch size limit (1 turns batching off)")
+    max_wait_ms: float = Field(2.0, description="longest wait for a micro-batch to fill (ms)")
+    queue_size: int = Field(64, description="requests waiting per model before 503 + Retry-After")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, description="largest accepted upload (bytes)",
+                                  json_schema_extra=_shown("20 MiB"))
+    max_pixels: int = Field(40_000_000, description="largest accepted width x height (decompression bombs)")
+    output_quality: int = Field(92, description="JPEG/WebP quality of the returned image (1..100)")
+    legacy_steps: int = Field(1000, description="projection steps when a request names none")
+    legacy_max_steps: int = Field(1000, description="upper bound on ``steps``")
+    legacy_workers: int = Field(1, description="projection processes (0 disables /legacy/transform)")
+    legacy_queue: int = Field(2, description="projections waiting beyond the running ones before 503")
+    legacy_timeout_s: float = Field(300.0, description="a projection running longer gets 504")
+    legacy_threads: int = Field(1, description="torch threads in each projection process")
+    vgg16: Path | None = Field(None, description="VGG16 weights for the projector's perceptual loss",
+                               json_schema_extra=_shown("(pixel loss)"))
+    warmup_runs: int = Field(2, description="inference runs per model before /readyz turns ready")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise DistillError("; ".join(_message(err) for err in e.errors())) from None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The arguments, and the environment only inside :meth:`from_env`."""
+        environ = _ENVIRON.get()
+        return (init_settings,) if environ is None else (init_settings, _MappingEnvSource(settings_cls, environ))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from ``DISTILL_<FIELD>`` (of ``environ``, default ``os.environ``); unset or empty
+        variables keep the default."""
+        with _reading(os.environ if environ is None else environ):
+            return cls()
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``, checked like the original."""
+        return type(self)(**{**{k: getattr(self, k) for k in type(self).model_fields}, **changes})
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(m.strip() for m in value.split(",") if m.strip())
+        return value
+
+    @field_validator(*LOWERCASE, mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
         if self.provider not in PROVIDERS:
             raise DistillError(f"{PREFIX}PROVIDER={self.provider!r}: choose one of {', '.join(PROVIDERS)}")
         for name, choices in (("variant_cpu", VARIANTS), ("variant_cuda", VARIANTS), ("engine", ENGINES),
                               ("openvino_precision", OPENVINO_PRECISIONS)):
             if getattr(self, name) not in choices:
-                raise DistillError(
-                    f"{PREFIX}{name.upper()}={getattr(self, name)!r}: choose one of {', '.join(choices)}"
-                )
+                raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
         positive = ("max_batch", "queue_size", "max_upload_bytes", "max_pixels", "legacy_steps", "legacy_max_steps",
                     "legacy_queue", "legacy_timeout_s", "legacy_threads")
         for name in positive:
@@ -102,31 +156,55 @@ class Settings:
             raise DistillError(f"{PREFIX}OUTPUT_QUALITY={self.output_quality}: must be in 1..100")
         if self.legacy_steps > self.legacy_max_steps:
             raise DistillError(
-                f"{PREFIX}LEGACY_STEPS={self.legacy_steps} exceeds {PREFIX}LEGACY_MAX_STEPS={self.legacy_max_steps}"
-            )
+                f"{PREFIX}LEGACY_STEPS={self.legacy_steps} exceeds {PREFIX}LEGACY_MAX_STEPS={self.legacy_max_steps}")
+        return self
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every field from ``DISTILL_<FIELD>``; unset or empty variables keep the default."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            key = PREFIX + f.name.upper()
-            raw = environ.get(key, "").strip()
-            if not raw:
-                continue
-            default = f.default
-            try:
-                if f.name == "models":
-                    values[f.name] = tuple(m.strip() for m in raw.split(",") if m.strip())
-                elif f.name in ("model_zoo", "vgg16", "engine_cache"):
-                    values[f.name] = Path(raw)
-                elif isinstance(default, int):
-                    values[f.name] = int(raw)
-                elif isinstance(default, float):
-                    values[f.name] = float(raw)
-                else:
-                    values[f.name] = raw.lower() if f.name in LOWERCASE else raw
-            except ValueError as e:
-                raise DistillError(f"{key}={raw!r}: expected a {type(default).__name__}") from e
-        return cls(**values)
+
+@contextmanager
+def _reading(environ: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def _message(err: Any) -> str:
+    """One pydantic error as ``DISTILL_FIELD='value': what was expected``."""
+    name = str(err["loc"][0]) if err.get("loc") else "?"
+    return f"{PREFIX}{name.upper()}={err.get('input')!r}: {err['msg'].lower()}"
+
+
+def settings_table() -> str:
+    """The README's table of settings: variable, meaning, default; one row per field of :class:`Settings`."""
+    rows = ["| variable | meaning | default |", "|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        shown = (f.json_schema_extra or {}).get("shown_default") if isinstance(f.json_schema_extra, dict) else None
+        default = shown if shown is not None else f.default
+        meaning = (f.description or "").replace("``", "`")
+        rows.append(f"| `{PREFIX}{name.upper()}` | {meaning} | {default} |")
+    return "\n".join(rows)
+
+
+def readme_with_table(text: str) -> str:
+    """``text`` (the README) with the settings table between its markers replaced by :func:`settings_table`."""
+    pattern = re.compile(re.escape(TABLE_START) + r".*?" + re.escape(TABLE_END), re.S)
+    if not pattern.search(text):
+        raise DistillError(f"{README}: no settings table markers ({TABLE_START} ... {TABLE_END})")
+    return pattern.sub(lambda _: f"{TABLE_START}\n{settings_table()}\n{TABLE_END}", text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the settings table, or write it into the README (``--write-readme``)."""
+    parser = argparse.ArgumentParser(prog="python -m app.config", description=main.__doc__)
+    parser.add_argument("--write-readme", action="store_true", help=f"rewrite the table in {README}")
+    args = parser.parse_args(argv)
+    if not args.write_readme:
+        print(settings_table())
+        return 0
+    README.write_text(readme_with_table(README.read_text(encoding="utf-8")), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,6 @@ import io
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ def zoo(tmp_path_factory) -> Path:
 def settings_for(zoo: Path, **overrides) -> Settings:
     base = Settings(model_zoo=zoo, default_model="tiny", warmup_runs=1, legacy_workers=0, max_upload_bytes=200_000,
                     max_pixels=4_000_000)
-    return replace(base, **overrides)
+    return base.replace(**overrides)
 
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from app.config import Settings
+from app.config import README, Settings, readme_with_table
 from app.runtime import choose_provider, choose_variant
 from core.errors import DistillError
 from model_zoo.registry import ModelEntry
@@ -36,6 +37,24 @@ def test_defaults_and_env_parsing():
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(DistillError, match=message):
         Settings.from_env(env)
+
+
+def test_only_from_env_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("DISTILL_MAX_BATCH", "3")
+    assert Settings().max_batch == 8 and Settings(queue_size=5).max_batch == 8
+    assert Settings.from_env().max_batch == 3
+    s = Settings.from_env({"DISTILL_QUEUE_SIZE": "5"})
+    assert s.max_batch == 8 and s.replace(max_batch=2) == Settings(queue_size=5, max_batch=2)
+    with pytest.raises(DistillError, match="DISTILL_MAX_BATCH=0"):
+        s.replace(max_batch=0)  # a copy is checked like the original
+    with pytest.raises(ValidationError, match="frozen"):
+        s.max_batch = 2
+
+
+def test_the_readme_table_is_the_model():
+    text = README.read_text(encoding="utf-8")
+    assert readme_with_table(text) == text, "the README's settings table differs: run python -m app.config --write-readme"
+    assert "| `DISTILL_MAX_WAIT_MS` | longest wait for a micro-batch to fill (ms) | 2.0 |" in text
 
 
 def _entry(variants: dict) -> ModelEntry:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +170,7 @@ def test_the_service_reports_its_engine_choice(tmp_path):
         assert r.headers["x-precision"] == info["precision"]
         metrics = client.get("/metrics").text
         assert f'engine="{info["engine"]}"' in metrics and "distill_engine_candidate_milliseconds" in metrics
-    pinned = replace(settings, engine="onnxruntime", variant_cpu="fp32")
+    pinned = settings.replace(engine="onnxruntime", variant_cpu="fp32")
     with TestClient(create_app(pinned)) as client:
         wait_ready(client)
         info = client.get("/models").json()["models"][0]
