@@ -153,6 +153,18 @@ def test_openvino_matches_onnxruntime_and_caches_its_compilation(small_onnx, tmp
     assert any((tmp_path / "openvino" / "fp32").iterdir())  # a restart loads the compiled model from here
 
 
+def test_engines_refuse_a_batch_that_is_not_images(small_onnx, tmp_path):
+    """A real error, not an assert (which ``python -O`` drops)."""
+    engines = [OrtEngine(REFERENCE, small_onnx)]
+    if openvino_version():
+        engines.append(OpenVinoEngine(EngineSpec("openvino", "cpu", "fp32", "fp32"), small_onnx, (16, 16),
+                                      cache_dir=tmp_path))
+    for engine in engines:
+        for bad in (np.zeros((2, 1, 16, 16), np.float32), np.zeros((3, 16, 16), np.float32)):
+            with pytest.raises(ValueError, match=r"\[N,3,H,W\]"):
+                engine.run(bad)
+
+
 def test_the_service_reports_its_engine_choice(tmp_path):
     make_entry(tmp_path, teacher=False)
     settings = Settings(model_zoo=tmp_path, warmup_runs=1, legacy_workers=0, engine_budget_s=5,

@@ -66,6 +66,12 @@ class Engine(ABC):
 STRENGTH_INPUT = "strength"  # a strength-conditioned model's second input (model_zoo.schema.StrengthSpec)
 
 
+def check_batch(batch: np.ndarray) -> None:
+    """Refuse anything but an image batch [N,3,H,W] (a ValueError, not an assert: kept under ``python -O``)."""
+    if batch.ndim != 4 or batch.shape[1] != 3:
+        raise ValueError(f"expected an image batch [N,3,H,W], got shape {tuple(batch.shape)}")
+
+
 def strength_vector(n: int, strength: np.ndarray | None) -> np.ndarray:
     """float32 [n]: the given per-image strengths, or 1.0 each (the edit's own alpha)."""
     if strength is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.engines.base import STRENGTH_INPUT, Engine, EngineSpec, TensorSpec, strength_vector
+from app.engines.base import STRENGTH_INPUT, Engine, EngineSpec, TensorSpec, check_batch, strength_vector
 from training.errors import DistillError
 
 log = logging.getLogger("app.engines")
@@ -80,7 +80,7 @@ class OrtEngine(Engine):
         self.io_binding = spec.device != "cpu"
 
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
-        assert batch.ndim == 4 and batch.shape[1] == 3, f"expected [N,3,H,W], got {batch.shape}"
+        check_batch(batch)
         x = np.ascontiguousarray(batch, dtype=self.input_dtype)
         feed = {self.input_name: x}
         if self.conditional:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.engines.base import Engine, EngineSpec, TensorSpec, strength_vector
+from app.engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_vector
 from training.errors import DistillError
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's float parts in f32
@@ -78,7 +78,7 @@ class OpenVinoEngine(Engine):
         self.lock = threading.Lock()
 
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
-        assert batch.ndim == 4 and batch.shape[1] == 3, f"expected [N,3,H,W], got {batch.shape}"
+        check_batch(batch)
         x = np.ascontiguousarray(batch, dtype=np.float32)
         feed = {0: x, 1: strength_vector(len(x), strength)} if self.conditional else {0: x}
         with self.lock:
