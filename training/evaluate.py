@@ -59,7 +59,7 @@ from training.manifest import read_manifest
 from training.metrics import psnr, ssim
 from training.onnx_scorer import OnnxScorer
 from training.options import options_from_args
-from training.variants import cpu_description, cpu_session
+from training.variants import cpu_description, cpu_session, feeds
 
 DEFAULT_NUM = 500
 HELD_OUT_SEED0 = 1_000_000  # default first evaluation seed: far above the seeds `distill pairs` starts from
@@ -215,15 +215,18 @@ class Student:
         self.input = self.session.get_inputs()[0].name
         self.seconds: list[float] = []
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """uint8 [H,W,3] -> uint8 [H,W,3]."""
-        y = self.session.run(None, {self.input: from_uint8(image).numpy()})[0]
+    def __call__(self, image: np.ndarray, strength: float | None = None) -> np.ndarray:
+        """uint8 [H,W,3] -> uint8 [H,W,3] (a strength-conditioned student at ``strength``, default 1.0: the
+        edit's own alpha)."""
+        s = None if strength is None else np.asarray([strength], np.float32)
+        y = self.session.run(None, feeds(self.session, from_uint8(image).numpy(), s))[0]
         return to_uint8(torch.from_numpy(np.asarray(y)))[0]
 
     def timed_run(self, x: np.ndarray) -> None:
         """One timed batch-1 ``session.run`` of a prepared float32 input; the time goes to ``seconds``."""
+        feed = feeds(self.session, x)
         t0 = time.perf_counter()
-        self.session.run(None, {self.input: x})
+        self.session.run(None, feed)
         self.seconds.append(time.perf_counter() - t0)
 
 
@@ -234,7 +237,7 @@ def time_students(students: list[Student], images: list[np.ndarray]) -> None:
     inputs = [from_uint8(im).numpy() for im in images]
     for s in students:
         for _ in range(WARMUP_RUNS):
-            s.session.run(None, {s.input: inputs[0]})
+            s.session.run(None, feeds(s.session, inputs[0]))
     for i, x in enumerate(tqdm(inputs, desc="student latency", unit="img")):
         for k in range(len(students)):
             students[(i + k) % len(students)].timed_run(x)
@@ -494,6 +497,8 @@ class EvaluateOptions:
     vgg16: str | None = None
     device: str = "cpu"
     threads: int = 0
+    strengths: list[float] | None = None  # a strength-conditioned entry: None = -1, -0.5, 0.5, 1 within its range
+    strength_num: int = 100  # seeds of the strength section
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in ("fp32", "fp16", "int8")]
@@ -588,6 +593,13 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
     if opts.clean_renders:
         change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
         report["clean_renders"] = evaluate_clean_renders(opts, G, direction, spec, students, scoring, size, change, out)
+    if entry.spec.strength is not None:
+        from training.evaluate_strength import default_strengths, evaluate_strengths
+
+        trained = entry.spec.strength.range
+        report["strengths"] = evaluate_strengths(
+            G, direction, spec, students, scoring, size, seeds[: max(1, opts.strength_num)],
+            opts.strengths or default_strengths(trained), trained, out)
     report["engines"] = engine_latency(entry, present, timing_inputs, opts.threads)
     report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
     atomic_write_text(out / "per_image.csv", per_image_csv(rows))
@@ -886,6 +898,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "", *format_table(report["engines"])]
     if report.get("clean_renders"):
         lines += clean_markdown(report["clean_renders"], report)
+    if report.get("strengths"):
+        from training.evaluate_strength import strength_markdown
+
+        lines += strength_markdown(report["strengths"])
     g = report["grid"]
     lines += ["", "## Images", "", f"Seeds {', '.join(map(str, g['seeds']))}, one per row; columns: "
               f"{' | '.join(g['columns'])}.", "", f"![{' | '.join(g['columns'])}]({g['file']})", "",
@@ -990,7 +1006,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="torch device of the teacher and the legacy path: cpu (default, beside ONNX Runtime's CPU "
                         "provider), cuda or auto")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime and torch threads (default 0: their defaults)")
+    p.add_argument("--strengths", type=_strength_list, default=None, metavar="S,S,...",
+                   help="strength-conditioned entries: the strengths of the strength section, relative (1 = the "
+                        "entry's alpha), written --strengths=-1,-0.5,0.5,1 (default: those within the trained range)")
+    p.add_argument("--strength-num", type=int, default=100, help="seeds of the strength section (default 100)")
     p.set_defaults(func=run)
+
+
+def _strength_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of numbers, e.g. -1,-0.5,0.5,1") from None
 
 
 def run(args: argparse.Namespace) -> int:

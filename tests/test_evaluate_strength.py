@@ -1,0 +1,33 @@
+"""`distill evaluate` on a tiny strength-conditioned entry (issue 14): a row per strength, the identity at 0."""
+
+from __future__ import annotations
+
+import json
+
+from distill.cli import main
+from training.images import load_image
+
+
+def test_strength_section(conditional_entry, strength_pairs, tmp_path):
+    from tests.pipeline_helpers import scorer_onnx
+
+    scorer = tmp_path / "scorer.onnx"
+    scorer_onnx(scorer)  # mean brightness and red minus green of a 16 px image
+    out = tmp_path / "report"
+    assert main(["evaluate", str(conditional_entry), "--out", str(out), "--num", "4", "--legacy-num", "0",
+                 "--timing-num", "2", "--dataset", str(strength_pairs), "--scorer", str(scorer),
+                 "--attribute", "brightness=0", "--strength-num", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    section = report["strengths"]
+    assert section["trained_range"] == [-1.5, 1.5]
+    assert [r["strength"] for r in section["rows"]] == [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]
+    zero = next(r for r in section["rows"] if r["strength"] == 0.0)
+    for variant in ("fp32", "int8"):
+        assert zero["students"][variant]["identity_error"]["max_abs_uint8"] <= 1  # strength 0 gives back the input
+    assert zero["students"]["fp32"]["change"] == 0.0 and zero["students"]["fp32"]["change_per_unit"] is None
+    one = next(r for r in section["rows"] if r["strength"] == 1.0)
+    assert one["alpha"] == 1.0 and isinstance(one["students"]["fp32"]["change_per_unit"], float)
+    assert set(section["monotonic"]) == {"fp32", "int8", "teacher"}
+    assert load_image(out / "strengths.png").shape[0] >= 7 * 16  # one row per strength
+    md = (out / "report.md").read_text()
+    assert "## Strengths" in md and "| +0.50 |" in md and "Strength 0, fp32" in md

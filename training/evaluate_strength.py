@@ -1,0 +1,145 @@
+"""`distill evaluate`'s strength section for a strength-conditioned entry (issue 14).
+
+At each strength ``s`` (relative: the teacher edits with alpha ``s * edit.alpha``) on held-out teacher seeds:
+PSNR/SSIM of every student variant against the teacher's edit at that strength (beside the do-nothing
+baseline), and with a scorer the attribute's mean change for the teacher and the student, per unit of
+strength, and whether the student's change rises (or falls) monotonically with the strength. At strength 0
+the student must give back its input: the identity error (PSNR against the input, max pixel difference).
+``strengths.png`` holds one row per strength: teacher | student for the first seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from training.images import from_uint8, make_grid, save_image
+from training.metrics import psnr, ssim
+from training.strength import EVAL_STRENGTHS
+
+GRID_SEEDS = 3
+BATCH = 8
+
+
+class _Student(Protocol):
+    variant: str
+
+    def __call__(self, image: np.ndarray, strength: float | None = None) -> np.ndarray: ...
+
+
+def default_strengths(trained: tuple[float, float]) -> list[float]:
+    """The issue's strengths (-1, -0.5, 0.5, 1) that lie in the trained range, plus its ends."""
+    low, high = trained
+    chosen = {s for s in EVAL_STRENGTHS if low <= s <= high} | {low, high}
+    return sorted(chosen)
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
+
+
+def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: Any, students: list[_Student],
+                       scoring: Any, size: tuple[int, int], seeds: list[int], strengths: list[float],
+                       trained: tuple[float, float], out: Path) -> dict[str, Any]:
+    """Every figure of the strength section (see the module docstring); writes ``out/strengths.png``."""
+    from training.evaluate import resize, teacher_pairs
+
+    strengths = sorted(set(strengths) | {0.0})
+    rows: list[dict[str, Any]] = []
+    grid_rows: list[list[np.ndarray]] = []
+    originals_all: list[np.ndarray] = []
+    for i in range(0, len(seeds), BATCH):
+        originals, _ = teacher_pairs(G, direction, spec, seeds[i : i + BATCH])
+        originals_all += list(originals)
+    inputs = [resize(im, size) for im in originals_all]
+    x = torch.cat([from_uint8(im) for im in inputs])
+    base_scores = scoring.score(originals_all) if scoring else None
+    for s in strengths:
+        at = dataclasses.replace(spec, alpha=s * spec.alpha)
+        edits: list[np.ndarray] = []
+        for i in range(0, len(seeds), BATCH):
+            edits += list(teacher_pairs(G, direction, at, seeds[i : i + BATCH])[1])
+        target = torch.cat([from_uint8(resize(im, size)) for im in edits])
+        row: dict[str, Any] = {"strength": s, "alpha": s * spec.alpha,
+                               "identity": {"psnr": _spread(psnr(x, target).tolist()),
+                                            "ssim": _spread(ssim(x, target).tolist())},
+                               "students": {}}
+        if scoring:
+            a = scoring.attribute
+            teacher_scores = scoring.score(edits)
+            row["teacher_change"] = float(np.mean([t[a] - o[a] for t, o in zip(teacher_scores, base_scores, strict=True)]))
+        grid = []
+        for student in students:
+            outputs = [student(im, s) for im in inputs]
+            y = torch.cat([from_uint8(o) for o in outputs])
+            record: dict[str, Any] = {"psnr": _spread(psnr(y, target).tolist()), "ssim": _spread(ssim(y, target).tolist())}
+            if s == 0.0:
+                record["identity_error"] = {"psnr_vs_input": _spread(psnr(y, x).tolist()),
+                                            "max_abs_uint8": int(max(np.abs(o.astype(int) - im.astype(int)).max()
+                                                                     for o, im in zip(outputs, inputs, strict=True)))}
+            if scoring:
+                scores = scoring.score(outputs)
+                record["change"] = float(np.mean([t[a] - o[a] for t, o in zip(scores, base_scores, strict=True)]))
+                record["change_per_unit"] = None if s == 0 else record["change"] / s
+            row["students"][student.variant] = record
+            if student is students[0]:
+                grid = outputs
+        rows.append(row)
+        grid_rows.append([im for k in range(min(GRID_SEEDS, len(seeds)))
+                          for im in (resize(edits[k], size), grid[k])])
+    save_image(out / "strengths.png", make_grid(grid_rows))
+    report: dict[str, Any] = {"trained_range": list(trained), "units": "relative: alpha = strength x edit.alpha",
+                              "seeds": {"start": seeds[0], "stop": seeds[-1] + 1, "count": len(seeds)}, "rows": rows,
+                              "grid": {"file": "strengths.png", "rows": strengths,
+                                       "columns": "teacher | student " + students[0].variant + f" for the first {min(GRID_SEEDS, len(seeds))} seeds"}}
+    if scoring:
+        report["attribute"] = scoring.attribute
+        for v in (st.variant for st in students):
+            changes = [r["students"][v]["change"] for r in rows]
+            steps = np.diff(changes)
+            report.setdefault("monotonic", {})[v] = bool(np.all(steps > 0) or np.all(steps < 0))
+        teacher = [r["teacher_change"] for r in rows]
+        report["monotonic"]["teacher"] = bool(np.all(np.diff(teacher) > 0) or np.all(np.diff(teacher) < 0))
+    return report
+
+
+def strength_markdown(r: dict[str, Any]) -> list[str]:
+    """The strength section of report.md."""
+    variants = list(r["rows"][0]["students"])
+    scored = "attribute" in r
+    head = ["strength", "alpha", *[f"PSNR / SSIM {v}" for v in variants], "identity PSNR / SSIM"]
+    if scored:
+        head += ["teacher change", *[f"{v} change (per unit)" for v in variants]]
+    lines = ["", "## Strengths", "",
+             f"A strength-conditioned student (trained on {r['trained_range'][0]:g}..{r['trained_range'][1]:g}; "
+             f"{r['units']}), on {r['seeds']['count']} held-out seeds {r['seeds']['start']}..{r['seeds']['stop'] - 1}: "
+             "each path against the teacher's edit at that strength.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in r["rows"]:
+        cells = [f"{row['strength']:+.2f}", f"{row['alpha']:.3g}"]
+        cells += [f"{row['students'][v]['psnr']['mean']:.2f} dB / {row['students'][v]['ssim']['mean']:.3f}" for v in variants]
+        cells.append(f"{row['identity']['psnr']['mean']:.2f} dB / {row['identity']['ssim']['mean']:.3f}")
+        if scored:
+            cells.append(f"{row['teacher_change']:+.3f}")
+            for v in variants:
+                per = row["students"][v]["change_per_unit"]
+                cells.append(f"{row['students'][v]['change']:+.3f} ({'-' if per is None else f'{per:+.3f}'})")
+        lines.append("| " + " | ".join(cells) + " |")
+    zero = next(row for row in r["rows"] if row["strength"] == 0.0)
+    lines += [""]
+    for v in variants:
+        err = zero["students"][v]["identity_error"]
+        lines.append(f"- Strength 0, {v}: {err['psnr_vs_input']['mean']:.2f} dB against the input "
+                     f"(max pixel difference {err['max_abs_uint8']}).")
+    if scored:
+        lines.append(f"- {r['attribute']} change monotonic in the strength: "
+                     + ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in r["monotonic"].items()) + ".")
+    g = r["grid"]
+    lines += ["", f"![one row per strength {', '.join(f'{s:+g}' for s in g['rows'])}: {g['columns']}]({g['file']})",
+              "", f"Rows: strengths {', '.join(f'{s:+g}' for s in g['rows'])}; columns: {g['columns']}.", ""]
+    return lines
