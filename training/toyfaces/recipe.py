@@ -51,6 +51,7 @@ class Setting:
     truncation: float = 0.8
     layers: str = "0:12"
     alpha: float | None = 9.553  # the shipped fit's suggestion (2 std of the samples along it); None: use the fit's
+    alpha_range: str | None = None  # "LO:HI": pairs over a range of strengths (relative to alpha) for a conditional student
     pairs: int = 10_000
     keep_age: float = ADULT_AGE  # adults only, as the seed system's domain filter
     keep_quality: float = 0.5
@@ -78,6 +79,15 @@ SETTINGS = {
                     student_steps=4, student_batch=2, teacher_eval=16, eval_num=6, legacy_num=1, legacy_steps=3,
                     timing_num=2, demo_renders=2, clean_renders=4, clean_age_change=0.3),
 }
+# A strength dial (issue 14): pairs over strengths -1.5..1.5 (1.0 = alpha) and a strength-conditioned student
+# (residual scaled by the strength, the strength as a constant input plane), as its own entry beside toyfaces-age.
+CONDITIONAL_OPTIONS = ("--condition", "plane")
+SETTINGS["full-strength"] = replace(
+    SETTINGS["full"], name="toyfaces-age-strength", alpha_range="-1.5:1.5",
+    student_options=SETTINGS["full"].student_options + CONDITIONAL_OPTIONS)
+SETTINGS["tiny-strength"] = replace(
+    SETTINGS["tiny"], name="toyfaces-age-strength-tiny", alpha_range="-1.5:1.5",
+    student_options=("--residual", *CONDITIONAL_OPTIONS))
 
 
 class Recipe:
@@ -90,8 +100,9 @@ class Recipe:
         self.attributes = Path(attribute_model) if attribute_model else self.zoo / "toyfaces-attributes" / "attributes.onnx"
         self.teacher = self.out / "teacher"
         self.direction = self.out / "age.npy"
-        self.pairs = self.out / "pairs"
-        self.student = self.out / "student"
+        tail = "-strength" if setting.alpha_range else ""  # a strength dial shares the teacher and direction only
+        self.pairs = self.out / f"pairs{tail}"
+        self.student = self.out / f"student{tail}"
         self.log: list[dict[str, Any]] = []
         self.earlier = self._earlier_seconds()
 
@@ -221,11 +232,12 @@ class Recipe:
     def make_pairs(self) -> None:
         from training.directions import parse_layers
         from training.pairs import PairsOptions, make_pairs
+        from training.strength import parse_range
 
         s = self.s
         opts = PairsOptions(generator=self.teacher / "teacher.pt", direction=self.direction, alpha=self.alpha(),
                             truncation=s.truncation, layers=parse_layers(s.layers), num=s.pairs, batch_size=32,
-                            out=self.pairs)
+                            out=self.pairs, alpha_range=parse_range(s.alpha_range) if s.alpha_range else None)
         self._call("pairs", make_pairs, opts)
 
     def filter_pairs(self) -> None:
@@ -340,7 +352,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--setting", choices=sorted(SETTINGS), default="full", help="full (the shipped model) or tiny (a smoke test)")
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="full",
+                   help="full (the shipped model) or tiny (a smoke test); full-strength / tiny-strength: pairs over "
+                        "strengths -1.5:1.5 and a strength-conditioned student (the strength dial, entry "
+                        "toyfaces-age-strength)")
     p.add_argument("--out", default="runs/toyfaces", help="work folder: attribute model, teacher, direction, pairs, student")
     p.add_argument("--zoo", default="model_zoo", help="model-zoo root that receives the entry (default model_zoo)")
     p.add_argument("--attribute-model", type=Path, default=None,
