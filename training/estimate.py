@@ -149,11 +149,12 @@ def time_iterations(
     vgg = build_vgg_loss(vgg19) if cfg.lambda_vgg > 0 else None
     objective = Pix2PixHDObjective(G, D, cfg, device, resolve_amp(amp, device), vgg.to(device) if vgg is not None else None)
     a, b = a.to(device), b.to(device)
+    strength = None if cfg.condition == "none" else torch.ones(len(a), device=device)  # a conditional student's input
     times = []
     for i in range(warmup + iters):
         _sync(device)
         t0 = time.perf_counter()
-        objective.step(a, b)
+        objective.step(a, b, strength)
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
