@@ -4,8 +4,8 @@
 TensorRT where the build has them, OpenVINO on the CPU with bf16 only where the CPU computes it
 natively). :func:`select_engine` runs every candidate on the gate images, refuses those below the
 accuracy gate (PSNR against ONNX Runtime fp32 on the CPU, the gate ``distill export`` applies to
-variants), times the others at the native size, batch 1, in interleaved rounds (a busy spell of a
-shared machine then hits them all alike), and keeps the fastest median. The warm-up stays bounded: past
+variants), times the others at the native size, batch 1, in rounds (a busy spell of a shared machine
+then hits them all alike; see :func:`time_rounds`), and keeps the fastest median. The warm-up stays bounded: past
 the budget the remaining candidates are skipped and the rounds stop, and a candidate whose first two
 runs are both slower than the best median is cut short (it cannot win).
 """
@@ -29,6 +29,8 @@ log = logging.getLogger("app.engines")
 MIN_PSNR_DB = 35.0  # training.variants.MIN_PSNR_DB: the export's gate on variants
 REFERENCE = EngineSpec("onnxruntime", "cpu", "fp32", "fp32")
 CUT_FACTOR = 1.2  # a candidate whose first timed runs are all this much slower than the best cannot win
+BLOCK_RUNS = 2  # timed runs of one candidate per round
+HANDOVER_S = 0.05  # pause between candidates: the last engine's threads stop spinning
 GATE_IMAGES = 4
 _ALLOWED = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "CUDAExecutionProvider"}
 
@@ -131,13 +133,13 @@ def time_ms(engine: Engine, x: np.ndarray, repeats: int = 5, warmup: int = 1,
 
 
 def time_rounds(candidates: Sequence[tuple[object, Engine]], x: np.ndarray, repeats: int,
-                deadline: float, cut: bool = True) -> dict[int, list[float]]:
-    """Per-run ms of each candidate (keyed by ``id`` of its first item), timed in interleaved rounds (one run of
-    each per round, the order rotating) so that a busy spell of a shared machine hits them alike; after two
-    rounds a candidate whose runs are all over CUT_FACTOR x the best median drops out (``cut``: it cannot win); rounds
-    stop at ``repeats`` or, after two, at ``deadline`` (perf_counter)."""
-    for _, engine in candidates:  # one untimed run each: first-run allocations
-        engine.run(x)
+                deadline: float, cut: bool = True, block: int = BLOCK_RUNS) -> dict[int, list[float]]:
+    """Per-run ms of each candidate (keyed by ``id`` of its first item), timed in rounds: each round gives every
+    candidate, in rotating order, a pause, one untimed run and ``block`` timed runs. Rounds make a busy spell of
+    a shared machine hit all candidates alike; the pause and the untimed run let the previous engine's worker
+    threads stop spinning (timed back to back, engines in one process steal each other's cores). After two
+    rounds a candidate whose runs are all over CUT_FACTOR x the best median drops out (``cut``: it cannot
+    win); rounds stop at ``repeats`` or, after two, at ``deadline`` (perf_counter)."""
     times: dict[int, list[float]] = {id(key): [] for key, _ in candidates}
     active = list(candidates)
     for r in range(max(1, repeats)):
@@ -145,9 +147,12 @@ def time_rounds(candidates: Sequence[tuple[object, Engine]], x: np.ndarray, repe
             break
         for k in range(len(active)):
             key, engine = active[(r + k) % len(active)]
-            t0 = time.perf_counter()
+            time.sleep(HANDOVER_S)
             engine.run(x)
-            times[id(key)].append((time.perf_counter() - t0) * 1e3)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                engine.run(x)
+                times[id(key)].append((time.perf_counter() - t0) * 1e3)
         if cut and r >= 1 and len(active) > 1:
             best = min(statistics.median(times[id(key)]) for key, _ in active)
             active = [(key, e) for key, e in active if min(times[id(key)]) <= best * CUT_FACTOR]
