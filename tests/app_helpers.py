@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,3 +157,40 @@ def serve(zoo: Path, *args: str, env: dict[str, str] | None = None, timeout: flo
                     proc.wait()
             log.seek(0)
             proc.log = log.read()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG signature + IHDR declaring width x height, and one tiny IDAT: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+class Invert(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -x
+
+
+def make_face_entry(root: Path, name: str = "faces") -> None:
+    """A zoo entry (tiny teacher, for the legacy path) whose student inverts colours and expects FFHQ faces."""
+    make_entry(root, name, samples=False)
+    dest = root / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Invert(), torch.zeros(1, 3, NATIVE, NATIVE), str(dest / "model.onnx"), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                        "output": {0: "batch", 2: "height", 3: "width"}})
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["input"]["alignment"] = "ffhq"
+    write_entry(dest, manifest, list(manifest["files"]))
+
+
+# Headless Chromium for the demo-page tests (pytest -m browser).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+

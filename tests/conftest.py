@@ -83,3 +83,21 @@ def conditional_entry(strength_pairs, tmp_path_factory) -> Path:
     assert main(["export", str(root / "run"), "--out", str(out), "--variants", "int8", "--timing-repeats", "0",
                  "--num-calibration", "6", "--num-eval", "2", "--min-variant-psnr", "0"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (the demo-page tests, pytest -m browser); skips without selenium."""
+    from tests.app_helpers import CHROMEDRIVER, CHROMIUM
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e .[dev])")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
 import subprocess
@@ -75,3 +76,36 @@ def exported_names() -> frozenset[str]:
             assert client.post("/transform", files=files).status_code == 200
             text = client.get("/metrics").text
     return frozenset(s.name for family in text_string_to_metric_families(text) for s in family.samples)
+
+
+# The Grafana dashboard's queries (test_deploy_dashboard, test_deploy_compose).
+DASHBOARD = ROOT / "deploy" / "grafana" / "distill-dashboard.json"
+
+
+VARIABLES = {"$__rate_interval": "1m", "$job": ".*", "$endpoint": ".*"}
+
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panels() -> list[dict]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def queries() -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every variable's query (label_values(SELECTOR, label) -> SELECTOR)."""
+    out = [(p["title"], t["expr"]) for p in panels() for t in p["targets"]]
+    for var in dashboard()["templating"]["list"]:
+        if var["type"] == "query":
+            selector = re.fullmatch(r"label_values\((.+),\s*\w+\)", var["query"]["query"])
+            assert selector, var
+            out.append((f"variable {var['name']}", selector.group(1)))
+    return out
+
+
+def substituted(expr: str) -> str:
+    for name, value in VARIABLES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, expr
+    return expr

@@ -7,15 +7,15 @@ import json
 import pytest
 import torch
 
-from model_zoo.registry import ModelZooError, default_root, get_entry, list_entries, load_entry
-from tests.test_export import _tiny_generator
 from distill.cli import main
+from model_zoo.registry import ModelZooError, default_root, get_entry, list_entries, load_entry
+from tests.pipeline_helpers import tiny_generator
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "latest_net_G.pth"
-    torch.save(_tiny_generator().state_dict(), path)
+    torch.save(tiny_generator().state_dict(), path)
     return path
 
 

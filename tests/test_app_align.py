@@ -6,21 +6,16 @@ The student here inverts colours (y = -x), so what was edited, and where, is pla
 from __future__ import annotations
 
 import io
-import json
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
 
 from app.config import Settings
 from app.main import create_app
-from model_zoo.registry import write_entry
-from tests.app_helpers import NATIVE, make_entry, wait_ready
+from tests.app_helpers import NATIVE, make_entry, make_face_entry, wait_ready
 from training.alignment.ffhq import align_face
 from training.alignment.landmarks import default_finder
 
@@ -29,26 +24,6 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
-
-
-class Invert(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -x
-
-
-def make_face_entry(root: Path, name: str = "faces") -> None:
-    """A zoo entry (tiny teacher, for the legacy path) whose student inverts colours and expects FFHQ faces."""
-    make_entry(root, name, samples=False)
-    dest = root / name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(Invert(), torch.zeros(1, 3, NATIVE, NATIVE), str(dest / "model.onnx"), dynamo=False,
-                          opset_version=17, input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                                        "output": {0: "batch", 2: "height", 3: "width"}})
-    manifest = json.loads((dest / "manifest.json").read_text())
-    manifest["input"]["alignment"] = "ffhq"
-    write_entry(dest, manifest, list(manifest["files"]))
 
 
 def jpeg(pixels: np.ndarray) -> bytes:

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.app_helpers import make_entry, serve
-from tests.test_app_align import make_face_entry
-from tests.test_app_browser import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401 (the fixture)
+from tests.app_helpers import CHROMEDRIVER, CHROMIUM, make_entry, make_face_entry, serve
 
 data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
 
@@ -23,7 +21,7 @@ pytestmark = [
 ]
 
 
-def test_demo_page_shows_the_face_box_and_the_whole_photo(browser, tmp_path):  # noqa: F811
+def test_demo_page_shows_the_face_box_and_the_whole_photo(browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait

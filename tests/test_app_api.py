@@ -15,8 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.main import create_app
-from tests.app_helpers import NATIVE, encode, gradient, make_entry, png_bytes, wait_ready
-from tests.test_app_imaging import png_header_only
+from tests.app_helpers import NATIVE, encode, gradient, make_entry, png_bytes, png_header_only, wait_ready
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2

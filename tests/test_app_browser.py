@@ -5,38 +5,19 @@ Run with ``pytest -m browser tests/test_app_browser.py`` after ``apt-get install
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.app_helpers import NATIVE, gradient, make_entry, serve
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+from tests.app_helpers import CHROMEDRIVER, CHROMIUM, NATIVE, gradient, make_entry, serve
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
                        reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e .[dev])")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def test_demo_page_compares_original_student_and_legacy(browser, tmp_path):

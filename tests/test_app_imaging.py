@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ from PIL import Image
 
 from app import imaging
 from app.errors import ServiceError
-from tests.app_helpers import encode, gradient
+from tests.app_helpers import encode, gradient, png_header_only
 
 LIMITS = {"max_bytes": 1 << 20, "max_pixels": 1_000_000}
 
@@ -25,14 +23,6 @@ def refused(data: bytes) -> ServiceError:
     with pytest.raises(ServiceError) as info:
         decode(data)
     return info.value
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG signature + IHDR declaring width x height, and one tiny IDAT: a decompression bomb's header."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])

@@ -8,8 +8,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from tests.app_helpers import gradient, make_entry, serve
-from tests.test_app_browser import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401 (the fixture)
+from tests.app_helpers import CHROMEDRIVER, CHROMIUM, gradient, make_entry, serve
 
 pytestmark = [
     pytest.mark.browser,

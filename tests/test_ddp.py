@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from tests.test_trainer import make_pair_dataset, tiny_options
+from tests.pipeline_helpers import make_pair_dataset, tiny_options
 from training.pix2pixhd import build_discriminator, build_generator, get_preset
 from training.trainer import (
     CHECKPOINT,

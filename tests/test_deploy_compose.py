@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from tests.app_helpers import free_port, make_entry, png_bytes, serve
-from tests.deploy_helpers import ROOT, RULES
-from tests.test_deploy_dashboard import queries, substituted
+from tests.deploy_helpers import ROOT, RULES, queries, substituted
 
 COMPOSE = ROOT / "docker" / "compose.yaml"
 

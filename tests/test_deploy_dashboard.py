@@ -4,43 +4,24 @@ service exports (or rules.yaml records), and every query parses (promtool)."""
 from __future__ import annotations
 
 import json
-import re
 
 import yaml
 
-from tests.deploy_helpers import PROMETHEUS_OWN, ROOT, exported_names, metric_names, promtool, recorded_names
+from tests.deploy_helpers import (
+    PROMETHEUS_OWN,
+    ROOT,
+    dashboard,
+    exported_names,
+    metric_names,
+    panels,
+    promtool,
+    queries,
+    recorded_names,
+    substituted,
+)
 
-DASHBOARD = ROOT / "deploy" / "grafana" / "distill-dashboard.json"
+
 # Grafana's variables, as a query would see them once Grafana substitutes them.
-VARIABLES = {"$__rate_interval": "1m", "$job": ".*", "$endpoint": ".*"}
-
-
-def dashboard() -> dict:
-    return json.loads(DASHBOARD.read_text())
-
-
-def panels() -> list[dict]:
-    return [p for p in dashboard()["panels"] if p["type"] != "row"]
-
-
-def queries() -> list[tuple[str, str]]:
-    """(where, PromQL) for every panel target and every variable's query (label_values(SELECTOR, label) -> SELECTOR)."""
-    out = [(p["title"], t["expr"]) for p in panels() for t in p["targets"]]
-    for var in dashboard()["templating"]["list"]:
-        if var["type"] == "query":
-            selector = re.fullmatch(r"label_values\((.+),\s*\w+\)", var["query"]["query"])
-            assert selector, var
-            out.append((f"variable {var['name']}", selector.group(1)))
-    return out
-
-
-def substituted(expr: str) -> str:
-    for name, value in VARIABLES.items():
-        expr = expr.replace(name, value)
-    assert "$" not in expr, expr
-    return expr
-
-
 def test_the_extractor_finds_metric_names_and_nothing_else():
     expr = ('histogram_quantile(0.95, sum by (endpoint, le) (rate(distill_request_duration_seconds_bucket'
             '{job=~"$job", status=~"2.."}[$__rate_interval]))) / on (job) group_left sum(up) > 0 and bool x:y:z')

@@ -11,7 +11,7 @@ import pytest
 
 from core.errors import DistillError
 from distill.cli import main
-from tests.test_trainer import make_pair_dataset
+from tests.pipeline_helpers import make_pair_dataset
 from training.estimate import estimate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -15,14 +15,13 @@ import re
 import shutil
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
 from PIL import Image
 
-from model_zoo.registry import write_entry
 from distill.cli import main
+from model_zoo.registry import write_entry
+from tests.pipeline_helpers import scorer_onnx, student_onnx
 from training.directions import apply_direction, fit_direction, sample_w, z_from_seeds
 from training.images import from_uint8, to_uint8
 from training.manifest import PairRecord, write_manifest
@@ -33,32 +32,6 @@ from training.teacher import random_generator
 RES = 16
 TRUNCATION = 0.7
 BRIGHTEN = 0.25  # the "bright" student adds this to every pixel in [-1, 1]
-
-
-def _save(model: onnx.ModelProto, path) -> None:
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-
-
-def student_onnx(path, add: float) -> None:
-    """input [N,3,H,W] -> clip(input + add, -1, 1), dynamic batch and size."""
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("c", add), ("lo", -1.0), ("hi", 1.0))]
-    nodes = [helper.make_node("Add", ["input", "c"], ["s"]), helper.make_node("Clip", ["s", "lo", "hi"], ["output"])]
-    graph = helper.make_graph(nodes, "student", [x], [y], inits)
-    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-
-
-def scorer_onnx(path) -> None:
-    """[N,3,16,16] -> [N,2]: mean brightness, mean red minus mean green."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, RES, RES])
-    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 2])
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1 / 3, 1.0, 1 / 3, -1.0, 1 / 3, 0.0])
-    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1),
-             helper.make_node("Flatten", ["m"], ["f"], axis=1), helper.make_node("MatMul", ["f", "w"], ["scores"])]
-    graph = helper.make_graph(nodes, "scorer", [x], [y], [weights])
-    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,14 @@ from PIL import Image
 from core.errors import DistillError
 from distill.cli import main
 from model_zoo.registry import ModelZooError, get_entry, sha256_file
+from tests.pipeline_helpers import tiny_generator
 from training.export import check_parity, export_onnx, layers_option, parity_sizes
 from training.images import save_image
 from training.manifest import PairRecord, write_manifest, write_metadata
-from training.pix2pixhd import build_generator, get_preset, save_generator
+from training.pix2pixhd import save_generator
 from training.variants import cpu_session, run_session
 
 SIZE = 32
-
-
-def _tiny_generator(seed: int = 0, **overrides) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_generator(get_preset("tiny", **overrides)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +54,7 @@ def dataset(tmp_path_factory) -> Path:
 def run_dir(tmp_path_factory, dataset) -> Path:
     """A training run folder as `distill train` writes it (checkpoint, run.json, metrics.jsonl)."""
     run = tmp_path_factory.mktemp("run")
-    G = _tiny_generator()
+    G = tiny_generator()
     save_generator(G, run / "checkpoints" / "latest.pt", G.config, epoch=3)
     (run / "run.json").write_text(json.dumps({
         "format": "distill-run/1", "status": "finished", "dataset": str(dataset), "preset": "tiny",
@@ -74,7 +70,7 @@ def run_dir(tmp_path_factory, dataset) -> Path:
 
 @pytest.mark.parametrize("netG", ["global", "local"])
 def test_onnx_matches_torch_at_two_sizes_batch_2(tmp_path, netG):
-    G = _tiny_generator(netG=netG)
+    G = tiny_generator(netG=netG)
     path = export_onnx(G, tmp_path / "m.onnx", (SIZE, SIZE))
     model = onnx.load(str(path))
     assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["output"]
@@ -94,11 +90,11 @@ def test_onnx_matches_torch_at_two_sizes_batch_2(tmp_path, netG):
 
 
 def test_parity_check_catches_a_wrong_graph(tmp_path):
-    path = export_onnx(_tiny_generator(seed=0), tmp_path / "m.onnx", (SIZE, SIZE))
-    report = check_parity(_tiny_generator(seed=0), path, [(SIZE, SIZE), (16, 24)])
+    path = export_onnx(tiny_generator(seed=0), tmp_path / "m.onnx", (SIZE, SIZE))
+    report = check_parity(tiny_generator(seed=0), path, [(SIZE, SIZE), (16, 24)])
     assert report["parity_max_abs_diff"] <= 1e-4 and set(report["parity_per_size"]) == {"32x32", "16x24"}
     with pytest.raises(DistillError, match=r"differs from PyTorch by .* \(> 0.001\)"):
-        check_parity(_tiny_generator(seed=1), path, [(SIZE, SIZE)])
+        check_parity(tiny_generator(seed=1), path, [(SIZE, SIZE)])
 
 
 def _export(run, out, *extra) -> int:
@@ -161,7 +157,7 @@ def test_export_run_writes_a_verified_entry(tmp_path, run_dir, dataset, capsys):
 
 
 def test_export_checkpoint_file_without_dataset(tmp_path, capsys):
-    G = _tiny_generator(netG="local")
+    G = tiny_generator(netG="local")
     pth = tmp_path / "latest_net_G.pth"
     torch.save(G.state_dict(), pth)  # NVIDIA's flat layout
     out = tmp_path / "zoo" / "nvidia"
@@ -184,7 +180,7 @@ def test_export_checkpoint_file_without_dataset(tmp_path, capsys):
 
 
 def test_corrupt_or_truncated_export_refused(tmp_path):
-    G = _tiny_generator()
+    G = tiny_generator()
     ckpt = tmp_path / "g.pt"
     save_generator(G, ckpt, G.config)
     assert main(["export", str(ckpt), "--out", str(tmp_path / "zoo" / "m"), "--size", "32", "--timing-repeats", "0"]) == 0

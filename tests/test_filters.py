@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,21 +11,15 @@ import torch
 
 from core.errors import DistillError
 from distill.cli import main
+from tests.pipeline_helpers import Brightness, make_dataset
 from training.filters import filter_dataset
 from training.images import load_image, save_image
-from training.manifest import PairRecord, kept, read_manifest, write_manifest, write_metadata
+from training.manifest import kept, read_manifest
 from training.onnx_scorer import OnnxScorer
 from training.scoring import KeepRule, parse_keep
 
 LEVELS_A = [0, 64, 128, 192, 255]  # brightness 0, .25, .5, .75, 1
 LEVELS_B = [64, 64, 255, 192, 255]
-
-
-class Brightness(torch.nn.Module):
-    """Output 0: mean over pixels and channels; output 1: mean of the red channel minus 1."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0].mean(dim=(1, 2)) - 1.0], dim=1)
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +31,6 @@ def brightness_onnx(tmp_path_factory) -> str:
                           input_names=["input"], output_names=["scores"],
                           dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}})
     return str(path)
-
-
-def make_dataset(root: Path, levels_a: list[int], levels_b: list[int], size: int = 16) -> Path:
-    """A pair dataset whose images are flat grey with the given levels (seeds 10, 11, ...)."""
-    rows = []
-    for i, (la, lb) in enumerate(zip(levels_a, levels_b, strict=True)):
-        seed = 10 + i
-        a, b = f"train_A/{seed:08d}.png", f"train_B/{seed:08d}.png"
-        save_image(root / a, np.full((size, size, 3), la, np.uint8))
-        save_image(root / b, np.full((size, size, 3), lb, np.uint8))
-        rows.append(PairRecord(seed=seed, a=a, b=b, alpha=1.5, truncation=0.7, direction="d.npy"))
-    write_metadata(root, {"format": "distill-pairs/1", "resolution": size})
-    write_manifest(root, rows)
-    return root
 
 
 def test_parse_keep_and_rule():

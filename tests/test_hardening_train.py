@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import DistillError
-from tests.test_trainer import make_pair_dataset, tiny_options
+from tests.pipeline_helpers import make_pair_dataset, tiny_options
 from training.trainer import CHECKPOINT, PREVIOUS_CHECKPOINT, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -96,7 +96,7 @@ def test_cli_alpha_range(pair_teacher, tmp_path, capsys):
 def test_filter_keeps_strengths_and_reports_them(brightness_onnx_scorer, tmp_path):
     from dataclasses import replace
 
-    from tests.test_filters import make_dataset
+    from tests.pipeline_helpers import make_dataset
     from training.filters import filter_dataset
     from training.manifest import write_manifest
 
@@ -117,7 +117,7 @@ def test_filter_keeps_strengths_and_reports_them(brightness_onnx_scorer, tmp_pat
 def brightness_onnx_scorer(tmp_path_factory) -> str:
     import warnings
 
-    from tests.test_filters import Brightness
+    from tests.pipeline_helpers import Brightness
 
     path = tmp_path_factory.mktemp("onnx") / "brightness.onnx"
     with warnings.catch_warnings():

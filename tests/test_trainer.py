@@ -10,42 +10,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from core.errors import DistillError
+from tests.pipeline_helpers import make_pair_dataset, tiny_options
 from training.dataset import PairDataset, load_split, resolve_geometry, split_rows
-from training.images import load_image, save_image
-from training.manifest import PairRecord, read_manifest, write_manifest, write_metadata
+from training.images import load_image
+from training.manifest import PairRecord, read_manifest
 from training.pix2pixhd import load_generator
-from training.trainer import CHECKPOINT, TrainOptions, learning_rate, load_checkpoint, resolve_epochs, train
+from training.trainer import CHECKPOINT, learning_rate, load_checkpoint, resolve_epochs, train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_pair_dataset(root: Path, n: int = 12, size: int = 32, keep: list[bool | None] | None = None) -> Path:
-    """``n`` pairs of ``size`` px images; B is A with channels rolled and brightened (a fixed, learnable edit).
-
-    A is asymmetric left/right (a horizontal ramp), so a flip is visible in the pixels.
-    """
-    rng = np.random.default_rng(1234)
-    rows = []
-    ramp = np.linspace(0, 200, size, dtype=np.float32)[None, :, None]
-    for i in range(n):
-        seed = 100 + 7 * i
-        base = rng.uniform(0, 55, (size, size, 3)).astype(np.float32)
-        a = np.clip(base + ramp, 0, 255).astype(np.uint8)
-        b = np.clip(np.roll(a, 1, axis=2).astype(np.float32) * 0.8 + 40, 0, 255).astype(np.uint8)
-        save_image(root / "train_A" / f"{seed:08d}.png", a)
-        save_image(root / "train_B" / f"{seed:08d}.png", b)
-        rows.append(
-            PairRecord(seed=seed, a=f"train_A/{seed:08d}.png", b=f"train_B/{seed:08d}.png", alpha=1.5,
-                       truncation=0.7, direction="test.npy", keep=None if keep is None else keep[i])  # fmt: skip
-        )
-    write_manifest(root, rows)
-    write_metadata(root, {"teacher": "synthetic", "size": size})
-    return root
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,12 +30,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def pairs(tmp_path: Path) -> Path:
     return make_pair_dataset(tmp_path / "pairs", keep=[i % 5 != 3 for i in range(12)])
-
-
-def tiny_options(dataset: Path, out: Path, **kw) -> TrainOptions:
-    base = dict(dataset=str(dataset), out=str(out), preset="tiny", batch_size=2, workers=0, device="cpu",
-                sample_every=3, log_every=1, val_fraction=0.2, progress=False)  # fmt: skip
-    return TrainOptions(**(base | kw))
 
 
 def all_weights(ckpt: dict) -> dict[str, torch.Tensor]:
