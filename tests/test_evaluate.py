@@ -19,10 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
+from core.errors import DistillError
 from distill.cli import main
 from model_zoo.registry import write_entry
 from tests.pipeline_helpers import scorer_onnx, student_onnx
 from training.directions import apply_direction, fit_direction, sample_w, z_from_seeds
+from training.evaluate import EvaluateOptions, _ratios, edit_figures, evaluate, latency, spread
 from training.images import from_uint8, to_uint8
 from training.manifest import PairRecord, write_manifest
 from training.metrics import psnr
@@ -52,7 +54,8 @@ def setup(tmp_path_factory):
                                         truncation=TRUNCATION, direction="brightness.npy") for s in range(10)])
     zoo = root / "zoo"
     alpha = 3 * fit.suggested_alpha
-    for name, add, direction, size in (("copy", 0.0, "zero.npy", 2 * RES), ("bright", BRIGHTEN, "brightness.npy", RES)):
+    for name, add, direction, size in (("copy", 0.0, "zero.npy", 2 * RES), ("bright", BRIGHTEN, "brightness.npy", RES),
+                                       ("identity", 0.0, "brightness.npy", RES)):
         entry = zoo / name
         entry.mkdir(parents=True)
         student_onnx(entry / "model.onnx", add)
@@ -98,6 +101,50 @@ def test_exact_student_scores_the_metric_ceiling(setup, tmp_path):
     assert not report["edit"]["available"] and "need an attribute scorer" in md
     assert report["entry"]["input_size"] == [2 * RES, 2 * RES] and report["teacher"]["resolution"] == RES
     assert _md_row(md, "student fp32")[1] == f"{fid['psnr']['mean']:.2f}"
+
+
+def test_identity_student_scores_the_identity_row(setup, tmp_path):
+    """A student that returns its input IS the do-nothing baseline: its fidelity row is the identity row, image by
+    image, below the ceiling by the teacher's real edit; its speedup figures are ratios of the latency rows.
+    Called from Python with the options object, as the README shows."""
+    out = tmp_path / "identity"
+    report = evaluate(EvaluateOptions(entry="identity", model_zoo=str(setup["zoo"]), out=out, num=6, legacy_num=0,
+                                      timing_num=3))
+    fid, ceiling = report["fidelity"], float(psnr(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)))
+    for variant in ("student_fp32", "student_int8"):
+        for metric in ("psnr", "ssim"):
+            assert fid[variant][metric] == pytest.approx(fid["identity"][metric])
+    assert fid["identity"]["psnr"]["p90"] < ceiling - 10  # the teacher's edit is real: returning the input costs dB
+    with open(out / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and all(r["psnr_fp32"] == r["psnr_identity"] and r["ssim_fp32"] == r["ssim_identity"] for r in rows)
+    lat = report["latency"]
+    assert lat["student_fp32"]["n"] == 3 and lat["student_int8"]["n"] == 3 and "legacy" not in lat
+    assert report["speedup"] == {"student_fp32_vs_student_int8": pytest.approx({
+        "mean": lat["student_fp32"]["mean_ms"] / lat["student_int8"]["mean_ms"],
+        "p50": lat["student_fp32"]["p50_ms"] / lat["student_int8"]["p50_ms"]})}
+    assert report["command"].startswith("distill evaluate identity ") and "--variants fp32,int8" in report["command"]
+
+
+def test_report_figures_on_known_numbers():
+    assert spread([1, 2, 3, 4, 5]) == {"n": 5, "mean": 3.0, "p10": 1.4, "p50": 3.0, "p90": 4.6}
+    assert latency([0.001, 0.002, 0.003, 0.004]) == pytest.approx({"n": 4, "mean_ms": 2.5, "p50_ms": 2.5, "p95_ms": 3.85})
+    assert _ratios({"mean_ms": 10.0, "p50_ms": 8.0}, {"mean_ms": 2.0, "p50_ms": 4.0}) == {"mean": 5.0, "p50": 2.0}
+    # Success needs half the teacher's move in its direction; preservation is the mean change of the others.
+    orig, teacher = np.zeros(4), np.ones(4)
+    out = np.array([0.5, 0.49, 2.0, -1.0])
+    fig = edit_figures(orig, teacher, out, 1.0, {"hue": (np.zeros(4), np.array([0.1, -0.1, 0.0, 0.2]))})
+    assert fig["edit_success"] == 0.5 and fig["mean_change"] == pytest.approx(0.4975)
+    assert fig["preservation"] == pytest.approx(0.1) and fig["n"] == 4
+    falling = edit_figures(orig, -teacher, -out, -1.0, {})  # a teacher that lowers the attribute: the same figures
+    assert falling["edit_success"] == 0.5 and falling["preservation"] is None
+
+
+def test_options_are_checked_on_construction():
+    with pytest.raises(DistillError, match="fp32 \\(required\\)"):
+        EvaluateOptions(entry="e", out="o", variants=["int8"])
+    with pytest.raises(DistillError, match="--legacy-steps"):
+        EvaluateOptions(entry="e", out="o", legacy_steps=0)
 
 
 def test_brightness_edit_figures(setup, tmp_path):
@@ -186,7 +233,7 @@ def test_refusals(setup, tmp_path, capsys):
     assert main([*base, "--seeds", "100:103", "--clean-renders", "2", "--clean-age-change", "0.2"]) == 2
     assert "not a toy-face teacher" in capsys.readouterr().err
     assert main(["evaluate", "nope", "--model-zoo", str(setup["zoo"]), "--out", str(tmp_path / "n")]) == 2
-    assert "available: bright, copy" in capsys.readouterr().err
+    assert "available: bright, copy, identity" in capsys.readouterr().err
 
     # An entry without a teacher cannot be evaluated: the message says how to re-export it.
     entry = setup["zoo"] / "bright"
