@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.engines.base import STRENGTH_INPUT, Engine, EngineSpec, TensorSpec, check_batch, strength_vector
-from training.errors import DistillError
+from core.errors import DistillError
 
 log = logging.getLogger("app.engines")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from app.engines.base import CandidateResult, Engine, EngineSpec
-from training.errors import DistillError
+from core.errors import DistillError
 
 log = logging.getLogger("app.engines")
 
