@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_torch_save, atomic_write_json
 from core.errors import DistillError
-from core.runfiles import CHECKPOINT, METRICS, RUN_JSON, append_jsonl, truncate_jsonl
+from core.runfiles import CHECKPOINT, METRICS, RUN_JSON, SAMPLES, append_jsonl, truncate_jsonl
 from training.devices import cpu_has_native_bf16, pick_device
 from training.images import from_uint8, make_grid, save_image, to_uint8
 from training.metrics import psnr
@@ -293,7 +293,7 @@ class TeacherTrainer:
         if write_samples:
             n = min(8, len(z))
             grid = make_grid([list(to_uint8(real[:n])), list(to_uint8(fake[:n]))])
-            save_image(self.run_dir / "samples" / f"step{self.step:07d}.png", grid)
+            save_image(self.run_dir / SAMPLES / f"step{self.step:07d}.png", grid)
         return {"held_out_psnr": value}
 
     def train(self, steps: int, minutes: float | None = None, checkpoint_every: int = 500, eval_every: int = 500,
