@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_settings_share_the_teacher_but_not_the_pairs():
     full, dial = SETTINGS["full"], SETTINGS["full-strength"]
     assert dial.alpha_range == "-1.5:1.5" and dial.name == "toyfaces-age-strength" != full.name
-    assert dial.student_options[-2:] == ("--condition", "plane") and "--residual" in dial.student_options
+    assert dial.student_options[-2:] == ("--condition", "modulation") and "--residual" in dial.student_options
     assert (dial.teacher_steps, dial.alpha, dial.layers) == (full.teacher_steps, full.alpha, full.layers)
 
 
@@ -31,7 +31,7 @@ def test_tiny_strength_recipe(tmp_path):
     assert all(s is not None and -1.5 <= s <= 1.5 for s in strengths) and len(set(strengths)) > 1
     entry = get_entry("toyfaces-age-strength-tiny", root=out / "zoo")
     assert entry.spec.strength is not None and entry.spec.strength.range == (-1.5, 1.5)
-    assert entry.spec.training.config["condition"] == "plane"
+    assert entry.spec.training.config["condition"] == "modulation"
     report = json.loads((entry.path / "evaluation" / "report.json").read_text())
     assert [r["strength"] for r in report["strengths"]["rows"]] == [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]
     assert report["strengths"]["attribute"] == "age"

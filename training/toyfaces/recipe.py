@@ -80,8 +80,9 @@ SETTINGS = {
                     timing_num=2, demo_renders=2, clean_renders=4, clean_age_change=0.3),
 }
 # A strength dial (issue 14): pairs over strengths -1.5..1.5 (1.0 = alpha) and a strength-conditioned student
-# (residual scaled by the strength, the strength as a constant input plane), as its own entry beside toyfaces-age.
-CONDITIONAL_OPTIONS = ("--condition", "plane")
+# (residual scaled by the strength, a learned modulation of the bottleneck: the best of scale, plane and modulation
+# at equal steps in the README's measurement), as its own entry beside toyfaces-age.
+CONDITIONAL_OPTIONS = ("--condition", "modulation")
 SETTINGS["full-strength"] = replace(
     SETTINGS["full"], name="toyfaces-age-strength", alpha_range="-1.5:1.5",
     student_options=SETTINGS["full"].student_options + CONDITIONAL_OPTIONS)
