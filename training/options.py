@@ -11,8 +11,12 @@ T = TypeVar("T")
 
 
 def options_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
-    """The dataclass ``cls`` from the parsed arguments of the same names; ``overrides`` replace some of them."""
+    """The dataclass ``cls`` from the parsed arguments of the same names; ``overrides`` replace some of them.
+    A flag with no field of that name is a TypeError: a new flag needs its options field (or it would be lost)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    stray = sorted(k for k in vars(args) if k not in names and k not in ("command", "func") and not k.endswith("_command"))
+    if stray:
+        raise TypeError(f"{cls.__name__} has no field for the parsed argument(s) {', '.join(stray)}")
     values = {k: v for k, v in vars(args).items() if k in names}
     return cls(**{**values, **overrides})
 
