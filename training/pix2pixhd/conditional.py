@@ -55,7 +55,7 @@ class ConditionalGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_nc, self.stride, self.min_size, "ConditionalGenerator")
-        s = strength.reshape(-1).to(x.dtype)
+        s = strength.reshape(-1)  # float32 [N] (no cast: the fp16 converter keeps a Cast node's float32 type)
         if not torch.jit.is_tracing() and s.shape[0] != x.shape[0]:
             raise DistillError(f"ConditionalGenerator: {x.shape[0]} images but {s.shape[0]} strengths")
         plane = s.view(-1, 1, 1, 1) * torch.ones_like(x[:, :1])
