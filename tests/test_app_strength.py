@@ -107,3 +107,11 @@ def test_requests_of_different_strengths_share_a_batch():
     assert calls == [(3, [-1.0, 0.5, 2.0])]
     assert [float(r.output[0, 0, 0]) for r in results] == [-1.0, 0.5, 2.0]
     assert all(r.batch_size == 3 for r in results)
+
+
+def test_the_legacy_path_takes_the_same_strength(client):
+    service = client.app.state.service
+    model = service.models["cond"]
+    alpha = model.entry.spec.edit.alpha
+    assert service.legacy_job(model, 5).alpha == alpha
+    assert service.legacy_job(model, 5, -0.5).alpha == -0.5 * alpha
