@@ -21,7 +21,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from core.errors import file_errors
+from core.errors import DistillError, file_errors
 from core.runfiles import CHECKPOINT
 
 ENTRY = "quickstart-brightness"
@@ -33,7 +33,8 @@ def _stage(argv: list[str]) -> None:
     from training.teacher import register
 
     print(f"\n$ distill {' '.join(argv)}", flush=True)
-    run_command(register, argv)
+    if run_command(register, argv) != 0:
+        raise DistillError(f"quickstart stopped: `distill {' '.join(argv)}` did not finish")
 
 
 def _call(name: str, func: Any, opts: Any, **kwargs: Any) -> Any:

@@ -113,7 +113,11 @@ class Recipe:
         from training.options import run_command
         from training.toyfaces import register
 
-        self._stage(stage, {"command": "distill " + shlex.join(argv)}, lambda: run_command(register, argv), done)
+        def command() -> None:
+            if run_command(register, argv) != 0:
+                raise DistillError(f"`distill {shlex.join(argv)}` did not finish")
+
+        self._stage(stage, {"command": "distill " + shlex.join(argv)}, command, done)
 
     def _call(self, stage: str, func: Callable[[Any], Any], opts: Any, done: bool = False,
               action: Callable[[], Any] | None = None) -> None:
