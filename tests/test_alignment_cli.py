@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.alignment.cli import ROWS, crop_stems, read_rows
 from distill.cli import main
+from training.alignment.cli import ROWS, crop_stems, read_rows
 
 data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
 

@@ -11,9 +11,9 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
+from distill.cli import main
 from model_zoo.registry import ModelZooError, get_entry
 from tests.app_helpers import gradient, make_entry
-from distill.cli import main
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

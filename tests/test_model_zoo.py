@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from distill.cli import main
 from model_zoo.registry import (
     MANIFEST,
     ModelZooError,
@@ -17,7 +18,6 @@ from model_zoo.registry import (
     sha256_file,
     write_entry,
 )
-from distill.cli import main
 
 
 def _manifest(name: str, teacher: bool = True) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from distill.cli import main
 from model_zoo.registry import default_root, list_entries, validate_manifest
 from model_zoo.schema import (
     PROJECT_ROOT,
@@ -17,7 +18,6 @@ from model_zoo.schema import (
     parse_manifest,
     provenance,
 )
-from distill.cli import main
 
 SHA = "0" * 64
 
