@@ -34,11 +34,12 @@ def _prepare_multiprocess_dir(workers: int) -> Path | None:
 
 
 def _log_config() -> dict:
-    """uvicorn's logging config plus our ``app`` loggers on the same handler."""
+    """uvicorn's logging config plus our ``app`` and ``engines`` loggers on the same handler."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = deepcopy(LOGGING_CONFIG)
-    config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    for name in ("app", "engines"):
+        config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 
 

@@ -1,6 +1,6 @@
 """The engine serving each model-zoo entry: chosen by measurement at warm-up, checked against the manifest.
 
-:func:`load_runtime` lists the candidates (:mod:`app.engines.select`: ONNX Runtime on CPU, CUDA and
+:func:`load_runtime` lists the candidates (:mod:`engines.select`: ONNX Runtime on CPU, CUDA and
 TensorRT where the build has them, OpenVINO on the CPU in fp32, bf16 where the CPU computes it natively,
 and on the INT8 file), narrowed by ``DISTILL_ENGINE``, ``DISTILL_PROVIDER``, ``DISTILL_VARIANT_CPU``/
 ``_CUDA`` and ``DISTILL_OPENVINO_PRECISION``. One candidate is loaded as configured; several are gated
@@ -20,25 +20,28 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from app import imaging
 from app.config import Settings
-from app.engines.base import CandidateResult, Engine, EngineSpec
-from app.engines.cpu import native_bf16
-from app.engines.ort import CPU_EP, CUDA_EP, OrtEngine, available_devices
-from app.engines.ov import OpenVinoEngine, openvino_version
-from app.engines.select import REFERENCE, gate_images, plan_candidates, select_engine
 from core.errors import DistillError
+from engines.base import CandidateResult, Engine, EngineSpec
+from engines.cpu import native_bf16
+from engines.ort import CPU_EP, CUDA_EP, OrtEngine, available_devices
+from engines.ov import OpenVinoEngine, openvino_version
+from engines.select import REFERENCE, plan_candidates, select_engine
 from model_zoo.registry import ModelEntry
 
 log = logging.getLogger("app.runtime")
 
 _NP_TYPES = ("tensor(float)", "tensor(float16)")
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+GATE_IMAGES = 4
 
 
 @dataclass(frozen=True)
@@ -256,3 +259,29 @@ def load_runtime(entry: ModelEntry, settings: Settings) -> ModelRuntime:
                  f" ({c.reason})" if c.reason else "")
     return ModelRuntime(entry, selection.engine, choice.reason, f"{selection.reason}; gate on {source}",
                         selection.candidates)
+
+
+def gate_images(sample_files: Sequence[Path], size: tuple[int, int], n: int = GATE_IMAGES) -> tuple[np.ndarray, str]:
+    """Up to ``n`` of the entry's sample images at ``size`` ([N,3,H,W] in [-1,1]) and what they are; smooth
+    random images (as the export's preview uses) when the entry has none."""
+    pictures = []
+    for path in list(sample_files)[:n]:
+        try:
+            data = path.read_bytes()
+            decoded = imaging.decode(data, native_hw=size, max_bytes=len(data) + 1, max_pixels=10**9)
+        except Exception as e:  # an unreadable sample weakens the gate, it does not stop the service
+            log.warning("gate image %s skipped: %s", path, e)
+            continue
+        pictures.append(imaging.to_input(decoded.pixels))
+    if pictures:
+        return np.concatenate(pictures).astype(np.float32), f"{len(pictures)} sample image(s) of the entry"
+    rng = np.random.default_rng(0)
+    low = rng.uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
+    ys = (np.linspace(0, 7, size[0])).astype(np.float32)
+    xs = (np.linspace(0, 7, size[1])).astype(np.float32)
+    y0, x0 = np.floor(ys).astype(int).clip(0, 6), np.floor(xs).astype(int).clip(0, 6)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    smooth = (low[:, :, y0][:, :, :, x0] * (1 - fy) * (1 - fx) + low[:, :, y0 + 1][:, :, :, x0] * fy * (1 - fx)
+              + low[:, :, y0][:, :, :, x0 + 1] * (1 - fy) * fx + low[:, :, y0 + 1][:, :, :, x0 + 1] * fy * fx)
+    return smooth.astype(np.float32), "2 smooth random images (the entry has no samples)"
+

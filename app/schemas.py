@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.engines.base import CandidateResult
+from engines.base import CandidateResult
 from model_zoo.schema import StrengthSpec
 
 

@@ -29,11 +29,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_benchmark import parse_server_timing, serve, test_images  # noqa: E402
 
-from app.engines.base import EngineSpec  # noqa: E402
-from app.engines.cpu import cpu_model, isa_line  # noqa: E402
-from app.engines.measure import open_spec  # noqa: E402
-from app.engines.ov import openvino_version  # noqa: E402
-from app.engines.select import time_rounds  # noqa: E402
+from engines.base import EngineSpec  # noqa: E402
+from engines.cpu import cpu_model, isa_line  # noqa: E402
+from engines.measure import open_spec  # noqa: E402
+from engines.ov import openvino_version  # noqa: E402
+from engines.select import time_rounds  # noqa: E402
 from model_zoo.registry import default_root, get_entry  # noqa: E402
 from training.images import from_uint8  # noqa: E402
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- CPU: {cpu_model()}; ISA features: {isa_line()}",
         f"- each configuration: a fresh `distill serve` (DISTILL_INTRA_OP_THREADS={args.threads}, other settings "
         f"default, legacy off) answering {args.requests} sequential JPEG uploads at {h}x{w} after 3 warm-up requests; bare: "
-        f"the engine alone (`app.engines`, the same file, threads and input), {args.requests} runs each after 3, "
+        f"the engine alone (`engines`, the same file, threads and input), {args.requests} runs each after 3, "
         "all engines interleaved in rounds in this process after the servers (as `auto` times its candidates).",
         f"- {args.note}".rstrip(" -"), "",
         "| configuration | served (X-Engine/X-Precision) | /transform p50 ms | inference stage p50 ms | "

@@ -14,12 +14,12 @@ from fastapi.testclient import TestClient
 from torch import nn
 
 from app.config import Settings
-from app.engines.base import Engine, EngineSpec, TensorSpec
-from app.engines.ort import OrtEngine
-from app.engines.ov import OpenVinoEngine, openvino_version
-from app.engines.select import REFERENCE, plan_candidates, psnr_db, select_engine
 from app.main import create_app
 from core.errors import DistillError
+from engines.base import Engine, EngineSpec, TensorSpec
+from engines.ort import OrtEngine
+from engines.ov import OpenVinoEngine, openvino_version
+from engines.select import REFERENCE, plan_candidates, psnr_db, select_engine
 from tests.app_helpers import NATIVE, make_entry, png_bytes, wait_ready
 
 needs_openvino = pytest.mark.skipif(openvino_version() is None, reason="openvino is not installed")
@@ -191,7 +191,7 @@ def test_the_service_reports_its_engine_choice(tmp_path):
 
 
 def test_the_export_engine_table(small_onnx):
-    from app.engines.measure import engine_table, format_table
+    from engines.measure import engine_table, format_table
 
     images = np.random.default_rng(2).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
     rows = engine_table({"fp32": small_onnx}, (16, 16), images, repeats=1)

@@ -245,8 +245,8 @@ def time_students(students: list[Student], images: list[np.ndarray]) -> None:
 
 def engine_latency(entry: ModelEntry, variants: list[str], images: list[np.ndarray], threads: int) -> list[dict[str, Any]]:
     """Median batch-1 latency of each evaluated variant in each engine this machine has (ONNX Runtime, OpenVINO
-    f32/bf16/int8), with its PSNR against ONNX Runtime fp32 on up to 4 of the timing inputs (app/engines)."""
-    from app.engines.measure import engine_table
+    f32/bf16/int8), with its PSNR against ONNX Runtime fp32 on up to 4 of the timing inputs (engines/)."""
+    from engines.measure import engine_table
 
     x = np.concatenate([from_uint8(im).numpy() for im in images[:4]]).astype(np.float32)
     return engine_table({v: entry.variant_path(v) for v in variants}, entry.input_size, x,
@@ -889,7 +889,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {_label(fast, report)} over {_label(slow, report)} | {_f(value['mean'], 1)}x | {_f(value['p50'], 1)}x |")
 
     if report.get("engines"):
-        from app.engines.measure import format_table
+        from engines.measure import format_table
 
         lines += ["", "## Latency per engine", "",
                   f"Each variant in each inference engine on this machine, batch 1 at {report['entry']['input_size'][0]}x"

@@ -512,10 +512,10 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
 def _engine_table(staging: Path, variant_records: dict[str, Any], views: DataViews | None, size: tuple[int, int],
                   opts: ExportOptions) -> list[dict[str, Any]]:
     """Each variant in each engine this machine has, timed at the native size with its PSNR against fp32 on the
-    held-out inputs (manifest ``engines``, see app/engines/measure.py); none with --timing-repeats 0."""
+    held-out inputs (manifest ``engines``, see engines/measure.py); none with --timing-repeats 0."""
     if not opts.timing_repeats:
         return []
-    from app.engines.measure import engine_table, format_table
+    from engines.measure import engine_table, format_table
 
     images = (views.eval_inputs if views else _random_eval(size, opts.num_eval)).astype(np.float32)
     rows = engine_table({v: staging / r["file"] for v, r in variant_records.items()}, size, images,

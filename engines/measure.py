@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from app.engines.base import Engine, EngineSpec
-from app.engines.cpu import cpu_model, isa_line, native_bf16
-from app.engines.ort import OrtEngine, available_devices
-from app.engines.ov import OpenVinoEngine, openvino_version
-from app.engines.select import REFERENCE, plan_candidates, psnr_db, run_each, time_ms
+from engines.base import Engine, EngineSpec
+from engines.cpu import cpu_model, isa_line, native_bf16
+from engines.ort import OrtEngine, available_devices
+from engines.ov import OpenVinoEngine, openvino_version
+from engines.select import REFERENCE, plan_candidates, psnr_db, run_each, time_ms
 
-log = logging.getLogger("app.engines")
+log = logging.getLogger("engines")
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 

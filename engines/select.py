@@ -17,21 +17,19 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from app.engines.base import CandidateResult, Engine, EngineSpec
 from core.errors import DistillError
+from engines.base import CandidateResult, Engine, EngineSpec
 
-log = logging.getLogger("app.engines")
+log = logging.getLogger("engines")
 
 MIN_PSNR_DB = 35.0  # training.variants.MIN_PSNR_DB: the export's gate on variants
 REFERENCE = EngineSpec("onnxruntime", "cpu", "fp32", "fp32")
 CUT_FACTOR = 1.2  # a candidate whose first timed runs are all this much slower than the best cannot win
 BLOCK_RUNS = 2  # timed runs of one candidate per round
 HANDOVER_S = 0.05  # pause between candidates: the last engine's threads stop spinning
-GATE_IMAGES = 4
 _ALLOWED = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "CUDAExecutionProvider"}
 
 
@@ -219,31 +217,3 @@ def select_engine(specs: Sequence[EngineSpec], open_engine: Callable[[EngineSpec
     reason = (f"auto: fastest of {sum(r.median_ms is not None for r in results)} timed candidate(s) within the "
               f"{min_psnr_db:g} dB gate ({ms:.2f} ms{runner_up})")
     return Selection(engine, reason, results)
-
-
-def gate_images(sample_files: Sequence[Path], size: tuple[int, int], n: int = GATE_IMAGES) -> tuple[np.ndarray, str]:
-    """Up to ``n`` of the entry's sample images at ``size`` ([N,3,H,W] in [-1,1]) and what they are; smooth
-    random images (as the export's preview uses) when the entry has none."""
-    from app import imaging
-
-    pictures = []
-    for path in list(sample_files)[:n]:
-        try:
-            data = path.read_bytes()
-            decoded = imaging.decode(data, native_hw=size, max_bytes=len(data) + 1, max_pixels=10**9)
-        except Exception as e:  # an unreadable sample weakens the gate, it does not stop the service
-            log.warning("gate image %s skipped: %s", path, e)
-            continue
-        pictures.append(imaging.to_input(decoded.pixels))
-    if pictures:
-        return np.concatenate(pictures).astype(np.float32), f"{len(pictures)} sample image(s) of the entry"
-    rng = np.random.default_rng(0)
-    low = rng.uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
-    ys = (np.linspace(0, 7, size[0])).astype(np.float32)
-    xs = (np.linspace(0, 7, size[1])).astype(np.float32)
-    y0, x0 = np.floor(ys).astype(int).clip(0, 6), np.floor(xs).astype(int).clip(0, 6)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    smooth = (low[:, :, y0][:, :, :, x0] * (1 - fy) * (1 - fx) + low[:, :, y0 + 1][:, :, :, x0] * fy * (1 - fx)
-              + low[:, :, y0][:, :, :, x0 + 1] * (1 - fy) * fx + low[:, :, y0 + 1][:, :, :, x0 + 1] * fy * fx)
-    return smooth.astype(np.float32), "2 smooth random images (the entry has no samples)"
-

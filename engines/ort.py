@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.engines.base import STRENGTH_INPUT, Engine, EngineSpec, TensorSpec, check_batch, strength_vector
 from core.errors import DistillError
+from engines.base import STRENGTH_INPUT, Engine, EngineSpec, TensorSpec, check_batch, strength_vector
 
-log = logging.getLogger("app.engines")
+log = logging.getLogger("engines")
 
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_vector
 from core.errors import DistillError
+from engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_vector
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's float parts in f32
 _TYPE_NAMES = {"f32": "tensor(float)", "f16": "tensor(float16)"}
