@@ -63,8 +63,8 @@ def test_onnx_scorer_preprocessing(brightness_onnx):
 
 def test_filter_keep_reject_with_onnx(brightness_onnx, tmp_path):
     root = make_dataset(tmp_path / "ds", LEVELS_A, LEVELS_B)
-    rc = main(["filter", str(root), "--onnx", brightness_onnx, "--onnx-input-size", "8", "--onnx-mean", "0",
-               "--onnx-std", "1", "--onnx-output", "bright=0", "--keep", "bright=0.2:0.8", "--on", "both"])
+    rc = main(["filter", str(root), "--scorer", brightness_onnx, "--input-size", "8", "--mean", "0",
+               "--std", "1", "--attribute", "bright=0", "--keep", "bright=0.2:0.8", "--on", "both"])
     assert rc == 0
     rows = read_manifest(root)
     assert [r.keep for r in rows] == [False, True, False, True, False]
@@ -138,7 +138,7 @@ def test_filter_refuses_bad_input(brightness_onnx, tmp_path):
     with pytest.raises(DistillError, match="unfinished batches"):
         filter_dataset(root, [{"type": "face"}], progress=False)
     assert main(["filter", str(tmp_path / "missing"), "--face-detector"]) == 2
-    assert main(["filter", str(root), "--onnx", brightness_onnx, "--keep", "age=1:2"]) == 2
+    assert main(["filter", str(root), "--scorer", brightness_onnx, "--keep", "age=1:2"]) == 2
 
 
 def test_face_detector_keeps_faces(tmp_path):

@@ -34,7 +34,7 @@ from training.filters.report import write_report
 from training.images import load_image
 from training.manifest import PairRecord, read_manifest, read_metadata, write_manifest
 from training.onnx_scorer import OnnxScorer
-from training.options import options_from_args
+from training.options import deprecated_alias, options_from_args
 from training.pairs import pending_files
 from training.scoring import KeepRule, Scorer, parse_keep
 
@@ -92,7 +92,7 @@ def build(spec: list[dict[str, Any]]) -> list[tuple[Scorer, tuple[str, ...], lis
             rules.append(KeepRule(key, None if low is None else float(low), None if high is None else float(high)))
         built.append((scorer, SIDES[on], rules))
     if not built:
-        raise DistillError("no scorer given: use --face-detector, --onnx MODEL or --spec FILE")
+        raise DistillError("no scorer given: use --face-detector, --scorer MODEL or --spec FILE")
     return built
 
 
@@ -154,7 +154,9 @@ def filter_dataset(root: str | os.PathLike, spec: list[dict[str, Any]], batch_si
 @dataclass
 class FilterOptions:
     """What ``distill filter`` does: one field per flag. The scorers come from ``spec`` (a JSON file), the face
-    detector and one ONNX model; ``keep`` rules (``NAME=LOW:HIGH``) apply to the ONNX model's named outputs."""
+    detector and one ONNX model (``scorer``, its outputs named by ``attributes``, ``NAME=INDEX``: the spelling of
+    ``distill evaluate``'s and ``direction fit``'s scorer options); ``keep`` rules (``NAME=LOW:HIGH``) apply to
+    those names."""
 
     dataset: str | os.PathLike
     spec: str | os.PathLike | None = None
@@ -163,12 +165,12 @@ class FilterOptions:
     face_min_neighbors: int = 5
     face_min_size: float = 0.1
     face_min_confidence: float | None = None
-    onnx: str | os.PathLike | None = None
-    onnx_input_size: int | None = None
-    onnx_mean: list[float] = field(default_factory=lambda: [0.5])
-    onnx_std: list[float] = field(default_factory=lambda: [0.5])
-    onnx_output: list[str] | None = None  # NAME=INDEX; None: score=0
-    onnx_activation: str = "none"
+    scorer: str | os.PathLike | None = None
+    attributes: list[str] | None = None  # NAME=INDEX of the scorer's first output; None: score=0
+    input_size: int | None = None
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    activation: str = "none"
     keep: list[str] | None = None
     batch_size: int = 32
     progress: bool = True
@@ -191,21 +193,21 @@ def scorer_spec(opts: FilterOptions) -> list[dict[str, Any]]:
     if opts.face_detector:
         spec.append({"type": "face", "on": opts.on, "min_neighbors": opts.face_min_neighbors,
                      "min_size": opts.face_min_size, "min_confidence": opts.face_min_confidence})
-    if opts.onnx:
+    if opts.scorer:
         outputs = {}
-        for item in opts.onnx_output or ["score=0"]:
+        for item in opts.attributes or ["score=0"]:
             name, _, idx = item.partition("=")
             if not name or not idx.lstrip("-").isdigit():
-                raise DistillError(f"--onnx-output {item!r}: expected NAME=INDEX, e.g. age=0")
+                raise DistillError(f"--attribute {item!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0")
             outputs[name] = int(idx)
-        spec.append({"type": "onnx", "path": str(opts.onnx), "input_size": opts.onnx_input_size,
-                     "mean": _as_list(opts.onnx_mean), "std": _as_list(opts.onnx_std), "outputs": outputs,
-                     "activation": opts.onnx_activation, "on": opts.on})
+        spec.append({"type": "onnx", "path": str(opts.scorer), "input_size": opts.input_size,
+                     "mean": _as_list(opts.mean), "std": _as_list(opts.std), "outputs": outputs,
+                     "activation": opts.activation, "on": opts.on})
     for text in opts.keep or []:
         rule = parse_keep(text)
         owners = [e for e in spec if e["type"] == "onnx" and rule.key in e.get("outputs", {})]
         if not owners:
-            raise DistillError(f"--keep {text}: no --onnx-output is named {rule.key!r}")
+            raise DistillError(f"--keep {text}: no --attribute is named {rule.key!r}")
         owners[0].setdefault("keep", {})[rule.key] = [rule.low, rule.high]
     return spec
 
@@ -236,8 +238,8 @@ def _floats(text: str) -> list[float]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "filter", help="score pairs (face detector, ONNX models) and mark keep/reject in the manifest",
-        description="Never deletes. Example: distill filter data/age --face-detector --onnx age.onnx "
-        "--onnx-input-size 64 --onnx-output age=0 --keep age=18:65 --on a",
+        description="Never deletes. Example: distill filter data/age --face-detector --scorer age.onnx "
+        "--input-size 64 --attribute age=0 --keep age=18:65 --on a",
     )
     p.add_argument("dataset", help="pair dataset folder (made by `distill pairs`)")
     p.add_argument("--spec", help="JSON file with several scorers (see the module docs)")
@@ -246,12 +248,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--face-min-neighbors", type=int, default=5, help="Haar minNeighbors (higher = stricter)")
     p.add_argument("--face-min-size", type=float, default=0.1, help="smallest face, as a fraction of the image side")
     p.add_argument("--face-min-confidence", type=float, help="also reject faces with a lower cascade level weight")
-    p.add_argument("--onnx", help="ONNX classifier/regressor taking NCHW float RGB")
-    p.add_argument("--onnx-input-size", type=int, help="model input side (default: the model's static size)")
-    p.add_argument("--onnx-mean", type=_floats, default=[0.5], help="normalisation mean on [0,1] pixels")
-    p.add_argument("--onnx-std", type=_floats, default=[0.5], help="normalisation std on [0,1] pixels")
-    p.add_argument("--onnx-output", action="append", help="NAME=INDEX of a score in the first output (repeatable)")
-    p.add_argument("--onnx-activation", choices=("none", "sigmoid", "softmax"), default="none")
-    p.add_argument("--keep", action="append", help="NAME=LOW:HIGH keep range of an ONNX score (repeatable)")
+    p.add_argument("--scorer", metavar="MODEL.onnx", help="ONNX classifier/regressor taking NCHW float RGB")
+    p.add_argument("--attribute", dest="attributes", metavar="NAME=INDEX", action="append",
+                   help="a scorer output to keep by: its name and column in the first output (repeatable; "
+                        "default score=0)")
+    p.add_argument("--input-size", type=int, help="scorer input side (default: the model's static size)")
+    p.add_argument("--mean", type=_floats, default=[0.5], help="scorer input mean on [0,1] pixels, 1 or 3 values")
+    p.add_argument("--std", type=_floats, default=[0.5], help="scorer input std on [0,1] pixels, 1 or 3 values")
+    p.add_argument("--activation", choices=("none", "sigmoid", "softmax"), default="none",
+                   help="applied to scorer outputs")
+    p.add_argument("--keep", action="append", help="NAME=LOW:HIGH keep range of an --attribute (repeatable)")
+    # The spellings before the scorer options were shared with evaluate and direction fit: hidden, still read.
+    deprecated_alias(p, "--onnx", "--scorer")
+    deprecated_alias(p, "--onnx-output", "--attribute", dest="attributes", action="append")
+    deprecated_alias(p, "--onnx-input-size", "--input-size", dest="input_size", type=int)
+    deprecated_alias(p, "--onnx-mean", "--mean", dest="mean", type=_floats)
+    deprecated_alias(p, "--onnx-std", "--std", dest="std", type=_floats)
+    deprecated_alias(p, "--onnx-activation", "--activation", dest="activation",
+                     choices=("none", "sigmoid", "softmax"))
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=run)

@@ -433,8 +433,8 @@ def write_model_card(out_dir: Path, cfg: AttributeTrainConfig, info: dict, metri
         "output": {"name": "scores", "shape": ["N", len(OUTPUT_NAMES)], "activation": "sigmoid (already applied)",
                    "columns": [{"index": i, "name": n, "meaning": meaning[n]} for i, n in enumerate(OUTPUT_NAMES)]},
         "filter": {"adults": {"index": 0, "keep": [ADULT_AGE, 1.0]}, "artifacts": {"index": QUALITY_INDEX, "keep": [0.5, 1.0]},
-                   "command": "distill filter DATASET --onnx model_zoo/toyfaces-attributes/attributes.onnx "
-                              f"--onnx-output age=0 --onnx-output quality={QUALITY_INDEX} "
+                   "command": "distill filter DATASET --scorer model_zoo/toyfaces-attributes/attributes.onnx "
+                              f"--attribute age=0 --attribute quality={QUALITY_INDEX} "
                               f"--keep age={ADULT_AGE}: --keep quality=0.5:"},
         "held_out": metrics,
         "training": {**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, **info},

@@ -249,7 +249,7 @@ class Recipe:
         from training.filters import FilterOptions, run_filter
 
         self._call("filter", run_filter, FilterOptions(
-            dataset=self.pairs, onnx=self.attributes, on="both", onnx_output=["age=0", f"quality={QUALITY_INDEX}"],
+            dataset=self.pairs, scorer=self.attributes, on="both", attributes=["age=0", f"quality={QUALITY_INDEX}"],
             keep=[f"age={self.s.keep_age}:", f"quality={self.s.keep_quality}:"]))
 
     def train_student(self) -> None:
