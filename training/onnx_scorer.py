@@ -53,7 +53,7 @@ class OnnxScorer(Scorer):
         model_hw = tuple(inp.shape[2:])
         if input_size is None:
             if not all(isinstance(s, int) for s in model_hw):
-                raise DistillError(f"{self.path}: input size is dynamic {model_hw}; give it (e.g. --onnx-input-size 224)")
+                raise DistillError(f"{self.path}: input size is dynamic {model_hw}; give it (e.g. --input-size 224)")
             input_size = model_hw  # type: ignore[assignment]
         hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         if all(isinstance(s, int) for s in model_hw) and model_hw != hw:
@@ -63,19 +63,19 @@ class OnnxScorer(Scorer):
         self.mean = self._per_channel(mean, "mean")
         self.std = self._per_channel(std, "std")
         if np.any(self.std == 0):
-            raise DistillError(f"{self.path}: --onnx-std must not be 0")
+            raise DistillError(f"{self.path}: --std must not be 0")
         if activation not in ("none", "sigmoid", "softmax"):
             raise DistillError(f"activation {activation!r}: choose none, sigmoid or softmax")
         self.activation = activation
         if not outputs:
-            raise DistillError(f"{self.path}: name at least one output, e.g. --onnx-output age=0")
+            raise DistillError(f"{self.path}: name at least one output, e.g. --attribute age=0")
         self.outputs = dict(outputs)
 
     @staticmethod
     def _per_channel(values: Sequence[float], what: str) -> np.ndarray:
         v = np.asarray(values, dtype=np.float32).reshape(-1)
         if v.size not in (1, 3):
-            raise DistillError(f"--onnx-{what}: give one value or three (R,G,B)")
+            raise DistillError(f"--{what}: give one value or three (R,G,B)")
         return np.broadcast_to(v, (3,)).reshape(1, 3, 1, 1).astype(np.float32)
 
     @property
