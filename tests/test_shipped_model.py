@@ -64,8 +64,8 @@ def test_service_serves_it_by_default_and_the_faces_get_older(client, entry):
 
 
 def test_served_transform_moves_clean_renders_toward_their_true_edit(client, entry):
-    """The domain's "photographs" (clean renders no teacher drew), through the service, against the renderer's
-    truly aged face at the teacher's edit strength: closer than the unchanged input, and older to the judge."""
+    """The domain's "photographs" (clean renders of ageable adults no teacher drew), through the service, against the
+    renderer's truly aged face at the teacher's edit strength: 2 dB closer than the unchanged input, and older to the judge."""
     report = json.loads((entry.path / "evaluation" / "report.json").read_text())
     clean = clean_render_set(8, 128, 128, report["clean_renders"]["age_change"], seed0=CLEAN_SEED0 + 500_000)
     outputs = []
@@ -77,7 +77,7 @@ def test_served_transform_moves_clean_renders_toward_their_true_edit(client, ent
         outputs.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
     truth = from_uint8(np.stack(clean.targets))
     gain = psnr(from_uint8(np.stack(outputs)), truth) - psnr(from_uint8(np.stack(clean.inputs)), truth)
-    assert gain.mean() > 1.0, gain.tolist()
+    assert gain.mean() > 2.0, gain.tolist()  # the issue's bar, on ageable adults (see clean_renders.py)
     scorer = AttributeScorer(default_path())
     before, after = predict(scorer, np.stack(clean.inputs)), predict(scorer, np.stack(outputs))
     assert (after[:, 0] > before[:, 0]).mean() >= 7 / 8, (before[:, 0], after[:, 0])
@@ -89,6 +89,7 @@ def test_committed_reports_belong_to_this_entry(entry):
     assert report["entry"]["name"] == NAME and report["teacher"]["sha256"] == files["teacher.pt"]["sha256"]
     assert report["seeds"]["count"] >= 500 and report["seeds"]["held_out_verified"] and report["legacy"]["n"] >= 20
     assert report["clean_renders"]["n"] >= 200 and "identity" in report["fidelity"]
+    assert report["clean_renders"]["ages"]["max"] < 1 and report["clean_renders"]["capped"]["n"] >= 100  # reported apart
     teacher = json.loads((entry.path / "teacher_report" / "report.json").read_text())
     assert teacher["num"] >= 1000 and teacher["generator_sha256"] == files["teacher.pt"]["sha256"]
     assert teacher["direction_sha256"] == files["direction.npy"]["sha256"]

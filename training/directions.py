@@ -31,6 +31,7 @@ import torch
 from core.atomic import atomic_write, atomic_write_json
 from core.errors import DistillError
 from core.hashing import sha256_file as file_sha256  # the name the stages import
+from model_zoo.schema import provenance
 from training.options import options_from_args
 
 METHODS = ("logistic", "linear-svm", "regression")
@@ -396,9 +397,9 @@ def run_fit(opts: FitOptions) -> DirectionFit:
     comparison = [{"method": f.method, **f.metrics, "effect": e} for f, e in zip(fits, effects, strict=True)]
     save_direction(
         opts.out, fit, attribute=opts.attribute, layers=list(opts.layers), normalize=False,
-        generator={"path": str(Path(opts.generator).resolve()), "sha256": file_sha256(opts.generator)},
+        generator={"path": provenance(Path(opts.generator).resolve()), "sha256": file_sha256(opts.generator)},
         truncation=opts.truncation, n_samples=len(scores),
-        scores_from=str(opts.scores or opts.scorer), score_mean=float(scores.mean()), score_std=float(scores.std()),
+        scores_from=provenance(Path(opts.scores or opts.scorer).resolve()), score_mean=float(scores.mean()), score_std=float(scores.std()),
         effect=effects[best], comparison=comparison if len(fits) > 1 else None,
     )
     print(f"direction {opts.attribute!r}: {len(scores)} samples ({fit.n_train} fit, {fit.n_test} held out), "

@@ -51,7 +51,7 @@ from core.atomic import atomic_write_json, atomic_write_text
 from core.errors import DistillError
 from core.runfiles import PAIRS_MANIFEST
 from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
-from model_zoo.schema import resolve_provenance
+from model_zoo.schema import provenance, resolve_provenance
 from training.devices import exact_float32, pick_device
 from training.directions import apply_direction, file_sha256, load_direction, z_from_seeds
 from training.images import from_uint8, load_image, make_grid, save_image, to_uint8
@@ -124,7 +124,7 @@ def dataset_seeds(entry: ModelEntry, override: str | None = None) -> tuple[list[
         if override:
             raise DistillError(f"--dataset {root}: not a pair dataset (no manifest.jsonl)")
         return None, f"unknown: the training dataset {root} is not on this machine (pass --dataset DATASET)"
-    return sorted(r.seed for r in read_manifest(root)), str(root)
+    return sorted(r.seed for r in read_manifest(root)), provenance(root.resolve())
 
 
 def parse_seeds(text: str) -> tuple[int, int]:
