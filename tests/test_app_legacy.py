@@ -16,7 +16,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
-from tests.app_helpers import NATIVE, make_entry, png_bytes
+from tests.app_helpers import NATIVE, make_entry, png_bytes, wait_ready
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
@@ -31,10 +31,7 @@ def client(tmp_path_factory):
     settings = Settings(model_zoo=root, default_model="tiny", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
                         legacy_queue=1, legacy_steps=5, legacy_max_steps=1000, legacy_timeout_s=60)
     with TestClient(create_app(settings)) as c:
-        deadline = time.monotonic() + 120
-        while c.get("/readyz").status_code != 200:  # includes starting the projection process and its warm-up
-            assert time.monotonic() < deadline, c.get("/readyz").json()
-            time.sleep(0.1)
+        wait_ready(c)  # includes starting the projection process and its warm-up
         yield c
 
 

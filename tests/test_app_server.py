@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -31,12 +32,24 @@ def request_counts(url: str) -> dict[str, float]:
     return counts
 
 
+def both_ready(url: str, in_a_row: int = 20, timeout: float = 120.0) -> None:
+    """serve() returns when one worker is ready; wait until fresh connections (spread over the workers by the
+    kernel) find /readyz ready ``in_a_row`` times in a row, so no counted request meets a warming worker."""
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < in_a_row:
+        assert time.monotonic() < deadline, "the second worker never became ready"
+        with httpx.Client() as client:
+            streak = streak + 1 if client.get(f"{url}/readyz").status_code == 200 else 0
+        time.sleep(0.02)
+
+
 def test_two_workers_count_every_request_once(zoo, tmp_path):
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
     (prom_dir / "counter_999999.db").write_bytes(b"stale file from an earlier run")  # must be emptied
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "DISTILL_LEGACY_WORKERS": "0"}
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "DISTILL_LEGACY_WORKERS": "0", "DISTILL_ENGINE": "onnxruntime"}
     with serve(zoo, "--workers", "2", env=env) as (url, _):
+        both_ready(url)
         for i in range(24):
             with httpx.Client() as client:  # a fresh connection each time, so both workers get requests
                 files = {"image": ("x.png", png_bytes() if i % 4 else b"not an image", "image/png")}

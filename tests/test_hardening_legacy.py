@@ -21,7 +21,7 @@ from app.config import Settings
 from app.legacy import LegacyExecutor, LegacyJob, LegacyLoadError
 from app.main import create_app
 from model_zoo.registry import write_entry
-from tests.app_helpers import encode, make_entry, png_bytes
+from tests.app_helpers import encode, make_entry, png_bytes, wait_ready
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -59,10 +59,7 @@ def client(tmp_path_factory, marker):
     settings = Settings(model_zoo=root, default_model="tiny", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
                         legacy_queue=1, legacy_steps=5, legacy_timeout_s=60, max_pixels=20_000_000)
     with TestClient(create_app(settings)) as c:
-        deadline = time.monotonic() + 120
-        while c.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, c.get("/readyz").json()
-            time.sleep(0.1)
+        wait_ready(c)  # includes starting the projection process and its warm-up
         yield c
 
 

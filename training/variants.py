@@ -19,7 +19,6 @@ inputs, is at least the bound (35 dB by default); otherwise :class:`VariantRefus
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_write_bytes
 from core.errors import DistillError
+from engines.cpu import cpu_model as cpu_description  # "measured on" records: one CPU description for all
 
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 VARIANT_PROVIDERS = {
@@ -112,19 +112,6 @@ def median_ms(session: ort.InferenceSession, size: tuple[int, int], repeats: int
         session.run(None, feed)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def cpu_description() -> str:
-    """This machine's CPU model and core count, for 'measured on' records."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
 
 
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
