@@ -297,8 +297,8 @@ class Recipe:
                         "trained offline on procedural faces (see training/toyfaces)"), done=done)
 
     def copy_reports(self) -> None:
-        """The filter's report and the attribute model card beside the entry (what the pairs went through)."""
-        for src in self.pairs.glob("filter_report*"):
+        """The filter's report and its pictures (score histograms, rejected pairs) beside the entry."""
+        for src in self.pairs.glob("filter_*"):
             if src.is_file():
                 shutil.copy2(src, self.entry / src.name)
 
