@@ -56,7 +56,8 @@ REJECTION_REASONS = (
     "internal_error", "invalid_request", "legacy_busy", "legacy_disabled", "legacy_timeout", "legacy_unavailable",
     "method_not_allowed", "missing_field", "no_face", "no_result", "no_teacher", "not_an_image", "not_found",
     "not_ready", "output_too_large", "payload_too_large", "queue_full", "too_many_pixels", "too_many_steps",
-    "unknown_job", "unknown_model", "unknown_sample", "unsupported_format",
+    "strength_out_of_range", "strength_unsupported", "unknown_job", "unknown_model", "unknown_sample",
+    "unsupported_format",
 )
 REQUEST_LATENCY = Histogram(
     "distill_request_duration_seconds",
