@@ -25,6 +25,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 NAME = "toyfaces-age"
+DIAL = "toyfaces-age-strength"  # the strength dial beside it (issue 14)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -40,8 +41,8 @@ def client():
         yield c
 
 
-def test_it_is_the_default_zoos_only_entry_with_teacher_direction_and_samples(entry):
-    assert [e.name for e in list_entries(default_root())] == [NAME]
+def test_it_is_in_the_default_zoo_with_teacher_direction_and_samples(entry):
+    assert [e.name for e in list_entries(default_root())] == [NAME, DIAL]
     assert entry.teacher_path is not None and entry.direction_path is not None
     assert {"fp32", "int8"} <= set(entry.variants)
     assert len(list((entry.path / "samples").glob("*.png"))) >= 4
@@ -49,7 +50,7 @@ def test_it_is_the_default_zoos_only_entry_with_teacher_direction_and_samples(en
 
 def test_service_serves_it_by_default_and_the_faces_get_older(client, entry):
     models = client.get("/models").json()
-    assert [m["name"] for m in models["models"]] == [NAME]
+    assert [m["name"] for m in models["models"]] == [NAME, DIAL] and models["default"] == NAME
     assert models["models"][0]["samples"]
     scorer = AttributeScorer(default_path())
     originals, edited = [], []
@@ -93,3 +94,17 @@ def test_committed_reports_belong_to_this_entry(entry):
     teacher = json.loads((entry.path / "teacher_report" / "report.json").read_text())
     assert teacher["num"] >= 1000 and teacher["generator_sha256"] == files["teacher.pt"]["sha256"]
     assert teacher["direction_sha256"] == files["direction.npy"]["sha256"]
+
+
+def test_the_shipped_dial_ages_and_de_ages_its_samples(client):
+    """The strength dial, through the service: strength -1 reads younger than the sample, +1 older, 0 the sample."""
+    scorer = AttributeScorer(default_path())
+    dial = get_entry(DIAL)
+    for path in sorted((dial.path / "samples").glob("render-*.png")):
+        ages = {}
+        for strength in (-1.0, 0.0, 1.0):
+            r = client.post("/transform", files={"image": (path.name, path.read_bytes(), "image/png")},
+                            data={"model": DIAL, "strength": str(strength), "format": "png"})
+            assert r.status_code == 200, r.text
+            ages[strength] = predict(scorer, np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))[None])[0, 0]
+        assert ages[-1.0] < ages[0.0] < ages[1.0], (path.name, ages)
