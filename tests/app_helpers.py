@@ -194,3 +194,26 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
+
+
+@contextmanager
+def legacy_test_client(root: Path, **overrides):
+    """A ready TestClient on a zoo of ``tiny`` (with a teacher) and ``plain`` (without), one projection process."""
+    from app.config import Settings
+    from app.main import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
+        from fastapi.testclient import TestClient
+    make_entry(root, "tiny")
+    make_entry(root, "plain", teacher=False)
+    settings = Settings(model_zoo=root, default_model="tiny", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
+                        legacy_queue=1, legacy_steps=5, **overrides)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)  # includes starting the projection process and its warm-up
+        yield c
+
+
+def face_upload(**fields) -> dict:
+    """httpx keyword arguments posting a 64x48 PNG as ``image`` with form ``fields``."""
+    return {"files": {"image": ("face.png", png_bytes(64, 48), "image/png")}, "data": fields}

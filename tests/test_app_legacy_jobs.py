@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import io
 import time
-import warnings
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from app.config import Settings
-from app.main import create_app
-from tests.app_helpers import NATIVE, make_entry, png_bytes, wait_ready
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
-    from fastapi.testclient import TestClient
+from tests.app_helpers import NATIVE, face_upload, legacy_test_client
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    root: Path = tmp_path_factory.mktemp("zoo")
-    make_entry(root, "tiny")
-    make_entry(root, "plain", teacher=False)
-    settings = Settings(model_zoo=root, default_model="tiny", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
-                        legacy_queue=1, legacy_steps=5, legacy_max_steps=100_000, legacy_timeout_s=120)
-    with TestClient(create_app(settings)) as c:
-        wait_ready(c)  # includes starting the projection process and its warm-up
+    with legacy_test_client(tmp_path_factory.mktemp("zoo"), legacy_max_steps=100_000, legacy_timeout_s=120) as c:
         yield c
 
 
-def upload(**fields):
-    return {"files": {"image": ("face.png", png_bytes(64, 48), "image/png")}, "data": fields}
+upload = face_upload
 
 
 def wait_for(client, job_id: str, until, timeout: float = 60.0) -> dict:
