@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -58,12 +59,39 @@ PROVIDER = "torch-cpu"
 JOB_ERRORS = {c: {"model": ErrorBody} for c in (404, 409)}
 
 
-async def _prepare(request: Request, service: Service, image: UploadFile, model: str | None, format: Format,
-                   size: Size, steps: int | None, align: Align,
-                   faces: Faces, strength: float | None = None) -> tuple[LoadedModel, Upload, LegacyJob, StageTimer]:
+@dataclass(frozen=True)
+class LegacyForm:
+    """The form fields ``/legacy/transform`` and ``/legacy/jobs`` share (see :func:`legacy_form`)."""
+
+    image: UploadFile
+    model: str | None
+    format: Format
+    size: Size
+    steps: int | None
+    align: Align
+    faces: Faces
+    strength: float | None
+
+
+def legacy_form(
+    image: UploadFile = IMAGE_FIELD,
+    model: str | None = MODEL_FIELD,
+    format: Format = FORMAT_FIELD,
+    size: Size = SIZE_FIELD,
+    steps: int | None = STEPS_FIELD,
+    align: Align = ALIGN_FIELD,
+    faces: Faces = FACES_FIELD,
+    strength: float | None = STRENGTH_FIELD,
+) -> LegacyForm:
+    """The legacy routes' form as one dependency, so both declare (and validate) the same fields."""
+    return LegacyForm(image, model, format, size, steps, align, faces, strength)
+
+
+async def _prepare(request: Request, service: Service,
+                   form: LegacyForm) -> tuple[LoadedModel, Upload, LegacyJob, StageTimer]:
     """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps) and decode the upload."""
     timer = StageTimer()
-    loaded = service.get_model(model)
+    loaded = service.get_model(form.model)
     entry, s = loaded.entry, service.settings
     label_request(request, entry.name, PROVIDER)
     if not service.legacy.enabled:
@@ -73,12 +101,12 @@ async def _prepare(request: Request, service: Service, image: UploadFile, model:
                                               "re-export it with them to use the legacy path")
     if loaded.legacy_error:
         raise ServiceError(503, "legacy_unavailable", f"model {entry.name!r}: {loaded.legacy_error}")
-    steps = steps or s.legacy_steps
+    steps = form.steps or s.legacy_steps
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
-    upload = await decode_upload(service, image, entry.input_size, size, timer, fmt=format,
-                                 align=aligned(loaded, align), faces=faces)
-    return loaded, upload, service.legacy_job(loaded, steps, strength), timer
+    upload = await decode_upload(service, form.image, entry.input_size, form.size, timer, fmt=form.format,
+                                 align=aligned(loaded, form.align), faces=form.faces)
+    return loaded, upload, service.legacy_job(loaded, steps, form.strength), timer
 
 
 async def _project(service: Service, loaded: LoadedModel, upload: Upload, job: LegacyJob, timer: StageTimer,
@@ -117,14 +145,7 @@ async def _project(service: Service, loaded: LoadedModel, upload: Upload, job: L
              responses={**IMAGE_RESPONSES, **{c: {"model": ErrorBody} for c in (409, 504)}})
 async def legacy_transform(
     request: Request,
-    image: UploadFile = IMAGE_FIELD,
-    model: str | None = MODEL_FIELD,
-    format: Format = FORMAT_FIELD,
-    size: Size = SIZE_FIELD,
-    steps: int | None = STEPS_FIELD,
-    align: Align = ALIGN_FIELD,
-    faces: Faces = FACES_FIELD,
-    strength: float | None = STRENGTH_FIELD,
+    form: LegacyForm = Depends(legacy_form),
     service: Service = Depends(get_service),
 ) -> Response:
     """Edit a photo the slow way: optimise a latent for it (NVlabs projector), add the direction, synthesize.
@@ -132,9 +153,8 @@ async def legacy_transform(
     Same contract as ``/transform`` (with ``faces=all``, one projection per face, one after the other); the
     work runs in a bounded pool of processes with a timeout (504).
     """
-    loaded, upload, job, timer = await _prepare(request, service, image, model, format, size, steps, align, faces,
-                                                strength)
-    return await _project(service, loaded, upload, job, timer, size, format, "/legacy/transform")
+    loaded, upload, job, timer = await _prepare(request, service, form)
+    return await _project(service, loaded, upload, job, timer, form.size, form.format, "/legacy/transform")
 
 
 def job_store(request: Request) -> JobStore:
@@ -179,27 +199,19 @@ async def _run(record: JobRecord, service: Service, loaded: LoadedModel, upload:
              responses={**{c: {"model": ErrorBody} for c in (400, 404, 409, 413, 415, 422, 503)}})
 async def create_legacy_job(
     request: Request,
-    image: UploadFile = IMAGE_FIELD,
-    model: str | None = MODEL_FIELD,
-    format: Format = FORMAT_FIELD,
-    size: Size = SIZE_FIELD,
-    steps: int | None = STEPS_FIELD,
-    align: Align = ALIGN_FIELD,
-    faces: Faces = FACES_FIELD,
-    strength: float | None = STRENGTH_FIELD,
+    form: LegacyForm = Depends(legacy_form),
     service: Service = Depends(get_service),
 ) -> JSONResponse:
     """Start ``/legacy/transform``'s work as a job: 202 with the job (``Location`` is its URL) once the upload is
     checked; poll ``GET /legacy/jobs/{id}`` for progress, fetch the image from its ``result`` URL, ``DELETE`` to
     cancel. A full projection pool is 503 ``legacy_busy`` here, at once."""
-    loaded, upload, job, timer = await _prepare(request, service, image, model, format, size, steps, align, faces,
-                                                strength)
+    loaded, upload, job, timer = await _prepare(request, service, form)
     if service.legacy.active >= service.legacy.capacity:
         raise ServiceError(503, "legacy_busy", f"{service.legacy.active} projections are running or queued "
                                                f"(capacity {service.legacy.capacity})", headers={"Retry-After": "5"})
     record = job_store(request).add(JobRecord(model=loaded.entry.name, steps=job.steps,
                                               faces=len(inputs_of(upload))))
-    record.task = asyncio.create_task(_run(record, service, loaded, upload, job, timer, size, format),
+    record.task = asyncio.create_task(_run(record, service, loaded, upload, job, timer, form.size, form.format),
                                       name=f"legacy-job-{record.id}")
     await asyncio.sleep(0)  # let the task submit the projection, so the first poll sees it queued or running
     return JSONResponse(record.info(service.legacy).model_dump(), status_code=202,
