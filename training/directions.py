@@ -32,7 +32,7 @@ from core.atomic import atomic_write, atomic_write_json
 from core.errors import DistillError
 from core.hashing import sha256_file as file_sha256  # the name the stages import
 from model_zoo.schema import provenance
-from training.options import options_from_args
+from training.options import add_scorer_input_arguments, options_from_args
 
 METHODS = ("logistic", "linear-svm", "regression")
 DEFAULT_LAYERS = (0, 8)
@@ -340,9 +340,9 @@ class FitOptions:
     column: str | None = None
     scorer: str | os.PathLike | None = None
     output_index: int = 0
-    input_size: tuple[int, int] | None = None
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
+    input_size: int | tuple[int, int] | None = None
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
     activation: str = "none"
     num: int = 2000
     seed_start: int = 0
@@ -425,26 +425,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        hw = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size {text!r}: expected N or HxW") from None
-    if len(hw) == 1:
-        hw = hw * 2
-    if len(hw) != 2 or min(hw) <= 0:
-        raise argparse.ArgumentTypeError(f"input size {text!r}: expected N or HxW")
-    return hw  # type: ignore[return-value]
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or three comma-separated numbers") from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("direction", help="fit a latent direction in W from scored samples")
     sub = p.add_subparsers(dest="direction_command", required=True, metavar="ACTION")
@@ -459,10 +439,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--column", help="score column of --scores when it has several")
     f.add_argument("--scorer", help="ONNX model that scores the synthesized images")
     f.add_argument("--output-index", type=int, default=0, help="index of the score in the model's output")
-    f.add_argument("--input-size", type=_input_size, help="model input N or HxW (default: from the model)")
-    f.add_argument("--mean", type=_floats, default=(0.5,), help="input normalisation mean on [0,1] pixels")
-    f.add_argument("--std", type=_floats, default=(0.5,), help="input normalisation std on [0,1] pixels")
-    f.add_argument("--activation", choices=("none", "sigmoid", "softmax"), default="none")
+    add_scorer_input_arguments(f)
     f.add_argument("--num", type=int, default=2000, help="samples to draw with --scorer")
     f.add_argument("--seed-start", type=int, default=0)
     f.add_argument("--method", choices=(*METHODS, "all"), default="regression",

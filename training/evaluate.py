@@ -58,7 +58,7 @@ from training.images import from_uint8, load_image, make_grid, save_image, to_ui
 from training.manifest import read_manifest
 from training.metrics import psnr, ssim
 from training.onnx_scorer import OnnxScorer
-from training.options import options_from_args
+from training.options import add_scorer_input_arguments, options_from_args
 from training.variants import cpu_description, cpu_session, feeds
 
 DEFAULT_NUM = 500
@@ -717,7 +717,8 @@ def command_line(opts: EvaluateOptions) -> str:
         for o in opts.other:
             argv += ["--other", o]
         if opts.input_size:
-            argv += ["--input-size", str(opts.input_size)]
+            size = opts.input_size
+            argv += ["--input-size", str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"]
         argv += ["--mean", *map(str, opts.mean), "--std", *map(str, opts.std), "--activation", opts.activation]
     argv += ["--legacy-num", str(opts.legacy_num), "--legacy-steps", str(opts.legacy_steps), "--variants", ",".join(opts.variants),
              "--timing-num", str(opts.timing_num)]
@@ -958,16 +959,6 @@ def clean_markdown(c: dict[str, Any], report: dict[str, Any]) -> list[str]:
 # The command.
 
 
-def _input_size(text: str) -> int | tuple[int, int]:
-    try:
-        if "x" in text.lower():
-            h, w = (int(v) for v in text.lower().split("x"))
-            return h, w
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-size {text!r}: expected N or HxW, e.g. 64") from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate", help="measure a model-zoo student against its teacher's edit and the legacy projection",
@@ -985,10 +976,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--attribute", metavar="NAME=INDEX", help="scorer output the edit changes, e.g. age=0")
     p.add_argument("--other", metavar="NAME=INDEX", action="append", default=[],
                    help="another scorer output that the edit should preserve (repeatable)")
-    p.add_argument("--input-size", type=_input_size, help="scorer input size, N or HxW (default: the model's fixed size)")
-    p.add_argument("--mean", type=float, nargs="+", default=[0.5], help="scorer input mean, 1 or 3 values (default 0.5)")
-    p.add_argument("--std", type=float, nargs="+", default=[0.5], help="scorer input std, 1 or 3 values (default 0.5)")
-    p.add_argument("--activation", choices=["none", "sigmoid", "softmax"], default="none", help="applied to scorer outputs")
+    add_scorer_input_arguments(p)
     p.add_argument("--legacy-num", type=int, default=20, help="seeds also edited the legacy way (default 20; 0: skip)")
     p.add_argument("--legacy-steps", type=int, default=200, help="projection steps of the legacy path (default 200)")
     p.add_argument("--variants", default="fp32,int8", help="student variants to run when the entry has them (default fp32,int8)")

@@ -52,3 +52,69 @@ def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, *, des
     ``action``: ``store`` or ``append`` (as ``new``'s); ``kwargs`` (type, choices) as ``new``'s."""
     parser.add_argument(old, dest=dest or new.lstrip("-").replace("-", "_"), action=_Deprecated, new=new,
                         append=action == "append", default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The scorer input flags, parsed alike by every command that reads an ONNX scorer (evaluate, filter, direction fit).
+
+ACTIVATIONS = ("none", "sigmoid", "softmax")
+
+
+def parse_input_size(text: str) -> int | tuple[int, int]:
+    """``N`` -> N (a square input), ``HxW`` (or ``H,W``) -> (H, W): the scorer's input size."""
+    parts = text.strip().lower().replace(",", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2) or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW, e.g. 64 or 64x48")
+    return size[0] if len(size) == 1 else (size[0], size[1])
+
+
+class _NotANumber(argparse.ArgumentTypeError):
+    """A ``--mean``/``--std`` word that is no number (after several values: likely a positional argument)."""
+
+
+def parse_channels(text: str) -> list[float]:
+    """One value for every channel or three (R, G, B), separated by commas and/or spaces: ``--mean``/``--std``."""
+    values = []
+    for part in text.replace(",", " ").split():
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise _NotANumber(f"{part!r} is not a number") from None
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 or 3 numbers (R G B or R,G,B), e.g. 0.5 or "
+                                         "0.485,0.456,0.406")
+    return values
+
+
+class _Channels(argparse.Action):
+    """``--mean 0.5 0.5 0.5``, ``--mean 0.5,0.5,0.5`` and ``--mean=0.5`` alike, through :func:`parse_channels`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        try:
+            setattr(namespace, self.dest, parse_channels(" ".join(values)))
+        except _NotANumber as e:
+            flag = option_string or self.option_strings[0]
+            hint = (f"; an argument after {flag} is read as one of its values: put it before, or write "
+                    f"{flag}=R,G,B") if len(values) > 1 else ""
+            raise argparse.ArgumentError(self, f"{e}{hint}") from None
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+
+
+def add_scorer_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--input-size``, ``--mean``, ``--std``, ``--activation``: how images reach an ONNX scorer (see
+    :class:`training.onnx_scorer.OnnxScorer`), one spelling and one parser for every command that takes one."""
+    parser.add_argument("--input-size", type=parse_input_size, metavar="N|HxW",
+                        help="scorer input size, N or HxW (default: the model's fixed size)")
+    parser.add_argument("--mean", action=_Channels, nargs="+", default=[0.5], metavar="M",
+                        help="scorer input mean on [0,1] pixels: 1 or 3 values, space- or comma-separated "
+                             "(default 0.5)")
+    parser.add_argument("--std", action=_Channels, nargs="+", default=[0.5], metavar="S",
+                        help="scorer input std on [0,1] pixels: 1 or 3 values, space- or comma-separated "
+                             "(default 0.5)")
+    parser.add_argument("--activation", choices=ACTIVATIONS, default="none", help="applied to scorer outputs")

@@ -34,7 +34,14 @@ from training.filters.report import write_report
 from training.images import load_image
 from training.manifest import PairRecord, read_manifest, read_metadata, write_manifest
 from training.onnx_scorer import OnnxScorer
-from training.options import deprecated_alias, options_from_args
+from training.options import (
+    ACTIVATIONS,
+    add_scorer_input_arguments,
+    deprecated_alias,
+    options_from_args,
+    parse_channels,
+    parse_input_size,
+)
 from training.pairs import pending_files
 from training.scoring import KeepRule, Scorer, parse_keep
 
@@ -167,7 +174,7 @@ class FilterOptions:
     face_min_confidence: float | None = None
     scorer: str | os.PathLike | None = None
     attributes: list[str] | None = None  # NAME=INDEX of the scorer's first output; None: score=0
-    input_size: int | None = None
+    input_size: int | tuple[int, int] | None = None
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     activation: str = "none"
@@ -228,13 +235,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or R,G,B") from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "filter", help="score pairs (face detector, ONNX models) and mark keep/reject in the manifest",
@@ -252,19 +252,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--attribute", dest="attributes", metavar="NAME=INDEX", action="append",
                    help="a scorer output to keep by: its name and column in the first output (repeatable; "
                         "default score=0)")
-    p.add_argument("--input-size", type=int, help="scorer input side (default: the model's static size)")
-    p.add_argument("--mean", type=_floats, default=[0.5], help="scorer input mean on [0,1] pixels, 1 or 3 values")
-    p.add_argument("--std", type=_floats, default=[0.5], help="scorer input std on [0,1] pixels, 1 or 3 values")
-    p.add_argument("--activation", choices=("none", "sigmoid", "softmax"), default="none",
-                   help="applied to scorer outputs")
+    add_scorer_input_arguments(p)
     p.add_argument("--keep", action="append", help="NAME=LOW:HIGH keep range of an --attribute (repeatable)")
     # The spellings before the scorer options were shared with evaluate and direction fit: hidden, still read.
     deprecated_alias(p, "--onnx", "--scorer")
     deprecated_alias(p, "--onnx-output", "--attribute", dest="attributes", action="append")
-    deprecated_alias(p, "--onnx-input-size", "--input-size", dest="input_size", type=int)
-    deprecated_alias(p, "--onnx-mean", "--mean", dest="mean", type=_floats)
-    deprecated_alias(p, "--onnx-std", "--std", dest="std", type=_floats)
-    deprecated_alias(p, "--onnx-activation", "--activation", dest="activation",
-                     choices=("none", "sigmoid", "softmax"))
+    deprecated_alias(p, "--onnx-input-size", "--input-size", dest="input_size", type=parse_input_size)
+    deprecated_alias(p, "--onnx-mean", "--mean", dest="mean", type=parse_channels)
+    deprecated_alias(p, "--onnx-std", "--std", dest="std", type=parse_channels)
+    deprecated_alias(p, "--onnx-activation", "--activation", dest="activation", choices=ACTIVATIONS)
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=run)
