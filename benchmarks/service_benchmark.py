@@ -119,9 +119,11 @@ def parse_server_timing(header: str) -> dict[str, float]:
 # The model entry and the test images.
 
 
-def make_untrained_entry(root: Path, preset: str, size: int, seed: int = 0) -> Path:
+def make_untrained_entry(root: Path, preset: str, size: int, seed: int = 0, variants: Sequence[str] = ()) -> Path:
     """Export an UNTRAINED Pix2PixHD ``preset`` at ``size`` px plus a random teacher and direction as a zoo
-    entry through the real ``distill export`` (for timing only: the weights are random)."""
+    entry through the real ``distill export`` (for timing only: the weights are random), with ``variants``
+    (e.g. fp16) kept whatever their error: on random weights the export's gate means nothing, and the service
+    gates them again at warm-up."""
     import torch
 
     from training.pix2pixhd import build_generator
@@ -144,7 +146,9 @@ def make_untrained_entry(root: Path, preset: str, size: int, seed: int = 0) -> P
                     "--description", f"UNTRAINED {preset} Pix2PixHD for benchmarks (random weights)",
                     "--teacher", str(work / "teacher.pt"), "--direction", str(work / "direction.npy"),
                     "--alpha", "1.5", "--layers", "0:8", "--attribute", "random", "--size", f"{size}x{size}",
-                    "--timing-repeats", "0"], check=True, stdout=subprocess.DEVNULL)
+                    "--timing-repeats", "0"]
+                   + (["--variants", ",".join(variants), "--min-variant-psnr", "0", "--num-eval", "4"] if variants else []),
+                   check=True, stdout=subprocess.DEVNULL)
     return out
 
 
