@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from core.errors import DistillError
+from core.hashing import sha256_file
+from core.runfiles import CHECKPOINT
 from distill.cli import main
 from model_zoo.registry import get_entry
 from training.toyfaces.attributes import default_path
@@ -97,6 +99,19 @@ def test_missing_attribute_model_and_alpha_are_clear_errors(tmp_path, tiny_recip
     np.save(bare, np.load(out / "age.npy"))
     with pytest.raises(DistillError, match="pass --alpha"):
         evaluate_teacher(out / "teacher" / "teacher.pt", bare, default_path(), num=4)
+
+
+def test_more_student_steps_resume_the_student_and_export_it_again(tiny_recipe, capsys):
+    out, argv = tiny_recipe
+    before = get_entry("toyfaces-age-tiny", root=out / "zoo").spec.training
+    assert main([*argv, "--student-steps", "6"]) == 0
+    text = capsys.readouterr().out
+    assert "[export] training.export.export_entry(" in text and "[evaluate] training.evaluate.evaluate(" in text
+    after = get_entry("toyfaces-age-tiny", root=out / "zoo").spec.training
+    assert after.global_step == 6 > before.global_step
+    assert after.checkpoint_sha256 == sha256_file(out / "student" / CHECKPOINT) != before.checkpoint_sha256
+    assert main([*argv, "--student-steps", "6"]) == 0  # the student is saved again, but at the same step
+    assert "[export] done already" in capsys.readouterr().out
 
 
 def test_a_teacher_trained_further_makes_the_direction_stale_until_redo_from(tiny_recipe, capsys):

@@ -27,7 +27,7 @@ from typing import Any
 
 from core.atomic import atomic_write_json
 from core.errors import DistillError, file_errors
-from core.runfiles import CHECKPOINT
+from core.runfiles import CHECKPOINT, RUN_JSON
 from training.toyfaces.attributes import ADULT_AGE, QUALITY_INDEX
 from training.toyfaces.renderer import ATTRIBUTES
 
@@ -289,12 +289,25 @@ class Recipe:
         from training.export import ExportOptions, export_entry
 
         s = self.s
-        done = (self.entry / "manifest.json").is_file()
+        done = self._exported_from_current_student()
         self._call("export", export_entry, ExportOptions(
             run=self.student, out=self.entry, variants=["int8"], overwrite=True, attribute="age",
             samples=None if done else self.demo_renders(),
             description=f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
                         "trained offline on procedural faces (see training/toyfaces)"), done=done)
+
+    def _exported_from_current_student(self) -> bool:
+        """Whether the entry exists and was exported at the student run's current step (more ``--student-steps``
+        on a finished recipe resume the student, and then the entry is exported again)."""
+        from model_zoo.registry import get_entry
+
+        if not (self.entry / "manifest.json").is_file():
+            return False
+        exported = get_entry(self.entry.name, self.zoo, verify=False).spec.training
+        run = self.student / RUN_JSON
+        if exported is None or exported.global_step is None or not run.is_file():
+            return True
+        return exported.global_step == json.loads(run.read_text())["global_step"]
 
     def copy_reports(self) -> None:
         """The filter's report and its pictures (score histograms, rejected pairs) beside the entry."""
