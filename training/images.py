@@ -23,6 +23,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def from_uint8(pixels: np.ndarray) -> torch.Tensor:
     """uint8 HWC (or NHWC) -> float [N,3,H,W] in [-1,1] (the pix2pixHD normalisation, (x/255-0.5)/0.5)."""
+    if not pixels.flags.writeable:  # torch warns on read-only arrays (np.asarray of a PIL image is one)
+        pixels = pixels.copy()
     x = torch.from_numpy(np.ascontiguousarray(pixels)).float().div(127.5).sub(1.0)
     return x.permute(2, 0, 1)[None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
