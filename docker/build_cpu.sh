@@ -10,7 +10,8 @@
 #   1. podman runs with runc and without default ulimits (`default_ulimits = []` under
 #      [containers] in /etc/containers/containers.conf; crun and the default limits fail here);
 #   2. the Debian base cannot be pulled: `debootstrap --variant=minbase bookworm` into a temporary
-#      folder, `podman import` it as BASE_IMAGE (default localhost/debian-bookworm-minbase), once;
+#      folder, slimmed as debian:bookworm-slim is (no apt caches/lists, docs, man pages, translations),
+#      `podman import` it as BASE_IMAGE (default localhost/debian-bookworm-minbase), once;
 #   3. pip inside the build uses the host's pip configuration: its CA bundle (`cert`), its local
 #      indexes (`extra-index-url file://...`) and wheel folders (`find-links`), mounted read-only
 #      (the folders at the same paths) and passed as PIP_ARGS; the CPU torch wheel then comes from find-links;
@@ -53,6 +54,17 @@ if ! podman image exists "$BASE_IMAGE"; then
     rootfs=$(mktemp -d /tmp/distill-rootfs.XXXXXX)
     trap 'rm -rf "$rootfs"' EXIT
     debootstrap --variant=minbase bookworm "$rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+    # Slim it as debian:bookworm-slim is (about 125 MB less): debootstrap leaves its downloaded .debs and
+    # the apt lists behind, and docs, man pages and translations are kept out of later installs too.
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* \
+        "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/* \
+        "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/* \
+        "$rootfs"/usr/share/groff/* "$rootfs"/usr/share/lintian/*
+    find "$rootfs"/usr/share/doc -mindepth 1 ! -type d ! -name copyright -delete
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+        'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' 'path-exclude /usr/share/locale/*' \
+        'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/lintian/*' \
+        > "$rootfs"/etc/dpkg/dpkg.cfg.d/docker-slim
     tar -C "$rootfs" -c . | podman import - "$BASE_IMAGE"
     rm -rf "$rootfs"
     trap - EXIT

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Smoke-test the CPU image: start it on a free port, wait for /readyz, POST an image to /transform,
-# check the answer (200, an image body, Server-Timing and X-Model/X-Provider headers), check the
-# HEALTHCHECK command, stop the container.
+# check the answer (200, an image body, Server-Timing and X-Model/X-Provider/X-Engine headers), POST
+# one with a strength to the first strength-conditioned model when one is served (X-Strength), check
+# the HEALTHCHECK command, stop the container.
 #
 #   docker/smoke_test.sh [IMAGE]            # default stylegan2-distill:cpu
 #   MODEL_ZOO=/path/to/zoo docker/smoke_test.sh   # serve these entries (mounted read-only at /models)
@@ -118,7 +119,7 @@ if status != 200:
     problems.append(f"status {status}")
 if not headers.get("Content-Type", "").startswith("image/"):
     problems.append(f"Content-Type {headers.get('Content-Type')}")
-for h in ("Server-Timing", "X-Model", "X-Provider"):
+for h in ("Server-Timing", "X-Model", "X-Provider", "X-Engine"):
     if not headers.get(h):
         problems.append(f"missing header {h}")
 magic = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"RIFF": "image/webp"}
@@ -128,8 +129,27 @@ if kind is None or kind != headers.get("Content-Type"):
 if problems:
     sys.exit("smoke_test: FAIL /transform: " + "; ".join(problems) + f" {content[:200]!r}")
 print(f"smoke_test: POST /transform (300x240 PNG) -> {status} {headers['Content-Type']} {len(content)} bytes "
-      f"in {elapsed * 1000:.0f} ms; X-Model={headers['X-Model']} X-Provider={headers['X-Provider']}")
+      f"in {elapsed * 1000:.0f} ms; X-Model={headers['X-Model']} X-Provider={headers['X-Provider']} "
+      f"X-Engine={headers['X-Engine']} X-Precision={headers.get('X-Precision')}")
 print(f"smoke_test: Server-Timing: {headers['Server-Timing']}")
+for m in models["models"]:
+    print(f"smoke_test: model {m['name']}: engine {m.get('engine')} {m.get('precision')} ({m.get('engine_reason')})")
+
+# A strength-conditioned model (the strength dial), when one is served: a strength inside its range.
+dial = next((m for m in models["models"] if m.get("strength")), None)
+if dial:
+    low, high = dial["strength"]["range"]
+    strength = min(max(0.5, low), high)
+    status, headers, content, elapsed = post("/transform", {"model": dial["name"], "strength": f"{strength:g}"}, 60)
+    if (status != 200 or not headers.get("Content-Type", "").startswith("image/")
+            or headers.get("X-Model") != dial["name"] or headers.get("X-Strength") != f"{strength:g}"):
+        sys.exit(f"smoke_test: FAIL /transform strength={strength:g} on {dial['name']} -> {status} "
+                 f"{headers.get('Content-Type')} X-Strength={headers.get('X-Strength')} {content[:200]!r}")
+    print(f"smoke_test: POST /transform model={dial['name']} strength={strength:g} -> {status} "
+          f"{headers['Content-Type']} {len(content)} bytes in {elapsed * 1000:.0f} ms; "
+          f"X-Strength={headers['X-Strength']} X-Engine={headers.get('X-Engine')}")
+else:
+    print("smoke_test: no strength-conditioned model served: strength not checked")
 
 # The legacy path (torch projection in its own process), when the default model ships a teacher.
 default = next(m for m in models["models"] if m["name"] == models["default"])

@@ -100,6 +100,7 @@ def test_cpu_container_answers_transform(image, model_zoo):
     assert smoke.returncode == 0, out[-4000:]
     assert "-> 200 image/jpeg" in out
     assert "POST /legacy/transform (5 steps) -> 200" in out or "no teacher" in out
-    assert "X-Provider=cpu" in out
+    assert "X-Provider=cpu" in out and "X-Engine=" in out
+    assert "X-Strength=" in out or "no strength-conditioned model" in out
     assert "2 CPUs -> 1 worker(s) x 2 ORT threads" in out, "the entrypoint sizes threads from the CPU limit"
     assert "smoke_test: PASS" in out
