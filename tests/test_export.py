@@ -32,7 +32,9 @@ def dataset(tmp_path_factory) -> Path:
     teacher, direction = assets / "teacher.pt", assets / "age.npy"
     teacher.write_bytes(b"teacher weights " * 64)
     np.save(direction, np.ones((8, 16), np.float32))
-    (assets / "age.json").write_text(json.dumps({"attribute": "age", "method": "regression"}))
+    (assets / "age.json").write_text(json.dumps({"attribute": "age", "method": "regression",  # as an older fit wrote it
+                                                 "generator": {"path": str(teacher.resolve())},
+                                                 "scores_from": [str(root.resolve() / "scores.csv")]}))
     rng = np.random.default_rng(0)
     rows = []
     for seed in range(12):
@@ -130,6 +132,9 @@ def test_export_run_writes_a_verified_entry(tmp_path, run_dir, dataset, capsys):
     assert m["variants"]["fp16"]["psnr_vs_fp32_db"] > 35 and m["variants"]["fp16"]["providers"] == ["CUDAExecutionProvider"]
     for fname, rec in m["files"].items():
         assert rec["sha256"] == sha256_file(out / fname) and rec["bytes"] == (out / fname).stat().st_size
+    sidecar = json.loads((out / "direction.json").read_text())  # the fit's record, without build paths
+    assert sidecar["method"] == "regression" and sidecar["generator"]["path"] == "teacher.pt"
+    assert sidecar["scores_from"] == ["scores.csv"]
     samples = {f for f in m["files"] if f.startswith("samples/")}
     assert {"model.onnx", "model.fp16.onnx", "model.int8.onnx", "preview.png", "teacher.pt", "direction.npy",
             "direction.json"} == set(m["files"]) - samples

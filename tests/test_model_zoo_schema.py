@@ -39,6 +39,15 @@ def _v0(**changes) -> dict:
     return manifest
 
 
+def _strings(value) -> list[str]:
+    """Every string inside a JSON value."""
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
 def test_committed_entries_load_with_no_build_paths():
     entries = list_entries(default_root())
     assert entries, "the shipped model zoo has entries"
@@ -48,6 +57,9 @@ def test_committed_entries_load_with_no_build_paths():
         sources = [m.teacher and m.teacher.source, m.direction and m.direction.source, m.data.dataset,
                    m.training and m.training.checkpoint]
         assert not [s for s in sources if s and Path(s).is_absolute()]
+        sidecar = entry.path / "direction.json"
+        if sidecar.is_file():
+            assert not [v for v in _strings(json.loads(sidecar.read_text())) if Path(v).is_absolute()], sidecar
         if m.direction is not None:
             assert m.edit.alpha is not None and m.edit.layers is not None
 

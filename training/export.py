@@ -308,6 +308,27 @@ def _copy_into(src: Path, staging: Path, stem: str, what: str, flag: str) -> str
     return name
 
 
+def _portable(value: Any) -> Any:
+    """``value`` with every absolute path string in it rewritten by :func:`provenance` (nested dicts and lists)."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        return provenance(value)
+    return value
+
+
+def _copy_portable_json(src: Path, dst: Path) -> None:
+    """Copy a JSON sidecar (the direction fit's record) into the entry, its build-machine paths made portable:
+    a fit run before provenance paths existed records absolute ones, and an entry never carries those."""
+    try:
+        record = json.loads(src.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DistillError(f"{src}: the direction's JSON record cannot be read ({e}); fix or remove it") from e
+    dst.write_text(json.dumps(_portable(record), indent=2) + "\n", encoding="utf-8")
+
+
 def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging: Path) -> dict[str, Any]:
     """Copy the teacher and direction into the entry; their manifest records, the edit and the truncation."""
     meta = views.meta if views else {}
@@ -337,7 +358,7 @@ def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging
         files.append(name)
         sidecar = direction_src.with_suffix(".json")
         if sidecar.is_file() and sidecar != direction_src:
-            shutil.copyfile(sidecar, staging / "direction.json")
+            _copy_portable_json(sidecar, staging / "direction.json")
             files.append("direction.json")
         direction = {"file": name, "normalize": normalize, "source": provenance(direction_src)}
         if d_meta.get("method"):
