@@ -4,8 +4,8 @@ beside each engine's bare latency on the same model file, threads and input, all
 Every configuration gets its own real ``distill serve`` on 127.0.0.1 with the environment below; the servers
 start one after the other (each waits for ``/readyz``, so ``auto`` times its candidates on an idle machine)
 and then stay up together. Each round then gives, in rotating order and after a short pause and
-one untimed call, every server a block of ``/transform`` requests (a JPEG at the native size, each followed
-by the same upload sent to a model it does not have) and every bare engine (``engines``, in this process) a
+one untimed call, every server a block of ``/transform`` requests (a JPEG at the native size) and then of
+the same uploads sent to a model it does not have, and every bare engine (``engines``, in this process) a
 block of runs: a busy spell of a shared machine hits every column alike,
 and the table's ratios compare numbers taken seconds apart. The table gives the served engine
 (``X-Engine``/``X-Precision``), the p50 of the round trip and of its ``inference`` stage (Server-Timing), the
@@ -88,17 +88,20 @@ class Server:
                              data={"model": model, "format": "jpeg"})
         return (time.perf_counter() - t0) * 1e3, r
 
-    def measure(self, img: bytes, model: str) -> None:
-        """One /transform and one HTTP-floor request."""
+    def transform(self, img: bytes, model: str) -> None:
+        """One timed /transform."""
         elapsed, r = self.post(img, model)
         r.raise_for_status()
         self.rtt.append(elapsed)
         self.inference.append(1e3 * parse_server_timing(r.headers.get("Server-Timing", "")).get("inference", float("nan")))
         self.served.add(f"{r.headers.get('X-Engine')}/{r.headers.get('X-Precision')}")
+
+    def refused(self, img: bytes) -> float:
+        """One HTTP-floor request: the upload sent to a model the server does not have (404 before decoding)."""
         elapsed, r = self.post(img, NO_MODEL)
         if r.status_code != 404:
             raise RuntimeError(f"the HTTP-floor request got {r.status_code}, expected 404: {r.text[:200]}")
-        self.floor.append(elapsed)
+        return elapsed
 
 
 def gate_failures(candidates: list[dict]) -> set[tuple[str, str, str]]:
@@ -110,11 +113,12 @@ def measure_rounds(servers: list[Server], bare: dict[str, Engine], x: np.ndarray
                    rounds: int, block: int) -> dict[str, list[float]]:
     """Warm every server (3 requests) and engine (2 runs), then ``rounds`` rounds in rotating order: each unit gets
     a pause, one untimed request or run (the previous unit ran in another process, whose threads may still spin
-    and whose data filled the caches) and ``block`` timed ones. Returns the bare engines' run times (ms)."""
+    and whose data filled the caches) and ``block`` timed ones back to back; a server then answers one untimed
+    and ``block`` timed HTTP-floor requests. Returns the bare engines' run times (ms)."""
     for server in servers:
         for img in images[:3]:
             server.post(img, model)
-            server.post(img, NO_MODEL)
+            server.refused(img)
     for engine in bare.values():
         for _ in range(2):
             engine.run(x)
@@ -124,10 +128,13 @@ def measure_rounds(servers: list[Server], bare: dict[str, Engine], x: np.ndarray
         for k in range(len(units)):
             unit = units[(r + k) % len(units)]
             time.sleep(HANDOVER_S)
-            if isinstance(unit, Server):
-                unit.post(images[r % len(images)], model)
-                for i in range(block):
-                    unit.measure(images[(r * block + i) % len(images)], model)
+            if isinstance(unit, Server):  # back-to-back requests, as the bare runs: transforms, then floors
+                batch = [images[(r * block + i) % len(images)] for i in range(block)]
+                unit.post(batch[0], model)
+                for img in batch:
+                    unit.transform(img, model)
+                unit.refused(batch[0])
+                unit.floor += [unit.refused(img) for img in batch]
             else:
                 bare[unit].run(x)
                 for _ in range(block):
@@ -195,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         f"- one `distill serve` per configuration (DISTILL_INTRA_OP_THREADS={args.threads}, other settings default, "
         f"legacy off), all up together, and every bare engine (`engines`: the same file, threads and input, in the "
         f"benchmark's process), measured in rounds after warm-up: each round gives every unit, in rotating order, a "
-        f"pause, one untimed request (run) and {args.block} timed ones, {args.requests} timed in all. A server's "
-        f"timed request: one `/transform` (a JPEG at {h}x{w}) and the same upload sent to a model it does not have "
-        "(the HTTP floor: a 404 once the multipart body is parsed, before decoding).",
+        f"pause, one untimed request (run) and {args.block} timed ones back to back, {args.requests} timed in all: "
+        f"`/transform` with a JPEG at {h}x{w}; a server then answers one untimed and {args.block} timed requests "
+        "with the same uploads sent to a model it does not have (the HTTP floor: a 404 once the multipart body is "
+        "parsed, before decoding).",
         f"- {args.note}".rstrip(" -"), "",
         "| configuration | served (X-Engine/X-Precision) | /transform p50 ms | inference stage p50 ms | "
         "HTTP floor p50 ms | bare engine p50 ms | /transform vs best bare | /transform - floor vs best bare |",
