@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from functools import cache
@@ -67,6 +68,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_duplicate(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Make ``dst`` a copy of ``src`` in one rename, leaving ``src`` in place: a hard link where the filesystem
+    allows one, else a byte copy. Rotating a checkpoint this way (keep the old one as ``previous``, then
+    replace ``latest`` atomically) leaves no moment at which ``latest`` is missing, as moving it away first did."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.dup.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dst
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:

@@ -52,7 +52,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from core.atomic import atomic_write_json
+from core.atomic import atomic_duplicate, atomic_write_json
 from core.errors import DistillError, file_errors
 from core.runfiles import (
     CHECKPOINT,
@@ -633,8 +633,8 @@ class Trainer:
         if not self.env.is_main:
             return path
         p = self.progress
-        if path.is_file() and self._saved_step != p.global_step:
-            os.replace(path, self.run_dir / PREVIOUS_CHECKPOINT)
+        if path.is_file() and self._saved_step != p.global_step:  # latest stays in place until it is replaced
+            atomic_duplicate(path, self.run_dir / PREVIOUS_CHECKPOINT)
         save_generator(
             self.objective.g_net,
             path,
