@@ -12,12 +12,19 @@ from training.pix2pixhd import build_generator, get_preset, load_generator
 from training.variants import cpu_session, run_session
 
 
-def test_two_inputs_and_parity_with_torch(tmp_path):
+def conditional_generator(condition: str) -> torch.nn.Module:
+    """A tiny residual generator with ``condition``, its weights nudged off their init (seed 0) so the
+    strength changes the output."""
     torch.manual_seed(0)
-    G = build_generator(get_preset("tiny", residual=True, condition="modulation")).eval()
+    G = build_generator(get_preset("tiny", residual=True, condition=condition)).eval()
     with torch.no_grad():
         for p in G.parameters():
             p.add_(torch.randn_like(p) * 0.05)
+    return G
+
+
+def test_two_inputs_and_parity_with_torch(tmp_path):
+    G = conditional_generator("modulation")
     path = export_onnx(G, tmp_path / "m.onnx", (32, 32))
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["input", "strength"]
@@ -54,11 +61,7 @@ def test_entry_records_the_trained_range(conditional_entry):
 def test_fp16_and_int8_variants_take_the_strength(tmp_path):
     from training.variants import build_variant
 
-    torch.manual_seed(0)
-    G = build_generator(get_preset("tiny", residual=True, condition="plane")).eval()
-    with torch.no_grad():
-        for p in G.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    G = conditional_generator("plane")
     path = export_onnx(G, tmp_path / "model.onnx", (32, 32))
     x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 32, 32)).astype(np.float32)
     s = np.array([-1.5, -0.5, 0.5, 1.5], np.float32)
