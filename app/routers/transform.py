@@ -111,7 +111,7 @@ async def decode_upload(service: Service, image: UploadFile, native_hw: tuple[in
 async def prepare_inputs(service: Service, image: UploadFile, native_hw: tuple[int, int], size: str,
                          timer: StageTimer, *, fmt: Format, align: bool, faces: Faces) -> tuple[Upload, list[np.ndarray]]:
     """:func:`decode_upload` and :func:`preprocess` in the same worker-thread hop: the upload and the model's
-    inputs (each hop to the thread pool and back costs about 0.1-0.2 ms, a visible share at 128 px)."""
+    inputs (one hop fewer: a round trip to the thread pool measured 0.07 ms on an idle event loop here)."""
     data = await read_request_upload(service, image, size, align=align, faces=faces)
 
     def work() -> tuple[Upload, list[np.ndarray]]:
