@@ -573,6 +573,10 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_worker_init if self.opts.workers else None,
             persistent_workers=self.opts.workers > 0,
+            # Workers start from a clean server process, not a fork of this one: a fork taken while other
+            # threads (ONNX Runtime's, tqdm's monitor) hold locks can leave the worker deadlocked for good
+            # (seen when the recipe resumed a student in the process that had just run its ONNX filter).
+            multiprocessing_context="forkserver" if self.opts.workers else None,
         )
 
     # -- files (rank 0 only)
