@@ -24,10 +24,10 @@ from PIL import Image
 
 from app.errors import ServiceError
 from app.timing import StageTimer
-from training.alignment.landmarks import Face, FaceFinder, FacesMode, pick
+from editing.alignment.landmarks import Face, FaceFinder, FacesMode, pick
 
 if TYPE_CHECKING:  # the warps need OpenCV (the `faces` extra): imported where used, so serving without it works
-    from training.alignment.ffhq import Alignment
+    from editing.alignment.ffhq import Alignment
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def align_upload(photo: Image.Image, finder: FaceFinder, native: int, faces: Fac
             "frontal face, larger in the frame, or use align=off",
         )
     chosen = pick(found, faces)
-    from training.alignment.ffhq import align_face
+    from editing.alignment.ffhq import align_face
 
     with timer.stage("align"):
         aligned = [align_face(pixels, face.landmarks, native, resampling="opencv") for face in chosen]
@@ -81,7 +81,7 @@ def restore(edited: list[np.ndarray], upload: AlignedUpload, size: str, timer: S
         with timer.stage("postprocess"):
             side = max(1, round(upload.alignments[0].side))
             return np.asarray(Image.fromarray(edited[0]).resize((side, side), Image.BICUBIC))
-    from training.alignment.pasteback import paste_faces
+    from editing.alignment.pasteback import paste_faces
 
     with timer.stage("pasteback"):
         return paste_faces(upload.photo, edited, upload.alignments, [face.landmarks for face in upload.faces])

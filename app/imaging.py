@@ -216,7 +216,7 @@ def to_input(pixels: np.ndarray) -> np.ndarray:
 
 
 def from_output(y: np.ndarray) -> np.ndarray:
-    """float [3,H,W] in [-1,1] -> uint8 [H,W,3] (a transposed view), rounded as training.images.to_uint8 does;
+    """float [3,H,W] in [-1,1] -> uint8 [H,W,3] (a transposed view), rounded as editing.images.to_uint8 does;
     the arithmetic runs in place on one float32 temporary."""
     z = np.multiply(y, np.float32(127.5), dtype=np.float32)
     z += np.float32(128.0)

@@ -102,8 +102,8 @@ def _warm_worker(jobs: list[LegacyJob]) -> None:
 
 
 def _load(job: LegacyJob) -> tuple[Any, Any]:
-    from training.directions import load_direction
-    from training.stylegan2 import load_generator
+    from editing.directions import load_direction
+    from networks.stylegan2 import load_generator
 
     key = (str(job.teacher), str(job.direction))
     if key not in _CACHE:
@@ -121,8 +121,8 @@ def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float,
              slot: int | None) -> tuple[np.ndarray, dict[str, Any]]:
     """In a pool process: project ``pixels`` (uint8 [H,W,3]) with the teacher, edit, synthesize, back to uint8;
     steps done go to the shared ``slot``, whose cancel flag stops the projection like the deadline does."""
-    from training.images import from_uint8, to_uint8
-    from training.projector import ProjectionStopped, legacy_edit
+    from editing.images import from_uint8, to_uint8
+    from editing.projector import ProjectionStopped, legacy_edit
 
     started = time.perf_counter()
     done, cancel, start = _SLOTS if _SLOTS is not None and slot is not None else (None, None, None)

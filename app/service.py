@@ -24,8 +24,8 @@ from app.legacy import LegacyExecutor, LegacyJob
 from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH, observe_candidates
 from app.runtime import ModelRuntime, load_runtime
 from core.errors import DistillError
+from editing.alignment.landmarks import FaceFinder, default_finder
 from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
-from training.alignment.landmarks import FaceFinder, default_finder
 
 log = logging.getLogger("app.service")
 

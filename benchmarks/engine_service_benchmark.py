@@ -40,13 +40,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_benchmark import make_untrained_entry, parse_server_timing, serve, test_images  # noqa: E402
 
+from editing.images import from_uint8  # noqa: E402
 from engines.base import Engine, EngineSpec  # noqa: E402
 from engines.cpu import cpu_model, isa_line  # noqa: E402
 from engines.measure import open_spec  # noqa: E402
 from engines.ov import openvino_version  # noqa: E402
 from engines.select import HANDOVER_S  # noqa: E402
 from model_zoo.registry import default_root, get_entry  # noqa: E402
-from training.images import from_uint8  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NO_MODEL = "no-such-model"  # the HTTP floor's requests name it: refused with 404 before any decoding

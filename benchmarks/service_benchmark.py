@@ -126,10 +126,10 @@ def make_untrained_entry(root: Path, preset: str, size: int, seed: int = 0, vari
     gates them again at warm-up."""
     import torch
 
-    from training.pix2pixhd import build_generator
-    from training.pix2pixhd.checkpoints import save_generator as save_student
-    from training.pix2pixhd.config import get_preset
-    from training.stylegan2 import load_generator
+    from networks.pix2pixhd import build_generator
+    from networks.pix2pixhd.checkpoints import save_generator as save_student
+    from networks.pix2pixhd.config import get_preset
+    from networks.stylegan2 import load_generator
 
     work = root / "_sources"
     work.mkdir(parents=True, exist_ok=True)
@@ -159,8 +159,8 @@ def test_images(entry, n: int) -> list[bytes]:
 
     h, w = entry.input_size
     if entry.teacher_path is not None:
-        from training.images import to_uint8
-        from training.stylegan2 import load_generator
+        from editing.images import to_uint8
+        from networks.stylegan2 import load_generator
 
         G = load_generator(entry.teacher_path)
         with torch.no_grad():
@@ -277,7 +277,7 @@ def overhead(base: str, model: str, entry, image: bytes, threads: int, pairs: in
     Also returns GET /healthz round trips: the floor that HTTP alone costs on this machine."""
     import onnxruntime as ort
 
-    from training.images import from_uint8
+    from editing.images import from_uint8
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -406,9 +406,9 @@ def alignment_stages(photo: np.ndarray, size: int, n: int) -> tuple[dict[str, li
     """In-process seconds per stage over ``n`` rounds on one photo: detect (faces + landmarks), align (the
     service's OpenCV resampling, and the recipe's Pillow filters for comparison), paste-back, and their sum;
     and the face's FFHQ square side in the photo."""
-    from training.alignment.ffhq import align_face
-    from training.alignment.landmarks import default_finder
-    from training.alignment.pasteback import paste_faces
+    from editing.alignment.ffhq import align_face
+    from editing.alignment.landmarks import default_finder
+    from editing.alignment.pasteback import paste_faces
 
     finder = default_finder()
     landmarks = finder.find(photo)[0].landmarks  # warm-up

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from networks.pix2pixhd import load_generator
 from training.dataset import load_split
 from training.metrics import psnr
-from training.pix2pixhd import load_generator
 from training.trainer import TrainOptions, train
 
 CONDITIONS = ("scale", "plane", "modulation")

@@ -40,8 +40,8 @@ from convtranspose_rewrite import rewrite  # noqa: E402
 from engines.base import EngineSpec  # noqa: E402
 from engines.cpu import isa_line, native_bf16  # noqa: E402
 from engines.ov import OpenVinoEngine, openvino_version  # noqa: E402
+from networks.pix2pixhd import build_generator, get_preset  # noqa: E402
 from training.export import export_onnx  # noqa: E402
-from training.pix2pixhd import build_generator, get_preset  # noqa: E402
 from training.variants import cpu_session, psnr_db, quantize_int8  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ import time
 
 import torch
 
+from networks.stylegan2 import Generator, load_generator
 from training.devices import exact_float32, pick_device
-from training.stylegan2 import Generator, load_generator
 
 PRESETS = {
     "tiny-32": dict(z_dim=64, w_dim=64, img_resolution=32, mapping_layers=2, channel_base=512, channel_max=64),

@@ -21,7 +21,7 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.trainer",
     "training.export",
     "model_zoo.cli",
-    "training.alignment.cli",
+    "training.align",
     "training.evaluate",
     "app.cli",
     "training.quickstart",
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
             importlib.import_module(module).register(sub)
         except ModuleNotFoundError as e:
             root = (e.name or "").split(".")[0]
+            if root == "training":  # the serving image copies no training/: only `serve` and `zoo` remain
+                UNAVAILABLE[module] = "needs the pipeline package 'training' (not in the serving image)"
+                continue
             if root not in EXTRA_MODULES:
                 raise
             UNAVAILABLE[module] = (f"needs the module {root!r}: pip install "

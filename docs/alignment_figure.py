@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage import data
 
-from training.alignment.ffhq import align_face
-from training.alignment.landmarks import default_finder
-from training.alignment.pasteback import face_mask, paste_faces
+from editing.alignment.ffhq import align_face
+from editing.alignment.landmarks import default_finder
+from editing.alignment.pasteback import face_mask, paste_faces
 from training.atomic import atomic_write
 
 OUT = Path(__file__).resolve().parent / "alignment.png"

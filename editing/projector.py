@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import DistillError
-from training.directions import apply_direction
+from editing.directions import apply_direction
 
 # ----------------------------------------------------------------------------
 # Results and errors.

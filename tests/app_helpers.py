@@ -54,7 +54,7 @@ def export_tiny_onnx(path: Path) -> None:
 
 def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bool = True) -> ModelEntry:
     """Write a complete zoo entry: ONNX student, tiny StyleGAN2 teacher, random direction, sample images."""
-    from training.stylegan2 import Generator, save_generator
+    from networks.stylegan2 import Generator, save_generator
 
     dest = root / name
     dest.mkdir(parents=True)
@@ -127,7 +127,7 @@ def serve(zoo: Path, *args: str, env: dict[str, str] | None = None, timeout: flo
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     full_env.update({"DISTILL_WARMUP_RUNS": "1", **(env or {})})
-    cmd = [sys.executable, "-m", "training", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "distill", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--model-zoo", str(zoo), *args]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True,

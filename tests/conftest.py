@@ -42,7 +42,7 @@ def pair_teacher(tmp_path_factory) -> tuple[str, str]:
     """A tiny random 16 px teacher and a direction for it (the pair-generation tests' teacher)."""
     import numpy as np
 
-    from training.stylegan2 import Generator, save_generator
+    from networks.stylegan2 import Generator, save_generator
 
     root = tmp_path_factory.mktemp("teacher")
     torch.manual_seed(0)

@@ -10,9 +10,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from training.images import save_image
+from editing.images import save_image
+from networks.pix2pixhd import build_generator, get_preset
 from training.manifest import PairRecord, write_manifest, write_metadata
-from training.pix2pixhd import build_generator, get_preset
 from training.trainer import TrainOptions
 
 

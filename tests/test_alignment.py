@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.alignment.ffhq import Alignment, _warp, align_face, ffhq_quad
-from training.alignment.landmarks import Face, default_finder, find_faces, predictor_path
-from training.alignment.pasteback import face_mask, paste_back, paste_faces
+from editing.alignment.ffhq import Alignment, _warp, align_face, ffhq_quad
+from editing.alignment.landmarks import Face, default_finder, find_faces, predictor_path
+from editing.alignment.pasteback import face_mask, paste_back, paste_faces
 
 data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
 

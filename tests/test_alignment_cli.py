@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from distill.cli import main
-from training.alignment.cli import ROWS, crop_stems, read_rows
+from training.align import ROWS, crop_stems, read_rows
 
 data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
+from editing.alignment.ffhq import align_face
+from editing.alignment.landmarks import default_finder
 from tests.app_helpers import NATIVE, make_entry, make_face_entry, wait_ready
-from training.alignment.ffhq import align_face
-from training.alignment.landmarks import default_finder
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2

@@ -70,7 +70,7 @@ def test_serve_logs_url_models_and_provider(zoo):
 
 def test_serve_with_an_empty_zoo_fails_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
-    r = subprocess.run([sys.executable, "-m", "training", "serve", "--model-zoo", str(tmp_path)], env=env,
+    r = subprocess.run([sys.executable, "-m", "distill", "serve", "--model-zoo", str(tmp_path)], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "no model-zoo entries" in r.stderr and "Traceback" not in r.stderr

@@ -7,8 +7,8 @@ import onnx
 import torch
 
 from model_zoo.registry import get_entry
+from networks.pix2pixhd import build_generator, get_preset, load_generator
 from training.export import check_parity, export_onnx
-from training.pix2pixhd import build_generator, get_preset, load_generator
 from training.variants import cpu_session, run_session
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core.errors import DistillError
-from training.pix2pixhd import build_generator, get_preset, load_generator, save_generator
-from training.pix2pixhd.conditional import ConditionalGenerator, is_conditional
+from networks.pix2pixhd import build_generator, get_preset, load_generator, save_generator
+from networks.pix2pixhd.conditional import ConditionalGenerator, is_conditional
 
 CONDITIONS = ("scale", "plane", "modulation")
 

@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from networks.pix2pixhd import build_discriminator, build_generator, get_preset
 from tests.pipeline_helpers import make_pair_dataset, tiny_options
-from training.pix2pixhd import build_discriminator, build_generator, get_preset
 from training.trainer import (
     CHECKPOINT,
     Trainer,

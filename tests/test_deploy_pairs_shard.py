@@ -8,9 +8,9 @@ import torch
 
 from core.errors import DistillError
 from distill.cli import main
+from networks.stylegan2 import Generator, save_generator
 from training.manifest import read_manifest
 from training.pairs import resolve_shard
-from training.stylegan2 import Generator, save_generator
 
 
 @pytest.mark.parametrize(("shard", "num_shards", "env", "expected"), [

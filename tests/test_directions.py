@@ -10,16 +10,9 @@ import torch
 
 from core.errors import DistillError
 from distill.cli import main
-from training.directions import (
-    METHODS,
-    apply_direction,
-    file_sha256,
-    fit_direction,
-    load_direction,
-    sample_w,
-    z_from_seeds,
-)
-from training.stylegan2 import Generator, save_generator
+from editing.directions import apply_direction, load_direction
+from networks.stylegan2 import Generator, save_generator
+from training.directions import METHODS, file_sha256, fit_direction, sample_w, z_from_seeds
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +91,7 @@ def test_fit_rejects_degenerate_input():
 
 
 def test_cli_fit_from_scores_csv(teacher, tmp_path):
-    import training.stylegan2 as sg
+    import networks.stylegan2 as sg
 
     G = sg.load_generator(teacher)
     seeds = list(range(300))

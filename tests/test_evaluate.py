@@ -21,14 +21,15 @@ from PIL import Image
 
 from core.errors import DistillError
 from distill.cli import main
+from editing.directions import apply_direction
+from editing.images import from_uint8, to_uint8
 from model_zoo.registry import write_entry
+from networks.stylegan2 import save_generator
 from tests.pipeline_helpers import scorer_onnx, student_onnx
-from training.directions import apply_direction, fit_direction, sample_w, z_from_seeds
+from training.directions import fit_direction, sample_w, z_from_seeds
 from training.evaluate import EvaluateOptions, _ratios, edit_figures, evaluate, latency, spread
-from training.images import from_uint8, to_uint8
 from training.manifest import PairRecord, write_manifest
 from training.metrics import psnr
-from training.stylegan2 import save_generator
 from training.teacher import random_generator
 
 RES = 16

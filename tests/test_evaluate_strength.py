@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from distill.cli import main
-from training.images import load_image
+from editing.images import load_image
 
 
 def test_strength_section(conditional_entry, strength_pairs, tmp_path):

@@ -13,12 +13,12 @@ from PIL import Image
 
 from core.errors import DistillError
 from distill.cli import main
+from editing.images import save_image
 from model_zoo.registry import ModelZooError, get_entry, sha256_file
+from networks.pix2pixhd import save_generator
 from tests.pipeline_helpers import tiny_generator
 from training.export import check_parity, export_onnx, layers_option, parity_sizes
-from training.images import save_image
 from training.manifest import PairRecord, write_manifest, write_metadata
-from training.pix2pixhd import save_generator
 from training.variants import cpu_session, run_session
 
 SIZE = 32

@@ -11,9 +11,9 @@ import torch
 
 from core.errors import DistillError
 from distill.cli import main
+from editing.images import load_image, save_image
 from tests.pipeline_helpers import Brightness, make_dataset
 from training.filters import filter_dataset
-from training.images import load_image, save_image
 from training.manifest import kept, read_manifest
 from training.onnx_scorer import OnnxScorer
 from training.scoring import KeepRule, parse_keep
@@ -112,8 +112,8 @@ def test_face_detector_rejects_faceless_images(tmp_path):
 
 def test_face_detector_on_teacher_pairs(tmp_path):
     """The tiny random teacher's 16 px outputs through `distill pairs` then `distill filter`."""
+    from networks.stylegan2 import Generator, save_generator
     from training.pairs import generate_pairs
-    from training.stylegan2 import Generator, save_generator
 
     torch.manual_seed(0)
     G = Generator(z_dim=32, w_dim=32, img_resolution=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8})

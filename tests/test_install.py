@@ -72,7 +72,7 @@ def test_serving_install_has_no_training_only_package():
 
 BLOCKER = '''
 import sys
-BLOCKED = {"cv2", "onnx", "onnxconverter_common", "dlib", "_dlib_pybind11", "face_recognition_models"}
+BLOCKED = {"cv2", "onnx", "onnxconverter_common", "dlib", "_dlib_pybind11", "face_recognition_models"} | EXTRA
 class _Hide:  # a serving install: the `train` and `faces` extras' modules are not there (find_spec finds nothing)
     def __init__(self, finder):
         self.finder = finder
@@ -93,11 +93,17 @@ def test_distill_serve_runs_without_the_training_packages(tmp_path):
     make_entry(zoo, "tiny")
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(BLOCKER)
+    (site / "sitecustomize.py").write_text(BLOCKER.replace("EXTRA", "set()"))
     done = subprocess.run([sys.executable, "-m", "training", "export", "x"], env={"PYTHONPATH": str(site)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "stylegan2-distill[train]" in done.stderr, done.stderr
-    with serve(zoo, env={"PYTHONPATH": str(site), "DISTILL_LEGACY_STEPS": "2"}) as (url, _):
+    image = tmp_path / "image"  # the serving image: no training/ either
+    image.mkdir()
+    (image / "sitecustomize.py").write_text(BLOCKER.replace("EXTRA", '{"training"}'))
+    done = subprocess.run([sys.executable, "-m", "distill", "train", "x"], env={"PYTHONPATH": str(image)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not in the serving image" in done.stderr, done.stderr
+    with serve(zoo, env={"PYTHONPATH": str(image), "DISTILL_LEGACY_STEPS": "2"}) as (url, _):
         files = {"image": ("a.png", png_bytes(), "image/png")}
         assert httpx.post(f"{url}/transform", files=files, timeout=60).status_code == 200
         legacy = httpx.post(f"{url}/legacy/transform", files=files, timeout=120)

@@ -16,11 +16,11 @@ import torch
 
 from core.errors import DistillError
 from distill.cli import main
+from editing.images import load_image, to_uint8
+from networks.stylegan2 import load_generator
 from training.directions import z_from_seeds
-from training.images import load_image, to_uint8
 from training.manifest import read_manifest, read_metadata
 from training.pairs import LATENTS, PENDING, generate_pairs, merge_datasets
-from training.stylegan2 import load_generator
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import torch
 
 from model_zoo.registry import get_entry
+from networks.pix2pixhd import load_generator
 from training.manifest import read_manifest
-from training.pix2pixhd import load_generator
 from training.quickstart import ENTRY, run_quickstart
 
 

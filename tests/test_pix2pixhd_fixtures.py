@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.pix2pixhd import infer_config, load_generator
+from networks.pix2pixhd import infer_config, load_generator
 
 
 @pytest.mark.parametrize("name", ["global", "local"])

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import DistillError
-from training.pix2pixhd import GANLoss, build_discriminator, build_vgg_loss, feature_matching_loss, get_preset
-from training.pix2pixhd.losses import VGG19Features
+from networks.pix2pixhd import GANLoss, build_discriminator, build_vgg_loss, feature_matching_loss, get_preset
+from networks.pix2pixhd.losses import VGG19Features
 
 # torchvision.models.vgg19().features: the 16 conv layers sit at these indices.
 TORCHVISION_VGG19_CONVS = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.errors import DistillError
-from training.pix2pixhd import (
+from networks.pix2pixhd import (
     Pix2PixHDConfig,
     build_discriminator,
     build_generator,

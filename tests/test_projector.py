@@ -1,4 +1,4 @@
-"""The legacy projection path (training/projector.py) on a tiny random StyleGAN2 generator."""
+"""The legacy projection path (editing/projector.py) on a tiny random StyleGAN2 generator."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from core.errors import DistillError
-from training.metrics import psnr
-from training.projector import (
+from editing.projector import (
     ProjectionStopped,
     VGG16Features,
     learning_rate,
@@ -19,7 +18,8 @@ from training.projector import (
     w_noise_scale,
     w_stats,
 )
-from training.stylegan2 import Generator
+from networks.stylegan2 import Generator
+from training.metrics import psnr
 
 W_SAMPLES = 1000
 

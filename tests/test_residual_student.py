@@ -11,11 +11,11 @@ import torch
 
 from core.errors import DistillError
 from distill.cli import main
+from editing.images import from_uint8, load_image
+from networks.pix2pixhd import build_generator, get_preset, load_generator
+from networks.pix2pixhd.networks import init_weights
 from training.export import export_onnx
-from training.images import from_uint8, load_image
 from training.metrics import psnr
-from training.pix2pixhd import build_generator, get_preset, load_generator
-from training.pix2pixhd.networks import init_weights
 from training.trainer import CHECKPOINT, train
 from training.variants import cpu_session, run_session
 

@@ -13,9 +13,9 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
+from editing.images import from_uint8
 from model_zoo.registry import default_root, get_entry, list_entries
 from tests.app_helpers import wait_ready
-from training.images import from_uint8
 from training.metrics import psnr
 from training.toyfaces.attributes import QUALITY_INDEX, AttributeScorer, default_path, predict
 from training.toyfaces.clean_renders import CLEAN_SEED0, clean_render_set

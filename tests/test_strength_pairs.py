@@ -10,12 +10,13 @@ import torch
 
 from core.errors import DistillError
 from distill.cli import main
-from training.directions import apply_direction, load_direction, z_from_seeds
-from training.images import load_image, to_uint8
+from editing.directions import apply_direction, load_direction
+from editing.images import load_image, to_uint8
+from networks.stylegan2 import load_generator
+from training.directions import z_from_seeds
 from training.manifest import read_manifest, read_metadata
 from training.pairs import generate_pairs, merge_datasets
 from training.strength import StrengthRange, parse_range, strength_for_seed
-from training.stylegan2 import load_generator
 
 RANGE = StrengthRange(-1.5, 1.5)
 

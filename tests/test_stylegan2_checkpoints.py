@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.errors import DistillError
-from training.stylegan2 import Generator, infer_config, load_generator, save_generator
+from networks.stylegan2 import Generator, infer_config, load_generator, save_generator
 
 CONFIG = dict(z_dim=24, w_dim=40, img_resolution=16, mapping_layers=3, channels={4: 20, 8: 12, 16: 6})
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.stylegan2 import load_generator
+from networks.stylegan2 import load_generator
 
 ATOL = 1e-4
 

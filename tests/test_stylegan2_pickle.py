@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from core.errors import DistillError
-from training.stylegan2 import load_generator
-from training.stylegan2.safe_pickle import safe_load
+from networks.stylegan2 import load_generator
+from networks.stylegan2.safe_pickle import safe_load
 
 
 @pytest.fixture()

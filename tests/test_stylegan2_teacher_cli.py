@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from distill.cli import main
-from training.images import load_image
-from training.stylegan2 import load_generator
+from editing.images import load_image
+from networks.stylegan2 import load_generator
 from training.teacher import sample_images
 
 

@@ -13,8 +13,8 @@ import torch
 
 from core.errors import DistillError
 from distill.cli import main
+from networks.stylegan2 import load_generator
 from training.devices import cpu_has_native_bf16
-from training.stylegan2 import load_generator
 from training.toyfaces.teacher import TeacherConfig, TeacherTrainer, make_batch, trained_aligned
 
 TINY = dict(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channels={4: 32, 8: 32, 16: 16}, batch=4,

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from core.errors import DistillError
+from editing.images import load_image
+from networks.pix2pixhd import load_generator
 from tests.pipeline_helpers import make_pair_dataset, tiny_options
 from training.dataset import PairDataset, load_split, resolve_geometry, split_rows
-from training.images import load_image
 from training.manifest import PairRecord, read_manifest
-from training.pix2pixhd import load_generator
 from training.trainer import CHECKPOINT, learning_rate, load_checkpoint, resolve_epochs, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_load_size_must_match_stride(pairs: Path) -> None:
 
 
 def test_lr_schedule_and_epochs() -> None:
-    from training.pix2pixhd import get_preset
+    from networks.pix2pixhd import get_preset
 
     cfg = resolve_epochs(get_preset("tiny"), 4, None, None)
     assert (cfg.niter, cfg.niter_decay) == (2, 2)
@@ -173,7 +173,7 @@ def test_training_learns_the_edit(tmp_path: Path) -> None:
 
 def test_vgg_term_with_weights_file(pairs: Path, tmp_path: Path) -> None:
     """--vgg19 with a file in torchvision's layout adds the perceptual term; a wrong file is a clear error."""
-    from training.pix2pixhd.losses import VGG19Features
+    from networks.pix2pixhd.losses import VGG19Features
 
     vgg_path = tmp_path / "vgg19.pth"
     torch.manual_seed(0)

@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from core.atomic import atomic_write_json, atomic_write_text
 from core.errors import DistillError
-from training.alignment.ffhq import align_face
-from training.alignment.landmarks import DETECT_MAX_SIDE, Face, FacesMode, default_finder, pick
-from training.images import save_image
+from editing.alignment.ffhq import align_face
+from editing.alignment.landmarks import DETECT_MAX_SIDE, Face, FacesMode, default_finder, pick
+from editing.images import save_image
 
 ROWS = "alignment.jsonl"
 REJECTED = "rejected.jsonl"

@@ -24,8 +24,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from core.errors import DistillError
+from editing.images import from_uint8, load_image
 from training.augment import Augmentation
-from training.images import from_uint8, load_image
 from training.manifest import PairRecord, kept, read_manifest
 
 _warned_unfiltered: set[str] = set()

@@ -27,15 +27,15 @@ import torch
 
 from core.atomic import atomic_write_json
 from core.errors import DistillError
-from training.dataset import load_split
-from training.devices import pick_device
-from training.pix2pixhd import (
+from networks.pix2pixhd import (
     Pix2PixHDConfig,
     build_discriminator,
     build_generator,
     build_vgg_loss,
     get_preset,
 )
+from training.dataset import load_split
+from training.devices import pick_device
 from training.trainer import Pix2PixHDObjective, add_model_arguments, model_overrides, resolve_amp
 
 SEED_FIGURE = "seed project: 200 epochs on a g4dn.xlarge (T4) at $0.526/h estimated at 22 days (about $277)"

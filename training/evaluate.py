@@ -50,11 +50,12 @@ from tqdm import tqdm
 from core.atomic import atomic_write_json, atomic_write_text
 from core.errors import DistillError
 from core.runfiles import PAIRS_MANIFEST
+from editing.directions import apply_direction, load_direction
+from editing.images import from_uint8, load_image, make_grid, save_image, to_uint8
 from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
 from model_zoo.schema import provenance, resolve_provenance
 from training.devices import exact_float32, pick_device
-from training.directions import apply_direction, file_sha256, load_direction, z_from_seeds
-from training.images import from_uint8, load_image, make_grid, save_image, to_uint8
+from training.directions import file_sha256, z_from_seeds
 from training.manifest import read_manifest
 from training.metrics import psnr, ssim
 from training.onnx_scorer import OnnxScorer
@@ -282,7 +283,7 @@ def legacy_outputs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, 
                    originals: list[np.ndarray], steps: int, vgg16: str | None, cache: Path
                    ) -> tuple[list[np.ndarray], list[float], int]:
     """Project, edit and synthesize each original; (outputs, seconds each, how many came from ``cache``)."""
-    from training.projector import legacy_edit, w_stats
+    from editing.projector import legacy_edit, w_stats
 
     device = G.w_avg.device
     key = legacy_key(spec, steps, vgg16, device)
@@ -510,7 +511,7 @@ class EvaluateOptions:
 
 def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
     """Run the evaluation ``opts`` describes; write its report folder and return the report dict."""
-    from training.stylegan2 import load_generator
+    from networks.stylegan2 import load_generator
 
     entry = resolve_entry(opts.entry, opts.model_zoo)
     spec = edit_spec(entry, opts.truncation)

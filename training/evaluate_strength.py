@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from training.images import from_uint8, make_grid, save_image
+from editing.images import from_uint8, make_grid, save_image
 from training.metrics import psnr, ssim
 from training.strength import EVAL_STRENGTHS
 

@@ -37,6 +37,7 @@ from core.atomic import atomic_write_bytes
 from core.errors import DistillError
 from core.runfiles import CHECKPOINT, METRICS, PAIRS_MANIFEST, RUN_JSON, read_jsonl
 from core.versions import versions as core_versions
+from editing.images import make_grid, save_image, to_uint8
 from model_zoo.registry import (
     _NAME_RE,
     ALIGNMENTS,
@@ -47,12 +48,11 @@ from model_zoo.registry import (
     write_entry,
 )
 from model_zoo.schema import EntryManifest, FileRecord, StrengthSpec, provenance
+from networks.pix2pixhd.conditional import is_conditional
 from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
 from training.directions import parse_layers
-from training.images import make_grid, save_image, to_uint8
 from training.manifest import METADATA, read_manifest, read_metadata
 from training.options import options_from_args
-from training.pix2pixhd.conditional import is_conditional
 from training.variants import (
     MIN_PSNR_DB,
     VARIANT_FILES,
@@ -86,7 +86,7 @@ class StudentSource:
 
 def load_source(path: str | os.PathLike) -> StudentSource:
     """A training run folder (``RUN/checkpoints/latest.pt`` + ``RUN/run.json``) or a generator checkpoint file."""
-    from training.pix2pixhd import load_generator
+    from networks.pix2pixhd import load_generator
 
     path = Path(path)
     if path.is_dir():

@@ -42,16 +42,9 @@ import torch
 from core.atomic import atomic_write, atomic_write_bytes
 from core.errors import DistillError, file_errors
 from core.versions import versions
-from training.directions import (
-    DEFAULT_LAYERS,
-    apply_direction,
-    file_sha256,
-    load_direction,
-    parse_layers,
-    read_sidecar,
-    z_from_seeds,
-)
-from training.images import load_image, make_grid, save_image, to_uint8
+from editing.directions import DEFAULT_LAYERS, apply_direction, load_direction
+from editing.images import load_image, make_grid, save_image, to_uint8
+from training.directions import file_sha256, parse_layers, read_sidecar, z_from_seeds
 from training.manifest import (
     MANIFEST,
     METADATA,
@@ -352,8 +345,8 @@ def generate_pairs(
     """Generate (or finish) the pairs of this shard in ``out``; returns every finished pair there."""
     from tqdm import tqdm
 
+    from networks.stylegan2 import load_generator
     from training.devices import exact_float32, pick_device
-    from training.stylegan2 import load_generator
 
     if batch_size < 1:
         raise DistillError("--batch-size must be at least 1")

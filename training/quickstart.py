@@ -46,7 +46,7 @@ def _call(name: str, func: Any, opts: Any, **kwargs: Any) -> Any:
 
 def write_brightness_scores(teacher: Path, out: Path, num: int, truncation: float) -> Path:
     """CSV ``seed,brightness``: mean pixel value in [-1, 1] of each seed's image."""
-    from training.stylegan2 import load_generator
+    from networks.stylegan2 import load_generator
     from training.teacher import sample_images
 
     G = load_generator(teacher)

@@ -85,7 +85,7 @@ def strength_bins(values: Sequence[float], edges: Sequence[float]) -> list[tuple
 def apply_strengths(ws: torch.Tensor, direction: torch.Tensor, alpha: float, strengths: torch.Tensor,
                     layers: tuple[int, int], normalize: bool = False) -> torch.Tensor:
     """``ws + strengths[i] * alpha * direction`` per sample on W+ layers [start, stop) (as apply_direction)."""
-    from training.directions import apply_direction
+    from editing.directions import apply_direction
 
     delta = apply_direction(torch.zeros_like(ws[:1]), direction, 1.0, layers, normalize)
     scale = (strengths.to(device=ws.device, dtype=ws.dtype) * alpha).view(-1, 1, 1)

@@ -20,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from core.errors import DistillError
+from editing.images import make_grid, save_image, to_uint8
+from networks.stylegan2 import Generator, estimate_w_avg, load_generator, save_generator
 from training.devices import exact_float32, pick_device
-from training.images import make_grid, save_image, to_uint8
-from training.stylegan2 import Generator, estimate_w_avg, load_generator, save_generator
 
 UNTRAINED_NOTE = ("UNTRAINED: random StyleGAN2 weights for smoke tests and the offline quickstart; "
                   "its images are abstract patterns, not faces")

@@ -63,13 +63,8 @@ from core.runfiles import (
     append_jsonl,
     truncate_jsonl,
 )
-from training.augment import parse_augmentation
-from training.dataset import PairDataset, PairSplit, load_split
-from training.devices import pick_device
-from training.images import make_grid, save_image, to_uint8
-from training.manifest import read_metadata
-from training.metrics import psnr, ssim
-from training.pix2pixhd import (
+from editing.images import make_grid, save_image, to_uint8
+from networks.pix2pixhd import (
     CHECKPOINT_FORMAT,
     GANLoss,
     Pix2PixHDConfig,
@@ -80,7 +75,12 @@ from training.pix2pixhd import (
     get_preset,
     save_generator,
 )
-from training.pix2pixhd.config import PRESETS
+from networks.pix2pixhd.config import PRESETS
+from training.augment import parse_augmentation
+from training.dataset import PairDataset, PairSplit, load_split
+from training.devices import pick_device
+from training.manifest import read_metadata
+from training.metrics import psnr, ssim
 
 # Generator / discriminator fields fixed by the weights: a resumed run cannot change them.
 STRUCTURAL_FIELDS = (

@@ -18,7 +18,7 @@ from app.errors import ServiceError
 from app.schemas import ErrorBody
 from app.service import LoadedModel, Service
 from app.timing import StageTimer
-from training.alignment.landmarks import FacesMode
+from editing.alignment.landmarks import FacesMode
 
 router = APIRouter(tags=["transform"])
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from training.alignment.ffhq import Alignment
+from editing.alignment.ffhq import Alignment
 
 MARGIN = 0.02  # of the crop's side: the mask stays 1 this far outside the landmark hull
 FEATHER = 0.08  # of the crop's side: then falls to 0 over this distance

@@ -1,21 +1,21 @@
 """Pix2PixHD student: NVIDIA-compatible generators and discriminators, losses, checkpoint loading."""
 
-from training.pix2pixhd.checkpoints import (
+from networks.pix2pixhd.checkpoints import (
     CHECKPOINT_FORMAT,
     describe,
     infer_config,
     load_generator,
     save_generator,
 )
-from training.pix2pixhd.config import PRESETS, Pix2PixHDConfig, get_preset
-from training.pix2pixhd.losses import (
+from networks.pix2pixhd.config import PRESETS, Pix2PixHDConfig, get_preset
+from networks.pix2pixhd.losses import (
     GANLoss,
     VGGLoss,
     build_vgg_loss,
     feature_matching_loss,
     load_vgg19_features,
 )
-from training.pix2pixhd.networks import (
+from networks.pix2pixhd.networks import (
     GlobalGenerator,
     LocalEnhancer,
     MultiscaleDiscriminator,

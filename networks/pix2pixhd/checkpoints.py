@@ -23,8 +23,8 @@ from torch import nn
 
 from core.atomic import atomic_torch_save
 from core.errors import DistillError
-from training.pix2pixhd.config import Pix2PixHDConfig, check_field_names
-from training.pix2pixhd.networks import build_generator
+from networks.pix2pixhd.config import Pix2PixHDConfig, check_field_names
+from networks.pix2pixhd.networks import build_generator
 
 CHECKPOINT_FORMAT = "pix2pixhd-distill/1"
 _GLOBAL_FIELDS = ("input_nc", "output_nc", "ngf", "netG", "n_downsample_global", "n_blocks_global")

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from core.errors import DistillError
-from training.pix2pixhd.config import Pix2PixHDConfig, min_input_size
-from training.pix2pixhd.networks import ResnetBlock, _global_layers, check_input
+from networks.pix2pixhd.config import Pix2PixHDConfig, min_input_size
+from networks.pix2pixhd.networks import ResnetBlock, _global_layers, check_input
 
 FILM_HIDDEN = 64
 

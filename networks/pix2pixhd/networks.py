@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from core.errors import DistillError
-from training.pix2pixhd.config import Pix2PixHDConfig, min_input_size
+from networks.pix2pixhd.config import Pix2PixHDConfig, min_input_size
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:
@@ -259,10 +259,10 @@ def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
 
     With ``cfg.residual`` the output layer starts at zero, so training starts from the identity. With
     ``cfg.condition`` other than "none" it is the strength-conditioned generator (``G(x, strength)``,
-    :mod:`training.pix2pixhd.conditional`).
+    :mod:`networks.pix2pixhd.conditional`).
     """
     if cfg.condition != "none":
-        from training.pix2pixhd.conditional import ConditionalGenerator
+        from networks.pix2pixhd.conditional import ConditionalGenerator
 
         net: nn.Module = ConditionalGenerator(cfg)
         if init:

@@ -3,9 +3,9 @@
 Formats (detected from the file's content, not its name):
 
 * ``nvlabs-pkl``: NVlabs stylegan2-ada-pytorch / stylegan3 network pickle; ``G_ema`` is read with
-  the restricted unpickler of :mod:`training.stylegan2.safe_pickle` (no code from the file runs).
+  the restricted unpickler of :mod:`networks.stylegan2.safe_pickle` (no code from the file runs).
 * ``tensorflow-pkl``: the original TensorFlow StyleGAN2 pickle ``(G, D, Gs)``; ``Gs`` is re-keyed
-  with NVlabs ``legacy.py``'s rules (:mod:`training.stylegan2.tf_pickle`), same restricted unpickler.
+  with NVlabs ``legacy.py``'s rules (:mod:`networks.stylegan2.tf_pickle`), same restricted unpickler.
 * ``nvlabs-state-dict``: ``torch.save(G.state_dict())`` of NVlabs' ``Generator`` (bare, or under a
   ``"G_ema"`` key).
 * ``rosinality``: rosinality stylegan2-pytorch checkpoint ``{"g_ema": sd, "latent_avg": ...}``
@@ -30,9 +30,9 @@ import torch
 
 from core.atomic import atomic_torch_save
 from core.errors import DistillError
-from training.stylegan2 import safe_pickle
-from training.stylegan2.networks import Generator
-from training.stylegan2.tf_pickle import TFNetworkRecord, convert_tf_generator
+from networks.stylegan2 import safe_pickle
+from networks.stylegan2.networks import Generator
+from networks.stylegan2.tf_pickle import TFNetworkRecord, convert_tf_generator
 
 log = logging.getLogger(__name__)
 

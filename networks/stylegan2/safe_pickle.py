@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _np_multiarray
 
 from core.errors import DistillError
-from training.stylegan2.tf_pickle import TFNetworkRecord
+from networks.stylegan2.tf_pickle import TFNetworkRecord
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 (non-zip) torch.save file
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from core.errors import DistillError
+from editing.images import load_image
 from training.filters.face_detector import HaarFaceDetector
 from training.filters.report import write_report
-from training.images import load_image
 from training.manifest import PairRecord, read_manifest, read_metadata, write_manifest
 from training.onnx_scorer import OnnxScorer
 from training.options import (

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from core.atomic import atomic_write_json, atomic_write_text
-from training.images import load_image, save_image
+from editing.images import load_image, save_image
 from training.manifest import PairRecord
 from training.scoring import KeepRule
 

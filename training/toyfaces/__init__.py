@@ -34,7 +34,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def _run_render(args: argparse.Namespace) -> int:
     from core.atomic import atomic_write_text
-    from training.images import make_grid, save_image
+    from editing.images import make_grid, save_image
     from training.toyfaces.renderer import ATTRIBUTES, render, sample_params
 
     out = Path(args.out)

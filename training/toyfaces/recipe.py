@@ -274,7 +274,7 @@ class Recipe:
 
     def demo_renders(self) -> list[str]:
         """Clean adult renders (seeds apart from every evaluated one) for the demo page: the domain's photographs."""
-        from training.images import save_image
+        from editing.images import save_image
         from training.toyfaces.clean_renders import DEMO_SEED0, adult_faces
         from training.toyfaces.renderer import render
 

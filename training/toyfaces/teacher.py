@@ -4,7 +4,7 @@ There is no discriminator: for every z the renderer draws the face of ``params_f
 generator is trained to reproduce it (multi-scale L1 + image-gradient L1, optionally a perceptual
 loss on the attribute model's features and an attribute-consistency loss read by the same model).
 The result is a genuine StyleGAN2 (mapping network, W+, modulated convs, skip toRGB; loadable by
-``training.stylegan2.load_generator``) whose latent space is organised by the renderer's
+``networks.stylegan2.load_generator``) whose latent space is organised by the renderer's
 attributes, which is what the rest of the pipeline needs from a teacher. It is not a GAN: its
 samples are as sharp as the regression gets them, and the README says so.
 
@@ -34,10 +34,10 @@ from tqdm import tqdm
 from core.atomic import atomic_torch_save, atomic_write_json
 from core.errors import DistillError
 from core.runfiles import CHECKPOINT, METRICS, RUN_JSON, SAMPLES, append_jsonl, truncate_jsonl
+from editing.images import from_uint8, make_grid, save_image, to_uint8
+from networks.stylegan2 import Generator, save_generator
 from training.devices import cpu_has_native_bf16, pick_device
-from training.images import from_uint8, make_grid, save_image, to_uint8
 from training.metrics import psnr
-from training.stylegan2 import Generator, save_generator
 from training.toyfaces.renderer import NUM_PARAMS, params_from_z, render, sample_z
 
 CHECKPOINT_FORMAT = "toyfaces-teacher-train/1"
@@ -121,7 +121,7 @@ def held_out(cfg: TeacherConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 def warm_start(G: Generator, path: str | Path) -> None:
     """Copy the weights of the teacher at ``path`` into ``G`` (same architecture), e.g. the committed teacher.pt."""
-    from training.stylegan2 import load_generator
+    from networks.stylegan2 import load_generator
 
     if not Path(path).is_file():
         raise DistillError(f"--init {path}: not found; give a teacher.pt (e.g. model_zoo/toyfaces-age/teacher.pt)")

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_write_json, atomic_write_text
 from core.errors import DistillError
-from training.images import from_uint8, make_grid, save_image, to_uint8
+from editing.images import from_uint8, make_grid, save_image, to_uint8
 from training.metrics import psnr
 
 HELD_OUT_SEED0 = 2_000_000  # above the direction fit (0..), pairs (0..) and `distill evaluate` (1,000,000..) seeds
@@ -43,7 +43,8 @@ BLUR_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 def synthesize(G: torch.nn.Module, seeds: list[int], truncation: float, edit: tuple[torch.Tensor, float, tuple[int, int]] | None = None,
                batch_size: int = 32, desc: str = "teacher") -> np.ndarray:
     """uint8 [N,H,W,3] teacher images of ``seeds`` (edited by ``(direction, alpha, layers)`` when given)."""
-    from training.directions import apply_direction, z_from_seeds
+    from editing.directions import apply_direction
+    from training.directions import z_from_seeds
 
     out = []
     for i in tqdm(range(0, len(seeds), batch_size), desc=desc, unit="batch", leave=False):
@@ -59,8 +60,9 @@ def evaluate_teacher(generator: str | Path, direction: str | Path, scorer: str |
                      alpha: float | None = None, truncation: float | None = None, layers: tuple[int, int] | None = None,
                      steps: int = 4, seed0: int = HELD_OUT_SEED0, grid_rows: int = 6) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(report, grids) for a teacher, its direction and the attribute model; alpha/truncation/layers default to the direction's."""
-    from training.directions import file_sha256, load_direction, read_sidecar, z_from_seeds
-    from training.stylegan2 import load_generator
+    from editing.directions import load_direction
+    from networks.stylegan2 import load_generator
+    from training.directions import file_sha256, read_sidecar, z_from_seeds
     from training.toyfaces.attributes import QUALITY_INDEX, AttributeScorer, predict, readability
     from training.toyfaces.renderer import ATTRIBUTES, params_from_z, region_boxes, render
     from training.toyfaces.teacher import trained_aligned
