@@ -136,7 +136,7 @@ def make_untrained_entry(root: Path, preset: str, size: int, seed: int = 0, vari
     torch.manual_seed(seed)
     cfg = get_preset(preset)
     save_student(build_generator(cfg), work / "student.pt", cfg)
-    distill = [sys.executable, "-m", "training"]
+    distill = [sys.executable, "-m", "distill"]
     subprocess.run([*distill, "teacher", "random", "--resolution", str(size), "--seed", str(seed),
                     "--out", str(work / "teacher.pt")], check=True, stdout=subprocess.DEVNULL)
     w_dim = load_generator(work / "teacher.pt").w_dim
@@ -197,7 +197,7 @@ def serve(zoo: Path, env: dict[str, str], ready_timeout: float = 300.0) -> Itera
     port = free_port()
     full_env = {**os.environ, "DISTILL_MODEL_ZOO": str(zoo), **env}
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "-m", "training", "serve", "--host", HOST, "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "distill", "serve", "--host", HOST, "--port", str(port)],
                                 env=full_env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://{HOST}:{port}"
         try:

@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage import data
 
+from core.atomic import atomic_write
 from editing.alignment.ffhq import align_face
 from editing.alignment.landmarks import default_finder
 from editing.alignment.pasteback import face_mask, paste_faces
-from training.atomic import atomic_write
 
 OUT = Path(__file__).resolve().parent / "alignment.png"
 PANEL = 240

@@ -131,10 +131,10 @@ def test_two_ranks_match_one_process_with_the_global_batch(two_rank_run: Path, t
 
 @pytest.mark.slow
 def test_torchrun_cli_two_ranks(tmp_path: Path) -> None:
-    """The documented launch: `torchrun --nproc_per_node 2 -m training train ...` (gloo on CPU), then resume."""
+    """The documented launch: `torchrun --nproc_per_node 2 -m distill train ...` (gloo on CPU), then resume."""
     dataset = make_pair_dataset(tmp_path / "pairs", n=12)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "distill",
            "train", str(dataset), "--out", str(out), "--preset", "tiny", "--batch-size", "2", "--epochs", "2",
            "--workers", "1", "--device", "cpu", "--no-progress", "--max-steps", "3"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -88,7 +88,7 @@ def validate_pod_template(template: dict, version: str) -> None:
 
 
 def distill_args(argv: list[str]) -> argparse.Namespace:
-    """Parse a `distill ...` (or `python -m training ...`) argument list with the real CLI's parser."""
+    """Parse a `distill ...` (or `python -m distill ...`) argument list with the real CLI's parser."""
     return cli.build_parser().parse_args(argv)
 
 
@@ -210,7 +210,7 @@ def test_training_runs_as_a_multi_node_torchrun_job():
     assert selects(service["spec"]["selector"], {"batch.kubernetes.io/job-name": job["metadata"]["name"]})
     assert launcher["master_addr"] == f"{job['metadata']['name']}-0.{pod['subdomain']}"
     assert int(launcher["master_port"]) == service["spec"]["ports"][0]["port"]
-    assert argv[module + 1] == "training"
+    assert argv[module + 1] == "distill"
     args = distill_args(argv[module + 2:])
     assert args.command == "train" and args.resume and not args.progress
 
@@ -220,8 +220,8 @@ def test_the_pytorchjob_runs_the_same_training():
     master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert int(job["spec"]["nprocPerNode"]) == int(master["resources"]["limits"]["nvidia.com/gpu"])
     command = master["command"]
-    assert command[:3] == ["torchrun", "-m", "training"]
+    assert command[:3] == ["torchrun", "-m", "distill"]
     args = distill_args(command[3:])
     assert args.command == "train" and args.resume
     indexed = shlex.split(find("Job", "distill-train")["spec"]["template"]["spec"]["containers"][0]["args"][0])
-    assert command[3:] == indexed[indexed.index("training") + 1:]
+    assert command[3:] == indexed[indexed.index("distill") + 1:]

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def distill_train(data: Path, out: Path, *extra: str, limit_file_bytes: int | None = None,
                   timeout: float = 45) -> subprocess.CompletedProcess:
     """Run ``distill train`` with one data worker; a run still alive after ``timeout`` s fails the test."""
-    cmd = [sys.executable, "-m", "training", "train", str(data), "--out", str(out), "--preset", "tiny",
+    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--preset", "tiny",
            "--max-steps", "80", "--batch-size", "8", "--workers", "1", "--device", "cpu", "--no-progress", *extra]
 
     def limits() -> None:
@@ -127,7 +127,7 @@ def test_checkpoint_every_keeps_the_previous_one_and_resume_falls_back_to_it(tmp
 def test_a_sigkill_loses_at_most_checkpoint_every_steps(tmp_path: Path) -> None:
     data = make_pair_dataset(tmp_path / "data", n=40, keep=[True] * 40)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "training", "train", str(data), "--out", str(out), "--preset", "tiny",
+    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--preset", "tiny",
            "--batch-size", "2", "--workers", "0", "--device", "cpu", "--log-every", "1", "--epochs", "50",
            "--checkpoint-every", "2", "--sample-every", "1000", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),

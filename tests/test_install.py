@@ -94,7 +94,7 @@ def test_distill_serve_runs_without_the_training_packages(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER.replace("EXTRA", "set()"))
-    done = subprocess.run([sys.executable, "-m", "training", "export", "x"], env={"PYTHONPATH": str(site)},
+    done = subprocess.run([sys.executable, "-m", "distill", "export", "x"], env={"PYTHONPATH": str(site)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "stylegan2-distill[train]" in done.stderr, done.stderr
     image = tmp_path / "image"  # the serving image: no training/ either

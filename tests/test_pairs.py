@@ -107,7 +107,7 @@ def test_resume_after_sigkill(teacher, tmp_path):
     g, d = teacher
     num = 12
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "training", "pairs", "--generator", g, "--direction", d, "--num", str(num),
+    cmd = [sys.executable, "-m", "distill", "pairs", "--generator", g, "--direction", d, "--num", str(num),
            "--batch-size", "1", "--device", "cpu", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -190,7 +190,7 @@ def test_vgg_term_with_weights_file(pairs: Path, tmp_path: Path) -> None:
 
 def test_sigterm_checkpoints_then_resume(pairs: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "training", "train", str(pairs), "--out", str(out), "--preset", "tiny",
+    cmd = [sys.executable, "-m", "distill", "train", str(pairs), "--out", str(out), "--preset", "tiny",
            "--batch-size", "2", "--workers", "1", "--device", "cpu", "--log-every", "1", "--epochs", "50",
            "--val-fraction", "0.2", "--no-progress"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -228,7 +228,7 @@ def consolidate(root: str | os.PathLike) -> PairSet:
 
 
 def _tidy(root: Path) -> None:
-    """Delete temp files left by killed writers (``.<name>.<random>.tmp``, see training.atomic) and an
+    """Delete temp files left by killed writers (``.<name>.<random>.tmp``, see core.atomic) and an
     empty ``pending/``. Only called while no other writer holds the folder."""
     for d in (root, root / "train_A", root / "train_B", root / PENDING):
         if d.is_dir():

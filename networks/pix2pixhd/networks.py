@@ -1,10 +1,10 @@
 """Pix2PixHD networks with NVIDIA/pix2pixHD's layer order, so their state_dicts load unchanged.
 
 Module attribute names and ``nn.Sequential`` indices reproduce NVIDIA's ``models/networks.py``
-(keys ``model.N.*``, ``model1_1.N.*``, ``model1_2.N.*``, ``scale{i}_layer{j}.0.*``); the layer tables
-are in ``../shared/reference/formats.md`` section 4. Normalisation is InstanceNorm2d without affine
-parameters or running statistics (eps 1e-5): it has no state_dict entries and normalises with
-per-sample statistics in eval mode too.
+(keys ``model.N.*``, ``model1_1.N.*``, ``model1_2.N.*``, ``scale{i}_layer{j}.0.*``), checked by
+``tests/test_pix2pixhd_networks.py`` (keys) and ``tests/test_pix2pixhd_fixtures.py`` (the official outputs).
+Normalisation is InstanceNorm2d without affine parameters or running statistics (eps 1e-5): it has no
+state_dict entries and normalises with per-sample statistics in eval mode too.
 """
 
 from __future__ import annotations
