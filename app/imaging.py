@@ -202,23 +202,3 @@ def encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
     options = {"compress_level": 1} if pil_format == "PNG" else {"quality": quality}
     Image.fromarray(pixels).save(buf, format=pil_format, **options)
     return buf.getvalue()
-
-
-def to_input(pixels: np.ndarray) -> np.ndarray:
-    """uint8 [H,W,3] -> float32 [1,3,H,W] in [-1,1] (the students' normalisation, x/127.5 - 1), C-contiguous.
-
-    Written in one pass into a contiguous array: arithmetic on the transposed view instead costs 8x more at
-    512 px (2.4 ms against 0.3), and the engine would copy the strided result once more."""
-    x = np.empty((1, 3, *pixels.shape[:2]), np.float32)
-    np.multiply(pixels.transpose(2, 0, 1), np.float32(1 / 127.5), out=x[0], casting="unsafe")
-    x -= np.float32(1.0)
-    return x
-
-
-def from_output(y: np.ndarray) -> np.ndarray:
-    """float [3,H,W] in [-1,1] -> uint8 [H,W,3] (a transposed view), rounded as editing.images.to_uint8 does;
-    the arithmetic runs in place on one float32 temporary."""
-    z = np.multiply(y, np.float32(127.5), dtype=np.float32)
-    z += np.float32(128.0)
-    np.clip(z, 0, 255, out=z)
-    return z.astype(np.uint8).transpose(1, 2, 0)

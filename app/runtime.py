@@ -30,6 +30,7 @@ import onnxruntime as ort
 from app import imaging
 from app.config import Settings
 from core.errors import DistillError
+from editing.pixels import to_input
 from engines.base import CandidateResult, Engine, EngineSpec
 from engines.cpu import native_bf16
 from engines.ort import CPU_EP, CUDA_EP, OrtEngine, available_devices
@@ -272,7 +273,7 @@ def gate_images(sample_files: Sequence[Path], size: tuple[int, int], n: int = GA
         except Exception as e:  # an unreadable sample weakens the gate, it does not stop the service
             log.warning("gate image %s skipped: %s", path, e)
             continue
-        pictures.append(imaging.to_input(decoded.pixels))
+        pictures.append(to_input(decoded.pixels))
     if pictures:
         return np.concatenate(pictures).astype(np.float32), f"{len(pictures)} sample image(s) of the entry"
     rng = np.random.default_rng(0)

@@ -71,12 +71,13 @@ from service_benchmark import make_untrained_entry, parse_server_timing, serve, 
 from student_benchmark import conv_macs, smooth_inputs  # noqa: E402
 
 from editing.images import from_uint8  # noqa: E402
-from engines.base import STRENGTH_INPUT, Engine, EngineSpec, strength_vector  # noqa: E402
+from engines.base import Engine, EngineSpec, strength_vector  # noqa: E402
 from engines.cpu import cpu_model  # noqa: E402
 from engines.measure import open_spec  # noqa: E402
 from engines.ort import CUDA_EP, NP_TYPES, TRT_EP, OrtEngine  # noqa: E402
 from engines.select import psnr_db, time_ms  # noqa: E402
 from model_zoo.registry import default_root, get_entry  # noqa: E402
+from model_zoo.schema import STRENGTH_INPUT  # noqa: E402
 from networks.pix2pixhd import build_generator, get_preset  # noqa: E402
 from networks.pix2pixhd.config import PRESETS  # noqa: E402
 from training.export import export_onnx  # noqa: E402

@@ -39,10 +39,12 @@ from convtranspose_rewrite import rewrite  # noqa: E402
 
 from engines.base import EngineSpec  # noqa: E402
 from engines.cpu import isa_line, native_bf16  # noqa: E402
+from engines.ort import cpu_session  # noqa: E402
 from engines.ov import OpenVinoEngine, openvino_version  # noqa: E402
+from engines.select import psnr_db  # noqa: E402
 from networks.pix2pixhd import build_generator, get_preset  # noqa: E402
 from training.export import export_onnx  # noqa: E402
-from training.variants import cpu_session, psnr_db, quantize_int8  # noqa: E402
+from training.variants import quantize_int8  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -245,7 +247,7 @@ def run(args: argparse.Namespace) -> str:
                         np.asarray(fn()[0], dtype=np.float32)
                 ref = outputs["ORT fp32"]
                 d2s = np.asarray(sessions["d2s"].run(None, {"input": xn})[0])
-                psnr = {k: float(psnr_db(v, ref)[0]) for k, v in outputs.items() if k != "ORT fp32"}
+                psnr = {k: psnr_db(v, ref) for k, v in outputs.items() if k != "ORT fp32"}
                 row = {"config": name, "size": size, "gflop": flops / 1e9, "params": params, "repeats": repeats,
                        "d2s_diff": float(np.abs(d2s - ref).max()), "psnr": psnr, **t}
                 rows.append(row)

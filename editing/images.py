@@ -1,4 +1,4 @@
-"""Conversions between network tensors in [-1, 1] and uint8 pictures, and PNG/JPEG grids."""
+"""Network tensors <-> uint8 pictures (torch over :mod:`editing.pixels`), image files and PNG/JPEG grids."""
 
 from __future__ import annotations
 
@@ -12,21 +12,17 @@ import torch
 from PIL import Image
 
 from core.atomic import atomic_write_bytes
+from editing.pixels import from_output, to_input
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N,3,H,W] (or [3,H,W]) float in [-1,1] -> uint8 NHWC (or HWC), as NVlabs' generate.py rounds."""
-    x = images.detach().float().cpu()
-    x = (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy() if x.ndim == 4 else x.permute(1, 2, 0).numpy()
+    """[N,3,H,W] (or [3,H,W]) float tensor in [-1,1] -> uint8 NHWC (or HWC): :func:`editing.pixels.from_output`."""
+    return from_output(images.detach().float().cpu().numpy())
 
 
 def from_uint8(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 HWC (or NHWC) -> float [N,3,H,W] in [-1,1] (the pix2pixHD normalisation, (x/255-0.5)/0.5)."""
-    if not pixels.flags.writeable:  # torch warns on read-only arrays (np.asarray of a PIL image is one)
-        pixels = pixels.copy()
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).float().div(127.5).sub(1.0)
-    return x.permute(2, 0, 1)[None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    """uint8 HWC (or NHWC) -> float tensor [N,3,H,W] in [-1,1]: :func:`editing.pixels.to_input`."""
+    return torch.from_numpy(to_input(pixels))
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

@@ -63,9 +63,6 @@ class Engine(ABC):
         return self.spec.device
 
 
-STRENGTH_INPUT = "strength"  # a strength-conditioned model's second input (model_zoo.schema.StrengthSpec)
-
-
 def check_batch(batch: np.ndarray) -> None:
     """Refuse anything but an image batch [N,3,H,W] (a ValueError, not an assert: kept under ``python -O``)."""
     if batch.ndim != 4 or batch.shape[1] != 3:

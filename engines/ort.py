@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from core.errors import DistillError
-from engines.base import STRENGTH_INPUT, Engine, EngineSpec, TensorSpec, check_batch, strength_vector
+from engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_vector
+from model_zoo.schema import STRENGTH_INPUT
 
 log = logging.getLogger("engines")
 
@@ -40,6 +41,12 @@ def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0) -> ort
     opts.inter_op_num_threads = inter_op_threads
     opts.log_severity_level = 3
     return opts
+
+
+def cpu_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
+    """A bare ONNX Runtime CPU session with the engines' options (``threads`` 0 = ONNX Runtime's default): what
+    the export's variant gate and tests run a model through when they need the session itself."""
+    return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=[CPU_EP])
 
 
 def providers_for(spec: EngineSpec, cache_dir: Path | None) -> list[str | tuple[str, dict]]:

@@ -25,7 +25,7 @@ from engines.base import CandidateResult, Engine, EngineSpec
 
 log = logging.getLogger("engines")
 
-MIN_PSNR_DB = 35.0  # training.variants.MIN_PSNR_DB: the export's gate on variants
+MIN_PSNR_DB = 35.0  # the accuracy gate: the export refuses a variant, the service an engine, below it
 REFERENCE = EngineSpec("onnxruntime", "cpu", "fp32", "fp32")
 CUT_FACTOR = 1.2  # a candidate whose first timed runs are all this much slower than the best cannot win
 BLOCK_RUNS = 2  # timed runs of one candidate per round
@@ -103,10 +103,15 @@ def plan_candidates(variants: dict, *, engine: str, ort_devices: Sequence[str], 
     return plan
 
 
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean per-image PSNR in dB of [N,3,H,W] arrays in [-1, 1] (data range 2), as the export's gate."""
+def psnr_db_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB of [N,C,H,W] arrays in [-1, 1] (data range 2), as training.metrics.psnr."""
     mse = np.square(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1).mean(1)
-    return float(np.mean(10 * np.log10(4.0 / np.maximum(mse, 1e-12))))
+    return 10 * np.log10(4.0 / np.maximum(mse, 1e-12))
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean per-image PSNR in dB of [N,3,H,W] arrays in [-1, 1]: what the gate (``MIN_PSNR_DB``) reads."""
+    return float(np.mean(psnr_db_per_image(a, b)))
 
 
 def run_each(engine: Engine, images: np.ndarray) -> np.ndarray:

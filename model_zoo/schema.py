@@ -97,6 +97,9 @@ class Edit(BaseModel):
         return value
 
 
+STRENGTH_INPUT = "strength"  # the ONNX input name of a strength-conditioned model (StrengthSpec.name)
+
+
 class StrengthSpec(_Record):
     """A conditional model's second ONNX input (issue 14): a relative edit strength per image, float32 [N].
 
@@ -105,7 +108,7 @@ class StrengthSpec(_Record):
     trained on (the service refuses strengths outside it), ``default`` what a request without one gets.
     """
 
-    name: str = "strength"
+    name: str = STRENGTH_INPUT
     dtype: Literal["float32"] = "float32"
     shape: Literal["[N]"] = "[N]"
     units: Literal["relative"] = "relative"

@@ -75,7 +75,7 @@ def test_transform_returns_the_edit_with_timing_headers(client):
 def test_transform_output_is_the_models_output(client):
     import onnxruntime as ort
 
-    from app.imaging import from_output, to_input
+    from editing.pixels import from_output, to_input
 
     pixels = gradient(NATIVE, NATIVE)
     r = client.post("/transform", **upload(encode(Image.fromarray(pixels)), format="png"))

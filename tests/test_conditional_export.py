@@ -6,10 +6,11 @@ import numpy as np
 import onnx
 import torch
 
+from engines.ort import cpu_session
 from model_zoo.registry import get_entry
 from networks.pix2pixhd import build_generator, get_preset, load_generator
 from training.export import check_parity, export_onnx
-from training.variants import cpu_session, run_session
+from training.variants import run_session
 
 
 def conditional_generator(condition: str) -> torch.nn.Module:

@@ -52,6 +52,8 @@ from core.errors import DistillError
 from core.runfiles import PAIRS_MANIFEST
 from editing.directions import apply_direction, load_direction
 from editing.images import from_uint8, load_image, make_grid, save_image, to_uint8
+from engines.base import EngineSpec
+from engines.ort import OrtEngine
 from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
 from model_zoo.schema import provenance, resolve_provenance
 from training.devices import exact_float32, pick_device
@@ -60,7 +62,7 @@ from training.manifest import read_manifest
 from training.metrics import psnr, ssim
 from training.onnx_scorer import OnnxScorer
 from training.options import add_scorer_input_arguments, options_from_args
-from training.variants import cpu_description, cpu_session, feeds
+from training.variants import cpu_description
 
 DEFAULT_NUM = 500
 HELD_OUT_SEED0 = 1_000_000  # default first evaluation seed: far above the seeds `distill pairs` starts from
@@ -207,27 +209,25 @@ def edit_figures(orig: np.ndarray, teacher: np.ndarray, out: np.ndarray, sign: f
 
 
 class Student:
-    """One ONNX variant of the student on the CPU provider."""
+    """One ONNX variant of the student in ONNX Runtime on the CPU: the service's engine (engines.ort.OrtEngine)."""
 
     def __init__(self, variant: str, path: Path, threads: int) -> None:
         self.variant = variant
         self.path = path
-        self.session = cpu_session(path, threads)
-        self.input = self.session.get_inputs()[0].name
+        self.engine = OrtEngine(EngineSpec("onnxruntime", "cpu", variant, variant), path, intra_op_threads=threads)
         self.seconds: list[float] = []
 
     def __call__(self, image: np.ndarray, strength: float | None = None) -> np.ndarray:
         """uint8 [H,W,3] -> uint8 [H,W,3] (a strength-conditioned student at ``strength``, default 1.0: the
         edit's own alpha)."""
         s = None if strength is None else np.asarray([strength], np.float32)
-        y = self.session.run(None, feeds(self.session, from_uint8(image).numpy(), s))[0]
+        y = self.engine.run(from_uint8(image).numpy(), s)
         return to_uint8(torch.from_numpy(np.asarray(y)))[0]
 
     def timed_run(self, x: np.ndarray) -> None:
-        """One timed batch-1 ``session.run`` of a prepared float32 input; the time goes to ``seconds``."""
-        feed = feeds(self.session, x)
+        """One timed batch-1 run of a prepared float32 input; the time goes to ``seconds``."""
         t0 = time.perf_counter()
-        self.session.run(None, feed)
+        self.engine.run(x)
         self.seconds.append(time.perf_counter() - t0)
 
 
@@ -238,7 +238,7 @@ def time_students(students: list[Student], images: list[np.ndarray]) -> None:
     inputs = [from_uint8(im).numpy() for im in images]
     for s in students:
         for _ in range(WARMUP_RUNS):
-            s.session.run(None, feeds(s.session, inputs[0]))
+            s.engine.run(inputs[0])
     for i, x in enumerate(tqdm(inputs, desc="student latency", unit="img")):
         for k in range(len(students)):
             students[(i + k) % len(students)].timed_run(x)

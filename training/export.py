@@ -38,6 +38,8 @@ from core.errors import DistillError
 from core.runfiles import CHECKPOINT, METRICS, PAIRS_MANIFEST, RUN_JSON, read_jsonl
 from core.versions import versions as core_versions
 from editing.images import make_grid, save_image, to_uint8
+from engines.ort import cpu_session
+from engines.select import MIN_PSNR_DB
 from model_zoo.registry import (
     _NAME_RE,
     ALIGNMENTS,
@@ -54,12 +56,10 @@ from training.directions import parse_layers
 from training.manifest import METADATA, read_manifest, read_metadata
 from training.options import options_from_args
 from training.variants import (
-    MIN_PSNR_DB,
     VARIANT_FILES,
     VARIANT_PROVIDERS,
     VariantRefused,
     build_variant,
-    cpu_session,
     run_session,
     timing_record,
 )

@@ -36,6 +36,9 @@ from tqdm import tqdm
 from core.atomic import atomic_write_bytes
 from core.errors import DistillError
 from engines.cpu import cpu_model as cpu_description  # "measured on" records: one CPU description for all
+from engines.ort import cpu_session
+from engines.select import MIN_PSNR_DB, psnr_db_per_image
+from model_zoo.schema import STRENGTH_INPUT
 
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 VARIANT_PROVIDERS = {
@@ -43,7 +46,6 @@ VARIANT_PROVIDERS = {
     "fp16": ["CUDAExecutionProvider"],
     "int8": ["CPUExecutionProvider"],
 }
-MIN_PSNR_DB = 35.0
 
 
 class VariantRefused(DistillError):
@@ -56,18 +58,6 @@ class VariantRefused(DistillError):
             f"below the {bound_db:g} dB bound; ship fp32 only, or calibrate on more/other training inputs "
             f"(--calibration, --num-calibration)"
         )
-
-
-def cpu_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session with all graph optimizations; ``threads`` 0 = one per physical core."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-STRENGTH_INPUT = "strength"
 
 
 def has_strength(session: ort.InferenceSession) -> bool:
@@ -92,12 +82,6 @@ def run_session(session: ort.InferenceSession, images: np.ndarray, batch: int = 
     outs = [session.run(None, feeds(session, images[i : i + batch], None if s is None else s[i : i + batch]))[0]
             for i in range(0, len(images), batch)]
     return np.concatenate(outs).astype(np.float32)
-
-
-def psnr_db(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR in dB of [N,C,H,W] arrays in [-1, 1] (data range 2), as training.metrics.psnr."""
-    mse = np.square(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1).mean(1)
-    return 10 * np.log10(4.0 / np.maximum(mse, 1e-12))
 
 
 def median_ms(session: ort.InferenceSession, size: tuple[int, int], repeats: int = 5, warmup: int = 2, seed: int = 0) -> float:
@@ -180,7 +164,7 @@ def measure_error(fp32_path: str | os.PathLike, variant_path: str | os.PathLike,
     """PSNR (mean and worst image) and max |diff| of a variant's outputs against fp32's, on ONNX Runtime CPU."""
     ref = run_session(cpu_session(fp32_path), images, strengths=strengths)
     out = run_session(cpu_session(variant_path), images, strengths=strengths)
-    p = psnr_db(out, ref)
+    p = psnr_db_per_image(out, ref)
     return {
         "psnr_vs_fp32_db": round(float(p.mean()), 3),
         "psnr_vs_fp32_min_db": round(float(p.min()), 3),

@@ -19,6 +19,7 @@ from app.schemas import ErrorBody
 from app.service import LoadedModel, Service
 from app.timing import StageTimer
 from editing.alignment.landmarks import FacesMode
+from editing.pixels import from_output, to_input
 
 router = APIRouter(tags=["transform"])
 
@@ -148,14 +149,14 @@ def face_headers(upload: Upload) -> dict[str, str]:
 def preprocess(pictures: list[np.ndarray], timer: StageTimer) -> list[np.ndarray]:
     """uint8 pictures -> the model's float inputs (in a worker thread: milliseconds at 512 px)."""
     with timer.stage("preprocess"):
-        return [imaging.to_input(p) for p in pictures]
+        return [to_input(p) for p in pictures]
 
 
 def finish_output(outputs: list[np.ndarray], upload: Upload, size: str, fmt: str, quality: int,
                   timer: StageTimer) -> bytes:
     """The model's float outputs -> uint8 pictures -> :func:`finish` (in a worker thread)."""
     with timer.stage("postprocess"):
-        edited = [imaging.from_output(y) for y in outputs]
+        edited = [from_output(y) for y in outputs]
     return finish(edited, upload, size, fmt, quality, timer)
 
 
