@@ -11,5 +11,5 @@ Run it with ``DISTILL_MODEL_ZOO=path/to/zoo distill serve`` (settings: :mod:`app
 - :mod:`app.legacy`     the projection path in a bounded pool of processes with a timeout
 - :mod:`app.imaging`    upload validation, decoding, the geometry policy, encoding
 - :mod:`app.metrics`    Prometheus metrics, multiprocess-aware
-- :mod:`app.cli`        ``distill serve``
+- :mod:`distill.commands.serve` ``distill serve`` (the command line, above the service)
 """

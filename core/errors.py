@@ -12,6 +12,19 @@ class DistillError(Exception):
     """An error the user can fix: the message names the file or option at fault and the fix."""
 
 
+class FieldError(DistillError):
+    """A bad value of one options field. The library's message starts with the field's name (``size 4: ...``);
+    the command line prints the flag there instead (``--size 4: ...``, see :meth:`as_flag`)."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        self.field, self.detail = field, detail
+        super().__init__(f"{field} {detail}")
+
+    def as_flag(self, flag: str | None = None) -> str:
+        """The message with ``flag`` (default: ``--`` and the field's name with dashes) in the field's place."""
+        return f"{flag or '--' + self.field.replace('_', '-')} {self.detail}"
+
+
 _FIXES = {  # errno of a failed file operation -> what the user can do about it ({out}: the output option)
     errno.ENOSPC: "free space on that disk (then re-run the same command to resume) or choose another {out}",
     errno.EDQUOT: "free space within your quota (then re-run the same command to resume) or choose another {out}",

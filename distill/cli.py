@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 
 STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.teacher",
@@ -20,10 +20,10 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.estimate",
     "training.trainer",
     "training.export",
-    "model_zoo.cli",
-    "training.align",
+    "distill.commands.zoo",
+    "distill.commands.align",
     "training.evaluate",
-    "app.cli",
+    "distill.commands.serve",
     "training.quickstart",
     "training.toyfaces",
 )
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except FieldError as e:  # the library names the options field; the command line names its flag
+        print(f"distill {args.command}: error: {e.as_flag()}", file=sys.stderr)
+        return 2
     except DistillError as e:
         print(f"distill {args.command}: error: {e}", file=sys.stderr)
         return 2

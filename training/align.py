@@ -15,7 +15,6 @@ already in ``alignment.jsonl`` or ``rejected.jsonl`` are skipped (a torn last li
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -28,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from core.atomic import atomic_write_json, atomic_write_text
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 from editing.alignment.ffhq import align_face
 from editing.alignment.landmarks import DETECT_MAX_SIDE, Face, FacesMode, default_finder, pick
 from editing.images import save_image
@@ -165,24 +164,47 @@ def write_report(out: Path, settings: dict[str, Any]) -> Path:
     return atomic_write_text(out / REPORT, "\n".join(lines) + "\n")
 
 
-def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if args.size < 8:
-        raise DistillError(f"--size {args.size}: the crop must be at least 8 pixels")
-    if args.detect_size < 80:
-        raise DistillError(f"--detect-size {args.detect_size}: the detector finds faces from about 80 pixels; "
-                           "pass at least 80 (default 640)")
+@dataclass(frozen=True)
+class AlignOptions:
+    """What ``distill align`` does: one field per flag (same names, underscores for dashes, same defaults)."""
+
+    photos: list[str]  # photos, or folders searched recursively
+    out: str  # output folder (crops, alignment.jsonl, report.md)
+    size: int = 1024  # side of the aligned crops in pixels (FFHQ's)
+    faces: FacesMode = "largest"  # the largest face of each photo, or every face
+    detect_size: int = DETECT_MAX_SIDE  # detect on a copy this many pixels on its longer side
+
+
+@dataclass(frozen=True)
+class AlignSummary:
+    """What a run did: faces aligned, photos rejected, photos skipped as already done, and where it wrote."""
+
+    faces: int
+    rejected: int
+    skipped: int
+    rows: Path
+    report: Path
+
+
+def align_folder(opts: AlignOptions) -> AlignSummary:
+    """Align every face of ``opts.photos`` into ``opts.out``, resuming where an earlier run stopped."""
+    out = Path(opts.out)
+    if opts.size < 8:
+        raise FieldError("size", f"{opts.size}: the crop must be at least 8 pixels")
+    if opts.detect_size < 80:
+        raise FieldError("detect_size", f"{opts.detect_size}: the detector finds faces from about 80 pixels; "
+                         "pass at least 80 (default 640)")
     if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out}: is a file; choose a folder")
-    photos = collect_photos(args.photos, out)
+        raise FieldError("out", f"{out}: is a file; choose a folder")
+    photos = collect_photos(opts.photos, out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"size": args.size, "faces": args.faces, "detect_max_side": args.detect_size,
+    settings = {"size": opts.size, "faces": opts.faces, "detect_max_side": opts.detect_size,
                 "recipe": "ffhq", "resampling": "pillow"}
     check_settings(out, settings)
     done = {r["source"] for r in read_rows(out / ROWS)} | {r["source"] for r in read_rows(out / REJECTED)}
     todo = [p for p in photos if str(p) not in done]
     stems = crop_stems(photos)
-    finder = replace(default_finder(), detect_max_side=args.detect_size)
+    finder = replace(default_finder(), detect_max_side=opts.detect_size)
     counts = {"faces": 0, "rejected": 0, "skipped": len(photos) - len(todo)}
     bar = tqdm(todo, desc="align", unit="photo")
     for photo in bar:
@@ -197,29 +219,9 @@ def run(args: argparse.Namespace) -> int:
             append_row(out / REJECTED, Rejected(str(photo), "no face found (dlib frontal face detector)"))
             counts["rejected"] += 1
             continue
-        for row in align_photo(photo, image, faces, stems[photo], out, args.size, args.faces):
+        for row in align_photo(photo, image, faces, stems[photo], out, opts.size, opts.faces):
             append_row(out / ROWS, row)
             counts["faces"] += 1
         bar.set_postfix(counts)
     report = write_report(out, settings)
-    print(f"aligned {counts['faces']} faces, rejected {counts['rejected']} photos, skipped {counts['skipped']} "
-          f"already done; {out / ROWS}, report {report}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "align", help="FFHQ-aligned face crops of photos, with alignment.jsonl",
-        description="Example: distill align photos/ --out data/aligned --size 1024 --faces all. Detects faces "
-                    "(dlib), finds 68 landmarks and crops each face as FFHQ was built; writes the crops, "
-                    "alignment.jsonl (quad and landmarks in the photo) and report.md. Re-run to resume.",
-    )
-    p.add_argument("photos", nargs="+", metavar="PHOTOS", help="photos, or folders searched recursively")
-    p.add_argument("--out", required=True, help="output folder (crops, alignment.jsonl, report.md)")
-    p.add_argument("--size", type=int, default=1024, help="side of the aligned crops in pixels (default 1024, FFHQ's)")
-    p.add_argument("--faces", choices=("largest", "all"), default="largest",
-                   help="crop the largest face of each photo (default) or every face")
-    p.add_argument("--detect-size", type=int, default=DETECT_MAX_SIDE,
-                   help=f"detect on a copy this many pixels on its longer side (default {DETECT_MAX_SIDE}; "
-                        "larger finds smaller faces, slower); landmarks always use the full photo")
-    p.set_defaults(func=run)
+    return AlignSummary(counts["faces"], counts["rejected"], counts["skipped"], out / ROWS, report)
