@@ -30,7 +30,7 @@ def _importers(folder: str, packages: tuple[str, ...]) -> list[str]:
                   for m in _imports(p) if m in packages or m.startswith(tuple(f"{q}." for q in packages)))
 
 
-# The floors, lowest first; a package imports only from floors below it (README, "Layout"):
+# The floors, lowest first; a package imports only from floors below it (README, "Development", the layout):
 # core -> model_zoo -> engines -> networks -> editing -> training | app -> distill (the entry point).
 # The pipeline (training) and the service (app) stand side by side: neither imports the other.
 
