@@ -392,7 +392,8 @@ def clean_artifacts(out: Path, clean: Any, inputs: list[np.ndarray], targets: li
     truth, ident = np.stack(targets[:k]), np.stack(inputs[:k])
     variants = {s.variant: np.stack(outputs[s.variant][:k]) for s in students}
     block = artifact_block(truth, {"identity": ident, **{f"student_{v}": o for v, o in variants.items()}}, hair, "true_edit")
-    block["region"] = "hair: the pixels the renderer paints with hair colour, on the face or its truly aged version"
+    block["region"] = ("hair: the pixels the renderer paints with hair colour on both the face and its truly aged version, "
+                       "2 px off the outline (hair_region)")
     if teacher_samples:
         seeds, edits = teacher_samples
         z = z_from_seeds(seeds, z_dim).double().numpy()
