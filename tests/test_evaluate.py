@@ -246,3 +246,44 @@ def test_refusals(setup, tmp_path, capsys):
     write_entry(bare, manifest, ["model.onnx"])
     assert main(["evaluate", str(bare), "--out", str(tmp_path / "b")]) == 2
     assert "has no teacher and direction" in capsys.readouterr().err
+
+
+def test_artifact_figures_and_pictures(setup, tmp_path):
+    """The artifacts block beside the teacher's edit and the identity, its pictures; with a teacher tagged as a toy-face
+    teacher, the same in the hair of clean renders against the renderer's true edit."""
+    zoo = tmp_path / "zoo"
+    entry = zoo / "toy"
+    shutil.copytree(setup["zoo"] / "bright", entry)
+    save_generator(setup["G"], entry / "teacher.pt", extra={"toyfaces": {"config": {"aligned": True}}})
+    manifest = json.loads((entry / "manifest.json").read_text())
+    write_entry(entry, {**manifest, "name": "toy"}, ["model.onnx", "model.int8.onnx", "teacher.pt", "direction.npy"])
+    out = tmp_path / "toy-report"
+    assert main(["evaluate", "toy", "--model-zoo", str(zoo), "--out", str(out), "--num", "5", "--legacy-num", "0",
+                 "--timing-num", "2", "--dataset", str(setup["root"] / "pairs"), "--clean-renders", "3",
+                 "--clean-legacy-num", "0", "--clean-age-change", "0.2"]) == 0
+    report, md = json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
+
+    art = report["artifacts"]
+    assert art["n"] == 5 and art["reference"] == "teacher" and 0 < art["region_share"] <= 1
+    assert set(art["paths"]) == {"teacher", "identity", "student_fp32", "student_int8"}
+    teacher, student = art["paths"]["teacher"], art["paths"]["student_fp32"]
+    assert teacher["hf_energy"] > 0 and teacher["error_peak"] == 0
+    # The student adds a constant: where nothing clips its Laplacian is the teacher's input's, so the figures stay close.
+    assert 0 < student["hf_energy"] < 1e5 and student["error_peak"] > 0 and art["paths"]["identity"]["error_peak"] > 0
+    ratio = art["ratio_to_reference"]["student_fp32"]
+    assert ratio["hf_energy"] == pytest.approx(student["hf_energy"] / teacher["hf_energy"], rel=1e-2)
+    assert art["maps"]["scale_levels"] == [0, 32.0] and art["zoom"]["factor"] == 4
+    maps, zoom = Image.open(out / "artifact_maps.png"), Image.open(out / "zoom_grid.png")
+    assert maps.size[1] > 2 * 256 and zoom.size[0] > 4 * art["zoom"]["crop"]["w"] * 4  # 2 variants; 4 columns at 4x
+    assert "## Artifacts against the teacher's edit" in md and "(artifact_maps.png)" in md and "(zoom_grid.png)" in md
+    assert _md_row(md, "teacher edit (reference)")[0] == f"{teacher['hf_energy']:.1f}"
+
+    clean = report["clean_renders"]["artifacts"]
+    assert clean["n"] == 3 and clean["reference"] == "true_edit" and 0 < clean["region_share"] < 0.7  # the hair
+    assert set(clean["paths"]) == {"true_edit", "identity", "student_fp32", "student_int8"}
+    assert clean["paths"]["true_edit"]["hf_energy_region"] > 0 and clean["paths"]["true_edit"]["error_peak"] == 0
+    assert clean["teacher_samples"]["n"] == 5 and clean["ratio_to_teacher_samples"]["student_fp32"]["blemish_peak"] > 0
+    assert (out / "clean_artifact_maps.png").is_file() and (out / "clean_zoom_grid.png").is_file()
+    assert clean["zoom"]["columns"] == ["student fp32", "student int8", "true edit (renderer)", "input"]
+    assert "### Artifacts in the hair against the true edit" in md and "(clean_zoom_grid.png)" in md
+    assert report["clean_renders"]["paths"]["student_fp32"]["psnr"]["n"] == 3  # the existing keys are kept

@@ -31,3 +31,9 @@ def test_strength_section(conditional_entry, strength_pairs, tmp_path):
     assert load_image(out / "strengths.png").shape[0] >= 7 * 16  # one row per strength
     md = (out / "report.md").read_text()
     assert "## Strengths" in md and "| +0.50 |" in md and "Strength 0, fp32" in md
+    for row in section["rows"]:  # artifact figures against the teacher's edit at every strength
+        art = row["artifacts"]
+        assert art["n"] == 3 and set(art["paths"]) == {"teacher", "identity", "student_fp32", "student_int8"}
+        assert art["paths"]["teacher"]["hf_energy"] > 0 and art["paths"]["student_fp32"]["blemish_peak"] >= 0
+    assert zero["artifacts"]["paths"]["teacher"]["hf_energy_region"] is None  # strength 0 edits nothing: no region
+    assert "HF / blemish" in md

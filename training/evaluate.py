@@ -56,6 +56,21 @@ from engines.base import EngineSpec
 from engines.ort import OrtEngine
 from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
 from model_zoo.schema import provenance, resolve_provenance
+from training.artifacts import (
+    ARTIFACT_FACES,
+    EDIT_REGION_LEVELS,
+    MAP_LEVELS,
+    ZOOM,
+    artifact_block,
+    artifact_figures,
+    blemish_map,
+    busiest_window,
+    edit_region,
+    error_map,
+    map_tiles,
+    ratio_of,
+    zoom_rows,
+)
 from training.devices import exact_float32, pick_device
 from training.directions import file_sha256, z_from_seeds
 from training.manifest import read_manifest
@@ -329,10 +344,79 @@ def against_truth(outputs: list[np.ndarray], targets: torch.Tensor, identity: to
             "beats_identity": float((gain > 0).float().mean())}, p.tolist()
 
 
+def write_artifact_pictures(out: Path, prefix: str, references: np.ndarray, students: dict[str, np.ndarray],
+                            region: np.ndarray, columns: dict[str, np.ndarray], reference: str) -> dict[str, Any]:
+    """PREFIXartifact_maps.png: a row per student variant, its blemish map | its error map against ``references`` | the
+    references' own blemish map (heat maps, fixed scale 0..MAP_LEVELS levels); PREFIXzoom_grid.png: the first faces
+    cropped where ``region`` acts most, ``ZOOM``x nearest neighbour, one column per picture of ``columns``."""
+    own = blemish_map(references)
+    save_image(out / f"{prefix}artifact_maps.png",
+               make_grid([map_tiles([blemish_map(o), error_map(o, references), own]) for o in students.values()]))
+    y, x, h, w = busiest_window(region)
+    faces = min(GRID_ROWS, len(references))
+    save_image(out / f"{prefix}zoom_grid.png", make_grid(zoom_rows(list(columns.values()), (y, x, h, w), faces)))
+    return {"maps": {"file": f"{prefix}artifact_maps.png", "rows": [f"student {v}" for v in students],
+                     "columns": ["student blemish map (median |Laplacian|)", f"student error map (median |output - {reference}|)",
+                                 f"{reference}'s own blemish map"], "scale_levels": [0, MAP_LEVELS]},
+            "zoom": {"file": f"{prefix}zoom_grid.png", "columns": list(columns), "faces": faces, "factor": ZOOM,
+                     "crop": {"y": y, "x": x, "h": h, "w": w}}}
+
+
+def teacher_artifacts(out: Path, inputs: np.ndarray, edits: np.ndarray, students: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Artifact figures (training/artifacts.py) of the identity and every student variant against the teacher's edit,
+    beside the edit's own, inside the edit region (where the edit moved its input); artifact_maps.png, zoom_grid.png."""
+    region = edit_region(inputs, edits)
+    block = artifact_block(edits, {"identity": inputs, **{f"student_{v}": o for v, o in students.items()}}, region, "teacher")
+    block["region"] = f"where the teacher's edit moved the input by more than {EDIT_REGION_LEVELS:g} levels"
+    return {**block, **write_artifact_pictures(out, "", edits, students, region, {
+        **{f"student {v}": o for v, o in students.items()}, "teacher edit": edits, "input": inputs}, "teacher edit")}
+
+
+def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if mask.shape == tuple(size):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)) > 127
+
+
+def clean_artifacts(out: Path, clean: Any, inputs: list[np.ndarray], targets: list[np.ndarray],
+                    outputs: dict[str, list[np.ndarray]], students: list[Student], resolution: int, size: tuple[int, int],
+                    z_dim: int, teacher_samples: tuple[list[int], np.ndarray] | None) -> dict[str, Any]:
+    """Artifact figures of the identity and every student variant against the renderer's true edit, in the hair (of the
+    face or its aged version: where an age edit acts); the teacher's own edit on its held-out samples, in their hair,
+    as the teacher's level; clean_artifact_maps.png, clean_zoom_grid.png."""
+    from training.directions import z_from_seeds
+    from training.toyfaces.clean_renders import hair_region
+    from training.toyfaces.renderer import params_from_z
+
+    k = min(ARTIFACT_FACES, len(inputs))
+    hair = np.stack([_resize_mask(hair_region(p, clean.age_change, resolution), size) for p in clean.params[:k]])
+    truth, ident = np.stack(targets[:k]), np.stack(inputs[:k])
+    variants = {s.variant: np.stack(outputs[s.variant][:k]) for s in students}
+    block = artifact_block(truth, {"identity": ident, **{f"student_{v}": o for v, o in variants.items()}}, hair, "true_edit")
+    block["region"] = ("hair: the pixels the renderer paints with hair colour on both the face and its truly aged version, "
+                       "2 px off the outline (hair_region)")
+    if teacher_samples:
+        seeds, edits = teacher_samples
+        z = z_from_seeds(seeds, z_dim).double().numpy()
+        masks = np.stack([_resize_mask(hair_region(params_from_z(zi, clean.aligned), clean.age_change, resolution), size)
+                          for zi in z])
+        own = artifact_figures(edits, edits, masks)
+        block["teacher_samples"] = {"n": len(seeds), **own.as_dict()}
+        block["ratio_to_teacher_samples"] = {
+            name: {"hf_energy_region": ratio_of(fig["hf_energy_region"], own.hf_energy_region),
+                   "blemish_peak": ratio_of(fig["blemish_peak"], own.blemish_peak)}
+            for name, fig in block["paths"].items() if name.startswith("student_")}
+    return {**block, **write_artifact_pictures(out, "clean_", truth, variants, hair, {
+        **{f"student {v}": o for v, o in variants.items()}, "true edit (renderer)": truth, "input": ident}, "true edit")}
+
+
 def evaluate_clean_renders(opts: EvaluateOptions, G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec,
                            students: list[Student], scoring: Scoring | None, size: tuple[int, int],
-                           teacher_change: float | None, out: Path) -> dict[str, Any]:
-    """The toy domain's clean renders against the renderer's true edit (see training/toyfaces/clean_renders.py)."""
+                           teacher_change: float | None, out: Path,
+                           teacher_samples: tuple[list[int], np.ndarray] | None = None) -> dict[str, Any]:
+    """The toy domain's clean renders against the renderer's true edit (see training/toyfaces/clean_renders.py);
+    ``teacher_samples`` (held-out seeds, the teacher's edits at the students' size) give the teacher's own artifact
+    level in the hair."""
     from training.toyfaces.attributes import ADULT_AGE
     from training.toyfaces.clean_renders import clean_render_set
     from training.toyfaces.teacher import trained_aligned
@@ -397,6 +481,8 @@ def evaluate_clean_renders(opts: EvaluateOptions, G: torch.nn.Module, direction:
             "age_change_source": "--clean-age-change" if opts.clean_age_change is not None
             else "the teacher's mean age change on the held-out seeds, read by the scorer",
             "paths": paths, "age_judge": judged, "success_fraction": SUCCESS_FRACTION,
+            "artifacts": clean_artifacts(out, clean, inputs, targets_u8, outputs, students, G.img_resolution, size, G.z_dim,
+                                         teacher_samples),
             "grid": {"file": "clean_grid.png", "columns": ["clean render", "true edit (renderer)", *[
                 f"student {k}" if k != "legacy" else "legacy" for k in outputs]]}}
 
@@ -538,13 +624,15 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
     timing_inputs: list[np.ndarray] = []
     rows: list[dict[str, Any]] = []
     kept_orig, kept_edit, kept_student = [], [], {v: [] for v in present}
+    art_inputs, art_edits, art_student = [], [], {v: [] for v in present}  # the artifact figures' first faces
     scores: dict[str, list[dict[str, float]]] = {k: [] for k in ["original", "teacher", *present]}
     bar = tqdm(total=len(seeds), desc="teacher + student", unit="img")
     for i in range(0, len(seeds), BATCH):
         batch = seeds[i : i + BATCH]
         originals, edits = teacher_pairs(G, direction, spec, batch)
         inputs = [resize(im, size) for im in originals]
-        targets = torch.cat([from_uint8(resize(im, size)) for im in edits])
+        edits_sized = [resize(im, size) for im in edits]
+        targets = torch.cat([from_uint8(im) for im in edits_sized])
         batch_rows = [{"seed": s} for s in batch]
         same = torch.cat([from_uint8(x) for x in inputs])
         for row, p, q in zip(batch_rows, psnr(same, targets).tolist(), ssim(same, targets).tolist(), strict=True):
@@ -557,11 +645,14 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
             if scoring:
                 scores[s.variant] += scoring.score(outputs)
             kept_student[s.variant] += outputs[: max(0, keep_first - i)]
+            art_student[s.variant] += outputs[: max(0, ARTIFACT_FACES - i)]
         if scoring:
             scores["original"] += scoring.score(originals)
             scores["teacher"] += scoring.score(edits)
         kept_orig += list(originals[: max(0, keep_first - i)])
         kept_edit += list(edits[: max(0, keep_first - i)])
+        art_inputs += inputs[: max(0, ARTIFACT_FACES - i)]
+        art_edits += edits_sized[: max(0, ARTIFACT_FACES - i)]
         timing_inputs += inputs[: max(0, opts.timing_num - i)]
         rows += batch_rows
         bar.update(len(batch))
@@ -591,9 +682,12 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
 
     report = build_report(opts, entry, spec, G, seeds, trained, trained_source, present, missing, rows, scoring,
                           students, legacy)
+    report["artifacts"] = teacher_artifacts(out, np.stack(art_inputs), np.stack(art_edits),
+                                            {v: np.stack(o) for v, o in art_student.items()})
     if opts.clean_renders:
         change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
-        report["clean_renders"] = evaluate_clean_renders(opts, G, direction, spec, students, scoring, size, change, out)
+        report["clean_renders"] = evaluate_clean_renders(opts, G, direction, spec, students, scoring, size, change, out,
+                                                         (seeds[:len(art_edits)], np.stack(art_edits)))
     if entry.spec.strength is not None:
         from training.evaluate_strength import default_strengths, evaluate_strengths
 
@@ -811,6 +905,21 @@ def headline(report: dict[str, Any]) -> list[str]:
                    f"{_f(st['gain_over_identity_db']['mean'])} dB, better than the identity on "
                    f"{_f(st['beats_identity'] * 100, 1)}% of them)"
                    + (f"; the age judge sees the age rise on {_f(judge['edit_success'] * 100, 1)}%." if judge else "."))
+    art = report.get("artifacts")
+    if art:
+        f, t = art["paths"]["student_fp32"], art["paths"]["teacher"]
+        r = art["ratio_to_reference"]["student_fp32"]
+        out.append(f"- Artifacts of the student (fp32) against the teacher's edit: HF energy in the edit region "
+                   f"{_f(f['hf_energy_region'], 1)} (the teacher's own {_f(t['hf_energy_region'], 1)}: "
+                   f"{_f(r['hf_energy_region'])}x), fixed-pixel blemish peak {_f(f['blemish_peak'], 1)} (the teacher's own "
+                   f"{_f(t['blemish_peak'], 1)}: {_f(r['blemish_peak'])}x).")
+    if c and c.get("artifacts"):
+        f, t = c["artifacts"]["paths"]["student_fp32"], c["artifacts"]["paths"]["true_edit"]
+        out.append(f"- In the hair of the clean renders: student fp32 HF energy {_f(f['hf_energy_region'], 1)}, blemish peak "
+                   f"{_f(f['blemish_peak'], 1)} (the true edit's {_f(t['hf_energy_region'], 1)} and {_f(t['blemish_peak'], 1)}"
+                   + (f"; the teacher's own samples' {_f(c['artifacts']['teacher_samples']['hf_energy_region'], 1)} and "
+                      f"{_f(c['artifacts']['teacher_samples']['blemish_peak'], 1)}" if c["artifacts"].get("teacher_samples")
+                      else "") + ").")
     parts = [f"{_label(k, report)} {_f(v['mean_ms'])} ms" for k, v in lat.items()]
     out.append(f"- Mean latency per image on this machine: {', '.join(parts)}.")
     if "legacy_vs_student_fp32" in report["speedup"]:
@@ -898,6 +1007,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{report['entry']['input_size'][1]}: median ms, and PSNR against ONNX Runtime fp32 on the timing inputs "
                   f"(the service serves the fastest within 35 dB). Measured on {report['engines'][0]['measured_on']}.",
                   "", *format_table(report["engines"])]
+    lines += ["", "## Artifacts against the teacher's edit", "",
+              f"On the first {report['artifacts']['n']} held-out seeds; the region is {report['artifacts']['region']}.", "",
+              *artifact_markdown(report["artifacts"], report)]
     if report.get("clean_renders"):
         lines += clean_markdown(report["clean_renders"], report)
     if report.get("strengths"):
@@ -909,6 +1021,40 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{' | '.join(g['columns'])}.", "", f"![{' | '.join(g['columns'])}]({g['file']})", "",
               "Per-image figures: [per_image.csv](per_image.csv); every figure: [report.json](report.json).", ""]
     return "\n".join(lines)
+
+
+def artifact_markdown(a: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """An artifact block of report.json as a table (the reference's own figures first), what each figure means, and
+    its pictures."""
+    labels = {"teacher": "teacher edit (reference)", "true_edit": "true edit (renderer, reference)"}
+    region = "hair" if a["reference"] == "true_edit" else "edit region"
+    lines = [f"| path | HF energy | HF energy, {region} | blemish peak (y, x) | error peak (y, x) | HF, {region} / reference "
+             "| blemish / reference |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = dict(a["paths"])
+    if a.get("teacher_samples"):
+        rows = {a["reference"]: rows.pop(a["reference"]), "teacher_samples": a["teacher_samples"], **rows}
+        labels["teacher_samples"] = f"teacher's own edit (its samples, {a['teacher_samples']['n']} held-out seeds)"
+    for name, f in rows.items():
+        r = a["ratio_to_reference"].get(name, {})
+        hf, blemish = ("-" if r.get(k) is None else f"{r[k]:.2f}x" for k in ("hf_energy_region", "blemish_peak"))
+        lines.append(f"| {labels.get(name) or _label(name, report)} | {_f(f['hf_energy'], 1)} | {_f(f['hf_energy_region'], 1)} | "
+                     f"{_f(f['blemish_peak'], 1)} ({f['blemish_at'][0]}, {f['blemish_at'][1]}) | {_f(f['error_peak'], 1)} "
+                     f"({f['error_at'][0]}, {f['error_at'][1]}) | {hf} | {blemish} |")
+    m, z = a["maps"], a["zoom"]
+    lines += ["", "- HF energy: the mean squared 4-neighbour Laplacian in 8-bit levels, over the whole picture and over the "
+              f"{region}: flat areas score ~0, edges and speckle a lot; the reference's own figure is the level to match.",
+              f"- Blemish peak: per pixel the median over the faces of the output's |Laplacian|, at its worst pixel where the "
+              f"{region} holds on at least half the faces: a blemish drawn at the same place on every face survives the median, "
+              "content that moves does not.",
+              "- Error peak: per pixel the median over the faces of |output - reference|, at its worst pixel: a fixed-place "
+              "error of the path (the reference's own is 0).",
+              "", f"Fixed-pattern maps ({', '.join(m['columns'])}; one row per {', '.join(m['rows'])}), heat scale "
+              f"{m['scale_levels'][0]:g} (black) .. {m['scale_levels'][1]:g} levels (white):", "",
+              f"![fixed-pattern maps]({m['file']})", "",
+              f"The first {z['faces']} faces cropped to y {z['crop']['y']}..{z['crop']['y'] + z['crop']['h'] - 1}, x "
+              f"{z['crop']['x']}..{z['crop']['x'] + z['crop']['w'] - 1} (where the {region} holds most often), {z['factor']}x "
+              f"nearest neighbour; columns: {' | '.join(z['columns'])}:", "", f"![{' | '.join(z['columns'])}]({z['file']})", ""]
+    return lines
 
 
 def clean_markdown(c: dict[str, Any], report: dict[str, Any]) -> list[str]:
@@ -937,7 +1083,12 @@ def clean_markdown(c: dict[str, Any], report: dict[str, Any]) -> list[str]:
                          f"{_f(fig['mean_change'], 4)} | {_f(fig['preservation'], 4)} |")
     g = c["grid"]
     lines += ["", f"![{' | '.join(g['columns'])}]({g['file']})", "",
-              "Per-image figures: [clean_per_image.csv](clean_per_image.csv).", ""]
+              "Per-image figures: [clean_per_image.csv](clean_per_image.csv).", "",
+              "### Artifacts in the hair against the true edit", "",
+              f"On the first {c['artifacts']['n']} clean renders; the region is the {c['artifacts']['region']}"
+              + (", and for the teacher's own edit the hair of the faces its held-out samples draw (`params_from_z`)"
+                 if c["artifacts"].get("teacher_samples") else "") + ".", "",
+              *artifact_markdown(c["artifacts"], report)]
     if c.get("capped"):
         t = c["capped"]
         lines += ["### The top of the age scale, measured apart", "",

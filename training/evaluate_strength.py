@@ -5,6 +5,9 @@ PSNR/SSIM of every student variant against the teacher's edit at that strength (
 baseline), and with a scorer the attribute's mean change for the teacher and the student, per unit of
 strength, and whether the student's change rises (or falls) monotonically with the strength. At strength 0
 the student must give back its input: the identity error (PSNR against the input, max pixel difference).
+Artifact figures (training/artifacts.py) at each strength, on the first ARTIFACT_FACES seeds: HF energy (whole
+picture and in the region that strength's teacher edit moves) and the fixed-pixel blemish peak of every student
+variant, beside the teacher's edit's own and the identity's.
 ``strengths.png`` holds one row per strength: teacher | student for the first seeds.
 """
 
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from editing.images import from_uint8, make_grid, save_image
+from training.artifacts import ARTIFACT_FACES, artifact_block, edit_region
 from training.metrics import psnr, ssim
 from training.strength import EVAL_STRENGTHS
 
@@ -64,7 +68,8 @@ def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: Any, s
         edits: list[np.ndarray] = []
         for i in range(0, len(seeds), BATCH):
             edits += list(teacher_pairs(G, direction, at, seeds[i : i + BATCH])[1])
-        target = torch.cat([from_uint8(resize(im, size)) for im in edits])
+        edits_sized = [resize(im, size) for im in edits]
+        target = torch.cat([from_uint8(im) for im in edits_sized])
         row: dict[str, Any] = {"strength": s, "alpha": s * spec.alpha,
                                "identity": {"psnr": _spread(psnr(x, target).tolist()),
                                             "ssim": _spread(ssim(x, target).tolist())},
@@ -74,6 +79,9 @@ def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: Any, s
             teacher_scores = scoring.score(edits)
             row["teacher_change"] = float(np.mean([t[a] - o[a] for t, o in zip(teacher_scores, base_scores, strict=True)]))
         grid = []
+        k = min(ARTIFACT_FACES, len(inputs))
+        ref, ident = np.stack(edits_sized[:k]), np.stack(inputs[:k])
+        art_paths: dict[str, np.ndarray] = {"identity": ident}
         for student in students:
             outputs = [student(im, s) for im in inputs]
             y = torch.cat([from_uint8(o) for o in outputs])
@@ -87,8 +95,10 @@ def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: Any, s
                 record["change"] = float(np.mean([t[a] - o[a] for t, o in zip(scores, base_scores, strict=True)]))
                 record["change_per_unit"] = None if s == 0 else record["change"] / s
             row["students"][student.variant] = record
+            art_paths[f"student_{student.variant}"] = np.stack(outputs[:k])
             if student is students[0]:
                 grid = outputs
+        row["artifacts"] = artifact_block(ref, art_paths, edit_region(ident, ref), "teacher")
         rows.append(row)
         grid_rows.append([im for k in range(min(GRID_SEEDS, len(seeds)))
                           for im in (resize(edits[k], size), grid[k])])
@@ -139,7 +149,29 @@ def strength_markdown(r: dict[str, Any]) -> list[str]:
     if scored:
         lines.append(f"- {r['attribute']} change monotonic in the strength: "
                      + ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in r["monotonic"].items()) + ".")
+    lines += ["", "Artifacts at each strength against the teacher's edit at that strength (first "
+              f"{r['rows'][0]['artifacts']['n']} seeds): HF energy (mean squared Laplacian, 8-bit levels) in the region the "
+              "edit moves, and the fixed-pixel blemish peak (per pixel the median |Laplacian| over the faces, at its worst "
+              "pixel), beside the teacher's own and the identity's.", "",
+              "| strength | teacher HF / blemish | identity HF / blemish | "
+              + " | ".join(f"{v} HF / blemish (x teacher)" for v in variants) + " |", "|---|" + "---:|" * (2 + len(variants))]
+    for row in r["rows"]:
+        p, ratios = row["artifacts"]["paths"], row["artifacts"]["ratio_to_reference"]
+        cells = [f"{row['strength']:+.2f}", _hf_blemish(p["teacher"]), _hf_blemish(p["identity"])]
+        for v in variants:
+            q = ratios[f"student_{v}"]
+            cells.append(f"{_hf_blemish(p[f'student_{v}'])} ({_x(q['hf_energy_region'])} / {_x(q['blemish_peak'])})")
+        lines.append("| " + " | ".join(cells) + " |")
     g = r["grid"]
     lines += ["", f"![one row per strength {', '.join(f'{s:+g}' for s in g['rows'])}: {g['columns']}]({g['file']})",
               "", f"Rows: strengths {', '.join(f'{s:+g}' for s in g['rows'])}; columns: {g['columns']}.", ""]
     return lines
+
+
+def _hf_blemish(f: dict[str, Any]) -> str:
+    hf = "-" if f["hf_energy_region"] is None else f"{f['hf_energy_region']:.1f}"
+    return f"{hf} / {f['blemish_peak']:.1f}"
+
+
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"

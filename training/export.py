@@ -332,7 +332,7 @@ def _copy_portable_json(src: Path, dst: Path) -> None:
 def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging: Path) -> dict[str, Any]:
     """Copy the teacher and direction into the entry; their manifest records, the edit and the truncation."""
     meta = views.meta if views else {}
-    t_meta, d_meta = meta.get("teacher") or {}, meta.get("direction") or {}
+    t_meta, d_meta = (m if isinstance(m, dict) else {} for m in (meta.get("teacher"), meta.get("direction")))
     teacher_src = Path(opts.teacher) if opts.teacher else (Path(t_meta["path"]) if t_meta.get("path") else None)
     direction_src = Path(opts.direction) if opts.direction else (Path(d_meta["path"]) if d_meta.get("path") else None)
     alpha = opts.alpha if opts.alpha is not None else meta.get("alpha")

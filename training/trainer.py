@@ -2,13 +2,15 @@
 
 The objective is NVIDIA pix2pixHD's: a conditional multi-scale discriminator sees cat(input, image);
 the generator minimises GAN + lambda_feat * feature matching (+ lambda_vgg * VGG19 when weights are
-given) (+ lambda_l1 * L1); Adam(lr, beta1, 0.999); constant lr for ``niter`` epochs, then linear
-decay to zero over ``niter_decay`` epochs. Both losses of an iteration are computed against the same
+given) (+ lambda_l1 * L1), the adversarial term weighted by lambda_gan; Adam(lr, beta1, 0.999); constant lr
+for ``niter`` epochs, then linear decay to zero over ``niter_decay`` epochs (and, with ``lr_decay_steps``,
+over the run's last steps). With ``ema`` an exponential moving average of G's weights is kept beside G; it
+is what the samples, the held-out metrics and the export see. Both losses of an iteration are computed against the same
 discriminator weights (as NVIDIA does), then G and D step.
 
 A run folder holds::
 
-    RUN/checkpoints/latest.pt   G, D, optimisers, AMP scaler, epoch / step-in-epoch / global step,
+    RUN/checkpoints/latest.pt   G (and G_ema), D, optimisers, AMP scaler, epoch / step-in-epoch / global step,
                                 RNG states, the metrics window being averaged, config, options,
                                 dataset path (atomic; every epoch, every --checkpoint-every steps, at
                                 --max-steps and on SIGTERM/SIGINT)
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import itertools
 import math
@@ -85,7 +88,7 @@ from training.metrics import psnr, ssim
 # Generator / discriminator fields fixed by the weights: a resumed run cannot change them.
 STRUCTURAL_FIELDS = (
     "input_nc", "output_nc", "ngf", "netG", "n_downsample_global", "n_blocks_global",
-    "n_local_enhancers", "n_blocks_local", "residual", "condition", "ndf", "n_layers_D", "num_D",
+    "n_local_enhancers", "n_blocks_local", "residual", "condition", "norm", "upsample", "ndf", "n_layers_D", "num_D",
 )  # fmt: skip
 # Options that decide the model and which data a step sees: None means "the checkpoint's value" on
 # --resume (changing them there is an error) and these defaults on a new run.
@@ -116,6 +119,7 @@ class TrainOptions:
     flip: bool | None = None
     augment: str | None = None  # training.augment spec, e.g. "shift=4,sharpness=0.5"; stored in canonical form
     progress: bool = True
+    init: str | None = None  # a new run's generator starts from these weights (networks.pix2pixhd.warmstart)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "sample_every", "log_every", "checkpoint_every"):
@@ -294,6 +298,7 @@ class Pix2PixHDObjective:
         self.opt_G = torch.optim.Adam(self.g_net.parameters(), lr=cfg.lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.d_net.parameters(), lr=cfg.lr, betas=betas)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp.scaled)
+        self.g_ema = copy.deepcopy(self.g_net).eval().requires_grad_(False) if cfg.ema > 0 else None
         self.terms = ["G_GAN", "G_feat"] + (["G_vgg"] if vgg is not None and cfg.lambda_vgg > 0 else [])
         self.terms += ["G_l1"] if cfg.lambda_l1 > 0 else []
 
@@ -321,7 +326,7 @@ class Pix2PixHDObjective:
             loss_D = 0.5 * (loss_D_fake + loss_D_real)
             with frozen(self.d_net):
                 pred_fake = self.d_net(torch.cat([a, fake], 1))
-            loss_G_GAN = self.gan(pred_fake, True)
+            loss_G_GAN = self.gan(pred_fake, True) * cfg.lambda_gan
             loss_G_feat = feature_matching_loss(pred_fake, pred_real, cfg.lambda_feat)
             loss_G = loss_G_GAN + loss_G_feat
             losses = {"G_GAN": loss_G_GAN, "G_feat": loss_G_feat}
@@ -338,8 +343,23 @@ class Pix2PixHDObjective:
         self.scaler.scale(loss_D).backward()
         self.scaler.step(self.opt_D)
         self.scaler.update()
+        self._update_ema()
         losses.update(G=loss_G, D=loss_D, D_real=loss_D_real, D_fake=loss_D_fake)
         return {k: v.detach().float() for k, v in losses.items()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.g_ema is None:
+            return
+        for e, p in zip(self.g_ema.parameters(), self.g_net.parameters(), strict=True):
+            e.lerp_(p.detach().to(e.dtype), 1.0 - self.cfg.ema)
+        for e, b in zip(self.g_ema.buffers(), self.g_net.buffers(), strict=True):
+            e.copy_(b)
+
+    @property
+    def g_eval(self) -> nn.Module:
+        """The generator the outputs are judged on: the moving average when one is kept."""
+        return self.g_ema if self.g_ema is not None else self.g_net
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer_G": self.opt_G.state_dict(), "optimizer_D": self.opt_D.state_dict(), "scaler": self.scaler.state_dict()}
@@ -502,12 +522,16 @@ class Trainer:
         if ckpt is not None:
             G.load_state_dict(ckpt["G"])
             D.load_state_dict(ckpt["D"])
+        elif opts.init:
+            self._note(self._warm_start(G))
         if env.distributed:
             ids = [device.index] if device.type == "cuda" else None
             G = DistributedDataParallel(G, device_ids=ids)
             D = DistributedDataParallel(D, device_ids=ids)
         vgg = build_vgg_loss(opts.vgg19) if cfg.lambda_vgg > 0 else None
         self.objective = Pix2PixHDObjective(G, D, cfg, device, self.amp, vgg.to(device) if vgg is not None else None)
+        if ckpt is not None and ckpt.get("G_ema") is not None and self.objective.g_ema is not None:
+            self.objective.g_ema.load_state_dict(ckpt["G_ema"])
         if ckpt is not None:
             self.objective.load_state_dict(ckpt)
             self.progress = Progress(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"])
@@ -538,6 +562,16 @@ class Trainer:
         if self.cfg.condition == "none" and ranged:
             self._note(f"{self.opts.dataset}: pairs over a range of strengths but a fixed-strength student; "
                        "pass --condition plane|modulation (with --residual) to learn the strength")
+
+    def _warm_start(self, G: nn.Module) -> str:
+        """Load ``opts.init`` into G, folding norms over up to 64 train inputs (see networks/pix2pixhd/warmstart.py)."""
+        from networks.pix2pixhd.warmstart import warm_start
+
+        items = [self.data.train[i] for i in range(min(64, len(self.data.train)))]
+        inputs = torch.stack([it["a"] for it in items]).to(self.device)
+        strength = None if self.cfg.condition == "none" else torch.stack([it["strength"] for it in items]).to(self.device)
+        with file_errors(self.opts.init):
+            return warm_start(G, self.opts.init, inputs, strength)
 
     def _check_resumable(self, ckpt: dict[str, Any]) -> None:
         """Mid-epoch resumption needs the same train set and shard layout; otherwise restart that epoch."""
@@ -639,10 +673,12 @@ class Trainer:
         p = self.progress
         if path.is_file() and self._saved_step != p.global_step:  # latest stays in place until it is replaced
             atomic_duplicate(path, self.run_dir / PREVIOUS_CHECKPOINT)
+        ema = self.objective.g_ema
         save_generator(
             self.objective.g_net,
             path,
             self.cfg,
+            G_ema=None if ema is None else {k: v.detach().cpu() for k, v in ema.state_dict().items()},
             D={k: v.detach().cpu() for k, v in self.objective.d_net.state_dict().items()},
             **self.objective.state_dict(),
             epoch=p.epoch,
@@ -667,7 +703,7 @@ class Trainer:
         if not self.env.is_main:
             return
         a, b = self.sample_batch.to(self.device)
-        fake = self._generate(self.objective.g_net, a, self.sample_strength).float()
+        fake = self._generate(self.objective.g_eval, a, self.sample_strength).float()
         rows = [list(to_uint8(x)) for x in (a, fake, b)]
         save_image(self.run_dir / SAMPLES / f"step_{self.progress.global_step:08d}.png", make_grid(rows))
 
@@ -676,7 +712,7 @@ class Trainer:
         """Mean PSNR/SSIM/L1 of the student against the teacher on the held-out pairs (rank 0)."""
         if not self.env.is_main or self.val_loader is None:
             return {}
-        G = self.objective.g_net
+        G = self.objective.g_eval
         sums = {"val_psnr": 0.0, "val_ssim": 0.0, "val_l1": 0.0}
         for batch in self.val_loader:
             a, b = batch["a"].to(self.device), batch["b"].to(self.device)
@@ -692,6 +728,14 @@ class Trainer:
         return G(a) if self.cfg.condition == "none" else G(a, strength.to(self.device))
 
     # -- the loop
+
+    def learning_rate(self) -> float:
+        """NVIDIA's per-epoch schedule, times the linear decay over the last ``lr_decay_steps`` steps of the run."""
+        lr = learning_rate(self.cfg, self.progress.epoch)
+        if self.cfg.lr_decay_steps:
+            left = self.total_steps - self.progress.global_step
+            lr *= min(1.0, max(0.0, left / self.cfg.lr_decay_steps))
+        return lr
 
     def _stop_requested(self, flag: _StopFlag) -> bool:
         """Every rank agrees: stop when any rank got a signal or the step budget is spent."""
@@ -760,7 +804,6 @@ class Trainer:
         """Train the rest of the current epoch; True if it ran to its end, False if told to stop."""
         opts, p = self.opts, self.progress
         self.sampler.set_epoch(p.epoch, start=p.step_in_epoch * opts.batch_size)
-        self.objective.set_lr(learning_rate(self.cfg, p.epoch))
         self.objective.G.train()
         self.objective.D.train()
         window = self.window
@@ -769,6 +812,7 @@ class Trainer:
             a = batch["a"].to(self.device, non_blocking=True)
             b = batch["b"].to(self.device, non_blocking=True)
             strength = None if self.cfg.condition == "none" else batch["strength"].to(self.device, non_blocking=True)
+            self.objective.set_lr(self.learning_rate())
             losses = self.objective.step(a, b, strength)
             p.global_step += 1
             p.step_in_epoch += 1
@@ -781,7 +825,7 @@ class Trainer:
                 means = {f"loss_{k}": round(float(v) / window.steps, 6) for k, v in window.sums.items()}
                 ips = window.steps * opts.batch_size * self.env.world_size / max(window.seconds, 1e-9)
                 self._append_metrics({"kind": "step", "epoch": p.epoch, "step": p.global_step,
-                                      "lr": learning_rate(self.cfg, p.epoch), **means, "images_per_s": round(ips, 3)})  # fmt: skip
+                                      "lr": self.objective.opt_G.param_groups[0]["lr"], **means, "images_per_s": round(ips, 3)})  # fmt: skip
                 bar.set_postfix(G=f"{means['loss_G']:.3f}", D=f"{means['loss_D']:.3f}", img_s=f"{ips:.1f}")
                 window = self.window = LogWindow()
                 t0 = time.perf_counter()
@@ -919,6 +963,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", default=None, metavar="SPEC",
                    help="paired augmentation, e.g. shift=4,sharpness=0.5,noise=0.3,jpeg=0.3 (training/augment.py; default none)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--init", default=None, metavar="GENERATOR",
+                   help="a new run's generator starts from these weights: a distill checkpoint, NVIDIA latest_net_G.pth "
+                        "or a model-zoo entry's model.onnx (instance norms folded for --norm none)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.set_defaults(func=run)
 
@@ -943,6 +990,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         flip=args.flip,
         augment=args.augment,
         progress=args.progress,
+        init=args.init,
     )
 
 

@@ -6,7 +6,8 @@ Two containers are accepted, both read with ``torch.load(weights_only=True)`` (n
   ``model{n}_2.*`` for a LocalEnhancer); a ``module.`` prefix left by DataParallel is stripped.
   The architecture is read from the tensor shapes and key layout (:func:`infer_config`).
 * Our checkpoint dict ``{"format": "pix2pixhd-distill/1", "config": asdict(cfg), "G": state_dict, ...}``
-  written by the trainer (the other entries, optimiser and RNG states, are ignored here).
+  written by the trainer; when it holds ``G_ema`` (the moving average of G's weights), that is the generator
+  loaded (the other entries, optimiser and RNG states, are ignored here).
 """
 
 from __future__ import annotations
@@ -159,7 +160,8 @@ def _split(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], Pix2PixHDConf
             raise DistillError(f"{path}: checkpoint format {obj['format']!r} is not supported; expected {CHECKPOINT_FORMAT!r}")
         if not isinstance(obj.get("G"), Mapping) or not isinstance(obj.get("config"), Mapping):
             raise DistillError(f"{path}: {CHECKPOINT_FORMAT} checkpoint lacks its 'G' state_dict or 'config' dict")
-        return strip_module_prefix(obj["G"]), Pix2PixHDConfig.from_dict(dict(obj["config"]))
+        weights = obj["G_ema"] if isinstance(obj.get("G_ema"), Mapping) else obj["G"]
+        return strip_module_prefix(weights), Pix2PixHDConfig.from_dict(dict(obj["config"]))
     if isinstance(obj, Mapping) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         return strip_module_prefix(obj), None
     kind = type(obj).__name__

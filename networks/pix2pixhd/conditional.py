@@ -39,7 +39,7 @@ class ConditionalGenerator(nn.Module):
         self.min_size = min_input_size(cfg.n_downsample_global, cfg.n_blocks_global)
         extra = 1 if cfg.condition == "plane" else 0
         self.model = nn.Sequential(*_global_layers(cfg.input_nc + extra, cfg.output_nc, cfg.ngf,
-                                                   cfg.n_downsample_global, cfg.n_blocks_global))
+                                                   cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm, cfg.upsample))
         self.bottleneck_channels = cfg.ngf * 2**cfg.n_downsample_global
         self.encoder_end = 4 + 3 * cfg.n_downsample_global  # index of the first residual block
         self.film_points = cfg.n_blocks_global + 1

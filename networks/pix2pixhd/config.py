@@ -19,6 +19,12 @@ NET_G_CHOICES = ("global", "local")
 # image; "modulation" = also a learned per-channel scale and shift of the bottleneck from the strength.
 CONDITION_CHOICES = ("none", "scale", "plane", "modulation")
 GAN_MODES = ("lsgan", "vanilla")
+# The generator's normalisation: "instance" is NVIDIA's (every layer normalised per picture); "none" drops it, so
+# no layer can steer per-picture statistics with a local spike (the "droplet" artifact StyleGAN2 diagnosed).
+NORM_CHOICES = ("instance", "none")
+# The decoder's 2x upsampling: "transpose" is NVIDIA's 3x3 stride-2 transposed conv (uneven kernel overlap, a
+# chequer); "resize" is nearest-neighbour 2x then a 3x3 conv (Odena et al.'s resize-convolution).
+UPSAMPLE_CHOICES = ("transpose", "resize")
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Pix2PixHDConfig:
     n_blocks_local: int = 3
     residual: bool = False  # output = clamp(input + G(input)): fine detail of the input has a path (not NVIDIA's)
     condition: str = "none"  # strength input (CONDITION_CHOICES): output = clamp(input + strength * G(input, strength))
+    norm: str = "instance"  # generator normalisation (NORM_CHOICES); the discriminator keeps instance norm
+    upsample: str = "transpose"  # decoder upsampling (UPSAMPLE_CHOICES)
     ndf: int = 64
     n_layers_D: int = 3
     num_D: int = 2
@@ -42,6 +50,9 @@ class Pix2PixHDConfig:
     lambda_feat: float = 10.0  # discriminator feature matching
     lambda_vgg: float = 10.0  # VGG19 perceptual loss (NVIDIA weighs it with lambda_feat, also 10)
     lambda_l1: float = 0.0  # optional pixel L1 (not in NVIDIA's recipe)
+    lambda_gan: float = 1.0  # weight of the generator's adversarial term (NVIDIA: 1)
+    ema: float = 0.0  # decay of an exponential moving average of G's weights (e.g. 0.999; 0: none); exported when kept
+    lr_decay_steps: int = 0  # also decay the lr linearly to zero over the run's last N steps (of --max-steps)
     lr: float = 2e-4
     beta1: float = 0.5
     niter: int = 100  # epochs at the initial learning rate
@@ -55,10 +66,16 @@ class Pix2PixHDConfig:
         if self.condition != "none" and (not self.residual or self.netG != "global"):
             raise DistillError(f"pix2pixhd config: condition={self.condition!r} needs the residual global generator "
                                "(--residual --netG global): strength 0 must give back the input")
+        if self.norm not in NORM_CHOICES:
+            raise DistillError(f"pix2pixhd config: norm must be one of {NORM_CHOICES}, got {self.norm!r}")
+        if self.upsample not in UPSAMPLE_CHOICES:
+            raise DistillError(f"pix2pixhd config: upsample must be one of {UPSAMPLE_CHOICES}, got {self.upsample!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise DistillError(f"pix2pixhd config: ema must be in [0, 1), got {self.ema!r}")
         if self.gan_mode not in GAN_MODES:
             raise DistillError(f"pix2pixhd config: gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}")
         positive = ("input_nc", "output_nc", "ngf", "ndf", "n_layers_D", "num_D")
-        non_negative = ("n_downsample_global", "n_blocks_global", "n_blocks_local", "niter", "niter_decay")
+        non_negative = ("n_downsample_global", "n_blocks_global", "n_blocks_local", "niter", "niter_decay", "lr_decay_steps")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise DistillError(f"pix2pixhd config: {name} must be a positive integer, got {getattr(self, name)!r}")
@@ -69,7 +86,7 @@ class Pix2PixHDConfig:
             raise DistillError(
                 f"pix2pixhd config: n_local_enhancers must be >= 1 with netG='local', got {self.n_local_enhancers!r}"
             )
-        for name in ("lambda_feat", "lambda_vgg", "lambda_l1"):
+        for name in ("lambda_feat", "lambda_vgg", "lambda_l1", "lambda_gan"):
             if getattr(self, name) < 0:
                 raise DistillError(f"pix2pixhd config: {name} must be >= 0, got {getattr(self, name)!r}")
         if self.lr <= 0 or not 0 <= self.beta1 < 1:

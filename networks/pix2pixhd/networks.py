@@ -5,19 +5,46 @@ Module attribute names and ``nn.Sequential`` indices reproduce NVIDIA's ``models
 ``tests/test_pix2pixhd_networks.py`` (keys) and ``tests/test_pix2pixhd_fixtures.py`` (the official outputs).
 Normalisation is InstanceNorm2d without affine parameters or running statistics (eps 1e-5): it has no
 state_dict entries and normalises with per-sample statistics in eval mode too.
+
+Two generator options are not NVIDIA's (``Pix2PixHDConfig.norm`` and ``.upsample``); both keep every key:
+``norm="none"`` puts an ``nn.Identity`` where the instance norm was, ``upsample="resize"`` a
+:class:`ResizeConv2d` (a 3x3 conv, weight ``[out, in, 3, 3]``) where the transposed conv was.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core.errors import DistillError
 from networks.pix2pixhd.config import Pix2PixHDConfig, min_input_size
 
 
-def _norm(channels: int) -> nn.InstanceNorm2d:
+def _norm(channels: int, kind: str = "instance") -> nn.Module:
+    """NVIDIA's InstanceNorm2d, or an Identity in its place (same Sequential indices, so the same keys)."""
+    if kind == "none":
+        return nn.Identity()
     return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False, eps=1e-5)
+
+
+class ResizeConv2d(nn.Conv2d):
+    """2x nearest-neighbour upsampling, a 1-px reflection pad, then a 3x3 conv: every output pixel sees the same
+    number of kernel taps, so no chequer (the transposed conv's uneven overlap)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=3, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(F.interpolate(x, scale_factor=2.0, mode="nearest"), (1, 1, 1, 1), mode="reflect")
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def _upsample(in_channels: int, out_channels: int, kind: str = "transpose") -> nn.Module:
+    """The decoder's 2x step: NVIDIA's transposed conv, or :class:`ResizeConv2d`."""
+    if kind == "resize":
+        return ResizeConv2d(in_channels, out_channels)
+    return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1)
 
 
 def _downsample_pool() -> nn.AvgPool2d:
@@ -47,17 +74,17 @@ def check_input(x: torch.Tensor, channels: int, stride: int, min_size: int, what
 class ResnetBlock(nn.Module):
     """x + [pad, conv3, IN, ReLU, pad, conv3, IN](x); no activation after the sum."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: str = "instance") -> None:
         super().__init__()
         self.channels = channels
         self.conv_block = nn.Sequential(
             nn.ReflectionPad2d(1),
             nn.Conv2d(channels, channels, kernel_size=3, padding=0),
-            _norm(channels),
+            _norm(channels, norm),
             nn.ReLU(True),
             nn.ReflectionPad2d(1),
             nn.Conv2d(channels, channels, kernel_size=3, padding=0),
-            _norm(channels),
+            _norm(channels, norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,21 +103,19 @@ def zero_output_layer(net: nn.Module) -> None:
     nn.init.zeros_(last.bias)
 
 
-def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int, n_blocks: int) -> list[nn.Module]:
+def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int, n_blocks: int,
+                   norm: str = "instance", upsample: str = "transpose") -> list[nn.Module]:
     """GlobalGenerator's layer list in NVIDIA's order (the last three: pad, conv7, tanh)."""
-    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0), _norm(ngf), nn.ReLU(True)]
+    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0), _norm(ngf, norm),
+                               nn.ReLU(True)]
     for i in range(n_downsampling):
         c = ngf * 2**i
-        layers += [nn.Conv2d(c, c * 2, kernel_size=3, stride=2, padding=1), _norm(c * 2), nn.ReLU(True)]
+        layers += [nn.Conv2d(c, c * 2, kernel_size=3, stride=2, padding=1), _norm(c * 2, norm), nn.ReLU(True)]
     c = ngf * 2**n_downsampling
-    layers += [ResnetBlock(c) for _ in range(n_blocks)]
+    layers += [ResnetBlock(c, norm) for _ in range(n_blocks)]
     for i in range(n_downsampling):
         c = ngf * 2 ** (n_downsampling - i)
-        layers += [
-            nn.ConvTranspose2d(c, c // 2, kernel_size=3, stride=2, padding=1, output_padding=1),
-            _norm(c // 2),
-            nn.ReLU(True),
-        ]
+        layers += [_upsample(c, c // 2, upsample), _norm(c // 2, norm), nn.ReLU(True)]
     layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
     return layers
 
@@ -99,14 +124,14 @@ class GlobalGenerator(nn.Module):
     """Encoder (conv7 + n_downsampling stride-2 convs), residual blocks, decoder (transposed convs), tanh."""
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_downsampling: int = 4, n_blocks: int = 9,
-                 residual: bool = False) -> None:
+                 residual: bool = False, norm: str = "instance", upsample: str = "transpose") -> None:
         super().__init__()
         if residual and input_nc != output_nc:
             raise DistillError(f"residual output needs input_nc == output_nc, got {input_nc} and {output_nc}")
         self.input_nc, self.output_nc, self.residual = input_nc, output_nc, residual
         self.stride = 2**n_downsampling
         self.min_size = min_input_size(n_downsampling, n_blocks)
-        self.model = nn.Sequential(*_global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks))
+        self.model = nn.Sequential(*_global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks, norm, upsample))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_nc, self.stride, self.min_size, "GlobalGenerator")
@@ -128,6 +153,8 @@ class LocalEnhancer(nn.Module):
         n_local_enhancers: int = 1,
         n_blocks_local: int = 3,
         residual: bool = False,
+        norm: str = "instance",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         assert n_local_enhancers >= 1
@@ -139,25 +166,21 @@ class LocalEnhancer(nn.Module):
         self.min_size = min_input_size(n_downsample_global, n_blocks_global, n_local_enhancers)
         ngf_global = ngf * 2**n_local_enhancers
         self.model = nn.Sequential(
-            *_global_layers(input_nc, output_nc, ngf_global, n_downsample_global, n_blocks_global)[:-3]
+            *_global_layers(input_nc, output_nc, ngf_global, n_downsample_global, n_blocks_global, norm, upsample)[:-3]
         )
         for n in range(1, n_local_enhancers + 1):
             g = ngf * 2 ** (n_local_enhancers - n)
             down = [
                 nn.ReflectionPad2d(3),
                 nn.Conv2d(input_nc, g, kernel_size=7, padding=0),
-                _norm(g),
+                _norm(g, norm),
                 nn.ReLU(True),
                 nn.Conv2d(g, g * 2, kernel_size=3, stride=2, padding=1),
-                _norm(g * 2),
+                _norm(g * 2, norm),
                 nn.ReLU(True),
             ]
-            up: list[nn.Module] = [ResnetBlock(g * 2) for _ in range(n_blocks_local)]
-            up += [
-                nn.ConvTranspose2d(g * 2, g, kernel_size=3, stride=2, padding=1, output_padding=1),
-                _norm(g),
-                nn.ReLU(True),
-            ]
+            up: list[nn.Module] = [ResnetBlock(g * 2, norm) for _ in range(n_blocks_local)]
+            up += [_upsample(g * 2, g, upsample), _norm(g, norm), nn.ReLU(True)]
             if n == n_local_enhancers:
                 up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
             setattr(self, f"model{n}_1", nn.Sequential(*down))
@@ -273,7 +296,7 @@ def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
         return net
     if cfg.netG == "global":
         net: nn.Module = GlobalGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
-                                         cfg.residual)
+                                         cfg.residual, cfg.norm, cfg.upsample)
     else:
         net = LocalEnhancer(
             cfg.input_nc,
@@ -284,6 +307,8 @@ def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
             cfg.n_local_enhancers,
             cfg.n_blocks_local,
             cfg.residual,
+            cfg.norm,
+            cfg.upsample,
         )
     if init:
         init_weights(net)

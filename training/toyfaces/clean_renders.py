@@ -25,7 +25,7 @@ change) and the capped top of the scale is measured apart (:func:`capped_render_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,6 +46,7 @@ class CleanSet:
     ages: list[float]
     age_change: float
     aligned: bool
+    params: list[FaceParams] = field(default_factory=list)  # each input's face, for masks such as hair_region's
 
 
 def adult_faces(num: int, z_dim: int, aligned: bool = True, seed0: int = CLEAN_SEED0, min_age: float | None = None,
@@ -66,6 +67,30 @@ def adult_faces(num: int, z_dim: int, aligned: bool = True, seed0: int = CLEAN_S
     return faces
 
 
+def hair_mask(params: FaceParams, size: int, levels: int = 2) -> np.ndarray:
+    """[size, size] bool: the pixels the renderer paints with the hair colour (hair and brows, edges included).
+
+    Found by drawing the face twice with the darkest and the lightest hair colour: only those pixels differ
+    (even fully white hair keeps 8% of the colour)."""
+    dark = render(replace(params, hair_color=0.0), size).astype(np.int16)
+    light = render(replace(params, hair_color=1.0), size).astype(np.int16)
+    return np.abs(dark - light).max(-1) > levels
+
+
+HAIR_INSET = 2  # pixels off the hair's outline: the renderer's anti-aliased edges are about this wide
+
+
+def hair_region(params: FaceParams, age_change: float, size: int) -> np.ndarray:
+    """[size, size] bool: the inside of the hair that an age edit whitens: hair on the face and on its aged version
+    (age + ``age_change``, capped at 1), :data:`HAIR_INSET` pixels off its outline. There a clean picture is nearly
+    flat, so speckle shows; on the outline and the receding hairline the Laplacian measures the drawing's own edges
+    (the true edit scores ~7 inside, ~1000 with them)."""
+    from training.artifacts import erode
+
+    aged = replace(params, age=min(1.0, params.age + age_change))
+    return erode(hair_mask(params, size) & hair_mask(aged, size), HAIR_INSET)
+
+
 def clean_render_set(num: int, size: int, z_dim: int, age_change: float, aligned: bool = True,
                      seed0: int = CLEAN_SEED0, capped: bool = False) -> CleanSet:
     """``num`` ageable adults (age <= 1 - ``age_change``) from ``seed0`` on: their render and their render with age +
@@ -84,6 +109,7 @@ def clean_render_set(num: int, size: int, z_dim: int, age_change: float, aligned
     for seed, p in faces:
         out.seeds.append(seed)
         out.ages.append(p.age)
+        out.params.append(p)
         out.inputs.append(render(p, size))
         out.targets.append(render(replace(p, age=min(1.0, p.age + age_change)), size))
     return out
