@@ -22,7 +22,7 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.export",
     "distill.commands.zoo",
     "distill.commands.align",
-    "training.evaluate",
+    "distill.commands.evaluate",
     "distill.commands.serve",
     "training.quickstart",
     "training.toyfaces",

@@ -15,24 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from editing.images import from_uint8, make_grid, save_image
 from training.artifacts import ARTIFACT_FACES, artifact_block, edit_region
+from training.evaluate.inputs import EditSpec, Scoring
+from training.evaluate.paths import Student, resize, teacher_pairs
 from training.metrics import psnr, ssim
 from training.strength import EVAL_STRENGTHS
 
 GRID_SEEDS = 3
 BATCH = 8
-
-
-class _Student(Protocol):
-    variant: str
-
-    def __call__(self, image: np.ndarray, strength: float | None = None) -> np.ndarray: ...
 
 
 def default_strengths(trained: tuple[float, float]) -> list[float]:
@@ -47,12 +43,10 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
 
 
-def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: Any, students: list[_Student],
-                       scoring: Any, size: tuple[int, int], seeds: list[int], strengths: list[float],
+def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, students: list[Student],
+                       scoring: Scoring | None, size: tuple[int, int], seeds: list[int], strengths: list[float],
                        trained: tuple[float, float], out: Path) -> dict[str, Any]:
     """Every figure of the strength section (see the module docstring); writes ``out/strengths.png``."""
-    from training.evaluate import resize, teacher_pairs
-
     strengths = sorted(set(strengths) | {0.0})
     rows: list[dict[str, Any]] = []
     grid_rows: list[list[np.ndarray]] = []
