@@ -18,7 +18,7 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.pairs",
     "training.filters",
     "training.estimate",
-    "training.trainer",
+    "distill.commands.train",
     "training.export",
     "distill.commands.zoo",
     "distill.commands.align",

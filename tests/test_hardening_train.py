@@ -120,7 +120,7 @@ def test_checkpoint_every_keeps_the_previous_one_and_resume_falls_back_to_it(tmp
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))  # rows after step 6 were dropped and logged again
 
-    with pytest.raises(DistillError, match="--checkpoint-every must be >= 1"):
+    with pytest.raises(DistillError, match="checkpoint_every must be >= 1"):
         tiny_options(data, out, checkpoint_every=0)
 
 

@@ -36,7 +36,8 @@ from networks.pix2pixhd import (
 )
 from training.dataset import load_split
 from training.devices import pick_device
-from training.trainer import Pix2PixHDObjective, add_model_arguments, model_overrides, resolve_amp
+from training.options import add_model_arguments, model_overrides
+from training.trainer import Pix2PixHDObjective, resolve_amp
 
 SEED_FIGURE = "seed project: 200 epochs on a g4dn.xlarge (T4) at $0.526/h estimated at 22 days (about $277)"
 

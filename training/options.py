@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
+
+from networks.pix2pixhd import Pix2PixHDConfig
+from networks.pix2pixhd.config import PRESETS
 
 T = TypeVar("T")
 
 
-def options_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+def options_from_args(cls: type[T], args: argparse.Namespace, *, consumed: Collection[str] = (), **overrides: Any) -> T:
     """The dataclass ``cls`` from the parsed arguments of the same names; ``overrides`` replace some of them.
-    A flag with no field of that name is a TypeError: a new flag needs its options field (or it would be lost)."""
+    A flag with no field of that name is a TypeError: a new flag needs its options field (or it would be lost),
+    unless the command reads it itself (``consumed``)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    stray = sorted(k for k in vars(args) if k not in names and k not in ("command", "func") and not k.endswith("_command"))
+    ignored = {"command", "func", *consumed}
+    stray = sorted(k for k in vars(args) if k not in names and k not in ignored and not k.endswith("_command"))
     if stray:
         raise TypeError(f"{cls.__name__} has no field for the parsed argument(s) {', '.join(stray)}")
     values = {k: v for k, v in vars(args).items() if k in names}
@@ -52,6 +57,43 @@ def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, *, des
     ``action``: ``store`` or ``append`` (as ``new``'s); ``kwargs`` (type, choices) as ``new``'s."""
     parser.add_argument(old, dest=dest or new.lstrip("-").replace("-", "_"), action=_Deprecated, new=new,
                         append=action == "append", default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pix2pixHD model flags, parsed alike by `distill train`, `distill estimate` and the toy-domain recipe's
+# student options.
+
+# Every Pix2PixHDConfig field but the channel counts, which the pairs fix.
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(Pix2PixHDConfig) if f.name not in ("input_nc", "output_nc"))
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, schedule: bool = True) -> None:
+    """--preset and one flag per Pix2PixHDConfig field (NVIDIA's spelling with dashes or underscores);
+    ``schedule=False`` leaves out --niter/--niter-decay (for commands that take --epochs only)."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="student architecture (default: slim)")
+    group = parser.add_argument_group("pix2pixHD options (override the preset; NVIDIA's names)")
+    for f in dataclasses.fields(Pix2PixHDConfig):
+        if f.name not in MODEL_FIELDS or (not schedule and f.name in ("niter", "niter_decay")):
+            continue
+        flags = sorted({f"--{f.name.replace('_', '-')}", f"--{f.name}"})
+        kind = type(f.default)
+        if kind is bool:
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"default from the preset (NVIDIA: {f.default})")
+            continue
+        group.add_argument(*flags, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
+                           help=f"default from the preset (NVIDIA: {f.default})")  # fmt: skip
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name, None) is not None}
+
+
+def model_arguments(argv: list[str]) -> dict[str, Any]:
+    """Pix2PixHDConfig overrides from pix2pixHD flags, e.g. ``["--ngf", "16", "--residual"]``."""
+    parser = argparse.ArgumentParser(prog="distill train", add_help=False)
+    add_model_arguments(parser)
+    return model_overrides(parser.parse_args(argv))
 
 
 # ----------------------------------------------------------------------------------------------
