@@ -19,7 +19,7 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.filters",
     "training.estimate",
     "distill.commands.train",
-    "training.export",
+    "distill.commands.export",
     "distill.commands.zoo",
     "distill.commands.align",
     "distill.commands.evaluate",

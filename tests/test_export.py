@@ -13,12 +13,13 @@ from PIL import Image
 
 from core.errors import DistillError
 from distill.cli import main
+from distill.commands.export import layers_option
 from editing.images import save_image
 from engines.ort import cpu_session
 from model_zoo.registry import ModelZooError, get_entry, sha256_file
 from networks.pix2pixhd import save_generator
 from tests.pipeline_helpers import tiny_generator
-from training.export import check_parity, export_onnx, layers_option, parity_sizes
+from training.export import check_parity, export_onnx, parity_sizes
 from training.manifest import PairRecord, write_manifest, write_metadata
 from training.variants import run_session
 
