@@ -15,7 +15,7 @@ from core.errors import DistillError
 from distill.cli import main
 from model_zoo.registry import get_entry
 from networks.pix2pixhd import build_generator, get_preset, load_generator, save_generator
-from networks.pix2pixhd.networks import ResizeConv2d
+from networks.pix2pixhd.layers import ResizeConv2d
 from networks.pix2pixhd.warmstart import (
     fold_instance_norms,
     read_generator_weights,

@@ -8,6 +8,7 @@ from networks.pix2pixhd.checkpoints import (
     save_generator,
 )
 from networks.pix2pixhd.config import PRESETS, Pix2PixHDConfig, get_preset
+from networks.pix2pixhd.layers import ResnetBlock
 from networks.pix2pixhd.losses import (
     GANLoss,
     VGGLoss,
@@ -20,7 +21,6 @@ from networks.pix2pixhd.networks import (
     LocalEnhancer,
     MultiscaleDiscriminator,
     NLayerDiscriminator,
-    ResnetBlock,
     build_discriminator,
     build_generator,
 )

@@ -20,7 +20,7 @@ from torch import nn
 
 from core.errors import DistillError
 from networks.pix2pixhd.config import Pix2PixHDConfig, min_input_size
-from networks.pix2pixhd.networks import ResnetBlock, _global_layers, check_input
+from networks.pix2pixhd.layers import ResnetBlock, check_input, global_layers
 
 FILM_HIDDEN = 64
 
@@ -38,7 +38,7 @@ class ConditionalGenerator(nn.Module):
         self.stride = 2**cfg.n_downsample_global
         self.min_size = min_input_size(cfg.n_downsample_global, cfg.n_blocks_global)
         extra = 1 if cfg.condition == "plane" else 0
-        self.model = nn.Sequential(*_global_layers(cfg.input_nc + extra, cfg.output_nc, cfg.ngf,
+        self.model = nn.Sequential(*global_layers(cfg.input_nc + extra, cfg.output_nc, cfg.ngf,
                                                    cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm, cfg.upsample))
         self.bottleneck_channels = cfg.ngf * 2**cfg.n_downsample_global
         self.encoder_end = 4 + 3 * cfg.n_downsample_global  # index of the first residual block

@@ -14,37 +14,20 @@ Two generator options are not NVIDIA's (``Pix2PixHDConfig.norm`` and ``.upsample
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.errors import DistillError
+from networks.pix2pixhd.conditional import ConditionalGenerator
 from networks.pix2pixhd.config import Pix2PixHDConfig, min_input_size
-
-
-def _norm(channels: int, kind: str = "instance") -> nn.Module:
-    """NVIDIA's InstanceNorm2d, or an Identity in its place (same Sequential indices, so the same keys)."""
-    if kind == "none":
-        return nn.Identity()
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False, eps=1e-5)
-
-
-class ResizeConv2d(nn.Conv2d):
-    """2x nearest-neighbour upsampling, a 1-px reflection pad, then a 3x3 conv: every output pixel sees the same
-    number of kernel taps, so no chequer (the transposed conv's uneven overlap)."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(in_channels, out_channels, kernel_size=3, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(F.interpolate(x, scale_factor=2.0, mode="nearest"), (1, 1, 1, 1), mode="reflect")
-        return self._conv_forward(x, self.weight, self.bias)
-
-
-def _upsample(in_channels: int, out_channels: int, kind: str = "transpose") -> nn.Module:
-    """The decoder's 2x step: NVIDIA's transposed conv, or :class:`ResizeConv2d`."""
-    if kind == "resize":
-        return ResizeConv2d(in_channels, out_channels)
-    return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1)
+from networks.pix2pixhd.layers import (
+    ResnetBlock,
+    check_input,
+    global_layers,
+    norm_layer,
+    residual_output,
+    upsample_layer,
+    zero_output_layer,
+)
 
 
 def _downsample_pool() -> nn.AvgPool2d:
@@ -52,72 +35,6 @@ def _downsample_pool() -> nn.AvgPool2d:
     return nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
 
 
-def check_input(x: torch.Tensor, channels: int, stride: int, min_size: int, what: str) -> None:
-    """Raise DistillError unless ``x`` is [N, channels, H, W], H and W multiples of ``stride`` and >= ``min_size``.
-
-    Skipped while tracing (ONNX export), where the sizes are symbolic.
-    """
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return
-    if x.dim() != 4 or x.shape[1] != channels:
-        raise DistillError(f"{what}: expected input [N, {channels}, H, W], got {list(x.shape)}")
-    h, w = x.shape[2], x.shape[3]
-    if h % stride or w % stride or h == 0 or w == 0:
-        raise DistillError(
-            f"{what}: input {h}x{w} (HxW) must have H and W divisible by the network stride {stride}; "
-            f"resize or pad to e.g. {max(min_size, h // stride * stride)}x{max(min_size, w // stride * stride)}"
-        )
-    if h < min_size or w < min_size:
-        raise DistillError(f"{what}: input {h}x{w} (HxW) is too small; H and W must be at least {min_size}")
-
-
-class ResnetBlock(nn.Module):
-    """x + [pad, conv3, IN, ReLU, pad, conv3, IN](x); no activation after the sum."""
-
-    def __init__(self, channels: int, norm: str = "instance") -> None:
-        super().__init__()
-        self.channels = channels
-        self.conv_block = nn.Sequential(
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, kernel_size=3, padding=0),
-            _norm(channels, norm),
-            nn.ReLU(True),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, kernel_size=3, padding=0),
-            _norm(channels, norm),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv_block(x)
-
-
-def residual_output(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """The residual generator's output: the input plus the generator's tanh change, kept in [-1, 1]."""
-    return (x + delta).clamp(-1.0, 1.0)
-
-
-def zero_output_layer(net: nn.Module) -> None:
-    """Zero the last conv, so a residual generator starts as the identity (the do-nothing baseline)."""
-    last = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
-
-
-def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int, n_blocks: int,
-                   norm: str = "instance", upsample: str = "transpose") -> list[nn.Module]:
-    """GlobalGenerator's layer list in NVIDIA's order (the last three: pad, conv7, tanh)."""
-    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0), _norm(ngf, norm),
-                               nn.ReLU(True)]
-    for i in range(n_downsampling):
-        c = ngf * 2**i
-        layers += [nn.Conv2d(c, c * 2, kernel_size=3, stride=2, padding=1), _norm(c * 2, norm), nn.ReLU(True)]
-    c = ngf * 2**n_downsampling
-    layers += [ResnetBlock(c, norm) for _ in range(n_blocks)]
-    for i in range(n_downsampling):
-        c = ngf * 2 ** (n_downsampling - i)
-        layers += [_upsample(c, c // 2, upsample), _norm(c // 2, norm), nn.ReLU(True)]
-    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
-    return layers
 
 
 class GlobalGenerator(nn.Module):
@@ -131,7 +48,7 @@ class GlobalGenerator(nn.Module):
         self.input_nc, self.output_nc, self.residual = input_nc, output_nc, residual
         self.stride = 2**n_downsampling
         self.min_size = min_input_size(n_downsampling, n_blocks)
-        self.model = nn.Sequential(*_global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks, norm, upsample))
+        self.model = nn.Sequential(*global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks, norm, upsample))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_nc, self.stride, self.min_size, "GlobalGenerator")
@@ -166,21 +83,21 @@ class LocalEnhancer(nn.Module):
         self.min_size = min_input_size(n_downsample_global, n_blocks_global, n_local_enhancers)
         ngf_global = ngf * 2**n_local_enhancers
         self.model = nn.Sequential(
-            *_global_layers(input_nc, output_nc, ngf_global, n_downsample_global, n_blocks_global, norm, upsample)[:-3]
+            *global_layers(input_nc, output_nc, ngf_global, n_downsample_global, n_blocks_global, norm, upsample)[:-3]
         )
         for n in range(1, n_local_enhancers + 1):
             g = ngf * 2 ** (n_local_enhancers - n)
             down = [
                 nn.ReflectionPad2d(3),
                 nn.Conv2d(input_nc, g, kernel_size=7, padding=0),
-                _norm(g, norm),
+                norm_layer(g, norm),
                 nn.ReLU(True),
                 nn.Conv2d(g, g * 2, kernel_size=3, stride=2, padding=1),
-                _norm(g * 2, norm),
+                norm_layer(g * 2, norm),
                 nn.ReLU(True),
             ]
             up: list[nn.Module] = [ResnetBlock(g * 2, norm) for _ in range(n_blocks_local)]
-            up += [_upsample(g * 2, g, upsample), _norm(g, norm), nn.ReLU(True)]
+            up += [upsample_layer(g * 2, g, upsample), norm_layer(g, norm), nn.ReLU(True)]
             if n == n_local_enhancers:
                 up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
             setattr(self, f"model{n}_1", nn.Sequential(*down))
@@ -218,10 +135,10 @@ class NLayerDiscriminator(nn.Module):
         for _ in range(1, n_layers):
             nf_prev, nf = nf, min(nf * 2, 512)
             stages.append(
-                [nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=2, padding=padw), _norm(nf), nn.LeakyReLU(0.2, True)]
+                [nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=2, padding=padw), norm_layer(nf), nn.LeakyReLU(0.2, True)]
             )
         nf_prev, nf = nf, min(nf * 2, 512)
-        stages.append([nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=1, padding=padw), _norm(nf), nn.LeakyReLU(0.2, True)])
+        stages.append([nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=1, padding=padw), norm_layer(nf), nn.LeakyReLU(0.2, True)])
         stages.append([nn.Conv2d(nf, 1, kernel_size=kw, stride=1, padding=padw)])
         for n, stage in enumerate(stages):
             setattr(self, f"model{n}", nn.Sequential(*stage))
@@ -285,8 +202,6 @@ def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
     :mod:`networks.pix2pixhd.conditional`).
     """
     if cfg.condition != "none":
-        from networks.pix2pixhd.conditional import ConditionalGenerator
-
         net: nn.Module = ConditionalGenerator(cfg)
         if init:
             init_weights(net)

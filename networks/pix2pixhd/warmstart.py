@@ -28,7 +28,8 @@ from torch import nn
 from core.errors import DistillError
 from networks.pix2pixhd.checkpoints import _read, _split, load_state_dict_checked
 from networks.pix2pixhd.config import Pix2PixHDConfig
-from networks.pix2pixhd.networks import ResizeConv2d, build_generator
+from networks.pix2pixhd.layers import ResizeConv2d
+from networks.pix2pixhd.networks import build_generator
 
 
 def read_generator_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, str]:
