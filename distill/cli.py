@@ -25,7 +25,7 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
     "distill.commands.evaluate",
     "distill.commands.serve",
     "training.quickstart",
-    "training.toyfaces",
+    "distill.commands.toyfaces",
 )
 
 

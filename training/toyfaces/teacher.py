@@ -17,7 +17,6 @@ and held-out PSNR against the renderer, ``RUN/samples/`` holds renderer-vs-teach
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import signal
@@ -36,7 +35,7 @@ from core.errors import DistillError
 from core.runfiles import CHECKPOINT, METRICS, RUN_JSON, SAMPLES, append_jsonl, truncate_jsonl
 from editing.images import from_uint8, make_grid, save_image, to_uint8
 from networks.stylegan2 import Generator, save_generator
-from training.devices import cpu_has_native_bf16, pick_device
+from training.devices import cpu_has_native_bf16
 from training.metrics import psnr
 from training.toyfaces.renderer import NUM_PARAMS, params_from_z, render, sample_z
 
@@ -337,77 +336,3 @@ class TeacherTrainer:
                 signal.signal(s, h)
         self.save()
         return reason
-
-
-def parse_channels(text: str) -> dict[int, int]:
-    """``4:256,8:256,...`` -> {4: 256, 8: 256, ...}."""
-    try:
-        return {int(k): int(v) for k, v in (p.split(":") for p in text.split(","))}
-    except ValueError:
-        raise DistillError(f"--channels {text!r}: expected RES:CH pairs, e.g. 4:256,8:256,16:128") from None
-
-
-def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="run folder (checkpoints/, teacher.pt, metrics.jsonl, samples/)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/latest.pt")
-    p.add_argument("--steps", type=int, default=100_000, help="total steps to reach (default 100000)")
-    p.add_argument("--minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--workers", type=int, default=None, help="render workers (default 0 on CPU, 6 on CUDA)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--eval-every", type=int, default=500)
-    g = p.add_argument_group("new runs only (a resumed run keeps its checkpoint's settings)")
-    d = TeacherConfig()
-    g.add_argument("--resolution", type=int, default=d.resolution)
-    g.add_argument("--z-dim", type=int, default=d.z_dim)
-    g.add_argument("--w-dim", type=int, default=d.w_dim)
-    g.add_argument("--mapping-layers", type=int, default=d.mapping_layers)
-    g.add_argument("--channels", default=",".join(f"{k}:{v}" for k, v in DEFAULT_CHANNELS.items()),
-                   help="channels per resolution, RES:CH,...")
-    g.add_argument("--batch", type=int, default=d.batch)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--grad-weight", type=float, default=d.grad_weight)
-    g.add_argument("--perceptual", type=float, default=d.perceptual_weight,
-                   help="weight of the L1 loss on the attribute model's features (needs --attribute-model)")
-    g.add_argument("--attribute-weight", type=float, default=d.attribute_weight,
-                   help="weight of the L1 between attributes read from G(z) and from the render")
-    g.add_argument("--attribute-model", default=None, help="attributes.onnx (e.g. model_zoo/toyfaces-attributes/attributes.onnx)")
-    g.add_argument("--ema-kimg", type=float, default=d.ema_kimg)
-    g.add_argument("--precision", default=d.precision, choices=("auto", "bf16", "fp32"),
-                   help="auto (default): bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--eval-faces", type=int, default=d.eval_faces)
-    g.add_argument("--unaligned", action="store_true",
-                   help="keep the renderer's pose jitter (default: the FFHQ-like aligned domain)")
-    g.add_argument("--init", default=None,
-                   help="warm start from this teacher.pt (same architecture; weights only, fresh optimiser and step 0)")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run_dir = Path(args.out)
-    if args.resume:
-        trainer = TeacherTrainer.resume(run_dir, device)
-    else:
-        if (run_dir / CHECKPOINT).exists():
-            raise DistillError(f"{run_dir}: a run already exists here; add --resume to continue it or pick a new --out")
-        cfg = TeacherConfig(resolution=args.resolution, z_dim=args.z_dim, w_dim=args.w_dim,
-                            mapping_layers=args.mapping_layers, channels=parse_channels(args.channels), batch=args.batch,
-                            lr=args.lr, grad_weight=args.grad_weight, perceptual_weight=args.perceptual,
-                            attribute_weight=args.attribute_weight, attribute_model=args.attribute_model,
-                            ema_kimg=args.ema_kimg, precision=args.precision, seed=args.seed, eval_faces=args.eval_faces,
-                            aligned=not args.unaligned, init=args.init)
-        trainer = TeacherTrainer(run_dir, cfg, device)
-    if trainer.step >= args.steps:
-        print(f"{run_dir}: already at step {trainer.step} >= --steps {args.steps}; raise --steps to train further")
-        return 0
-    workers = args.workers if args.workers is not None else (6 if device.type == "cuda" else 0)
-    t0, s0 = time.monotonic(), trainer.step
-    reason = trainer.train(args.steps, args.minutes, args.checkpoint_every, args.eval_every, workers)
-    rate = (trainer.step - s0) / max(time.monotonic() - t0, 1e-9)
-    print(f"stopped ({reason}) at step {trainer.step} ({rate:.2f} steps/s); held-out PSNR {trainer.last_psnr}; "
-          f"teacher: {run_dir / 'teacher.pt'}; re-run with --resume to continue")
-    return 0

@@ -20,8 +20,6 @@ OUT/edit.png (one row per seed, one column per alpha).
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -210,37 +208,3 @@ def write_report(out: str | Path, report: dict[str, Any], grids: dict[str, np.nd
         save_image(out / f"{name}.png", image)
     atomic_write_text(out / "report.md", render_markdown(report))
     return out / "report.md"
-
-
-def run(args: argparse.Namespace) -> int:
-    from training.directions import parse_layers
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    report, grids = evaluate_teacher(args.generator, args.direction, args.scorer, num=args.num, alpha=args.alpha,
-                                     truncation=args.truncation, layers=parse_layers(args.layers) if args.layers else None,
-                                     steps=args.steps, seed0=args.seed_start)
-    path = write_report(args.out, report, grids)
-    q, e = report["quality"], report["edit"]
-    print(f"quality pass: teacher {q['teacher_pass_rate']:.1%} (bar {q['bar']:.0%}: {'met' if q['passes_bar'] else 'NOT met'}), "
-          f"renders {q['render_pass_rate']:.1%}; age MAE teacher {report['readability']['teacher']['mae']['age']:.3f} "
-          f"vs renders {report['readability']['render']['mae']['age']:.3f}")
-    print(f"edit: age {e['age_change_per_unit_alpha']:+.4f} per unit alpha ({e['age_change_at_alpha']:+.3f} at alpha "
-          f"{e['alpha']:.3g}); other attributes {e['other_mean_abs_change_at_alpha']:.3f} mean abs change")
-    print(json.dumps({"report": str(path)}))
-    return 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generator", required=True, help="teacher checkpoint (e.g. runs/toyfaces/teacher/teacher.pt)")
-    p.add_argument("--direction", required=True, help="age direction .npy (its .json sidecar gives alpha, layers, truncation)")
-    p.add_argument("--scorer", required=True, help="attribute model, e.g. model_zoo/toyfaces-attributes/attributes.onnx")
-    p.add_argument("--out", required=True, help="report folder (report.md, report.json, samples.png, edit.png)")
-    p.add_argument("--num", type=int, default=1000, help="held-out seeds (default 1000)")
-    p.add_argument("--seed-start", type=int, default=HELD_OUT_SEED0)
-    p.add_argument("--alpha", type=float, default=None, help="largest alpha of the sweep (default: the direction's suggestion)")
-    p.add_argument("--truncation", type=float, default=None, help="truncation of the edited samples (default: the direction's)")
-    p.add_argument("--layers", default=None, help="W+ layers START:STOP (default: the direction's)")
-    p.add_argument("--steps", type=int, default=4, help="alphas in the sweep after 0 (default 4)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.set_defaults(func=run)
