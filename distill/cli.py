@@ -15,7 +15,7 @@ from core.errors import DistillError, FieldError
 STAGES = (  # in pipeline order, as `distill --help` lists them
     "training.teacher",
     "training.directions",
-    "training.pairs",
+    "distill.commands.pairs",
     "training.filters",
     "training.estimate",
     "distill.commands.train",
