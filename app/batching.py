@@ -79,7 +79,9 @@ class MicroBatcher:
         on_depth: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
-            raise ValueError(f"max_batch {max_batch} and queue_size {queue_size} must be >= 1, max_wait_s {max_wait_s} >= 0")
+            raise ValueError(
+                f"max_batch {max_batch} and queue_size {queue_size} must be >= 1, max_wait_s {max_wait_s} >= 0"
+            )
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s if max_batch > 1 else 0.0
@@ -88,7 +90,9 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_depth = on_depth
         self._pending: deque[_Pending] = deque()
-        self._arrived = asyncio.Event()  # set on every change that may end a wait: an arrival, one less on its way
+        self._arrived = (
+            asyncio.Event()
+        )  # set on every change that may end a wait: an arrival, one less on its way
         self._on_its_way = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task | None = None
@@ -211,17 +215,22 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                y = await loop.run_in_executor(self._executor, self._run, [item.x for item in batch],
-                                               [item.strength for item in batch])
+                y = await loop.run_in_executor(
+                    self._executor, self._run, [item.x for item in batch], [item.strength for item in batch]
+                )
             except Exception as e:  # a model failure fails this batch's requests, not the batcher
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(e)
                 continue
             inference_s = time.perf_counter() - started
-            self._batch_s_ewma = inference_s if not self._batch_s_ewma else 0.8 * self._batch_s_ewma + 0.2 * inference_s
+            self._batch_s_ewma = (
+                inference_s if not self._batch_s_ewma else 0.8 * self._batch_s_ewma + 0.2 * inference_s
+            )
             if self._on_batch is not None:
                 self._on_batch(len(batch), inference_s)
             for i, item in enumerate(batch):
                 if not item.future.done():
-                    item.future.set_result(BatchResult(y[i], started - item.enqueued, inference_s, len(batch)))
+                    item.future.set_result(
+                        BatchResult(y[i], started - item.enqueued, inference_s, len(batch))
+                    )

@@ -35,7 +35,10 @@ VARIANTS = ("auto", "fp32", "fp16", "int8")
 ENGINES = ("auto", "onnxruntime", "openvino")
 OPENVINO_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 README = Path(__file__).resolve().parent.parent / "README.md"
-TABLE_START, TABLE_END = "<!-- settings table: python -m app.config --write-readme -->", "<!-- end of settings table -->"
+TABLE_START, TABLE_END = (
+    "<!-- settings table: python -m app.config --write-readme -->",
+    "<!-- end of settings table -->",
+)
 
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("distill_settings_environ", default=None)
 
@@ -53,7 +56,9 @@ class _MappingEnvSource(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
 class Settings(BaseSettings):
@@ -63,29 +68,40 @@ class Settings(BaseSettings):
     :meth:`from_env` reads the environment.
     """
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", env_ignore_empty=True,
-                                      str_strip_whitespace=True)
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, frozen=True, extra="ignore", env_ignore_empty=True, str_strip_whitespace=True
+    )
 
-    model_zoo: Path | None = Field(None, description="model-zoo root folder", json_schema_extra=_shown("model_zoo pkg"))
+    model_zoo: Path | None = Field(
+        None, description="model-zoo root folder", json_schema_extra=_shown("model_zoo pkg")
+    )
     models: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="comma-separated entries to serve", json_schema_extra=_shown("every entry"))
-    default_model: str | None = Field(None, description="entry used when a request names none",
-                                      json_schema_extra=_shown("first entry"))
+        (), description="comma-separated entries to serve", json_schema_extra=_shown("every entry")
+    )
+    default_model: str | None = Field(
+        None, description="entry used when a request names none", json_schema_extra=_shown("first entry")
+    )
     provider: str = Field("auto", description="``auto`` (CUDA when usable, else CPU), ``cuda`` or ``cpu``")
     intra_op_threads: int = Field(0, description="ONNX Runtime threads inside one operator (0 = one a core)")
     inter_op_threads: int = Field(0, description="ONNX Runtime threads across operators (0 = default)")
     variant_cpu: str = Field("auto", description="ONNX Runtime's variant on CPU (auto, fp32, fp16, int8)")
-    variant_cuda: str = Field("auto", description="ONNX Runtime's variant on CUDA/TensorRT (auto, fp32, fp16, int8)")
+    variant_cuda: str = Field(
+        "auto", description="ONNX Runtime's variant on CUDA/TensorRT (auto, fp32, fp16, int8)"
+    )
     engine: str = Field("auto", description="``auto`` (measured at warm-up), ``onnxruntime`` or ``openvino``")
     openvino_precision: str = Field("auto", description="OpenVINO's precision (auto, fp32, bf16, int8)")
     engine_budget_s: float = Field(20.0, description="seconds the warm-up may spend timing candidate engines")
-    engine_cache: Path | None = Field(None, description="writable folder for compiled models (OpenVINO, TensorRT)",
-                                      json_schema_extra=_shown("~/.cache/distill"))
+    engine_cache: Path | None = Field(
+        None,
+        description="writable folder for compiled models (OpenVINO, TensorRT)",
+        json_schema_extra=_shown("~/.cache/distill"),
+    )
     max_batch: int = Field(8, description="micro-batch size limit (1 turns batching off)")
     max_wait_ms: float = Field(2.0, description="longest wait for a micro-batch to fill (ms)")
     queue_size: int = Field(64, description="requests waiting per model before 503 + Retry-After")
-    max_upload_bytes: int = Field(20 * 1024 * 1024, description="largest accepted upload (bytes)",
-                                  json_schema_extra=_shown("20 MiB"))
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, description="largest accepted upload (bytes)", json_schema_extra=_shown("20 MiB")
+    )
     max_pixels: int = Field(40_000_000, description="largest accepted width x height (decompression bombs)")
     output_quality: int = Field(92, description="JPEG/WebP quality of the returned image (1..100)")
     legacy_steps: int = Field(1000, description="projection steps when a request names none")
@@ -94,8 +110,11 @@ class Settings(BaseSettings):
     legacy_queue: int = Field(2, description="projections waiting beyond the running ones before 503")
     legacy_timeout_s: float = Field(300.0, description="a projection running longer gets 504")
     legacy_threads: int = Field(1, description="torch threads in each projection process")
-    vgg16: Path | None = Field(None, description="VGG16 weights for the projector's perceptual loss",
-                               json_schema_extra=_shown("(pixel loss)"))
+    vgg16: Path | None = Field(
+        None,
+        description="VGG16 weights for the projector's perceptual loss",
+        json_schema_extra=_shown("(pixel loss)"),
+    )
     warmup_runs: int = Field(2, description="inference runs per model before /readyz turns ready")
 
     def __init__(self, **values: Any) -> None:
@@ -105,12 +124,19 @@ class Settings(BaseSettings):
             raise DistillError("; ".join(_message(err) for err in e.errors())) from None
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """The arguments, and the environment only inside :meth:`from_env`."""
         environ = _ENVIRON.get()
-        return (init_settings,) if environ is None else (init_settings, _MappingEnvSource(settings_cls, environ))
+        return (
+            (init_settings,) if environ is None else (init_settings, _MappingEnvSource(settings_cls, environ))
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -139,24 +165,46 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.provider not in PROVIDERS:
             raise DistillError(f"{PREFIX}PROVIDER={self.provider!r}: choose one of {', '.join(PROVIDERS)}")
-        for name, choices in (("variant_cpu", VARIANTS), ("variant_cuda", VARIANTS), ("engine", ENGINES),
-                              ("openvino_precision", OPENVINO_PRECISIONS)):
+        for name, choices in (
+            ("variant_cpu", VARIANTS),
+            ("variant_cuda", VARIANTS),
+            ("engine", ENGINES),
+            ("openvino_precision", OPENVINO_PRECISIONS),
+        ):
             if getattr(self, name) not in choices:
-                raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
-        positive = ("max_batch", "queue_size", "max_upload_bytes", "max_pixels", "legacy_steps", "legacy_max_steps",
-                    "legacy_queue", "legacy_timeout_s", "legacy_threads")
+                raise DistillError(
+                    f"{PREFIX}{name.upper()}={getattr(self, name)!r}: choose one of {', '.join(choices)}"
+                )
+        positive = (
+            "max_batch",
+            "queue_size",
+            "max_upload_bytes",
+            "max_pixels",
+            "legacy_steps",
+            "legacy_max_steps",
+            "legacy_queue",
+            "legacy_timeout_s",
+            "legacy_threads",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)}: must be > 0")
-        for name in ("intra_op_threads", "inter_op_threads", "max_wait_ms", "legacy_workers", "warmup_runs",
-                     "engine_budget_s"):
+        for name in (
+            "intra_op_threads",
+            "inter_op_threads",
+            "max_wait_ms",
+            "legacy_workers",
+            "warmup_runs",
+            "engine_budget_s",
+        ):
             if getattr(self, name) < 0:
                 raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)}: must be >= 0")
         if not 1 <= self.output_quality <= 100:
             raise DistillError(f"{PREFIX}OUTPUT_QUALITY={self.output_quality}: must be in 1..100")
         if self.legacy_steps > self.legacy_max_steps:
             raise DistillError(
-                f"{PREFIX}LEGACY_STEPS={self.legacy_steps} exceeds {PREFIX}LEGACY_MAX_STEPS={self.legacy_max_steps}")
+                f"{PREFIX}LEGACY_STEPS={self.legacy_steps} exceeds {PREFIX}LEGACY_MAX_STEPS={self.legacy_max_steps}"
+            )
         return self
 
 
@@ -179,7 +227,11 @@ def settings_table() -> str:
     """The README's table of settings: variable, meaning, default; one row per field of :class:`Settings`."""
     rows = ["| variable | meaning | default |", "|---|---|---|"]
     for name, f in Settings.model_fields.items():
-        shown = (f.json_schema_extra or {}).get("shown_default") if isinstance(f.json_schema_extra, dict) else None
+        shown = (
+            (f.json_schema_extra or {}).get("shown_default")
+            if isinstance(f.json_schema_extra, dict)
+            else None
+        )
         default = shown if shown is not None else f.default
         meaning = (f.description or "").replace("``", "`")
         rows.append(f"| `{PREFIX}{name.upper()}` | {meaning} | {default} |")

@@ -20,7 +20,9 @@ async def read_upload(image: UploadFile, max_bytes: int) -> bytes:
     so an oversized upload is refused without buffering it; this check covers the file part itself.
     """
     if image.size is not None and image.size > max_bytes:
-        raise ServiceError(413, "file_too_large", f"the upload is {image.size} bytes; the limit is {max_bytes}")
+        raise ServiceError(
+            413, "file_too_large", f"the upload is {image.size} bytes; the limit is {max_bytes}"
+        )
     return await image.read()
 
 

@@ -26,7 +26,9 @@ from app.errors import ServiceError
 from app.timing import StageTimer
 from editing.alignment.landmarks import Face, FaceFinder, FacesMode, pick
 
-if TYPE_CHECKING:  # the warps need OpenCV (the `faces` extra): imported where used, so serving without it works
+if (
+    TYPE_CHECKING
+):  # the warps need OpenCV (the `faces` extra): imported where used, so serving without it works
     from editing.alignment.ffhq import Alignment
 
 
@@ -47,20 +49,25 @@ class AlignedUpload:
 def check_request(size: str, faces: FacesMode) -> None:
     """Refuse ``faces=all`` with a size that returns a single face (before any work is done)."""
     if faces == "all" and size != "original":
-        raise ServiceError(422, "faces_all_needs_original",
-                           f"faces=all edits every face of the photo and returns the whole photo; ask for "
-                           f"size=original (size={size} returns one aligned face: use faces=largest)")
+        raise ServiceError(
+            422,
+            "faces_all_needs_original",
+            f"faces=all edits every face of the photo and returns the whole photo; ask for "
+            f"size=original (size={size} returns one aligned face: use faces=largest)",
+        )
 
 
-def align_upload(photo: Image.Image, finder: FaceFinder, native: int, faces: FacesMode,
-                 timer: StageTimer) -> AlignedUpload:
+def align_upload(
+    photo: Image.Image, finder: FaceFinder, native: int, faces: FacesMode, timer: StageTimer
+) -> AlignedUpload:
     """Find and align the faces of an upright upload (timed ``detect`` and ``align``); 422 ``no_face`` if none."""
     pixels = np.asarray(photo)
     with timer.stage("detect"):
         found = finder.find(pixels)
     if not found:
         raise ServiceError(
-            422, "no_face",
+            422,
+            "no_face",
             f"no face found in the {photo.width}x{photo.height} upload (dlib's frontal face detector, on a copy at "
             f"most {finder.detect_max_side} pixels on its longer side: faces from about 80 pixels there); send a photo with a "
             "frontal face, larger in the frame, or use align=off",

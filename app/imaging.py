@@ -72,12 +72,16 @@ def check_upload(data: bytes, max_bytes: int) -> str:
     if not data:
         raise ServiceError(400, "empty_file", "the uploaded file is empty; send a JPEG, PNG or WebP image")
     if len(data) > max_bytes:
-        raise ServiceError(413, "file_too_large", f"the upload is {len(data)} bytes; the limit is {max_bytes}")
+        raise ServiceError(
+            413, "file_too_large", f"the upload is {len(data)} bytes; the limit is {max_bytes}"
+        )
     fmt = sniff_format(data)
     if fmt is None:
         raise ServiceError(415, "not_an_image", "the upload is not a JPEG, PNG or WebP image")
     if fmt not in ACCEPTED:
-        raise ServiceError(415, "unsupported_format", f"{fmt} images are not accepted; send JPEG, PNG or WebP")
+        raise ServiceError(
+            415, "unsupported_format", f"{fmt} images are not accepted; send JPEG, PNG or WebP"
+        )
     return fmt
 
 
@@ -87,7 +91,8 @@ def check_output_size(width: int, height: int, fmt: str) -> None:
     if max(width, height) > limit:
         others = [f for f, side in MAX_SIDE.items() if side >= max(width, height)]
         raise ServiceError(
-            422, "output_too_large",
+            422,
+            "output_too_large",
             f"a {width}x{height} result is beyond the {fmt} encoder's limit of {limit} pixels a side; "
             f"ask for {' or '.join(f'format={f}' for f in others)}, or size=native or crop",
             limit=limit,
@@ -122,8 +127,14 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def open_upload(data: bytes, *, max_bytes: int, max_pixels: int, draft_hw: tuple[int, int] | None = None,
-                output_format: str | None = None) -> tuple[Image.Image, str, tuple[int, int]]:
+def open_upload(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    draft_hw: tuple[int, int] | None = None,
+    output_format: str | None = None,
+) -> tuple[Image.Image, str, tuple[int, int]]:
     """Validate and decode an upload, honour EXIF rotation: (upright RGB picture, format, (W, H) from the header).
 
     With ``draft_hw`` (H, W) a JPEG may be decoded at a reduced scale (libjpeg's DCT scaling), as long as a
@@ -143,7 +154,8 @@ def open_upload(data: bytes, *, max_bytes: int, max_pixels: int, draft_hw: tuple
         width, height = im.size
         if width * height > max_pixels:
             raise ServiceError(
-                413, "too_many_pixels",
+                413,
+                "too_many_pixels",
                 f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
             )
         if output_format is not None:
@@ -162,16 +174,28 @@ def open_upload(data: bytes, *, max_bytes: int, max_pixels: int, draft_hw: tuple
     return rgb, fmt, (width, height)
 
 
-def decode(data: bytes, *, native_hw: tuple[int, int], max_bytes: int, max_pixels: int,
-           keep_original: bool = False, output_format: str | None = None) -> Decoded:
+def decode(
+    data: bytes,
+    *,
+    native_hw: tuple[int, int],
+    max_bytes: int,
+    max_pixels: int,
+    keep_original: bool = False,
+    output_format: str | None = None,
+) -> Decoded:
     """Validate and decode an upload, honour EXIF rotation, centre-crop and resize to ``native_hw`` (H, W).
 
     ``keep_original`` keeps the full-resolution upright picture for :func:`restore_geometry`; without it a
     JPEG may be decoded at a reduced scale (libjpeg's DCT scaling), as long as the crop stays native-sized.
     ``output_format``: see :func:`open_upload`.
     """
-    rgb, fmt, size = open_upload(data, max_bytes=max_bytes, max_pixels=max_pixels,
-                                 draft_hw=None if keep_original else native_hw, output_format=output_format)
+    rgb, fmt, size = open_upload(
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        draft_hw=None if keep_original else native_hw,
+        output_format=output_format,
+    )
     out_h, out_w = native_hw
     box = center_box(rgb.width, rgb.height, out_w / out_h)
     # Crop first: resizing with ``box=`` would let the filter see pixels outside the crop.

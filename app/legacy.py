@@ -39,7 +39,9 @@ log = logging.getLogger("app.legacy")
 _GRACE_S = 2.0  # how long past the deadline the web process waits for a job that does not poll should_stop
 _CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}  # per pool process: (teacher, direction) -> loaded
 _STOP: Any = None  # per pool process: the pool's shutdown event
-_SLOTS: tuple[Any, Any, Any] | None = None  # per pool process: shared (steps done, cancel flag, start time) per slot
+_SLOTS: tuple[Any, Any, Any] | None = (
+    None  # per pool process: shared (steps done, cancel flag, start time) per slot
+)
 
 
 class LegacyBusyError(Exception):
@@ -117,8 +119,9 @@ def _load(job: LegacyJob) -> tuple[Any, Any]:
     return _CACHE[key]
 
 
-def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float,
-             slot: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+def _run_job(
+    job: LegacyJob, pixels: np.ndarray, deadline: float, slot: int | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """In a pool process: project ``pixels`` (uint8 [H,W,3]) with the teacher, edit, synthesize, back to uint8;
     steps done go to the shared ``slot``, whose cancel flag stops the projection like the deadline does."""
     from editing.images import from_uint8, to_uint8
@@ -135,9 +138,18 @@ def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float,
     losses: list[float] = []
     try:
         edited = legacy_edit(
-            G, target, direction, job.alpha, job.layers, steps=job.steps, normalize=job.normalize,
-            vgg16_path=job.vgg16, seed=job.seed,
-            should_stop=lambda: time.time() > deadline or _STOP.is_set() or bool(cancel is not None and cancel[slot]),
+            G,
+            target,
+            direction,
+            job.alpha,
+            job.layers,
+            steps=job.steps,
+            normalize=job.normalize,
+            vgg16_path=job.vgg16,
+            seed=job.seed,
+            should_stop=lambda: (
+                time.time() > deadline or _STOP.is_set() or bool(cancel is not None and cancel[slot])
+            ),
             progress=lambda step, steps, loss: _progress(losses, loss, done, slot),
         )
     except ProjectionStopped as e:
@@ -147,8 +159,12 @@ def _run_job(job: LegacyJob, pixels: np.ndarray, deadline: float,
     out = to_uint8(edited)[0]
     if out.shape[:2] != (h, w):
         out = np.asarray(Image.fromarray(out).resize((w, h), Image.BICUBIC))
-    info = {"steps": len(losses), "loss": losses[-1] if losses else None, "resolution": res,
-            "seconds": time.perf_counter() - started}
+    info = {
+        "steps": len(losses),
+        "loss": losses[-1] if losses else None,
+        "resolution": res,
+        "seconds": time.perf_counter() - started,
+    }
     return out, info
 
 
@@ -161,8 +177,14 @@ def _progress(losses: list[float], loss: float, done: Any, slot: int | None) -> 
 class LegacyExecutor:
     """A bounded pool of projection processes (see the module docstring)."""
 
-    def __init__(self, workers: int, queue: int, timeout_s: float, threads: int,
-                 on_depth: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        queue: int,
+        timeout_s: float,
+        threads: int,
+        on_depth: Callable[[int], None] | None = None,
+    ) -> None:
         self.workers = workers
         self.capacity = workers + queue
         self.timeout_s = timeout_s
@@ -173,8 +195,11 @@ class LegacyExecutor:
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
         # per slot, shared with the processes: steps done, cancel flag, wall-clock start (0 = not started)
-        self._slots = (self._context.RawArray("q", self.capacity), self._context.RawArray("b", self.capacity),
-                       self._context.RawArray("d", self.capacity))
+        self._slots = (
+            self._context.RawArray("q", self.capacity),
+            self._context.RawArray("b", self.capacity),
+            self._context.RawArray("d", self.capacity),
+        )
         self._free = list(range(self.capacity))
 
     @property
@@ -184,8 +209,10 @@ class LegacyExecutor:
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=self._context,
-                initializer=_init_worker, initargs=(self.threads, self._stop, self._slots),
+                max_workers=self.workers,
+                mp_context=self._context,
+                initializer=_init_worker,
+                initargs=(self.threads, self._stop, self._slots),
             )
         return self._pool
 
@@ -194,27 +221,35 @@ class LegacyExecutor:
         LegacyLoadError when that fails, crashes a process or outlasts the timeout (the pool is then killed)."""
         if self.enabled and jobs:
             pool = self._get_pool()
-            warming = asyncio.gather(*(asyncio.wrap_future(pool.submit(_warm_worker, jobs))
-                                       for _ in range(self.workers)))
+            warming = asyncio.gather(
+                *(asyncio.wrap_future(pool.submit(_warm_worker, jobs)) for _ in range(self.workers))
+            )
             try:
                 await asyncio.wait_for(warming, self.timeout_s)
             except BrokenProcessPool as e:  # the teacher crashed the process: the next job gets a fresh pool
                 self._discard_pool()
-                raise LegacyLoadError(f"the teacher {jobs[0].teacher.name} crashed the projection process") from e
+                raise LegacyLoadError(
+                    f"the teacher {jobs[0].teacher.name} crashed the projection process"
+                ) from e
             except (TimeoutError, asyncio.TimeoutError) as e:
                 self._kill_pool(pool)
-                raise LegacyLoadError(f"loading the teacher {jobs[0].teacher.name} took longer than "
-                                      f"{self.timeout_s:g} s (a hung projection process, killed)") from e
+                raise LegacyLoadError(
+                    f"loading the teacher {jobs[0].teacher.name} took longer than "
+                    f"{self.timeout_s:g} s (a hung projection process, killed)"
+                ) from e
 
-    async def run(self, job: LegacyJob, pixels: np.ndarray,
-                  watch: LegacyWatch | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    async def run(
+        self, job: LegacyJob, pixels: np.ndarray, watch: LegacyWatch | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Project-edit-synthesize ``pixels`` in the pool; LegacyBusyError / LegacyTimeoutError /
         LegacyCancelledError as documented; ``watch`` follows its progress (:meth:`steps_done`, :meth:`cancel`)."""
         watch = watch or LegacyWatch()
         if watch.cancelled:
             raise LegacyCancelledError("the projection was cancelled")
         if self.active >= self.capacity or not self._free:
-            raise LegacyBusyError(f"{self.active} projections are running or queued (capacity {self.capacity})")
+            raise LegacyBusyError(
+                f"{self.active} projections are running or queued (capacity {self.capacity})"
+            )
         deadline = time.time() + self.timeout_s
         slot = self._free.pop()
         for array in self._slots:
@@ -236,8 +271,11 @@ class LegacyExecutor:
             raise LegacyCancelledError(str(e)) from e
         except (TimeoutError, asyncio.TimeoutError) as e:
             if not wrapped.done():  # it ignored its deadline: its process is hung
-                log.error("a projection is still running %g s past its deadline: its process is hung; "
-                          "killing the pool's processes, the next request starts a fresh pool", _GRACE_S)
+                log.error(
+                    "a projection is still running %g s past its deadline: its process is hung; "
+                    "killing the pool's processes, the next request starts a fresh pool",
+                    _GRACE_S,
+                )
                 self._kill_pool(pool)
             raise LegacyTimeoutError(f"the projection did not finish within {self.timeout_s:g} s") from e
         except BrokenProcessPool as e:

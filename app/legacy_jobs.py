@@ -84,13 +84,23 @@ class JobRecord:
             steps_done = self.steps * self.faces
         end = self.finished if self.finished is not None else time.monotonic()
         return LegacyJobInfo(
-            id=self.id, model=self.model, status=self.status, steps=self.steps, faces=self.faces,
-            steps_total=self.steps * self.faces, steps_done=steps_done, elapsed_s=round(end - self.created, 3),
-            eta_s=None if eta is None else round(eta, 2), projection_s=self.projection_s,
-            result=f"/legacy/jobs/{self.id}/result" if self.status == "done" else None, error=self.error,
+            id=self.id,
+            model=self.model,
+            status=self.status,
+            steps=self.steps,
+            faces=self.faces,
+            steps_total=self.steps * self.faces,
+            steps_done=steps_done,
+            elapsed_s=round(end - self.created, 3),
+            eta_s=None if eta is None else round(eta, 2),
+            projection_s=self.projection_s,
+            result=f"/legacy/jobs/{self.id}/result" if self.status == "done" else None,
+            error=self.error,
         )
 
-    def finish(self, status: Status, *, response: Response | None = None, error: JobError | None = None) -> None:
+    def finish(
+        self, status: Status, *, response: Response | None = None, error: JobError | None = None
+    ) -> None:
         """Record the outcome (a job cancelled meanwhile stays cancelled, its image dropped)."""
         if self.status != "cancelled":
             self.status, self.response, self.error = status, response, error

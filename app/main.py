@@ -82,8 +82,9 @@ class MetricsMiddleware:
         finally:
             in_flight.dec()
             state = scope.get("state") or {}
-            REQUEST_LATENCY.labels(endpoint, state.get("model", "none"), state.get("provider", "none"),
-                                   str(status)).observe(time.perf_counter() - started)
+            REQUEST_LATENCY.labels(
+                endpoint, state.get("model", "none"), state.get("provider", "none"), str(status)
+            ).observe(time.perf_counter() - started)
 
 
 class UploadTooLarge(StarletteHTTPException):
@@ -107,9 +108,13 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            response = _error(Request(scope), 413, "payload_too_large",
-                              f"the request body ({int(declared)} bytes) exceeds the limit "
-                              f"({self.max_body_bytes} bytes including multipart overhead)")
+            response = _error(
+                Request(scope),
+                413,
+                "payload_too_large",
+                f"the request body ({int(declared)} bytes) exceeds the limit "
+                f"({self.max_body_bytes} bytes including multipart overhead)",
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -138,16 +143,21 @@ class FramingMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         names = {name.lower() for name, _ in scope.get("headers", ())} if scope["type"] == "http" else set()
         if b"content-length" in names and b"transfer-encoding" in names:
-            response = _error(Request(scope), 400, "bad_request",
-                              "the request has both Content-Length and Transfer-Encoding; send one of them",
-                              headers={"Connection": "close"})
+            response = _error(
+                Request(scope),
+                400,
+                "bad_request",
+                "the request has both Content-Length and Transfer-Encoding; send one of them",
+                headers={"Connection": "close"},
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-def _error(request: Request, status: int, error: str, detail, headers: dict[str, str] | None = None,
-           **extra) -> JSONResponse:
+def _error(
+    request: Request, status: int, error: str, detail, headers: dict[str, str] | None = None, **extra
+) -> JSONResponse:
     endpoint = request.url.path if request.url.path in TRACKED else "other"
     REJECTED.labels(endpoint, error).inc()
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status, headers=headers)
@@ -159,8 +169,13 @@ async def service_error_handler(request: Request, exc: ServiceError) -> JSONResp
 
 async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-    return _error(request, exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail,
-                  getattr(exc, "headers", None))
+    return _error(
+        request,
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        exc.detail,
+        getattr(exc, "headers", None),
+    )
 
 
 async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:

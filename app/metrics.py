@@ -41,8 +41,26 @@ from prometheus_client.registry import Collector
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # 1 ms .. 5 min: the student answers in milliseconds, the legacy projection in tens of seconds or minutes.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
-                   60.0, 120.0, 300.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
 PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
@@ -52,11 +70,36 @@ PROBE_ENDPOINTS = ("/healthz", "/readyz", "/metrics")
 # Every `error` code a JSON error body can carry (app/main.py's handlers, ServiceError raises); a test keeps
 # this list in step with the code.
 REJECTION_REASONS = (
-    "bad_request", "corrupt_image", "empty_file", "faces_all_needs_original", "file_too_large", "http_error",
-    "internal_error", "invalid_request", "legacy_busy", "legacy_disabled", "legacy_timeout", "legacy_unavailable",
-    "method_not_allowed", "missing_field", "no_face", "no_result", "no_teacher", "not_an_image", "not_found",
-    "not_ready", "output_too_large", "payload_too_large", "queue_full", "too_many_pixels", "too_many_steps",
-    "strength_out_of_range", "strength_unsupported", "unknown_job", "unknown_model", "unknown_sample",
+    "bad_request",
+    "corrupt_image",
+    "empty_file",
+    "faces_all_needs_original",
+    "file_too_large",
+    "http_error",
+    "internal_error",
+    "invalid_request",
+    "legacy_busy",
+    "legacy_disabled",
+    "legacy_timeout",
+    "legacy_unavailable",
+    "method_not_allowed",
+    "missing_field",
+    "no_face",
+    "no_result",
+    "no_teacher",
+    "not_an_image",
+    "not_found",
+    "not_ready",
+    "output_too_large",
+    "payload_too_large",
+    "queue_full",
+    "too_many_pixels",
+    "too_many_steps",
+    "strength_out_of_range",
+    "strength_unsupported",
+    "unknown_job",
+    "unknown_model",
+    "unknown_sample",
     "unsupported_format",
 )
 REQUEST_LATENCY = Histogram(
@@ -128,7 +171,9 @@ def observe_candidates(model: str, candidates: Iterable[Any]) -> None:
     """Publish the timed candidates of ``model``'s engine choice (``CandidateResult`` objects)."""
     for c in candidates:
         if c.median_ms is not None:
-            ENGINE_CANDIDATE_MS.labels(model, c.engine, c.device, c.variant, c.precision, c.status).set(c.median_ms)
+            ENGINE_CANDIDATE_MS.labels(model, c.engine, c.device, c.variant, c.precision, c.status).set(
+                c.median_ms
+            )
 
 
 def multiprocess_enabled() -> bool:

@@ -14,8 +14,10 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-DETAIL = ("the request's HTTP framing is malformed (request line, headers, Content-Length or chunked encoding); "
-          "nothing was processed; send a well-formed HTTP/1.1 request")
+DETAIL = (
+    "the request's HTTP framing is malformed (request line, headers, Content-Length or chunked encoding); "
+    "nothing was processed; send a well-formed HTTP/1.1 request"
+)
 
 
 class JSONErrorH11Protocol(H11Protocol):
@@ -28,7 +30,10 @@ class JSONErrorH11Protocol(H11Protocol):
             (b"content-length", str(len(body)).encode("ascii")),
             (b"connection", b"close"),
         ]
-        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
-                      h11.EndOfMessage()):
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
             self.transport.write(self.conn.send(event))
         self.transport.close()

@@ -65,7 +65,9 @@ def choose_provider(requested: str) -> ProviderChoice:
             f"provider cuda: this onnxruntime build has no CUDA execution provider (available: "
             f"{', '.join(available)}); install onnxruntime-gpu or use --provider cpu/auto"
         )
-    return ProviderChoice("cpu", f"auto: onnxruntime {ort.__version__} has no CUDA provider ({', '.join(available)})")
+    return ProviderChoice(
+        "cpu", f"auto: onnxruntime {ort.__version__} has no CUDA provider ({', '.join(available)})"
+    )
 
 
 def choose_variant(entry: ModelEntry, provider: str, wanted: str) -> tuple[str, str]:
@@ -105,8 +107,10 @@ def engine_cache_dir(configured: Path | None) -> Path | None:
                 return folder
         except OSError:
             continue
-    log.warning("no writable engine cache (%s): compiled models are not kept across restarts",
-                ", ".join(map(str, candidates)))
+    log.warning(
+        "no writable engine cache (%s): compiled models are not kept across restarts",
+        ", ".join(map(str, candidates)),
+    )
     return None
 
 
@@ -182,29 +186,44 @@ class ModelRuntime:
         inputs, outputs = self.engine.signature()
         want = 2 if self.conditional else 1  # a strength-conditioned student also takes strength [N]
         if len(inputs) != want or not outputs:
-            kind = "a strength-conditioned student has two inputs (input, strength)" if self.conditional else \
-                "a student has one input"
-            raise DistillError(f"{path}: model {self.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
-                               f"{kind} and one output; {fix}")
+            kind = (
+                "a strength-conditioned student has two inputs (input, strength)"
+                if self.conditional
+                else "a student has one input"
+            )
+            raise DistillError(
+                f"{path}: model {self.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                f"{kind} and one output; {fix}"
+            )
         if self.conditional and (inputs[1].type_name != "tensor(float)" or len(inputs[1].shape) != 1):
-            raise DistillError(f"{path}: model {self.name!r} declares its second input {inputs[1].type_name} "
-                               f"{list(inputs[1].shape)}; the manifest's strength is float32 [N]; {fix}")
+            raise DistillError(
+                f"{path}: model {self.name!r} declares its second input {inputs[1].type_name} "
+                f"{list(inputs[1].shape)}; the manifest's strength is float32 [N]; {fix}"
+            )
         for role, arg in (("input", inputs[0]), ("output", outputs[0])):
             declared = list(arg.shape)
             fixed = [d if isinstance(d, int) else None for d in declared]
-            if arg.type_name not in _NP_TYPES or len(declared) != 4 or any(
-                d is not None and d != want for d, want in zip(fixed[1:], (3, h, w), strict=True)
+            if (
+                arg.type_name not in _NP_TYPES
+                or len(declared) != 4
+                or any(d is not None and d != want for d, want in zip(fixed[1:], (3, h, w), strict=True))
             ):
                 shape = ", ".join("?" if d is None else str(d) for d in declared)
-                raise DistillError(f"{path}: model {self.name!r} declares {role} {arg.type_name} [{shape}]; the "
-                                   f"manifest says float [N, 3, {h}, {w}]; {fix}")
+                raise DistillError(
+                    f"{path}: model {self.name!r} declares {role} {arg.type_name} [{shape}]; the "
+                    f"manifest says float [N, 3, {h}, {w}]; {fix}"
+                )
         try:
             y = self.run(np.zeros((1, 3, h, w), np.float32))
         except Exception as e:  # the engines' own exception types
-            raise DistillError(f"{path}: model {self.name!r} fails on a [1, 3, {h}, {w}] input ({e}); {fix}") from e
+            raise DistillError(
+                f"{path}: model {self.name!r} fails on a [1, 3, {h}, {w}] input ({e}); {fix}"
+            ) from e
         if y.shape != (1, 3, h, w):
-            raise DistillError(f"{path}: model {self.name!r} answers a [1, 3, {h}, {w}] input with {list(y.shape)}; "
-                               f"a student returns its input's shape; {fix}")
+            raise DistillError(
+                f"{path}: model {self.name!r} answers a [1, 3, {h}, {w}] input with {list(y.shape)}; "
+                f"a student returns its input's shape; {fix}"
+            )
 
     def warm_up(self, runs: int, max_batch: int) -> float:
         """Run ``runs`` times at batch 1 (and, on a GPU, once at every batch size up to ``max_batch``); seconds."""
@@ -221,10 +240,17 @@ def open_engine(entry: ModelEntry, spec: EngineSpec, settings: Settings, cache_d
     """Load ``spec``'s engine on ``entry``'s variant file (DistillError naming the file when it cannot)."""
     path = entry.variant_path(spec.variant)
     if spec.engine == "openvino":
-        return OpenVinoEngine(spec, path, entry.input_size, threads=settings.intra_op_threads, cache_dir=cache_dir)
+        return OpenVinoEngine(
+            spec, path, entry.input_size, threads=settings.intra_op_threads, cache_dir=cache_dir
+        )
     try:
-        return OrtEngine(spec, path, intra_op_threads=settings.intra_op_threads,
-                         inter_op_threads=settings.inter_op_threads, cache_dir=cache_dir)
+        return OrtEngine(
+            spec,
+            path,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+            cache_dir=cache_dir,
+        )
     except DistillError as e:
         raise DistillError(f"model {entry.name!r}: {e}") from e
 
@@ -233,9 +259,14 @@ def load_runtime(entry: ModelEntry, settings: Settings) -> ModelRuntime:
     """The engine for ``entry``: the configured one, or the fastest candidate within the accuracy gate."""
     choice = choose_provider(settings.provider)
     plan = plan_candidates(
-        entry.variants, engine=settings.engine, ort_devices=ort_devices(choice, settings.provider),
-        ort_cpu=settings.variant_cpu, ort_cuda=settings.variant_cuda, openvino=settings.openvino_precision,
-        openvino_available=openvino_version() is not None, bf16_native=native_bf16(),
+        entry.variants,
+        engine=settings.engine,
+        ort_devices=ort_devices(choice, settings.provider),
+        ort_cpu=settings.variant_cpu,
+        ort_cuda=settings.variant_cuda,
+        openvino=settings.openvino_precision,
+        openvino_available=openvino_version() is not None,
+        bf16_native=native_bf16(),
     )
     for note in plan.notes:
         log.info("model %s: %s", entry.name, note)
@@ -246,23 +277,39 @@ def load_runtime(entry: ModelEntry, settings: Settings) -> ModelRuntime:
 
     if len(plan.specs) == 1:
         spec = plan.specs[0]
-        return ModelRuntime(entry, opener(spec), choice.reason, f"configured: {spec.label} (one candidate)",
-                            [CandidateResult.of(spec, "configured")])
+        return ModelRuntime(
+            entry,
+            opener(spec),
+            choice.reason,
+            f"configured: {spec.label} (one candidate)",
+            [CandidateResult.of(spec, "configured")],
+        )
     reference = ModelRuntime(entry, opener(REFERENCE), choice.reason)
     reference.check_contract()  # a model that does not fit its manifest fails here, with the reason
     samples = [p for p in entry.listed("samples") if p.suffix.lower() in SAMPLE_SUFFIXES]
     images, source = gate_images(samples, entry.input_size)
     selection = select_engine(plan.specs, opener, reference.engine, images, budget_s=settings.engine_budget_s)
     for c in selection.candidates:
-        log.info("model %s: candidate %s/%s/%s (%s file): %s%s%s%s", entry.name, c.engine, c.device, c.precision,
-                 c.variant, c.status, "" if c.median_ms is None else f", {c.median_ms:.2f} ms",
-                 "" if c.psnr_vs_fp32_db is None else f", {c.psnr_vs_fp32_db:.1f} dB",
-                 f" ({c.reason})" if c.reason else "")
-    return ModelRuntime(entry, selection.engine, choice.reason, f"{selection.reason}; gate on {source}",
-                        selection.candidates)
+        log.info(
+            "model %s: candidate %s/%s/%s (%s file): %s%s%s%s",
+            entry.name,
+            c.engine,
+            c.device,
+            c.precision,
+            c.variant,
+            c.status,
+            "" if c.median_ms is None else f", {c.median_ms:.2f} ms",
+            "" if c.psnr_vs_fp32_db is None else f", {c.psnr_vs_fp32_db:.1f} dB",
+            f" ({c.reason})" if c.reason else "",
+        )
+    return ModelRuntime(
+        entry, selection.engine, choice.reason, f"{selection.reason}; gate on {source}", selection.candidates
+    )
 
 
-def gate_images(sample_files: Sequence[Path], size: tuple[int, int], n: int = GATE_IMAGES) -> tuple[np.ndarray, str]:
+def gate_images(
+    sample_files: Sequence[Path], size: tuple[int, int], n: int = GATE_IMAGES
+) -> tuple[np.ndarray, str]:
     """Up to ``n`` of the entry's sample images at ``size`` ([N,3,H,W] in [-1,1]) and what they are; smooth
     random images (as the export's preview uses) when the entry has none."""
     pictures = []
@@ -282,7 +329,10 @@ def gate_images(sample_files: Sequence[Path], size: tuple[int, int], n: int = GA
     xs = (np.linspace(0, 7, size[1])).astype(np.float32)
     y0, x0 = np.floor(ys).astype(int).clip(0, 6), np.floor(xs).astype(int).clip(0, 6)
     fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    smooth = (low[:, :, y0][:, :, :, x0] * (1 - fy) * (1 - fx) + low[:, :, y0 + 1][:, :, :, x0] * fy * (1 - fx)
-              + low[:, :, y0][:, :, :, x0 + 1] * (1 - fy) * fx + low[:, :, y0 + 1][:, :, :, x0 + 1] * fy * fx)
+    smooth = (
+        low[:, :, y0][:, :, :, x0] * (1 - fy) * (1 - fx)
+        + low[:, :, y0 + 1][:, :, :, x0] * fy * (1 - fx)
+        + low[:, :, y0][:, :, :, x0 + 1] * (1 - fy) * fx
+        + low[:, :, y0 + 1][:, :, :, x0 + 1] * fy * fx
+    )
     return smooth.astype(np.float32), "2 smooth random images (the entry has no samples)"
-

@@ -44,9 +44,13 @@ class ModelInfo(BaseModel):
     precision: str = "fp32"  # what the engine computes in: fp32, fp16, bf16 or int8
     engine_reason: str = ""  # configured, or the measured choice
     engine_candidates: list[CandidateResult] = Field(default_factory=list)  # each candidate's time and PSNR
-    strength: StrengthSpec | None = None  # a strength-conditioned model's range and default (the demo's slider)
+    strength: StrengthSpec | None = (
+        None  # a strength-conditioned model's range and default (the demo's slider)
+    )
     legacy: bool
-    legacy_error: str | None = None  # why the legacy path is off for this model (teacher or direction unloadable)
+    legacy_error: str | None = (
+        None  # why the legacy path is off for this model (teacher or direction unloadable)
+    )
     samples: list[str]
     batching: BatchingInfo
 

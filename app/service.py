@@ -77,7 +77,10 @@ class Service:
         self.load_error: str | None = None
         self._face_finder: FaceFinder | None = None
         self.legacy = LegacyExecutor(
-            settings.legacy_workers, settings.legacy_queue, settings.legacy_timeout_s, settings.legacy_threads,
+            settings.legacy_workers,
+            settings.legacy_queue,
+            settings.legacy_timeout_s,
+            settings.legacy_threads,
             on_depth=QUEUE_DEPTH.labels("legacy-projection").set,
         )
 
@@ -101,7 +104,9 @@ class Service:
         names = list(self.models)
         self.default_model = self.settings.default_model or names[0]
         if self.default_model not in self.models:
-            self.load_error = f"DISTILL_DEFAULT_MODEL={self.default_model!r} is not served (serving: {', '.join(names)})"
+            self.load_error = (
+                f"DISTILL_DEFAULT_MODEL={self.default_model!r} is not served (serving: {', '.join(names)})"
+            )
             log.error(self.load_error)
             return
         for model in self.models.values():
@@ -123,13 +128,29 @@ class Service:
             runtime.check_contract()
             seconds = runtime.warm_up(self.settings.warmup_runs, self._max_batch(runtime))
             h, w = runtime.native_hw
-            MODEL_INFO.labels(entry.name, runtime.provider, runtime.variant, f"{h}x{w}",
-                              str(entry.teacher_path is not None).lower(), runtime.engine_name,
-                              runtime.precision).set(1)
+            MODEL_INFO.labels(
+                entry.name,
+                runtime.provider,
+                runtime.variant,
+                f"{h}x{w}",
+                str(entry.teacher_path is not None).lower(),
+                runtime.engine_name,
+                runtime.precision,
+            ).set(1)
             observe_candidates(entry.name, runtime.candidates)
-            log.info("model %s: %dx%d, engine %s on %s (%s), variant %s, precision %s (%s), warm-up %.2f s",
-                     entry.name, h, w, runtime.engine_name, runtime.provider, runtime.provider_reason,
-                     runtime.variant, runtime.precision, runtime.engine_reason, seconds)
+            log.info(
+                "model %s: %dx%d, engine %s on %s (%s), variant %s, precision %s (%s), warm-up %.2f s",
+                entry.name,
+                h,
+                w,
+                runtime.engine_name,
+                runtime.provider,
+                runtime.provider_reason,
+                runtime.variant,
+                runtime.precision,
+                runtime.engine_reason,
+                seconds,
+            )
             runtimes.append(runtime)
         return runtimes
 
@@ -146,8 +167,12 @@ class Service:
         """The configured max batch, capped by a fixed batch size in the model's ONNX input."""
         limit = runtime.batch_limit
         if limit is not None and limit < self.settings.max_batch:
-            log.warning("model %s: its ONNX input has a fixed batch of %d; micro-batching limited to it "
-                        "(re-export with a dynamic batch axis to batch)", runtime.name, limit)
+            log.warning(
+                "model %s: its ONNX input has a fixed batch of %d; micro-batching limited to it "
+                "(re-export with a dynamic batch axis to batch)",
+                runtime.name,
+                limit,
+            )
             return limit
         return self.settings.max_batch
 
@@ -157,8 +182,13 @@ class Service:
         batch_hist = BATCH_SIZE.labels(runtime.name, runtime.provider)
         depth = QUEUE_DEPTH.labels(runtime.name)
         return MicroBatcher(
-            runtime.run, max_batch=max_batch, max_wait_s=s.max_wait_ms / 1000, queue_size=s.queue_size,
-            name=runtime.name, on_batch=lambda n, _: batch_hist.observe(n), on_depth=depth.set,
+            runtime.run,
+            max_batch=max_batch,
+            max_wait_s=s.max_wait_ms / 1000,
+            queue_size=s.queue_size,
+            name=runtime.name,
+            on_batch=lambda n, _: batch_hist.observe(n),
+            on_depth=depth.set,
         )
 
     def legacy_failed(self, model: LoadedModel, error: BaseException) -> None:
@@ -171,8 +201,15 @@ class Service:
         (relative, as the student's: alpha = strength x the manifest's alpha; None: 1.0)."""
         alpha, layers, normalize = model.entry.spec.direction_edit()
         alpha = alpha if strength is None else alpha * strength
-        return LegacyJob(model.entry.teacher_path, model.entry.direction_path, alpha, layers, normalize, steps,
-                         self.settings.vgg16)
+        return LegacyJob(
+            model.entry.teacher_path,
+            model.entry.direction_path,
+            alpha,
+            layers,
+            normalize,
+            steps,
+            self.settings.vgg16,
+        )
 
     async def stop(self) -> None:
         for model in self.models.values():
@@ -190,6 +227,10 @@ class Service:
         self.require_ready()
         name = name or self.default_model
         if name not in self.models:
-            raise ServiceError(404, "unknown_model", f"no model {name!r}; available: {', '.join(self.models)}",
-                               available=list(self.models))
+            raise ServiceError(
+                404,
+                "unknown_model",
+                f"no model {name!r}; available: {', '.join(self.models)}",
+                available=list(self.models),
+            )
         return self.models[name]

@@ -30,10 +30,15 @@ def rewritable(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> bool:
     if node.op_type != "ConvTranspose" or node.input[1] not in inits:
         return False
     a = _attrs(node)
-    return (list(a.get("strides", [1, 1])) == [2, 2] and list(a.get("kernel_shape", [3, 3])) == [3, 3]
-            and list(a.get("pads", [0] * 4)) == [1, 1, 1, 1] and list(a.get("output_padding", [0, 0])) == [1, 1]
-            and a.get("group", 1) == 1 and list(a.get("dilations", [1, 1])) == [1, 1]
-            and inits[node.input[1]].shape[2:] == (3, 3))
+    return (
+        list(a.get("strides", [1, 1])) == [2, 2]
+        and list(a.get("kernel_shape", [3, 3])) == [3, 3]
+        and list(a.get("pads", [0] * 4)) == [1, 1, 1, 1]
+        and list(a.get("output_padding", [0, 0])) == [1, 1]
+        and a.get("group", 1) == 1
+        and list(a.get("dilations", [1, 1])) == [1, 1]
+        and inits[node.input[1]].shape[2:] == (3, 3)
+    )
 
 
 def subpixel_weights(w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -67,10 +72,22 @@ def rewrite(src: str, dst: str) -> int:
             graph.initializer.append(numpy_helper.from_array(kb, f"{name}_subpixel_b"))
             inputs.append(f"{name}_subpixel_b")
         mid = f"{name}_subpixel"
-        nodes.append(helper.make_node("Conv", inputs, [mid], name=f"{name}_conv", kernel_shape=[2, 2],
-                                      pads=[0, 0, 1, 1], strides=[1, 1]))
-        nodes.append(helper.make_node("DepthToSpace", [mid], list(node.output), name=f"{name}_d2s", blocksize=2,
-                                      mode="CRD"))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                inputs,
+                [mid],
+                name=f"{name}_conv",
+                kernel_shape=[2, 2],
+                pads=[0, 0, 1, 1],
+                strides=[1, 1],
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "DepthToSpace", [mid], list(node.output), name=f"{name}_d2s", blocksize=2, mode="CRD"
+            )
+        )
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)

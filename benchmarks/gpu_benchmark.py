@@ -85,16 +85,31 @@ from training.variants import convert_fp16  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("ort-fp32", "ort-fp16", "trt-fp32", "trt-fp16", "torch-fp32", "torch-fp16")  # the table's order
-RUN_ORDER = ("ort-fp32", "ort-fp16", "torch-fp32", "torch-fp16", "trt-fp32", "trt-fp16")  # fp32 first: the PSNR reference
+RUN_ORDER = (
+    "ort-fp32",
+    "ort-fp16",
+    "torch-fp32",
+    "torch-fp16",
+    "trt-fp32",
+    "trt-fp16",
+)  # fp32 first: the PSNR reference
 MIN_RUNS = 3  # timed runs a row gets even past the budget
 MIN_SERVICE_S = 30.0  # a server is not started with less of the budget left
 NO_MODEL = "no-such-model"  # the HTTP floor's uploads name it: refused with 404 before any decoding
 GOAL_MS = 10.0  # issue 13: 512 px NVIDIA default, fp16, p50 on a current datacenter GPU
 DEFAULTS = {  # per --device: the GPU table, or a quick check of the same code on the CPU
-    "cuda": {"models": ["global", "toyfaces-age"], "sizes": [256, 512, 1024], "batches": [1, 8],
-             "service": ["toyfaces-age", "global@512"]},
-    "cpu": {"models": ["tiny", "toyfaces-age"], "sizes": [32, 64], "batches": [1, 2],
-            "service": ["toyfaces-age", "tiny@32"]},
+    "cuda": {
+        "models": ["global", "toyfaces-age"],
+        "sizes": [256, 512, 1024],
+        "batches": [1, 8],
+        "service": ["toyfaces-age", "global@512"],
+    },
+    "cpu": {
+        "models": ["tiny", "toyfaces-age"],
+        "sizes": [32, 64],
+        "batches": [1, 2],
+        "service": ["toyfaces-age", "tiny@32"],
+    },
 }
 
 
@@ -187,18 +202,38 @@ def prepare(name: str, tmp: Path, zoo: Path) -> Model:
         probe = max(4 * cfg.stride, cfg.min_size)
         fp32 = export_onnx(module, tmp / f"{name}.onnx", (probe, probe))
         macs = conv_macs(module, (probe, probe)) / probe**2  # convolutions scale with the pixels
-        return Model(name, fp32, convert_fp16(fp32, tmp / f"{name}.fp16.onnx"), cfg.stride, True,
-                     module=module, macs_per_pixel=macs, notes=[f"`{name}`: preset, random weights (seed 0)"])
+        return Model(
+            name,
+            fp32,
+            convert_fp16(fp32, tmp / f"{name}.fp16.onnx"),
+            cfg.stride,
+            True,
+            module=module,
+            macs_per_pixel=macs,
+            notes=[f"`{name}`: preset, random weights (seed 0)"],
+        )
     entry = get_entry(name, zoo)
     fp32 = entry.variant_path("fp32")
     if "fp16" in entry.variants:
         fp16, made = entry.variant_path("fp16"), "its shipped fp16 file"
     else:
-        fp16, made = convert_fp16(fp32, tmp / f"{name}.fp16.onnx"), "fp16 converted here (the entry ships none)"
+        fp16, made = (
+            convert_fp16(fp32, tmp / f"{name}.fp16.onnx"),
+            "fp16 converted here (the entry ships none)",
+        )
     dynamic = graph_is_dynamic(fp32)
     h, w = entry.input_size
-    return Model(name, fp32, fp16, entry.stride, dynamic, native=(h, w), notes=[
-        f"`{name}`: model-zoo entry, native {h}x{w}, graph H/W {'dynamic' if dynamic else 'fixed'}; {made}"])
+    return Model(
+        name,
+        fp32,
+        fp16,
+        entry.stride,
+        dynamic,
+        native=(h, w),
+        notes=[
+            f"`{name}`: model-zoo entry, native {h}x{w}, graph H/W {'dynamic' if dynamic else 'fixed'}; {made}"
+        ],
+    )
 
 
 def engine_available(engine: str, model: Model, device: str) -> str | None:
@@ -235,7 +270,9 @@ class OrtRunner:
         self.location = "cpu" if engine.spec.device == "cpu" else "cuda"
         self.output_type = NP_TYPES.get(engine.session.get_outputs()[0].type, np.float32)
 
-    def on_device(self, x: np.ndarray, repeats: int, warmup: int, deadline: float) -> tuple[list[float], np.ndarray]:
+    def on_device(
+        self, x: np.ndarray, repeats: int, warmup: int, deadline: float
+    ) -> tuple[list[float], np.ndarray]:
         session, engine = self.engine.session, self.engine
         feed = {engine.input_name: np.ascontiguousarray(x, dtype=engine.input_dtype)}
         if engine.conditional:
@@ -271,7 +308,9 @@ class TorchRunner:
         with torch.inference_mode():
             return self.module(x)
 
-    def on_device(self, x: np.ndarray, repeats: int, warmup: int, deadline: float) -> tuple[list[float], np.ndarray]:
+    def on_device(
+        self, x: np.ndarray, repeats: int, warmup: int, deadline: float
+    ) -> tuple[list[float], np.ndarray]:
         xd = torch.from_numpy(x).to(self.device, self.dtype)
         out: list[torch.Tensor] = []
 
@@ -283,8 +322,12 @@ class TorchRunner:
         return times, out[0].float().cpu().numpy()
 
     def with_copies(self, x: np.ndarray, repeats: int, warmup: int, deadline: float) -> list[float]:
-        return timed(lambda: self.forward(torch.from_numpy(x).to(self.device, self.dtype)).float().cpu().numpy(),
-                     repeats, warmup, deadline)
+        return timed(
+            lambda: self.forward(torch.from_numpy(x).to(self.device, self.dtype)).float().cpu().numpy(),
+            repeats,
+            warmup,
+            deadline,
+        )
 
 
 def open_runner(engine: str, model: Model, device: str, cache: Path) -> OrtRunner | TorchRunner:
@@ -313,8 +356,9 @@ def shapes(model: Model, sizes: list[int]) -> list[tuple[tuple[int, int], str]]:
 Refs = dict[tuple[str, str, tuple[int, int], int], np.ndarray]  # (model, family, size, batch) -> fp32 output
 
 
-def measure_engine(engine: str, model: Model, args: argparse.Namespace, deadline: float, cache: Path,
-                   refs: Refs) -> list[Row]:
+def measure_engine(
+    engine: str, model: Model, args: argparse.Namespace, deadline: float, cache: Path, refs: Refs
+) -> list[Row]:
     """``engine`` on ``model`` at every size x batch; an fp32 engine's outputs go into ``refs``, the PSNR reference
     of the same engine's fp16 rows (ort-fp32's where the engine's own fp32 did not run)."""
     why = engine_available(engine, model, args.device)
@@ -322,7 +366,10 @@ def measure_engine(engine: str, model: Model, args: argparse.Namespace, deadline
         return [Row(model.name, engine, status="skipped", note=why)]
     planned = [(hw, b, skip) for hw, skip in shapes(model, args.sizes) for b in args.batches]
     if seconds_left(deadline) <= 0:
-        return [Row(model.name, engine, hw, b, "skipped", note=skip or budget_note(args)) for hw, b, skip in planned]
+        return [
+            Row(model.name, engine, hw, b, "skipped", note=skip or budget_note(args))
+            for hw, b, skip in planned
+        ]
     try:
         runner = open_runner(engine, model, args.device, cache)
     except Exception as e:  # an engine that does not start (TensorRT without its libraries, say) is reported
@@ -341,7 +388,11 @@ def measure_engine(engine: str, model: Model, args: argparse.Namespace, deadline
         except Exception as e:  # out of memory at 1024 px x 8, say: the row says so, the others go on
             rows.append(Row(model.name, engine, hw, b, "failed", note=short(e)))
             continue
-        row.device_ms, row.copies_ms, row.runs = statistics.median(times), statistics.median(copies), len(times)
+        row.device_ms, row.copies_ms, row.runs = (
+            statistics.median(times),
+            statistics.median(copies),
+            len(times),
+        )
         if model.macs_per_pixel:
             row.tflops = 2 * model.macs_per_pixel * hw[0] * hw[1] * b / row.device_ms / 1e9
         if precision == "fp32":
@@ -352,8 +403,11 @@ def measure_engine(engine: str, model: Model, args: argparse.Namespace, deadline
                 row.note = "PSNR against ort-fp32"
             row.psnr_db = None if ref is None else psnr_db(y, ref)
         rows.append(row)
-        print(f"{model.name} {engine} {hw[0]}x{hw[1]} b{b}: {row.device_ms:.2f} ms on device, "
-              f"{row.copies_ms:.2f} ms with copies", flush=True)
+        print(
+            f"{model.name} {engine} {hw[0]}x{hw[1]} b{b}: {row.device_ms:.2f} ms on device, "
+            f"{row.copies_ms:.2f} ms with copies",
+            flush=True,
+        )
     del runner
     if args.device == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -370,7 +424,9 @@ def parse_target(target: str) -> tuple[str, int] | None:
     if not at:
         return None
     if preset not in PRESETS or not size.isdigit():
-        raise SystemExit(f"--service {target}: expected an entry name or PRESET@SIZE with PRESET one of {', '.join(PRESETS)}")
+        raise SystemExit(
+            f"--service {target}: expected an entry name or PRESET@SIZE with PRESET one of {', '.join(PRESETS)}"
+        )
     return preset, int(size)
 
 
@@ -381,15 +437,20 @@ def served_spec(client: httpx.Client, base: str, model: str) -> EngineSpec:
     return EngineSpec(c["engine"], c["device"], c["variant"], c["precision"])
 
 
-def transform_rounds(client: httpx.Client, base: str, model: str, images: list[bytes], engine: Engine,
-                     x: np.ndarray) -> dict[str, list[float]]:
+def transform_rounds(
+    client: httpx.Client, base: str, model: str, images: list[bytes], engine: Engine, x: np.ndarray
+) -> dict[str, list[float]]:
     """ms of, per image in turn: one /transform round trip and its Server-Timing ``inference`` stage, the same
     upload sent to a model the server lacks (the HTTP floor: 404 once the body is parsed), and one bare engine
     run; after 3 of each as warm-up."""
+
     def post(img: bytes, name: str) -> tuple[float, httpx.Response]:
         t0 = time.perf_counter()
-        r = client.post(base + "/transform", files={"image": ("f.jpg", img, "image/jpeg")},
-                        data={"model": name, "format": "jpeg"})
+        r = client.post(
+            base + "/transform",
+            files={"image": ("f.jpg", img, "image/jpeg")},
+            data={"model": name, "format": "jpeg"},
+        )
         return (time.perf_counter() - t0) * 1e3, r
 
     for img in images[:3]:
@@ -401,7 +462,9 @@ def transform_rounds(client: httpx.Client, base: str, model: str, images: list[b
         elapsed, r = post(img, model)
         r.raise_for_status()
         times["rtt"].append(elapsed)
-        times["inference"].append(1e3 * parse_server_timing(r.headers.get("Server-Timing", "")).get("inference", 0.0))
+        times["inference"].append(
+            1e3 * parse_server_timing(r.headers.get("Server-Timing", "")).get("inference", 0.0)
+        )
         elapsed, r = post(img, NO_MODEL)
         if r.status_code != 404:
             raise RuntimeError(f"the HTTP-floor request got {r.status_code}, expected 404: {r.text[:200]}")
@@ -410,12 +473,19 @@ def transform_rounds(client: httpx.Client, base: str, model: str, images: list[b
     return times
 
 
-def measure_service(target: str, args: argparse.Namespace, zoo: Path, tmp: Path, deadline: float) -> ServiceRow:
+def measure_service(
+    target: str, args: argparse.Namespace, zoo: Path, tmp: Path, deadline: float
+) -> ServiceRow:
     """/transform p50 of ``target`` through a fresh ``distill serve`` on the device, beside its engine's bare p50."""
     row = ServiceRow(target)
     if args.device == "cuda" and CUDA_EP not in ort.get_available_providers():
-        row.status, row.note = "skipped", (f"onnxruntime {ort.__version__} has no CUDA provider: the service would "
-                                           "refuse DISTILL_PROVIDER=cuda (install onnxruntime-gpu)")
+        row.status, row.note = (
+            "skipped",
+            (
+                f"onnxruntime {ort.__version__} has no CUDA provider: the service would "
+                "refuse DISTILL_PROVIDER=cuda (install onnxruntime-gpu)"
+            ),
+        )
         return row
     if seconds_left(deadline) < MIN_SERVICE_S:
         row.status, row.note = "skipped", budget_note(args)
@@ -431,10 +501,16 @@ def measure_service(target: str, args: argparse.Namespace, zoo: Path, tmp: Path,
         row.size = entry.input_size
         images = test_images(entry, args.requests)
         x = from_uint8(np.asarray(Image.open(io.BytesIO(images[0])).convert("RGB"))).numpy()
-        env = {"DISTILL_PROVIDER": args.device, "DISTILL_MODELS": name, "DISTILL_LEGACY_WORKERS": "0",
-               "DISTILL_ENGINE_CACHE": str(tmp / "engine-cache")}
-        with serve(zoo, env, ready_timeout=max(MIN_SERVICE_S, seconds_left(deadline))) as base, \
-                httpx.Client(timeout=60) as client:
+        env = {
+            "DISTILL_PROVIDER": args.device,
+            "DISTILL_MODELS": name,
+            "DISTILL_LEGACY_WORKERS": "0",
+            "DISTILL_ENGINE_CACHE": str(tmp / "engine-cache"),
+        }
+        with (
+            serve(zoo, env, ready_timeout=max(MIN_SERVICE_S, seconds_left(deadline))) as base,
+            httpx.Client(timeout=60) as client,
+        ):
             spec = served_spec(client, base, name)
             engine = open_spec(spec, entry.variant_path(spec.variant), entry.input_size)
             times = transform_rounds(client, base, name, images, engine, x)
@@ -442,9 +518,13 @@ def measure_service(target: str, args: argparse.Namespace, zoo: Path, tmp: Path,
         row.status, row.note = "failed", short(e)
         return row
     row.served = spec.label
-    row.rtt_ms, row.inference_ms, row.floor_ms, row.bare_ms = (statistics.median(times[k]) for k in
-                                                               ("rtt", "inference", "floor", "bare"))
-    print(f"/transform {target}: served {row.served}, p50 {row.rtt_ms:.2f} ms (bare {row.bare_ms:.2f} ms)", flush=True)
+    row.rtt_ms, row.inference_ms, row.floor_ms, row.bare_ms = (
+        statistics.median(times[k]) for k in ("rtt", "inference", "floor", "bare")
+    )
+    print(
+        f"/transform {target}: served {row.served}, p50 {row.rtt_ms:.2f} ms (bare {row.bare_ms:.2f} ms)",
+        flush=True,
+    )
     return row
 
 
@@ -453,8 +533,17 @@ def gpu_description(device: str) -> str:
     if device == "cpu":
         return "none (`--device cpu`: a check of the code path on the CPU provider)"
     try:
-        query = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                               capture_output=True, text=True, check=True, timeout=30).stdout.strip().splitlines()[0]
+        query = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            )
+            .stdout.strip()
+            .splitlines()[0]
+        )
         name, driver, memory = (s.strip() for s in query.split(","))
         return f"{name}, driver {driver}, {memory}"
     except (OSError, subprocess.SubprocessError, IndexError, ValueError):
@@ -466,8 +555,9 @@ def gpu_description(device: str) -> str:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -484,14 +574,18 @@ def goal_line(rows: list[Row], device: str) -> str:
     """Issue 13's goal against the fastest fp16 ONNX Runtime row of ``global`` at 512 px, batch 1."""
     if device == "cpu":
         return f"Goal (issue 13): `global` at 512 px, fp16, <= {GOAL_MS:g} ms p50 on a datacenter GPU: not measured (`--device cpu`)."
-    at_goal = [r for r in rows if r.model == "global" and r.size == (512, 512) and r.batch == 1 and r.device_ms]
+    at_goal = [
+        r for r in rows if r.model == "global" and r.size == (512, 512) and r.batch == 1 and r.device_ms
+    ]
     ort16 = [r for r in at_goal if r.engine in ("ort-fp16", "trt-fp16")]
     torch16 = [r for r in at_goal if r.engine == "torch-fp16"]
     text = f"Goal (issue 13): `global` (NVIDIA default) at 512 px, batch 1, fp16, <= {GOAL_MS:g} ms p50 (seed: 110 ms on a 2019 GPU): "
     if ort16:
         best = min(ort16, key=lambda r: r.device_ms)
-        text += (f"{best.device_ms:.2f} ms on device ({best.engine}; {best.copies_ms:.2f} ms with copies): "
-                 f"{'met' if best.device_ms <= GOAL_MS else 'not met'}.")
+        text += (
+            f"{best.device_ms:.2f} ms on device ({best.engine}; {best.copies_ms:.2f} ms with copies): "
+            f"{'met' if best.device_ms <= GOAL_MS else 'not met'}."
+        )
     else:
         text += "no ONNX Runtime fp16 row measured (see the skipped rows)."
     if torch16:
@@ -499,12 +593,20 @@ def goal_line(rows: list[Row], device: str) -> str:
     return text
 
 
-def render(args: argparse.Namespace, models: list[Model], rows: list[Row], service: list[ServiceRow],
-           started: str, elapsed_s: float) -> str:
+def render(
+    args: argparse.Namespace,
+    models: list[Model],
+    rows: list[Row],
+    service: list[ServiceRow],
+    started: str,
+    elapsed_s: float,
+) -> str:
     command = " ".join(["python benchmarks/gpu_benchmark.py", *(args.argv or [])])
     lines = [
-        f"# Student latency on the GPU: ONNX Runtime CUDA/TensorRT fp32 and fp16, and /transform ({args.device})", "",
-        f"Measured {started} by `{command}` (commit {commit()}; {elapsed_s:.0f} s of a {args.budget_s:g} s budget).", "",
+        f"# Student latency on the GPU: ONNX Runtime CUDA/TensorRT fp32 and fp16, and /transform ({args.device})",
+        "",
+        f"Measured {started} by `{command}` (commit {commit()}; {elapsed_s:.0f} s of a {args.budget_s:g} s budget).",
+        "",
         f"- GPU: {gpu_description(args.device)}",
         f"- CPU: {cpu_model()}",
         f"- software: Python {platform.python_version()}, onnxruntime {ort.__version__} (providers: "
@@ -519,65 +621,103 @@ def render(args: argparse.Namespace, models: list[Model], rows: list[Row], servi
         "fp32 output on the same batch (dB, data range 2). ONNX Runtime: the service's provider options "
         "(engines/ort.py; cuDNN exhaustive algorithm search); torch: eager, `cudnn.benchmark` on the GPU, TF32 at "
         "its defaults.",
-        *([f"- {args.note}"] if args.note else []), "",
-        goal_line(rows, args.device), "",
-        "## Engines", "",
+        *([f"- {args.note}"] if args.note else []),
+        "",
+        goal_line(rows, args.device),
+        "",
+        "## Engines",
+        "",
         "| model | engine | size | batch | on device ms/batch | ms/image | TFLOP/s | with copies ms/batch | ms/image | "
         "PSNR fp16 vs fp32 dB | runs | status |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     order = {e: i for i, e in enumerate(ENGINES)}
     model_order = {m: i for i, m in enumerate(args.models)}
-    for r in sorted(rows, key=lambda r: (model_order.get(r.model, 0), order[r.engine], r.size or (0, 0), r.batch or 0)):
+    for r in sorted(
+        rows, key=lambda r: (model_order.get(r.model, 0), order[r.engine], r.size or (0, 0), r.batch or 0)
+    ):
         psnr = "reference" if r.status == "measured" and r.engine.endswith("fp32") else fmt(r.psnr_db, 1)
         status = r.status + (f": {r.note}" if r.note else "")
-        lines.append(f"| {r.model} | {r.engine} | {size_text(r.size)} | {r.batch or '-'} | {fmt(r.device_ms)} | "
-                     f"{fmt(r.per_image(r.device_ms))} | {'-' if r.tflops is None else f'{r.tflops:.3g}'} | {fmt(r.copies_ms)} | {fmt(r.per_image(r.copies_ms))} | "
-                     f"{psnr if r.status == 'measured' else '-'} | {r.runs or '-'} | {status} |")
+        lines.append(
+            f"| {r.model} | {r.engine} | {size_text(r.size)} | {r.batch or '-'} | {fmt(r.device_ms)} | "
+            f"{fmt(r.per_image(r.device_ms))} | {'-' if r.tflops is None else f'{r.tflops:.3g}'} | {fmt(r.copies_ms)} | {fmt(r.per_image(r.copies_ms))} | "
+            f"{psnr if r.status == 'measured' else '-'} | {r.runs or '-'} | {status} |"
+        )
     if service:
-        lines += ["", "## /transform through `distill serve`", "",
-                  f"DISTILL_PROVIDER={args.device}, other settings default (the engine chosen at warm-up), legacy off; "
-                  f"{args.requests} sequential JPEG uploads at the native size after 3 warm-up requests; HTTP floor: "
-                  "the same uploads sent to a model the server lacks (404 once the body is parsed); bare: the served "
-                  "engine (X-Engine/device/X-Precision, as chosen at warm-up) alone in this process, with copies, one "
-                  "run after each request pair (interleaved, so a busy spell hits both alike). PRESET@SIZE: an "
-                  "UNTRAINED entry of that preset at that native size, with an fp16 variant (random weights: speed "
-                  "only; made as service_benchmark's `--make-entry`).", "",
-                  "| target | size | served | /transform p50 ms | inference stage p50 ms | HTTP floor p50 ms | "
-                  "bare engine p50 ms | /transform vs bare | status |",
-                  "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "## /transform through `distill serve`",
+            "",
+            f"DISTILL_PROVIDER={args.device}, other settings default (the engine chosen at warm-up), legacy off; "
+            f"{args.requests} sequential JPEG uploads at the native size after 3 warm-up requests; HTTP floor: "
+            "the same uploads sent to a model the server lacks (404 once the body is parsed); bare: the served "
+            "engine (X-Engine/device/X-Precision, as chosen at warm-up) alone in this process, with copies, one "
+            "run after each request pair (interleaved, so a busy spell hits both alike). PRESET@SIZE: an "
+            "UNTRAINED entry of that preset at that native size, with an fp16 variant (random weights: speed "
+            "only; made as service_benchmark's `--make-entry`).",
+            "",
+            "| target | size | served | /transform p50 ms | inference stage p50 ms | HTTP floor p50 ms | "
+            "bare engine p50 ms | /transform vs bare | status |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---|",
+        ]
         for s in service:
             ratio = f"{s.rtt_ms / s.bare_ms:.2f}x" if s.rtt_ms and s.bare_ms else "-"
             status = s.status + (f": {s.note}" if s.note else "")
-            lines.append(f"| {s.target} | {size_text(s.size)} | {s.served or '-'} | {fmt(s.rtt_ms)} | "
-                         f"{fmt(s.inference_ms)} | {fmt(s.floor_ms)} | {fmt(s.bare_ms)} | {ratio} | {status} |")
+            lines.append(
+                f"| {s.target} | {size_text(s.size)} | {s.served or '-'} | {fmt(s.rtt_ms)} | "
+                f"{fmt(s.inference_ms)} | {fmt(s.floor_ms)} | {fmt(s.bare_ms)} | {ratio} | {status} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="cuda: the GPU; cpu: the same code on the CPU provider (a check without a GPU)")
-    p.add_argument("--models", nargs="+", help="Pix2PixHD presets (random weights) or model-zoo entries "
-                                               f"(default {' '.join(DEFAULTS['cuda']['models'])}; cpu: "
-                                               f"{' '.join(DEFAULTS['cpu']['models'])})")
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cuda: the GPU; cpu: the same code on the CPU provider (a check without a GPU)",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        help="Pix2PixHD presets (random weights) or model-zoo entries "
+        f"(default {' '.join(DEFAULTS['cuda']['models'])}; cpu: "
+        f"{' '.join(DEFAULTS['cpu']['models'])})",
+    )
     p.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     p.add_argument("--sizes", type=int, nargs="+", help="square sizes, px (default 256 512 1024; cpu: 32 64)")
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1 8; cpu: 1 2)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--service", nargs="+", help="/transform targets: zoo entries or PRESET@SIZE (an UNTRAINED "
-                                                "entry), 'none' for no server (default toyfaces-age global@512; cpu: "
-                                                "toyfaces-age tiny@32)")
+    p.add_argument(
+        "--service",
+        nargs="+",
+        help="/transform targets: zoo entries or PRESET@SIZE (an UNTRAINED "
+        "entry), 'none' for no server (default toyfaces-age global@512; cpu: "
+        "toyfaces-age tiny@32)",
+    )
     p.add_argument("--requests", type=int, default=40, help="/transform requests per target")
     p.add_argument("--budget-s", type=float, default=420.0, help="rows that would start later are skipped")
-    p.add_argument("--service-reserve-s", type=float, default=150.0,
-                   help="of the budget, kept for the servers (the engine rows stop earlier)")
-    p.add_argument("--model-zoo", type=Path, default=None, help="zoo of the entries (default: $DISTILL_MODEL_ZOO or "
-                                                                "the package's)")
+    p.add_argument(
+        "--service-reserve-s",
+        type=float,
+        default=150.0,
+        help="of the budget, kept for the servers (the engine rows stop earlier)",
+    )
+    p.add_argument(
+        "--model-zoo",
+        type=Path,
+        default=None,
+        help="zoo of the entries (default: $DISTILL_MODEL_ZOO or the package's)",
+    )
     p.add_argument("--note", default="", help="a sentence on the machine's state for the results")
-    p.add_argument("--out", type=Path, default=None,
-                   help="markdown file (default benchmarks/results/student_gpu.md; with --device cpu, none)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown file (default benchmarks/results/student_gpu.md; with --device cpu, none)",
+    )
     args = p.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     for key, value in DEFAULTS[args.device].items():
@@ -586,8 +726,14 @@ def main(argv: list[str] | None = None) -> int:
     service = [] if args.service == ["none"] else args.service
     for target in service:
         parse_target(target)
-    if args.device == "cuda" and not torch.cuda.is_available() and CUDA_EP not in ort.get_available_providers():
-        p.error("no GPU here: torch sees none and onnxruntime has no CUDA provider; use --device cpu for a check run")
+    if (
+        args.device == "cuda"
+        and not torch.cuda.is_available()
+        and CUDA_EP not in ort.get_available_providers()
+    ):
+        p.error(
+            "no GPU here: torch sees none and onnxruntime has no CUDA provider; use --device cpu for a check run"
+        )
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     out = args.out or (REPO / "benchmarks" / "results" / "student_gpu.md" if args.device == "cuda" else None)
@@ -607,7 +753,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"preparing {name} ...", flush=True)
             models.append(prepare(name, tmp, zoo))
         refs: Refs = {}
-        for engine in (e for e in RUN_ORDER if e in args.engines):  # TensorRT's slow builds last, for every model
+        for engine in (
+            e for e in RUN_ORDER if e in args.engines
+        ):  # TensorRT's slow builds last, for every model
             for model in models:
                 rows += measure_engine(engine, model, args, engine_deadline, tmp / "engine-cache", refs)
         refs.clear()

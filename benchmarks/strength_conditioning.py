@@ -37,18 +37,34 @@ def measure(dataset: str, out: Path, steps: int, seed: int, load_size: int) -> d
     identity = psnr(a, b)
     results = {}
     for cond in CONDITIONS:
-        opts = TrainOptions(dataset=dataset, out=str(out / f"{cond}-{steps}-s{seed}"), preset="tiny", batch_size=8,
-                            max_steps=steps, workers=0, progress=False, device="cpu", val_fraction=0.2,
-                            load_size=load_size, sample_every=10**9, seed=seed)
+        opts = TrainOptions(
+            dataset=dataset,
+            out=str(out / f"{cond}-{steps}-s{seed}"),
+            preset="tiny",
+            batch_size=8,
+            max_steps=steps,
+            workers=0,
+            progress=False,
+            device="cpu",
+            val_fraction=0.2,
+            load_size=load_size,
+            sample_every=10**9,
+            seed=seed,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             train(opts, {"residual": True, "condition": cond, "lambda_l1": 10.0, "ngf": 8, "lr": 1e-3})
         G = load_generator(Path(opts.out) / "checkpoints" / "latest.pt")
         with torch.no_grad():
             p = psnr(G(a, s), b)
-        results[cond] = {"psnr": float(p.mean()), "psnr_strong": float(p[strong].mean()),
-                         "identity_psnr": float(identity.mean()), "identity_psnr_strong": float(identity[strong].mean()),
-                         "n_val": len(items), "parameters": sum(q.numel() for q in G.parameters())}
+        results[cond] = {
+            "psnr": float(p.mean()),
+            "psnr_strong": float(p[strong].mean()),
+            "identity_psnr": float(identity.mean()),
+            "identity_psnr_strong": float(identity[strong].mean()),
+            "n_val": len(items),
+            "parameters": sum(q.numel() for q in G.parameters()),
+        }
         print(cond, json.dumps(results[cond]), flush=True)
     return results
 

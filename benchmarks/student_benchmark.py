@@ -68,7 +68,11 @@ def conv_macs(model: nn.Module, size: tuple[int, int]) -> int:
         else:
             total += output.numel() * per_group_in * kh * kw
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+    ]
     try:
         with torch.no_grad():
             model(torch.zeros(1, 3, *size))
@@ -108,7 +112,9 @@ COLUMNS = ENGINES[:3] + ("ORT int8 D2S",) + ENGINES[3:] + ("OV int8 D2S",)
 CEILING_SHAPES = ((128, 256), (256, 128), (512, 64))  # (channels, H=W): 19.3 GFLOP each
 
 
-def ov_runner(path: Path, precision: str, size: tuple[int, int], threads: int, x: np.ndarray) -> Callable[[], object]:
+def ov_runner(
+    path: Path, precision: str, size: tuple[int, int], threads: int, x: np.ndarray
+) -> Callable[[], object]:
     """OpenVINO compiled for the CPU at ``size`` in ``precision`` (fp32, bf16, int8 on a QDQ file)."""
     variant = "int8" if precision == "int8" else "fp32"
     engine = OpenVinoEngine(EngineSpec("openvino", "cpu", variant, precision), path, size, threads=threads)
@@ -140,17 +146,36 @@ def measure_ceiling(tmp: Path, threads: int, repeats: int) -> dict[str, float]:
         path, q8 = tmp / f"ceiling_{c}.onnx", tmp / f"ceiling_{c}.int8.onnx"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(conv, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
-                              output_names=["output"])
-        quantize_static(str(path), str(q8), ConvReader((1, c, hw, hw)), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            torch.onnx.export(
+                conv,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["input"],
+                output_names=["output"],
+            )
+        quantize_static(
+            str(path),
+            str(q8),
+            ConvReader((1, c, hw, hw)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
         xn = x.numpy()
-        runners = {"torch": torch_runner(conv, x), "ORT fp32": ort_runner(cpu_session(path, threads), xn),
-                   "ORT int8": ort_runner(cpu_session(q8, threads), xn)}
+        runners = {
+            "torch": torch_runner(conv, x),
+            "ORT fp32": ort_runner(cpu_session(path, threads), xn),
+            "ORT int8": ort_runner(cpu_session(q8, threads), xn),
+        }
         if openvino_version():
-            runners |= {"OV f32": ov_runner(path, "fp32", (hw, hw), threads, xn),
-                        "OV bf16": ov_runner(path, "bf16", (hw, hw), threads, xn),
-                        "OV int8": ov_runner(q8, "int8", (hw, hw), threads, xn)}
+            runners |= {
+                "OV f32": ov_runner(path, "fp32", (hw, hw), threads, xn),
+                "OV bf16": ov_runner(path, "bf16", (hw, hw), threads, xn),
+                "OV int8": ov_runner(q8, "int8", (hw, hw), threads, xn),
+            }
         for name, fn in runners.items():
             best[name] = max(best[name], flops / median_time(fn, repeats, 2) / 1e9)
         del runners
@@ -164,8 +189,23 @@ def machine_description(threads: int) -> list[str]:
     except (OSError, subprocess.CalledProcessError):
         info = {}
     flags = info.get("Flags", "").split()
-    simd = ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-                                 "amx_int8") if f in flags) or "?"
+    simd = (
+        ", ".join(
+            f
+            for f in (
+                "avx2",
+                "fma",
+                "avx512f",
+                "avx512_vnni",
+                "avx_vnni",
+                "avx512_bf16",
+                "amx_bf16",
+                "amx_int8",
+            )
+            if f in flags
+        )
+        or "?"
+    )
     return [
         f"- CPU: {info.get('Model name', platform.processor() or '?')} ({info.get('Vendor ID', '?')}, "
         f"family {info.get('CPU family', '?')} model {info.get('Model', '?')}), {info.get('CPU(s)', os.cpu_count())} logical CPUs, "
@@ -189,7 +229,11 @@ def load_average() -> str:
 def smooth_inputs(n: int, size: int) -> np.ndarray:
     """Smooth random images in [-1, 1] (upsampled 8x8 noise): closer to pictures than white noise."""
     low = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(7)) * 2 - 1
-    return torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1).numpy()
+    return (
+        torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+        .clamp(-1, 1)
+        .numpy()
+    )
 
 
 def build_files(name: str, tmp: Path, model: nn.Module, size: int, stride: int) -> dict[str, Path]:
@@ -199,20 +243,31 @@ def build_files(name: str, tmp: Path, model: nn.Module, size: int, stride: int) 
     n = rewrite(str(fp32), str(d2s))
     calib_size = max(stride * 4, 128)
     calib = list(smooth_inputs(2, calib_size))
-    files = {"fp32": fp32, "int8": quantize_int8(fp32, tmp / f"{name}.int8.onnx", calib), "d2s": d2s,
-             "int8 D2S": quantize_int8(d2s, tmp / f"{name}.d2s.int8.onnx", calib)}
+    files = {
+        "fp32": fp32,
+        "int8": quantize_int8(fp32, tmp / f"{name}.int8.onnx", calib),
+        "d2s": d2s,
+        "int8 D2S": quantize_int8(d2s, tmp / f"{name}.d2s.int8.onnx", calib),
+    }
     print(f"{name}: {n} ConvTranspose rewritten as Conv + DepthToSpace", flush=True)
     return files
 
 
-def runners_for(files: dict[str, Path], size: int, threads: int, x: np.ndarray, sessions: dict) -> dict[str, Callable]:
-    fns = {"ORT fp32": ort_runner(sessions["fp32"], x), "ORT int8": ort_runner(sessions["int8"], x),
-           "ORT int8 D2S": ort_runner(sessions["int8 D2S"], x)}
+def runners_for(
+    files: dict[str, Path], size: int, threads: int, x: np.ndarray, sessions: dict
+) -> dict[str, Callable]:
+    fns = {
+        "ORT fp32": ort_runner(sessions["fp32"], x),
+        "ORT int8": ort_runner(sessions["int8"], x),
+        "ORT int8 D2S": ort_runner(sessions["int8 D2S"], x),
+    }
     if openvino_version():
-        fns |= {"OV f32": ov_runner(files["fp32"], "fp32", (size, size), threads, x),
-                "OV bf16": ov_runner(files["fp32"], "bf16", (size, size), threads, x),
-                "OV int8": ov_runner(files["int8"], "int8", (size, size), threads, x),
-                "OV int8 D2S": ov_runner(files["int8 D2S"], "int8", (size, size), threads, x)}
+        fns |= {
+            "OV f32": ov_runner(files["fp32"], "fp32", (size, size), threads, x),
+            "OV bf16": ov_runner(files["fp32"], "bf16", (size, size), threads, x),
+            "OV int8": ov_runner(files["int8"], "int8", (size, size), threads, x),
+            "OV int8 D2S": ov_runner(files["int8 D2S"], "int8", (size, size), threads, x),
+        }
     return fns
 
 
@@ -243,25 +298,50 @@ def run(args: argparse.Namespace) -> str:
                 outputs = {}
                 for k, fn in runners_for(files, size, args.threads, xn, sessions).items():
                     t[k] = median_time(fn, repeats, args.warmup)
-                    outputs[k] = np.asarray(fn(), dtype=np.float32).copy() if not k.startswith("ORT") else \
-                        np.asarray(fn()[0], dtype=np.float32)
+                    outputs[k] = (
+                        np.asarray(fn(), dtype=np.float32).copy()
+                        if not k.startswith("ORT")
+                        else np.asarray(fn()[0], dtype=np.float32)
+                    )
                 ref = outputs["ORT fp32"]
                 d2s = np.asarray(sessions["d2s"].run(None, {"input": xn})[0])
                 psnr = {k: psnr_db(v, ref) for k, v in outputs.items() if k != "ORT fp32"}
-                row = {"config": name, "size": size, "gflop": flops / 1e9, "params": params, "repeats": repeats,
-                       "d2s_diff": float(np.abs(d2s - ref).max()), "psnr": psnr, **t}
+                row = {
+                    "config": name,
+                    "size": size,
+                    "gflop": flops / 1e9,
+                    "params": params,
+                    "repeats": repeats,
+                    "d2s_diff": float(np.abs(d2s - ref).max()),
+                    "psnr": psnr,
+                    **t,
+                }
                 rows.append(row)
-                print(f"{name:7s} {size:5d}px {flops / 1e9:7.1f} GFLOP  " + "  ".join(
-                    f"{k} {t[k] * 1e3:.1f}" for k in COLUMNS if k in t) + " ms", flush=True)
+                print(
+                    f"{name:7s} {size:5d}px {flops / 1e9:7.1f} GFLOP  "
+                    + "  ".join(f"{k} {t[k] * 1e3:.1f}" for k in COLUMNS if k in t)
+                    + " ms",
+                    flush=True,
+                )
             del sessions, model
         end = measure_ceiling(tmp, args.threads, args.repeats)
-        print("conv ceilings at the end (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in end.items()), flush=True)
+        print(
+            "conv ceilings at the end (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in end.items()),
+            flush=True,
+        )
     both = {k: max(ceiling[k], end[k]) for k in ceiling}
     return render(args, rows, both, (ceiling, end), started, load_before, load_average())
 
 
-def render(args: argparse.Namespace, rows: list[dict], ceiling: dict[str, float],
-           both: tuple[dict[str, float], dict[str, float]], started: str, load_before: str, load_after: str) -> str:
+def render(
+    args: argparse.Namespace,
+    rows: list[dict],
+    ceiling: dict[str, float],
+    both: tuple[dict[str, float], dict[str, float]],
+    started: str,
+    load_before: str,
+    load_after: str,
+) -> str:
     cols = [k for k in COLUMNS if rows and k in rows[0]]
     lines = [
         "# Student inference on CPU (batch 1): every engine and precision",
@@ -293,20 +373,34 @@ def render(args: argparse.Namespace, rows: list[dict], ceiling: dict[str, float]
     ]
     for k in ENGINES:
         if both[0].get(k):
-            lines.append(f"| {k} | {both[0][k]:.0f} | {both[1][k]:.0f} | {ceiling[k]:.0f} | "
-                         f"{ceiling[k] / ceiling['ORT fp32']:.2f}x |")
-    lines += ["", "Configurations:", *(f"- `{n}`: {CONFIGS[n]}" for n in args.configs), "",
-              "## Latency (ms)", "",
-              "| config | size | GFLOP | params (M) | " + " | ".join(cols) + " | fastest | fastest vs ORT fp32 |",
-              "|---|---|---|---|" + "---:|" * len(cols) + "---|---:|"]
+            lines.append(
+                f"| {k} | {both[0][k]:.0f} | {both[1][k]:.0f} | {ceiling[k]:.0f} | "
+                f"{ceiling[k] / ceiling['ORT fp32']:.2f}x |"
+            )
+    lines += [
+        "",
+        "Configurations:",
+        *(f"- `{n}`: {CONFIGS[n]}" for n in args.configs),
+        "",
+        "## Latency (ms)",
+        "",
+        "| config | size | GFLOP | params (M) | " + " | ".join(cols) + " | fastest | fastest vs ORT fp32 |",
+        "|---|---|---|---|" + "---:|" * len(cols) + "---|---:|",
+    ]
     for r in rows:
         fastest = min(cols, key=lambda k: r[k])
-        lines.append(f"| {r['config']} | {r['size']} | {r['gflop']:.1f} | {r['params'] / 1e6:.1f} | "
-                     + " | ".join(f"{r[k] * 1e3:.1f}" for k in cols)
-                     + f" | {fastest} | {r['ORT fp32'] / r[fastest]:.2f}x |")
-    lines += ["", "## Speed-up over ORT fp32, GFLOP/s and % of the same engine's ceiling", "",
-              "| config | size | " + " | ".join(c for c in cols if c != "torch") + " |",
-              "|---|---|" + "---|" * (len(cols) - 1)]
+        lines.append(
+            f"| {r['config']} | {r['size']} | {r['gflop']:.1f} | {r['params'] / 1e6:.1f} | "
+            + " | ".join(f"{r[k] * 1e3:.1f}" for k in cols)
+            + f" | {fastest} | {r['ORT fp32'] / r[fastest]:.2f}x |"
+        )
+    lines += [
+        "",
+        "## Speed-up over ORT fp32, GFLOP/s and % of the same engine's ceiling",
+        "",
+        "| config | size | " + " | ".join(c for c in cols if c != "torch") + " |",
+        "|---|---|" + "---|" * (len(cols) - 1),
+    ]
     for r in rows:
         cells = []
         for k in cols:
@@ -316,14 +410,21 @@ def render(args: argparse.Namespace, rows: list[dict], ceiling: dict[str, float]
             base = k.replace(" D2S", "")
             cells.append(f"{r['ORT fp32'] / r[k]:.2f}x, {g:.0f} ({100 * g / ceiling[base]:.0f}%)")
         lines.append(f"| {r['config']} | {r['size']} | " + " | ".join(cells) + " |")
-    lines += ["", "## PSNR against ORT fp32 (dB, random weights, one smooth input)", "",
-              "| config | size | " + " | ".join(c for c in cols if c not in ("torch", "ORT fp32"))
-              + " | max abs diff, D2S fp32 graph vs fp32 |",
-              "|---|---|" + "---:|" * (len(cols) - 1)]
+    lines += [
+        "",
+        "## PSNR against ORT fp32 (dB, random weights, one smooth input)",
+        "",
+        "| config | size | "
+        + " | ".join(c for c in cols if c not in ("torch", "ORT fp32"))
+        + " | max abs diff, D2S fp32 graph vs fp32 |",
+        "|---|---|" + "---:|" * (len(cols) - 1),
+    ]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['size']} | "
-                     + " | ".join(f"{r['psnr'][k]:.1f}" for k in cols if k not in ("torch", "ORT fp32"))
-                     + f" | {r['d2s_diff']:.1e} |")
+        lines.append(
+            f"| {r['config']} | {r['size']} | "
+            + " | ".join(f"{r['psnr'][k]:.1f}" for k in cols if k not in ("torch", "ORT fp32"))
+            + f" | {r['d2s_diff']:.1e} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -335,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--repeats-1024", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--note", default="", help="a sentence on the machine's state for the results (e.g. other jobs)")
+    p.add_argument(
+        "--note", default="", help="a sentence on the machine's state for the results (e.g. other jobs)"
+    )
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "student_engines_cpu.md")
     args = p.parse_args(argv)
     table = run(args)

@@ -24,13 +24,21 @@ from networks.stylegan2 import Generator, load_generator
 from training.devices import exact_float32, pick_device
 
 PRESETS = {
-    "tiny-32": dict(z_dim=64, w_dim=64, img_resolution=32, mapping_layers=2, channel_base=512, channel_max=64),
-    "toy-128": dict(z_dim=128, w_dim=256, img_resolution=128, mapping_layers=4,
-                    channels={4: 256, 8: 256, 16: 128, 32: 96, 64: 48, 128: 24}),
+    "tiny-32": dict(
+        z_dim=64, w_dim=64, img_resolution=32, mapping_layers=2, channel_base=512, channel_max=64
+    ),
+    "toy-128": dict(
+        z_dim=128,
+        w_dim=256,
+        img_resolution=128,
+        mapping_layers=4,
+        channels={4: 256, 8: 256, 16: 128, 32: 96, 64: 48, 128: 24},
+    ),
 }
 FULL_PRESETS = {
-    "ffhq-256-widths": dict(z_dim=512, w_dim=512, img_resolution=256, mapping_layers=8, channel_base=16384,
-                            channel_max=512),
+    "ffhq-256-widths": dict(
+        z_dim=512, w_dim=512, img_resolution=256, mapping_layers=8, channel_base=16384, channel_max=512
+    ),
 }
 
 
@@ -62,7 +70,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--full", action="store_true", help="add a 256 px config with official channel widths")
+    parser.add_argument(
+        "--full", action="store_true", help="add a 256 px config with official channel widths"
+    )
     parser.add_argument("--checkpoint", help="benchmark this checkpoint instead of the presets")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = parser.parse_args()
@@ -70,10 +80,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     exact_float32()
-    configs = {args.checkpoint: None} if args.checkpoint else {**PRESETS, **(FULL_PRESETS if args.full else {})}
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device {device} ({gpu}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{args.rounds} rounds, median per batch")
+    configs = (
+        {args.checkpoint: None} if args.checkpoint else {**PRESETS, **(FULL_PRESETS if args.full else {})}
+    )
+    gpu = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine()
+    )
+    print(
+        f"device {device} ({gpu}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"{args.rounds} rounds, median per batch"
+    )
     print("| config | params | batch | fused img/s | unfused img/s | fused/unfused |")
     print("|---|---|---|---|---|---|")
     for name, kwargs in configs.items():
@@ -85,8 +103,11 @@ def main() -> None:
         params = sum(p.numel() for p in G.parameters())
         for batch in (int(b) for b in args.batches.split(",")):
             t = bench(G, batch, args.rounds, device)
-            print(f"| {name} | {params / 1e6:.2f} M | {batch} | {batch / t['fused']:.1f} | "
-                  f"{batch / t['unfused']:.1f} | {t['unfused'] / t['fused']:.2f}x |", flush=True)
+            print(
+                f"| {name} | {params / 1e6:.2f} M | {batch} | {batch / t['fused']:.1f} | "
+                f"{batch / t['unfused']:.1f} | {t['unfused'] / t['fused']:.2f}x |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

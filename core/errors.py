@@ -46,4 +46,6 @@ def file_errors(folder: str | os.PathLike, option: str = "--out") -> Iterator[No
         if e.errno not in _FIXES:
             raise
         path = e.filename if e.filename is not None else folder
-        raise DistillError(f"{path}: {e.strerror or os.strerror(e.errno)}; {_FIXES[e.errno].format(out=option)}") from None
+        raise DistillError(
+            f"{path}: {e.strerror or os.strerror(e.errno)}; {_FIXES[e.errno].format(out=option)}"
+        ) from None

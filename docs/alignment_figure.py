@@ -45,8 +45,9 @@ def panel(pixels: np.ndarray, caption: str) -> np.ndarray:
     im = im.resize((round(im.width * PANEL / im.height), PANEL), Image.LANCZOS)
     out = Image.new("RGB", (im.width, PANEL + CAPTION), (255, 255, 255))
     out.paste(im, (0, 0))
-    ImageDraw.Draw(out).multiline_text((4, PANEL + 3), caption, fill=(0, 0, 0),
-                                       font=ImageFont.load_default(size=12), spacing=2)
+    ImageDraw.Draw(out).multiline_text(
+        (4, PANEL + 3), caption, fill=(0, 0, 0), font=ImageFont.load_default(size=12), spacing=2
+    )
     return np.asarray(out)
 
 
@@ -72,8 +73,11 @@ def main() -> Path:
     panels = [
         panel(marked, "photo (512x512): detected box (green),\n68 landmarks, FFHQ quad (red)"),
         panel(crop, f"FFHQ-aligned crop ({PANEL} px)"),
-        panel(identity, f"pasted back, identity model:\n{psnr(identity[weight], photo[weight]):.1f} dB in the mask, "
-                        "exact outside"),
+        panel(
+            identity,
+            f"pasted back, identity model:\n{psnr(identity[weight], photo[weight]):.1f} dB in the mask, "
+            "exact outside",
+        ),
         panel(masked_crop, "stand-in edit (sepia) through\nthe feathered face mask"),
         panel(edited, "pasted back: only the face\nchanged, no seam"),
     ]

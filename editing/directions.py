@@ -36,12 +36,16 @@ def load_direction(path: str | os.PathLike, num_ws: int, w_dim: int) -> torch.Te
         else:
             raise ValueError("unknown suffix")
     except Exception as e:
-        raise DistillError(f"{path}: not a readable direction ({e}); expected .npy or .pt of shape {expected}") from e
+        raise DistillError(
+            f"{path}: not a readable direction ({e}); expected .npy or .pt of shape {expected}"
+        ) from e
     d = d.detach().to(torch.float32)
     if d.ndim == 1 and d.shape[0] == w_dim:
         d = d[None]
     if d.ndim != 2 or d.shape[1] != w_dim or d.shape[0] not in (1, num_ws):
-        raise DistillError(f"{path}: direction has shape {tuple(d.shape)}, expected {expected} for this generator")
+        raise DistillError(
+            f"{path}: direction has shape {tuple(d.shape)}, expected {expected} for this generator"
+        )
     if not torch.isfinite(d).all():
         raise DistillError(f"{path}: direction contains NaN or infinite values")
     return d.expand(num_ws, w_dim).clone()

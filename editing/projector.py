@@ -111,7 +111,9 @@ def load_vgg16(path: str | os.PathLike, device: torch.device) -> VGG16Features:
     The classifier weights, if present, are ignored; only ``features.*`` is needed.
     """
     if not os.path.isfile(path):
-        raise DistillError(f"--vgg16 {path}: no such file; give a torchvision VGG16 state_dict (.pth) or omit it")
+        raise DistillError(
+            f"--vgg16 {path}: no such file; give a torchvision VGG16 state_dict (.pth) or omit it"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -178,7 +180,9 @@ class PyramidPixelDistance(nn.Module):
 # ----------------------------------------------------------------------------
 # W statistics, cached per generator.
 
-_W_STATS: weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[torch.Tensor, float]]] = weakref.WeakKeyDictionary()
+_W_STATS: weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[torch.Tensor, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @torch.no_grad()
@@ -290,7 +294,9 @@ def project(
         buf.requires_grad_(True)
 
     distance: nn.Module = (
-        PerceptualDistance(load_vgg16(vgg16_path, device), target) if vgg16_path else PyramidPixelDistance(target)
+        PerceptualDistance(load_vgg16(vgg16_path, device), target)
+        if vgg16_path
+        else PyramidPixelDistance(target)
     )
     w_opt = w_avg.clone().requires_grad_(True)  # [1, 1, C]
     optimizer = torch.optim.Adam([w_opt, *noise_bufs.values()], lr=lr, betas=(0.9, 0.999))
@@ -353,5 +359,7 @@ def legacy_edit(
     Extra keywords go to :func:`project` (lr, vgg16_path, seed, should_stop, progress, ...).
     """
     result = project(G, target, steps=steps, **kw)
-    edited = apply_direction(result.ws, direction.to(result.ws.device), alpha, layers=tuple(layers), normalize=normalize)
+    edited = apply_direction(
+        result.ws, direction.to(result.ws.device), alpha, layers=tuple(layers), normalize=normalize
+    )
     return render(G, edited, result.noise)

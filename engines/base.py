@@ -93,5 +93,11 @@ class CandidateResult(BaseModel):
 
     @classmethod
     def of(cls, spec: EngineSpec, status: Status, **fields: object) -> CandidateResult:
-        return cls(engine=spec.engine, device=spec.device, variant=spec.variant, precision=spec.precision,
-                   status=status, **fields)
+        return cls(
+            engine=spec.engine,
+            device=spec.device,
+            variant=spec.variant,
+            precision=spec.precision,
+            status=status,
+            **fields,
+        )

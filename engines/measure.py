@@ -43,8 +43,15 @@ def open_spec(spec: EngineSpec, path: Path, size: tuple[int, int], threads: int 
     return OrtEngine(spec, path, intra_op_threads=threads)
 
 
-def engine_table(files: Mapping[str, Path], size: tuple[int, int], images: np.ndarray, *, repeats: int = 5,
-                 threads: int = 0, variants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def engine_table(
+    files: Mapping[str, Path],
+    size: tuple[int, int],
+    images: np.ndarray,
+    *,
+    repeats: int = 5,
+    threads: int = 0,
+    variants: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Rows {engine, variant, precision, median_ms, psnr_vs_fp32_db, timed_size, measured_on} for each variant
     file in ``files`` (variant -> ONNX path, fp32 included) in each engine this machine has.
 
@@ -53,33 +60,61 @@ def engine_table(files: Mapping[str, Path], size: tuple[int, int], images: np.nd
     load or run is logged and left out.
     """
     records = dict(variants or {v: {"file": Path(p).name} for v, p in files.items()})
-    plan = plan_candidates(records, engine="auto", ort_devices=[d for d in available_devices() if d != "tensorrt"],
-                           openvino_available=openvino_version() is not None, bf16_native=native_bf16())
+    plan = plan_candidates(
+        records,
+        engine="auto",
+        ort_devices=[d for d in available_devices() if d != "tensorrt"],
+        openvino_available=openvino_version() is not None,
+        bf16_native=native_bf16(),
+    )
     reference = open_spec(REFERENCE, Path(files["fp32"]), size, threads)
     expected = run_each(reference, images)
     rows = []
     for spec in plan.specs:
         try:
-            engine = reference if spec == REFERENCE else open_spec(spec, Path(files[spec.variant]), size, threads)
+            engine = (
+                reference if spec == REFERENCE else open_spec(spec, Path(files[spec.variant]), size, threads)
+            )
             out = run_each(engine, images)
             ms, _ = time_ms(engine, images[:1], repeats)
-        except Exception as e:  # an engine that cannot run a variant is left out of the table, with the reason
+        except (
+            Exception
+        ) as e:  # an engine that cannot run a variant is left out of the table, with the reason
             log.warning("%s: left out of the engine table (%s)", spec.label, e)
             continue
-        rows.append({"engine": spec.engine, "variant": spec.variant, "precision": spec.precision,
-                     "median_ms": round(ms, 2),
-                     "psnr_vs_fp32_db": None if engine is reference else round(psnr_db(out, expected), 2),
-                     "timed_size": list(size), "measured_on": measured_on(spec)})
+        rows.append(
+            {
+                "engine": spec.engine,
+                "variant": spec.variant,
+                "precision": spec.precision,
+                "median_ms": round(ms, 2),
+                "psnr_vs_fp32_db": None if engine is reference else round(psnr_db(out, expected), 2),
+                "timed_size": list(size),
+                "measured_on": measured_on(spec),
+            }
+        )
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines of an engine table, fastest first, with the speed-up over ONNX Runtime fp32 on the CPU."""
-    base = next((r["median_ms"] for r in rows if (r["engine"], r["variant"], r["precision"]) == (
-        "onnxruntime", "fp32", "fp32") and "CPUExecutionProvider" in r["measured_on"]), None)
-    lines = ["| engine | variant file | precision | median ms | vs ORT fp32 | PSNR vs fp32 (dB) |", "|---|---|---|---|---|---|"]
+    base = next(
+        (
+            r["median_ms"]
+            for r in rows
+            if (r["engine"], r["variant"], r["precision"]) == ("onnxruntime", "fp32", "fp32")
+            and "CPUExecutionProvider" in r["measured_on"]
+        ),
+        None,
+    )
+    lines = [
+        "| engine | variant file | precision | median ms | vs ORT fp32 | PSNR vs fp32 (dB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: r["median_ms"]):
         ratio = f"{base / r['median_ms']:.2f}x" if base else "-"
         psnr = "reference" if r["psnr_vs_fp32_db"] is None else f"{r['psnr_vs_fp32_db']:.1f}"
-        lines.append(f"| {r['engine']} | {r['variant']} | {r['precision']} | {r['median_ms']:.2f} | {ratio} | {psnr} |")
+        lines.append(
+            f"| {r['engine']} | {r['variant']} | {r['precision']} | {r['median_ms']:.2f} | {ratio} | {psnr} |"
+        )
     return lines

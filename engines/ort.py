@@ -65,20 +65,31 @@ def providers_for(spec: EngineSpec, cache_dir: Path | None) -> list[str | tuple[
 class OrtEngine(Engine):
     """One ONNX Runtime session; on CUDA/TensorRT the input and output go through I/O binding."""
 
-    def __init__(self, spec: EngineSpec, path: Path, *, intra_op_threads: int = 0, inter_op_threads: int = 0,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        path: Path,
+        *,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        cache_dir: Path | None = None,
+    ) -> None:
         if spec.device == "tensorrt" and cache_dir is not None:
             (cache_dir / "tensorrt").mkdir(parents=True, exist_ok=True)
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=session_options(intra_op_threads, inter_op_threads),
-                providers=providers_for(spec, cache_dir))
+                str(path),
+                sess_options=session_options(intra_op_threads, inter_op_threads),
+                providers=providers_for(spec, cache_dir),
+            )
         except Exception as e:  # onnxruntime raises its own exception types for unreadable/invalid models
             raise DistillError(f"{path}: ONNX Runtime cannot load it ({e}); re-export it") from e
         actual = SHORT.get(self.session.get_providers()[0], "cpu")
         if actual != spec.device:
-            raise DistillError(f"{path}: the {spec.device} provider did not start (no GPU visible?); "
-                               f"the session runs on {actual}")
+            raise DistillError(
+                f"{path}: the {spec.device} provider did not start (no GPU visible?); "
+                f"the session runs on {actual}"
+            )
         self.spec, self.path = spec, Path(path)
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name

@@ -41,26 +41,46 @@ def core() -> object:
 class OpenVinoEngine(Engine):
     """An OpenVINO model compiled for the CPU at a fixed height and width."""
 
-    def __init__(self, spec: EngineSpec, path: Path, size: tuple[int, int] | None, *, threads: int = 0,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        path: Path,
+        size: tuple[int, int] | None,
+        *,
+        threads: int = 0,
+        cache_dir: Path | None = None,
+    ) -> None:
         if spec.engine != "openvino" or spec.device != "cpu" or spec.precision not in OV_PRECISION:
             raise DistillError(f"OpenVINO runs fp32, bf16 or int8 on the CPU, not {spec.label}")
         if openvino_version() is None:
-            raise DistillError("OpenVINO is not installed: pip install openvino (or DISTILL_ENGINE=onnxruntime)")
+            raise DistillError(
+                "OpenVINO is not installed: pip install openvino (or DISTILL_ENGINE=onnxruntime)"
+            )
         import openvino
 
         ov = core()
         try:
             model = ov.read_model(str(path))
-            if size is not None and len(model.inputs) in (1, 2) and model.inputs[0].get_partial_shape().rank.is_static:
+            if (
+                size is not None
+                and len(model.inputs) in (1, 2)
+                and model.inputs[0].get_partial_shape().rank.is_static
+            ):
                 shape = model.inputs[0].get_partial_shape()  # a fixed batch stays fixed, so do the channels
-                shapes = {model.inputs[0]: openvino.PartialShape(
-                    [d.get_length() if d.is_static else -1 for d in (shape[0], shape[1])] + list(size))}
-                if len(model.inputs) == 2:  # a strength-conditioned model's strength [N] keeps its dynamic batch
+                shapes = {
+                    model.inputs[0]: openvino.PartialShape(
+                        [d.get_length() if d.is_static else -1 for d in (shape[0], shape[1])] + list(size)
+                    )
+                }
+                if (
+                    len(model.inputs) == 2
+                ):  # a strength-conditioned model's strength [N] keeps its dynamic batch
                     shapes[model.inputs[1]] = model.inputs[1].get_partial_shape()
                 model.reshape(shapes)
-            config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OV_PRECISION[spec.precision],
-                                         "PERFORMANCE_HINT": "LATENCY"}
+            config: dict[str, object] = {
+                "INFERENCE_PRECISION_HINT": OV_PRECISION[spec.precision],
+                "PERFORMANCE_HINT": "LATENCY",
+            }
             if threads > 0:
                 config["INFERENCE_NUM_THREADS"] = threads
             if cache_dir is not None:
@@ -88,7 +108,9 @@ class OpenVinoEngine(Engine):
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         def spec(port: object) -> TensorSpec:
             shape = port.get_partial_shape()
-            dims = tuple(d.get_length() if d.is_static else None for d in shape) if shape.rank.is_static else ()
+            dims = (
+                tuple(d.get_length() if d.is_static else None for d in shape) if shape.rank.is_static else ()
+            )
             name = port.get_any_name() if port.get_names() else ""
             return TensorSpec(name, _TYPE_NAMES.get(port.get_element_type().get_type_name(), "other"), dims)
 

@@ -30,7 +30,11 @@ REFERENCE = EngineSpec("onnxruntime", "cpu", "fp32", "fp32")
 CUT_FACTOR = 1.2  # a candidate whose first timed runs are all this much slower than the best cannot win
 BLOCK_RUNS = 2  # timed runs of one candidate per round
 HANDOVER_S = 0.05  # pause between candidates: the last engine's threads stop spinning
-_ALLOWED = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "CUDAExecutionProvider"}
+_ALLOWED = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "CUDAExecutionProvider",
+}
 
 
 @dataclass
@@ -49,9 +53,17 @@ def _variant_allowed(variants: dict, variant: str, device: str) -> bool:
     return not allowed or device in allowed or _ALLOWED[device] in allowed
 
 
-def plan_candidates(variants: dict, *, engine: str, ort_devices: Sequence[str], ort_cpu: str = "auto",
-                    ort_cuda: str = "auto", openvino: str = "auto", openvino_available: bool = True,
-                    bf16_native: bool = True) -> Plan:
+def plan_candidates(
+    variants: dict,
+    *,
+    engine: str,
+    ort_devices: Sequence[str],
+    ort_cpu: str = "auto",
+    ort_cuda: str = "auto",
+    openvino: str = "auto",
+    openvino_available: bool = True,
+    bf16_native: bool = True,
+) -> Plan:
     """The candidates for an entry with ``variants`` (its manifest's), given the settings and this machine.
 
     ``ort_devices``: what ONNX Runtime may run on (``cpu``, ``cuda``, ``tensorrt``); ``ort_cpu``/``ort_cuda``:
@@ -63,7 +75,11 @@ def plan_candidates(variants: dict, *, engine: str, ort_devices: Sequence[str], 
         for device in ort_devices:
             wanted = ort_cpu if device == "cpu" else ort_cuda
             if device == "tensorrt":  # TensorRT builds its own engine from the fp32 file
-                precisions = ["fp16", "fp32"] if wanted == "auto" else [wanted if wanted in ("fp16", "fp32") else "fp32"]
+                precisions = (
+                    ["fp16", "fp32"]
+                    if wanted == "auto"
+                    else [wanted if wanted in ("fp16", "fp32") else "fp32"]
+                )
                 plan.specs += [EngineSpec("onnxruntime", "tensorrt", "fp32", p) for p in precisions]
                 continue
             if wanted == "auto":
@@ -72,8 +88,10 @@ def plan_candidates(variants: dict, *, engine: str, ort_devices: Sequence[str], 
             elif _variant_allowed(variants, wanted, device):
                 chosen = [wanted]
             else:
-                plan.notes.append(f"onnxruntime/{device}: {wanted} is not in the entry or not marked for {device}; "
-                                  "using fp32")
+                plan.notes.append(
+                    f"onnxruntime/{device}: {wanted} is not in the entry or not marked for {device}; "
+                    "using fp32"
+                )
                 chosen = ["fp32"]
             plan.specs += [EngineSpec("onnxruntime", device, v, v) for v in chosen]  # type: ignore[arg-type]
     if engine in ("auto", "openvino"):
@@ -81,8 +99,9 @@ def plan_candidates(variants: dict, *, engine: str, ort_devices: Sequence[str], 
             plan.notes.append("openvino: left out (DISTILL_PROVIDER=cuda)")
         elif not openvino_available:
             if engine == "openvino":
-                raise DistillError("DISTILL_ENGINE=openvino: the openvino package is not installed "
-                                   "(pip install openvino) ")
+                raise DistillError(
+                    "DISTILL_ENGINE=openvino: the openvino package is not installed (pip install openvino) "
+                )
             plan.notes.append("openvino: not installed")
         else:
             if openvino == "auto":
@@ -96,10 +115,14 @@ def plan_candidates(variants: dict, *, engine: str, ort_devices: Sequence[str], 
                 precisions = ["fp32"]
             else:
                 precisions = [openvino]
-            plan.specs += [EngineSpec("openvino", "cpu", "int8" if p == "int8" else "fp32", p)  # type: ignore[arg-type]
-                           for p in precisions]
+            plan.specs += [
+                EngineSpec("openvino", "cpu", "int8" if p == "int8" else "fp32", p)  # type: ignore[arg-type]
+                for p in precisions
+            ]
     if not plan.specs:
-        raise DistillError(f"DISTILL_ENGINE={engine}: no candidate engine on this machine ({'; '.join(plan.notes)})")
+        raise DistillError(
+            f"DISTILL_ENGINE={engine}: no candidate engine on this machine ({'; '.join(plan.notes)})"
+        )
     return plan
 
 
@@ -119,8 +142,9 @@ def run_each(engine: Engine, images: np.ndarray) -> np.ndarray:
     return np.concatenate([engine.run(images[i : i + 1]) for i in range(len(images))])
 
 
-def time_ms(engine: Engine, x: np.ndarray, repeats: int = 5, warmup: int = 1,
-            give_up_ms: float | None = None) -> tuple[float, bool]:
+def time_ms(
+    engine: Engine, x: np.ndarray, repeats: int = 5, warmup: int = 1, give_up_ms: float | None = None
+) -> tuple[float, bool]:
     """Median ms of ``engine.run(x)`` over ``repeats`` runs after ``warmup``; (median, cut): cut short when the
     first two timed runs are both slower than ``give_up_ms``."""
     for _ in range(warmup):
@@ -135,8 +159,14 @@ def time_ms(engine: Engine, x: np.ndarray, repeats: int = 5, warmup: int = 1,
     return statistics.median(times), False
 
 
-def time_rounds(candidates: Sequence[tuple[object, Engine]], x: np.ndarray, repeats: int,
-                deadline: float, cut: bool = True, block: int = BLOCK_RUNS) -> dict[int, list[float]]:
+def time_rounds(
+    candidates: Sequence[tuple[object, Engine]],
+    x: np.ndarray,
+    repeats: int,
+    deadline: float,
+    cut: bool = True,
+    block: int = BLOCK_RUNS,
+) -> dict[int, list[float]]:
     """Per-run ms of each candidate (keyed by ``id`` of its first item), timed in rounds: each round gives every
     candidate, in rotating order, a pause, one untimed run and ``block`` timed runs. Rounds make a busy spell of
     a shared machine hit all candidates alike; the pause and the untimed run let the previous engine's worker
@@ -171,9 +201,16 @@ class Selection:
     candidates: list[CandidateResult]
 
 
-def select_engine(specs: Sequence[EngineSpec], open_engine: Callable[[EngineSpec], Engine], reference: Engine,
-                  images: np.ndarray, *, min_psnr_db: float = MIN_PSNR_DB, budget_s: float = 20.0,
-                  repeats: int = 5) -> Selection:
+def select_engine(
+    specs: Sequence[EngineSpec],
+    open_engine: Callable[[EngineSpec], Engine],
+    reference: Engine,
+    images: np.ndarray,
+    *,
+    min_psnr_db: float = MIN_PSNR_DB,
+    budget_s: float = 20.0,
+    repeats: int = 5,
+) -> Selection:
     """Gate, time and choose among ``specs`` (see the module docstring); DistillError when none passes.
 
     ``reference`` is ONNX Runtime fp32 on the CPU (reused when it is a candidate); ``images`` [N,3,H,W] at the
@@ -185,7 +222,9 @@ def select_engine(specs: Sequence[EngineSpec], open_engine: Callable[[EngineSpec
     timed: list[tuple[CandidateResult, Engine]] = []  # gated in, to be timed
     for spec in specs:
         if timed and time.perf_counter() - started > budget_s:
-            results.append(CandidateResult.of(spec, "skipped", reason=f"warm-up budget of {budget_s:g} s spent"))
+            results.append(
+                CandidateResult.of(spec, "skipped", reason=f"warm-up budget of {budget_s:g} s spent")
+            )
             continue
         try:
             engine = reference if spec == reference.spec else open_engine(spec)
@@ -195,10 +234,18 @@ def select_engine(specs: Sequence[EngineSpec], open_engine: Callable[[EngineSpec
             continue
         psnr = None if engine is reference else round(psnr_db(out, expected), 2)
         if psnr is not None and psnr < min_psnr_db:
-            results.append(CandidateResult.of(spec, "refused", psnr_vs_fp32_db=psnr,
-                                              reason=f"{psnr:.2f} dB < the {min_psnr_db:g} dB gate"))
+            results.append(
+                CandidateResult.of(
+                    spec,
+                    "refused",
+                    psnr_vs_fp32_db=psnr,
+                    reason=f"{psnr:.2f} dB < the {min_psnr_db:g} dB gate",
+                )
+            )
             continue
-        result = CandidateResult.of(spec, "reference" if engine is reference else "passed", psnr_vs_fp32_db=psnr)
+        result = CandidateResult.of(
+            spec, "reference" if engine is reference else "passed", psnr_vs_fp32_db=psnr
+        )
         results.append(result)
         timed.append((result, engine))
     times = time_rounds(timed, images[:1], repeats, started + budget_s)
@@ -211,14 +258,23 @@ def select_engine(specs: Sequence[EngineSpec], open_engine: Callable[[EngineSpec
         elif best is None or ms < best[2]:
             best = (results.index(result), engine, ms)
     if best is None:
-        raise DistillError("no candidate engine passed: " + "; ".join(
-            f"{r.engine}/{r.device}/{r.precision}: {r.status} ({r.reason})" for r in results))
+        raise DistillError(
+            "no candidate engine passed: "
+            + "; ".join(f"{r.engine}/{r.device}/{r.precision}: {r.status} ({r.reason})" for r in results)
+        )
     index, engine, ms = best
     results[index].status = "chosen"
-    others = sorted((r for r in results if r.median_ms is not None and r is not results[index]),
-                    key=lambda r: r.median_ms or 0.0)
-    runner_up = f"; next {others[0].engine}/{others[0].device}/{others[0].precision} {others[0].median_ms:.2f} ms" \
-        if others else ""
-    reason = (f"auto: fastest of {sum(r.median_ms is not None for r in results)} timed candidate(s) within the "
-              f"{min_psnr_db:g} dB gate ({ms:.2f} ms{runner_up})")
+    others = sorted(
+        (r for r in results if r.median_ms is not None and r is not results[index]),
+        key=lambda r: r.median_ms or 0.0,
+    )
+    runner_up = (
+        f"; next {others[0].engine}/{others[0].device}/{others[0].precision} {others[0].median_ms:.2f} ms"
+        if others
+        else ""
+    )
+    reason = (
+        f"auto: fastest of {sum(r.median_ms is not None for r in results)} timed candidate(s) within the "
+        f"{min_psnr_db:g} dB gate ({ms:.2f} ms{runner_up})"
+    )
     return Selection(engine, reason, results)

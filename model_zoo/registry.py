@@ -132,7 +132,9 @@ class ModelEntry:
 
     def escaping_links(self) -> list[Path]:
         """Symbolic links inside the entry whose target lies outside its folder (or nowhere)."""
-        return sorted(p for p in self.path.rglob("*") if p.is_symlink() and not (p.exists() and self.contains(p)))
+        return sorted(
+            p for p in self.path.rglob("*") if p.is_symlink() and not (p.exists() and self.contains(p))
+        )
 
     def verify(self) -> None:
         """Check the byte size and sha256 of every file in ``manifest["files"]`` and refuse symbolic links that
@@ -189,7 +191,9 @@ def _entry_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     # hidden folders are exports in progress (distill export stages entries in .NAME.export-tmp)
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
+    )
 
 
 def list_entries(root: str | os.PathLike | None = None) -> list[ModelEntry]:
@@ -204,7 +208,9 @@ def get_entry(name: str, root: str | os.PathLike | None = None, verify: bool = T
     """
     root = Path(root) if root is not None else default_root()
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ModelZooError(f"{name!r} is not a model name (letters, digits, '.', '_', '-'); {_available(root)}")
+        raise ModelZooError(
+            f"{name!r} is not a model name (letters, digits, '.', '_', '-'); {_available(root)}"
+        )
     folder = root / name
     if not (folder / MANIFEST).is_file():
         raise ModelZooError(f"no model {name!r} in {root}; {_available(root)}")
@@ -239,8 +245,9 @@ def file_records(dest_dir: str | os.PathLike, files: Iterable[str]) -> dict[str,
     return records
 
 
-def write_entry(dest_dir: str | os.PathLike, manifest: EntryManifest | dict[str, Any],
-                files: Iterable[str] | None = None) -> ModelEntry:
+def write_entry(
+    dest_dir: str | os.PathLike, manifest: EntryManifest | dict[str, Any], files: Iterable[str] | None = None
+) -> ModelEntry:
     """Write ``dest_dir/manifest.json`` atomically, with ``files`` (names relative to ``dest_dir``) checksummed
     into its ``files`` (default: the records ``manifest`` already has).
 

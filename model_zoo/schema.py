@@ -38,6 +38,7 @@ from pydantic import (
 SCHEMA_VERSION = 1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+
 def check_entry_path(name: str) -> str:
     """``name`` if it is a non-empty path inside the entry folder; ValueError otherwise."""
     parts = PurePosixPath(name).parts
@@ -122,7 +123,9 @@ class StrengthSpec(_Record):
         if not low < high:
             raise ValueError(f"strength.range {list(self.range)} must be [low, high] with low < high")
         if not low <= self.default <= high:
-            raise ValueError(f"strength.default {self.default} lies outside strength.range {list(self.range)}")
+            raise ValueError(
+                f"strength.default {self.default} lies outside strength.range {list(self.range)}"
+            )
         return self
 
 
@@ -278,7 +281,9 @@ class EntryManifest(_Record):
     description: str = ""
     edit: Edit = Field(default_factory=Edit)
     input: InputSpec
-    strength: StrengthSpec | None = None  # a strength-conditioned model's second input; None: one fixed strength
+    strength: StrengthSpec | None = (
+        None  # a strength-conditioned model's second input; None: one fixed strength
+    )
     output: OutputSpec = Field(default_factory=OutputSpec)
     variants: dict[str, Variant]
     refused_variants: dict[str, RefusedVariant] = Field(default_factory=dict)
@@ -297,22 +302,30 @@ class EntryManifest(_Record):
         if "fp32" not in self.variants:
             raise ValueError("'variants' must have at least an 'fp32' entry")
         listed = [(f"variants[{k!r}].file", v.file) for k, v in self.variants.items()]
-        listed += [(f"{k}.file", r.file) for k, r in (("teacher", self.teacher), ("direction", self.direction)) if r]
+        listed += [
+            (f"{k}.file", r.file) for k, r in (("teacher", self.teacher), ("direction", self.direction)) if r
+        ]
         for where, fname in listed:
             if fname not in self.files:
                 raise ValueError(f"{where} {fname!r} is not listed in 'files'")
         if self.strength is not None and self.edit.alpha is None:
-            raise ValueError("a strength-conditioned entry needs edit.alpha (what strength 1.0 means); "
-                             "re-export with --alpha A")
+            raise ValueError(
+                "a strength-conditioned entry needs edit.alpha (what strength 1.0 means); "
+                "re-export with --alpha A"
+            )
         if self.direction is not None and (self.edit.alpha is None or self.edit.layers is None):
-            raise ValueError("the entry ships a direction but edit.alpha or edit.layers is missing "
-                             "(re-export with --alpha A --layers START:STOP)")
+            raise ValueError(
+                "the entry ships a direction but edit.alpha or edit.layers is missing "
+                "(re-export with --alpha A --layers START:STOP)"
+            )
         return self
 
     def direction_edit(self) -> tuple[float, tuple[int, int], bool]:
         """(alpha, [start, stop) W+ layers, normalize) of the shipped direction; ValueError when it ships none."""
         if self.direction is None or self.edit.alpha is None or self.edit.layers is None:
-            raise ValueError(f"model {self.name!r} ships no direction (the legacy path needs a teacher and a direction)")
+            raise ValueError(
+                f"model {self.name!r} ships no direction (the legacy path needs a teacher and a direction)"
+            )
         return self.edit.alpha, self.edit.layers, self.direction.normalize
 
     def to_json(self) -> dict[str, Any]:
@@ -333,8 +346,12 @@ def _migrate_v0(manifest: dict[str, Any]) -> dict[str, Any]:
                 edit[key] = value
         manifest["direction"] = direction
     manifest["edit"] = {k: edit.get(k) for k in ("attribute", "alpha", "layers")}
-    for record, key in (("teacher", "source"), ("direction", "source"), ("data", "dataset"),
-                        ("training", "checkpoint")):
+    for record, key in (
+        ("teacher", "source"),
+        ("direction", "source"),
+        ("data", "dataset"),
+        ("training", "checkpoint"),
+    ):
         section = manifest.get(record)
         if isinstance(section, dict) and isinstance(section.get(key), str):
             section[key] = provenance(section[key])

@@ -46,9 +46,17 @@ def export_tiny_onnx(path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is the team's choice
         torch.onnx.export(
-            model, torch.zeros(1, 3, NATIVE, NATIVE), str(path), dynamo=False, opset_version=17,
-            input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}},
+            model,
+            torch.zeros(1, 3, NATIVE, NATIVE),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={
+                "input": {0: "batch", 2: "height", 3: "width"},
+                "output": {0: "batch", 2: "height", 3: "width"},
+            },
         )
 
 
@@ -64,8 +72,15 @@ def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bo
         "name": name,
         "description": "tiny test student",
         "edit": {"attribute": "age", "alpha": 1.5, "layers": [0, 4]},
-        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": [NATIVE, NATIVE], "channels": 3,
-                  "range": [-1, 1], "stride": 4},
+        "input": {
+            "name": "input",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "size": [NATIVE, NATIVE],
+            "channels": 3,
+            "range": [-1, 1],
+            "stride": 4,
+        },
         "output": {"name": "output"},
         "variants": {"fp32": {"file": "model.onnx", "providers": ["cpu", "cuda"]}},
         "teacher": None,
@@ -73,8 +88,9 @@ def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bo
     }
     if teacher:
         torch.manual_seed(0)
-        G = Generator(z_dim=16, w_dim=16, img_resolution=NATIVE, mapping_layers=2,
-                      channels={4: 16, 8: 16, 16: 8, 32: 8})
+        G = Generator(
+            z_dim=16, w_dim=16, img_resolution=NATIVE, mapping_layers=2, channels={4: 16, 8: 16, 16: 8, 32: 8}
+        )
         save_generator(G, dest / "teacher.pt")
         np.save(dest / "direction.npy", np.random.default_rng(0).standard_normal(16).astype(np.float32))
         manifest["teacher"] = {"file": "teacher.pt"}
@@ -127,11 +143,23 @@ def serve(zoo: Path, *args: str, env: dict[str, str] | None = None, timeout: flo
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     full_env.update({"DISTILL_WARMUP_RUNS": "1", **(env or {})})
-    cmd = [sys.executable, "-m", "distill", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model-zoo", str(zoo), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "distill",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-zoo",
+        str(zoo),
+        *args,
+    ]
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout
@@ -161,10 +189,17 @@ def serve(zoo: Path, *args: str, env: dict[str, str] | None = None, timeout: flo
 
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG signature + IHDR declaring width x height, and one tiny IDAT: a decompression bomb's header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 class Invert(nn.Module):
@@ -178,10 +213,19 @@ def make_face_entry(root: Path, name: str = "faces") -> None:
     dest = root / name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(Invert(), torch.zeros(1, 3, NATIVE, NATIVE), str(dest / "model.onnx"), dynamo=False,
-                          opset_version=17, input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                                        "output": {0: "batch", 2: "height", 3: "width"}})
+        torch.onnx.export(
+            Invert(),
+            torch.zeros(1, 3, NATIVE, NATIVE),
+            str(dest / "model.onnx"),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={
+                "input": {0: "batch", 2: "height", 3: "width"},
+                "output": {0: "batch", 2: "height", 3: "width"},
+            },
+        )
     manifest = json.loads((dest / "manifest.json").read_text())
     manifest["input"]["alignment"] = "ffhq"
     write_entry(dest, manifest, list(manifest["files"]))
@@ -192,8 +236,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
 
 
 @contextmanager
@@ -207,8 +249,16 @@ def legacy_test_client(root: Path, **overrides):
         from fastapi.testclient import TestClient
     make_entry(root, "tiny")
     make_entry(root, "plain", teacher=False)
-    settings = Settings(model_zoo=root, default_model="tiny", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
-                        legacy_queue=1, legacy_steps=5, **overrides)
+    settings = Settings(
+        model_zoo=root,
+        default_model="tiny",
+        warmup_runs=1,
+        intra_op_threads=1,
+        legacy_workers=1,
+        legacy_queue=1,
+        legacy_steps=5,
+        **overrides,
+    )
     with TestClient(create_app(settings)) as c:
         wait_ready(c)  # includes starting the projection process and its warm-up
         yield c

@@ -21,7 +21,9 @@ def fixtures_dir() -> Path:
     Missing: the conformance tests skip with one reason outside CI and fail under ``CI=true``."""
     path = SHARED / "fixtures"
     if not path.is_dir():
-        reason = f"conformance fixtures not found at {path} (put ../shared beside the clone or set DISTILL_SHARED)"
+        reason = (
+            f"conformance fixtures not found at {path} (put ../shared beside the clone or set DISTILL_SHARED)"
+        )
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"{reason}; CI requires them")
         pytest.skip(reason)
@@ -59,8 +61,15 @@ def strength_pairs(pair_teacher, tmp_path_factory) -> Path:
     from training.strength import StrengthRange
 
     out = tmp_path_factory.mktemp("strength") / "pairs"
-    generate_pairs(*pair_teacher, out, alpha=1.0, num=8, device="cpu", progress=False,
-                   alpha_range=StrengthRange(-1.5, 1.5))
+    generate_pairs(
+        *pair_teacher,
+        out,
+        alpha=1.0,
+        num=8,
+        device="cpu",
+        progress=False,
+        alpha_range=StrengthRange(-1.5, 1.5),
+    )
     return out
 
 
@@ -74,14 +83,42 @@ def conditional_entry(strength_pairs, tmp_path_factory) -> Path:
     from training.trainer import TrainOptions, train
 
     root = tmp_path_factory.mktemp("conditional")
-    opts = TrainOptions(dataset=str(strength_pairs), out=str(root / "run"), preset="tiny", batch_size=2, max_steps=2,
-                        workers=0, progress=False, device="cpu", val_fraction=0.25)
+    opts = TrainOptions(
+        dataset=str(strength_pairs),
+        out=str(root / "run"),
+        preset="tiny",
+        batch_size=2,
+        max_steps=2,
+        workers=0,
+        progress=False,
+        device="cpu",
+        val_fraction=0.25,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(opts, {"residual": True, "condition": "plane", "lambda_l1": 10.0})
     out = root / "zoo" / "cond"
-    assert main(["export", str(root / "run"), "--out", str(out), "--variants", "int8", "--timing-repeats", "0",
-                 "--num-calibration", "6", "--num-eval", "2", "--min-variant-psnr", "0"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(root / "run"),
+                "--out",
+                str(out),
+                "--variants",
+                "int8",
+                "--timing-repeats",
+                "0",
+                "--num-calibration",
+                "6",
+                "--num-eval",
+                "2",
+                "--min-variant-psnr",
+                "0",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -95,7 +132,13 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1200,900",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)

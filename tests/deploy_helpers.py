@@ -33,7 +33,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", s):
         word = match.group()
-        if word.lower() in KEYWORDS or s[match.end():].lstrip().startswith("("):
+        if word.lower() in KEYWORDS or s[match.end() :].lstrip().startswith("("):
             continue
         names.add(word)
     return names

@@ -32,8 +32,15 @@ def make_pair_dataset(root: Path, n: int = 12, size: int = 32, keep: list[bool |
         save_image(root / "train_A" / f"{seed:08d}.png", a)
         save_image(root / "train_B" / f"{seed:08d}.png", b)
         rows.append(
-            PairRecord(seed=seed, a=f"train_A/{seed:08d}.png", b=f"train_B/{seed:08d}.png", alpha=1.5,
-                       truncation=0.7, direction="test.npy", keep=None if keep is None else keep[i])  # fmt: skip
+            PairRecord(
+                seed=seed,
+                a=f"train_A/{seed:08d}.png",
+                b=f"train_B/{seed:08d}.png",
+                alpha=1.5,
+                truncation=0.7,
+                direction="test.npy",
+                keep=None if keep is None else keep[i],
+            )
         )
     write_manifest(root, rows)
     write_metadata(root, {"teacher": "synthetic", "size": size})
@@ -41,8 +48,18 @@ def make_pair_dataset(root: Path, n: int = 12, size: int = 32, keep: list[bool |
 
 
 def tiny_options(dataset: Path, out: Path, **kw) -> TrainOptions:
-    base = dict(dataset=str(dataset), out=str(out), preset="tiny", batch_size=2, workers=0, device="cpu",
-                sample_every=3, log_every=1, val_fraction=0.2, progress=False)  # fmt: skip
+    base = dict(
+        dataset=str(dataset),
+        out=str(out),
+        preset="tiny",
+        batch_size=2,
+        workers=0,
+        device="cpu",
+        sample_every=3,
+        log_every=1,
+        val_fraction=0.2,
+        progress=False,
+    )
     return TrainOptions(**(base | kw))
 
 
@@ -82,8 +99,13 @@ def student_onnx(path, add: float) -> None:
     """input [N,3,H,W] -> clip(input + add, -1, 1), dynamic batch and size."""
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("c", add), ("lo", -1.0), ("hi", 1.0))]
-    nodes = [helper.make_node("Add", ["input", "c"], ["s"]), helper.make_node("Clip", ["s", "lo", "hi"], ["output"])]
+    inits = [
+        helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("c", add), ("lo", -1.0), ("hi", 1.0))
+    ]
+    nodes = [
+        helper.make_node("Add", ["input", "c"], ["s"]),
+        helper.make_node("Clip", ["s", "lo", "hi"], ["output"]),
+    ]
     graph = helper.make_graph(nodes, "student", [x], [y], inits)
     _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
@@ -93,7 +115,10 @@ def scorer_onnx(path, res: int = 16) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, res, res])
     y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 2])
     weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1 / 3, 1.0, 1 / 3, -1.0, 1 / 3, 0.0])
-    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1),
-             helper.make_node("Flatten", ["m"], ["f"], axis=1), helper.make_node("MatMul", ["f", "w"], ["scores"])]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1),
+        helper.make_node("Flatten", ["m"], ["f"], axis=1),
+        helper.make_node("MatMul", ["f", "w"], ["scores"]),
+    ]
     graph = helper.make_graph(nodes, "scorer", [x], [y], [weights])
     _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)

@@ -17,7 +17,9 @@ from editing.alignment.ffhq import Alignment, _warp, align_face, ffhq_quad
 from editing.alignment.landmarks import Face, default_finder, find_faces, predictor_path
 from editing.alignment.pasteback import face_mask, paste_back, paste_faces
 
-data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
+data = pytest.importorskip(
+    "skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])"
+)
 
 SIZE = 256
 
@@ -65,8 +67,9 @@ def place(crop: np.ndarray, angle: float, scale: float, canvas_wh: tuple[int, in
     c = (crop.shape[0] - 1) / 2
     m = cv2.getRotationMatrix2D((c, c), angle, scale)
     m[:, 2] += np.array([(canvas_wh[0] - 1) / 2 - c + offset[0], (canvas_wh[1] - 1) / 2 - c + offset[1]])
-    canvas = cv2.warpAffine(crop, m, canvas_wh, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=(120, 120, 120))
+    canvas = cv2.warpAffine(
+        crop, m, canvas_wh, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=(120, 120, 120)
+    )
     return canvas, m
 
 
@@ -108,8 +111,9 @@ def test_transform_maps_the_quad_onto_the_crop_and_back():
 
 def test_pillow_warp_is_the_recipes_quad_transform(portrait):
     quad = ffhq_quad(synthetic_landmarks(17.0, centre=(50, 60)) * 3 + 60)
-    quad_transform = Image.fromarray(portrait).transform((200, 200), Image.QUAD, tuple((quad + 0.5).flatten()),
-                                                         Image.BILINEAR)
+    quad_transform = Image.fromarray(portrait).transform(
+        (200, 200), Image.QUAD, tuple((quad + 0.5).flatten()), Image.BILINEAR
+    )
     np.testing.assert_array_equal(_warp(portrait, quad, 200, "pillow"), np.asarray(quad_transform))
 
 
@@ -216,9 +220,11 @@ def test_realigning_a_placed_face_gives_the_crop_back(finder, aligned, case):
 
     # exact landmarks (the crop's, carried through the placement): only resampling differs
     again, alignment = align_face(canvas, apply(m, crop_landmarks), SIZE)
-    np.testing.assert_allclose(alignment.quad, apply(m, np.array([[-0.5, -0.5], [-0.5, SIZE - 0.5],
-                                                                  [SIZE - 0.5, SIZE - 0.5], [SIZE - 0.5, -0.5]])),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        alignment.quad,
+        apply(m, np.array([[-0.5, -0.5], [-0.5, SIZE - 0.5], [SIZE - 0.5, SIZE - 0.5], [SIZE - 0.5, -0.5]])),
+        atol=1e-6,
+    )
     assert psnr(again[centre, centre], crop[centre, centre]) > 40
 
     # detected landmarks: the whole chain
@@ -232,7 +238,9 @@ def test_realigning_a_placed_face_gives_the_crop_back(finder, aligned, case):
 
 def test_a_face_at_the_border_is_padded_not_cut(aligned):
     crop, _, crop_landmarks = aligned
-    canvas, m = place(crop, 0.0, 1.0, (400, 400), offset=(-200, -160))  # the crop's top-left is off the canvas
+    canvas, m = place(
+        crop, 0.0, 1.0, (400, 400), offset=(-200, -160)
+    )  # the crop's top-left is off the canvas
     x0, y0 = -int(round(m[0, 2])), -int(round(m[1, 2]))  # where the canvas starts in the crop
     assert x0 > 64 and y0 > 64
     again, _ = align_face(canvas, apply(m, crop_landmarks), SIZE)
@@ -242,7 +250,9 @@ def test_a_face_at_the_border_is_padded_not_cut(aligned):
     inside = (slice(y0 + by, SIZE - 2), slice(x0 + bx, SIZE - 2))  # (the last rows: the grey canvas)
     assert psnr(again[inside], crop[inside]) > 40  # what the canvas holds comes back
     corner = again[:16, :16].astype(np.float64)
-    assert corner.mean() > 60 and corner.std(axis=(0, 1)).max() < 8  # the padding: blurred to the median, not black
+    assert (
+        corner.mean() > 60 and corner.std(axis=(0, 1)).max() < 8
+    )  # the padding: blurred to the median, not black
 
 
 # ---------------------------------------------------------------------------- paste-back
@@ -261,7 +271,12 @@ def test_mask_covers_the_face_with_a_soft_edge(aligned):
     hull = np.zeros((SIZE, SIZE), np.uint8)
     cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(crop_landmarks).astype(np.int32)), 1)
     assert mask[hull.astype(bool)].min() == 1.0  # every landmark-bounded pixel is fully the edit's
-    assert (mask[0] == 0).all() and (mask[-1] == 0).all() and (mask[:, 0] == 0).all() and (mask[:, -1] == 0).all()
+    assert (
+        (mask[0] == 0).all()
+        and (mask[-1] == 0).all()
+        and (mask[:, 0] == 0).all()
+        and (mask[:, -1] == 0).all()
+    )
     ramp = (mask > 0) & (mask < 1)
     assert ramp.sum() > 0.1 * (mask == 1).sum()  # a feathered edge, not a cut-out
     assert np.abs(np.diff(mask, axis=0)).max() < 0.1 and np.abs(np.diff(mask, axis=1)).max() < 0.1
@@ -270,12 +285,19 @@ def test_mask_covers_the_face_with_a_soft_edge(aligned):
 def test_paste_back_of_the_unedited_face_returns_the_photo(portrait, portrait_face, aligned):
     crop, alignment, crop_landmarks = aligned
     result = paste_faces(portrait, [crop], [alignment], [portrait_face.landmarks])
-    weight = paste_back(np.zeros_like(portrait), np.full_like(crop, 255), alignment,
-                        face_mask(crop_landmarks, SIZE))[..., 0] / 255.0
+    weight = (
+        paste_back(
+            np.zeros_like(portrait), np.full_like(crop, 255), alignment, face_mask(crop_landmarks, SIZE)
+        )[..., 0]
+        / 255.0
+    )
     assert (weight > 0.99).sum() > 5000
     outside = weight == 0
     np.testing.assert_array_equal(result[outside], portrait[outside])
-    assert (result[~quad_region(alignment, portrait.shape[:2])] == portrait[~quad_region(alignment, portrait.shape[:2])]).all()
+    assert (
+        result[~quad_region(alignment, portrait.shape[:2])]
+        == portrait[~quad_region(alignment, portrait.shape[:2])]
+    ).all()
     assert psnr(result[weight > 0], portrait[weight > 0]) > 33
 
 
@@ -286,7 +308,9 @@ def test_paste_back_of_an_edit_changes_only_the_face_without_a_seam(portrait, po
     region = quad_region(alignment, portrait.shape[:2])
     assert (result[~region] == portrait[~region]).all()
     eyes = np.rint(portrait_face.landmarks[36:48].mean(0)).astype(int)
-    assert (result[eyes[1], eyes[0]].astype(int) - portrait[eyes[1], eyes[0]]).mean() > 30  # the face took the edit
+    assert (
+        result[eyes[1], eyes[0]].astype(int) - portrait[eyes[1], eyes[0]]
+    ).mean() > 30  # the face took the edit
     # no seam: the edit's share of the result (edited minus unedited paste) ramps up over the feathered edge;
     # a hard paste would step by 40 between neighbours
     edit = result.astype(np.float64) - paste_faces(portrait, [base], [alignment], [portrait_face.landmarks])

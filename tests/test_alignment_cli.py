@@ -11,7 +11,9 @@ from PIL import Image
 from distill.cli import main
 from training.align import ROWS, crop_stems, read_rows
 
-data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
+data = pytest.importorskip(
+    "skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])"
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,10 @@ def test_align_writes_crops_rows_and_a_report(photos, tmp_path, capsys):
     assert sorted(len(v) for v in by_source.values()) == [1, 2]  # the astronaut, the pair
     astronaut = by_source[str(photos / "astronaut.jpg")][0]
     assert astronaut["face"] == 0 and astronaut["size"] == 64 and astronaut["file"] == "astronaut_00.png"
-    assert np.asarray(astronaut["quad"]).shape == (4, 2) and np.asarray(astronaut["landmarks"]).shape == (68, 2)
+    assert np.asarray(astronaut["quad"]).shape == (4, 2) and np.asarray(astronaut["landmarks"]).shape == (
+        68,
+        2,
+    )
     assert Image.open(out / "astronaut_00.png").size == (64, 64)
     assert [r["face"] for r in by_source[str(photos / "group" / "pair.png")]] == [0, 1]
     assert (out / "pair_01.png").is_file()
@@ -62,7 +67,9 @@ def test_largest_face_only_by_default(photos, tmp_path):
     out = tmp_path / "largest"
     assert main(["align", str(photos / "group" / "pair.png"), "--out", str(out), "--size", "32"]) == 0
     rows = read_rows(out / ROWS)
-    assert [r["face"] for r in rows] == [0] and json.loads((out / "align.json").read_text())["faces"] == "largest"
+    assert [r["face"] for r in rows] == [0] and json.loads((out / "align.json").read_text())[
+        "faces"
+    ] == "largest"
 
 
 def test_other_settings_in_the_same_folder_are_refused(photos, tmp_path, capsys):

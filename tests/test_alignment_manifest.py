@@ -20,7 +20,9 @@ def checkpoint(tmp_path_factory):
 
 
 def export(checkpoint, out, *extra) -> int:
-    return main(["export", str(checkpoint), "--out", str(out), "--size", "32", "--timing-repeats", "0", *extra])
+    return main(
+        ["export", str(checkpoint), "--out", str(out), "--size", "32", "--timing-repeats", "0", *extra]
+    )
 
 
 def test_export_records_the_alignment(checkpoint, tmp_path):
@@ -52,7 +54,8 @@ def test_manifests_without_the_field_load_as_none(checkpoint, tmp_path):
 
 def test_the_shipped_entries_stay_unaligned():
     assert {e.name: e.alignment for e in list_entries(default_root()) if e.name == "toyfaces-age"} == {
-        "toyfaces-age": "none"}
+        "toyfaces-age": "none"
+    }
 
 
 def test_an_ffhq_model_must_be_square(checkpoint, tmp_path, capsys):

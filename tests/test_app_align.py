@@ -23,7 +23,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
     from fastapi.testclient import TestClient
 
-data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
+data = pytest.importorskip(
+    "skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])"
+)
 
 
 def jpeg(pixels: np.ndarray) -> bytes:
@@ -48,8 +50,6 @@ PAIR = jpeg(two_faces())
 NO_FACE = jpeg(data.coffee())
 
 
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
@@ -62,7 +62,9 @@ def client(tmp_path_factory):
 
 
 def post(client, data_: bytes, endpoint: str = "/transform", **fields):
-    return client.post(endpoint, files={"image": ("photo.jpg", data_, "image/jpeg")}, data={"format": "png", **fields})
+    return client.post(
+        endpoint, files={"image": ("photo.jpg", data_, "image/jpeg")}, data={"format": "png", **fields}
+    )
 
 
 def picture(r) -> np.ndarray:
@@ -141,8 +143,9 @@ def test_all_faces_are_edited(client):
     np.testing.assert_array_equal(result[:, 315:325], photo[:, 315:325])
     largest = picture(post(client, PAIR, size="original"))
     assert post(client, PAIR, size="original").headers["x-faces"] == "1"
-    assert (np.abs(largest.astype(int) - photo).max(axis=2) > 60).sum() < (np.abs(result.astype(int) - photo).max(
-        axis=2) > 60).sum()
+    assert (np.abs(largest.astype(int) - photo).max(axis=2) > 60).sum() < (
+        np.abs(result.astype(int) - photo).max(axis=2) > 60
+    ).sum()
 
 
 def test_all_faces_needs_the_original_size(client):
@@ -159,15 +162,27 @@ def test_stage_histograms_include_align_and_pasteback(client):
     post(client, PORTRAIT, size="original")
     text = client.get("/metrics").text
     for stage in ("detect", "align", "pasteback"):
-        assert f'distill_stage_duration_seconds_count{{endpoint="/transform",model="faces",provider="cpu",stage="{stage}"}}' in text
+        assert (
+            f'distill_stage_duration_seconds_count{{endpoint="/transform",model="faces",provider="cpu",stage="{stage}"}}'
+            in text
+        )
 
 
 @pytest.fixture(scope="module")
 def legacy_client(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo-legacy")
     make_face_entry(root)
-    settings = Settings(model_zoo=root, default_model="faces", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
-                        legacy_queue=2, legacy_steps=2, legacy_max_steps=10, legacy_timeout_s=60)
+    settings = Settings(
+        model_zoo=root,
+        default_model="faces",
+        warmup_runs=1,
+        intra_op_threads=1,
+        legacy_workers=1,
+        legacy_queue=2,
+        legacy_steps=2,
+        legacy_max_steps=10,
+        legacy_timeout_s=60,
+    )
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
         yield c

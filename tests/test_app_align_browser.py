@@ -12,12 +12,16 @@ from PIL import Image
 
 from tests.app_helpers import CHROMEDRIVER, CHROMIUM, make_entry, make_face_entry, serve
 
-data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])")
+data = pytest.importorskip(
+    "skimage.data", reason="scikit-image ships the test portraits (pip install -e .[dev])"
+)
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                       reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"),
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+    ),
 ]
 
 
@@ -44,8 +48,12 @@ def test_demo_page_shows_the_face_box_and_the_whole_photo(browser, tmp_path):
         browser.find_element(By.ID, "file").send_keys(str(photo))
         wait.until(ec.element_to_be_clickable((By.ID, "transform"))).click()
         wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(("Done", "Error")))
-        assert browser.find_element(By.ID, "status").text.startswith("Done"), browser.find_element(By.ID, "status").text
-        wait.until(lambda d: d.execute_script("return document.getElementById('student').naturalWidth") == 512)
+        assert browser.find_element(By.ID, "status").text.startswith("Done"), browser.find_element(
+            By.ID, "status"
+        ).text
+        wait.until(
+            lambda d: d.execute_script("return document.getElementById('student').naturalWidth") == 512
+        )
         boxes = browser.find_elements(By.CSS_SELECTOR, "#boxes .face-box")
         assert len(boxes) == 1 and boxes[0].size["width"] > 10
         assert "1 face detected" in browser.find_element(By.ID, "original-caption").text

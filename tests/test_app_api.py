@@ -31,11 +31,15 @@ def zoo(tmp_path_factory) -> Path:
 
 
 def settings_for(zoo: Path, **overrides) -> Settings:
-    base = Settings(model_zoo=zoo, default_model="tiny", warmup_runs=1, legacy_workers=0, max_upload_bytes=200_000,
-                    max_pixels=4_000_000)
+    base = Settings(
+        model_zoo=zoo,
+        default_model="tiny",
+        warmup_runs=1,
+        legacy_workers=0,
+        max_upload_bytes=200_000,
+        max_pixels=4_000_000,
+    )
     return base.replace(**overrides)
-
-
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +70,11 @@ def test_transform_returns_the_edit_with_timing_headers(client):
     r = client.post("/transform", **upload(png_bytes(64, 48)))
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(r.content)).size == (NATIVE, NATIVE)
-    assert r.headers["x-model"] == "tiny" and r.headers["x-provider"] == "cpu" and r.headers["x-variant"] == "fp32"
+    assert (
+        r.headers["x-model"] == "tiny"
+        and r.headers["x-provider"] == "cpu"
+        and r.headers["x-variant"] == "fp32"
+    )
     stages = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
     assert {"decode", "preprocess", "queue", "inference", "postprocess", "encode", "total"} <= set(stages)
     assert all(float(v) >= 0 for v in stages.values())
@@ -84,14 +92,18 @@ def test_transform_output_is_the_models_output(client):
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r.content))), expected)
 
 
-@pytest.mark.parametrize(("fmt", "media"), [("png", "image/png"), ("webp", "image/webp"), ("jpeg", "image/jpeg")])
+@pytest.mark.parametrize(
+    ("fmt", "media"), [("png", "image/png"), ("webp", "image/webp"), ("jpeg", "image/jpeg")]
+)
 def test_output_formats(client, fmt, media):
     r = client.post("/transform", **upload(png_bytes(), format=fmt))
     assert r.status_code == 200 and r.headers["content-type"] == media
     assert Image.open(io.BytesIO(r.content)).format == fmt.upper()
 
 
-@pytest.mark.parametrize(("size", "expected"), [("native", (NATIVE, NATIVE)), ("crop", (40, 40)), ("original", (64, 40))])
+@pytest.mark.parametrize(
+    ("size", "expected"), [("native", (NATIVE, NATIVE)), ("crop", (40, 40)), ("original", (64, 40))]
+)
 def test_geometry_option(client, size, expected):
     r = client.post("/transform", **upload(png_bytes(64, 40), size=size, format="png"))
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == expected
@@ -104,7 +116,9 @@ def test_models_lists_entries_provider_and_samples(client):
     by_name = {m["name"]: m for m in info["models"]}
     assert set(by_name) == {"tiny", "plain"}
     tiny = by_name["tiny"]
-    assert tiny["input_size"] == [NATIVE, NATIVE] and tiny["provider"] == "cpu" and tiny["variants"] == ["fp32"]
+    assert (
+        tiny["input_size"] == [NATIVE, NATIVE] and tiny["provider"] == "cpu" and tiny["variants"] == ["fp32"]
+    )
     assert tiny["provider_reason"] and tiny["batching"]["max_batch"] == 8
     assert tiny["samples"] == ["/models/tiny/samples/face.png"] and by_name["plain"]["samples"] == []
     r = client.get(tiny["samples"][0])
@@ -135,7 +149,9 @@ def test_health_ready_docs_demo(client):
     assert client.get("/healthz").json() == {"status": "ok", "detail": None}
     assert client.get("/readyz").json()["status"] == "ready"
     spec = client.get("/openapi.json").json()
-    assert {"/transform", "/legacy/transform", "/models", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    assert {"/transform", "/legacy/transform", "/models", "/healthz", "/readyz", "/metrics"} <= set(
+        spec["paths"]
+    )
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
@@ -144,15 +160,32 @@ def test_health_ready_docs_demo(client):
 
 def test_metrics_exposition(client):
     text = client.get("/metrics").text
-    for name in ("distill_request_duration_seconds_bucket", "distill_stage_duration_seconds_bucket",
-                 "distill_batch_size_bucket", "distill_queue_depth", "distill_requests_in_flight",
-                 "distill_model_info"):
+    for name in (
+        "distill_request_duration_seconds_bucket",
+        "distill_stage_duration_seconds_bucket",
+        "distill_batch_size_bucket",
+        "distill_queue_depth",
+        "distill_requests_in_flight",
+        "distill_model_info",
+    ):
         assert name in text
     assert 'le="120.0"' in text and 'le="0.001"' in text
-    info = {tuple(kv for kv in key if kv[0] not in ("engine", "precision")): value  # the measured engine choice
-            for key, value in sample_counts(client, "distill_model_info").items()}
-    assert info[(("input_size", f"{NATIVE}x{NATIVE}"), ("model", "tiny"), ("provider", "cpu"), ("teacher", "true"),
-                 ("variant", "fp32"))] == 1
+    info = {
+        tuple(kv for kv in key if kv[0] not in ("engine", "precision")): value  # the measured engine choice
+        for key, value in sample_counts(client, "distill_model_info").items()
+    }
+    assert (
+        info[
+            (
+                ("input_size", f"{NATIVE}x{NATIVE}"),
+                ("model", "tiny"),
+                ("provider", "cpu"),
+                ("teacher", "true"),
+                ("variant", "fp32"),
+            )
+        ]
+        == 1
+    )
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -249,7 +282,9 @@ def test_unexpected_error_is_a_json_500_without_traceback(zoo, monkeypatch):
     with TestClient(create_app(settings_for(zoo)), raise_server_exceptions=False) as c:
         wait_ready(c)
         batcher = c.app.state.service.models["tiny"].batcher
-        monkeypatch.setattr(batcher, "run_batch", lambda x: (_ for _ in ()).throw(KeyError("secret internals")))
+        monkeypatch.setattr(
+            batcher, "run_batch", lambda x: (_ for _ in ()).throw(KeyError("secret internals"))
+        )
         r = c.post("/transform", **upload(png_bytes()))
         assert r.status_code == 500 and r.json()["error"] == "internal_error"
         assert "secret" not in r.text and "Traceback" not in r.text
@@ -341,7 +376,10 @@ def test_metrics_count_every_request(client):
     assert after[key_ok] - before.get(key_ok, 0) == 7
     assert after[key_bad] - before.get(key_bad, 0) == 3
     stage_key = (("endpoint", "/transform"), ("model", "tiny"), ("provider", "cpu"), ("stage", "inference"))
-    assert sample_counts(client, "distill_stage_duration_seconds_count")[stage_key] - stages_before[stage_key] == 7
+    assert (
+        sample_counts(client, "distill_stage_duration_seconds_count")[stage_key] - stages_before[stage_key]
+        == 7
+    )
     batch_key = (("model", "tiny"), ("provider", "cpu"))
     assert sample_counts(client, "distill_batch_size_sum")[batch_key] - batches_before[batch_key] == 7
 
@@ -351,7 +389,9 @@ def test_concurrent_requests_share_batches(zoo):
         wait_ready(c)
         alone = c.post("/transform", **upload(png_bytes(), format="png"))
         with ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda _: c.post("/transform", **upload(png_bytes(), format="png")), range(16)))
+            responses = list(
+                pool.map(lambda _: c.post("/transform", **upload(png_bytes(), format="png")), range(16))
+            )
         assert all(r.status_code == 200 for r in responses)
         assert max(int(r.headers["x-batch-size"]) for r in responses) > 1
         assert all(r.content == alone.content for r in responses)  # batching does not change the pictures

@@ -15,8 +15,10 @@ from tests.app_helpers import CHROMEDRIVER, CHROMIUM, NATIVE, gradient, make_ent
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                       reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"),
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+    ),
 ]
 
 
@@ -39,19 +41,26 @@ def test_demo_page_compares_original_student_and_legacy(browser, tmp_path):
         return browser.find_element(By.ID, element_id).text
 
     def loaded(element_id: str) -> int:
-        return browser.execute_script(f"const i = document.getElementById('{element_id}'); "
-                                      "return i.getAttribute('src') && i.complete ? i.naturalWidth : 0")
+        return browser.execute_script(
+            f"const i = document.getElementById('{element_id}'); "
+            "return i.getAttribute('src') && i.complete ? i.naturalWidth : 0"
+        )
 
     def box(element_id: str) -> tuple[int, int]:
-        return tuple(browser.execute_script(f"const r = document.getElementById('{element_id}')"
-                                            ".getBoundingClientRect(); return [Math.round(r.width), Math.round(r.height)]"))
+        return tuple(
+            browser.execute_script(
+                f"const r = document.getElementById('{element_id}')"
+                ".getBoundingClientRect(); return [Math.round(r.width), Math.round(r.height)]"
+            )
+        )
 
     env = {"DISTILL_LEGACY_STEPS": "300", "DISTILL_LEGACY_MAX_STEPS": "100000"}
     with serve(zoo, env=env) as (url, _):
         browser.get(url + "/")
         wait.until(lambda d: "Choose a photo" in text("status"))
         assert [o.text for o in Select(browser.find_element(By.ID, "model")).options] == [
-            f"tiny ({NATIVE}x{NATIVE}, cpu/fp32)"]
+            f"tiny ({NATIVE}x{NATIVE}, cpu/fp32)"
+        ]
         assert "tiny test student" in text("domain-note")  # the manifest's own description, above the upload
         note_y = browser.find_element(By.ID, "domain-note").location["y"]
         assert note_y < browser.find_element(By.ID, "file").location["y"]
@@ -105,4 +114,6 @@ def test_demo_page_compares_original_student_and_legacy(browser, tmp_path):
         wait.until(lambda d: text("status").startswith("Error"))
         assert "not_an_image" in text("status")
         assert not loaded("student") and not loaded("legacy-result")
-        assert text("student-caption") == "Student" and not browser.find_elements(By.CSS_SELECTOR, "#timings tbody tr")
+        assert text("student-caption") == "Student" and not browser.find_elements(
+            By.CSS_SELECTOR, "#timings tbody tr"
+        )

@@ -16,24 +16,40 @@ from model_zoo.schema import EntryManifest
 
 def test_defaults_and_env_parsing():
     assert Settings.from_env({}) == Settings()
-    s = Settings.from_env({
-        "DISTILL_MODEL_ZOO": "/zoo", "DISTILL_MODELS": "a, b", "DISTILL_PROVIDER": "CPU", "DISTILL_MAX_BATCH": "1",
-        "DISTILL_MAX_WAIT_MS": "0.5", "DISTILL_LEGACY_TIMEOUT_S": "30", "DISTILL_VGG16": "/w/vgg16.pth",
-        "DISTILL_INTRA_OP_THREADS": "", "UNRELATED": "x",
-    })
+    s = Settings.from_env(
+        {
+            "DISTILL_MODEL_ZOO": "/zoo",
+            "DISTILL_MODELS": "a, b",
+            "DISTILL_PROVIDER": "CPU",
+            "DISTILL_MAX_BATCH": "1",
+            "DISTILL_MAX_WAIT_MS": "0.5",
+            "DISTILL_LEGACY_TIMEOUT_S": "30",
+            "DISTILL_VGG16": "/w/vgg16.pth",
+            "DISTILL_INTRA_OP_THREADS": "",
+            "UNRELATED": "x",
+        }
+    )
     assert s.model_zoo == Path("/zoo") and s.models == ("a", "b") and s.provider == "cpu"
-    assert s.max_batch == 1 and s.max_wait_ms == 0.5 and s.legacy_timeout_s == 30.0 and s.vgg16 == Path("/w/vgg16.pth")
+    assert (
+        s.max_batch == 1
+        and s.max_wait_ms == 0.5
+        and s.legacy_timeout_s == 30.0
+        and s.vgg16 == Path("/w/vgg16.pth")
+    )
     assert s.intra_op_threads == 0
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"DISTILL_PROVIDER": "tpu"}, "DISTILL_PROVIDER"),
-    ({"DISTILL_MAX_BATCH": "eight"}, "DISTILL_MAX_BATCH"),
-    ({"DISTILL_MAX_BATCH": "0"}, "must be > 0"),
-    ({"DISTILL_VARIANT_CPU": "int4"}, "DISTILL_VARIANT_CPU"),
-    ({"DISTILL_LEGACY_STEPS": "2000"}, "exceeds"),
-    ({"DISTILL_OUTPUT_QUALITY": "101"}, "1..100"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DISTILL_PROVIDER": "tpu"}, "DISTILL_PROVIDER"),
+        ({"DISTILL_MAX_BATCH": "eight"}, "DISTILL_MAX_BATCH"),
+        ({"DISTILL_MAX_BATCH": "0"}, "must be > 0"),
+        ({"DISTILL_VARIANT_CPU": "int4"}, "DISTILL_VARIANT_CPU"),
+        ({"DISTILL_LEGACY_STEPS": "2000"}, "exceeds"),
+        ({"DISTILL_OUTPUT_QUALITY": "101"}, "1..100"),
+    ],
+)
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(DistillError, match=message):
         Settings.from_env(env)
@@ -53,14 +69,17 @@ def test_only_from_env_reads_the_environment(monkeypatch):
 
 def test_the_readme_table_is_the_model():
     text = README.read_text(encoding="utf-8")
-    assert readme_with_table(text) == text, "the README's settings table differs: run python -m app.config --write-readme"
+    assert readme_with_table(text) == text, (
+        "the README's settings table differs: run python -m app.config --write-readme"
+    )
     assert "| `DISTILL_MAX_WAIT_MS` | longest wait for a micro-batch to fill (ms) | 2.0 |" in text
 
 
 def _entry(variants: dict) -> ModelEntry:
     files = {v["file"]: {"sha256": "0" * 64, "bytes": 0} for v in variants.values()}
-    spec = EntryManifest.model_validate({"name": "m", "input": {"size": [8, 8], "stride": 8}, "variants": variants,
-                                         "files": files})
+    spec = EntryManifest.model_validate(
+        {"name": "m", "input": {"size": [8, 8], "stride": 8}, "variants": variants, "files": files}
+    )
     return ModelEntry("m", Path("/m"), spec)
 
 
@@ -71,8 +90,13 @@ def test_provider_and_variant_choice():
     if auto.name == "cpu":
         with pytest.raises(DistillError, match="no CUDA execution provider"):
             choose_provider("cuda")
-    entry = _entry({"fp32": {"file": "a.onnx"}, "fp16": {"file": "b.onnx", "providers": ["cuda"]},
-                    "int8": {"file": "c.onnx"}})
+    entry = _entry(
+        {
+            "fp32": {"file": "a.onnx"},
+            "fp16": {"file": "b.onnx", "providers": ["cuda"]},
+            "int8": {"file": "c.onnx"},
+        }
+    )
     assert choose_variant(entry, "cuda", "fp16") == ("fp16", "configured")
     assert choose_variant(entry, "cpu", "fp16")[0] == "fp32"  # marked for CUDA only
     assert choose_variant(entry, "cpu", "int8") == ("int8", "configured")

@@ -60,11 +60,15 @@ def test_decompression_bomb_refused_from_the_header():
     assert err.status_code == 413 and "2000x1000" in err.detail
 
 
-@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")  # what app.imaging installs (pytest resets it)
+@pytest.mark.filterwarnings(
+    "error::PIL.Image.DecompressionBombWarning"
+)  # what app.imaging installs (pytest resets it)
 def test_pillow_bomb_warning_refuses_even_with_a_higher_limit_of_ours():
     # 100 M pixels: between Pillow's warning (89 M) and error (179 M) levels, and under our limit here.
     with pytest.raises(ServiceError) as info:
-        imaging.decode(png_header_only(10_000, 10_000), native_hw=(32, 32), max_bytes=1 << 20, max_pixels=150_000_000)
+        imaging.decode(
+            png_header_only(10_000, 10_000), native_hw=(32, 32), max_bytes=1 << 20, max_pixels=150_000_000
+        )
     assert info.value.status_code == 413 and info.value.error == "too_many_pixels"
 
 
@@ -137,5 +141,3 @@ def test_encode_round_trip(fmt):
     data = imaging.encode(pixels, fmt, quality=95)
     assert imaging.sniff_format(data) == imaging.FORMATS[fmt]
     assert Image.open(io.BytesIO(data)).size == (24, 16)
-
-

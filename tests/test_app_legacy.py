@@ -28,7 +28,11 @@ def test_legacy_transform_projects_edits_and_answers_like_transform(client):
     r = client.post("/legacy/transform", **upload(steps="3", format="png"))
     assert r.status_code == 200, r.text
     assert Image.open(io.BytesIO(r.content)).size == (NATIVE, NATIVE)
-    assert r.headers["x-model"] == "tiny" and r.headers["x-steps"] == "3" and r.headers["x-provider"] == "torch-cpu"
+    assert (
+        r.headers["x-model"] == "tiny"
+        and r.headers["x-steps"] == "3"
+        and r.headers["x-provider"] == "torch-cpu"
+    )
     assert "projection;dur=" in r.headers["server-timing"] and "decode;dur=" in r.headers["server-timing"]
     r = client.post("/legacy/transform", **upload(size="original"))
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (64, 48)

@@ -13,7 +13,9 @@ from tests.app_helpers import NATIVE, face_upload, legacy_test_client
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    with legacy_test_client(tmp_path_factory.mktemp("zoo"), legacy_max_steps=100_000, legacy_timeout_s=120) as c:
+    with legacy_test_client(
+        tmp_path_factory.mktemp("zoo"), legacy_max_steps=100_000, legacy_timeout_s=120
+    ) as c:
         yield c
 
 
@@ -65,12 +67,18 @@ def test_progress_then_cancel_stops_the_projection(client):
     assert client.get(f"/legacy/jobs/{job['id']}/result").status_code == 409
     # the freed process takes the next job at once
     quick = client.post("/legacy/jobs", **upload(steps="2")).json()
-    assert wait_for(client, quick["id"], lambda j: j["status"] not in ("queued", "running"), 30)["status"] == "done"
+    assert (
+        wait_for(client, quick["id"], lambda j: j["status"] not in ("queued", "running"), 30)["status"]
+        == "done"
+    )
 
 
 def test_unknown_job_is_404(client):
-    for method, path in (("get", "/legacy/jobs/nope"), ("delete", "/legacy/jobs/nope"),
-                         ("get", "/legacy/jobs/nope/result")):
+    for method, path in (
+        ("get", "/legacy/jobs/nope"),
+        ("delete", "/legacy/jobs/nope"),
+        ("get", "/legacy/jobs/nope/result"),
+    ):
         r = getattr(client, method)(path)
         assert r.status_code == 404 and r.json()["error"] == "unknown_job", (method, path, r.text)
 
@@ -88,4 +96,5 @@ def test_bad_input_is_refused_before_a_job_exists(client):
         r = client.post("/legacy/jobs", **kwargs)
         assert (r.status_code, r.json()["error"]) == (status, error), r.text
     assert not client.app.state.legacy_jobs.jobs or all(
-        j.status != "queued" for j in client.app.state.legacy_jobs.jobs.values())
+        j.status != "queued" for j in client.app.state.legacy_jobs.jobs.values()
+    )

@@ -47,7 +47,11 @@ def test_two_workers_count_every_request_once(zoo, tmp_path):
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
     (prom_dir / "counter_999999.db").write_bytes(b"stale file from an earlier run")  # must be emptied
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "DISTILL_LEGACY_WORKERS": "0", "DISTILL_ENGINE": "onnxruntime"}
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+        "DISTILL_LEGACY_WORKERS": "0",
+        "DISTILL_ENGINE": "onnxruntime",
+    }
     with serve(zoo, "--workers", "2", env=env) as (url, _):
         both_ready(url)
         for i in range(24):
@@ -64,13 +68,21 @@ def test_two_workers_count_every_request_once(zoo, tmp_path):
 def test_serve_logs_url_models_and_provider(zoo):
     env = {"DISTILL_LEGACY_WORKERS": "0"}
     with serve(zoo, env=env) as (url, proc):
-        assert httpx.post(f"{url}/transform", files={"image": ("x.png", png_bytes(), "image/png")}).status_code == 200
+        assert (
+            httpx.post(f"{url}/transform", files={"image": ("x.png", png_bytes(), "image/png")}).status_code
+            == 200
+        )
     assert url in proc.log and "tiny" in proc.log and "provider auto -> cpu" in proc.log, proc.log
 
 
 def test_serve_with_an_empty_zoo_fails_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
-    r = subprocess.run([sys.executable, "-m", "distill", "serve", "--model-zoo", str(tmp_path)], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "distill", "serve", "--model-zoo", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "no model-zoo entries" in r.stderr and "Traceback" not in r.stderr

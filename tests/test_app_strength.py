@@ -31,7 +31,9 @@ def zoo(conditional_entry, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(zoo):
-    settings = Settings(model_zoo=zoo, default_model="cond", warmup_runs=1, legacy_workers=0, max_wait_ms=200.0)
+    settings = Settings(
+        model_zoo=zoo, default_model="cond", warmup_runs=1, legacy_workers=0, max_wait_ms=200.0
+    )
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
         yield c
@@ -39,8 +41,11 @@ def client(zoo):
 
 def post(client, model: str, **fields):
     data = encode(Image.fromarray(gradient(16, 16)))
-    return client.post("/transform", files={"image": ("p.png", data, "image/png")},
-                       data={"model": model, "format": "png", **fields})
+    return client.post(
+        "/transform",
+        files={"image": ("p.png", data, "image/png")},
+        data={"model": model, "format": "png", **fields},
+    )
 
 
 def pixels(response) -> np.ndarray:

@@ -12,8 +12,10 @@ from tests.app_helpers import CHROMEDRIVER, CHROMIUM, gradient, make_entry, serv
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (shutil.which(CHROMIUM) or shutil.which("chromium")) or not shutil.which(CHROMEDRIVER),
-                       reason="needs Debian's chromium and chromium-driver"),
+    pytest.mark.skipif(
+        not (shutil.which(CHROMIUM) or shutil.which("chromium")) or not shutil.which(CHROMEDRIVER),
+        reason="needs Debian's chromium and chromium-driver",
+    ),
 ]
 
 
@@ -40,7 +42,10 @@ def test_slider_for_conditional_models_reruns_the_student(browser, conditional_e
         assert shown("strength-control")
         slider = browser.find_element(By.ID, "strength")
         assert (slider.get_attribute("min"), slider.get_attribute("max"), slider.get_attribute("value")) == (
-            "-1.5", "1.5", "1")
+            "-1.5",
+            "1.5",
+            "1",
+        )
         Select(browser.find_element(By.ID, "model")).select_by_value("tiny")
         assert not shown("strength-control")  # a fixed-strength model: no dial
         Select(browser.find_element(By.ID, "model")).select_by_value("cond")
@@ -50,8 +55,10 @@ def test_slider_for_conditional_models_reruns_the_student(browser, conditional_e
         browser.find_element(By.ID, "transform").click()
         wait.until(lambda d: "strength 1" in text("student-caption"))
         # moving the slider re-runs the edit (debounced): the caption follows the strength
-        browser.execute_script("const s = document.getElementById('strength'); s.value = '-0.5';"
-                               "s.dispatchEvent(new Event('input'));")
+        browser.execute_script(
+            "const s = document.getElementById('strength'); s.value = '-0.5';"
+            "s.dispatchEvent(new Event('input'));"
+        )
         assert text("strength-value") == "-0.50"
         wait.until(lambda d: "strength -0.5" in text("student-caption"))
         assert text("status").startswith("Done"), text("status")

@@ -48,7 +48,9 @@ def test_laplacian_and_hf_energy_of_one_pixel():
     assert hf_energy(x) == pytest.approx(np.full(N, (40**2 + 4 * 10**2) / (H * W)))
     mask = np.zeros((H, W), bool)
     mask[5, 4] = True
-    assert hf_energy(x, mask) == pytest.approx(np.full(N, 1600.0))  # the mask restricts the mean to its pixels
+    assert hf_energy(x, mask) == pytest.approx(
+        np.full(N, 1600.0)
+    )  # the mask restricts the mean to its pixels
     far = np.zeros((H, W), bool)
     far[0, 0] = True
     assert np.all(hf_energy(x, far) == 0)
@@ -84,15 +86,27 @@ def test_edit_region_and_the_block():
     block = artifact_block(edits, {"identity": inputs, "student_fp32": speckled}, region, "teacher")
     t, s = block["paths"]["teacher"], block["paths"]["student_fp32"]
     assert block["n"] == N and block["region_share"] == pytest.approx(4 / H, abs=1e-4)
-    assert s["blemish_at"] == [1, 5] and s["blemish_peak"] > t["blemish_peak"] > 0  # the teacher's own edge at row 3/4
-    assert s["hf_energy_region"] > t["hf_energy_region"] and block["ratio_to_reference"]["student_fp32"]["hf_energy_region"] > 1
+    assert (
+        s["blemish_at"] == [1, 5] and s["blemish_peak"] > t["blemish_peak"] > 0
+    )  # the teacher's own edge at row 3/4
+    assert (
+        s["hf_energy_region"] > t["hf_energy_region"]
+        and block["ratio_to_reference"]["student_fp32"]["hf_energy_region"] > 1
+    )
     assert block["paths"]["identity"]["hf_energy"] == 0 and t["error_peak"] == 0
     assert ratio_of(1.0, 0.0) is None and ratio_of(None, 1.0) is None and ratio_of(3.0, 2.0) == 1.5
 
 
 def test_pictures():
-    assert heat_map(np.array([[0.0, 16.0, 32.0, 99.0]])).tolist() == [[[0, 0, 0], [255, 128, 0], [255, 255, 255], [255, 255, 255]]]
-    assert upscale(np.arange(4).reshape(2, 2), 2).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    assert heat_map(np.array([[0.0, 16.0, 32.0, 99.0]])).tolist() == [
+        [[0, 0, 0], [255, 128, 0], [255, 255, 255], [255, 255, 255]]
+    ]
+    assert upscale(np.arange(4).reshape(2, 2), 2).tolist() == [
+        [0, 0, 1, 1],
+        [0, 0, 1, 1],
+        [2, 2, 3, 3],
+        [2, 2, 3, 3],
+    ]
     region = np.zeros((4, 16, 16), bool)
     region[:, 2:5, 9:12] = True  # the edit acts on a 3 x 3 patch
     assert busiest_window(region) == (2, 9, 3, 3)
@@ -103,14 +117,29 @@ def test_pictures():
 
 
 def test_hair_mask_covers_the_hair_not_the_background():
-    (_, p), = adult_faces(1, 32)
+    ((_, p),) = adult_faces(1, 32)
     size = 64
     m = hair_mask(p, size)
-    bg = np.abs(render(replace(p, background=0.0), size).astype(int) - render(replace(p, background=1.0), size).astype(int)).max(-1) > 2
-    assert 0.02 < m.mean() < 0.6 and m[: size // 2].sum() > m[size // 2:].sum()  # the hair sits on top of the head
-    assert (m & bg).sum() < 0.1 * m.sum()  # only the anti-aliased outline (a pixel wide) touches the background
-    recolored = render(replace(p, hair_color=1 - p.hair_color), size).astype(int) - render(p, size).astype(int)
+    bg = (
+        np.abs(
+            render(replace(p, background=0.0), size).astype(int)
+            - render(replace(p, background=1.0), size).astype(int)
+        ).max(-1)
+        > 2
+    )
+    assert (
+        0.02 < m.mean() < 0.6 and m[: size // 2].sum() > m[size // 2 :].sum()
+    )  # the hair sits on top of the head
+    assert (
+        m & bg
+    ).sum() < 0.1 * m.sum()  # only the anti-aliased outline (a pixel wide) touches the background
+    recolored = render(replace(p, hair_color=1 - p.hair_color), size).astype(int) - render(p, size).astype(
+        int
+    )
     assert not (np.abs(recolored).max(-1)[~m] > 2).any()  # a hair colour change stays inside the mask
     inside = hair_region(p, 0.3, size)
     assert inside.any() and not (inside & ~m).any() and not (inside & bg).any()  # off the outline
-    assert erode(np.ones((1, 5, 5), bool), 2)[0].tolist() == [[False] * 5] * 2 + [[False, False, True, False, False]] + [[False] * 5] * 2
+    assert (
+        erode(np.ones((1, 5, 5), bool), 2)[0].tolist()
+        == [[False] * 5] * 2 + [[False, False, True, False, False]] + [[False] * 5] * 2
+    )

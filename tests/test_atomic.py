@@ -44,4 +44,7 @@ def test_duplicate_keeps_the_source_and_replaces_the_target_whole(tmp_path, monk
 
     monkeypatch.setattr(os, "link", no_links)  # a filesystem without hard links: a byte copy instead
     atomic_duplicate(src, dst)
-    assert dst.read_bytes() == b"step 6" and sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "previous.pt"]
+    assert dst.read_bytes() == b"step 6" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "latest.pt",
+        "previous.pt",
+    ]

@@ -66,10 +66,21 @@ def test_fp16_and_int8_variants_take_the_strength(tmp_path):
     path = export_onnx(G, tmp_path / "model.onnx", (32, 32))
     x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 32, 32)).astype(np.float32)
     s = np.array([-1.5, -0.5, 0.5, 1.5], np.float32)
-    fp16 = build_variant("fp16", path, tmp_path, eval_images=x, native_size=(32, 32), eval_strengths=s,
-                         timing_repeats=1)
-    int8 = build_variant("int8", path, tmp_path, eval_images=x, calibration=list(x), calibration_strengths=s.tolist(),
-                         native_size=(32, 32), eval_strengths=s, min_psnr_db=30, timing_repeats=1)
+    fp16 = build_variant(
+        "fp16", path, tmp_path, eval_images=x, native_size=(32, 32), eval_strengths=s, timing_repeats=1
+    )
+    int8 = build_variant(
+        "int8",
+        path,
+        tmp_path,
+        eval_images=x,
+        calibration=list(x),
+        calibration_strengths=s.tolist(),
+        native_size=(32, 32),
+        eval_strengths=s,
+        min_psnr_db=30,
+        timing_repeats=1,
+    )
     assert fp16["psnr_vs_fp32_db"] > 35 and int8["psnr_vs_fp32_db"] > 30
     for name in (fp16["file"], int8["file"]):
         assert [i.name for i in cpu_session(tmp_path / name).get_inputs()] == ["input", "strength"]

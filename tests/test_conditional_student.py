@@ -54,8 +54,17 @@ def test_trainer_reads_strengths(strength_pairs, tmp_path):
     from training.trainer import TrainOptions, train
 
     out = tmp_path / "run"
-    opts = TrainOptions(dataset=str(strength_pairs), out=str(out), preset="tiny", batch_size=2, max_steps=3,
-                        workers=0, progress=False, device="cpu", sample_every=2)
+    opts = TrainOptions(
+        dataset=str(strength_pairs),
+        out=str(out),
+        preset="tiny",
+        batch_size=2,
+        max_steps=3,
+        workers=0,
+        progress=False,
+        device="cpu",
+        sample_every=2,
+    )
     result = train(opts, {"residual": True, "condition": "plane", "lambda_l1": 10.0})
     assert result.status in ("max_steps", "finished")
     G = load_generator(out / "checkpoints" / "latest.pt")
@@ -71,7 +80,15 @@ def test_conditional_student_refuses_fixed_strength_pairs(pair_teacher, tmp_path
     g, d = pair_teacher
     data = tmp_path / "fixed"
     generate_pairs(g, d, data, alpha=1.0, num=4, device="cpu", progress=False)
-    opts = TrainOptions(dataset=str(data), out=str(tmp_path / "run"), preset="tiny", batch_size=2, max_steps=1,
-                        workers=0, progress=False, device="cpu")
+    opts = TrainOptions(
+        dataset=str(data),
+        out=str(tmp_path / "run"),
+        preset="tiny",
+        batch_size=2,
+        max_steps=1,
+        workers=0,
+        progress=False,
+        device="cpu",
+    )
     with pytest.raises(DistillError, match="alpha-range"):
         train(opts, {"residual": True, "condition": "modulation"})

@@ -34,9 +34,17 @@ def have_engine() -> bool:
 @pytest.fixture(scope="module")
 def image() -> str:
     if not have_engine():
-        pytest.skip("neither podman nor a working docker is installed (apt-get install podman runc debootstrap)")
-    build = subprocess.run([str(REPO / "docker" / "build_cpu.sh")], cwd=REPO, env={**os.environ, "IMAGE": IMAGE},
-                           capture_output=True, text=True, timeout=3600)
+        pytest.skip(
+            "neither podman nor a working docker is installed (apt-get install podman runc debootstrap)"
+        )
+    build = subprocess.run(
+        [str(REPO / "docker" / "build_cpu.sh")],
+        cwd=REPO,
+        env={**os.environ, "IMAGE": IMAGE},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     return IMAGE
 
@@ -47,7 +55,9 @@ def model_zoo():
     if list_entries(REPO / "model_zoo"):
         yield None
         return
-    spec = importlib.util.spec_from_file_location("service_benchmark", REPO / "benchmarks" / "service_benchmark.py")
+    spec = importlib.util.spec_from_file_location(
+        "service_benchmark", REPO / "benchmarks" / "service_benchmark.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # dataclasses look their module up there
     spec.loader.exec_module(bench)
@@ -69,8 +79,13 @@ def entrypoint_config(tmp_path: Path, cpu_max: str | None = None, **env: str) ->
     if cpu_max is not None:
         (cgroup / "cpu.max").write_text(cpu_max + "\n")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_") and k != "OMP_NUM_THREADS"}
-    out = subprocess.run(["sh", str(REPO / "docker" / "entrypoint.sh"), "--print-config"], check=True,
-                         capture_output=True, text=True, env={**clean, "DISTILL_CGROUP_ROOT": str(cgroup), **env})
+    out = subprocess.run(
+        ["sh", str(REPO / "docker" / "entrypoint.sh"), "--print-config"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**clean, "DISTILL_CGROUP_ROOT": str(cgroup), **env},
+    )
     return dict(line.split("=", 1) for line in out.stdout.split())
 
 
@@ -78,13 +93,19 @@ def test_entrypoint_follows_the_cpu_quota(tmp_path):
     nproc = len(os.sched_getaffinity(0))
     assert entrypoint_config(tmp_path, "max 100000")["CPUS"] == str(nproc)
     assert entrypoint_config(tmp_path, "50000 100000")["CPUS"] == "1"  # half a CPU rounds up to one
-    assert entrypoint_config(tmp_path, f"{100000 * (nproc + 8)} 100000")["CPUS"] == str(nproc)  # quota above nproc
+    assert entrypoint_config(tmp_path, f"{100000 * (nproc + 8)} 100000")["CPUS"] == str(
+        nproc
+    )  # quota above nproc
 
 
 def test_entrypoint_sizes_workers_and_threads(tmp_path):
     c5_2xlarge = entrypoint_config(tmp_path, DISTILL_CPUS="8")
-    assert c5_2xlarge == {"CPUS": "8", "DISTILL_WORKERS": "2", "DISTILL_INTRA_OP_THREADS": "4",
-                          "DISTILL_LEGACY_THREADS": "4"}
+    assert c5_2xlarge == {
+        "CPUS": "8",
+        "DISTILL_WORKERS": "2",
+        "DISTILL_INTRA_OP_THREADS": "4",
+        "DISTILL_LEGACY_THREADS": "4",
+    }
     assert entrypoint_config(tmp_path, DISTILL_CPUS="4")["DISTILL_WORKERS"] == "1"
     assert entrypoint_config(tmp_path, DISTILL_CPUS="8", DISTILL_PROVIDER="cuda")["DISTILL_WORKERS"] == "1"
     user = entrypoint_config(tmp_path, DISTILL_CPUS="8", DISTILL_WORKERS="1", DISTILL_INTRA_OP_THREADS="3")
@@ -94,8 +115,14 @@ def test_entrypoint_sizes_workers_and_threads(tmp_path):
 @pytest.mark.container
 def test_cpu_container_answers_transform(image, model_zoo):
     env = {**os.environ, **({"MODEL_ZOO": str(model_zoo)} if model_zoo else {})}
-    smoke = subprocess.run([str(REPO / "docker" / "smoke_test.sh"), image], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=600)
+    smoke = subprocess.run(
+        [str(REPO / "docker" / "smoke_test.sh"), image],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = smoke.stdout + smoke.stderr
     assert smoke.returncode == 0, out[-4000:]
     assert "-> 200 image/jpeg" in out

@@ -26,8 +26,12 @@ def _imports(path: Path) -> set[str]:
 
 def _importers(folder: str, packages: tuple[str, ...]) -> list[str]:
     """``file: module`` for each import in ``folder`` of one of ``packages`` (the package or a module in it)."""
-    return sorted(f"{p.relative_to(ROOT)}: {m}" for p in (ROOT / folder).rglob("*.py")
-                  for m in _imports(p) if m in packages or m.startswith(tuple(f"{q}." for q in packages)))
+    return sorted(
+        f"{p.relative_to(ROOT)}: {m}"
+        for p in (ROOT / folder).rglob("*.py")
+        for m in _imports(p)
+        if m in packages or m.startswith(tuple(f"{q}." for q in packages))
+    )
 
 
 # The floors, lowest first; a package imports only from floors below it (README, "Development", the layout):
@@ -36,7 +40,10 @@ def _importers(folder: str, packages: tuple[str, ...]) -> list[str]:
 
 
 def test_imports_run_downward():
-    assert _importers("core", ("model_zoo", "engines", "networks", "editing", "training", "app", "distill")) == []
+    assert (
+        _importers("core", ("model_zoo", "engines", "networks", "editing", "training", "app", "distill"))
+        == []
+    )
     assert _importers("model_zoo", ("engines", "networks", "editing", "training", "app", "distill")) == []
     assert _importers("engines", ("networks", "editing", "training", "app", "distill")) == []
     assert _importers("networks", ("editing", "training", "app", "distill")) == []
@@ -61,8 +68,13 @@ def test_the_import_check_sees_what_it_must():
     assert _importers("app", ("editing",)) != []
     # a lazy import (inside a function) is seen: app/legacy.py loads the teacher only in the projection process
     legacy = ast.parse((ROOT / "app" / "legacy.py").read_text(encoding="utf-8"))
-    lazy = {n.module for f in ast.walk(legacy) if isinstance(f, ast.FunctionDef)
-            for n in ast.walk(f) if isinstance(n, ast.ImportFrom)}
+    lazy = {
+        n.module
+        for f in ast.walk(legacy)
+        if isinstance(f, ast.FunctionDef)
+        for n in ast.walk(f)
+        if isinstance(n, ast.ImportFrom)
+    }
     assert "networks.stylegan2" in lazy and "networks.stylegan2" in _imports(ROOT / "app" / "legacy.py")
 
 

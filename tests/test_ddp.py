@@ -41,11 +41,18 @@ def _free_port() -> int:
 
 def _rank_main(rank: int, world_size: int, port: int, dataset: str, tmp: str, batch_size: int) -> None:
     """One rank: the environment torchrun sets, the trainer as `distill train` builds it, then dump weights."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     # Each rank is pointed at its own run folder: rank 1's must stay uncreated (only rank 0 writes).
-    opts = tiny_options(Path(dataset), Path(tmp) / f"run_rank{rank}", max_steps=STEPS, batch_size=batch_size, sample_every=1)
+    opts = tiny_options(
+        Path(dataset), Path(tmp) / f"run_rank{rank}", max_steps=STEPS, batch_size=batch_size, sample_every=1
+    )
     opts = resolve_options(opts, None, Path(opts.out) / CHECKPOINT)
     cfg = resolve_epochs(get_preset("tiny"), EPOCHS, None, None)
     env, device = init_distributed("cpu")
@@ -70,7 +77,9 @@ def _biases_before_instance_norm() -> set[str]:
             if isinstance(mod, nn.Sequential):
                 children = list(mod.children())
                 for i, (layer, after) in enumerate(itertools.pairwise(children)):
-                    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(after, nn.InstanceNorm2d):
+                    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(
+                        after, nn.InstanceNorm2d
+                    ):
                         names.add(f"{prefix}{name}.{i}.bias".replace("..", ".").lstrip("."))
     return names
 
@@ -134,9 +143,33 @@ def test_torchrun_cli_two_ranks(tmp_path: Path) -> None:
     """The documented launch: `torchrun --nproc_per_node 2 -m distill train ...` (gloo on CPU), then resume."""
     dataset = make_pair_dataset(tmp_path / "pairs", n=12)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "distill",
-           "train", str(dataset), "--out", str(out), "--preset", "tiny", "--batch-size", "2", "--epochs", "2",
-           "--workers", "1", "--device", "cpu", "--no-progress", "--max-steps", "3"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "distill",
+        "train",
+        str(dataset),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "2",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--max-steps",
+        "3",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for extra in ([], ["--resume", "--max-steps", "5"]):
         done = subprocess.run(cmd + extra, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

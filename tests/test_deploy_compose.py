@@ -20,8 +20,12 @@ COMPOSE = ROOT / "docker" / "compose.yaml"
 
 def test_podman_compose_reads_the_file():
     if shutil.which("podman-compose") is None or shutil.which("podman") is None:
-        pytest.skip("podman-compose or podman is missing (pip install podman-compose; apt-get install podman)")
-    r = subprocess.run(["podman-compose", "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60)
+        pytest.skip(
+            "podman-compose or podman is missing (pip install podman-compose; apt-get install podman)"
+        )
+    r = subprocess.run(
+        ["podman-compose", "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     config = yaml.safe_load(r.stdout)
     assert {"distill", "prometheus", "grafana"} <= set(config["services"])
@@ -67,8 +71,15 @@ def prometheus_and_service(tmp_path_factory):
         port = free_port()
         with open(root / "prometheus.log", "w") as log:
             proc = subprocess.Popen(
-                ["prometheus", f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+                [
+                    "prometheus",
+                    f"--config.file={root / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={root / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             yield f"http://127.0.0.1:{port}", url
         finally:
@@ -90,17 +101,26 @@ def test_prometheus_scrapes_the_service_and_evaluates_the_rules(prometheus_and_s
     groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
     assert len(rules) == 16 and all(rule["health"] == "ok" for rule in rules), rules
-    firing = {alert["labels"]["alertname"] for alert in httpx.get(f"{prometheus}/api/v1/alerts").json()["data"]["alerts"]}
+    firing = {
+        alert["labels"]["alertname"]
+        for alert in httpx.get(f"{prometheus}/api/v1/alerts").json()["data"]["alerts"]
+    }
     assert not firing & {"DistillNotReady", "DistillDown", "DistillHigh5xxRate"}, firing
 
 
 def test_every_dashboard_query_answers_with_data(prometheus_and_service):
     prometheus, _ = prometheus_and_service
-    wait_for("the requests' stage histograms",
-             lambda: query(prometheus, "job_endpoint_stage:distill_stage_duration_seconds:p95_rate5m"))
+    wait_for(
+        "the requests' stage histograms",
+        lambda: query(prometheus, "job_endpoint_stage:distill_stage_duration_seconds:p95_rate5m"),
+    )
     # Empty unless a request was refused in the last minute (the panel hides the zero series with "> 0").
     may_be_empty = {"Rejections per endpoint and reason"}
-    empty = [where for where, expr in queries() if where not in may_be_empty and not query(prometheus, substituted(expr))]
+    empty = [
+        where
+        for where, expr in queries()
+        if where not in may_be_empty and not query(prometheus, substituted(expr))
+    ]
     assert not empty, empty
 
 

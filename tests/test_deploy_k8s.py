@@ -14,7 +14,8 @@ import yaml
 from distill import cli
 
 kubernetes_validate = pytest.importorskip(
-    "kubernetes_validate", reason="kubernetes-validate is missing (pip install -e '.[dev]' installs it)")
+    "kubernetes_validate", reason="kubernetes-validate is missing (pip install -e '.[dev]' installs it)"
+)
 jsonschema = pytest.importorskip("jsonschema")
 
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
@@ -23,42 +24,95 @@ K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
 VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version() + ".0")
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kubeflow.org/v1", "PyTorchJob")}
 
-LABEL_SELECTOR = {"type": "object", "required": ["matchLabels"],
-                  "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"},
-                                                 "minProperties": 1}}}
-METADATA = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "labels": {"type": "object"}}}
-# The fields of prometheus-operator's ServiceMonitor (monitoring.coreos.com/v1) that servicemonitor.yaml uses.
-SERVICE_MONITOR = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+LABEL_SELECTOR = {
+    "type": "object",
+    "required": ["matchLabels"],
     "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"}, "metadata": METADATA,
-        "spec": {"type": "object", "required": ["selector", "endpoints"], "additionalProperties": False, "properties": {
-            "selector": LABEL_SELECTOR,
-            "jobLabel": {"type": "string"},
-            "endpoints": {"type": "array", "minItems": 1, "items": {
-                "type": "object", "required": ["port"], "additionalProperties": False, "properties": {
-                    "port": {"type": "string"}, "path": {"type": "string", "pattern": "^/"},
-                    "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                    "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}}}}}},
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}, "minProperties": 1}
     },
 }
-REPLICA_SPEC = {"type": "object", "required": ["replicas", "template"], "additionalProperties": False, "properties": {
-    "replicas": {"type": "integer", "minimum": 1},
-    "restartPolicy": {"enum": ["Always", "OnFailure", "Never", "ExitCode"]},
-    "template": {"type": "object"}}}
+METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string"}, "labels": {"type": "object"}},
+}
+# The fields of prometheus-operator's ServiceMonitor (monitoring.coreos.com/v1) that servicemonitor.yaml uses.
+SERVICE_MONITOR = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": LABEL_SELECTOR,
+                "jobLabel": {"type": "string"},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["port"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+REPLICA_SPEC = {
+    "type": "object",
+    "required": ["replicas", "template"],
+    "additionalProperties": False,
+    "properties": {
+        "replicas": {"type": "integer", "minimum": 1},
+        "restartPolicy": {"enum": ["Always", "OnFailure", "Never", "ExitCode"]},
+        "template": {"type": "object"},
+    },
+}
 # The fields of Kubeflow training-operator's PyTorchJob (kubeflow.org/v1) that train-pytorchjob.yaml uses; the
 # pod templates are validated as core PodTemplateSpecs.
 PYTORCH_JOB = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
     "properties": {
-        "apiVersion": {"const": "kubeflow.org/v1"}, "kind": {"const": "PyTorchJob"}, "metadata": METADATA,
-        "spec": {"type": "object", "required": ["pytorchReplicaSpecs"], "additionalProperties": False, "properties": {
-            "nprocPerNode": {"type": "string", "pattern": "^([0-9]+|auto|cpu|gpu)$"},
-            "runPolicy": {"type": "object", "additionalProperties": False, "properties": {
-                "backoffLimit": {"type": "integer", "minimum": 0},
-                "cleanPodPolicy": {"enum": ["None", "Running", "All"]}}},
-            "pytorchReplicaSpecs": {"type": "object", "required": ["Master"], "additionalProperties": False,
-                                    "properties": {"Master": REPLICA_SPEC, "Worker": REPLICA_SPEC}}}},
+        "apiVersion": {"const": "kubeflow.org/v1"},
+        "kind": {"const": "PyTorchJob"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "required": ["pytorchReplicaSpecs"],
+            "additionalProperties": False,
+            "properties": {
+                "nprocPerNode": {"type": "string", "pattern": "^([0-9]+|auto|cpu|gpu)$"},
+                "runPolicy": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "backoffLimit": {"type": "integer", "minimum": 0},
+                        "cleanPodPolicy": {"enum": ["None", "Running", "All"]},
+                    },
+                },
+                "pytorchReplicaSpecs": {
+                    "type": "object",
+                    "required": ["Master"],
+                    "additionalProperties": False,
+                    "properties": {"Master": REPLICA_SPEC, "Worker": REPLICA_SPEC},
+                },
+            },
+        },
     },
 }
 
@@ -94,8 +148,16 @@ def distill_args(argv: list[str]) -> argparse.Namespace:
 
 def test_the_manifests_hold_what_the_issue_asks_for():
     kinds = sorted({doc["kind"] for _, doc in objects()})
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Job", "PersistentVolumeClaim", "PodDisruptionBudget",
-                     "PyTorchJob", "Service", "ServiceMonitor"]
+    assert kinds == [
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Job",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+        "PyTorchJob",
+        "Service",
+        "ServiceMonitor",
+    ]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -107,8 +169,10 @@ def test_every_core_manifest_matches_the_kubernetes_schema(version):
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as e:
-            pytest.fail(f"{name}: {doc['kind']} {doc['metadata']['name']}: {e.caught.message} at "
-                        f"{'.'.join(map(str, e.caught.absolute_path))} (Kubernetes {version})")
+            pytest.fail(
+                f"{name}: {doc['kind']} {doc['metadata']['name']}: {e.caught.message} at "
+                f"{'.'.join(map(str, e.caught.absolute_path))} (Kubernetes {version})"
+            )
         checked += 1
     assert checked == 12
 
@@ -148,11 +212,15 @@ def test_each_deployment_is_probed_scaled_budgeted_served_and_scraped(name):
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     resources = container["resources"]
-    assert {"cpu", "memory"} <= set(resources["requests"]) and resources["limits"]["cpu"] == resources["requests"]["cpu"]
+    assert {"cpu", "memory"} <= set(resources["requests"]) and resources["limits"]["cpu"] == resources[
+        "requests"
+    ]["cpu"]
     assert ("nvidia.com/gpu" in resources["limits"]) == name.endswith("gpu")
     assert container["image"] == f"stylegan2-distill:{name.split('-')[1]}"
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the image's user
-    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # read-only root, metrics dir in /tmp
+    assert {"name": "tmp", "mountPath": "/tmp"} in container[
+        "volumeMounts"
+    ]  # read-only root, metrics dir in /tmp
 
     hpa = find("HorizontalPodAutoscaler", name)
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
@@ -182,13 +250,17 @@ def test_pairs_run_as_an_indexed_job_with_one_shard_a_pod():
     command = container["command"]
     assert command[:2] == ["distill", "pairs"]
     args = distill_args(command[1:])
-    assert args.shard is None and args.num_shards is None  # both from the Job: JOB_COMPLETION_INDEX, DISTILL_NUM_SHARDS
+    assert (
+        args.shard is None and args.num_shards is None
+    )  # both from the Job: JOB_COMPLETION_INDEX, DISTILL_NUM_SHARDS
     assert args.out.startswith("/data/") and args.generator.startswith("/data/")
     volume = spec["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
     claim = find("PersistentVolumeClaim", volume)
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     exit_codes = spec["podFailurePolicy"]["rules"][0]
-    assert exit_codes["action"] == "FailIndex" and exit_codes["onExitCodes"]["values"] == [2]  # bad input: no retry
+    assert exit_codes["action"] == "FailIndex" and exit_codes["onExitCodes"]["values"] == [
+        2
+    ]  # bad input: no retry
 
 
 def test_training_runs_as_a_multi_node_torchrun_job():
@@ -211,7 +283,7 @@ def test_training_runs_as_a_multi_node_torchrun_job():
     assert launcher["master_addr"] == f"{job['metadata']['name']}-0.{pod['subdomain']}"
     assert int(launcher["master_port"]) == service["spec"]["ports"][0]["port"]
     assert argv[module + 1] == "distill"
-    args = distill_args(argv[module + 2:])
+    args = distill_args(argv[module + 2 :])
     assert args.command == "train" and args.resume and not args.progress
 
 
@@ -223,5 +295,7 @@ def test_the_pytorchjob_runs_the_same_training():
     assert command[:3] == ["torchrun", "-m", "distill"]
     args = distill_args(command[3:])
     assert args.command == "train" and args.resume
-    indexed = shlex.split(find("Job", "distill-train")["spec"]["template"]["spec"]["containers"][0]["args"][0])
-    assert command[3:] == indexed[indexed.index("distill") + 1:]
+    indexed = shlex.split(
+        find("Job", "distill-train")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    )
+    assert command[3:] == indexed[indexed.index("distill") + 1 :]

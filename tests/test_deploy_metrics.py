@@ -62,7 +62,10 @@ def test_probes_and_scrapes_are_not_in_the_request_histogram(client):
     for path in ("/healthz", "/readyz"):
         key = (("endpoint", path), ("status", "200"))
         assert probes[key] - before.get(key, 0) == 1
-    assert not {dict(k)["endpoint"] for k in values(text, "distill_requests_in_flight")} & {"/metrics", "/readyz"}
+    assert not {dict(k)["endpoint"] for k in values(text, "distill_requests_in_flight")} & {
+        "/metrics",
+        "/readyz",
+    }
 
 
 def test_error_series_exist_at_zero_before_the_first_error(client):
@@ -112,7 +115,10 @@ def test_two_workers_serve_their_own_process_metrics(zoo, tmp_path):
         assert values(text, "distill_ready") == {(): 1.0}
         rejected = values(text, "distill_requests_rejected_total")
         assert rejected[(("endpoint", "/transform"), ("reason", "queue_full"))] == 0
-        assert httpx.post(f"{url}/transform", files={"image": ("x.png", png_bytes(), "image/png")}).status_code == 200
+        assert (
+            httpx.post(f"{url}/transform", files={"image": ("x.png", png_bytes(), "image/png")}).status_code
+            == 200
+        )
 
 
 def test_a_worker_gone_from_proc_gets_no_process_metrics(tmp_path):

@@ -13,21 +13,30 @@ from training.manifest import read_manifest
 from training.pairs import resolve_shard
 
 
-@pytest.mark.parametrize(("shard", "num_shards", "env", "expected"), [
-    (None, None, {}, (0, 1)),
-    (None, None, {"JOB_COMPLETION_INDEX": "2", "DISTILL_NUM_SHARDS": "4"}, (2, 4)),
-    (None, 4, {"JOB_COMPLETION_INDEX": "3"}, (3, 4)),
-    (1, 2, {"JOB_COMPLETION_INDEX": "3", "DISTILL_NUM_SHARDS": "8"}, (1, 2)),  # the options win
-    (1, None, {"DISTILL_NUM_SHARDS": "3"}, (1, 3)),
-])
+@pytest.mark.parametrize(
+    ("shard", "num_shards", "env", "expected"),
+    [
+        (None, None, {}, (0, 1)),
+        (None, None, {"JOB_COMPLETION_INDEX": "2", "DISTILL_NUM_SHARDS": "4"}, (2, 4)),
+        (None, 4, {"JOB_COMPLETION_INDEX": "3"}, (3, 4)),
+        (1, 2, {"JOB_COMPLETION_INDEX": "3", "DISTILL_NUM_SHARDS": "8"}, (1, 2)),  # the options win
+        (1, None, {"DISTILL_NUM_SHARDS": "3"}, (1, 3)),
+    ],
+)
 def test_the_shard_comes_from_the_options_else_the_job(shard, num_shards, env, expected):
     assert resolve_shard(shard, num_shards, env) == expected
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"JOB_COMPLETION_INDEX": "2"}, "set DISTILL_NUM_SHARDS"),
-    ({"JOB_COMPLETION_INDEX": "two", "DISTILL_NUM_SHARDS": "4"}, "JOB_COMPLETION_INDEX='two' is not an integer"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JOB_COMPLETION_INDEX": "2"}, "set DISTILL_NUM_SHARDS"),
+        (
+            {"JOB_COMPLETION_INDEX": "two", "DISTILL_NUM_SHARDS": "4"},
+            "JOB_COMPLETION_INDEX='two' is not an integer",
+        ),
+    ],
+)
 def test_an_incomplete_job_environment_is_one_clear_error(env, message):
     with pytest.raises(DistillError, match=message):
         resolve_shard(None, None, env)
@@ -41,13 +50,45 @@ def test_pairs_in_an_indexed_job_pod_makes_its_shard(tmp_path, monkeypatch, caps
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
     monkeypatch.setenv("DISTILL_NUM_SHARDS", "3")
     out = tmp_path / "pairs"
-    assert main(["pairs", "--generator", str(tmp_path / "g.pt"), "--direction", str(tmp_path / "d.npy"),
-                 "--num", "7", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "pairs",
+                "--generator",
+                str(tmp_path / "g.pt"),
+                "--direction",
+                str(tmp_path / "d.npy"),
+                "--num",
+                "7",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert sorted(row.seed for row in read_manifest(out)) == [1, 4]
 
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "5")
-    assert main(["pairs", "--generator", str(tmp_path / "g.pt"), "--direction", str(tmp_path / "d.npy"),
-                 "--num", "7", "--device", "cpu", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "pairs",
+                "--generator",
+                str(tmp_path / "g.pt"),
+                "--direction",
+                str(tmp_path / "d.npy"),
+                "--num",
+                "7",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "need 0 <= shard < num-shards" in capsys.readouterr().err
 
 

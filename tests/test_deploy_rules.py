@@ -32,7 +32,12 @@ def test_the_alerts_fire_as_the_unit_tests_expect():
 def test_the_rules_cover_latency_errors_saturation_and_readiness():
     groups = yaml.safe_load(RULES.read_text())["groups"]
     alerts = {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
-    assert {"DistillTransformLatencyHigh", "DistillHigh5xxRate", "DistillQueueSaturated", "DistillNotReady"} <= alerts
+    assert {
+        "DistillTransformLatencyHigh",
+        "DistillHigh5xxRate",
+        "DistillQueueSaturated",
+        "DistillNotReady",
+    } <= alerts
     tested = (RULES.parent / "rules.test.yaml").read_text()
     assert all(f"alertname: {alert}" in tested for alert in alerts - {"DistillLegacyLatencyHigh"})
 
@@ -50,9 +55,13 @@ def test_the_rules_read_only_exported_series():
 def test_the_compose_prometheus_config_loads_the_rules(tmp_path):
     """As in the container: prometheus.yml in /etc/prometheus with rules.yaml mounted beside it."""
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
-    mounts = dict(v.rsplit(":", 2)[:2] for v in compose["services"]["prometheus"]["volumes"] if v.startswith("."))
-    assert mounts == {"./prometheus.yml": "/etc/prometheus/prometheus.yml",
-                      "../deploy/prometheus/rules.yaml": "/etc/prometheus/rules.yaml"}
+    mounts = dict(
+        v.rsplit(":", 2)[:2] for v in compose["services"]["prometheus"]["volumes"] if v.startswith(".")
+    )
+    assert mounts == {
+        "./prometheus.yml": "/etc/prometheus/prometheus.yml",
+        "../deploy/prometheus/rules.yaml": "/etc/prometheus/rules.yaml",
+    }
     shutil.copy(ROOT / "docker" / "prometheus.yml", tmp_path / "prometheus.yml")
     shutil.copy(RULES, tmp_path / "rules.yaml")
     r = promtool("check", "config", str(tmp_path / "prometheus.yml"))

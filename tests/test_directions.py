@@ -105,8 +105,24 @@ def test_cli_fit_from_scores_csv(teacher, tmp_path):
     csv = tmp_path / "scores.csv"
     csv.write_text("seed,age\n" + "".join(f"{s},{v:.9f}\n" for s, v in zip(seeds, scores, strict=True)))
     out = tmp_path / "age.npy"
-    rc = main(["direction", "fit", "--generator", teacher, "--scores", str(csv), "--method", "regression",
-               "--attribute", "age", "--out", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "direction",
+            "fit",
+            "--generator",
+            teacher,
+            "--scores",
+            str(csv),
+            "--method",
+            "regression",
+            "--attribute",
+            "age",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     d = np.load(out)
     # W is anisotropic: regressing w on s = w.p gives Cov(w) p (how w moves with s), not p itself.
@@ -127,12 +143,41 @@ def test_cli_fit_with_onnx_scorer(teacher, tmp_path):
             return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0].mean(dim=(1, 2))], dim=1)
 
     model = tmp_path / "bright.onnx"
-    torch.onnx.export(Brightness(), (torch.zeros(1, 3, 16, 16),), str(model), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["out"], dynamic_axes={"input": {0: "n"}, "out": {0: "n"}})
+    torch.onnx.export(
+        Brightness(),
+        (torch.zeros(1, 3, 16, 16),),
+        str(model),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["out"],
+        dynamic_axes={"input": {0: "n"}, "out": {0: "n"}},
+    )
     out = tmp_path / "bright.npy"
-    rc = main(["direction", "fit", "--generator", teacher, "--scorer", str(model), "--output-index", "1",
-               "--num", "80", "--check", "16", "--method", "all", "--attribute", "red", "--out", str(out),
-               "--device", "cpu"])
+    rc = main(
+        [
+            "direction",
+            "fit",
+            "--generator",
+            teacher,
+            "--scorer",
+            str(model),
+            "--output-index",
+            "1",
+            "--num",
+            "80",
+            "--check",
+            "16",
+            "--method",
+            "all",
+            "--attribute",
+            "red",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["n_samples"] == 80 and meta["n_test"] == 16
@@ -145,6 +190,8 @@ def test_cli_fit_with_onnx_scorer(teacher, tmp_path):
 
 
 def test_cli_fit_errors_are_one_line(teacher, tmp_path, capsys):
-    rc = main(["direction", "fit", "--generator", teacher, "--attribute", "x", "--out", str(tmp_path / "x.npy")])
+    rc = main(
+        ["direction", "fit", "--generator", teacher, "--attribute", "x", "--out", str(tmp_path / "x.npy")]
+    )
     assert rc == 2
     assert "--scores" in capsys.readouterr().err

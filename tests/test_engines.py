@@ -23,19 +23,29 @@ from engines.select import REFERENCE, plan_candidates, psnr_db, select_engine
 from tests.app_helpers import NATIVE, make_entry, png_bytes, wait_ready
 
 needs_openvino = pytest.mark.skipif(openvino_version() is None, reason="openvino is not installed")
-VARIANTS = {"fp32": {"file": "model.onnx", "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]},
-            "int8": {"file": "model.int8.onnx", "providers": ["CPUExecutionProvider"]}}
+VARIANTS = {
+    "fp32": {"file": "model.onnx", "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]},
+    "int8": {"file": "model.int8.onnx", "providers": ["CPUExecutionProvider"]},
+}
 
 
 def test_engine_settings():
-    s = Settings.from_env({"DISTILL_ENGINE": "OpenVINO", "DISTILL_OPENVINO_PRECISION": "BF16",
-                           "DISTILL_ENGINE_BUDGET_S": "2.5", "DISTILL_ENGINE_CACHE": "/var/cache/distill"})
+    s = Settings.from_env(
+        {
+            "DISTILL_ENGINE": "OpenVINO",
+            "DISTILL_OPENVINO_PRECISION": "BF16",
+            "DISTILL_ENGINE_BUDGET_S": "2.5",
+            "DISTILL_ENGINE_CACHE": "/var/cache/distill",
+        }
+    )
     assert (s.engine, s.openvino_precision, s.engine_budget_s) == ("openvino", "bf16", 2.5)
     assert s.engine_cache == Path("/var/cache/distill")
     assert Settings().engine == "auto" and Settings().variant_cpu == "auto"
-    for env, message in (({"DISTILL_ENGINE": "tensorflow"}, "DISTILL_ENGINE"),
-                         ({"DISTILL_OPENVINO_PRECISION": "fp16"}, "DISTILL_OPENVINO_PRECISION"),
-                         ({"DISTILL_ENGINE_BUDGET_S": "-1"}, "must be >= 0")):
+    for env, message in (
+        ({"DISTILL_ENGINE": "tensorflow"}, "DISTILL_ENGINE"),
+        ({"DISTILL_OPENVINO_PRECISION": "fp16"}, "DISTILL_OPENVINO_PRECISION"),
+        ({"DISTILL_ENGINE_BUDGET_S": "-1"}, "must be >= 0"),
+    ):
         with pytest.raises(DistillError, match=message):
             Settings.from_env(env)
 
@@ -46,13 +56,24 @@ def labels(plan) -> list[str]:
 
 def test_candidates_per_machine_and_settings():
     auto = plan_candidates(VARIANTS, engine="auto", ort_devices=["cpu"])
-    assert labels(auto) == ["onnxruntime/cpu/int8", "onnxruntime/cpu/fp32", "openvino/cpu/int8",
-                            "openvino/cpu/bf16@fp32", "openvino/cpu/fp32"]
+    assert labels(auto) == [
+        "onnxruntime/cpu/int8",
+        "onnxruntime/cpu/fp32",
+        "openvino/cpu/int8",
+        "openvino/cpu/bf16@fp32",
+        "openvino/cpu/fp32",
+    ]
     no_bf16 = plan_candidates(VARIANTS, engine="auto", ort_devices=["cpu"], bf16_native=False)
     assert "openvino/cpu/bf16@fp32" not in labels(no_bf16) and any("AVX-512 BF16" in n for n in no_bf16.notes)
     gpu = plan_candidates(VARIANTS, engine="onnxruntime", ort_devices=["tensorrt", "cuda"])
-    assert labels(gpu) == ["onnxruntime/tensorrt/fp16@fp32", "onnxruntime/tensorrt/fp32", "onnxruntime/cuda/fp32"]
-    pinned = plan_candidates({"fp32": VARIANTS["fp32"]}, engine="openvino", ort_devices=["cpu"], openvino="int8")
+    assert labels(gpu) == [
+        "onnxruntime/tensorrt/fp16@fp32",
+        "onnxruntime/tensorrt/fp32",
+        "onnxruntime/cuda/fp32",
+    ]
+    pinned = plan_candidates(
+        {"fp32": VARIANTS["fp32"]}, engine="openvino", ort_devices=["cpu"], openvino="int8"
+    )
     assert labels(pinned) == ["openvino/cpu/fp32"] and "no int8 variant" in pinned.notes[0]
     old = plan_candidates(VARIANTS, engine="onnxruntime", ort_devices=["cpu"], ort_cpu="fp32")
     assert labels(old) == ["onnxruntime/cpu/fp32"]  # DISTILL_VARIANT_CPU=fp32: the single engine of old
@@ -73,7 +94,9 @@ class FakeEngine(Engine):
         return np.tanh(batch) + self.noise * np.sign(batch)
 
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        return [TensorSpec("input", "tensor(float)", ("batch", 3, 8, 8))], [TensorSpec("output", "tensor(float)", ())]
+        return [TensorSpec("input", "tensor(float)", ("batch", 3, 8, 8))], [
+            TensorSpec("output", "tensor(float)", ())
+        ]
 
 
 OV_INT8 = EngineSpec("openvino", "cpu", "int8", "int8")
@@ -83,9 +106,11 @@ IMAGES = np.random.default_rng(0).uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32
 
 
 def test_the_fastest_candidate_within_the_gate_is_chosen():
-    fakes = {OV_INT8: FakeEngine(OV_INT8, 1, noise=0.2),  # fastest, but ~20 dB from fp32: refused
-             OV_BF16: FakeEngine(OV_BF16, 2, noise=0.001),  # ~60 dB: passes
-             ORT_INT8: FakeEngine(ORT_INT8, 80, noise=0.001)}  # passes the gate, cannot win: cut short
+    fakes = {
+        OV_INT8: FakeEngine(OV_INT8, 1, noise=0.2),  # fastest, but ~20 dB from fp32: refused
+        OV_BF16: FakeEngine(OV_BF16, 2, noise=0.001),  # ~60 dB: passes
+        ORT_INT8: FakeEngine(ORT_INT8, 80, noise=0.001),
+    }  # passes the gate, cannot win: cut short
 
     def opener(spec: EngineSpec) -> Engine:
         if spec.engine == "onnxruntime" and spec.device == "cuda":
@@ -97,18 +122,33 @@ def test_the_fastest_candidate_within_the_gate_is_chosen():
     sel = select_engine([OV_INT8, OV_BF16, REFERENCE, ORT_INT8, cuda], opener, reference, IMAGES, repeats=3)
     assert sel.engine is fakes[OV_BF16] and sel.reason.startswith("auto: fastest of 3 timed")
     by = {(c.engine, c.device, c.precision): c for c in sel.candidates}
-    assert by["openvino", "cpu", "int8"].status == "refused" and by["openvino", "cpu", "int8"].psnr_vs_fp32_db < 35
+    assert (
+        by["openvino", "cpu", "int8"].status == "refused"
+        and by["openvino", "cpu", "int8"].psnr_vs_fp32_db < 35
+    )
     assert by["openvino", "cpu", "int8"].median_ms is None  # a refused candidate is not timed
-    assert by["openvino", "cpu", "bf16"].status == "chosen" and by["openvino", "cpu", "bf16"].psnr_vs_fp32_db > 50
+    assert (
+        by["openvino", "cpu", "bf16"].status == "chosen"
+        and by["openvino", "cpu", "bf16"].psnr_vs_fp32_db > 50
+    )
     reference_row = by["onnxruntime", "cpu", "fp32"]  # the reference, timed like the others, and cut short
-    assert reference_row.status == "slower" and reference_row.psnr_vs_fp32_db is None and reference_row.median_ms >= 40
+    assert (
+        reference_row.status == "slower"
+        and reference_row.psnr_vs_fp32_db is None
+        and reference_row.median_ms >= 40
+    )
     assert by["onnxruntime", "cpu", "int8"].status == "slower"
-    assert by["onnxruntime", "cuda", "fp32"].status == "failed" and "did not start" in by["onnxruntime", "cuda", "fp32"].reason
+    assert (
+        by["onnxruntime", "cuda", "fp32"].status == "failed"
+        and "did not start" in by["onnxruntime", "cuda", "fp32"].reason
+    )
 
 
 def test_the_budget_skips_the_rest_and_nothing_passing_is_an_error():
     fakes = {OV_BF16: FakeEngine(OV_BF16, 5), ORT_INT8: FakeEngine(ORT_INT8, 1)}
-    sel = select_engine([OV_BF16, ORT_INT8], fakes.__getitem__, FakeEngine(REFERENCE, 1), IMAGES, budget_s=0.0)
+    sel = select_engine(
+        [OV_BF16, ORT_INT8], fakes.__getitem__, FakeEngine(REFERENCE, 1), IMAGES, budget_s=0.0
+    )
     assert sel.engine is fakes[OV_BF16] and [c.status for c in sel.candidates] == ["chosen", "skipped"]
     bad = {OV_BF16: FakeEngine(OV_BF16, 0, noise=0.5)}
     with pytest.raises(DistillError, match=r"no candidate engine passed: openvino/cpu/bf16: refused \("):
@@ -120,8 +160,14 @@ class Small(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.InstanceNorm2d(8), nn.ReLU(),
-                                 nn.ConvTranspose2d(8, 8, 3, 2, 1, output_padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, 1, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1),
+            nn.InstanceNorm2d(8),
+            nn.ReLU(),
+            nn.ConvTranspose2d(8, 8, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 3, 3, 1, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(x))
@@ -134,8 +180,16 @@ def small_onnx(tmp_path_factory) -> Path:
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Small().eval(), torch.zeros(1, 3, 16, 16), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"], dynamic_axes={"input": axes, "output": axes})
+        torch.onnx.export(
+            Small().eval(),
+            torch.zeros(1, 3, 16, 16),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": axes, "output": axes},
+        )
     return path
 
 
@@ -143,12 +197,18 @@ def small_onnx(tmp_path_factory) -> Path:
 def test_openvino_matches_onnxruntime_and_caches_its_compilation(small_onnx, tmp_path):
     x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
     expected = OrtEngine(REFERENCE, small_onnx).run(x)
-    f32 = OpenVinoEngine(EngineSpec("openvino", "cpu", "fp32", "fp32"), small_onnx, (16, 16), cache_dir=tmp_path)
+    f32 = OpenVinoEngine(
+        EngineSpec("openvino", "cpu", "fp32", "fp32"), small_onnx, (16, 16), cache_dir=tmp_path
+    )
     np.testing.assert_allclose(f32.run(x), expected, atol=1e-4)
     assert f32.run(x[:1]).shape == (1, 3, 16, 16)  # the batch stays dynamic
     inputs, outputs = f32.signature()
-    assert inputs[0].type_name == "tensor(float)" and inputs[0].shape == (None, 3, 16, 16) and len(outputs) == 1
-    bf16 = OpenVinoEngine(EngineSpec("openvino", "cpu", "fp32", "bf16"), small_onnx, (16, 16), cache_dir=tmp_path)
+    assert (
+        inputs[0].type_name == "tensor(float)" and inputs[0].shape == (None, 3, 16, 16) and len(outputs) == 1
+    )
+    bf16 = OpenVinoEngine(
+        EngineSpec("openvino", "cpu", "fp32", "bf16"), small_onnx, (16, 16), cache_dir=tmp_path
+    )
     assert psnr_db(bf16.run(x), expected) > 35
     assert any((tmp_path / "openvino" / "fp32").iterdir())  # a restart loads the compiled model from here
 
@@ -157,8 +217,11 @@ def test_engines_refuse_a_batch_that_is_not_images(small_onnx, tmp_path):
     """A real error, not an assert (which ``python -O`` drops)."""
     engines = [OrtEngine(REFERENCE, small_onnx)]
     if openvino_version():
-        engines.append(OpenVinoEngine(EngineSpec("openvino", "cpu", "fp32", "fp32"), small_onnx, (16, 16),
-                                      cache_dir=tmp_path))
+        engines.append(
+            OpenVinoEngine(
+                EngineSpec("openvino", "cpu", "fp32", "fp32"), small_onnx, (16, 16), cache_dir=tmp_path
+            )
+        )
     for engine in engines:
         for bad in (np.zeros((2, 1, 16, 16), np.float32), np.zeros((3, 16, 16), np.float32)):
             with pytest.raises(ValueError, match=r"\[N,3,H,W\]"):
@@ -167,13 +230,21 @@ def test_engines_refuse_a_batch_that_is_not_images(small_onnx, tmp_path):
 
 def test_the_service_reports_its_engine_choice(tmp_path):
     make_entry(tmp_path, teacher=False)
-    settings = Settings(model_zoo=tmp_path, warmup_runs=1, legacy_workers=0, engine_budget_s=5,
-                        engine_cache=tmp_path / "cache")
+    settings = Settings(
+        model_zoo=tmp_path,
+        warmup_runs=1,
+        legacy_workers=0,
+        engine_budget_s=5,
+        engine_cache=tmp_path / "cache",
+    )
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         info = client.get("/models").json()["models"][0]
         chosen = [c for c in info["engine_candidates"] if c["status"] == "chosen"]
-        assert len(chosen) == 1 and (chosen[0]["engine"], chosen[0]["precision"]) == (info["engine"], info["precision"])
+        assert len(chosen) == 1 and (chosen[0]["engine"], chosen[0]["precision"]) == (
+            info["engine"],
+            info["precision"],
+        )
         assert info["engine_reason"].startswith("auto: fastest") and "sample image" in info["engine_reason"]
         engines = {c["engine"] for c in info["engine_candidates"]}
         assert engines == ({"onnxruntime", "openvino"} if openvino_version() else {"onnxruntime"})
@@ -186,7 +257,11 @@ def test_the_service_reports_its_engine_choice(tmp_path):
     with TestClient(create_app(pinned)) as client:
         wait_ready(client)
         info = client.get("/models").json()["models"][0]
-        assert (info["engine"], info["precision"], info["input_size"]) == ("onnxruntime", "fp32", [NATIVE, NATIVE])
+        assert (info["engine"], info["precision"], info["input_size"]) == (
+            "onnxruntime",
+            "fp32",
+            [NATIVE, NATIVE],
+        )
         assert [c["status"] for c in info["engine_candidates"]] == ["configured"]
 
 
@@ -195,11 +270,20 @@ def test_the_export_engine_table(small_onnx):
 
     images = np.random.default_rng(2).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
     rows = engine_table({"fp32": small_onnx}, (16, 16), images, repeats=1)
-    assert all(set(r) == {"engine", "variant", "precision", "median_ms", "psnr_vs_fp32_db", "timed_size", "measured_on"}
-               for r in rows)
+    assert all(
+        set(r)
+        == {"engine", "variant", "precision", "median_ms", "psnr_vs_fp32_db", "timed_size", "measured_on"}
+        for r in rows
+    )
     by = {(r["engine"], r["precision"]): r for r in rows}
     ref = by["onnxruntime", "fp32"]
-    assert ref["psnr_vs_fp32_db"] is None and ref["timed_size"] == [16, 16] and "CPUExecutionProvider" in ref["measured_on"]
+    assert (
+        ref["psnr_vs_fp32_db"] is None
+        and ref["timed_size"] == [16, 16]
+        and "CPUExecutionProvider" in ref["measured_on"]
+    )
     if openvino_version():
-        assert by["openvino", "fp32"]["psnr_vs_fp32_db"] > 80 and "AVX2" in by["openvino", "fp32"]["measured_on"]
+        assert (
+            by["openvino", "fp32"]["psnr_vs_fp32_db"] > 80 and "AVX2" in by["openvino", "fp32"]["measured_on"]
+        )
     assert "reference" in "\n".join(format_table(rows))

@@ -14,16 +14,40 @@ def test_strength_section(conditional_entry, strength_pairs, tmp_path):
     scorer = tmp_path / "scorer.onnx"
     scorer_onnx(scorer)  # mean brightness and red minus green of a 16 px image
     out = tmp_path / "report"
-    assert main(["evaluate", str(conditional_entry), "--out", str(out), "--num", "4", "--legacy-num", "0",
-                 "--timing-num", "2", "--dataset", str(strength_pairs), "--scorer", str(scorer),
-                 "--attribute", "brightness=0", "--strength-num", "3"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(conditional_entry),
+                "--out",
+                str(out),
+                "--num",
+                "4",
+                "--legacy-num",
+                "0",
+                "--timing-num",
+                "2",
+                "--dataset",
+                str(strength_pairs),
+                "--scorer",
+                str(scorer),
+                "--attribute",
+                "brightness=0",
+                "--strength-num",
+                "3",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     section = report["strengths"]
     assert section["trained_range"] == [-1.5, 1.5]
     assert [r["strength"] for r in section["rows"]] == [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]
     zero = next(r for r in section["rows"] if r["strength"] == 0.0)
     for variant in ("fp32", "int8"):
-        assert zero["students"][variant]["identity_error"]["max_abs_uint8"] <= 1  # strength 0 gives back the input
+        assert (
+            zero["students"][variant]["identity_error"]["max_abs_uint8"] <= 1
+        )  # strength 0 gives back the input
     assert zero["students"]["fp32"]["change"] == 0.0 and zero["students"]["fp32"]["change_per_unit"] is None
     one = next(r for r in section["rows"] if r["strength"] == 1.0)
     assert one["alpha"] == 1.0 and isinstance(one["students"]["fp32"]["change_per_unit"], float)
@@ -35,5 +59,7 @@ def test_strength_section(conditional_entry, strength_pairs, tmp_path):
         art = row["artifacts"]
         assert art["n"] == 3 and set(art["paths"]) == {"teacher", "identity", "student_fp32", "student_int8"}
         assert art["paths"]["teacher"]["hf_energy"] > 0 and art["paths"]["student_fp32"]["blemish_peak"] >= 0
-    assert zero["artifacts"]["paths"]["teacher"]["hf_energy_region"] is None  # strength 0 edits nothing: no region
+    assert (
+        zero["artifacts"]["paths"]["teacher"]["hf_energy_region"] is None
+    )  # strength 0 edits nothing: no region
     assert "HF / blemish" in md

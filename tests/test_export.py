@@ -34,9 +34,16 @@ def dataset(tmp_path_factory) -> Path:
     teacher, direction = assets / "teacher.pt", assets / "age.npy"
     teacher.write_bytes(b"teacher weights " * 64)
     np.save(direction, np.ones((8, 16), np.float32))
-    (assets / "age.json").write_text(json.dumps({"attribute": "age", "method": "regression",  # as an older fit wrote it
-                                                 "generator": {"path": str(teacher.resolve())},
-                                                 "scores_from": [str(root.resolve() / "scores.csv")]}))
+    (assets / "age.json").write_text(
+        json.dumps(
+            {
+                "attribute": "age",
+                "method": "regression",  # as an older fit wrote it
+                "generator": {"path": str(teacher.resolve())},
+                "scores_from": [str(root.resolve() / "scores.csv")],
+            }
+        )
+    )
     rng = np.random.default_rng(0)
     rows = []
     for seed in range(12):
@@ -44,13 +51,43 @@ def dataset(tmp_path_factory) -> Path:
         a = np.asarray(Image.fromarray(low).resize((SIZE, SIZE), Image.BICUBIC))
         save_image(root / f"train_A/{seed:08d}.png", a)
         save_image(root / f"train_B/{seed:08d}.png", np.ascontiguousarray(a[..., ::-1]))
-        rows.append(PairRecord(seed, f"train_A/{seed:08d}.png", f"train_B/{seed:08d}.png", 1.5, 0.7, str(direction), keep=True))
-    write_manifest(root, rows + [PairRecord(99, "train_A/x.png", "train_B/x.png", 1.5, 0.7, str(direction), keep=False)])
-    write_metadata(root, {
-        "teacher": {"path": str(teacher), "sha256": sha256_file(teacher), "z_dim": 16, "w_dim": 16, "num_ws": 8},
-        "direction": {"path": str(direction), "sha256": sha256_file(direction), "attribute": "age", "method": "regression"},
-        "alpha": 1.5, "truncation": 0.7, "layers": [0, 8], "normalize": False, "resolution": SIZE,
-    })
+        rows.append(
+            PairRecord(
+                seed,
+                f"train_A/{seed:08d}.png",
+                f"train_B/{seed:08d}.png",
+                1.5,
+                0.7,
+                str(direction),
+                keep=True,
+            )
+        )
+    write_manifest(
+        root, rows + [PairRecord(99, "train_A/x.png", "train_B/x.png", 1.5, 0.7, str(direction), keep=False)]
+    )
+    write_metadata(
+        root,
+        {
+            "teacher": {
+                "path": str(teacher),
+                "sha256": sha256_file(teacher),
+                "z_dim": 16,
+                "w_dim": 16,
+                "num_ws": 8,
+            },
+            "direction": {
+                "path": str(direction),
+                "sha256": sha256_file(direction),
+                "attribute": "age",
+                "method": "regression",
+            },
+            "alpha": 1.5,
+            "truncation": 0.7,
+            "layers": [0, 8],
+            "normalize": False,
+            "resolution": SIZE,
+        },
+    )
     return root
 
 
@@ -60,14 +97,27 @@ def run_dir(tmp_path_factory, dataset) -> Path:
     run = tmp_path_factory.mktemp("run")
     G = tiny_generator()
     save_generator(G, run / "checkpoints" / "latest.pt", G.config, epoch=3)
-    (run / "run.json").write_text(json.dumps({
-        "format": "distill-run/1", "status": "finished", "dataset": str(dataset), "preset": "tiny",
-        "data": {"pairs": 13, "kept": 12, "height": SIZE, "width": SIZE, "stride": 4},
-        "options": {"val_fraction": 0.25, "seed": 0}, "epoch": 3, "global_step": 30,
-        "metrics": {"val_psnr": 10.0, "val_ssim": 0.1},
-    }))
-    rows = [{"kind": "step", "step": 10, "loss_G": 1.0}, {"kind": "epoch", "epoch": 1, "step": 10, "val_psnr": 12.5, "val_ssim": 0.3},
-            {"kind": "epoch", "epoch": 2, "step": 20, "val_psnr": 14.25, "val_ssim": 0.4}, {"kind": "step", "step": 30}]
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "format": "distill-run/1",
+                "status": "finished",
+                "dataset": str(dataset),
+                "preset": "tiny",
+                "data": {"pairs": 13, "kept": 12, "height": SIZE, "width": SIZE, "stride": 4},
+                "options": {"val_fraction": 0.25, "seed": 0},
+                "epoch": 3,
+                "global_step": 30,
+                "metrics": {"val_psnr": 10.0, "val_ssim": 0.1},
+            }
+        )
+    )
+    rows = [
+        {"kind": "step", "step": 10, "loss_G": 1.0},
+        {"kind": "epoch", "epoch": 1, "step": 10, "val_psnr": 12.5, "val_ssim": 0.3},
+        {"kind": "epoch", "epoch": 2, "step": 20, "val_psnr": 14.25, "val_ssim": 0.4},
+        {"kind": "step", "step": 30},
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run
 
@@ -77,7 +127,9 @@ def test_onnx_matches_torch_at_two_sizes_batch_2(tmp_path, netG):
     G = tiny_generator(netG=netG)
     path = export_onnx(G, tmp_path / "m.onnx", (SIZE, SIZE))
     model = onnx.load(str(path))
-    assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["output"]
+    assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == [
+        "output"
+    ]
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
     assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) == 17
@@ -102,8 +154,21 @@ def test_parity_check_catches_a_wrong_graph(tmp_path):
 
 
 def _export(run, out, *extra) -> int:
-    return main(["export", str(run), "--out", str(out), "--timing-repeats", "1", "--num-calibration", "6",
-                 "--num-eval", "3", *extra])
+    return main(
+        [
+            "export",
+            str(run),
+            "--out",
+            str(out),
+            "--timing-repeats",
+            "1",
+            "--num-calibration",
+            "6",
+            "--num-eval",
+            "3",
+            *extra,
+        ]
+    )
 
 
 def test_export_run_writes_a_verified_entry(tmp_path, run_dir, dataset, capsys):
@@ -112,14 +177,27 @@ def test_export_run_writes_a_verified_entry(tmp_path, run_dir, dataset, capsys):
     entry = get_entry("age-tiny", tmp_path / "zoo")
     m = entry.manifest
     assert m["name"] == "age-tiny" and entry.input_size == (SIZE, SIZE) and entry.stride == 4
-    assert m["input"]["name"] == "input" and m["input"]["range"] == [-1, 1] and m["input"]["size_source"] == "run.json"
+    assert (
+        m["input"]["name"] == "input"
+        and m["input"]["range"] == [-1, 1]
+        and m["input"]["size_source"] == "run.json"
+    )
     assert m["edit"] == {"attribute": "age", "alpha": 1.5, "layers": [0, 8]}
     assert m["truncation"] == 0.7
     assert entry.teacher_path.read_bytes() == (b"teacher weights " * 64)
     assert np.array_equal(np.load(entry.direction_path), np.ones((8, 16), np.float32))
-    assert m["direction"]["normalize"] is False and not {"alpha", "layers"} & set(m["direction"])  # said once, in edit
-    assert m["schema_version"] == 1 and m["training"]["checkpoint_sha256"] == sha256_file(run_dir / "checkpoints/latest.pt")
-    for where in (m["teacher"]["source"], m["direction"]["source"], m["data"]["dataset"], m["training"]["checkpoint"]):
+    assert m["direction"]["normalize"] is False and not {"alpha", "layers"} & set(
+        m["direction"]
+    )  # said once, in edit
+    assert m["schema_version"] == 1 and m["training"]["checkpoint_sha256"] == sha256_file(
+        run_dir / "checkpoints/latest.pt"
+    )
+    for where in (
+        m["teacher"]["source"],
+        m["direction"]["source"],
+        m["data"]["dataset"],
+        m["training"]["checkpoint"],
+    ):
         assert not Path(where).is_absolute()  # outside the project: the bare name, no build path
     assert m["data"]["pairs_total"] == 13 and m["data"]["pairs_kept"] == 12
     assert m["data"]["heldout_pairs"] + m["data"]["train_pairs"] == 12 and m["data"]["heldout_pairs"] >= 1
@@ -131,15 +209,24 @@ def test_export_run_writes_a_verified_entry(tmp_path, run_dir, dataset, capsys):
     int8 = m["variants"]["int8"]
     assert int8["providers"] == ["CPUExecutionProvider"] and int8["calibration_images"] == 6
     assert int8["psnr_vs_fp32_db"] > 0 and int8["median_ms"] > 0 and int8["error_images"] == 3
-    assert m["variants"]["fp16"]["psnr_vs_fp32_db"] > 35 and m["variants"]["fp16"]["providers"] == ["CUDAExecutionProvider"]
+    assert m["variants"]["fp16"]["psnr_vs_fp32_db"] > 35 and m["variants"]["fp16"]["providers"] == [
+        "CUDAExecutionProvider"
+    ]
     for fname, rec in m["files"].items():
         assert rec["sha256"] == sha256_file(out / fname) and rec["bytes"] == (out / fname).stat().st_size
     sidecar = json.loads((out / "direction.json").read_text())  # the fit's record, without build paths
     assert sidecar["method"] == "regression" and sidecar["generator"]["path"] == "teacher.pt"
     assert sidecar["scores_from"] == ["scores.csv"]
     samples = {f for f in m["files"] if f.startswith("samples/")}
-    assert {"model.onnx", "model.fp16.onnx", "model.int8.onnx", "preview.png", "teacher.pt", "direction.npy",
-            "direction.json"} == set(m["files"]) - samples
+    assert {
+        "model.onnx",
+        "model.fp16.onnx",
+        "model.int8.onnx",
+        "preview.png",
+        "teacher.pt",
+        "direction.npy",
+        "direction.json",
+    } == set(m["files"]) - samples
     assert 1 <= len(samples) <= 4 and all((dataset / "train_A" / Path(f).name).is_file() for f in samples)
     preview = np.asarray(Image.open(out / "preview.png"))
     assert m["preview"]["columns"] == ["input", "student", "teacher target"]
@@ -170,14 +257,21 @@ def test_export_checkpoint_file_without_dataset(tmp_path, capsys):
     out = tmp_path / "zoo" / "nvidia"
     assert main(["export", str(pth), "--out", str(out), "--size", "32x48", "--timing-repeats", "0"]) == 0
     entry = get_entry("nvidia", tmp_path / "zoo")
-    assert entry.input_size == (32, 48) and entry.stride == 8 and entry.manifest["input"]["size_source"] == "--size"
+    assert (
+        entry.input_size == (32, 48)
+        and entry.stride == 8
+        and entry.manifest["input"]["size_source"] == "--size"
+    )
     assert entry.teacher_path is None and entry.direction_path is None and entry.manifest["data"] == {}
     assert entry.manifest["preview"]["columns"] == ["input", "student"]
     assert "random" in entry.manifest["preview"]["inputs"]
 
     assert main(["export", str(pth), "--out", str(out), "--size", "32x48"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["export", str(pth), "--out", str(tmp_path / "zoo" / "q"), "--size", "32", "--variants", "int8"]) == 2
+    assert (
+        main(["export", str(pth), "--out", str(tmp_path / "zoo" / "q"), "--size", "32", "--variants", "int8"])
+        == 2
+    )
     assert "--calibration DATASET" in capsys.readouterr().err
     assert main(["export", str(pth), "--out", str(tmp_path / "zoo" / "q"), "--size", "36"]) == 2
     assert "not a multiple of the generator stride 8" in capsys.readouterr().err
@@ -190,16 +284,34 @@ def test_corrupt_or_truncated_export_refused(tmp_path):
     G = tiny_generator()
     ckpt = tmp_path / "g.pt"
     save_generator(G, ckpt, G.config)
-    assert main(["export", str(ckpt), "--out", str(tmp_path / "zoo" / "m"), "--size", "32", "--timing-repeats", "0"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "zoo" / "m"),
+                "--size",
+                "32",
+                "--timing-repeats",
+                "0",
+            ]
+        )
+        == 0
+    )
     onnx_path = tmp_path / "zoo" / "m" / "model.onnx"
     good = onnx_path.read_bytes()
     flipped = bytearray(good)
     flipped[len(flipped) // 3] ^= 0x20
     onnx_path.write_bytes(bytes(flipped))
-    with pytest.raises(ModelZooError, match=r"model\.onnx: sha256 does not match the manifest \(the file is corrupt\)"):
+    with pytest.raises(
+        ModelZooError, match=r"model\.onnx: sha256 does not match the manifest \(the file is corrupt\)"
+    ):
         get_entry("m", tmp_path / "zoo")
     onnx_path.write_bytes(good[:-10])
-    with pytest.raises(ModelZooError, match=rf"model\.onnx: {len(good) - 10} bytes, the manifest says {len(good)}"):
+    with pytest.raises(
+        ModelZooError, match=rf"model\.onnx: {len(good) - 10} bytes, the manifest says {len(good)}"
+    ):
         get_entry("m", tmp_path / "zoo")
     onnx_path.write_bytes(good)
     assert get_entry("m", tmp_path / "zoo").variant_path() == onnx_path

@@ -27,9 +27,16 @@ def brightness_onnx(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("onnx") / "brightness.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is the one we want
-        torch.onnx.export(Brightness(), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["scores"],
-                          dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}})
+        torch.onnx.export(
+            Brightness(),
+            (torch.zeros(1, 3, 8, 8),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["scores"],
+            dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}},
+        )
     return str(path)
 
 
@@ -45,7 +52,9 @@ def test_parse_keep_and_rule():
 
 
 def test_onnx_scorer_preprocessing(brightness_onnx):
-    scorer = OnnxScorer(brightness_onnx, outputs={"bright": 0, "red": 1}, input_size=8, mean=(0.0,), std=(1.0,))
+    scorer = OnnxScorer(
+        brightness_onnx, outputs={"bright": 0, "red": 1}, input_size=8, mean=(0.0,), std=(1.0,)
+    )
     images = np.stack([np.full((16, 16, 3), v, np.uint8) for v in (0, 51, 255)])
     images[2, ..., 0] = 0  # no red in the third image
     scores = scorer.score(images)
@@ -63,8 +72,26 @@ def test_onnx_scorer_preprocessing(brightness_onnx):
 
 def test_filter_keep_reject_with_onnx(brightness_onnx, tmp_path):
     root = make_dataset(tmp_path / "ds", LEVELS_A, LEVELS_B)
-    rc = main(["filter", str(root), "--scorer", brightness_onnx, "--input-size", "8", "--mean", "0",
-               "--std", "1", "--attribute", "bright=0", "--keep", "bright=0.2:0.8", "--on", "both"])
+    rc = main(
+        [
+            "filter",
+            str(root),
+            "--scorer",
+            brightness_onnx,
+            "--input-size",
+            "8",
+            "--mean",
+            "0",
+            "--std",
+            "1",
+            "--attribute",
+            "bright=0",
+            "--keep",
+            "bright=0.2:0.8",
+            "--on",
+            "both",
+        ]
+    )
     assert rc == 0
     rows = read_manifest(root)
     assert [r.keep for r in rows] == [False, True, False, True, False]
@@ -84,9 +111,22 @@ def test_filter_keep_reject_with_onnx(brightness_onnx, tmp_path):
     assert len(list((root / "train_A").iterdir())) == 5 and len(list((root / "train_B").iterdir())) == 5
 
     # Re-running replaces the earlier results: only the originals, a looser range.
-    report = filter_dataset(root, [{"type": "onnx", "path": brightness_onnx, "input_size": 8, "mean": [0],
-                                    "std": [1], "outputs": {"bright": 0}, "on": "a", "keep": {"bright": [0.1, 1.0]}}],
-                            progress=False)
+    report = filter_dataset(
+        root,
+        [
+            {
+                "type": "onnx",
+                "path": brightness_onnx,
+                "input_size": 8,
+                "mean": [0],
+                "std": [1],
+                "outputs": {"bright": 0},
+                "on": "a",
+                "keep": {"bright": [0.1, 1.0]},
+            }
+        ],
+        progress=False,
+    )
     rows = read_manifest(root)
     assert [r.keep for r in rows] == [False, True, True, True, True]
     assert rows[0].reason == "bright < 0.1" and set(rows[0].scores) == {"a.bright"}
@@ -119,7 +159,9 @@ def test_face_detector_on_teacher_pairs(tmp_path):
     G = Generator(z_dim=32, w_dim=32, img_resolution=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8})
     save_generator(G, tmp_path / "g.pt")
     np.save(tmp_path / "d.npy", np.ones(32, np.float32))
-    generate_pairs(tmp_path / "g.pt", tmp_path / "d.npy", tmp_path / "ds", num=3, device="cpu", progress=False)
+    generate_pairs(
+        tmp_path / "g.pt", tmp_path / "d.npy", tmp_path / "ds", num=3, device="cpu", progress=False
+    )
     report = filter_dataset(tmp_path / "ds", [{"type": "face", "on": "a"}], progress=False)
     assert report["reasons"] == {"no face": 3} and report["kept"] == 0
 
@@ -131,8 +173,19 @@ def test_filter_refuses_bad_input(brightness_onnx, tmp_path):
     with pytest.raises(DistillError, match="unknown type"):
         filter_dataset(root, [{"type": "magic"}], progress=False)
     with pytest.raises(DistillError, match="keep rule 'age'"):
-        filter_dataset(root, [{"type": "onnx", "path": brightness_onnx, "input_size": 8, "outputs": {"b": 0},
-                               "keep": {"age": [1, 2]}}], progress=False)
+        filter_dataset(
+            root,
+            [
+                {
+                    "type": "onnx",
+                    "path": brightness_onnx,
+                    "input_size": 8,
+                    "outputs": {"b": 0},
+                    "keep": {"age": [1, 2]},
+                }
+            ],
+            progress=False,
+        )
     (root / "pending").mkdir()
     (root / "pending" / "00000000-00000001.npz").write_bytes(b"")
     with pytest.raises(DistillError, match="unfinished batches"):
@@ -160,18 +213,38 @@ def test_face_detector_keeps_faces(tmp_path):
 def test_filter_spec_file_with_several_scorers(brightness_onnx, tmp_path):
     root = make_dataset(tmp_path / "ds", LEVELS_A, LEVELS_B, size=32)
     spec = tmp_path / "filters.json"
-    spec.write_text(json.dumps({"scorers": [
-        {"type": "onnx", "path": brightness_onnx, "input_size": 8, "mean": [0], "std": [1], "on": "b",
-         "outputs": {"bright": 0}, "activation": "sigmoid", "keep": {"bright": [None, 0.7]}},
-        {"type": "face", "on": "a"},
-    ]}))
+    spec.write_text(
+        json.dumps(
+            {
+                "scorers": [
+                    {
+                        "type": "onnx",
+                        "path": brightness_onnx,
+                        "input_size": 8,
+                        "mean": [0],
+                        "std": [1],
+                        "on": "b",
+                        "outputs": {"bright": 0},
+                        "activation": "sigmoid",
+                        "keep": {"bright": [None, 0.7]},
+                    },
+                    {"type": "face", "on": "a"},
+                ]
+            }
+        )
+    )
     assert main(["filter", str(root), "--spec", str(spec)]) == 0
     rows = read_manifest(root)
     sig = 1 / (1 + np.exp(-np.asarray(LEVELS_B) / 255))
     assert [r.scores["b.bright"] for r in rows] == pytest.approx(sig.tolist())
     assert all("a.face_count" in r.scores and "a.bright" not in r.scores for r in rows)
     # sigmoid(1.0) = 0.731 > 0.7 for the two all-white edited images; every flat original has no face.
-    assert [r.reason for r in rows] == ["no face", "no face", "bright > 0.7; no face", "no face",
-                                        "bright > 0.7; no face"]
+    assert [r.reason for r in rows] == [
+        "no face",
+        "no face",
+        "bright > 0.7; no face",
+        "no face",
+        "bright > 0.7; no face",
+    ]
     report = json.loads((root / "filter_report.json").read_text())
     assert report["reasons"] == {"no face": 5, "bright > 0.7": 2}

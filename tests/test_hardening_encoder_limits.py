@@ -41,8 +41,11 @@ def client(tmp_path_factory):
 @pytest.mark.parametrize(("data", "fmt", "limit"), [(PANORAMA, "webp", 16383), (NEEDLE, "jpeg", 65535)])
 def test_original_size_beyond_the_encoder_is_422_with_the_limit(client, data, fmt, limit):
     started = time.perf_counter()
-    r = client.post("/transform", files={"image": ("p", data, "application/octet-stream")},
-                    data={"size": "original", "format": fmt})
+    r = client.post(
+        "/transform",
+        files={"image": ("p", data, "application/octet-stream")},
+        data={"size": "original", "format": fmt},
+    )
     assert r.status_code == 422, r.text
     body = r.json()
     assert body["error"] == "output_too_large" and body["limit"] == limit and str(limit) in body["detail"]
@@ -51,11 +54,17 @@ def test_original_size_beyond_the_encoder_is_422_with_the_limit(client, data, fm
 
 
 def test_the_same_uploads_work_where_the_encoder_can_write_them(client):
-    r = client.post("/transform", files={"image": ("p", NEEDLE, "application/octet-stream")},
-                    data={"size": "original", "format": "png"})
+    r = client.post(
+        "/transform",
+        files={"image": ("p", NEEDLE, "application/octet-stream")},
+        data={"size": "original", "format": "png"},
+    )
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (1, 100000)
-    r = client.post("/transform", files={"image": ("p", PANORAMA, "application/octet-stream")},
-                    data={"size": "crop", "format": "webp"})
+    r = client.post(
+        "/transform",
+        files={"image": ("p", PANORAMA, "application/octet-stream")},
+        data={"size": "crop", "format": "webp"},
+    )
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (1000, 1000)
 
 
@@ -69,5 +78,11 @@ def test_encode_refuses_beyond_the_limit_whatever_the_path():
 def test_header_check_happens_before_decoding(monkeypatch):
     monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
     with pytest.raises(ServiceError, match="output_too_large|beyond the webp encoder"):
-        imaging.decode(PANORAMA, native_hw=(32, 32), max_bytes=1 << 24, max_pixels=20_000_000,
-                       keep_original=True, output_format="webp")
+        imaging.decode(
+            PANORAMA,
+            native_hw=(32, 32),
+            max_bytes=1 << 24,
+            max_pixels=20_000_000,
+            keep_original=True,
+            output_format="webp",
+        )

@@ -56,8 +56,17 @@ def client(tmp_path_factory, marker):
     make_entry(root, "tiny", samples=False)
     break_file(root, "crafted", "teacher.pt", pickle.dumps(Payload(marker)))
     break_file(root, "nodirection", "direction.npy", b"\x93NUMPY garbage")
-    settings = Settings(model_zoo=root, default_model="tiny", warmup_runs=1, intra_op_threads=1, legacy_workers=1,
-                        legacy_queue=1, legacy_steps=5, legacy_timeout_s=60, max_pixels=20_000_000)
+    settings = Settings(
+        model_zoo=root,
+        default_model="tiny",
+        warmup_runs=1,
+        intra_op_threads=1,
+        legacy_workers=1,
+        legacy_queue=1,
+        legacy_steps=5,
+        legacy_timeout_s=60,
+        max_pixels=20_000_000,
+    )
     with TestClient(create_app(settings)) as c:
         wait_ready(c)  # includes starting the projection process and its warm-up
         yield c
@@ -83,18 +92,28 @@ def post(client: TestClient, data: bytes | None = None, **fields):
 def test_unloadable_teacher_or_direction_is_503_with_the_reason_and_shown_in_models(client, marker):
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert models["tiny"]["legacy"] is True and models["tiny"]["legacy_error"] is None
-    for name, culprit, reason in (("crafted", "the teacher teacher.pt", "refusing to unpickle posix.system"),
-                                  ("nodirection", "the direction direction.npy", "direction.npy")):
-        assert models[name]["legacy"] is False and f"{culprit} cannot be loaded" in models[name]["legacy_error"]
+    for name, culprit, reason in (
+        ("crafted", "the teacher teacher.pt", "refusing to unpickle posix.system"),
+        ("nodirection", "the direction direction.npy", "direction.npy"),
+    ):
+        assert (
+            models[name]["legacy"] is False and f"{culprit} cannot be loaded" in models[name]["legacy_error"]
+        )
         r = post(client, model=name)
         assert r.status_code == 503, r.text
         body = r.json()
-        assert body["error"] == "legacy_unavailable" and body["detail"].startswith(f"model {name!r}: {culprit}")
+        assert body["error"] == "legacy_unavailable" and body["detail"].startswith(
+            f"model {name!r}: {culprit}"
+        )
         assert reason in body["detail"]
     assert not marker.exists()  # the crafted pickle ran nothing
     assert post(client, model="tiny").status_code == 200
-    assert client.post("/transform", files={"image": ("f.png", png_bytes(), "image/png")},
-                       data={"model": "crafted"}).status_code == 200  # the student itself is fine
+    assert (
+        client.post(
+            "/transform", files={"image": ("f.png", png_bytes(), "image/png")}, data={"model": "crafted"}
+        ).status_code
+        == 200
+    )  # the student itself is fine
 
 
 def test_an_output_too_large_for_the_encoder_is_refused_before_the_projection(client):

@@ -20,11 +20,26 @@ def teacher(pair_teacher: tuple[str, str]) -> tuple[str, str]:
 
 
 def pairs_args(teacher: tuple[str, str], out: Path) -> list[str]:
-    return ["pairs", "--generator", teacher[0], "--direction", teacher[1], "--num", "12", "--batch-size", "4",
-            "--device", "cpu", "--out", str(out)]
+    return [
+        "pairs",
+        "--generator",
+        teacher[0],
+        "--direction",
+        teacher[1],
+        "--num",
+        "12",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
 
 
-def test_a_disk_that_fills_up_mid_run_is_one_line_and_a_rerun_finishes(teacher, tmp_path, monkeypatch, capsys):
+def test_a_disk_that_fills_up_mid_run_is_one_line_and_a_rerun_finishes(
+    teacher, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "data"
     real_fsync, calls = os.fsync, []
 
@@ -37,13 +52,17 @@ def test_a_disk_that_fills_up_mid_run_is_one_line_and_a_rerun_finishes(teacher, 
     monkeypatch.setattr(os, "fsync", fills_up)
     assert main(pairs_args(teacher, out)) == 2
     stderr = capsys.readouterr().err
-    err = [line for line in stderr.splitlines() if line.startswith("distill pairs")]  # beside the progress bar
+    err = [
+        line for line in stderr.splitlines() if line.startswith("distill pairs")
+    ]  # beside the progress bar
     assert len(err) == 1 and err[0].startswith("distill pairs: error: ") and "Traceback" not in stderr
     assert str(out) in err[0] and "No space left on device" in err[0] and "re-run the same command" in err[0]
     assert not list(out.rglob(".*.tmp"))  # no half-written file
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert main(pairs_args(teacher, out)) == 0
-    assert len(list((out / "train_A").glob("*.png"))) == 12 and len(list((out / "train_B").glob("*.png"))) == 12
+    assert (
+        len(list((out / "train_A").glob("*.png"))) == 12 and len(list((out / "train_B").glob("*.png"))) == 12
+    )
 
 
 def test_a_read_only_folder_is_one_line_for_pairs_and_merge(teacher, tmp_path, monkeypatch, capsys):
@@ -59,8 +78,10 @@ def test_a_read_only_folder_is_one_line_for_pairs_and_merge(teacher, tmp_path, m
     monkeypatch.setattr(Path, "mkdir", read_only)
     assert main(pairs_args(teacher, tmp_path / "ro" / "data")) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"distill pairs: error: {tmp_path / 'ro' / 'data'}: Read-only file system; the file system is " \
-                  "read-only; choose another --out"
+    assert (
+        err == f"distill pairs: error: {tmp_path / 'ro' / 'data'}: Read-only file system; the file system is "
+        "read-only; choose another --out"
+    )
     assert main(["pairs-merge", str(tmp_path / "ro" / "merged"), str(tmp_path / "src")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("distill pairs-merge: error: ") and err.endswith("choose another OUT")
@@ -70,7 +91,9 @@ def test_file_errors_names_the_file_or_the_folder_and_lets_bugs_through(tmp_path
     denied = pytest.raises(DistillError, match=r"^/x/y\.png: Permission denied; give this user access")
     with denied, file_errors(tmp_path):
         raise PermissionError(errno.EACCES, "Permission denied", "/x/y.png")
-    quota = pytest.raises(DistillError, match=rf"^{tmp_path}: Disk quota exceeded; free space within your quota")
+    quota = pytest.raises(
+        DistillError, match=rf"^{tmp_path}: Disk quota exceeded; free space within your quota"
+    )
     with quota, file_errors(tmp_path):
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
     with pytest.raises(FileNotFoundError), file_errors(tmp_path):

@@ -55,11 +55,23 @@ def entry_with(root: Path, module: nn.Module, size: int, dynamic: bool) -> Path:
     """A zoo entry whose manifest says [N, 3, NATIVE, NATIVE] holding ``module`` exported at ``size``."""
     dest = root / "copied"
     dest.mkdir(parents=True)
-    axes = {"input": {0: "batch", 2: "h", 3: "w"}, "output": {0: "batch"}} if dynamic else {"input": {0: "batch"}}
+    axes = (
+        {"input": {0: "batch", 2: "h", 3: "w"}, "output": {0: "batch"}}
+        if dynamic
+        else {"input": {0: "batch"}}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), torch.zeros(1, 3, size, size), str(dest / "model.onnx"), dynamo=False,
-                          opset_version=17, input_names=["input"], output_names=["output"], dynamic_axes=axes)
+        torch.onnx.export(
+            module.eval(),
+            torch.zeros(1, 3, size, size),
+            str(dest / "model.onnx"),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes=axes,
+        )
     manifest = {
         "name": "copied",
         "input": {"size": [NATIVE, NATIVE], "stride": 4},
@@ -81,18 +93,41 @@ def readyz_after_start(zoo: Path, timeout: float = 30.0) -> tuple[int, dict, Tes
     return r.status_code, r.json(), client
 
 
-@pytest.mark.parametrize(("module", "size", "dynamic", "reason"), [
-    (Identity3(), 64, False, "declares input tensor(float) [batch, 3, 64, 64]"),  # fixed input of another size
-    (Attributes(), NATIVE, True, "declares output tensor(float) ["),  # the input fits, the output is no picture
-    (HalfSize(), NATIVE, True, "answers a [1, 3, 32, 32] input with [1, 3, 16, 16]"),  # only running it shows
-], ids=["input-size", "output-rank", "output-size"])
-def test_a_model_that_does_not_fit_fails_readiness_with_the_reason(tmp_path, caplog, module, size, dynamic, reason):
+@pytest.mark.parametrize(
+    ("module", "size", "dynamic", "reason"),
+    [
+        (
+            Identity3(),
+            64,
+            False,
+            "declares input tensor(float) [batch, 3, 64, 64]",
+        ),  # fixed input of another size
+        (
+            Attributes(),
+            NATIVE,
+            True,
+            "declares output tensor(float) [",
+        ),  # the input fits, the output is no picture
+        (
+            HalfSize(),
+            NATIVE,
+            True,
+            "answers a [1, 3, 32, 32] input with [1, 3, 16, 16]",
+        ),  # only running it shows
+    ],
+    ids=["input-size", "output-rank", "output-size"],
+)
+def test_a_model_that_does_not_fit_fails_readiness_with_the_reason(
+    tmp_path, caplog, module, size, dynamic, reason
+):
     zoo = entry_with(tmp_path / "zoo", module, size, dynamic)
     with caplog.at_level(logging.ERROR, logger="app"):
         status, body, client = readyz_after_start(zoo, timeout=10.0)
         try:
             assert (status, body["status"]) == (503, "failed"), body
-            assert reason in body["detail"] and "model.onnx" in body["detail"] and "re-export" in body["detail"]
+            assert (
+                reason in body["detail"] and "model.onnx" in body["detail"] and "re-export" in body["detail"]
+            )
             r = client.post("/transform", files={"image": ("f.png", png_bytes(), "image/png")})
             assert r.status_code == 503 and r.json()["error"] == "not_ready" and reason in r.json()["detail"]
             assert client.get("/healthz").status_code == 200
@@ -121,6 +156,8 @@ def test_a_fitting_model_is_ready(tmp_path):
     status, body, client = readyz_after_start(entry_with(tmp_path / "zoo", Identity3(), NATIVE, True))
     try:
         assert (status, body["status"]) == (200, "ready")
-        assert client.post("/transform", files={"image": ("f.png", png_bytes(), "image/png")}).status_code == 200
+        assert (
+            client.post("/transform", files={"image": ("f.png", png_bytes(), "image/png")}).status_code == 200
+        )
     finally:
         client.__exit__(None, None, None)

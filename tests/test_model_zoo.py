@@ -25,14 +25,30 @@ def _manifest(name: str, teacher: bool = True) -> dict:
         "name": name,
         "description": "test entry",
         "edit": {"attribute": "age", "alpha": 1.5, "layers": [0, 8]},
-        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": [64, 48], "channels": 3,
-                  "range": [-1, 1], "stride": 16},
+        "input": {
+            "name": "input",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "size": [64, 48],
+            "channels": 3,
+            "range": [-1, 1],
+            "stride": 16,
+        },
         "output": {"name": "output"},
-        "variants": {"fp32": {"file": "model.onnx", "providers": ["CPUExecutionProvider"]},
-                     "int8": {"file": "model.int8.onnx", "providers": ["CPUExecutionProvider"],
-                              "psnr_vs_fp32_db": 41.2, "median_ms": 3.5, "measured_on": "test"}},
+        "variants": {
+            "fp32": {"file": "model.onnx", "providers": ["CPUExecutionProvider"]},
+            "int8": {
+                "file": "model.int8.onnx",
+                "providers": ["CPUExecutionProvider"],
+                "psnr_vs_fp32_db": 41.2,
+                "median_ms": 3.5,
+                "measured_on": "test",
+            },
+        },
         "teacher": {"file": "teacher.pt"} if teacher else None,
-        "direction": {"file": "direction.npy", "layers": [0, 8], "alpha": 1.5, "normalize": False} if teacher else None,
+        "direction": {"file": "direction.npy", "layers": [0, 8], "alpha": 1.5, "normalize": False}
+        if teacher
+        else None,
     }
 
 
@@ -50,8 +66,10 @@ def test_write_entry_records_checksums_and_paths(tmp_path):
     stored = json.loads((tmp_path / "age-small" / MANIFEST).read_text())
     assert stored == entry.manifest
     for fname, rec in stored["files"].items():
-        assert rec == {"sha256": sha256_file(tmp_path / "age-small" / fname),
-                       "bytes": (tmp_path / "age-small" / fname).stat().st_size}
+        assert rec == {
+            "sha256": sha256_file(tmp_path / "age-small" / fname),
+            "bytes": (tmp_path / "age-small" / fname).stat().st_size,
+        }
     assert entry.input_size == (64, 48) and entry.stride == 16
     assert entry.variant_path("int8") == tmp_path / "age-small" / "model.int8.onnx"
     assert set(entry.variants) == {"fp32", "int8"}
@@ -107,7 +125,9 @@ def test_truncated_and_missing_refused(tmp_path):
     _make_entry(tmp_path, "m")
     onnx_path = tmp_path / "m" / "model.int8.onnx"
     onnx_path.write_bytes(onnx_path.read_bytes()[:100])
-    with pytest.raises(ModelZooError, match=r"model\.int8\.onnx: 100 bytes, the manifest says \d+ \(truncated"):
+    with pytest.raises(
+        ModelZooError, match=r"model\.int8\.onnx: 100 bytes, the manifest says \d+ \(truncated"
+    ):
         get_entry("m", tmp_path)
     onnx_path.unlink()
     with pytest.raises(ModelZooError, match=r"model\.int8\.onnx: missing"):
@@ -124,7 +144,10 @@ def test_truncated_and_missing_refused(tmp_path):
         (lambda m: m["variants"].pop("fp32"), "at least an 'fp32'"),
         (lambda m: m["variants"]["fp32"].update(file="other.onnx"), "'other.onnx' is not listed in 'files'"),
         (lambda m: m["files"]["model.onnx"].update(sha256="xyz"), "files.model.onnx.sha256"),
-        (lambda m: m["files"].update({"../escape": {"sha256": "0" * 64, "bytes": 1}}), "inside the entry folder"),
+        (
+            lambda m: m["files"].update({"../escape": {"sha256": "0" * 64, "bytes": 1}}),
+            "inside the entry folder",
+        ),
         (lambda m: m.update(teacher={"path": "t.pt"}), "teacher.file: Field required"),
     ],
 )

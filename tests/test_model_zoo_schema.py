@@ -29,8 +29,13 @@ def _v0(**changes) -> dict:
         "input": {"size": [64, 64], "stride": 8},
         "variants": {"fp32": {"file": "model.onnx"}},
         "teacher": {"file": "teacher.pt", "source": str(PROJECT_ROOT / "runs" / "t" / "teacher.pt")},
-        "direction": {"file": "direction.npy", "alpha": 2.5, "layers": [0, 12], "normalize": True,
-                      "source": "/elsewhere/age.npy"},
+        "direction": {
+            "file": "direction.npy",
+            "alpha": 2.5,
+            "layers": [0, 12],
+            "normalize": True,
+            "source": "/elsewhere/age.npy",
+        },
         "data": {"dataset": "/elsewhere/pairs"},
         "training": {"checkpoint": str(PROJECT_ROOT / "runs" / "s" / "checkpoints" / "latest.pt")},
         "files": {f: {"sha256": SHA, "bytes": 1} for f in ("model.onnx", "teacher.pt", "direction.npy")},
@@ -54,19 +59,28 @@ def test_committed_entries_load_with_no_build_paths():
     for entry in entries:
         m = entry.spec
         assert m.schema_version == SCHEMA_VERSION
-        sources = [m.teacher and m.teacher.source, m.direction and m.direction.source, m.data.dataset,
-                   m.training and m.training.checkpoint]
+        sources = [
+            m.teacher and m.teacher.source,
+            m.direction and m.direction.source,
+            m.data.dataset,
+            m.training and m.training.checkpoint,
+        ]
         assert not [s for s in sources if s and Path(s).is_absolute()]
         sidecar = entry.path / "direction.json"
         if sidecar.is_file():
-            assert not [v for v in _strings(json.loads(sidecar.read_text())) if Path(v).is_absolute()], sidecar
+            assert not [v for v in _strings(json.loads(sidecar.read_text())) if Path(v).is_absolute()], (
+                sidecar
+            )
         if m.direction is not None:
             assert m.edit.alpha is not None and m.edit.layers is not None
 
 
 def test_migration_moves_the_edit_and_drops_build_paths():
     m = parse_manifest(_v0())
-    assert m.edit.alpha == 2.5 and m.edit.layers == (0, 12)  # the direction's figures, as the legacy path used
+    assert m.edit.alpha == 2.5 and m.edit.layers == (
+        0,
+        12,
+    )  # the direction's figures, as the legacy path used
     assert m.direction.normalize is True and not {"alpha", "layers"} & set(m.direction.model_extra)
     assert m.teacher.source == "runs/t/teacher.pt"  # inside the project: relative to it
     assert m.direction.source == "age.npy" and m.data.dataset == "pairs"  # outside: the bare name
@@ -86,7 +100,9 @@ def test_a_direction_needs_the_edit_strength_and_layers():
         validate_manifest(current)
 
 
-@pytest.mark.parametrize(("record", "key"), [("teacher", "source"), ("data", "dataset"), ("training", "checkpoint")])
+@pytest.mark.parametrize(
+    ("record", "key"), [("teacher", "source"), ("data", "dataset"), ("training", "checkpoint")]
+)
 def test_current_manifests_refuse_absolute_paths(record, key):
     current = parse_manifest(_v0()).to_json()
     current[record][key] = "/work/build/thing"
@@ -95,8 +111,15 @@ def test_current_manifests_refuse_absolute_paths(record, key):
 
 
 def test_engines_round_trip_and_unknown_fields_survive():
-    timing = {"engine": "openvino", "variant": "int8", "precision": "int8", "median_ms": 3.2,
-              "psnr_vs_fp32_db": None, "timed_size": [64, 64], "measured_on": "test cpu"}
+    timing = {
+        "engine": "openvino",
+        "variant": "int8",
+        "precision": "int8",
+        "median_ms": 3.2,
+        "psnr_vs_fp32_db": None,
+        "timed_size": [64, 64],
+        "measured_on": "test cpu",
+    }
     m = parse_manifest(_v0(engines=[timing], future_field={"x": 1}))
     assert m.engines[0].timed_size == (64, 64) and m.to_json()["future_field"] == {"x": 1}
     assert EntryManifest.model_validate(m.to_json()) == m
@@ -106,6 +129,8 @@ def test_engines_round_trip_and_unknown_fields_survive():
 
 def test_the_documented_json_schema_matches_the_model(capsys):
     doc = PROJECT_ROOT / "docs" / "model_zoo_entry.schema.json"
-    assert doc.read_text() == json_schema_text(), "regenerate: distill models schema --out docs/model_zoo_entry.schema.json"
+    assert doc.read_text() == json_schema_text(), (
+        "regenerate: distill models schema --out docs/model_zoo_entry.schema.json"
+    )
     assert main(["models", "schema"]) == 0
     assert json.loads(capsys.readouterr().out)["properties"]["schema_version"]["const"] == SCHEMA_VERSION

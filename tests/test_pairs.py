@@ -30,7 +30,15 @@ def teacher(pair_teacher: tuple[str, str]) -> tuple[str, str]:
 
 def gen(teacher, out, **kw):
     g, d = teacher
-    args = {"alpha": 1.5, "truncation": 0.7, "num": 6, "batch_size": 4, "device": "cpu", "progress": False, **kw}
+    args = {
+        "alpha": 1.5,
+        "truncation": 0.7,
+        "num": 6,
+        "batch_size": 4,
+        "device": "cpu",
+        "progress": False,
+        **kw,
+    }
     return generate_pairs(g, d, out, **args)
 
 
@@ -107,8 +115,24 @@ def test_resume_after_sigkill(teacher, tmp_path):
     g, d = teacher
     num = 12
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "distill", "pairs", "--generator", g, "--direction", d, "--num", str(num),
-           "--batch-size", "1", "--device", "cpu", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "distill",
+        "pairs",
+        "--generator",
+        g,
+        "--direction",
+        d,
+        "--num",
+        str(num),
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -144,7 +168,9 @@ def test_crash_between_latents_and_manifest(teacher, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         gen(teacher, out, num=6, batch_size=1)
     monkeypatch.undo()
-    assert [r.seed for r in read_manifest(out)] == [0, 1, 2] and latents(out)["seeds"].tolist() == list(range(6))
+    assert [r.seed for r in read_manifest(out)] == [0, 1, 2] and latents(out)["seeds"].tolist() == list(
+        range(6)
+    )
     gen(teacher, out, num=6, batch_size=1)
     assert_complete(out, list(range(6)))
     gen(teacher, tmp_path / "ref", num=6, batch_size=1)
@@ -183,24 +209,69 @@ def test_mismatched_settings_are_refused(teacher, tmp_path):
 def test_cli_errors_are_one_line(teacher, tmp_path, capsys):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 32), np.float32))
-    rc = main(["pairs", "--generator", teacher[0], "--direction", str(bad), "--num", "2", "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "pairs",
+            "--generator",
+            teacher[0],
+            "--direction",
+            str(bad),
+            "--num",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "bad.npy" in err and "(32,), (1, 32) or (6, 32)" in err and "Traceback" not in err
-    rc = main(["pairs", "--generator", teacher[0], "--direction", teacher[1], "--num", "2", "--shard", "2",
-               "--num-shards", "2", "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "pairs",
+            "--generator",
+            teacher[0],
+            "--direction",
+            teacher[1],
+            "--num",
+            "2",
+            "--shard",
+            "2",
+            "--num-shards",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2
 
 
-@pytest.mark.parametrize("checkpoint", ["nvlabs_stylegan2_ada/G_state_dict.pt", "rosinality_stylegan2/checkpoint.pt"])
+@pytest.mark.parametrize(
+    "checkpoint", ["nvlabs_stylegan2_ada/G_state_dict.pt", "rosinality_stylegan2/checkpoint.pt"]
+)
 def test_pairs_from_official_checkpoints(fixtures_dir, tmp_path, checkpoint):
     """Both official layouts go through `distill pairs` and `distill filter` unchanged."""
     path = Path(fixtures_dir) / checkpoint
     G = load_generator(path)
     np.save(tmp_path / "d.npy", np.ones(G.w_dim, np.float32))
     out = tmp_path / "ds"
-    assert main(["pairs", "--generator", str(path), "--direction", str(tmp_path / "d.npy"), "--num", "2",
-                 "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "pairs",
+                "--generator",
+                str(path),
+                "--direction",
+                str(tmp_path / "d.npy"),
+                "--num",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_manifest(out)
     assert [r.seed for r in rows] == [0, 1]
     assert load_image(out / rows[0].b).shape == (G.img_resolution, G.img_resolution, 3)

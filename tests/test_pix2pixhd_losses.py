@@ -52,7 +52,9 @@ def test_gan_loss_modes_match_nvidia_definitions():
     for real in (True, False):
         target = 1.0 if real else 0.0
         expected_ls = sum(((p[-1] - target) ** 2).mean() for p in preds)
-        expected_bce = sum(F.binary_cross_entropy(torch.sigmoid(p[-1]), torch.full_like(p[-1], target)) for p in preds)
+        expected_bce = sum(
+            F.binary_cross_entropy(torch.sigmoid(p[-1]), torch.full_like(p[-1], target)) for p in preds
+        )
         assert lsgan(preds, real).item() == pytest.approx(expected_ls.item(), rel=1e-6)
         assert vanilla(preds, real).item() == pytest.approx(expected_bce.item(), rel=1e-5)
     with pytest.raises(DistillError, match="gan_mode"):
@@ -65,7 +67,9 @@ def vgg_file(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     with torch.device("meta"):
         shapes = {f"features.{k}": v.shape for k, v in VGG19Features().features.state_dict().items()}
-    sd = {k: torch.randn(shape, generator=g) / max(1, shape[1:].numel()) ** 0.5 for k, shape in shapes.items()}
+    sd = {
+        k: torch.randn(shape, generator=g) / max(1, shape[1:].numel()) ** 0.5 for k, shape in shapes.items()
+    }
     sd.update({"classifier.0.weight": torch.zeros(4, 4), "classifier.0.bias": torch.zeros(4)})
     path = tmp_path_factory.mktemp("vgg") / "vgg19-random.pth"
     torch.save(sd, path)
@@ -106,7 +110,9 @@ def test_vgg_wrong_file_refused(tmp_path, vgg_file):
     bad = dict(sd)
     bad["features.2.weight"] = torch.zeros(64, 32, 3, 3)
     torch.save(bad, tmp_path / "bad.pth")
-    with pytest.raises(DistillError, match=r"not torchvision's VGG19 layout.*features\.2\.weight \[64, 32, 3, 3\]"):
+    with pytest.raises(
+        DistillError, match=r"not torchvision's VGG19 layout.*features\.2\.weight \[64, 32, 3, 3\]"
+    ):
         build_vgg_loss(tmp_path / "bad.pth")
     torch.save({"features.0.weight": sd["features.0.weight"]}, tmp_path / "partial.pth")
     with pytest.raises(DistillError, match="missing"):

@@ -92,7 +92,10 @@ def test_wrong_shape_checkpoint_refused(tmp_path):
     sd = build_generator(cfg).state_dict()
     sd["model.4.weight"] = torch.zeros(8, 5, 3, 3)  # downsampling conv with a wrong input width
     torch.save(sd, tmp_path / "bad.pth")
-    with pytest.raises(DistillError, match=r"bad\.pth: weights do not fit.*model\.4\.weight: \[8, 5, 3, 3\] vs expected \[8, 4, 3, 3\]"):
+    with pytest.raises(
+        DistillError,
+        match=r"bad\.pth: weights do not fit.*model\.4\.weight: \[8, 5, 3, 3\] vs expected \[8, 4, 3, 3\]",
+    ):
         load_generator(tmp_path / "bad.pth")
 
 
@@ -100,7 +103,11 @@ def test_stored_config_contradicting_weights_refused(tmp_path):
     cfg = get_preset("tiny")
     G = build_generator(cfg)
     torch.save(
-        {"format": "pix2pixhd-distill/1", "config": dataclasses.asdict(cfg.replace(n_blocks_global=3)), "G": G.state_dict()},
+        {
+            "format": "pix2pixhd-distill/1",
+            "config": dataclasses.asdict(cfg.replace(n_blocks_global=3)),
+            "G": G.state_dict(),
+        },
         tmp_path / "c.pt",
     )
     with pytest.raises(DistillError, match="stored config says n_blocks_global=3 but the weights have 1"):
@@ -112,7 +119,10 @@ def test_stored_config_contradicting_weights_refused(tmp_path):
     [
         (None, "no such file"),
         (b"not a checkpoint", "cannot be read as a torch checkpoint"),
-        ({"format": "pix2pixhd-distill/9", "config": {}, "G": {}}, "format 'pix2pixhd-distill/9' is not supported"),
+        (
+            {"format": "pix2pixhd-distill/9", "config": {}, "G": {}},
+            "format 'pix2pixhd-distill/9' is not supported",
+        ),
         ({"epoch": 3}, "expected a pix2pixHD generator state_dict"),
         ({"conv.weight": torch.zeros(3)}, "missing 'model.1.weight'"),
         ({"scale0_layer0.0.weight": torch.zeros(3)}, "discriminator state_dict.*pass the generator's file"),
@@ -174,12 +184,26 @@ def test_discriminator_outputs_and_nvidia_keys():
     cfg = get_preset("tiny", ndf=4, n_layers_D=3, num_D=2)
     D = build_discriminator(cfg)
     keys = set(D.state_dict())
-    assert keys == {f"scale{i}_layer{j}.0.{p}" for i in range(2) for j in range(5) for p in ("weight", "bias")}
+    assert keys == {
+        f"scale{i}_layer{j}.0.{p}" for i in range(2) for j in range(5) for p in ("weight", "bias")
+    }
     out = D(torch.randn(2, 6, 64, 48))
     assert len(out) == 2 and all(len(feats) == 5 for feats in out)
     # kernel 4, padding 2: stride 2 -> n // 2 + 1, stride 1 -> n + 1; the second scale sees a 2x smaller input.
-    assert [tuple(f.shape) for f in out[0]] == [(2, 4, 33, 25), (2, 8, 17, 13), (2, 16, 9, 7), (2, 32, 10, 8), (2, 1, 11, 9)]
-    assert [tuple(f.shape) for f in out[1]] == [(2, 4, 17, 13), (2, 8, 9, 7), (2, 16, 5, 4), (2, 32, 6, 5), (2, 1, 7, 6)]
+    assert [tuple(f.shape) for f in out[0]] == [
+        (2, 4, 33, 25),
+        (2, 8, 17, 13),
+        (2, 16, 9, 7),
+        (2, 32, 10, 8),
+        (2, 1, 11, 9),
+    ]
+    assert [tuple(f.shape) for f in out[1]] == [
+        (2, 4, 17, 13),
+        (2, 8, 9, 7),
+        (2, 16, 5, 4),
+        (2, 32, 6, 5),
+        (2, 1, 7, 6),
+    ]
 
 
 def test_onnx_export_matches_torch(tmp_path):
@@ -195,7 +219,10 @@ def test_onnx_export_matches_torch(tmp_path):
         opset_version=17,
         input_names=["input"],
         output_names=["output"],
-        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}},
+        dynamic_axes={
+            "input": {0: "batch", 2: "height", 3: "width"},
+            "output": {0: "batch", 2: "height", 3: "width"},
+        },
     )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.rand(2, 3, 64, 40) * 2 - 1  # another batch size and a non-square size than at export

@@ -36,8 +36,11 @@ def one_thread():
 @pytest.fixture(scope="module")
 def G() -> Generator:
     torch.manual_seed(0)
-    return Generator(z_dim=16, w_dim=32, img_resolution=16, channels={4: 32, 8: 32, 16: 16},
-                     mapping_layers=2).eval().requires_grad_(False)
+    return (
+        Generator(z_dim=16, w_dim=32, img_resolution=16, channels={4: 32, 8: 32, 16: 16}, mapping_layers=2)
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,9 @@ def test_projection_reconstructs_a_sample_of_the_generator(G, target):
     assert result.ws.shape == (1, G.num_ws, G.w_dim)
     assert torch.equal(result.ws[:, :1].expand_as(result.ws), result.ws), "one w tiled to every layer"
     assert len(result.losses) == 100
-    assert sorted(result.noise) == sorted(n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const"))
+    assert sorted(result.noise) == sorted(
+        n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const")
+    )
     w_avg, _ = w_stats(G, W_SAMPLES)
     with torch.no_grad():
         baseline = psnr(G.synthesis(w_avg.repeat(1, G.num_ws, 1), noise_mode="const"), target).item()
@@ -67,8 +72,9 @@ def test_projection_reconstructs_a_sample_of_the_generator(G, target):
 def test_generator_is_left_untouched(G, target):
     before = snapshot(G)
     project(G, target, steps=5, w_avg_samples=W_SAMPLES)
-    legacy_edit(G, target, torch.ones(G.num_ws, G.w_dim), alpha=1.0, layers=(0, 3), steps=5,
-                w_avg_samples=W_SAMPLES)
+    legacy_edit(
+        G, target, torch.ones(G.num_ws, G.w_dim), alpha=1.0, layers=(0, 3), steps=5, w_avg_samples=W_SAMPLES
+    )
     after = snapshot(G)
     assert before.keys() == after.keys()
     for name in before:
@@ -99,8 +105,14 @@ def test_should_stop_aborts_and_progress_reports(G, target):
     calls: list[tuple[int, int, float]] = []
     polls = iter(range(100))
     with pytest.raises(ProjectionStopped) as info:
-        project(G, target, steps=50, w_avg_samples=W_SAMPLES, should_stop=lambda: next(polls) >= 4,
-                progress=lambda step, steps, loss: calls.append((step, steps, loss)))
+        project(
+            G,
+            target,
+            steps=50,
+            w_avg_samples=W_SAMPLES,
+            should_stop=lambda: next(polls) >= 4,
+            progress=lambda step, steps, loss: calls.append((step, steps, loss)),
+        )
     assert info.value.step == 4
     assert [c[:2] for c in calls] == [(1, 50), (2, 50), (3, 50), (4, 50)]
 

@@ -58,8 +58,11 @@ def test_residual_onnx_matches_torch(tmp_path):
 def test_training_a_residual_student_improves_on_the_identity_and_is_stored(tmp_path: Path):
     root = make_pair_dataset(tmp_path / "pairs", n=8)
     out = tmp_path / "run"
-    result = train(tiny_options(root, out, max_steps=30, sample_every=100, val_fraction=0.25), {"residual": True, "lambda_l1": 10.0},
-                   epochs=10)
+    result = train(
+        tiny_options(root, out, max_steps=30, sample_every=100, val_fraction=0.25),
+        {"residual": True, "lambda_l1": 10.0},
+        epochs=10,
+    )
     assert result.progress.global_step == 30
     G = load_generator(out / CHECKPOINT)
     assert G.config.residual and G.residual
@@ -73,7 +76,23 @@ def test_training_a_residual_student_improves_on_the_identity_and_is_stored(tmp_
 
 def test_cli_flag(tmp_path: Path, capsys):
     root = make_pair_dataset(tmp_path / "pairs", n=6)
-    argv = ["train", str(root), "--out", str(tmp_path / "run"), "--preset", "tiny", "--residual", "--max-steps", "1",
-            "--workers", "0", "--no-progress", "--batch-size", "2", "--augment", "shift=1"]
+    argv = [
+        "train",
+        str(root),
+        "--out",
+        str(tmp_path / "run"),
+        "--preset",
+        "tiny",
+        "--residual",
+        "--max-steps",
+        "1",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--batch-size",
+        "2",
+        "--augment",
+        "shift=1",
+    ]
     assert main(argv) == 0
     assert load_generator(tmp_path / "run" / CHECKPOINT).config.residual

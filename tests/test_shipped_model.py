@@ -36,7 +36,9 @@ def entry():
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(create_app(Settings(warmup_runs=1, legacy_workers=0))) as c:  # the defaults `make serve` uses
+    with TestClient(
+        create_app(Settings(warmup_runs=1, legacy_workers=0))
+    ) as c:  # the defaults `make serve` uses
         wait_ready(c)
         yield c
 
@@ -55,7 +57,9 @@ def test_service_serves_it_by_default_and_the_faces_get_older(client, entry):
     scorer = AttributeScorer(default_path())
     originals, edited = [], []
     for path in sorted((entry.path / "samples").glob("*.png")):
-        r = client.post("/transform", files={"image": (path.name, path.read_bytes(), "image/png")}, data={"format": "png"})
+        r = client.post(
+            "/transform", files={"image": (path.name, path.read_bytes(), "image/png")}, data={"format": "png"}
+        )
         assert r.status_code == 200 and r.headers["x-model"] == NAME, r.text
         originals.append(np.asarray(Image.open(path).convert("RGB")))
         edited.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
@@ -73,7 +77,9 @@ def test_served_transform_moves_clean_renders_toward_their_true_edit(client, ent
     for i, image in enumerate(clean.inputs):
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
-        r = client.post("/transform", files={"image": (f"{i}.png", buf.getvalue(), "image/png")}, data={"format": "png"})
+        r = client.post(
+            "/transform", files={"image": (f"{i}.png", buf.getvalue(), "image/png")}, data={"format": "png"}
+        )
         assert r.status_code == 200, r.text
         outputs.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
     truth = from_uint8(np.stack(clean.targets))
@@ -88,9 +94,15 @@ def test_committed_reports_belong_to_this_entry(entry):
     files = json.loads((entry.path / "manifest.json").read_text())["files"]
     report = json.loads((entry.path / "evaluation" / "report.json").read_text())
     assert report["entry"]["name"] == NAME and report["teacher"]["sha256"] == files["teacher.pt"]["sha256"]
-    assert report["seeds"]["count"] >= 500 and report["seeds"]["held_out_verified"] and report["legacy"]["n"] >= 20
+    assert (
+        report["seeds"]["count"] >= 500
+        and report["seeds"]["held_out_verified"]
+        and report["legacy"]["n"] >= 20
+    )
     assert report["clean_renders"]["n"] >= 200 and "identity" in report["fidelity"]
-    assert report["clean_renders"]["ages"]["max"] < 1 and report["clean_renders"]["capped"]["n"] >= 100  # reported apart
+    assert (
+        report["clean_renders"]["ages"]["max"] < 1 and report["clean_renders"]["capped"]["n"] >= 100
+    )  # reported apart
     teacher = json.loads((entry.path / "teacher_report" / "report.json").read_text())
     assert teacher["num"] >= 1000 and teacher["generator_sha256"] == files["teacher.pt"]["sha256"]
     assert teacher["direction_sha256"] == files["direction.npy"]["sha256"]
@@ -103,8 +115,13 @@ def test_the_shipped_dial_ages_and_de_ages_its_samples(client):
     for path in sorted((dial.path / "samples").glob("render-*.png")):
         ages = {}
         for strength in (-1.0, 0.0, 1.0):
-            r = client.post("/transform", files={"image": (path.name, path.read_bytes(), "image/png")},
-                            data={"model": DIAL, "strength": str(strength), "format": "png"})
+            r = client.post(
+                "/transform",
+                files={"image": (path.name, path.read_bytes(), "image/png")},
+                data={"model": DIAL, "strength": str(strength), "format": "png"},
+            )
             assert r.status_code == 200, r.text
-            ages[strength] = predict(scorer, np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))[None])[0, 0]
+            ages[strength] = predict(
+                scorer, np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))[None]
+            )[0, 0]
         assert ages[-1.0] < ages[0.0] < ages[1.0], (path.name, ages)

@@ -23,8 +23,16 @@ RANGE = StrengthRange(-1.5, 1.5)
 
 def gen(teacher, out, **kw):
     g, d = teacher
-    args = {"alpha": 2.0, "truncation": 0.7, "num": 6, "batch_size": 4, "device": "cpu", "progress": False,
-            "alpha_range": RANGE, **kw}
+    args = {
+        "alpha": 2.0,
+        "truncation": 0.7,
+        "num": 6,
+        "batch_size": 4,
+        "device": "cpu",
+        "progress": False,
+        "alpha_range": RANGE,
+        **kw,
+    }
     return generate_pairs(g, d, out, **args)
 
 
@@ -43,7 +51,9 @@ def test_strength_recorded_and_applied(pair_teacher, tmp_path):
     out = tmp_path / "ds"
     gen(pair_teacher, out, num=5)
     meta = read_metadata(out)
-    assert meta["alpha"] == 2.0 and meta["alpha_range"] == [-1.5, 1.5] and "relative" in meta["strength_units"]
+    assert (
+        meta["alpha"] == 2.0 and meta["alpha_range"] == [-1.5, 1.5] and "relative" in meta["strength_units"]
+    )
     rows = read_manifest(out)
     for r in rows:
         assert r.strength == strength_for_seed(r.seed, RANGE)
@@ -86,9 +96,32 @@ def test_fixed_and_range_datasets_do_not_mix(pair_teacher, tmp_path):
 def test_cli_alpha_range(pair_teacher, tmp_path, capsys):
     g, d = pair_teacher
     out = tmp_path / "cli"
-    assert main(["pairs", "--generator", g, "--direction", d, "--alpha", "1", "--alpha-range=-1:1", "--num", "3",
-                 "--out", str(out), "--device", "cpu", "--batch-size", "2"]) == 0
-    assert [r.strength for r in read_manifest(out)] == [strength_for_seed(s, StrengthRange(-1, 1)) for s in range(3)]
+    assert (
+        main(
+            [
+                "pairs",
+                "--generator",
+                g,
+                "--direction",
+                d,
+                "--alpha",
+                "1",
+                "--alpha-range=-1:1",
+                "--num",
+                "3",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert [r.strength for r in read_manifest(out)] == [
+        strength_for_seed(s, StrengthRange(-1, 1)) for s in range(3)
+    ]
     with pytest.raises(SystemExit):
         main(["pairs", "--generator", g, "--direction", d, "--alpha-range", "1", "--out", str(out)])
     assert "expected LO:HI" in capsys.readouterr().err
@@ -102,11 +135,26 @@ def test_filter_keeps_strengths_and_reports_them(brightness_onnx_scorer, tmp_pat
     from training.manifest import write_manifest
 
     root = make_dataset(tmp_path / "ds", [10, 64, 128, 200, 250, 100], [64, 64, 240, 128, 250, 100])
-    write_manifest(root, [replace(r, strength=s) for r, s in zip(read_manifest(root), (-1, -0.5, 0, 0.5, 1, 1),
-                                                                   strict=True)])
-    report = filter_dataset(root, [{"type": "onnx", "path": brightness_onnx_scorer, "input_size": 8, "mean": [0],
-                                    "std": [1], "outputs": {"bright": 0}, "on": "both",
-                                    "keep": {"bright": [0.2, 0.8]}}], progress=False)
+    write_manifest(
+        root,
+        [replace(r, strength=s) for r, s in zip(read_manifest(root), (-1, -0.5, 0, 0.5, 1, 1), strict=True)],
+    )
+    report = filter_dataset(
+        root,
+        [
+            {
+                "type": "onnx",
+                "path": brightness_onnx_scorer,
+                "input_size": 8,
+                "mean": [0],
+                "std": [1],
+                "outputs": {"bright": 0},
+                "on": "both",
+                "keep": {"bright": [0.2, 0.8]},
+            }
+        ],
+        progress=False,
+    )
     rows = read_manifest(root)
     assert [r.strength for r in rows] == [-1, -0.5, 0, 0.5, 1, 1]  # the filter keeps each pair's strength
     bins = report["strengths"]
@@ -123,7 +171,14 @@ def brightness_onnx_scorer(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("onnx") / "brightness.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(Brightness(), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["scores"],
-                          dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}})
+        torch.onnx.export(
+            Brightness(),
+            (torch.zeros(1, 3, 8, 8),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["scores"],
+            dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}},
+        )
     return str(path)

@@ -54,7 +54,9 @@ def test_resize_conv_has_no_chequer_where_the_transposed_conv_has_one():
     x = torch.ones(1, 4, 8, 8)
     with torch.no_grad():
         phases_t = torch.stack([t(x)[..., a:-2:2, b:-2:2] for a in (0, 1) for b in (0, 1)]).flatten(1)
-        phases_r = torch.stack([r(x)[..., 2 + a:-2:2, 2 + b:-2:2] for a in (0, 1) for b in (0, 1)]).flatten(1)
+        phases_r = torch.stack(
+            [r(x)[..., 2 + a : -2 : 2, 2 + b : -2 : 2] for a in (0, 1) for b in (0, 1)]
+        ).flatten(1)
     assert (phases_t.max(0).values - phases_t.min(0).values).max() > 1e-2
     assert (phases_r.max(0).values - phases_r.min(0).values).max() < 1e-6
 
@@ -92,7 +94,9 @@ def test_folding_the_norms_reproduces_the_network_on_its_one_calibration_input()
     clean.load_state_dict(source.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(clean(x), want, atol=1e-4, rtol=1e-4)
-        assert (clean(_x(1, seed=6)) - nvidia(_x(1, seed=6))).abs().max() > 1e-4  # other pictures: close, not equal
+        assert (
+            clean(_x(1, seed=6)) - nvidia(_x(1, seed=6))
+        ).abs().max() > 1e-4  # other pictures: close, not equal
 
 
 def test_warm_start_from_an_exported_onnx_model(tmp_path):
@@ -113,8 +117,10 @@ def test_warm_start_from_an_exported_onnx_model(tmp_path):
         warm_start(tiny_generator(), export_onnx(clean, tmp_path / "clean.onnx", (32, 32)), x)
 
 
-@pytest.mark.parametrize("options", [{"norm": "none", "upsample": "resize"}, {"norm": "none", "condition": "modulation",
-                                                                             "residual": True}])
+@pytest.mark.parametrize(
+    "options",
+    [{"norm": "none", "upsample": "resize"}, {"norm": "none", "condition": "modulation", "residual": True}],
+)
 def test_clean_generators_export_with_parity(tmp_path, options):
     G = tiny_generator(seed=2, **options)
     nn.init.normal_([m for m in G.modules() if isinstance(m, nn.Conv2d)][-1].weight, 0, 0.02)
@@ -131,7 +137,9 @@ def test_training_keeps_a_moving_average_that_is_exported_and_resumed(tmp_path):
     assert set(ckpt["G_ema"]) == set(ckpt["G"])
     assert any(not torch.equal(ckpt["G_ema"][k], ckpt["G"][k]) for k in ckpt["G"])
     loaded = load_generator(out / "checkpoints" / "latest.pt")
-    assert all(torch.equal(v, ckpt["G_ema"][k]) for k, v in loaded.state_dict().items())  # the export's generator
+    assert all(
+        torch.equal(v, ckpt["G_ema"][k]) for k, v in loaded.state_dict().items()
+    )  # the export's generator
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in steps if r["kind"] == "step"]
     assert lrs[0] == pytest.approx(2e-4 * 3 / 4) and lrs[-1] < lrs[0]  # the last 4 steps of 3 decay linearly
@@ -139,7 +147,9 @@ def test_training_keeps_a_moving_average_that_is_exported_and_resumed(tmp_path):
     result = train(tiny_options(data, out, max_steps=5), {}, resume=True)
     assert result.progress.global_step == 5
     resumed = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
-    assert resumed["config"]["ema"] == 0.5 and not torch.equal(resumed["G_ema"]["model.1.weight"], ckpt["G_ema"]["model.1.weight"])
+    assert resumed["config"]["ema"] == 0.5 and not torch.equal(
+        resumed["G_ema"]["model.1.weight"], ckpt["G_ema"]["model.1.weight"]
+    )
 
 
 def test_cli_warm_start_then_export_passes_the_int8_gate(tmp_path):
@@ -149,16 +159,74 @@ def test_cli_warm_start_then_export_passes_the_int8_gate(tmp_path):
     save_generator(first, tmp_path / "nvidia.pt", first.config)
     onnx_path = export_onnx(first, tmp_path / "model.onnx", (32, 32))
     out = tmp_path / "run"
-    assert main(["train", str(data), "--out", str(out), "--preset", "tiny", "--residual", "--norm", "none", "--ema",
-                 "0.9", "--init", str(onnx_path), "--max-steps", "2", "--batch-size", "2", "--workers", "0",
-                 "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--out",
+                str(out),
+                "--preset",
+                "tiny",
+                "--residual",
+                "--norm",
+                "none",
+                "--ema",
+                "0.9",
+                "--init",
+                str(onnx_path),
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "run.json").read_text())["options"]["init"] == str(onnx_path)
     zoo = tmp_path / "zoo"
-    assert main(["export", str(out), "--out", str(zoo / "clean"), "--variants", "int8", "--min-variant-psnr", "30"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(out),
+                "--out",
+                str(zoo / "clean"),
+                "--variants",
+                "int8",
+                "--min-variant-psnr",
+                "30",
+            ]
+        )
+        == 0
+    )
     entry = get_entry("clean", zoo)
     assert entry.variants["int8"]["psnr_vs_fp32_db"] >= 30
-    assert main(["train", str(data), "--out", str(tmp_path / "bad"), "--preset", "tiny", "--init",
-                 str(tmp_path / "missing.onnx"), "--max-steps", "1", "--workers", "0", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--out",
+                str(tmp_path / "bad"),
+                "--preset",
+                "tiny",
+                "--init",
+                str(tmp_path / "missing.onnx"),
+                "--max-steps",
+                "1",
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     fresh = build_generator(get_preset("tiny", residual=True, norm="none"))
     with pytest.raises(DistillError, match="no such file"):
         warm_start(fresh, Path(tmp_path / "missing.pt"), _x())

@@ -31,7 +31,9 @@ def random_generator(seed: int = 0, **overrides) -> Generator:
 def outputs(G: Generator, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     z = torch.randn([3, G.z_dim], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        return G.mapping(z, truncation_psi=0.6, truncation_cutoff=2), G(z, truncation_psi=0.6, noise_mode="const")
+        return G.mapping(z, truncation_psi=0.6, truncation_cutoff=2), G(
+            z, truncation_psi=0.6, noise_mode="const"
+        )
 
 
 def assert_same_generator(actual: Generator, expected: Generator) -> None:
@@ -46,7 +48,10 @@ def nvlabs_to_rosinality(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     kernel = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64 * 4
     i = 0
     while f"mapping.fc{i}.weight" in sd:
-        out[f"style.{i + 1}.weight"], out[f"style.{i + 1}.bias"] = sd[f"mapping.fc{i}.weight"], sd[f"mapping.fc{i}.bias"]
+        out[f"style.{i + 1}.weight"], out[f"style.{i + 1}.bias"] = (
+            sd[f"mapping.fc{i}.weight"],
+            sd[f"mapping.fc{i}.bias"],
+        )
         i += 1
     out["input.input"] = sd["synthesis.b4.const"][None]
 
@@ -71,10 +76,10 @@ def nvlabs_to_rosinality(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     conv("synthesis.b4.conv1", "conv1", 0, up=False)
     torgb("synthesis.b4.torgb", "to_rgb1", up=False)
     k = 3
-    while f"synthesis.b{2 ** k}.conv0.weight" in sd:
-        conv(f"synthesis.b{2 ** k}.conv0", f"convs.{2 * k - 6}", 2 * k - 5, up=True)
-        conv(f"synthesis.b{2 ** k}.conv1", f"convs.{2 * k - 5}", 2 * k - 4, up=False)
-        torgb(f"synthesis.b{2 ** k}.torgb", f"to_rgbs.{k - 3}", up=True)
+    while f"synthesis.b{2**k}.conv0.weight" in sd:
+        conv(f"synthesis.b{2**k}.conv0", f"convs.{2 * k - 6}", 2 * k - 5, up=True)
+        conv(f"synthesis.b{2**k}.conv1", f"convs.{2 * k - 5}", 2 * k - 4, up=False)
+        torgb(f"synthesis.b{2**k}.torgb", f"to_rgbs.{k - 3}", up=True)
         k += 1
     return out
 
@@ -86,20 +91,25 @@ def test_own_format_round_trip(tmp_path):
     assert H.init_kwargs == G.init_kwargs
     assert H.checkpoint_info["format"] == "stylegan2-distill/1"
     assert H.checkpoint_info["metadata"] == {"note": "hello", "step": 7}
-    assert all(torch.equal(a, b) for a, b in zip(H.state_dict().values(), G.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(H.state_dict().values(), G.state_dict().values(), strict=True)
+    )
     assert_same_generator(H, G)
     with pytest.raises(ValueError):
         save_generator(G, tmp_path / "bad.pt", extra={"state_dict": {}})
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(architecture="skip"),
-    dict(architecture="orig"),
-    dict(architecture="resnet"),
-    dict(img_resolution=32, channels={4: 16, 8: 16, 16: 12, 32: 8}, mapping_layers=1),
-    dict(mapping_features=56),
-    dict(img_resolution=4, channels={4: 8}, img_channels=1),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(architecture="skip"),
+        dict(architecture="orig"),
+        dict(architecture="resnet"),
+        dict(img_resolution=32, channels={4: 16, 8: 16, 16: 12, 32: 8}, mapping_layers=1),
+        dict(mapping_features=56),
+        dict(img_resolution=4, channels={4: 8}, img_channels=1),
+    ],
+)
 def test_nvlabs_state_dict_any_config(tmp_path, overrides):
     G = random_generator(**overrides)
     torch.save(G.state_dict(), tmp_path / "sd.pt")
@@ -124,9 +134,17 @@ def test_rosinality_other_config_matches_nvlabs(tmp_path):
     torch.save({"g_ema": ros, "latent_avg": G.w_avg.clone()}, tmp_path / "converted.pt")
     assert_same_generator(load_generator(tmp_path / "converted.pt"), G)
     # train.py layout: g, d, optimizers and an argparse.Namespace beside g_ema (no latent_avg).
-    torch.save({"g": ros, "d": {"convs.0.0.weight": torch.zeros(1)}, "g_ema": ros, "g_optim": {"state": {}},
-                "d_optim": {"state": {}}, "args": argparse.Namespace(size=32, latent=G.w_dim)},
-               tmp_path / "train.pt")
+    torch.save(
+        {
+            "g": ros,
+            "d": {"convs.0.0.weight": torch.zeros(1)},
+            "g_ema": ros,
+            "g_optim": {"state": {}},
+            "d_optim": {"state": {}},
+            "args": argparse.Namespace(size=32, latent=G.w_dim),
+        },
+        tmp_path / "train.pt",
+    )
     H = load_generator(tmp_path / "train.pt")
     assert H.checkpoint_info["w_avg_source"].startswith("estimated")
     ws = torch.randn([2, G.num_ws, G.w_dim])
@@ -176,9 +194,24 @@ class Opaque(torch.nn.Module):
     pass
 
 
-@pytest.mark.parametrize("kind", ["missing", "random_dict", "text", "png", "module", "truncated", "tensor",
-                                  "conditional", "unknown_rosinality_keys", "stylegan3",
-                                  "other_format", "missing_block_layer", "wrong_shape"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing",
+        "random_dict",
+        "text",
+        "png",
+        "module",
+        "truncated",
+        "tensor",
+        "conditional",
+        "unknown_rosinality_keys",
+        "stylegan3",
+        "other_format",
+        "missing_block_layer",
+        "wrong_shape",
+    ],
+)
 def test_files_that_fit_no_format(tmp_path, kind):
     path = tmp_path / f"{kind}.pt"
     sd = random_generator().state_dict()
@@ -211,9 +244,15 @@ def test_files_that_fit_no_format(tmp_path, kind):
         load_generator(path)
     message = str(err.value)
     assert str(path) in message
-    expected = {"missing": "no such", "conditional": "conditional", "unknown_rosinality_keys": "does not understand",
-                "stylegan3": "StyleGAN3", "missing_block_layer": "cannot infer",
-                "wrong_shape": "do not fit",                 "other_format": "pix2pixhd-distill/1"}.get(kind, "expected an NVlabs network pickle")
+    expected = {
+        "missing": "no such",
+        "conditional": "conditional",
+        "unknown_rosinality_keys": "does not understand",
+        "stylegan3": "StyleGAN3",
+        "missing_block_layer": "cannot infer",
+        "wrong_shape": "do not fit",
+        "other_format": "pix2pixhd-distill/1",
+    }.get(kind, "expected an NVlabs network pickle")
     assert expected in message
 
 

@@ -42,7 +42,11 @@ def test_nvlabs_config_inferred_from_tensors(nvlabs):
     G, io, config = nvlabs
     kw = config["init_kwargs"]
     assert (G.z_dim, G.w_dim, G.img_resolution, G.img_channels) == (
-        kw["z_dim"], kw["w_dim"], kw["img_resolution"], kw["img_channels"])
+        kw["z_dim"],
+        kw["w_dim"],
+        kw["img_resolution"],
+        kw["img_channels"],
+    )
     assert G.num_ws == int(io["num_ws"]) == config["num_ws"]
     assert G.init_kwargs["mapping_layers"] == kw["mapping_kwargs"]["num_layers"]
     assert G.channels == {int(r): c for r, c in config["channels"].items()}
@@ -67,10 +71,14 @@ def test_nvlabs_images(nvlabs, fused):
     with torch.no_grad():
         assert_close(G(z, noise_mode="const", fused_modconv=fused), io["img_psi1"])
         assert_close(G(z, truncation_psi=psi, noise_mode="const", fused_modconv=fused), io["img_psi"])
-        assert_close(G(z, truncation_psi=psi, truncation_cutoff=cutoff, fused_modconv=fused), io["img_psi_cutoff"])
+        assert_close(
+            G(z, truncation_psi=psi, truncation_cutoff=cutoff, fused_modconv=fused), io["img_psi_cutoff"]
+        )
         assert_close(G(z, noise_mode="none", fused_modconv=fused), io["img_noise_none"])
-        assert_close(G.synthesis(torch.from_numpy(io["ws_in"]), noise_mode="const", fused_modconv=fused),
-                     io["img_synth"])
+        assert_close(
+            G.synthesis(torch.from_numpy(io["ws_in"]), noise_mode="const", fused_modconv=fused),
+            io["img_synth"],
+        )
 
 
 def test_nvlabs_noise_modes_differ(nvlabs):
@@ -104,7 +112,9 @@ def test_rosinality_config_inferred_from_tensors(rosinality):
     assert G.init_kwargs["mapping_layers"] == config["n_mlp"]
     assert G.channels == {int(r): c for r, c in config["channels"].items()}
     assert G.checkpoint_info["format"] == "rosinality" and G.checkpoint_info["w_avg_source"] == "checkpoint"
-    assert len([n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const")]) == config["num_layers"]
+    assert (
+        len([n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const")]) == config["num_layers"]
+    )
 
 
 def test_rosinality_mapping_and_latent_avg(rosinality):

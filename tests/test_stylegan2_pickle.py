@@ -38,8 +38,12 @@ def nvlabs_modules(monkeypatch):
     util.EasyDict = easy_dict
     dnnlib = types.ModuleType("dnnlib")
     dnnlib.util = util
-    for name, module in [("torch_utils", torch_utils), ("torch_utils.persistence", persistence),
-                         ("dnnlib", dnnlib), ("dnnlib.util", util)]:
+    for name, module in [
+        ("torch_utils", torch_utils),
+        ("torch_utils.persistence", persistence),
+        ("dnnlib", dnnlib),
+        ("dnnlib.util", util),
+    ]:
         monkeypatch.setitem(sys.modules, name, module)
     return types.SimpleNamespace(reconstruct=_reconstruct_persistent_obj, EasyDict=easy_dict)
 
@@ -48,11 +52,17 @@ class Persistent:
     """Pickles like an NVlabs persistent class: ``_reconstruct_persistent_obj(meta)``, source embedded."""
 
     def __init__(self, reconstruct, class_name: str, state: dict, module_src: str):
-        self.reconstruct, self.class_name, self.state, self.module_src = reconstruct, class_name, state, module_src
+        self.reconstruct, self.class_name, self.state, self.module_src = (
+            reconstruct,
+            class_name,
+            state,
+            module_src,
+        )
 
     def __reduce__(self):
-        meta = dict(type="class", version=4, module_src=self.module_src, class_name=self.class_name,
-                    state=self.state)
+        meta = dict(
+            type="class", version=4, module_src=self.module_src, class_name=self.class_name, state=self.state
+        )
         return self.reconstruct, (meta,)
 
 
@@ -61,7 +71,8 @@ def persistent_tree(module: torch.nn.Module, reconstruct, module_src: str, class
     state = dict(module.__dict__)
     state["_modules"] = OrderedDict(
         (name, persistent_tree(child, reconstruct, module_src, type(child).__name__))
-        for name, child in module._modules.items())
+        for name, child in module._modules.items()
+    )
     return Persistent(reconstruct, class_name, state, module_src)
 
 
@@ -69,15 +80,22 @@ def persistent_tree(module: torch.nn.Module, reconstruct, module_src: str, class
 def fixture_generator(fixtures_dir):
     folder = fixtures_dir / "nvlabs_stylegan2_ada"
     import json
-    return (load_generator(folder / "G_state_dict.pt"), dict(np.load(folder / "io.npz")),
-            json.loads((folder / "config.json").read_text())["init_kwargs"])
+
+    return (
+        load_generator(folder / "G_state_dict.pt"),
+        dict(np.load(folder / "io.npz")),
+        json.loads((folder / "config.json").read_text())["init_kwargs"],
+    )
 
 
 def write_network_pickle(path, fixture_generator, fakes, marker, protocol):
     G, _, init_kwargs = fixture_generator
     src = f"open({str(marker)!r}, 'w').write('embedded source was executed')\n"
-    kwargs = dict(init_kwargs, mapping_kwargs=fakes.EasyDict(init_kwargs["mapping_kwargs"]),
-                  synthesis_kwargs=fakes.EasyDict(init_kwargs["synthesis_kwargs"]))
+    kwargs = dict(
+        init_kwargs,
+        mapping_kwargs=fakes.EasyDict(init_kwargs["mapping_kwargs"]),
+        synthesis_kwargs=fakes.EasyDict(init_kwargs["synthesis_kwargs"]),
+    )
     g_ema = persistent_tree(G, fakes.reconstruct, src, "Generator")
     g_ema.state.update(_init_args=(), _init_kwargs=kwargs)
     g_train = copy.deepcopy(G)
@@ -88,18 +106,28 @@ def write_network_pickle(path, fixture_generator, fakes, marker, protocol):
     augment.register_buffer("p", torch.tensor(0.2))
     data = {
         "G": persistent_tree(g_train, fakes.reconstruct, src, "Generator"),
-        "D": persistent_tree(torch.nn.Sequential(torch.nn.Linear(3, 2)), fakes.reconstruct, src, "Discriminator"),
+        "D": persistent_tree(
+            torch.nn.Sequential(torch.nn.Linear(3, 2)), fakes.reconstruct, src, "Discriminator"
+        ),
         "G_ema": g_ema,
         "augment_pipe": persistent_tree(augment, fakes.reconstruct, src, "AugmentPipe"),
-        "training_set_kwargs": fakes.EasyDict(class_name="training.dataset.ImageFolderDataset", path="faces.zip",
-                                              use_labels=False, max_size=None, xflip=False, resolution=32),
+        "training_set_kwargs": fakes.EasyDict(
+            class_name="training.dataset.ImageFolderDataset",
+            path="faces.zip",
+            use_labels=False,
+            max_size=None,
+            xflip=False,
+            resolution=32,
+        ),
     }
     with open(path, "wb") as f:
         pickle.dump(data, f, protocol=protocol)
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
-def test_network_pickle_loads_g_ema_without_running_code(tmp_path, nvlabs_modules, fixture_generator, protocol):
+def test_network_pickle_loads_g_ema_without_running_code(
+    tmp_path, nvlabs_modules, fixture_generator, protocol
+):
     marker = tmp_path / "executed.txt"
     path = tmp_path / "network-snapshot-000000.pkl"
     write_network_pickle(path, fixture_generator, nvlabs_modules, marker, protocol)
@@ -112,8 +140,11 @@ def test_network_pickle_loads_g_ema_without_running_code(tmp_path, nvlabs_module
     assert G.num_ws == int(io["num_ws"]) and G.img_resolution == init_kwargs["img_resolution"]
     z = torch.from_numpy(io["z"])
     with torch.no_grad():
-        for key, kwargs in [("img_psi1", {}), ("img_psi", {"truncation_psi": float(io["truncation_psi"])}),
-                            ("img_noise_none", {"noise_mode": "none"})]:
+        for key, kwargs in [
+            ("img_psi1", {}),
+            ("img_psi", {"truncation_psi": float(io["truncation_psi"])}),
+            ("img_noise_none", {"noise_mode": "none"}),
+        ]:
             np.testing.assert_allclose(G(z, **kwargs).numpy(), io[key], atol=1e-4, rtol=0)
 
 
@@ -151,6 +182,7 @@ class StorageBytes:
 
     def __reduce__(self):
         from torch.storage import _load_from_bytes
+
         return _load_from_bytes, (self.payload,)
 
 
@@ -162,8 +194,14 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, nvlabs_modules, ki
         "system": lambda: SystemCall(marker),
         "eval": lambda: EvalCall(marker),
         "exec": lambda: EvalCall(marker, builtins.exec),
-        "nested": lambda: {"G_ema": Persistent(nvlabs_modules.reconstruct, "Generator",
-                                               {"_parameters": {}, "_modules": {"x": SystemCall(marker)}}, "")},
+        "nested": lambda: {
+            "G_ema": Persistent(
+                nvlabs_modules.reconstruct,
+                "Generator",
+                {"_parameters": {}, "_modules": {"x": SystemCall(marker)}},
+                "",
+            )
+        },
         "storage": lambda: {"G_ema": StorageBytes(pickle.dumps(SystemCall(marker)))},
     }[kind]()
     path = tmp_path / "evil.pkl"
@@ -171,15 +209,25 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, nvlabs_modules, ki
     with pytest.raises(DistillError) as err:
         load_generator(path)
     assert not marker.exists()
-    expected = {"system": "posix.system", "eval": "builtins.eval", "exec": "builtins.exec",
-                "nested": "posix.system", "storage": "weights_only"}[kind]
+    expected = {
+        "system": "posix.system",
+        "eval": "builtins.eval",
+        "exec": "builtins.exec",
+        "nested": "posix.system",
+        "storage": "weights_only",
+    }[kind]
     assert expected in str(err.value) and str(path) in str(err.value)
 
 
 def test_safe_load_keeps_plain_values(tmp_path):
-    value = {"a": [1, 2.5, "x", None, (True,)], "b": OrderedDict(c={1, 2}), "t": torch.arange(3.0),
-             "n": np.arange(4)}
+    value = {
+        "a": [1, 2.5, "x", None, (True,)],
+        "b": OrderedDict(c={1, 2}),
+        "t": torch.arange(3.0),
+        "n": np.arange(4),
+    }
     import io
+
     loaded = safe_load(io.BytesIO(pickle.dumps(value, protocol=2)))
     assert loaded["a"] == value["a"] and loaded["b"] == value["b"]
     assert torch.equal(loaded["t"], value["t"]) and np.array_equal(loaded["n"], value["n"])
@@ -191,29 +239,43 @@ def _tf_network_init(self, **state):
 
 def tf_variables_from_nvlabs(sd: dict[str, torch.Tensor]) -> tuple[list, list, list]:
     """(Gs top-level, mapping, synthesis) variables in TF layout: the inverse of legacy.py's rules."""
+
     def a(t: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(t.numpy())
 
     mapping, synthesis = [], []
     i = 0
     while f"mapping.fc{i}.weight" in sd:
-        mapping += [(f"Dense{i}/weight", a(sd[f"mapping.fc{i}.weight"].T)), (f"Dense{i}/bias", a(sd[f"mapping.fc{i}.bias"]))]
+        mapping += [
+            (f"Dense{i}/weight", a(sd[f"mapping.fc{i}.weight"].T)),
+            (f"Dense{i}/bias", a(sd[f"mapping.fc{i}.bias"])),
+        ]
         i += 1
     synthesis.append(("4x4/Const/const", a(sd["synthesis.b4.const"][None])))
     res = sorted(int(k.split(".")[1][1:]) for k in sd if k.endswith(".conv1.weight"))
 
     def layer(src: str, tf: str, noise: int, flip: bool) -> None:
         w = sd[f"{src}.weight"].permute(2, 3, 1, 0)
-        synthesis.extend([(f"{tf}/weight", a(w.flip([0, 1]) if flip else w)), (f"{tf}/bias", a(sd[f"{src}.bias"])),
-                          (f"{tf}/mod_weight", a(sd[f"{src}.affine.weight"].T)),
-                          (f"{tf}/mod_bias", a(sd[f"{src}.affine.bias"] - 1)),
-                          (f"{tf}/noise_strength", a(sd[f"{src}.noise_strength"])),
-                          (f"noise{noise}", a(sd[f"{src}.noise_const"][None, None]))])
+        synthesis.extend(
+            [
+                (f"{tf}/weight", a(w.flip([0, 1]) if flip else w)),
+                (f"{tf}/bias", a(sd[f"{src}.bias"])),
+                (f"{tf}/mod_weight", a(sd[f"{src}.affine.weight"].T)),
+                (f"{tf}/mod_bias", a(sd[f"{src}.affine.bias"] - 1)),
+                (f"{tf}/noise_strength", a(sd[f"{src}.noise_strength"])),
+                (f"noise{noise}", a(sd[f"{src}.noise_const"][None, None])),
+            ]
+        )
 
     def torgb(src: str, tf: str) -> None:
-        synthesis.extend([(f"{tf}/weight", a(sd[f"{src}.weight"].permute(2, 3, 1, 0))), (f"{tf}/bias", a(sd[f"{src}.bias"])),
-                          (f"{tf}/mod_weight", a(sd[f"{src}.affine.weight"].T)),
-                          (f"{tf}/mod_bias", a(sd[f"{src}.affine.bias"] - 1))])
+        synthesis.extend(
+            [
+                (f"{tf}/weight", a(sd[f"{src}.weight"].permute(2, 3, 1, 0))),
+                (f"{tf}/bias", a(sd[f"{src}.bias"])),
+                (f"{tf}/mod_weight", a(sd[f"{src}.affine.weight"].T)),
+                (f"{tf}/mod_bias", a(sd[f"{src}.affine.bias"] - 1)),
+            ]
+        )
 
     for r in res:
         k = int(np.log2(r))
@@ -230,8 +292,11 @@ def test_tensorflow_pickle_converts_like_legacy_py(tmp_path, nvlabs_modules, fix
     G, io, init_kwargs = fixture_generator
     network_mod = types.ModuleType("dnnlib.tflib.network")
     # Pickles like TF dnnlib's ``Network``: NEWOBJ + BUILD with the network's state dict.
-    network_cls = type("Network", (), {"__module__": "dnnlib.tflib.network", "__qualname__": "Network",
-                                       "__init__": _tf_network_init})
+    network_cls = type(
+        "Network",
+        (),
+        {"__module__": "dnnlib.tflib.network", "__qualname__": "Network", "__init__": _tf_network_init},
+    )
     network_mod.Network = network_cls
     monkeypatch.setitem(sys.modules, "dnnlib.tflib", types.ModuleType("dnnlib.tflib"))
     monkeypatch.setitem(sys.modules, "dnnlib.tflib.network", network_mod)
@@ -240,16 +305,30 @@ def test_tensorflow_pickle_converts_like_legacy_py(tmp_path, nvlabs_modules, fix
     top, mapping, synthesis = tf_variables_from_nvlabs(G.state_dict())
 
     def net(name, variables, components=None, **static_kwargs):
-        return network_cls(version=4, name=name, static_kwargs=nvlabs_modules.EasyDict(static_kwargs),
-                         components=nvlabs_modules.EasyDict(components or {}), build_module_src=src,
-                         build_func_name=f"training.networks_stylegan2.{name}", variables=variables)
+        return network_cls(
+            version=4,
+            name=name,
+            static_kwargs=nvlabs_modules.EasyDict(static_kwargs),
+            components=nvlabs_modules.EasyDict(components or {}),
+            build_module_src=src,
+            build_func_name=f"training.networks_stylegan2.{name}",
+            variables=variables,
+        )
 
     def generator(scale: float):
         scaled = lambda vs: [(n, v * scale) for n, v in vs]  # noqa: E731
-        return net("G", scaled(top), {"mapping": net("G_mapping", scaled(mapping)),
-                                      "synthesis": net("G_synthesis", scaled(synthesis))},
-                   latent_size=init_kwargs["z_dim"], dlatent_size=init_kwargs["w_dim"],
-                   resolution=init_kwargs["img_resolution"], mapping_lrmul=0.01)
+        return net(
+            "G",
+            scaled(top),
+            {
+                "mapping": net("G_mapping", scaled(mapping)),
+                "synthesis": net("G_synthesis", scaled(synthesis)),
+            },
+            latent_size=init_kwargs["z_dim"],
+            dlatent_size=init_kwargs["w_dim"],
+            resolution=init_kwargs["img_resolution"],
+            mapping_lrmul=0.01,
+        )
 
     path = tmp_path / "stylegan2-tf.pkl"
     path.write_bytes(pickle.dumps((generator(0.0), net("D", []), generator(1.0)), protocol=3))
@@ -261,5 +340,6 @@ def test_tensorflow_pickle_converts_like_legacy_py(tmp_path, nvlabs_modules, fix
     assert T.init_kwargs == G.init_kwargs
     z = torch.from_numpy(io["z"])
     with torch.no_grad():
-        np.testing.assert_allclose(T(z, truncation_psi=float(io["truncation_psi"])).numpy(), io["img_psi"],
-                                   atol=1e-4, rtol=0)
+        np.testing.assert_allclose(
+            T(z, truncation_psi=float(io["truncation_psi"])).numpy(), io["img_psi"], atol=1e-4, rtol=0
+        )

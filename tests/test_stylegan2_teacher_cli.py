@@ -25,9 +25,13 @@ def test_random_teacher_is_labelled_untrained(tmp_path, capsys):
     with torch.no_grad():
         ws = G.mapping(torch.randn([256, G.z_dim]))[:, 0]
     assert (ws.mean(0) - G.w_avg).norm() < 0.2 * ws.std(0).norm()
-    assert main(["teacher", "random", "--resolution", "16", "--seed", "3", "--out", str(tmp_path / "b.pt")]) == 0
+    assert (
+        main(["teacher", "random", "--resolution", "16", "--seed", "3", "--out", str(tmp_path / "b.pt")]) == 0
+    )
     again = load_generator(tmp_path / "b.pt")
-    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), again.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(G.state_dict().values(), again.state_dict().values(), strict=True)
+    )
 
 
 def test_info_prints_inferred_config(fixtures_dir, capsys):
@@ -47,15 +51,37 @@ def test_info_prints_inferred_config(fixtures_dir, capsys):
 def test_sample_grid_matches_generator(tmp_path, fixtures_dir):
     path = fixtures_dir / "nvlabs_stylegan2_ada" / "G_state_dict.pt"
     out = tmp_path / "grid.png"
-    assert main(["teacher", "sample", str(path), "--num", "4", "--cols", "2", "--seed", "5", "--truncation", "0.7",
-                 "--batch", "3", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "teacher",
+                "sample",
+                str(path),
+                "--num",
+                "4",
+                "--cols",
+                "2",
+                "--seed",
+                "5",
+                "--truncation",
+                "0.7",
+                "--batch",
+                "3",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     grid = load_image(out)
     G = load_generator(path)
     res, pad = G.img_resolution, 2
     assert grid.shape == (2 * (res + pad) + pad, 2 * (res + pad) + pad, 3)
     images = sample_images(G, [5, 6, 7, 8], truncation=0.7)
     expected = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    second = grid[pad:pad + res, 2 * pad + res:2 * pad + 2 * res]  # row 0, column 1 = seed 6
+    second = grid[pad : pad + res, 2 * pad + res : 2 * pad + 2 * res]  # row 0, column 1 = seed 6
     assert np.abs(second.astype(int) - expected[1].astype(int)).max() <= 1
 
 

@@ -15,8 +15,16 @@ from training.toyfaces import attributes as am
 from training.toyfaces.renderer import ATTRIBUTES, GLASSES_THRESHOLD
 
 # measured on 1,000 held-out faces (attributes.json "held_out"); the bounds leave a margin for 200 faces
-MAX_MAE = {"age": 0.08, "smile": 0.095, "hair_color": 0.09, "hair_style": 0.08, "skin_tone": 0.05,
-           "eye_size": 0.12, "face_shape": 0.09, "background": 0.035}
+MAX_MAE = {
+    "age": 0.08,
+    "smile": 0.095,
+    "hair_color": 0.09,
+    "hair_style": 0.08,
+    "skin_tone": 0.05,
+    "eye_size": 0.12,
+    "face_shape": 0.09,
+    "background": 0.035,
+}
 MIN_GLASSES_ACCURACY = 0.97
 MIN_CLEAN_PASS = 0.95
 MIN_REJECT = 0.7  # per corruption kind (measured 0.87 for blotches, the hardest, >= 0.93 for the rest)

@@ -25,8 +25,25 @@ def test_settings_share_the_teacher_but_not_the_pairs():
 
 def test_tiny_strength_recipe(tmp_path):
     out = tmp_path / "recipe"
-    assert main(["toyfaces", "recipe", "--setting", "tiny-strength", "--out", str(out), "--zoo", str(out / "zoo"),
-                 "--attribute-model", str(default_path()), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "toyfaces",
+                "recipe",
+                "--setting",
+                "tiny-strength",
+                "--out",
+                str(out),
+                "--zoo",
+                str(out / "zoo"),
+                "--attribute-model",
+                str(default_path()),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     strengths = [r.strength for r in read_manifest(out / "pairs-strength")]
     assert all(s is not None and -1.5 <= s <= 1.5 for s in strengths) and len(set(strengths)) > 1
     entry = get_entry("toyfaces-age-strength-tiny", root=out / "zoo")

@@ -126,7 +126,9 @@ def test_the_domain_is_aligned_by_default():
     assert 0 <= y0 < y1 <= 128 and 0 <= x0 < x1 <= 128
 
     def spread(aligned_flag: bool) -> float:
-        ims = np.stack([render(sample_params(s, aligned=aligned_flag), 128)[y0:y1, x0:x1] for s in range(12)]).astype(float)
+        ims = np.stack(
+            [render(sample_params(s, aligned=aligned_flag), 128)[y0:y1, x0:x1] for s in range(12)]
+        ).astype(float)
         dark = (ims.mean(-1) < 60).mean(0)  # where pupils/frames fall, over faces
         return float((dark > 0.5).mean())
 
@@ -139,7 +141,9 @@ def test_best_fit_blur_finds_the_blur_of_a_blurred_render():
     from training.toyfaces.teacher_report import best_fit_blur, region_psnr
 
     renders = np.stack([render(sample_params(s), 64) for s in range(4)])
-    blurred = np.stack([np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(2.0))) for im in renders])
+    blurred = np.stack(
+        [np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(2.0))) for im in renders]
+    )
     assert best_fit_blur(blurred, renders)["sigma"] == 2.0
     assert best_fit_blur(renders, renders)["sigma"] == 0.0
     regions = region_psnr(blurred, renders, region_boxes(64))

@@ -17,11 +17,39 @@ from networks.stylegan2 import load_generator
 from training.devices import cpu_has_native_bf16
 from training.toyfaces.teacher import TeacherConfig, TeacherTrainer, make_batch, trained_aligned
 
-TINY = dict(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channels={4: 32, 8: 32, 16: 16}, batch=4,
-            eval_faces=4)
-TINY_CLI = ["--resolution", "16", "--z-dim", "32", "--w-dim", "32", "--mapping-layers", "2",
-            "--channels", "4:32,8:32,16:16", "--batch", "4", "--eval-faces", "4", "--eval-every", "2",
-            "--checkpoint-every", "2", "--precision", "fp32", "--threads", "1"]
+TINY = dict(
+    resolution=16,
+    z_dim=32,
+    w_dim=32,
+    mapping_layers=2,
+    channels={4: 32, 8: 32, 16: 16},
+    batch=4,
+    eval_faces=4,
+)
+TINY_CLI = [
+    "--resolution",
+    "16",
+    "--z-dim",
+    "32",
+    "--w-dim",
+    "32",
+    "--mapping-layers",
+    "2",
+    "--channels",
+    "4:32,8:32,16:16",
+    "--batch",
+    "4",
+    "--eval-faces",
+    "4",
+    "--eval-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--precision",
+    "fp32",
+    "--threads",
+    "1",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -89,10 +117,31 @@ def test_teacher_file_loads_with_the_project_loader(tmp_path):
 
 def test_cli_new_run_refuses_to_overwrite_and_resumes(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(["toyfaces", "train-teacher", "--out", out, "--steps", "2", "--device", "cpu", *TINY_CLI]) == 0
-    assert main(["toyfaces", "train-teacher", "--out", out, "--steps", "3", "--device", "cpu", *TINY_CLI]) == 2
+    assert (
+        main(["toyfaces", "train-teacher", "--out", out, "--steps", "2", "--device", "cpu", *TINY_CLI]) == 0
+    )
+    assert (
+        main(["toyfaces", "train-teacher", "--out", out, "--steps", "3", "--device", "cpu", *TINY_CLI]) == 2
+    )
     assert "--resume" in capsys.readouterr().err
-    assert main(["toyfaces", "train-teacher", "--out", out, "--steps", "3", "--resume", "--device", "cpu", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "toyfaces",
+                "train-teacher",
+                "--out",
+                out,
+                "--steps",
+                "3",
+                "--resume",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert TeacherTrainer.resume(out).step == 3
     assert main(["toyfaces", "train-teacher", "--out", str(tmp_path / "new"), "--resume"]) == 2
 
@@ -116,7 +165,12 @@ def test_warm_start_copies_a_teacher_and_needs_the_same_architecture(tmp_path):
     source.unlink()  # a resumed run needs its checkpoint only, not the file it started from
     assert TeacherTrainer.resume(tmp_path / "b").step == 2
     with pytest.raises(DistillError, match="different architecture"):
-        TeacherTrainer(tmp_path / "c", TeacherConfig(**{**TINY, "channels": {4: 16, 8: 16, 16: 16}}, init=str(tmp_path / "b" / "teacher.pt")))
+        TeacherTrainer(
+            tmp_path / "c",
+            TeacherConfig(
+                **{**TINY, "channels": {4: 16, 8: 16, 16: 16}}, init=str(tmp_path / "b" / "teacher.pt")
+            ),
+        )
     with pytest.raises(DistillError, match="not found"):
         TeacherTrainer(tmp_path / "d", TeacherConfig(**TINY, init=str(tmp_path / "missing.pt")))
 

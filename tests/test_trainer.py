@@ -49,7 +49,9 @@ def test_split_disjoint_stable_and_only_kept(pairs: Path) -> None:
     assert len(train_seeds | val_seeds) == split.n_kept == 12 - len(rejected)
     # Stable as the dataset grows: new pairs never move an existing pair to the other side.
     rows = read_manifest(pairs)
-    more = rows + [PairRecord(seed=10_000 + i, a="x", b="y", alpha=1, truncation=1, direction="d") for i in range(200)]
+    more = rows + [
+        PairRecord(seed=10_000 + i, a="x", b="y", alpha=1, truncation=1, direction="d") for i in range(200)
+    ]
     train2, val2 = split_rows(more, 0.25, seed=3)
     assert {r.seed for r in val2} & {r.seed for r in rows} == {r.seed for r in split_rows(rows, 0.25, 3)[1]}
     assert 0.15 < len(val2) / len(more) < 0.35
@@ -154,7 +156,9 @@ def test_run_folder_contents(pairs: Path, tmp_path: Path) -> None:
     step_rows = [r for r in rows if r["kind"] == "step"]
     assert all(r["images_per_s"] > 0 and "loss_G_l1" in r and "loss_D" in r for r in step_rows)
     samples = sorted((out / "samples").glob("*.png"))
-    assert [p.name for p in samples] == ["step_00000003.png", "step_00000006.png", "step_00000009.png"][: len(samples)]
+    assert [p.name for p in samples] == ["step_00000003.png", "step_00000006.png", "step_00000009.png"][
+        : len(samples)
+    ]
     grid = load_image(samples[0])
     assert grid.shape[0] == 3 * 34 + 2  # three rows (input | student | target) of 32 px, 2 px padding
     G = load_generator(out / CHECKPOINT)
@@ -185,14 +189,39 @@ def test_vgg_term_with_weights_file(pairs: Path, tmp_path: Path) -> None:
     assert json.loads((out / "run.json").read_text())["loss_terms"] == ["G_GAN", "G_feat", "G_vgg"]
     torch.save({"features.0.weight": torch.zeros(1)}, vgg_path)
     with pytest.raises(DistillError, match="VGG19"):
-        train(tiny_options(pairs, tmp_path / "bad", max_steps=1, vgg19=str(vgg_path)), {"lambda_vgg": 10.0}, epochs=1)
+        train(
+            tiny_options(pairs, tmp_path / "bad", max_steps=1, vgg19=str(vgg_path)),
+            {"lambda_vgg": 10.0},
+            epochs=1,
+        )
 
 
 def test_sigterm_checkpoints_then_resume(pairs: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "distill", "train", str(pairs), "--out", str(out), "--preset", "tiny",
-           "--batch-size", "2", "--workers", "1", "--device", "cpu", "--log-every", "1", "--epochs", "50",
-           "--val-fraction", "0.2", "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "distill",
+        "train",
+        str(pairs),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+        "--epochs",
+        "50",
+        "--val-fraction",
+        "0.2",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
@@ -208,14 +237,31 @@ def test_sigterm_checkpoints_then_resume(pairs: Path, tmp_path: Path) -> None:
     assert stopped >= 2 and json.loads((out / "run.json").read_text())["status"] == "interrupted"
     done = train(tiny_options(pairs, out, max_steps=stopped + 2, preset=None, batch_size=None), resume=True)
     assert done.status == "max_steps" and load_checkpoint(out / CHECKPOINT)["global_step"] == stopped + 2
-    logged = [row["step"] for row in map(json.loads, metrics.read_text().splitlines()) if row["kind"] == "step"]
+    logged = [
+        row["step"] for row in map(json.loads, metrics.read_text().splitlines()) if row["kind"] == "step"
+    ]
     assert logged == sorted(set(logged))  # no step logged twice after the resume
 
 
 def test_cli_errors_are_one_line(pairs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from distill.cli import main
 
-    args = ["train", str(pairs), "--out", str(tmp_path / "r"), "--preset", "slim", "--load-size", "20", "--device", "cpu"]
+    args = [
+        "train",
+        str(pairs),
+        "--out",
+        str(tmp_path / "r"),
+        "--preset",
+        "slim",
+        "--load-size",
+        "20",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "multiple of the generator stride 8" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (
+        "multiple of the generator stride 8" in err
+        and "Traceback" not in err
+        and len(err.strip().splitlines()) == 1
+    )

@@ -14,15 +14,25 @@ from training.variants import quantize_int8, run_session
 def test_int8_calibration_uses_every_image(tmp_path):
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
         torch.nn.Conv2d(8, 3, 3, padding=1),
     ).eval()
     fp32 = tmp_path / "model.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(fp32), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}})
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 3, 16, 16),),
+        str(fp32),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}},
+    )
     rng = np.random.default_rng(0)
     # The first image spans the full range, the seven others are nearly flat: a calibrator that only saw
     # the last images would clip the first one's activations.

@@ -67,8 +67,13 @@ def collect_photos(paths: list[str], out: Path) -> list[Path]:
     for text in paths:
         path = Path(text)
         if path.is_dir():
-            photos += [p for p in sorted(path.rglob("*"))
-                       if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and out.resolve() not in p.resolve().parents]
+            photos += [
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and p.suffix.lower() in PHOTO_SUFFIXES
+                and out.resolve() not in p.resolve().parents
+            ]
         elif path.is_file():
             photos.append(path)
         else:
@@ -84,8 +89,10 @@ def crop_stems(photos: list[Path]) -> dict[Path, str]:
     counts: dict[str, int] = {}
     for p in photos:
         counts[p.stem] = counts.get(p.stem, 0) + 1
-    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
-            for p in photos}
+    return {
+        p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+        for p in photos
+    }
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -128,25 +135,35 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
         changed = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if changed:
             what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise DistillError(f"{path}: this folder was aligned with other settings ({what}); "
-                               "re-run with the same options or choose another --out")
+            raise DistillError(
+                f"{path}: this folder was aligned with other settings ({what}); "
+                "re-run with the same options or choose another --out"
+            )
     else:
         atomic_write_json(path, settings)
 
 
-def align_photo(photo: Path, image: np.ndarray, faces: list[Face], stem: str, out: Path, size: int,
-                mode: FacesMode) -> list[AlignedFace]:
+def align_photo(
+    photo: Path, image: np.ndarray, faces: list[Face], stem: str, out: Path, size: int, mode: FacesMode
+) -> list[AlignedFace]:
     """Write the crops of ``faces`` (largest first; only the first with ``mode="largest"``); their rows."""
     rows = []
     for index, face in enumerate(pick(faces, mode)):
         crop, alignment = align_face(image, face.landmarks, size)
         name = f"{stem}_{index:02d}.png"
         save_image(out / name, crop)
-        rows.append(AlignedFace(
-            source=str(photo), face=index, file=name, size=size,
-            quad=np.round(alignment.quad, 3).tolist(), landmarks=face.landmarks.tolist(),
-            box=[round(v, 2) for v in face.box], score=round(face.score, 4),
-        ))
+        rows.append(
+            AlignedFace(
+                source=str(photo),
+                face=index,
+                file=name,
+                size=size,
+                quad=np.round(alignment.quad, 3).tolist(),
+                landmarks=face.landmarks.tolist(),
+                box=[round(v, 2) for v in face.box],
+                score=round(face.score, 4),
+            )
+        )
     return rows
 
 
@@ -155,10 +172,13 @@ def write_report(out: Path, settings: dict[str, Any]) -> Path:
     rows, rejected = read_rows(out / ROWS), read_rows(out / REJECTED)
     photos = len({r["source"] for r in rows}) + len(rejected)
     lines = [
-        "# distill align", "",
+        "# distill align",
+        "",
         f"FFHQ alignment at {settings['size']} px, faces={settings['faces']}: {photos} photos, "
-        f"{len(rows)} aligned faces, {len(rejected)} photos rejected.", "",
-        "| rejected photo | reason |", "|---|---|",
+        f"{len(rows)} aligned faces, {len(rejected)} photos rejected.",
+        "",
+        "| rejected photo | reason |",
+        "|---|---|",
         *(f"| {r['source']} | {r['reason']} |" for r in rejected),
     ]
     return atomic_write_text(out / REPORT, "\n".join(lines) + "\n")
@@ -192,14 +212,22 @@ def align_folder(opts: AlignOptions) -> AlignSummary:
     if opts.size < 8:
         raise FieldError("size", f"{opts.size}: the crop must be at least 8 pixels")
     if opts.detect_size < 80:
-        raise FieldError("detect_size", f"{opts.detect_size}: the detector finds faces from about 80 pixels; "
-                         "pass at least 80 (default 640)")
+        raise FieldError(
+            "detect_size",
+            f"{opts.detect_size}: the detector finds faces from about 80 pixels; "
+            "pass at least 80 (default 640)",
+        )
     if out.exists() and not out.is_dir():
         raise FieldError("out", f"{out}: is a file; choose a folder")
     photos = collect_photos(opts.photos, out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"size": opts.size, "faces": opts.faces, "detect_max_side": opts.detect_size,
-                "recipe": "ffhq", "resampling": "pillow"}
+    settings = {
+        "size": opts.size,
+        "faces": opts.faces,
+        "detect_max_side": opts.detect_size,
+        "recipe": "ffhq",
+        "resampling": "pillow",
+    }
     check_settings(out, settings)
     done = {r["source"] for r in read_rows(out / ROWS)} | {r["source"] for r in read_rows(out / REJECTED)}
     todo = [p for p in photos if str(p) not in done]

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EDIT_REGION_LEVELS = 8.0  # a pixel is in the edit region where the reference edit moved it by more than this (8-bit)
+EDIT_REGION_LEVELS = (
+    8.0  # a pixel is in the edit region where the reference edit moved it by more than this (8-bit)
+)
 
 
 def laplacian(images: np.ndarray) -> np.ndarray:
@@ -101,28 +103,44 @@ class ArtifactFigures:
 
     def as_dict(self) -> dict[str, float | list[int] | None]:
         """The figures rounded for report.json (None for an empty region: strict JSON has no NaN)."""
-        return {"hf_energy": round(self.hf_energy, 3),
-                "hf_energy_region": round(self.hf_energy_region, 3) if np.isfinite(self.hf_energy_region) else None,
-                "blemish_peak": round(self.blemish_peak, 3), "blemish_at": list(self.blemish_at),
-                "error_peak": round(self.error_peak, 3), "error_at": list(self.error_at)}
+        return {
+            "hf_energy": round(self.hf_energy, 3),
+            "hf_energy_region": round(self.hf_energy_region, 3)
+            if np.isfinite(self.hf_energy_region)
+            else None,
+            "blemish_peak": round(self.blemish_peak, 3),
+            "blemish_at": list(self.blemish_at),
+            "error_peak": round(self.error_peak, 3),
+            "error_at": list(self.error_at),
+        }
 
 
-def artifact_figures(outputs: np.ndarray, references: np.ndarray, region: np.ndarray | None = None) -> ArtifactFigures:
+def artifact_figures(
+    outputs: np.ndarray, references: np.ndarray, region: np.ndarray | None = None
+) -> ArtifactFigures:
     """Figures of uint8 ``outputs`` [N,H,W,3] against ``references`` (same shape); ``region`` [N,H,W] bool.
 
     The blemish peak is looked for where the region holds on at least half of the pictures (a fixed place the
     edit usually acts on), anywhere when no region is given."""
     outputs, references = np.asarray(outputs), np.asarray(references)
     if outputs.shape != references.shape or outputs.ndim != 4:
-        raise ValueError(f"artifact_figures: outputs {outputs.shape} and references {references.shape} must both be [N,H,W,C]")
+        raise ValueError(
+            f"artifact_figures: outputs {outputs.shape} and references {references.shape} must both be [N,H,W,C]"
+        )
     usual = None if region is None else np.asarray(region, bool).mean(0) >= 0.5
     if usual is not None and not usual.any():
         usual = None
     blemish, b_at = peak(blemish_map(outputs), usual)
     err, e_at = peak(error_map(outputs, references))
     region_hf = hf_energy(outputs, region) if region is not None else hf_energy(outputs)
-    return ArtifactFigures(float(np.mean(hf_energy(outputs))), float(np.nanmean(region_hf)) if np.isfinite(region_hf).any()
-                           else float("nan"), blemish, b_at, err, e_at)
+    return ArtifactFigures(
+        float(np.mean(hf_energy(outputs))),
+        float(np.nanmean(region_hf)) if np.isfinite(region_hf).any() else float("nan"),
+        blemish,
+        b_at,
+        err,
+        e_at,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,19 +152,31 @@ ZOOM = 4
 MAP_MIN_SIDE = 256  # heat maps are upscaled (nearest) to at least this many pixels a side, to be seen
 
 
-def artifact_block(references: np.ndarray, paths: dict[str, np.ndarray], region: np.ndarray | None,
-                   reference_name: str) -> dict[str, object]:
+def artifact_block(
+    references: np.ndarray, paths: dict[str, np.ndarray], region: np.ndarray | None, reference_name: str
+) -> dict[str, object]:
     """report.json's artifact figures: the reference's own (``reference_name``), then each of ``paths`` (name ->
     uint8 [N,H,W,3] outputs, the identity among them) against it; ratios of each path's HF energy and blemish
     peak to the reference's own (above 1: noisier than the reference)."""
     own = artifact_figures(references, references, region)
     figures = {reference_name: own, **{k: artifact_figures(v, references, region) for k, v in paths.items()}}
-    ratios = {k: {"hf_energy": ratio_of(f.hf_energy, own.hf_energy), "hf_energy_region": ratio_of(f.hf_energy_region,
-                                                                                                own.hf_energy_region),
-                  "blemish_peak": ratio_of(f.blemish_peak, own.blemish_peak)} for k, f in figures.items() if k != reference_name}
+    ratios = {
+        k: {
+            "hf_energy": ratio_of(f.hf_energy, own.hf_energy),
+            "hf_energy_region": ratio_of(f.hf_energy_region, own.hf_energy_region),
+            "blemish_peak": ratio_of(f.blemish_peak, own.blemish_peak),
+        }
+        for k, f in figures.items()
+        if k != reference_name
+    }
     share = None if region is None else float(np.asarray(region, bool).mean())
-    return {"n": int(len(references)), "reference": reference_name, "region_share": None if share is None else round(share, 4),
-            "paths": {k: f.as_dict() for k, f in figures.items()}, "ratio_to_reference": ratios}
+    return {
+        "n": int(len(references)),
+        "reference": reference_name,
+        "region_share": None if share is None else round(share, 4),
+        "paths": {k: f.as_dict() for k, f in figures.items()},
+        "ratio_to_reference": ratios,
+    }
 
 
 def ratio_of(a: float | None, b: float | None) -> float | None:
@@ -187,13 +217,16 @@ def busiest_window(region: np.ndarray) -> tuple[int, int, int, int]:
     h = min(int(ys.max() - ys.min() + 1), max(1, height // 2))
     w = min(int(xs.max() - xs.min() + 1), max(1, width // 2))
     total = np.pad(freq.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    sums = total[h:, w:] - total[:-h, w:] - total[h:, :-w] + total[:-h, :-w]  # sum of freq over each h x w window
+    sums = (
+        total[h:, w:] - total[:-h, w:] - total[h:, :-w] + total[:-h, :-w]
+    )  # sum of freq over each h x w window
     y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
     return int(y), int(x), h, w
 
 
-def zoom_rows(columns: list[list[np.ndarray]], window: tuple[int, int, int, int], faces: int,
-              factor: int = ZOOM) -> list[list[np.ndarray]]:
+def zoom_rows(
+    columns: list[list[np.ndarray]], window: tuple[int, int, int, int], faces: int, factor: int = ZOOM
+) -> list[list[np.ndarray]]:
     """Grid rows for the first ``faces`` faces: each column's picture cropped to ``window`` and upscaled ``factor``x
     (nearest neighbour, so every pixel the network drew stays visible)."""
     y, x, h, w = window

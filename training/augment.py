@@ -59,7 +59,9 @@ class Augmentation:
             if rng.random() < 0.5:
                 f = ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.2)))
             else:
-                f = ImageFilter.UnsharpMask(radius=float(rng.uniform(1.0, 2.5)), percent=int(rng.integers(50, 200)), threshold=0)
+                f = ImageFilter.UnsharpMask(
+                    radius=float(rng.uniform(1.0, 2.5)), percent=int(rng.integers(50, 200)), threshold=0
+                )
             a, b = _filter(a, f), _filter(b, f)
         if self.noise and rng.random() < self.noise:
             sigma = rng.uniform(1.0, 6.0)
@@ -93,8 +95,10 @@ def parse_augmentation(text: str | None) -> Augmentation:
     for part in text.split(","):
         name, eq, value = part.strip().partition("=")
         if name not in FIELDS or not eq:
-            raise DistillError(f"--augment {text!r}: expected NAME=VALUE pairs with NAME in {', '.join(FIELDS)}, "
-                               "e.g. shift=4,sharpness=0.5,noise=0.3,jpeg=0.3")
+            raise DistillError(
+                f"--augment {text!r}: expected NAME=VALUE pairs with NAME in {', '.join(FIELDS)}, "
+                "e.g. shift=4,sharpness=0.5,noise=0.3,jpeg=0.3"
+            )
         try:
             values[name] = int(value) if name == "shift" else float(value)
         except ValueError:

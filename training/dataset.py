@@ -50,11 +50,15 @@ def kept_rows(root: str | os.PathLike) -> list[PairRecord]:
         )
     rows = kept(rows)
     if not rows:
-        raise DistillError(f"{root}: no kept pairs to train on (the filter rejected every row); relax the filter")
+        raise DistillError(
+            f"{root}: no kept pairs to train on (the filter rejected every row); relax the filter"
+        )
     return rows
 
 
-def split_rows(rows: list[PairRecord], val_fraction: float, seed: int = 0) -> tuple[list[PairRecord], list[PairRecord]]:
+def split_rows(
+    rows: list[PairRecord], val_fraction: float, seed: int = 0
+) -> tuple[list[PairRecord], list[PairRecord]]:
     """Deterministic (train, held-out) split by pair seed.
 
     A row is held out when ``unit_hash("val", seed, row.seed) < val_fraction``, so its side depends on
@@ -137,7 +141,9 @@ class PairDataset(Dataset):
         try:
             pixels = load_image(path)
         except (OSError, ValueError) as e:
-            raise DistillError(f"{path}: cannot read this image ({e}); re-run `distill pairs` to repair the dataset") from e
+            raise DistillError(
+                f"{path}: cannot read this image ({e}); re-run `distill pairs` to repair the dataset"
+            ) from e
         size = (self.geometry.height, self.geometry.width)
         if pixels.shape[:2] != size:
             pixels = np.asarray(Image.fromarray(pixels).resize(size[::-1], Image.BICUBIC))
@@ -151,11 +157,19 @@ class PairDataset(Dataset):
         if self.flipped(index, epoch):
             a, b = a[:, ::-1], b[:, ::-1]
         if self.augment.active:
-            a, b = self.augment.apply(np.ascontiguousarray(a), np.ascontiguousarray(b),
-                                      np.random.default_rng([abs(self.seed), epoch, index]))
+            a, b = self.augment.apply(
+                np.ascontiguousarray(a),
+                np.ascontiguousarray(b),
+                np.random.default_rng([abs(self.seed), epoch, index]),
+            )
         strength = 1.0 if row.strength is None else float(row.strength)  # a fixed-strength pair is strength 1
-        return {"a": from_uint8(a)[0], "b": from_uint8(b)[0], "seed": row.seed, "index": index,
-                "strength": torch.tensor(strength, dtype=torch.float32)}
+        return {
+            "a": from_uint8(a)[0],
+            "b": from_uint8(b)[0],
+            "seed": row.seed,
+            "index": index,
+            "strength": torch.tensor(strength, dtype=torch.float32),
+        }
 
 
 def native_size(root: str | os.PathLike, rows: list[PairRecord]) -> tuple[int, int]:
@@ -168,9 +182,13 @@ def native_size(root: str | os.PathLike, rows: list[PairRecord]) -> tuple[int, i
             with Image.open(path) as im:
                 sizes.append((im.height, im.width))
         except OSError as e:
-            raise DistillError(f"{path}: cannot read this image ({e}); re-run `distill pairs` to repair the dataset") from e
+            raise DistillError(
+                f"{path}: cannot read this image ({e}); re-run `distill pairs` to repair the dataset"
+            ) from e
     if sizes[0] != sizes[1]:
-        raise DistillError(f"{root}: pair {rows[0].seed} has A {sizes[0]} and B {sizes[1]} of different sizes")
+        raise DistillError(
+            f"{root}: pair {rows[0].seed} has A {sizes[0]} and B {sizes[1]} of different sizes"
+        )
     return sizes[0]
 
 
@@ -203,7 +221,9 @@ def load_split(
     rows = kept_rows(root)
     train_rows, val_rows = split_rows(rows, val_fraction, seed)
     if not train_rows:
-        raise DistillError(f"{root}: only {len(rows)} kept pair(s), all held out; lower --val-fraction or add pairs")
+        raise DistillError(
+            f"{root}: only {len(rows)} kept pair(s), all held out; lower --val-fraction or add pairs"
+        )
     geometry = resolve_geometry(native_size(root, rows), stride, load_size)
     return PairSplit(
         train=PairDataset(root, train_rows, geometry, flip=flip, seed=seed, augment=augment),

@@ -140,7 +140,9 @@ def fit_direction(
     thr = float(np.median(s_tr)) if threshold is None else float(threshold)
     y_tr = (s_tr > thr).astype(np.float64)
     if method != "regression" and (y_tr.min() == y_tr.max()):
-        raise DistillError(f"threshold {thr:g} puts every training sample in one class; choose another --threshold")
+        raise DistillError(
+            f"threshold {thr:g} puts every training sample in one class; choose another --threshold"
+        )
     mean = x_tr.mean(axis=0)
 
     bias = 0.0
@@ -213,14 +215,18 @@ def read_scores_csv(path: str | os.PathLike, column: str | None = None) -> tuple
                 seeds.append(int(row["seed"]))
                 scores.append(float(row[col]))
             except (TypeError, ValueError):
-                raise DistillError(f"--scores {path}:{lineno}: seed must be an integer and {col} a number") from None
+                raise DistillError(
+                    f"--scores {path}:{lineno}: seed must be an integer and {col} a number"
+                ) from None
     if len(set(seeds)) != len(seeds):
         raise DistillError(f"--scores {path}: repeated seeds")
     return seeds, np.asarray(scores)
 
 
 @torch.no_grad()
-def sample_w(G: torch.nn.Module, seeds: list[int], truncation: float, device: torch.device, batch_size: int) -> np.ndarray:
+def sample_w(
+    G: torch.nn.Module, seeds: list[int], truncation: float, device: torch.device, batch_size: int
+) -> np.ndarray:
     """w [N, w_dim] for each seed (the mapping output, before broadcasting to the W+ layers)."""
     out = []
     for i in range(0, len(seeds), batch_size):
@@ -260,16 +266,38 @@ def score_seeds(
     return np.concatenate(w_parts), np.asarray(s_parts, dtype=np.float64)
 
 
-def measure_effect(G: torch.nn.Module, scorer: Any, key: str, fit: DirectionFit, seeds: list[int],
-                   base: np.ndarray, layers: tuple[int, int], truncation: float, device: torch.device,
-                   batch_size: int) -> dict[str, float]:
+def measure_effect(
+    G: torch.nn.Module,
+    scorer: Any,
+    key: str,
+    fit: DirectionFit,
+    seeds: list[int],
+    base: np.ndarray,
+    layers: tuple[int, int],
+    truncation: float,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, float]:
     """Edit ``seeds`` by the fit's suggested alpha and re-score: how far the direction moves the picture."""
     d = torch.from_numpy(fit.direction)
-    _, edited = score_seeds(G, scorer, key, seeds, truncation, device, batch_size,
-                            edit=(d, fit.suggested_alpha, layers), desc=f"check {fit.method}")
+    _, edited = score_seeds(
+        G,
+        scorer,
+        key,
+        seeds,
+        truncation,
+        device,
+        batch_size,
+        edit=(d, fit.suggested_alpha, layers),
+        desc=f"check {fit.method}",
+    )
     delta = edited - base
-    return {"alpha": fit.suggested_alpha, "score_delta_mean": float(delta.mean()),
-            "score_delta_std": float(delta.std()), "n": len(seeds)}
+    return {
+        "alpha": fit.suggested_alpha,
+        "score_delta_mean": float(delta.mean()),
+        "score_delta_std": float(delta.std()),
+        "n": len(seeds),
+    }
 
 
 @dataclass
@@ -304,7 +332,9 @@ class FitOptions:
         if self.method not in (*METHODS, "all"):
             raise DistillError(f"--method {self.method!r}: choose from {', '.join(METHODS)}, all")
         if self.method == "all" and self.scorer is None:
-            raise DistillError("--method all compares how far each direction moves the images: it needs --scorer")
+            raise DistillError(
+                "--method all compares how far each direction moves the images: it needs --scorer"
+            )
 
 
 def run_fit(opts: FitOptions) -> DirectionFit:
@@ -322,8 +352,12 @@ def run_fit(opts: FitOptions) -> DirectionFit:
         w = sample_w(G, seeds, opts.truncation, device, opts.batch_size)
     else:
         scorer = OnnxScorer(
-            opts.scorer, outputs={opts.attribute: opts.output_index}, input_size=opts.input_size,
-            mean=opts.mean, std=opts.std, activation=opts.activation,
+            opts.scorer,
+            outputs={opts.attribute: opts.output_index},
+            input_size=opts.input_size,
+            mean=opts.mean,
+            std=opts.std,
+            activation=opts.activation,
         )
         seeds = list(range(opts.seed_start, opts.seed_start + opts.num))
         w, scores = score_seeds(G, scorer, opts.attribute, seeds, opts.truncation, device, opts.batch_size)
@@ -332,31 +366,59 @@ def run_fit(opts: FitOptions) -> DirectionFit:
     effects: list[dict[str, float] | None] = [None] * len(fits)
     if scorer is not None and opts.check > 0:
         check = list(range(max(seeds) + 1, max(seeds) + 1 + opts.check))  # seeds the fit never saw
-        _, base = score_seeds(G, scorer, opts.attribute, check, opts.truncation, device, opts.batch_size,
-                              desc="check originals")
-        effects = [measure_effect(G, scorer, opts.attribute, f, check, base, opts.layers, opts.truncation,
-                                  device, opts.batch_size) for f in fits]
+        _, base = score_seeds(
+            G, scorer, opts.attribute, check, opts.truncation, device, opts.batch_size, desc="check originals"
+        )
+        effects = [
+            measure_effect(
+                G,
+                scorer,
+                opts.attribute,
+                f,
+                check,
+                base,
+                opts.layers,
+                opts.truncation,
+                device,
+                opts.batch_size,
+            )
+            for f in fits
+        ]
     best = max(range(len(fits)), key=lambda i: effects[i]["score_delta_mean"] if effects[i] else 0.0)
     fit = fits[best]
     comparison = [{"method": f.method, **f.metrics, "effect": e} for f, e in zip(fits, effects, strict=True)]
     save_direction(
-        opts.out, fit, attribute=opts.attribute, layers=list(opts.layers), normalize=False,
+        opts.out,
+        fit,
+        attribute=opts.attribute,
+        layers=list(opts.layers),
+        normalize=False,
         generator={"path": provenance(Path(opts.generator).resolve()), "sha256": file_sha256(opts.generator)},
-        truncation=opts.truncation, n_samples=len(scores),
-        scores_from=provenance(Path(opts.scores or opts.scorer).resolve()), score_mean=float(scores.mean()), score_std=float(scores.std()),
-        effect=effects[best], comparison=comparison if len(fits) > 1 else None,
+        truncation=opts.truncation,
+        n_samples=len(scores),
+        scores_from=provenance(Path(opts.scores or opts.scorer).resolve()),
+        score_mean=float(scores.mean()),
+        score_std=float(scores.std()),
+        effect=effects[best],
+        comparison=comparison if len(fits) > 1 else None,
     )
-    print(f"direction {opts.attribute!r}: {len(scores)} samples ({fit.n_train} fit, {fit.n_test} held out), "
-          f"score mean {scores.mean():.4g} std {scores.std():.4g}")
+    print(
+        f"direction {opts.attribute!r}: {len(scores)} samples ({fit.n_train} fit, {fit.n_test} held out), "
+        f"score mean {scores.mean():.4g} std {scores.std():.4g}"
+    )
     print(f"  {'method':<11} {'accuracy':>8} {'corr':>6} {'R^2':>6} {'alpha':>7} {'score change':>14}")
     for f, e in zip(fits, effects, strict=True):
         moved = f"{e['score_delta_mean']:+.4g} +- {e['score_delta_std']:.2g}" if e else "-"
         mark = " <- saved" if f is fit and len(fits) > 1 else ""
         m = f.metrics
-        print(f"  {f.method:<11} {m['accuracy']:8.3f} {m['correlation']:6.3f} {m['r2']:6.3f} "
-              f"{f.suggested_alpha:7.3g} {moved:>14}{mark}")
-    print(f"  accuracy: held-out, classes score > {fit.threshold:.4g}; score change: the edit at the suggested "
-          f"alpha on layers {opts.layers[0]}:{opts.layers[1]}, re-scored on unseen seeds")
+        print(
+            f"  {f.method:<11} {m['accuracy']:8.3f} {m['correlation']:6.3f} {m['r2']:6.3f} "
+            f"{f.suggested_alpha:7.3g} {moved:>14}{mark}"
+        )
+    print(
+        f"  accuracy: held-out, classes score > {fit.threshold:.4g}; score change: the edit at the suggested "
+        f"alpha on layers {opts.layers[0]}:{opts.layers[1]}, re-scored on unseen seeds"
+    )
     if fit.alpha_per_unit is not None:
         print(f"  alpha per unit of {opts.attribute} (regression): {fit.alpha_per_unit:.4g}")
     print(f"  wrote {opts.out} and {Path(opts.out).with_suffix('.json')}")
@@ -373,7 +435,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("direction", help="fit a latent direction in W from scored samples")
     sub = p.add_subparsers(dest="direction_command", required=True, metavar="ACTION")
     f = sub.add_parser(
-        "fit", help="sample seeds, score them (CSV or ONNX model), fit a direction, save .npy + .json",
+        "fit",
+        help="sample seeds, score them (CSV or ONNX model), fit a direction, save .npy + .json",
         description="Fit a latent direction. Example: distill direction fit --generator G.pkl "
         "--scorer age.onnx --output-index 0 --input-size 64 --num 2000 --method regression "
         "--attribute age --out age.npy",
@@ -386,13 +449,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scorer_input_arguments(f)
     f.add_argument("--num", type=int, default=2000, help="samples to draw with --scorer")
     f.add_argument("--seed-start", type=int, default=0)
-    f.add_argument("--method", choices=(*METHODS, "all"), default="regression",
-                   help="estimator; 'all' fits each, measures how far it moves the images, saves the strongest")
-    f.add_argument("--check", type=int, default=32,
-                   help="with --scorer: unseen seeds edited at the suggested alpha and re-scored (0: skip)")
+    f.add_argument(
+        "--method",
+        choices=(*METHODS, "all"),
+        default="regression",
+        help="estimator; 'all' fits each, measures how far it moves the images, saves the strongest",
+    )
+    f.add_argument(
+        "--check",
+        type=int,
+        default=32,
+        help="with --scorer: unseen seeds edited at the suggested alpha and re-scored (0: skip)",
+    )
     f.add_argument("--threshold", type=float, help="class split for classifiers/accuracy (default: median)")
     f.add_argument("--attribute", required=True, help="name of the attribute, e.g. age")
-    f.add_argument("--layers", type=parse_layers, default=DEFAULT_LAYERS, help="suggested W+ layers START:STOP")
+    f.add_argument(
+        "--layers", type=parse_layers, default=DEFAULT_LAYERS, help="suggested W+ layers START:STOP"
+    )
     f.add_argument("--truncation", type=float, default=1.0, help="truncation psi of the sampled w")
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--device", default="auto")

@@ -89,10 +89,19 @@ class Estimate:
             ("per-iteration time (median)", f"{self.seconds_per_iter:.4f} s ({self.iters_timed} timed)"),
             ("images/s", f"{self.images_per_s:.2f}"),
             ("data loading, one process", f"{self.data_seconds_per_batch:.4f} s/batch"),
-            ("iterations/epoch", f"{self.iters_per_epoch:,} ({self.train_pairs:,} train pairs / batch {self.batch_size})"),
+            (
+                "iterations/epoch",
+                f"{self.iters_per_epoch:,} ({self.train_pairs:,} train pairs / batch {self.batch_size})",
+            ),
             ("epoch time", _duration(self.epoch_seconds)),
-            (f"{self.epochs} epochs", f"{_duration(self.total_hours * 3600)} = {_days(self.total_hours / 24)} days"),
-            (f"cost at ${self.price_per_hour:g}/h", f"${self.cost:,.2f}" if self.cost >= 1 else f"${self.cost:.2g}"),
+            (
+                f"{self.epochs} epochs",
+                f"{_duration(self.total_hours * 3600)} = {_days(self.total_hours / 24)} days",
+            ),
+            (
+                f"cost at ${self.price_per_hour:g}/h",
+                f"${self.cost:,.2f}" if self.cost >= 1 else f"${self.cost:.2g}",
+            ),
         ]
         width = max(len(k) for k, _ in rows)
         lines = [f"| {'quantity':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
@@ -148,9 +157,13 @@ def time_iterations(
         raise DistillError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     G, D = build_generator(cfg).to(device), build_discriminator(cfg).to(device)
     vgg = build_vgg_loss(vgg19) if cfg.lambda_vgg > 0 else None
-    objective = Pix2PixHDObjective(G, D, cfg, device, resolve_amp(amp, device), vgg.to(device) if vgg is not None else None)
+    objective = Pix2PixHDObjective(
+        G, D, cfg, device, resolve_amp(amp, device), vgg.to(device) if vgg is not None else None
+    )
     a, b = a.to(device), b.to(device)
-    strength = None if cfg.condition == "none" else torch.ones(len(a), device=device)  # a conditional student's input
+    strength = (
+        None if cfg.condition == "none" else torch.ones(len(a), device=device)
+    )  # a conditional student's input
     times = []
     for i in range(warmup + iters):
         _sync(device)
@@ -180,7 +193,9 @@ def estimate(
 ) -> Estimate:
     """Time training iterations on ``dataset``'s images and extrapolate ``epochs`` epochs (see module doc)."""
     if epochs < 1 or price_per_hour < 0 or batch_size < 1:
-        raise DistillError(f"need --epochs >= 1, --price-per-hour >= 0, --batch-size >= 1 (got {epochs}, {price_per_hour}, {batch_size})")
+        raise DistillError(
+            f"need --epochs >= 1, --price-per-hour >= 0, --batch-size >= 1 (got {epochs}, {price_per_hour}, {batch_size})"
+        )
     cfg = get_preset(preset, **(overrides or {}))
     dev = pick_device(device)
     split = load_split(dataset, cfg.stride, val_fraction=val_fraction, load_size=load_size, flip=True)
@@ -214,15 +229,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dataset", help="pair dataset folder (its kept pairs and image size are used)")
     p.add_argument("--epochs", type=int, default=200, help="epochs of the whole run (default 200)")
-    p.add_argument("--price-per-hour", type=float, default=0.526, help="machine price in $/h (default 0.526, g4dn.xlarge)")
+    p.add_argument(
+        "--price-per-hour",
+        type=float,
+        default=0.526,
+        help="machine price in $/h (default 0.526, g4dn.xlarge)",
+    )
     add_model_arguments(p, schedule=False)
     p.add_argument("--batch-size", type=int, default=4, help="images per iteration (default 4)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="mixed precision, as in `distill train`")
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "off", "bf16", "fp16"],
+        help="mixed precision, as in `distill train`",
+    )
     p.add_argument("--iters", type=int, default=5, help="timed iterations (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
-    p.add_argument("--load-size", type=int, default=None, help="train at this width, as `distill train --load-size`")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="held-out share, as in `distill train` (default 0.05)")
+    p.add_argument(
+        "--load-size", type=int, default=None, help="train at this width, as `distill train --load-size`"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.05,
+        help="held-out share, as in `distill train` (default 0.05)",
+    )
     p.add_argument("--vgg19", default=None, help="include the VGG19 loss (torchvision weights path)")
     p.add_argument("--json", default=None, help="also write the estimate to this JSON file")
     p.set_defaults(func=run)
@@ -244,8 +276,10 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         vgg19=args.vgg19,
     )
-    print(f"distill estimate: {args.dataset}, preset {est.preset}, {est.width}x{est.height} px, batch {est.batch_size}, "
-          f"{est.device}, amp {est.amp}")  # fmt: skip
+    print(
+        f"distill estimate: {args.dataset}, preset {est.preset}, {est.width}x{est.height} px, batch {est.batch_size}, "
+        f"{est.device}, amp {est.amp}"
+    )
     print(est.table())
     print(f"({SEED_FIGURE})")
     if args.json:

@@ -56,7 +56,9 @@ def read_manifest(root: str | os.PathLike) -> list[PairRecord]:
     """All rows of ``root/manifest.jsonl`` (sorted by seed); a clear error if missing or corrupt."""
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise DistillError(f"{path}: no pair manifest here; create the dataset with `distill pairs --out {root}`")
+        raise DistillError(
+            f"{path}: no pair manifest here; create the dataset with `distill pairs --out {root}`"
+        )
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -65,7 +67,9 @@ def read_manifest(root: str | os.PathLike) -> list[PairRecord]:
             try:
                 rows.append(PairRecord(**json.loads(line)))
             except (json.JSONDecodeError, TypeError) as e:
-                raise DistillError(f"{path}:{lineno}: not a pair record ({e}); re-run `distill pairs` to repair") from e
+                raise DistillError(
+                    f"{path}:{lineno}: not a pair record ({e}); re-run `distill pairs` to repair"
+                ) from e
     return sorted(rows, key=lambda r: r.seed)
 
 
@@ -83,7 +87,9 @@ def kept(rows: list[PairRecord]) -> list[PairRecord]:
 def read_metadata(root: str | os.PathLike) -> dict[str, Any]:
     path = Path(root) / METADATA
     if not path.is_file():
-        raise DistillError(f"{path}: missing dataset metadata; create the dataset with `distill pairs --out {root}`")
+        raise DistillError(
+            f"{path}: missing dataset metadata; create the dataset with `distill pairs --out {root}`"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -53,11 +53,15 @@ class OnnxScorer(Scorer):
         model_hw = tuple(inp.shape[2:])
         if input_size is None:
             if not all(isinstance(s, int) for s in model_hw):
-                raise DistillError(f"{self.path}: input size is dynamic {model_hw}; give it (e.g. --input-size 224)")
+                raise DistillError(
+                    f"{self.path}: input size is dynamic {model_hw}; give it (e.g. --input-size 224)"
+                )
             input_size = model_hw  # type: ignore[assignment]
         hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         if all(isinstance(s, int) for s in model_hw) and model_hw != hw:
-            raise DistillError(f"{self.path}: model input is {model_hw[0]}x{model_hw[1]}, not the given {hw[0]}x{hw[1]}")
+            raise DistillError(
+                f"{self.path}: model input is {model_hw[0]}x{model_hw[1]}, not the given {hw[0]}x{hw[1]}"
+            )
         self.input_size = (int(hw[0]), int(hw[1]))
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.mean = self._per_channel(mean, "mean")
@@ -95,7 +99,9 @@ class OnnxScorer(Scorer):
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.fixed_batch is not None and self.fixed_batch != len(x):
             if self.fixed_batch != 1:
-                raise DistillError(f"{self.path}: model has a fixed batch size {self.fixed_batch}; export it with 1 or dynamic")
+                raise DistillError(
+                    f"{self.path}: model has a fixed batch size {self.fixed_batch}; export it with 1 or dynamic"
+                )
             return np.concatenate([self._run(x[i : i + 1]) for i in range(len(x))])
         y = np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64)
         return y.reshape(len(x), -1)
@@ -110,5 +116,7 @@ class OnnxScorer(Scorer):
             y = e / e.sum(axis=1, keepdims=True)
         bad = [f"{k}={i}" for k, i in self.outputs.items() if not -y.shape[1] <= i < y.shape[1]]
         if bad:
-            raise DistillError(f"{self.path}: output has {y.shape[1]} values per image; index out of range: {', '.join(bad)}")
+            raise DistillError(
+                f"{self.path}: output has {y.shape[1]} values per image; index out of range: {', '.join(bad)}"
+            )
         return [{k: float(row[i]) for k, i in self.outputs.items()} for row in y]

@@ -61,8 +61,17 @@ PREVIEW = "preview.png"
 PENDING = "pending"
 # Settings that must agree for pairs to belong to one dataset (resume, shards, merge).
 COMPAT_KEYS = (
-    "format", "teacher.sha256", "direction.sha256", "alpha", "alpha_range", "truncation", "layers", "normalize",
-    "noise_mode", "resolution", "image_format",
+    "format",
+    "teacher.sha256",
+    "direction.sha256",
+    "alpha",
+    "alpha_range",
+    "truncation",
+    "layers",
+    "normalize",
+    "noise_mode",
+    "resolution",
+    "image_format",
 )
 
 
@@ -70,7 +79,9 @@ INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in every pod of an Index
 NUM_SHARDS_ENV = "DISTILL_NUM_SHARDS"
 
 
-def resolve_shard(shard: int | None, num_shards: int | None, environ: dict[str, str] | None = None) -> tuple[int, int]:
+def resolve_shard(
+    shard: int | None, num_shards: int | None, environ: dict[str, str] | None = None
+) -> tuple[int, int]:
     """This process's (shard, num_shards): the options when given, else a Kubernetes Indexed Job's environment.
 
     ``JOB_COMPLETION_INDEX`` stands for a missing ``--shard`` and ``DISTILL_NUM_SHARDS`` for a missing
@@ -90,8 +101,10 @@ def resolve_shard(shard: int | None, num_shards: int | None, environ: dict[str, 
     if shard is None:
         shard = from_env(INDEX_ENV, "--shard")
         if shard is not None and num_shards is None and from_env(NUM_SHARDS_ENV, "--num-shards") is None:
-            raise DistillError(f"{INDEX_ENV}={shard} gives the shard but not their number: set {NUM_SHARDS_ENV} "
-                               "(the Indexed Job's completions) or pass --num-shards")
+            raise DistillError(
+                f"{INDEX_ENV}={shard} gives the shard but not their number: set {NUM_SHARDS_ENV} "
+                "(the Indexed Job's completions) or pass --num-shards"
+            )
     if num_shards is None:
         num_shards = from_env(NUM_SHARDS_ENV, "--num-shards")
     return (0 if shard is None else shard), (1 if num_shards is None else num_shards)
@@ -118,7 +131,9 @@ def _get(meta: dict[str, Any], dotted: str) -> Any:
 
 def check_compatible(have: dict[str, Any], want: dict[str, Any], where: str, fix: str) -> None:
     """Raise DistillError naming every generation setting on which ``have`` and ``want`` differ."""
-    diffs = [f"{k} {_get(have, k)!r} vs {_get(want, k)!r}" for k in COMPAT_KEYS if _get(have, k) != _get(want, k)]
+    diffs = [
+        f"{k} {_get(have, k)!r} vs {_get(want, k)!r}" for k in COMPAT_KEYS if _get(have, k) != _get(want, k)
+    ]
     if diffs:
         raise DistillError(f"{where}: made with other settings ({'; '.join(diffs)}); {fix}")
 
@@ -146,7 +161,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as e:
-        raise DistillError(f"{path}: unreadable latents ({e}); delete it and re-run `distill pairs` to redo those pairs") from e
+        raise DistillError(
+            f"{path}: unreadable latents ({e}); delete it and re-run `distill pairs` to redo those pairs"
+        ) from e
 
 
 def pending_files(root: Path) -> list[Path]:
@@ -277,19 +294,29 @@ def dataset_metadata(
 ) -> dict[str, Any]:
     """dataset.json: everything needed to regenerate (and to check that shards belong together)."""
     side = read_sidecar(direction_path) or {}
-    strength = {} if alpha_range is None else {
-        "alpha_range": alpha_range.as_list(), "strength_units": STRENGTH_UNITS_TEXT,
-        "strength_sampling": "uniform in alpha_range, from the pair's seed (training.strength.strength_for_seed)",
-    }
+    strength = (
+        {}
+        if alpha_range is None
+        else {
+            "alpha_range": alpha_range.as_list(),
+            "strength_units": STRENGTH_UNITS_TEXT,
+            "strength_sampling": "uniform in alpha_range, from the pair's seed (training.strength.strength_for_seed)",
+        }
+    )
     return {
         "format": FORMAT,
         "teacher": {
-            "path": str(Path(generator_path).resolve()), "sha256": file_sha256(generator_path),
-            "z_dim": int(G.z_dim), "w_dim": int(G.w_dim), "num_ws": int(G.num_ws),
+            "path": str(Path(generator_path).resolve()),
+            "sha256": file_sha256(generator_path),
+            "z_dim": int(G.z_dim),
+            "w_dim": int(G.w_dim),
+            "num_ws": int(G.num_ws),
         },
         "direction": {
-            "path": str(Path(direction_path).resolve()), "sha256": file_sha256(direction_path),
-            "attribute": side.get("attribute"), "method": side.get("method"),
+            "path": str(Path(direction_path).resolve()),
+            "sha256": file_sha256(direction_path),
+            "attribute": side.get("attribute"),
+            "method": side.get("method"),
         },
         "alpha": float(alpha),
         **strength,
@@ -305,8 +332,14 @@ def dataset_metadata(
     }
 
 
-def _write_batch(root: Path, seeds: list[int], images: np.ndarray, w: np.ndarray, w_edit: np.ndarray,
-                 rows: list[PairRecord]) -> int:
+def _write_batch(
+    root: Path,
+    seeds: list[int],
+    images: np.ndarray,
+    w: np.ndarray,
+    w_edit: np.ndarray,
+    rows: list[PairRecord],
+) -> int:
     """Save one batch: both images of every pair, then the pending file that marks them done."""
     n = len(seeds)
     for j, s in enumerate(seeds):
@@ -357,11 +390,15 @@ def generate_pairs(
     exact_float32()
     G = load_generator(generator, device=dev)
     d = load_direction(direction, G.num_ws, G.w_dim).to(dev)
-    meta = dataset_metadata(G, generator, direction, alpha, truncation, layers, normalize, noise_mode, alpha_range)
+    meta = dataset_metadata(
+        G, generator, direction, alpha, truncation, layers, normalize, noise_mode, alpha_range
+    )
     if layers[0] >= G.num_ws:
         raise DistillError(f"--layers {layers[0]}:{layers[1]}: this generator has only {G.num_ws} W+ layers")
     if (root / METADATA).is_file():
-        check_compatible(read_metadata(root), meta, str(root / METADATA), "use another --out or the same settings")
+        check_compatible(
+            read_metadata(root), meta, str(root / METADATA), "use another --out or the same settings"
+        )
     else:
         root.mkdir(parents=True, exist_ok=True)
         write_metadata(root, meta)
@@ -371,7 +408,10 @@ def generate_pairs(
         done = consolidate(root)
         todo = [s for s in seeds if s not in done.rows]
         if progress and len(todo) < len(seeds):
-            print(f"resuming {root}: {len(seeds) - len(todo)} of {len(seeds)} pairs already done", file=sys.stderr)
+            print(
+                f"resuming {root}: {len(seeds) - len(todo)} of {len(seeds)} pairs already done",
+                file=sys.stderr,
+            )
         bar = tqdm(total=len(todo), unit="pair", desc="pairs", disable=not progress, smoothing=0.1)
         pending: list[Future[int]] = []
         try:
@@ -388,9 +428,15 @@ def generate_pairs(
                         ws_edit = apply_strengths(ws, d, alpha, torch.tensor(strengths), layers, normalize)
                     images = to_uint8(G.synthesis(torch.cat([ws, ws_edit]), noise_mode=noise_mode))
                     rows = [
-                        PairRecord(seed=s, a=image_name("A", s), b=image_name("B", s),
-                                   alpha=float(alpha) if k is None else round(k * float(alpha), 6),
-                                   truncation=float(truncation), direction=direction_name, strength=k)
+                        PairRecord(
+                            seed=s,
+                            a=image_name("A", s),
+                            b=image_name("B", s),
+                            alpha=float(alpha) if k is None else round(k * float(alpha), 6),
+                            truncation=float(truncation),
+                            direction=direction_name,
+                            strength=k,
+                        )
                         for s, k in zip(batch, strengths, strict=True)
                     ]
                     w_np = ws[:, 0].float().cpu().numpy()
@@ -417,8 +463,12 @@ def merge_datasets(out: str | os.PathLike, sources: list[str | os.PathLike]) -> 
         raise DistillError("pairs-merge: name at least one source folder")
     metas = [read_metadata(s) for s in srcs]
     for s, m in zip(srcs[1:], metas[1:], strict=True):
-        check_compatible(metas[0], m, str(s / METADATA) + f" (vs {srcs[0] / METADATA})",
-                         "only shards of the same `distill pairs` settings can be merged")
+        check_compatible(
+            metas[0],
+            m,
+            str(s / METADATA) + f" (vs {srcs[0] / METADATA})",
+            "only shards of the same `distill pairs` settings can be merged",
+        )
     if any(s.resolve() == out.resolve() for s in srcs):
         raise DistillError(f"pairs-merge: OUT {out} is also a source; merge into a new folder")
     if (out / METADATA).is_file():
@@ -432,8 +482,10 @@ def merge_datasets(out: str | os.PathLike, sources: list[str | os.PathLike]) -> 
         for src in srcs:
             pairs, parts = load_done(src)
             if parts:
-                print(f"{src}: {len(parts)} unconsolidated batch files (interrupted run); merging their pairs too",
-                      file=sys.stderr)
+                print(
+                    f"{src}: {len(parts)} unconsolidated batch files (interrupted run); merging their pairs too",
+                    file=sys.stderr,
+                )
             for s, row in tqdm(pairs.rows.items(), desc=f"merge {src.name}", unit="pair"):
                 if s in merged.rows:
                     duplicates += 1
@@ -447,7 +499,9 @@ def merge_datasets(out: str | os.PathLike, sources: list[str | os.PathLike]) -> 
             write_pairset(out, merged)
         write_preview(out, list(merged.rows.values()))
     if duplicates:
-        print(f"pairs-merge: {duplicates} seeds appeared more than once; kept the first copy", file=sys.stderr)
+        print(
+            f"pairs-merge: {duplicates} seeds appeared more than once; kept the first copy", file=sys.stderr
+        )
     return merged
 
 
@@ -482,8 +536,20 @@ def make_pairs(opts: PairsOptions) -> PairSet:
     """Generate (or finish) this process's shard of the pairs ``opts`` describes; returns every finished pair."""
     shard, num_shards = resolve_shard(opts.shard, opts.num_shards)
     return generate_pairs(
-        opts.generator, opts.direction, opts.out, alpha=opts.alpha, truncation=opts.truncation, num=opts.num,
-        layers=opts.layers, normalize=opts.normalize, batch_size=opts.batch_size, seed_start=opts.seed_start,
-        device=opts.device, shard=shard, num_shards=num_shards, noise_mode=opts.noise_mode, progress=opts.progress,
+        opts.generator,
+        opts.direction,
+        opts.out,
+        alpha=opts.alpha,
+        truncation=opts.truncation,
+        num=opts.num,
+        layers=opts.layers,
+        normalize=opts.normalize,
+        batch_size=opts.batch_size,
+        seed_start=opts.seed_start,
+        device=opts.device,
+        shard=shard,
+        num_shards=num_shards,
+        noise_mode=opts.noise_mode,
+        progress=opts.progress,
         alpha_range=opts.alpha_range,
     )

@@ -59,8 +59,15 @@ def write_brightness_scores(teacher: Path, out: Path, num: int, truncation: floa
     return out
 
 
-def run_quickstart(out: Path, resolution: int = 64, num_pairs: int = 96, steps: int = 120,
-                   num_fit: int = 512, alpha: float = 2.0, truncation: float = 0.7) -> Path:
+def run_quickstart(
+    out: Path,
+    resolution: int = 64,
+    num_pairs: int = 96,
+    steps: int = 120,
+    num_fit: int = 512,
+    alpha: float = 2.0,
+    truncation: float = 0.7,
+) -> Path:
     """Run every stage into ``out``; return the model-zoo root that holds the exported entry."""
     out.mkdir(parents=True, exist_ok=True)
     teacher, direction, data, run = out / "teacher.pt", out / "brightness.npy", out / "pairs", out / "run"
@@ -72,18 +79,58 @@ def run_quickstart(out: Path, resolution: int = 64, num_pairs: int = 96, steps: 
 
     _stage(["teacher", "random", "--resolution", str(resolution), "--out", str(teacher)])
     scores = write_brightness_scores(teacher, out / "brightness.csv", num_fit, truncation)
-    _call("direction", run_fit, FitOptions(generator=teacher, scores=scores, method="regression", attribute="brightness",
-                                           truncation=truncation, out=direction))
-    _call("pairs", make_pairs, PairsOptions(generator=teacher, direction=direction, alpha=alpha, truncation=truncation,
-                                            num=num_pairs, out=data))
+    _call(
+        "direction",
+        run_fit,
+        FitOptions(
+            generator=teacher,
+            scores=scores,
+            method="regression",
+            attribute="brightness",
+            truncation=truncation,
+            out=direction,
+        ),
+    )
+    _call(
+        "pairs",
+        make_pairs,
+        PairsOptions(
+            generator=teacher,
+            direction=direction,
+            alpha=alpha,
+            truncation=truncation,
+            num=num_pairs,
+            out=data,
+        ),
+    )
     resume = (run / CHECKPOINT).is_file()
-    result = _call("train", train, TrainOptions(dataset=str(data), out=str(run), preset="tiny", max_steps=steps,
-                                                batch_size=4, workers=0, sample_every=steps), resume=resume)
+    result = _call(
+        "train",
+        train,
+        TrainOptions(
+            dataset=str(data),
+            out=str(run),
+            preset="tiny",
+            max_steps=steps,
+            batch_size=4,
+            workers=0,
+            sample_every=steps,
+        ),
+        resume=resume,
+    )
     if result.status == "interrupted":
         raise KeyboardInterrupt
-    _call("export", export_entry, ExportOptions(
-        run=run, out=zoo / ENTRY, variants=["int8"], overwrite=True,
-        description="UNTRAINED random teacher, brightness edit: a pipeline smoke test, not a face model"))
+    _call(
+        "export",
+        export_entry,
+        ExportOptions(
+            run=run,
+            out=zoo / ENTRY,
+            variants=["int8"],
+            overwrite=True,
+            description="UNTRAINED random teacher, brightness edit: a pipeline smoke test, not a face model",
+        ),
+    )
     print(f"\nquickstart done. Serve it with:\n  DISTILL_MODEL_ZOO={zoo} distill serve")
     return zoo
 
@@ -94,8 +141,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("quickstart", help="run the whole pipeline offline on a tiny random teacher",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "quickstart",
+        help="run the whole pipeline offline on a tiny random teacher",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="runs/quickstart", help="working folder (default runs/quickstart)")
     p.add_argument("--resolution", type=int, default=64, help="teacher and student resolution (default 64)")
     p.add_argument("--pairs", type=int, default=96, help="number of pairs (default 96)")

@@ -61,7 +61,9 @@ def parse_keep(text: str) -> KeepRule:
     key, sep, rng = text.partition("=")
     lo, colon, hi = rng.partition(":")
     if not sep or not colon or not key:
-        raise DistillError(f"--keep {text!r}: expected NAME=LOW:HIGH (either bound may be empty), e.g. age=18:65")
+        raise DistillError(
+            f"--keep {text!r}: expected NAME=LOW:HIGH (either bound may be empty), e.g. age=18:65"
+        )
     try:
         low = float(lo) if lo.strip() else None
         high = float(hi) if hi.strip() else None

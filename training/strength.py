@@ -82,8 +82,14 @@ def strength_bins(values: Sequence[float], edges: Sequence[float]) -> list[tuple
     return out
 
 
-def apply_strengths(ws: torch.Tensor, direction: torch.Tensor, alpha: float, strengths: torch.Tensor,
-                    layers: tuple[int, int], normalize: bool = False) -> torch.Tensor:
+def apply_strengths(
+    ws: torch.Tensor,
+    direction: torch.Tensor,
+    alpha: float,
+    strengths: torch.Tensor,
+    layers: tuple[int, int],
+    normalize: bool = False,
+) -> torch.Tensor:
     """``ws + strengths[i] * alpha * direction`` per sample on W+ layers [start, stop) (as apply_direction)."""
     from editing.directions import apply_direction
 

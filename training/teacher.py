@@ -24,8 +24,10 @@ from editing.images import make_grid, save_image, to_uint8
 from networks.stylegan2 import Generator, estimate_w_avg, load_generator, save_generator
 from training.devices import exact_float32, pick_device
 
-UNTRAINED_NOTE = ("UNTRAINED: random StyleGAN2 weights for smoke tests and the offline quickstart; "
-                  "its images are abstract patterns, not faces")
+UNTRAINED_NOTE = (
+    "UNTRAINED: random StyleGAN2 weights for smoke tests and the offline quickstart; "
+    "its images are abstract patterns, not faces"
+)
 
 
 def describe(G: Generator) -> dict[str, Any]:
@@ -68,15 +70,21 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 @torch.no_grad()
-def sample_images(G: Generator, seeds: list[int], truncation: float = 1.0, noise_mode: str = "const",
-                  batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+def sample_images(
+    G: Generator,
+    seeds: list[int],
+    truncation: float = 1.0,
+    noise_mode: str = "const",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> torch.Tensor:
     """Images [N,3,H,W] (CPU, float32) for ``seeds``, generated in batches on G's device."""
     from training.directions import z_from_seeds
 
     device = G.w_avg.device
     out = []
     for start in tqdm(range(0, len(seeds), batch_size), desc="sample", unit="batch", disable=not progress):
-        z = z_from_seeds(seeds[start:start + batch_size], G.z_dim).to(device)
+        z = z_from_seeds(seeds[start : start + batch_size], G.z_dim).to(device)
         out.append(G(z, truncation_psi=truncation, noise_mode=noise_mode).float().cpu())
     return torch.cat(out)
 
@@ -92,10 +100,12 @@ def run_sample(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed, args.seed + args.num))
     images = to_uint8(sample_images(G, seeds, args.truncation, args.noise_mode, args.batch, progress=True))
     cols = args.cols or math.ceil(math.sqrt(len(seeds)))
-    rows = [list(images[i:i + cols]) for i in range(0, len(images), cols)]
+    rows = [list(images[i : i + cols]) for i in range(0, len(images), cols)]
     save_image(args.out, make_grid(rows))
-    print(f"wrote {args.out}: {len(seeds)} images (seeds {seeds[0]}..{seeds[-1]}, truncation {args.truncation}, "
-          f"noise {args.noise_mode}) from {args.path} on {device}")
+    print(
+        f"wrote {args.out}: {len(seeds)} images (seeds {seeds[0]}..{seeds[-1]}, truncation {args.truncation}, "
+        f"noise {args.noise_mode}) from {args.path} on {device}"
+    )
     return 0
 
 
@@ -105,41 +115,70 @@ def run_convert(args: argparse.Namespace) -> int:
     G = load_generator(args.path, **({"conv_clamp": args.conv_clamp} if args.conv_clamp is not None else {}))
     info = G.checkpoint_info
     extra = dict(info.get("metadata") or {})
-    extra.update(source={"path": str(args.path), "format": info["format"], "sha256": file_sha256(args.path)},
-                 w_avg_source=info["w_avg_source"])
+    extra.update(
+        source={"path": str(args.path), "format": info["format"], "sha256": file_sha256(args.path)},
+        w_avg_source=info["w_avg_source"],
+    )
     save_generator(G, args.out, extra=extra)
-    print(f"wrote {args.out}: {info['format']} generator from {args.path} ({G.img_resolution} px, "
-          f"{G.num_ws} ws, w_avg {info['w_avg_source']})")
+    print(
+        f"wrote {args.out}: {info['format']} generator from {args.path} ({G.img_resolution} px, "
+        f"{G.num_ws} ws, w_avg {info['w_avg_source']})"
+    )
     return 0
 
 
-def random_generator(resolution: int, seed: int = 0, z_dim: int = 64, w_dim: int = 64, mapping_layers: int = 2,
-                     channel_base: int | None = None, channel_max: int = 64) -> Generator:
+def random_generator(
+    resolution: int,
+    seed: int = 0,
+    z_dim: int = 64,
+    w_dim: int = 64,
+    mapping_layers: int = 2,
+    channel_base: int | None = None,
+    channel_max: int = 64,
+) -> Generator:
     """A tiny randomly initialised generator (NVlabs init) with ``w_avg`` set to the mean mapped w."""
     if resolution < 4 or resolution & (resolution - 1):
         raise DistillError(f"--resolution must be a power of two >= 4, got {resolution}")
     torch.manual_seed(seed)
-    G = Generator(z_dim=z_dim, w_dim=w_dim, img_resolution=resolution, mapping_layers=mapping_layers,
-                  channel_base=channel_base or 16 * resolution, channel_max=channel_max)
+    G = Generator(
+        z_dim=z_dim,
+        w_dim=w_dim,
+        img_resolution=resolution,
+        mapping_layers=mapping_layers,
+        channel_base=channel_base or 16 * resolution,
+        channel_max=channel_max,
+    )
     G.eval().requires_grad_(False)
     G.mapping.w_avg.copy_(estimate_w_avg(G, seed=seed))
     return G
 
 
 def run_random(args: argparse.Namespace) -> int:
-    G = random_generator(args.resolution, seed=args.seed, z_dim=args.z_dim, w_dim=args.w_dim,
-                         mapping_layers=args.mapping_layers, channel_base=args.channel_base,
-                         channel_max=args.channel_max)
+    G = random_generator(
+        args.resolution,
+        seed=args.seed,
+        z_dim=args.z_dim,
+        w_dim=args.w_dim,
+        mapping_layers=args.mapping_layers,
+        channel_base=args.channel_base,
+        channel_max=args.channel_max,
+    )
     save_generator(G, args.out, extra={"untrained": True, "description": UNTRAINED_NOTE, "seed": args.seed})
     params = sum(p.numel() for p in G.parameters())
-    print(f"wrote {args.out}: {UNTRAINED_NOTE}. resolution {args.resolution}, z/w {G.z_dim}/{G.w_dim}, "
-          f"{params:,} parameters, seed {args.seed}")
+    print(
+        f"wrote {args.out}: {UNTRAINED_NOTE}. resolution {args.resolution}, z/w {G.z_dim}/{G.w_dim}, "
+        f"{params:,} parameters, seed {args.seed}"
+    )
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("teacher", help="inspect, sample or create a StyleGAN2 teacher",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "teacher",
+        help="inspect, sample or create a StyleGAN2 teacher",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="teacher_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("info", help="print the configuration inferred from a checkpoint")
@@ -161,11 +200,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("convert", help="rewrite any supported checkpoint in this project's format (.pt)")
     p.add_argument("path", help="NVlabs .pkl / state_dict, rosinality .pt, or a stylegan2-distill file")
-    p.add_argument("--conv-clamp", type=float, default=None, help="override conv_clamp (not visible in tensors)")
+    p.add_argument(
+        "--conv-clamp", type=float, default=None, help="override conv_clamp (not visible in tensors)"
+    )
     p.add_argument("--out", required=True, help="output file (.pt)")
     p.set_defaults(func=run_convert)
 
-    p = sub.add_parser("random", help="write a tiny UNTRAINED random generator (smoke tests, offline quickstart)")
+    p = sub.add_parser(
+        "random", help="write a tiny UNTRAINED random generator (smoke tests, offline quickstart)"
+    )
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--z-dim", type=int, default=64)

@@ -65,26 +65,37 @@ def has_strength(session: ort.InferenceSession) -> bool:
     return any(i.name == STRENGTH_INPUT for i in session.get_inputs())
 
 
-def feeds(session: ort.InferenceSession, images: np.ndarray, strengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def feeds(
+    session: ort.InferenceSession, images: np.ndarray, strengths: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """The session's inputs for ``images`` (and, for a conditional model, ``strengths`` [N], default 1.0)."""
     feed = {session.get_inputs()[0].name: images}
     if has_strength(session):
-        s = np.ones(len(images), np.float32) if strengths is None else np.asarray(strengths, np.float32).reshape(-1)
+        s = (
+            np.ones(len(images), np.float32)
+            if strengths is None
+            else np.asarray(strengths, np.float32).reshape(-1)
+        )
         feed[STRENGTH_INPUT] = s
     return feed
 
 
-def run_session(session: ort.InferenceSession, images: np.ndarray, batch: int = 1,
-                strengths: np.ndarray | None = None) -> np.ndarray:
+def run_session(
+    session: ort.InferenceSession, images: np.ndarray, batch: int = 1, strengths: np.ndarray | None = None
+) -> np.ndarray:
     """Run ``images`` [N,3,H,W] float32 (with ``strengths`` [N] for a conditional model) through a session,
     ``batch`` at a time."""
     s = None if strengths is None else np.asarray(strengths, np.float32).reshape(-1)
-    outs = [session.run(None, feeds(session, images[i : i + batch], None if s is None else s[i : i + batch]))[0]
-            for i in range(0, len(images), batch)]
+    outs = [
+        session.run(None, feeds(session, images[i : i + batch], None if s is None else s[i : i + batch]))[0]
+        for i in range(0, len(images), batch)
+    ]
     return np.concatenate(outs).astype(np.float32)
 
 
-def median_ms(session: ort.InferenceSession, size: tuple[int, int], repeats: int = 5, warmup: int = 2, seed: int = 0) -> float:
+def median_ms(
+    session: ort.InferenceSession, size: tuple[int, int], repeats: int = 5, warmup: int = 2, seed: int = 0
+) -> float:
     """Median wall time in ms of one batch-1 run at ``size`` (H, W), after ``warmup`` runs."""
     x = np.random.default_rng(seed).uniform(-1, 1, (1, 3, *size)).astype(np.float32)
     feed = feeds(session, x)
@@ -109,12 +120,19 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 class ImageCalibrationReader(CalibrationDataReader):
     """Feeds calibration images ([3,H,W] float32 in [-1,1]) one at a time to ONNX Runtime's calibrator."""
 
-    def __init__(self, input_name: str, images: Sequence[np.ndarray], progress: bool = True,
-                 strengths: Sequence[float] | None = None):
+    def __init__(
+        self,
+        input_name: str,
+        images: Sequence[np.ndarray],
+        progress: bool = True,
+        strengths: Sequence[float] | None = None,
+    ):
         self.input_name = input_name
         self.images = iter(images)
         self.strengths = None if strengths is None else iter(strengths)
-        self.bar = tqdm(total=len(images), desc="int8 calibration", unit="img", leave=False, disable=not progress)
+        self.bar = tqdm(
+            total=len(images), desc="int8 calibration", unit="img", leave=False, disable=not progress
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         image = next(self.images, None)
@@ -140,8 +158,12 @@ def fp32_convs(path: str | os.PathLike) -> list[str]:
     return [convs[0], convs[-1]] if len(convs) > 2 else []
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequence[np.ndarray],
-                  strengths: Sequence[float] | None = None) -> Path:
+def quantize_int8(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    calibration: Sequence[np.ndarray],
+    strengths: Sequence[float] | None = None,
+) -> Path:
     """Write the static QDQ int8 variant of ``src`` to ``dst``, calibrated on ``calibration`` ([3,H,W] in [-1,1])
     with ``strengths`` (one per image, over the trained range) for a conditional model."""
     dst = Path(dst)
@@ -150,17 +172,26 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: S
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         out = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(pre), str(out), ImageCalibrationReader("input", calibration, strengths=strengths),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv"], nodes_to_exclude=fp32_convs(pre),
+            str(pre),
+            str(out),
+            ImageCalibrationReader("input", calibration, strengths=strengths),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=fp32_convs(pre),
         )
         os.replace(out, dst)
     return dst
 
 
-def measure_error(fp32_path: str | os.PathLike, variant_path: str | os.PathLike, images: np.ndarray,
-                  strengths: np.ndarray | None = None) -> dict[str, Any]:
+def measure_error(
+    fp32_path: str | os.PathLike,
+    variant_path: str | os.PathLike,
+    images: np.ndarray,
+    strengths: np.ndarray | None = None,
+) -> dict[str, Any]:
     """PSNR (mean and worst image) and max |diff| of a variant's outputs against fp32's, on ONNX Runtime CPU."""
     ref = run_session(cpu_session(fp32_path), images, strengths=strengths)
     out = run_session(cpu_session(variant_path), images, strengths=strengths)
@@ -200,7 +231,9 @@ def build_variant(
         convert_fp16(fp32_path, dst)
     else:
         if not calibration:
-            raise DistillError("--variants int8 needs calibration images: pass --calibration DATASET (its train_A/)")
+            raise DistillError(
+                "--variants int8 needs calibration images: pass --calibration DATASET (its train_A/)"
+            )
         quantize_int8(fp32_path, dst, calibration, calibration_strengths)
     record: dict[str, Any] = {"file": dst.name, "providers": VARIANT_PROVIDERS[variant]}
     record.update(measure_error(fp32_path, dst, eval_images, eval_strengths))
@@ -210,15 +243,21 @@ def build_variant(
         raise VariantRefused(variant, record["psnr_vs_fp32_db"], min_psnr_db, len(eval_images))
     if variant == "int8":
         record["calibration_images"] = len(calibration)
-        record["calibration_method"] = ("MinMax, per-channel int8 weights, uint8 activations, QDQ on Conv "
-                                        "except the first and last (float32)")
+        record["calibration_method"] = (
+            "MinMax, per-channel int8 weights, uint8 activations, QDQ on Conv "
+            "except the first and last (float32)"
+        )
         if calibration_strengths is not None:
-            record["calibration_method"] += (f"; strengths {min(calibration_strengths):g} to "
-                                             f"{max(calibration_strengths):g} (the pairs' own)")
+            record["calibration_method"] += (
+                f"; strengths {min(calibration_strengths):g} to "
+                f"{max(calibration_strengths):g} (the pairs' own)"
+            )
     record.update(timing_record(dst, native_size, timing_repeats))
     if variant == "fp16":
-        record["note"] = ("built for the CUDA provider; error and speed measured here on the CPU provider, which runs "
-                          "float16 nodes without a CPU kernel through inserted casts to float32")
+        record["note"] = (
+            "built for the CUDA provider; error and speed measured here on the CPU provider, which runs "
+            "float16 nodes without a CPU kernel through inserted casts to float32"
+        )
     return record
 
 

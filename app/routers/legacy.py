@@ -53,8 +53,13 @@ log = logging.getLogger("app.legacy")
 router = APIRouter(tags=["transform"])
 
 STEPS_FIELD = Form(None, ge=1, description="Projection steps (default and upper bound from the settings).")
-STRENGTH_FIELD = Form(None, ge=-100, le=100, description="Edit strength, relative: alpha = strength x the entry's "
-                                                        "edit.alpha (default 1.0; the student's slider, issue 14).")
+STRENGTH_FIELD = Form(
+    None,
+    ge=-100,
+    le=100,
+    description="Edit strength, relative: alpha = strength x the entry's "
+    "edit.alpha (default 1.0; the student's slider, issue 14).",
+)
 PROVIDER = "torch-cpu"
 JOB_ERRORS = {c: {"model": ErrorBody} for c in (404, 409)}
 
@@ -87,8 +92,9 @@ def legacy_form(
     return LegacyForm(image, model, format, size, steps, align, faces, strength)
 
 
-async def _prepare(request: Request, service: Service,
-                   form: LegacyForm) -> tuple[LoadedModel, Upload, LegacyJob, StageTimer]:
+async def _prepare(
+    request: Request, service: Service, form: LegacyForm
+) -> tuple[LoadedModel, Upload, LegacyJob, StageTimer]:
     """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps) and decode the upload."""
     timer = StageTimer()
     loaded = service.get_model(form.model)
@@ -97,21 +103,42 @@ async def _prepare(request: Request, service: Service,
     if not service.legacy.enabled:
         raise ServiceError(409, "legacy_disabled", "the legacy path is off (DISTILL_LEGACY_WORKERS=0)")
     if not loaded.has_teacher:
-        raise ServiceError(409, "no_teacher", f"model {entry.name!r} ships no teacher and direction; "
-                                              "re-export it with them to use the legacy path")
+        raise ServiceError(
+            409,
+            "no_teacher",
+            f"model {entry.name!r} ships no teacher and direction; "
+            "re-export it with them to use the legacy path",
+        )
     if loaded.legacy_error:
         raise ServiceError(503, "legacy_unavailable", f"model {entry.name!r}: {loaded.legacy_error}")
     steps = form.steps or s.legacy_steps
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
-    upload = await decode_upload(service, form.image, entry.input_size, form.size, timer, fmt=form.format,
-                                 align=aligned(loaded, form.align), faces=form.faces)
+    upload = await decode_upload(
+        service,
+        form.image,
+        entry.input_size,
+        form.size,
+        timer,
+        fmt=form.format,
+        align=aligned(loaded, form.align),
+        faces=form.faces,
+    )
     return loaded, upload, service.legacy_job(loaded, steps, form.strength), timer
 
 
-async def _project(service: Service, loaded: LoadedModel, upload: Upload, job: LegacyJob, timer: StageTimer,
-                   size: Size, format: Format, endpoint: str, watch: LegacyWatch | None = None,
-                   on_face: Callable[[], None] | None = None) -> Response:
+async def _project(
+    service: Service,
+    loaded: LoadedModel,
+    upload: Upload,
+    job: LegacyJob,
+    timer: StageTimer,
+    size: Size,
+    format: Format,
+    endpoint: str,
+    watch: LegacyWatch | None = None,
+    on_face: Callable[[], None] | None = None,
+) -> Response:
     """Run the projection(s) in the pool (one per face) and encode the answer; ServiceError as documented."""
     entry = loaded.entry
     edited = []
@@ -131,18 +158,28 @@ async def _project(service: Service, loaded: LoadedModel, upload: Upload, job: L
             raise ServiceError(503, "legacy_unavailable", f"model {entry.name!r}: {e}") from e
         except LegacyTimeoutError as e:
             raise ServiceError(504, "legacy_timeout", f"{e}; ask for fewer steps") from e
-    content = await run_in_threadpool(finish, edited, upload, size, format, service.settings.output_quality, timer)
+    content = await run_in_threadpool(
+        finish, edited, upload, size, format, service.settings.output_quality, timer
+    )
     timer.observe(endpoint, entry.name, PROVIDER)
-    return image_response(content, format, timer, {
-        "X-Model": entry.name,
-        "X-Provider": PROVIDER,
-        "X-Steps": str(info["steps"]),
-        **face_headers(upload),
-    })
+    return image_response(
+        content,
+        format,
+        timer,
+        {
+            "X-Model": entry.name,
+            "X-Provider": PROVIDER,
+            "X-Steps": str(info["steps"]),
+            **face_headers(upload),
+        },
+    )
 
 
-@router.post("/legacy/transform", response_class=Response,
-             responses={**IMAGE_RESPONSES, **{c: {"model": ErrorBody} for c in (409, 504)}})
+@router.post(
+    "/legacy/transform",
+    response_class=Response,
+    responses={**IMAGE_RESPONSES, **{c: {"model": ErrorBody} for c in (409, 504)}},
+)
 async def legacy_transform(
     request: Request,
     form: LegacyForm = Depends(legacy_form),
@@ -168,13 +205,25 @@ def job_store(request: Request) -> JobStore:
 def _find(request: Request, job_id: str) -> JobRecord:
     record = job_store(request).get(job_id)
     if record is None:
-        raise ServiceError(404, "unknown_job", f"no legacy job {job_id!r} in this worker (finished jobs are kept "
-                                               "15 minutes; with several workers, poll the one that took it)")
+        raise ServiceError(
+            404,
+            "unknown_job",
+            f"no legacy job {job_id!r} in this worker (finished jobs are kept "
+            "15 minutes; with several workers, poll the one that took it)",
+        )
     return record
 
 
-async def _run(record: JobRecord, service: Service, loaded: LoadedModel, upload: Upload, job: LegacyJob,
-               timer: StageTimer, size: Size, format: Format) -> None:
+async def _run(
+    record: JobRecord,
+    service: Service,
+    loaded: LoadedModel,
+    upload: Upload,
+    job: LegacyJob,
+    timer: StageTimer,
+    size: Size,
+    format: Format,
+) -> None:
     """The job's background task: the projection(s), then the image or the error kept on the record."""
 
     def face_done() -> None:
@@ -182,8 +231,9 @@ async def _run(record: JobRecord, service: Service, loaded: LoadedModel, upload:
         record.face_steps = 0
 
     try:
-        response = await _project(service, loaded, upload, job, timer, size, format, "/legacy/jobs",
-                                  record.watch, face_done)
+        response = await _project(
+            service, loaded, upload, job, timer, size, format, "/legacy/jobs", record.watch, face_done
+        )
         record.projection_s = round(timer.stages.get("projection", 0.0), 3)
         record.finish("done", response=response)
     except LegacyCancelledError:
@@ -192,11 +242,17 @@ async def _run(record: JobRecord, service: Service, loaded: LoadedModel, upload:
         record.finish("failed", error=JobError(status=e.status_code, error=e.error, detail=str(e.detail)))
     except Exception as e:  # a bug: reported on the job like internal_error, and logged
         log.exception("legacy job %s failed", record.id)
-        record.finish("failed", error=JobError(status=500, error="internal_error", detail=f"{type(e).__name__}: {e}"))
+        record.finish(
+            "failed", error=JobError(status=500, error="internal_error", detail=f"{type(e).__name__}: {e}")
+        )
 
 
-@router.post("/legacy/jobs", status_code=202, response_model=LegacyJobInfo,
-             responses={**{c: {"model": ErrorBody} for c in (400, 404, 409, 413, 415, 422, 503)}})
+@router.post(
+    "/legacy/jobs",
+    status_code=202,
+    response_model=LegacyJobInfo,
+    responses={**{c: {"model": ErrorBody} for c in (400, 404, 409, 413, 415, 422, 503)}},
+)
 async def create_legacy_job(
     request: Request,
     form: LegacyForm = Depends(legacy_form),
@@ -207,40 +263,61 @@ async def create_legacy_job(
     cancel. A full projection pool is 503 ``legacy_busy`` here, at once."""
     loaded, upload, job, timer = await _prepare(request, service, form)
     if service.legacy.active >= service.legacy.capacity:
-        raise ServiceError(503, "legacy_busy", f"{service.legacy.active} projections are running or queued "
-                                               f"(capacity {service.legacy.capacity})", headers={"Retry-After": "5"})
-    record = job_store(request).add(JobRecord(model=loaded.entry.name, steps=job.steps,
-                                              faces=len(inputs_of(upload))))
-    record.task = asyncio.create_task(_run(record, service, loaded, upload, job, timer, form.size, form.format),
-                                      name=f"legacy-job-{record.id}")
+        raise ServiceError(
+            503,
+            "legacy_busy",
+            f"{service.legacy.active} projections are running or queued (capacity {service.legacy.capacity})",
+            headers={"Retry-After": "5"},
+        )
+    record = job_store(request).add(
+        JobRecord(model=loaded.entry.name, steps=job.steps, faces=len(inputs_of(upload)))
+    )
+    record.task = asyncio.create_task(
+        _run(record, service, loaded, upload, job, timer, form.size, form.format),
+        name=f"legacy-job-{record.id}",
+    )
     await asyncio.sleep(0)  # let the task submit the projection, so the first poll sees it queued or running
-    return JSONResponse(record.info(service.legacy).model_dump(), status_code=202,
-                        headers={"Location": f"/legacy/jobs/{record.id}"})
+    return JSONResponse(
+        record.info(service.legacy).model_dump(),
+        status_code=202,
+        headers={"Location": f"/legacy/jobs/{record.id}"},
+    )
 
 
 @router.get("/legacy/jobs/{job_id}", response_model=LegacyJobInfo, responses=JOB_ERRORS)
-async def get_legacy_job(job_id: str, request: Request, service: Service = Depends(get_service)) -> LegacyJobInfo:
+async def get_legacy_job(
+    job_id: str, request: Request, service: Service = Depends(get_service)
+) -> LegacyJobInfo:
     """The job: status (queued, running, done, failed, cancelled), steps done, estimated seconds left."""
     return _find(request, job_id).info(service.legacy)
 
 
-@router.get("/legacy/jobs/{job_id}/result", response_class=Response,
-            responses={**IMAGE_RESPONSES, **JOB_ERRORS})
+@router.get(
+    "/legacy/jobs/{job_id}/result", response_class=Response, responses={**IMAGE_RESPONSES, **JOB_ERRORS}
+)
 async def get_legacy_job_result(job_id: str, request: Request) -> Response:
     """The edited image of a finished job (the headers of ``/legacy/transform``); 409 ``no_result`` before."""
     record = _find(request, job_id)
     if record.status != "done" or record.response is None:
-        why = {"failed": f"it failed ({record.error.error if record.error else 'unknown'})",
-               "cancelled": "it was cancelled"}.get(record.status, f"it is {record.status}")
-        raise ServiceError(409, "no_result", f"legacy job {job_id} has no image: {why}",
-                           job_status=record.status)
+        why = {
+            "failed": f"it failed ({record.error.error if record.error else 'unknown'})",
+            "cancelled": "it was cancelled",
+        }.get(record.status, f"it is {record.status}")
+        raise ServiceError(
+            409, "no_result", f"legacy job {job_id} has no image: {why}", job_status=record.status
+        )
     done = record.response
-    return Response(done.body, media_type=done.media_type,
-                    headers={k: v for k, v in done.headers.items() if k.lower() != "content-length"})
+    return Response(
+        done.body,
+        media_type=done.media_type,
+        headers={k: v for k, v in done.headers.items() if k.lower() != "content-length"},
+    )
 
 
 @router.delete("/legacy/jobs/{job_id}", response_model=LegacyJobInfo, responses=JOB_ERRORS)
-async def cancel_legacy_job(job_id: str, request: Request, service: Service = Depends(get_service)) -> LegacyJobInfo:
+async def cancel_legacy_job(
+    job_id: str, request: Request, service: Service = Depends(get_service)
+) -> LegacyJobInfo:
     """Cancel a queued or running job: its projection stops at the next step and frees its process. A finished
     job is left as it is (and answered as it is)."""
     record = _find(request, job_id)

@@ -33,7 +33,9 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         legacy=model.has_teacher and service.legacy.enabled and model.legacy_error is None,
         legacy_error=model.legacy_error,
         samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],
-        batching=BatchingInfo(max_batch=model.batcher.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size),
+        batching=BatchingInfo(
+            max_batch=model.batcher.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size
+        ),
     )
 
 
@@ -45,12 +47,18 @@ async def list_models(service: Service = Depends(get_service)) -> ModelsResponse
         default=service.default_model,
         ready=service.ready,
         models=[describe(m, service) for m in service.models.values()],
-        legacy=LegacyInfo(enabled=service.legacy.enabled, steps=service.settings.legacy_steps,
-                          max_steps=service.settings.legacy_max_steps, timeout_s=service.settings.legacy_timeout_s),
+        legacy=LegacyInfo(
+            enabled=service.legacy.enabled,
+            steps=service.settings.legacy_steps,
+            max_steps=service.settings.legacy_max_steps,
+            timeout_s=service.settings.legacy_timeout_s,
+        ),
     )
 
 
-@router.get("/models/{name}/samples/{filename}", response_class=FileResponse, responses={404: {"model": ErrorBody}})
+@router.get(
+    "/models/{name}/samples/{filename}", response_class=FileResponse, responses={404: {"model": ErrorBody}}
+)
 async def sample(name: str, filename: str, service: Service = Depends(get_service)) -> FileResponse:
     """One image the model entry's manifest lists under ``samples/`` (a file swapped for a link leading out
     of the entry since the start is refused too)."""

@@ -36,16 +36,27 @@ IMAGE_RESPONSES = {
 IMAGE_FIELD = File(..., description="The photo: JPEG, PNG or WebP.")
 MODEL_FIELD = Form(None, description="Model-zoo entry (default: the service's default model).")
 FORMAT_FIELD = Form("jpeg", description="Encoding of the returned image (PNG costs ~30 ms at 512 px).")
-SIZE_FIELD = Form("native", description="native: the model's size; crop: the crop's size in the upload; "
-                                        "original: the upload's size, the edit pasted back.")
-ALIGN_FIELD = Form("auto", description="auto: frame the upload as the model expects (its manifest's "
-                                       "input.alignment: FFHQ face alignment, or a centred crop); off: centred crop.")
-FACES_FIELD = Form("largest", description="With FFHQ alignment: edit the largest face, or all faces "
-                                          "(all needs size=original).")
-STRENGTH_FIELD = Form(None, description="Edit strength for a strength-conditioned model, relative: 1.0 = the "
-                                        "entry's edit.alpha, 0 = unchanged, negative = the opposite edit; within "
-                                        "the manifest's strength.range (default: strength.default). Fixed-strength "
-                                        "models take none.")
+SIZE_FIELD = Form(
+    "native",
+    description="native: the model's size; crop: the crop's size in the upload; "
+    "original: the upload's size, the edit pasted back.",
+)
+ALIGN_FIELD = Form(
+    "auto",
+    description="auto: frame the upload as the model expects (its manifest's "
+    "input.alignment: FFHQ face alignment, or a centred crop); off: centred crop.",
+)
+FACES_FIELD = Form(
+    "largest",
+    description="With FFHQ alignment: edit the largest face, or all faces (all needs size=original).",
+)
+STRENGTH_FIELD = Form(
+    None,
+    description="Edit strength for a strength-conditioned model, relative: 1.0 = the "
+    "entry's edit.alpha, 0 = unchanged, negative = the opposite edit; within "
+    "the manifest's strength.range (default: strength.default). Fixed-strength "
+    "models take none.",
+)
 
 
 def resolve_strength(loaded: LoadedModel, strength: float | None) -> float | None:
@@ -56,18 +67,25 @@ def resolve_strength(loaded: LoadedModel, strength: float | None) -> float | Non
     if spec is None:
         if strength is None:
             return None
-        raise ServiceError(422, "strength_unsupported",
-                           f"model {name!r} edits at one fixed strength (alpha {loaded.entry.spec.edit.alpha}); "
-                           "drop the strength field or choose a strength-conditioned model (see /models)",
-                           model=name)
+        raise ServiceError(
+            422,
+            "strength_unsupported",
+            f"model {name!r} edits at one fixed strength (alpha {loaded.entry.spec.edit.alpha}); "
+            "drop the strength field or choose a strength-conditioned model (see /models)",
+            model=name,
+        )
     if strength is None:
         return spec.default
     low, high = spec.range
     if not low <= strength <= high:
-        raise ServiceError(422, "strength_out_of_range",
-                           f"strength {strength:g} is outside model {name!r}'s trained range [{low:g}, {high:g}] "
-                           f"(relative: 1.0 = alpha {loaded.entry.spec.edit.alpha})", range=[low, high],
-                           model=name)
+        raise ServiceError(
+            422,
+            "strength_out_of_range",
+            f"strength {strength:g} is outside model {name!r}'s trained range [{low:g}, {high:g}] "
+            f"(relative: 1.0 = alpha {loaded.entry.spec.edit.alpha})",
+            range=[low, high],
+            model=name,
+        )
     return float(strength)
 
 
@@ -76,41 +94,78 @@ def aligned(loaded: LoadedModel, align: Align) -> bool:
     return align == "auto" and loaded.entry.alignment == "ffhq"
 
 
-def frame_upload(service: Service, data: bytes, native_hw: tuple[int, int], size: str, timer: StageTimer, *,
-                 fmt: Format, align: bool, faces: Faces) -> Upload:
+def frame_upload(
+    service: Service,
+    data: bytes,
+    native_hw: tuple[int, int],
+    size: str,
+    timer: StageTimer,
+    *,
+    fmt: Format,
+    align: bool,
+    faces: Faces,
+) -> Upload:
     """Decode the upload (timed ``decode``) and frame it for the model: a centred crop, or (``align``) the FFHQ
     crops of its faces (timed ``detect`` and ``align``). Blocking: called in a worker thread."""
     s = service.settings
     output_format = fmt if size == "original" else None
     if not align:
         with timer.stage("decode"):
-            return imaging.decode(data, native_hw=native_hw, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels,
-                                  keep_original=size != "native", output_format=output_format)
+            return imaging.decode(
+                data,
+                native_hw=native_hw,
+                max_bytes=s.max_upload_bytes,
+                max_pixels=s.max_pixels,
+                keep_original=size != "native",
+                output_format=output_format,
+            )
     with timer.stage("decode"):
-        photo, _, _ = imaging.open_upload(data, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels,
-                                          output_format=output_format)
+        photo, _, _ = imaging.open_upload(
+            data, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels, output_format=output_format
+        )
     return face_path.align_upload(photo, service.face_finder(), native_hw[0], faces, timer)
 
 
-async def read_request_upload(service: Service, image: UploadFile, size: str, *, align: bool, faces: Faces) -> bytes:
+async def read_request_upload(
+    service: Service, image: UploadFile, size: str, *, align: bool, faces: Faces
+) -> bytes:
     """The upload's bytes, after the checks that need no decoding (413 too large; 422 face options)."""
     if align:
         face_path.check_request(size, faces)
     return await read_upload(image, service.settings.max_upload_bytes)
 
 
-async def decode_upload(service: Service, image: UploadFile, native_hw: tuple[int, int], size: str,
-                        timer: StageTimer, *, fmt: Format, align: bool = False, faces: Faces = "largest") -> Upload:
+async def decode_upload(
+    service: Service,
+    image: UploadFile,
+    native_hw: tuple[int, int],
+    size: str,
+    timer: StageTimer,
+    *,
+    fmt: Format,
+    align: bool = False,
+    faces: Faces = "largest",
+) -> Upload:
     """Read, validate, decode and frame the upload (:func:`frame_upload`) in one worker-thread hop.
 
     With ``size=original`` an upload too large for the ``fmt`` encoder is refused here, before any work."""
     data = await read_request_upload(service, image, size, align=align, faces=faces)
-    return await run_in_threadpool(frame_upload, service, data, native_hw, size, timer, fmt=fmt, align=align,
-                                   faces=faces)
+    return await run_in_threadpool(
+        frame_upload, service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces
+    )
 
 
-async def prepare_inputs(service: Service, image: UploadFile, native_hw: tuple[int, int], size: str,
-                         timer: StageTimer, *, fmt: Format, align: bool, faces: Faces) -> tuple[Upload, list[np.ndarray]]:
+async def prepare_inputs(
+    service: Service,
+    image: UploadFile,
+    native_hw: tuple[int, int],
+    size: str,
+    timer: StageTimer,
+    *,
+    fmt: Format,
+    align: bool,
+    faces: Faces,
+) -> tuple[Upload, list[np.ndarray]]:
     """:func:`decode_upload` and :func:`preprocess` in the same worker-thread hop: the upload and the model's
     inputs (one hop fewer: a round trip to the thread pool measured 0.07 ms on an idle event loop here)."""
     data = await read_request_upload(service, image, size, align=align, faces=faces)
@@ -127,8 +182,9 @@ def inputs_of(upload: Upload) -> list[np.ndarray]:
     return upload.crops if isinstance(upload, face_path.AlignedUpload) else [upload.pixels]
 
 
-def finish(edited: list[np.ndarray], upload: Upload, size: str, fmt: str, quality: int,
-           timer: StageTimer) -> bytes:
+def finish(
+    edited: list[np.ndarray], upload: Upload, size: str, fmt: str, quality: int, timer: StageTimer
+) -> bytes:
     """Apply the geometry policy and encode (run in a worker thread: both cost milliseconds at full size)."""
     if isinstance(upload, face_path.AlignedUpload):
         picture = face_path.restore(edited, upload, size, timer)
@@ -152,8 +208,9 @@ def preprocess(pictures: list[np.ndarray], timer: StageTimer) -> list[np.ndarray
         return [to_input(p) for p in pictures]
 
 
-def finish_output(outputs: list[np.ndarray], upload: Upload, size: str, fmt: str, quality: int,
-                  timer: StageTimer) -> bytes:
+def finish_output(
+    outputs: list[np.ndarray], upload: Upload, size: str, fmt: str, quality: int, timer: StageTimer
+) -> bytes:
     """The model's float outputs -> uint8 pictures -> :func:`finish` (in a worker thread)."""
     with timer.stage("postprocess"):
         edited = [from_output(y) for y in outputs]
@@ -161,8 +218,9 @@ def finish_output(outputs: list[np.ndarray], upload: Upload, size: str, fmt: str
 
 
 def image_response(content: bytes, fmt: str, timer: StageTimer, headers: dict[str, str]) -> Response:
-    return Response(content, media_type=imaging.MEDIA_TYPES[fmt],
-                    headers={"Server-Timing": timer.header(), **headers})
+    return Response(
+        content, media_type=imaging.MEDIA_TYPES[fmt], headers={"Server-Timing": timer.header(), **headers}
+    )
 
 
 @router.post("/transform", response_class=Response, responses=IMAGE_RESPONSES)
@@ -189,26 +247,50 @@ async def transform(
     label_request(request, runtime.name, runtime.provider)
     strength = resolve_strength(loaded, strength)
     with loaded.batcher.expecting():  # queued requests may wait for this one to join their batch
-        upload, xs = await prepare_inputs(service, image, runtime.native_hw, size, timer, fmt=format,
-                                          align=aligned(loaded, align), faces=faces)
+        upload, xs = await prepare_inputs(
+            service,
+            image,
+            runtime.native_hw,
+            size,
+            timer,
+            fmt=format,
+            align=aligned(loaded, align),
+            faces=faces,
+        )
     try:
         # several faces are submitted together, so they usually share a batch
         results = await asyncio.gather(*(loaded.batcher.submit(x, strength) for x in xs))
     except QueueFullError as e:
-        raise ServiceError(503, "queue_full", f"{e}; retry in {e.retry_after_s} s",
-                           headers={"Retry-After": str(e.retry_after_s)}) from e
+        raise ServiceError(
+            503,
+            "queue_full",
+            f"{e}; retry in {e.retry_after_s} s",
+            headers={"Retry-After": str(e.retry_after_s)},
+        ) from e
     timer.add("queue", max(r.queue_s for r in results))
     timer.add("inference", max(r.inference_s for r in results))
-    content = await run_in_threadpool(finish_output, [r.output for r in results], upload, size, format,
-                                      service.settings.output_quality, timer)
+    content = await run_in_threadpool(
+        finish_output,
+        [r.output for r in results],
+        upload,
+        size,
+        format,
+        service.settings.output_quality,
+        timer,
+    )
     timer.observe("/transform", runtime.name, runtime.provider)
-    return image_response(content, format, timer, {
-        "X-Model": runtime.name,
-        "X-Provider": runtime.provider,
-        "X-Variant": runtime.variant,
-        "X-Engine": runtime.engine_name,
-        "X-Precision": runtime.precision,
-        "X-Batch-Size": str(max(r.batch_size for r in results)),
-        **({} if strength is None else {"X-Strength": f"{strength:g}"}),
-        **face_headers(upload),
-    })
+    return image_response(
+        content,
+        format,
+        timer,
+        {
+            "X-Model": runtime.name,
+            "X-Provider": runtime.provider,
+            "X-Variant": runtime.variant,
+            "X-Engine": runtime.engine_name,
+            "X-Precision": runtime.precision,
+            "X-Batch-Size": str(max(r.batch_size for r in results)),
+            **({} if strength is None else {"X-Strength": f"{strength:g}"}),
+            **face_headers(upload),
+        },
+    )

@@ -17,52 +17,119 @@ def parse_seeds(text: str) -> tuple[int, int]:
     try:
         start, stop = (int(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected START:STOP, e.g. 1000000:1000500") from None
+        raise argparse.ArgumentTypeError(
+            f"--seeds {text!r}: expected START:STOP, e.g. 1000000:1000500"
+        ) from None
     if not 0 <= start < stop:
         raise argparse.ArgumentTypeError(f"--seeds {text!r}: need 0 <= START < STOP")
     return start, stop
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="measure a model-zoo student against its teacher's edit and the legacy projection",
-        description=training.evaluate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "evaluate",
+        help="measure a model-zoo student against its teacher's edit and the legacy projection",
+        description=training.evaluate.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("entry", metavar="ENTRY_OR_PATH", help="model-zoo entry name or entry folder (with teacher and direction)")
-    p.add_argument("--out", required=True, help="report folder (report.md, report.json, grid.png, per_image.csv)")
-    p.add_argument("--model-zoo", help="zoo root for an entry name (default $DISTILL_MODEL_ZOO or the model_zoo package)")
-    p.add_argument("--dataset", help="the student's pair dataset, to check the seeds are held out (default: the manifest's)")
-    p.add_argument("--seeds", type=parse_seeds, metavar="START:STOP",
-                   help=f"held-out teacher seeds [START, STOP) (default: --num seeds from {HELD_OUT_SEED0:,}, above the training seeds)")
+    p.add_argument(
+        "entry",
+        metavar="ENTRY_OR_PATH",
+        help="model-zoo entry name or entry folder (with teacher and direction)",
+    )
+    p.add_argument(
+        "--out", required=True, help="report folder (report.md, report.json, grid.png, per_image.csv)"
+    )
+    p.add_argument(
+        "--model-zoo", help="zoo root for an entry name (default $DISTILL_MODEL_ZOO or the model_zoo package)"
+    )
+    p.add_argument(
+        "--dataset",
+        help="the student's pair dataset, to check the seeds are held out (default: the manifest's)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        metavar="START:STOP",
+        help=f"held-out teacher seeds [START, STOP) (default: --num seeds from {HELD_OUT_SEED0:,}, above the training seeds)",
+    )
     p.add_argument("--num", type=int, help=f"number of seeds (default {DEFAULT_NUM}, or all of --seeds)")
     p.add_argument("--truncation", type=float, help="truncation psi (default: the entry's)")
-    p.add_argument("--scorer", metavar="MODEL.onnx", help="ONNX attribute model for edit success and preservation")
+    p.add_argument(
+        "--scorer", metavar="MODEL.onnx", help="ONNX attribute model for edit success and preservation"
+    )
     p.add_argument("--attribute", metavar="NAME=INDEX", help="scorer output the edit changes, e.g. age=0")
-    p.add_argument("--other", metavar="NAME=INDEX", action="append", default=[],
-                   help="another scorer output that the edit should preserve (repeatable)")
+    p.add_argument(
+        "--other",
+        metavar="NAME=INDEX",
+        action="append",
+        default=[],
+        help="another scorer output that the edit should preserve (repeatable)",
+    )
     add_scorer_input_arguments(p)
-    p.add_argument("--legacy-num", type=int, default=20, help="seeds also edited the legacy way (default 20; 0: skip)")
-    p.add_argument("--legacy-steps", type=int, default=200, help="projection steps of the legacy path (default 200)")
-    p.add_argument("--variants", default="fp32,int8", help="student variants to run when the entry has them (default fp32,int8)")
-    p.add_argument("--timing-num", type=int, default=100,
-                   help="inputs (the first seeds' originals) timed per student variant (default 100)")
-    p.add_argument("--clean-renders", type=int, default=0, metavar="N",
-                   help="toy-face teachers only: also run every path on N held-out adult clean renders and compare with "
-                        "the renderer's truly aged face (default 0: skip)")
-    p.add_argument("--clean-legacy-num", type=int, default=10, metavar="N",
-                   help="of the clean renders, how many also go the legacy way (default 10; 0: skip)")
-    p.add_argument("--clean-age-change", type=float, default=None, metavar="X",
-                   help="age rise of the true edit (default: the teacher's mean change read by --scorer)")
-    p.add_argument("--vgg16", help="torchvision VGG16 weights for the projector's perceptual distance (default: pixel pyramid)")
-    p.add_argument("--device", default="cpu",
-                   help="torch device of the teacher and the legacy path: cpu (default, beside ONNX Runtime's CPU "
-                        "provider), cuda or auto")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime and torch threads (default 0: their defaults)")
-    p.add_argument("--strengths", type=_strength_list, default=None, metavar="S,S,...",
-                   help="strength-conditioned entries: the strengths of the strength section, relative (1 = the "
-                        "entry's alpha), written --strengths=-1,-0.5,0.5,1 (default: those within the trained range)")
-    p.add_argument("--strength-num", type=int, default=100, help="seeds of the strength section (default 100)")
+    p.add_argument(
+        "--legacy-num", type=int, default=20, help="seeds also edited the legacy way (default 20; 0: skip)"
+    )
+    p.add_argument(
+        "--legacy-steps", type=int, default=200, help="projection steps of the legacy path (default 200)"
+    )
+    p.add_argument(
+        "--variants",
+        default="fp32,int8",
+        help="student variants to run when the entry has them (default fp32,int8)",
+    )
+    p.add_argument(
+        "--timing-num",
+        type=int,
+        default=100,
+        help="inputs (the first seeds' originals) timed per student variant (default 100)",
+    )
+    p.add_argument(
+        "--clean-renders",
+        type=int,
+        default=0,
+        metavar="N",
+        help="toy-face teachers only: also run every path on N held-out adult clean renders and compare with "
+        "the renderer's truly aged face (default 0: skip)",
+    )
+    p.add_argument(
+        "--clean-legacy-num",
+        type=int,
+        default=10,
+        metavar="N",
+        help="of the clean renders, how many also go the legacy way (default 10; 0: skip)",
+    )
+    p.add_argument(
+        "--clean-age-change",
+        type=float,
+        default=None,
+        metavar="X",
+        help="age rise of the true edit (default: the teacher's mean change read by --scorer)",
+    )
+    p.add_argument(
+        "--vgg16",
+        help="torchvision VGG16 weights for the projector's perceptual distance (default: pixel pyramid)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of the teacher and the legacy path: cpu (default, beside ONNX Runtime's CPU "
+        "provider), cuda or auto",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime and torch threads (default 0: their defaults)"
+    )
+    p.add_argument(
+        "--strengths",
+        type=_strength_list,
+        default=None,
+        metavar="S,S,...",
+        help="strength-conditioned entries: the strengths of the strength section, relative (1 = the "
+        "entry's alpha), written --strengths=-1,-0.5,0.5,1 (default: those within the trained range)",
+    )
+    p.add_argument(
+        "--strength-num", type=int, default=100, help="seeds of the strength section (default 100)"
+    )
     p.set_defaults(func=run)
 
 
@@ -70,20 +137,33 @@ def _strength_list(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of numbers, e.g. -1,-0.5,0.5,1") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a comma list of numbers, e.g. -1,-0.5,0.5,1"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
     """``distill evaluate``: the options from the flags."""
-    report = training.evaluate.evaluate(options_from_args(EvaluateOptions, args, variants=[v.strip() for v in args.variants.split(",") if v.strip()]))
+    report = training.evaluate.evaluate(
+        options_from_args(
+            EvaluateOptions, args, variants=[v.strip() for v in args.variants.split(",") if v.strip()]
+        )
+    )
     out = Path(args.out)
     fp32 = report["fidelity"]["student_fp32"]["psnr"]["mean"]
-    print(f"wrote {out / 'report.md'}: {report['seeds']['count']} seeds, student fp32 PSNR {fp32:.2f} dB vs the teacher's edit, "
-          f"{report['latency']['student_fp32']['mean_ms']:.1f} ms/img"
-          + (f", legacy {report['latency']['legacy']['mean_ms'] / 1e3:.2f} s/img" if "legacy" in report["latency"] else ""))
+    print(
+        f"wrote {out / 'report.md'}: {report['seeds']['count']} seeds, student fp32 PSNR {fp32:.2f} dB vs the teacher's edit, "
+        f"{report['latency']['student_fp32']['mean_ms']:.1f} ms/img"
+        + (
+            f", legacy {report['latency']['legacy']['mean_ms'] / 1e3:.2f} s/img"
+            if "legacy" in report["latency"]
+            else ""
+        )
+    )
     if report.get("clean_renders"):
         c = report["clean_renders"]["paths"]
-        print(f"clean renders: student fp32 {c['student_fp32']['psnr']['mean']:.2f} dB vs identity {c['identity']['psnr']['mean']:.2f} dB "
-              "against the renderer's true edit")
+        print(
+            f"clean renders: student fp32 {c['student_fp32']['psnr']['mean']:.2f} dB vs identity {c['identity']['psnr']['mean']:.2f} dB "
+            "against the renderer's true edit"
+        )
     return 0
-

@@ -19,8 +19,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with file_errors(args.out):
         done = make_pairs(options_from_args(PairsOptions, args))
-    print(f"{args.out}: {len(done.rows)} pairs ({time.perf_counter() - t0:.1f} s this run); "
-          f"preview {Path(args.out) / PREVIEW}")
+    print(
+        f"{args.out}: {len(done.rows)} pairs ({time.perf_counter() - t0:.1f} s this run); "
+        f"preview {Path(args.out) / PREVIEW}"
+    )
     return 0
 
 
@@ -33,38 +35,65 @@ def run_merge(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "pairs", help="generate (original, edited) pairs from a StyleGAN2 teacher and a direction",
+        "pairs",
+        help="generate (original, edited) pairs from a StyleGAN2 teacher and a direction",
         description="Example: distill pairs --generator G.pkl --direction age.npy --alpha 1.5 "
         "--truncation 0.7 --num 10000 --out data/age. Interrupt and re-run to resume. In a Kubernetes Indexed "
         f"Job, each pod takes its shard from {INDEX_ENV} when --shard is not given, and the number of shards "
         f"from {NUM_SHARDS_ENV} when --num-shards is not given (deploy/k8s/pairs-job.yaml).",
     )
-    p.add_argument("--generator", required=True, help="StyleGAN2 checkpoint (NVlabs .pkl, rosinality .pt, ours)")
-    p.add_argument("--direction", required=True, help=".npy/.pt of shape (w_dim,), (1,w_dim) or (num_ws,w_dim)")
-    p.add_argument("--alpha", type=float, default=1.5,
-                   help="edit strength: w' = w + alpha * d (with --alpha-range: the unit, strength 1.0)")
-    p.add_argument("--alpha-range", type=parse_range, default=None, metavar="LO:HI",
-                   help="a strength per pair, uniform in LO:HI in units of --alpha (relative: w' = w + s * alpha * d, "
-                        "written --alpha-range=-1.5:1.5), drawn from the pair's seed and recorded as 'strength' in manifest.jsonl; "
-                        "for a conditional student (default: every pair at --alpha)")
+    p.add_argument(
+        "--generator", required=True, help="StyleGAN2 checkpoint (NVlabs .pkl, rosinality .pt, ours)"
+    )
+    p.add_argument(
+        "--direction", required=True, help=".npy/.pt of shape (w_dim,), (1,w_dim) or (num_ws,w_dim)"
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=1.5,
+        help="edit strength: w' = w + alpha * d (with --alpha-range: the unit, strength 1.0)",
+    )
+    p.add_argument(
+        "--alpha-range",
+        type=parse_range,
+        default=None,
+        metavar="LO:HI",
+        help="a strength per pair, uniform in LO:HI in units of --alpha (relative: w' = w + s * alpha * d, "
+        "written --alpha-range=-1.5:1.5), drawn from the pair's seed and recorded as 'strength' in manifest.jsonl; "
+        "for a conditional student (default: every pair at --alpha)",
+    )
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi")
     p.add_argument("--num", type=int, default=10000, help="number of seeds (all shards together)")
     p.add_argument("--out", required=True, help="dataset folder (train_A/, train_B/, manifest.jsonl, ...)")
-    p.add_argument("--layers", type=parse_layers, default=DEFAULT_LAYERS, help="W+ layers START:STOP (default 0:8)")
+    p.add_argument(
+        "--layers", type=parse_layers, default=DEFAULT_LAYERS, help="W+ layers START:STOP (default 0:8)"
+    )
     p.add_argument("--normalize", action="store_true", help="scale the direction to unit length per layer")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed-start", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--shard", type=int, default=None,
-                   help=f"this process's shard i: seeds with seed %% n == i (default: ${INDEX_ENV}, "
-                        "an Indexed Job's index, else 0)")
-    p.add_argument("--num-shards", type=int, default=None,
-                   help=f"the number of shards n (default: ${NUM_SHARDS_ENV}, else 1)")
+    p.add_argument(
+        "--shard",
+        type=int,
+        default=None,
+        help=f"this process's shard i: seeds with seed %% n == i (default: ${INDEX_ENV}, "
+        "an Indexed Job's index, else 0)",
+    )
+    p.add_argument(
+        "--num-shards",
+        type=int,
+        default=None,
+        help=f"the number of shards n (default: ${NUM_SHARDS_ENV}, else 1)",
+    )
     p.add_argument("--noise-mode", choices=("const", "none", "random"), default="const")
     p.set_defaults(func=run)
 
-    m = subparsers.add_parser("pairs-merge", help="merge pair folders made by shards into one dataset",
-                              description="Example: distill pairs-merge data/age data/age-0 data/age-1")
+    m = subparsers.add_parser(
+        "pairs-merge",
+        help="merge pair folders made by shards into one dataset",
+        description="Example: distill pairs-merge data/age data/age-0 data/age-1",
+    )
     m.add_argument("out", help="merged dataset folder")
     m.add_argument("sources", nargs="+", help="shard folders (same generation settings)")
     m.set_defaults(func=run_merge)

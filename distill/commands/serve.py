@@ -76,12 +76,32 @@ def _serve(args: argparse.Namespace) -> int:
     logging.config.dictConfig(_log_config())
     host = f"[{args.host}]" if ":" in args.host else args.host
     log.info("distill serve: http://%s:%d (demo page /, API docs /docs, metrics /metrics)", host, args.port)
-    log.info("models from %s: %s (default %s)", entries[0].path.parent, ", ".join(e.name for e in entries),
-             settings.default_model or entries[0].name)
-    log.info("engine %s, provider %s -> %s (%s); %d worker(s); micro-batching max %d, wait %g ms", settings.engine,
-             settings.provider, provider.name, provider.reason, args.workers, settings.max_batch, settings.max_wait_ms)
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_config=_log_config(), timeout_graceful_shutdown=10, http=JSONErrorH11Protocol)
+    log.info(
+        "models from %s: %s (default %s)",
+        entries[0].path.parent,
+        ", ".join(e.name for e in entries),
+        settings.default_model or entries[0].name,
+    )
+    log.info(
+        "engine %s, provider %s -> %s (%s); %d worker(s); micro-batching max %d, wait %g ms",
+        settings.engine,
+        settings.provider,
+        provider.name,
+        provider.reason,
+        args.workers,
+        settings.max_batch,
+        settings.max_wait_ms,
+    )
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=_log_config(),
+        timeout_graceful_shutdown=10,
+        http=JSONErrorH11Protocol,
+    )
     return 0
 
 
@@ -94,20 +114,34 @@ def _positive(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "serve", help="run the HTTP service (POST /transform, /legacy/transform, /metrics, demo page)",
+        "serve",
+        help="run the HTTP service (POST /transform, /legacy/transform, /metrics, demo page)",
         description="Serve model-zoo entries over HTTP. Other settings come from DISTILL_* environment "
-                    "variables (the README's settings table, or `python -m app.config`).",
+        "variables (the README's settings table, or `python -m app.config`).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=_positive, default=1,
-                   help="uvicorn worker processes (metrics are aggregated across them; each gets cores/workers "
-                        "ONNX Runtime threads unless DISTILL_INTRA_OP_THREADS is set)")
-    p.add_argument("--model-zoo", type=Path, default=None, help="model-zoo root (default: $DISTILL_MODEL_ZOO)")
-    p.add_argument("--provider", choices=("auto", "cuda", "cpu"), default=None,
-                   help="ONNX Runtime execution provider (default: $DISTILL_PROVIDER or auto)")
-    p.add_argument("--engine", choices=("auto", "onnxruntime", "openvino"), default=None,
-                   help="inference engine: auto times the candidates at warm-up and serves the fastest within the "
-                        "accuracy gate (default: $DISTILL_ENGINE or auto)")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="uvicorn worker processes (metrics are aggregated across them; each gets cores/workers "
+        "ONNX Runtime threads unless DISTILL_INTRA_OP_THREADS is set)",
+    )
+    p.add_argument(
+        "--model-zoo", type=Path, default=None, help="model-zoo root (default: $DISTILL_MODEL_ZOO)"
+    )
+    p.add_argument(
+        "--provider",
+        choices=("auto", "cuda", "cpu"),
+        default=None,
+        help="ONNX Runtime execution provider (default: $DISTILL_PROVIDER or auto)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "onnxruntime", "openvino"),
+        default=None,
+        help="inference engine: auto times the candidates at warm-up and serves the fastest within the "
+        "accuracy gate (default: $DISTILL_ENGINE or auto)",
+    )
     p.set_defaults(func=run)
-

@@ -14,17 +14,25 @@ from model_zoo.schema import json_schema_text
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="list, show and verify model-zoo entries")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="zoo folder (default: $DISTILL_MODEL_ZOO, else the model_zoo package folder)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="zoo folder (default: $DISTILL_MODEL_ZOO, else the model_zoo package folder)",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="one line per entry: name, edit, size, variants, stride")
     show = actions.add_parser("show", help="an entry's manifest, readable (or raw with --json)")
     show.add_argument("name")
-    show.add_argument("--json", action="store_true", help="print the manifest as JSON (in the current schema version)")
+    show.add_argument(
+        "--json", action="store_true", help="print the manifest as JSON (in the current schema version)"
+    )
     verify = actions.add_parser("verify", help="check the size and sha256 of every file of an entry")
     verify.add_argument("name")
     schema = actions.add_parser("schema", help="print the JSON Schema of an entry's manifest.json")
-    schema.add_argument("--out", type=Path, help="write it to this file instead (e.g. docs/model_zoo_entry.schema.json)")
+    schema.add_argument(
+        "--out", type=Path, help="write it to this file instead (e.g. docs/model_zoo_entry.schema.json)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -67,8 +75,16 @@ def _list(args: argparse.Namespace) -> int:
     for e in entries:
         size = sum(r["bytes"] for r in e.manifest["files"].values())
         h, w = e.input_size
-        rows.append([e.name, _edit_text(e.manifest), f"{h}x{w}", _human_bytes(size),
-                     ",".join(e.variants), str(e.stride)])
+        rows.append(
+            [
+                e.name,
+                _edit_text(e.manifest),
+                f"{h}x{w}",
+                _human_bytes(size),
+                ",".join(e.variants),
+                str(e.stride),
+            ]
+        )
     print(_table(rows))
     return 0
 
@@ -105,24 +121,36 @@ def _show(args: argparse.Namespace) -> int:
     ]
     for t in entry.spec.engines or []:
         psnr = "" if t.psnr_vs_fp32_db is None else f", PSNR vs fp32 {t.psnr_vs_fp32_db:.2f} dB"
-        lines.append(f"engine {t.engine} ({t.variant}, {t.precision}): {t.median_ms:.1f} ms median at "
-                     f"{t.timed_size[0]}x{t.timed_size[1]} on {t.measured_on}{psnr}")
+        lines.append(
+            f"engine {t.engine} ({t.variant}, {t.precision}): {t.median_ms:.1f} ms median at "
+            f"{t.timed_size[0]}x{t.timed_size[1]} on {t.measured_on}{psnr}"
+        )
     if m.get("data"):
-        lines.append("data: " + ", ".join(f"{k} {v}" for k, v in m["data"].items() if not isinstance(v, dict | list)))
+        lines.append(
+            "data: " + ", ".join(f"{k} {v}" for k, v in m["data"].items() if not isinstance(v, dict | list))
+        )
     if m.get("training"):
-        lines.append("training: " + ", ".join(f"{k} {v}" for k, v in m["training"].items()
-                                              if not isinstance(v, dict | list)))
+        lines.append(
+            "training: "
+            + ", ".join(f"{k} {v}" for k, v in m["training"].items() if not isinstance(v, dict | list))
+        )
     heldout = (m.get("training") or {}).get("heldout") or {}
     if "val_psnr" in heldout:
-        lines.append(f"held-out (student vs teacher): PSNR {heldout['val_psnr']:.2f} dB"
-                     + (f", SSIM {heldout['val_ssim']:.3f}" if "val_ssim" in heldout else "")
-                     + (f" on {heldout['n_val']} pairs" if "n_val" in heldout else "")
-                     + (f" at epoch {heldout['epoch']}" if "epoch" in heldout else ""))
+        lines.append(
+            f"held-out (student vs teacher): PSNR {heldout['val_psnr']:.2f} dB"
+            + (f", SSIM {heldout['val_ssim']:.3f}" if "val_ssim" in heldout else "")
+            + (f" on {heldout['n_val']} pairs" if "n_val" in heldout else "")
+            + (f" at epoch {heldout['epoch']}" if "epoch" in heldout else "")
+        )
     if m.get("export"):
-        lines.append("export: " + ", ".join(f"{k} {v}" for k, v in m["export"].items()
-                                            if not isinstance(v, dict | list)))
+        lines.append(
+            "export: "
+            + ", ".join(f"{k} {v}" for k, v in m["export"].items() if not isinstance(v, dict | list))
+        )
     lines.append("files:")
-    lines += [f"  {f}  {_human_bytes(r['bytes'])}  sha256 {r['sha256'][:16]}..." for f, r in m["files"].items()]
+    lines += [
+        f"  {f}  {_human_bytes(r['bytes'])}  sha256 {r['sha256'][:16]}..." for f, r in m["files"].items()
+    ]
     print("\n".join(lines))
     return 0
 

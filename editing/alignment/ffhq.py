@@ -109,9 +109,12 @@ def _feathered_pad(a: np.ndarray, pad: tuple[int, int, int, int], qsize: float) 
     mask_y = 1.0 - np.minimum(ys / np.float32(top), (h - 1 - ys) / np.float32(bottom))
     mask = np.maximum(mask_x[None, :], mask_y[:, None])[..., None]
     sigma = qsize * 0.02
-    radius = int(4.0 * sigma + 0.5)  # a Gaussian truncated at 4 sigma, edges mirrored with the edge pixel repeated
-    blurred = cv2.GaussianBlur(a, (2 * radius + 1, 2 * radius + 1), sigmaX=sigma, sigmaY=sigma,
-                               borderType=cv2.BORDER_REFLECT)
+    radius = int(
+        4.0 * sigma + 0.5
+    )  # a Gaussian truncated at 4 sigma, edges mirrored with the edge pixel repeated
+    blurred = cv2.GaussianBlur(
+        a, (2 * radius + 1, 2 * radius + 1), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
+    )
     a += (blurred - a) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
     a += (np.median(a, axis=(0, 1)) - a) * np.clip(mask, 0.0, 1.0)
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
@@ -137,12 +140,19 @@ def _warp(a: np.ndarray, quad: np.ndarray, out: int, resampling: Resampling) -> 
         return np.asarray(Image.fromarray(a).transform((out, out), Image.AFFINE, coeffs, Image.BILINEAR))
     origin = quad[0] + 0.5 * (ex + ey)  # output pixel (0, 0) -> source pixel, both with centres at integers
     m = np.array([[ex[0], ey[0], origin[0]], [ex[1], ey[1], origin[1]]])
-    return cv2.warpAffine(a, m, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        a,
+        m,
+        (out, out),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int,
-               resampling: Resampling = "pillow") -> tuple[np.ndarray, Alignment]:
+def align_face(
+    image: np.ndarray, landmarks: np.ndarray, size: int, resampling: Resampling = "pillow"
+) -> tuple[np.ndarray, Alignment]:
     """The FFHQ crop (uint8 [size, size, 3]) of the face with ``landmarks`` in ``image`` (uint8 RGB), and its transform.
 
     ``resampling="pillow"`` uses the recipe's filters (Pillow's bilinear quad transform, Lanczos resizes);
@@ -176,7 +186,12 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int,
 
     h, w = a.shape[:2]
     lo, hi = np.floor(work.min(axis=0)).astype(int), np.ceil(work.max(axis=0)).astype(int)
-    pad = (max(-lo[0] + border, 0), max(-lo[1] + border, 0), max(hi[0] - w + border, 0), max(hi[1] - h + border, 0))
+    pad = (
+        max(-lo[0] + border, 0),
+        max(-lo[1] + border, 0),
+        max(hi[0] - w + border, 0),
+        max(hi[1] - h + border, 0),
+    )
     if max(pad) > border - 4:
         wide = int(np.rint(qsize * 0.3))
         pad = tuple(max(p, wide) for p in pad)

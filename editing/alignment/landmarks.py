@@ -82,8 +82,10 @@ class DlibDetector:
             rects, scores, _ = detector.run(np.ascontiguousarray(image), self.upsample, self.threshold)
         finally:
             self._idle.put(detector)
-        return [((float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1)), float(s))
-                for r, s in zip(rects, scores, strict=True)]
+        return [
+            ((float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1)), float(s))
+            for r, s in zip(rects, scores, strict=True)
+        ]
 
 
 def predictor_path() -> Path:
@@ -94,11 +96,15 @@ def predictor_path() -> Path:
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise DistillError("the face_recognition_models package is not installed; "
-                           "run `pip install face_recognition_models` (or `make install`)")
+        raise DistillError(
+            "the face_recognition_models package is not installed; "
+            "run `pip install face_recognition_models` (or `make install`)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / PREDICTOR_FILE
     if not path.is_file():
-        raise DistillError(f"{path}: the 68-point landmark model is missing; reinstall face_recognition_models")
+        raise DistillError(
+            f"{path}: the 68-point landmark model is missing; reinstall face_recognition_models"
+        )
     return path
 
 
@@ -140,9 +146,11 @@ def default_finder() -> FaceFinder:
     DistillError naming the `faces` extra when this install lacks dlib or OpenCV (the warps, imported where used)."""
     for module in ("dlib", "cv2"):
         if importlib.util.find_spec(module) is None:
-            raise DistillError(f"FFHQ face alignment needs the module {module!r}, which this install lacks: "
-                               "install the `faces` extra (pip install 'stylegan2-distill[faces]'; "
-                               "docker: --build-arg EXTRAS=faces)")
+            raise DistillError(
+                f"FFHQ face alignment needs the module {module!r}, which this install lacks: "
+                "install the `faces` extra (pip install 'stylegan2-distill[faces]'; "
+                "docker: --build-arg EXTRAS=faces)"
+            )
     return FaceFinder(DlibDetector(), DlibLandmarker())
 
 
@@ -157,8 +165,9 @@ def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return small, size[0] / w
 
 
-def find_faces(image: np.ndarray, detector: FaceDetector, landmarker: Landmarker,
-               detect_max_side: int = DETECT_MAX_SIDE) -> list[Face]:
+def find_faces(
+    image: np.ndarray, detector: FaceDetector, landmarker: Landmarker, detect_max_side: int = DETECT_MAX_SIDE
+) -> list[Face]:
     """Faces in a uint8 RGB picture [H, W, 3], largest box first, with landmarks at full resolution.
 
     Detection runs on a copy at most ``detect_max_side`` pixels on its longer side; when that finds nothing
@@ -178,8 +187,10 @@ def find_faces(image: np.ndarray, detector: FaceDetector, landmarker: Landmarker
         box = (left / scale, top / scale, right / scale, bottom / scale)
         points = landmarker.landmarks(image, box)
         if points.shape != (NUM_LANDMARKS, 2):
-            raise ValueError(f"{type(landmarker).__name__} returned landmarks of shape {points.shape}, "
-                             f"not ({NUM_LANDMARKS}, 2): the FFHQ alignment needs the 68-point layout")
+            raise ValueError(
+                f"{type(landmarker).__name__} returned landmarks of shape {points.shape}, "
+                f"not ({NUM_LANDMARKS}, 2): the FFHQ alignment needs the 68-point layout"
+            )
         faces.append(Face(box, score, points))
     return sorted(faces, key=lambda f: f.area, reverse=True)
 

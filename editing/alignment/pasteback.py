@@ -30,7 +30,9 @@ def face_mask(aligned_landmarks: np.ndarray, size: int) -> np.ndarray:
     hull = cv2.convexHull(np.rint(outline).astype(np.int32))
     inside = np.full((size, size), 255, np.uint8)
     cv2.fillConvexPoly(inside, hull, 0)
-    distance = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)  # 0 on the hull, grows outside
+    distance = cv2.distanceTransform(
+        inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE
+    )  # 0 on the hull, grows outside
     margin, feather = MARGIN * size, max(FEATHER * size, 1.0)
     t = np.clip((margin + feather - distance) / feather, 0.0, 1.0)
     mask = t * t * (3.0 - 2.0 * t)
@@ -67,8 +69,9 @@ def paste_back(photo: np.ndarray, face: np.ndarray, alignment: Alignment, mask: 
     return out
 
 
-def paste_faces(photo: np.ndarray, faces: list[np.ndarray], alignments: list[Alignment],
-                landmarks: list[np.ndarray]) -> np.ndarray:
+def paste_faces(
+    photo: np.ndarray, faces: list[np.ndarray], alignments: list[Alignment], landmarks: list[np.ndarray]
+) -> np.ndarray:
     """Paste several edited crops back, each through the mask built from its landmarks (source pixels [68, 2])."""
     out = photo
     for face, alignment, lm in zip(faces, alignments, landmarks, strict=True):

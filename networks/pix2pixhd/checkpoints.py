@@ -67,19 +67,32 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> Pix2PixHDConfig:
         )
     _expect("model.1.weight" in sd, "missing 'model.1.weight' (the first 7x7 conv of the global generator)")
     first = sd["model.1.weight"]
-    _expect(first.dim() == 4 and tuple(first.shape[2:]) == (7, 7), f"model.1.weight has shape {list(first.shape)}, expected [ngf, input_nc, 7, 7]")
+    _expect(
+        first.dim() == 4 and tuple(first.shape[2:]) == (7, 7),
+        f"model.1.weight has shape {list(first.shape)}, expected [ngf, input_nc, 7, 7]",
+    )
     input_nc = int(first.shape[1])
     top = sorted(int(m.group(1)) for k in sd if (m := _TOP.match(k)))
     n_blocks_global = len({int(m.group(1)) for k in sd if (m := _BLOCK.match(k))})
     enhancers = sorted(int(m.group(1)) for k in sd if (m := _ENHANCER.match(k)))
     if enhancers:
         L = len(enhancers)
-        _expect(enhancers == list(range(1, L + 1)), f"local enhancer keys model{{n}}_1 must run 1..{L}, found {enhancers}")
-        _expect((len(top) - 1) % 2 == 0, f"unexpected number of top-level 'model.N.weight' convs ({len(top)})")
+        _expect(
+            enhancers == list(range(1, L + 1)),
+            f"local enhancer keys model{{n}}_1 must run 1..{L}, found {enhancers}",
+        )
+        _expect(
+            (len(top) - 1) % 2 == 0, f"unexpected number of top-level 'model.N.weight' convs ({len(top)})"
+        )
         nd = (len(top) - 1) // 2
         ngf = int(sd[f"model{L}_1.1.weight"].shape[0])
-        _expect(int(first.shape[0]) == ngf * 2**L, f"global part has {first.shape[0]} filters, expected ngf*2**L = {ngf * 2**L}")
-        n_blocks_local = len({k.split(".")[1] for k in sd if k.startswith(f"model{L}_2.") and ".conv_block." in k})
+        _expect(
+            int(first.shape[0]) == ngf * 2**L,
+            f"global part has {first.shape[0]} filters, expected ngf*2**L = {ngf * 2**L}",
+        )
+        n_blocks_local = len(
+            {k.split(".")[1] for k in sd if k.startswith(f"model{L}_2.") and ".conv_block." in k}
+        )
         last = f"model{L}_2.{n_blocks_local + 4}.weight"
         _expect(last in sd, f"missing {last!r} (the output conv of the last local enhancer)")
         output_nc = int(sd[last].shape[0])
@@ -93,7 +106,10 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> Pix2PixHDConfig:
             n_local_enhancers=L,
             n_blocks_local=n_blocks_local,
         )
-    _expect(len(top) >= 2 and len(top) % 2 == 0, f"unexpected number of top-level 'model.N.weight' convs ({len(top)})")
+    _expect(
+        len(top) >= 2 and len(top) % 2 == 0,
+        f"unexpected number of top-level 'model.N.weight' convs ({len(top)})",
+    )
     nd = (len(top) - 2) // 2
     output_nc = int(sd[f"model.{top[-1]}.weight"].shape[0])
     return Pix2PixHDConfig(
@@ -118,7 +134,11 @@ def load_state_dict_checked(net: nn.Module, state_dict: Mapping[str, torch.Tenso
     ]
     if missing or unexpected or wrong:
         parts = []
-        for name, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+        for name, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", wrong),
+        ):
             if items:
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{name}: {', '.join(items[:5])}{more}")
@@ -143,7 +163,9 @@ def describe(cfg: Pix2PixHDConfig) -> str:
 
 def _read(path: Path) -> Any:
     if not path.is_file():
-        raise DistillError(f"{path}: no such file; expected a pix2pixHD generator (latest_net_G.pth or a distill checkpoint .pt)")
+        raise DistillError(
+            f"{path}: no such file; expected a pix2pixHD generator (latest_net_G.pth or a distill checkpoint .pt)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -157,12 +179,20 @@ def _split(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], Pix2PixHDConf
     """(generator state_dict, stored config or None) from either container."""
     if isinstance(obj, Mapping) and "format" in obj:
         if obj["format"] != CHECKPOINT_FORMAT:
-            raise DistillError(f"{path}: checkpoint format {obj['format']!r} is not supported; expected {CHECKPOINT_FORMAT!r}")
+            raise DistillError(
+                f"{path}: checkpoint format {obj['format']!r} is not supported; expected {CHECKPOINT_FORMAT!r}"
+            )
         if not isinstance(obj.get("G"), Mapping) or not isinstance(obj.get("config"), Mapping):
-            raise DistillError(f"{path}: {CHECKPOINT_FORMAT} checkpoint lacks its 'G' state_dict or 'config' dict")
+            raise DistillError(
+                f"{path}: {CHECKPOINT_FORMAT} checkpoint lacks its 'G' state_dict or 'config' dict"
+            )
         weights = obj["G_ema"] if isinstance(obj.get("G_ema"), Mapping) else obj["G"]
         return strip_module_prefix(weights), Pix2PixHDConfig.from_dict(dict(obj["config"]))
-    if isinstance(obj, Mapping) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    if (
+        isinstance(obj, Mapping)
+        and obj
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
         return strip_module_prefix(obj), None
     kind = type(obj).__name__
     keys = f" with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else ""
@@ -203,10 +233,14 @@ def load_generator(path: str | os.PathLike, **overrides: Any) -> nn.Module:
     return net.eval()
 
 
-def save_generator(net: nn.Module, path: str | os.PathLike, cfg: Pix2PixHDConfig | None = None, **extra: Any) -> Path:
+def save_generator(
+    net: nn.Module, path: str | os.PathLike, cfg: Pix2PixHDConfig | None = None, **extra: Any
+) -> Path:
     """Write ``{"format", "config", "G", **extra}`` atomically (the trainer adds optimiser/RNG state as extra)."""
     cfg = cfg if cfg is not None else getattr(net, "config", None)
     if cfg is None:
         raise DistillError("save_generator: pass cfg (the network has no .config)")
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    return atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(cfg), "G": state, **extra})
+    return atomic_torch_save(
+        path, {"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(cfg), "G": state, **extra}
+    )

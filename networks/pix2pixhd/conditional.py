@@ -31,21 +31,35 @@ class ConditionalGenerator(nn.Module):
     def __init__(self, cfg: Pix2PixHDConfig) -> None:
         super().__init__()
         if cfg.condition == "none" or not cfg.residual or cfg.netG != "global":
-            raise DistillError(f"ConditionalGenerator needs condition scale/plane/modulation on the residual global "
-                               f"generator, got condition={cfg.condition!r} residual={cfg.residual} netG={cfg.netG!r}")
+            raise DistillError(
+                f"ConditionalGenerator needs condition scale/plane/modulation on the residual global "
+                f"generator, got condition={cfg.condition!r} residual={cfg.residual} netG={cfg.netG!r}"
+            )
         self.condition = cfg.condition
         self.input_nc, self.output_nc, self.residual = cfg.input_nc, cfg.output_nc, True
         self.stride = 2**cfg.n_downsample_global
         self.min_size = min_input_size(cfg.n_downsample_global, cfg.n_blocks_global)
         extra = 1 if cfg.condition == "plane" else 0
-        self.model = nn.Sequential(*global_layers(cfg.input_nc + extra, cfg.output_nc, cfg.ngf,
-                                                   cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm, cfg.upsample))
+        self.model = nn.Sequential(
+            *global_layers(
+                cfg.input_nc + extra,
+                cfg.output_nc,
+                cfg.ngf,
+                cfg.n_downsample_global,
+                cfg.n_blocks_global,
+                cfg.norm,
+                cfg.upsample,
+            )
+        )
         self.bottleneck_channels = cfg.ngf * 2**cfg.n_downsample_global
         self.encoder_end = 4 + 3 * cfg.n_downsample_global  # index of the first residual block
         self.film_points = cfg.n_blocks_global + 1
         if cfg.condition == "modulation":
-            self.film = nn.Sequential(nn.Linear(1, FILM_HIDDEN), nn.ReLU(True),
-                                      nn.Linear(FILM_HIDDEN, 2 * self.bottleneck_channels * self.film_points))
+            self.film = nn.Sequential(
+                nn.Linear(1, FILM_HIDDEN),
+                nn.ReLU(True),
+                nn.Linear(FILM_HIDDEN, 2 * self.bottleneck_channels * self.film_points),
+            )
 
     def init_condition(self) -> None:
         """Zero the modulation's last layer: training starts from the unmodulated (``scale``) generator."""

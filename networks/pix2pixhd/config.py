@@ -33,14 +33,20 @@ class Pix2PixHDConfig:
 
     input_nc: int = 3
     output_nc: int = 3
-    ngf: int = 64  # filters of the outermost generator layer (the global part uses ngf * 2**n_local_enhancers)
+    ngf: int = (
+        64  # filters of the outermost generator layer (the global part uses ngf * 2**n_local_enhancers)
+    )
     netG: str = "global"  # "global": GlobalGenerator; "local": LocalEnhancer around a global generator
     n_downsample_global: int = 4
     n_blocks_global: int = 9
     n_local_enhancers: int = 1
     n_blocks_local: int = 3
-    residual: bool = False  # output = clamp(input + G(input)): fine detail of the input has a path (not NVIDIA's)
-    condition: str = "none"  # strength input (CONDITION_CHOICES): output = clamp(input + strength * G(input, strength))
+    residual: bool = (
+        False  # output = clamp(input + G(input)): fine detail of the input has a path (not NVIDIA's)
+    )
+    condition: str = (
+        "none"  # strength input (CONDITION_CHOICES): output = clamp(input + strength * G(input, strength))
+    )
     norm: str = "instance"  # generator normalisation (NORM_CHOICES); the discriminator keeps instance norm
     upsample: str = "transpose"  # decoder upsampling (UPSAMPLE_CHOICES)
     ndf: int = 64
@@ -51,7 +57,9 @@ class Pix2PixHDConfig:
     lambda_vgg: float = 10.0  # VGG19 perceptual loss (NVIDIA weighs it with lambda_feat, also 10)
     lambda_l1: float = 0.0  # optional pixel L1 (not in NVIDIA's recipe)
     lambda_gan: float = 1.0  # weight of the generator's adversarial term (NVIDIA: 1)
-    ema: float = 0.0  # decay of an exponential moving average of G's weights (e.g. 0.999; 0: none); exported when kept
+    ema: float = (
+        0.0  # decay of an exponential moving average of G's weights (e.g. 0.999; 0: none); exported when kept
+    )
     lr_decay_steps: int = 0  # also decay the lr linearly to zero over the run's last N steps (of --max-steps)
     lr: float = 2e-4
     beta1: float = 0.5
@@ -62,27 +70,48 @@ class Pix2PixHDConfig:
         if self.netG not in NET_G_CHOICES:
             raise DistillError(f"pix2pixhd config: netG must be one of {NET_G_CHOICES}, got {self.netG!r}")
         if self.condition not in CONDITION_CHOICES:
-            raise DistillError(f"pix2pixhd config: condition must be one of {CONDITION_CHOICES}, got {self.condition!r}")
+            raise DistillError(
+                f"pix2pixhd config: condition must be one of {CONDITION_CHOICES}, got {self.condition!r}"
+            )
         if self.condition != "none" and (not self.residual or self.netG != "global"):
-            raise DistillError(f"pix2pixhd config: condition={self.condition!r} needs the residual global generator "
-                               "(--residual --netG global): strength 0 must give back the input")
+            raise DistillError(
+                f"pix2pixhd config: condition={self.condition!r} needs the residual global generator "
+                "(--residual --netG global): strength 0 must give back the input"
+            )
         if self.norm not in NORM_CHOICES:
             raise DistillError(f"pix2pixhd config: norm must be one of {NORM_CHOICES}, got {self.norm!r}")
         if self.upsample not in UPSAMPLE_CHOICES:
-            raise DistillError(f"pix2pixhd config: upsample must be one of {UPSAMPLE_CHOICES}, got {self.upsample!r}")
+            raise DistillError(
+                f"pix2pixhd config: upsample must be one of {UPSAMPLE_CHOICES}, got {self.upsample!r}"
+            )
         if not 0.0 <= self.ema < 1.0:
             raise DistillError(f"pix2pixhd config: ema must be in [0, 1), got {self.ema!r}")
         if self.gan_mode not in GAN_MODES:
-            raise DistillError(f"pix2pixhd config: gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}")
+            raise DistillError(
+                f"pix2pixhd config: gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}"
+            )
         positive = ("input_nc", "output_nc", "ngf", "ndf", "n_layers_D", "num_D")
-        non_negative = ("n_downsample_global", "n_blocks_global", "n_blocks_local", "niter", "niter_decay", "lr_decay_steps")
+        non_negative = (
+            "n_downsample_global",
+            "n_blocks_global",
+            "n_blocks_local",
+            "niter",
+            "niter_decay",
+            "lr_decay_steps",
+        )
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise DistillError(f"pix2pixhd config: {name} must be a positive integer, got {getattr(self, name)!r}")
+                raise DistillError(
+                    f"pix2pixhd config: {name} must be a positive integer, got {getattr(self, name)!r}"
+                )
         for name in non_negative:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise DistillError(f"pix2pixhd config: {name} must be an integer >= 0, got {getattr(self, name)!r}")
-        if self.netG == "local" and (not isinstance(self.n_local_enhancers, int) or self.n_local_enhancers < 1):
+                raise DistillError(
+                    f"pix2pixhd config: {name} must be an integer >= 0, got {getattr(self, name)!r}"
+                )
+        if self.netG == "local" and (
+            not isinstance(self.n_local_enhancers, int) or self.n_local_enhancers < 1
+        ):
             raise DistillError(
                 f"pix2pixhd config: n_local_enhancers must be >= 1 with netG='local', got {self.n_local_enhancers!r}"
             )
@@ -90,7 +119,9 @@ class Pix2PixHDConfig:
             if getattr(self, name) < 0:
                 raise DistillError(f"pix2pixhd config: {name} must be >= 0, got {getattr(self, name)!r}")
         if self.lr <= 0 or not 0 <= self.beta1 < 1:
-            raise DistillError(f"pix2pixhd config: need lr > 0 and 0 <= beta1 < 1, got lr={self.lr}, beta1={self.beta1}")
+            raise DistillError(
+                f"pix2pixhd config: need lr > 0 and 0 <= beta1 < 1, got lr={self.lr}, beta1={self.beta1}"
+            )
 
     @property
     def stride(self) -> int:
@@ -173,7 +204,14 @@ def _slim() -> Pix2PixHDConfig:
 def _tiny() -> Pix2PixHDConfig:
     """For tests: a few thousand parameters, 32-64 px inputs, seconds per step on CPU."""
     return Pix2PixHDConfig(
-        netG="global", ngf=4, n_downsample_global=2, n_blocks_global=1, ndf=4, n_layers_D=2, num_D=2, lambda_vgg=0.0
+        netG="global",
+        ngf=4,
+        n_downsample_global=2,
+        n_blocks_global=1,
+        ndf=4,
+        n_layers_D=2,
+        num_D=2,
+        lambda_vgg=0.0,
     )
 
 

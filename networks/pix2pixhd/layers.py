@@ -37,7 +37,6 @@ def upsample_layer(in_channels: int, out_channels: int, kind: str = "transpose")
     return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1)
 
 
-
 def check_input(x: torch.Tensor, channels: int, stride: int, min_size: int, what: str) -> None:
     """Raise DistillError unless ``x`` is [N, channels, H, W], H and W multiples of ``stride`` and >= ``min_size``.
 
@@ -89,14 +88,29 @@ def zero_output_layer(net: nn.Module) -> None:
     nn.init.zeros_(last.bias)
 
 
-def global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int, n_blocks: int,
-                   norm: str = "instance", upsample: str = "transpose") -> list[nn.Module]:
+def global_layers(
+    input_nc: int,
+    output_nc: int,
+    ngf: int,
+    n_downsampling: int,
+    n_blocks: int,
+    norm: str = "instance",
+    upsample: str = "transpose",
+) -> list[nn.Module]:
     """GlobalGenerator's layer list in NVIDIA's order (the last three: pad, conv7, tanh)."""
-    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0), norm_layer(ngf, norm),
-                               nn.ReLU(True)]
+    layers: list[nn.Module] = [
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0),
+        norm_layer(ngf, norm),
+        nn.ReLU(True),
+    ]
     for i in range(n_downsampling):
         c = ngf * 2**i
-        layers += [nn.Conv2d(c, c * 2, kernel_size=3, stride=2, padding=1), norm_layer(c * 2, norm), nn.ReLU(True)]
+        layers += [
+            nn.Conv2d(c, c * 2, kernel_size=3, stride=2, padding=1),
+            norm_layer(c * 2, norm),
+            nn.ReLU(True),
+        ]
     c = ngf * 2**n_downsampling
     layers += [ResnetBlock(c, norm) for _ in range(n_blocks)]
     for i in range(n_downsampling):
@@ -104,4 +118,3 @@ def global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int, 
         layers += [upsample_layer(c, c // 2, upsample), norm_layer(c // 2, norm), nn.ReLU(True)]
     layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
     return layers
-

@@ -48,14 +48,20 @@ class GANLoss(nn.Module):
         return loss
 
 
-def feature_matching_loss(pred_fake: DPredictions, pred_real: DPredictions, lambda_feat: float = 10.0) -> torch.Tensor:
+def feature_matching_loss(
+    pred_fake: DPredictions, pred_real: DPredictions, lambda_feat: float = 10.0
+) -> torch.Tensor:
     """L1 between D's intermediate features on fake and real pairs (real side detached).
 
     NVIDIA's weighting: each of the n_layers_D + 1 intermediate layers (the final prediction excluded) gets
     4 / (n_layers_D + 1), each scale 1 / num_D, the whole lambda_feat.
     """
-    if len(pred_fake) != len(pred_real) or any(len(a) != len(b) for a, b in zip(pred_fake, pred_real, strict=True)):
-        raise ValueError("feature_matching_loss: fake and real predictions must have the same scales and layers")
+    if len(pred_fake) != len(pred_real) or any(
+        len(a) != len(b) for a, b in zip(pred_fake, pred_real, strict=True)
+    ):
+        raise ValueError(
+            "feature_matching_loss: fake and real predictions must have the same scales and layers"
+        )
     num_D = len(pred_fake)
     loss = pred_fake[0][-1].new_zeros(())
     for fake_feats, real_feats in zip(pred_fake, pred_real, strict=True):
@@ -67,7 +73,29 @@ def feature_matching_loss(pred_fake: DPredictions, pred_real: DPredictions, lamb
 
 
 # torchvision's VGG19 ("E") feature extractor: ints are 3x3 conv widths, "M" a 2x2 max-pool.
-_VGG19_CFG: list[Any] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+_VGG19_CFG: list[Any] = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+]
 # NVIDIA's slices end after relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (torchvision indices 1, 6, 11, 20, 29).
 VGG_SLICE_ENDS = (2, 7, 12, 21, 30)
 VGG_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
@@ -108,22 +136,32 @@ def load_vgg19_features(path: str | os.PathLike) -> VGG19Features:
     """
     path = Path(path)
     if not path.is_file():
-        raise DistillError(f"{path}: no such file; pass torchvision's VGG19 weights (vgg19-dcbb9e9d.pth) or no VGG path")
+        raise DistillError(
+            f"{path}: no such file; pass torchvision's VGG19 weights (vgg19-dcbb9e9d.pth) or no VGG path"
+        )
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DistillError(f"{path}: cannot be read as a torch state_dict ({type(e).__name__}); expected torchvision's vgg19 weights") from None
+        raise DistillError(
+            f"{path}: cannot be read as a torch state_dict ({type(e).__name__}); expected torchvision's vgg19 weights"
+        ) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
-        raise DistillError(f"{path}: holds a {type(sd).__name__}; expected torchvision's vgg19 state_dict (features.N.weight ...)")
+        raise DistillError(
+            f"{path}: holds a {type(sd).__name__}; expected torchvision's vgg19 state_dict (features.N.weight ...)"
+        )
     with torch.device("meta"):  # no random init of 20 M parameters: the file's tensors are assigned below
         net = VGG19Features()
     expected = net.state_dict()
     features = {k: v for k, v in sd.items() if isinstance(k, str) and k.startswith("features.")}
     missing = sorted(set(expected) - set(features))
     unexpected = sorted(set(features) - set(expected))
-    wrong = [f"{k} {list(features[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in features and features[k].shape != v.shape]
+    wrong = [
+        f"{k} {list(features[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in features and features[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         raise DistillError(
             f"{path}: not torchvision's VGG19 layout (features.N.weight/bias for 16 convs): "
@@ -162,7 +200,9 @@ class VGGLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"VGGLoss: expected two [N, 3, H, W] tensors of one shape, got {list(x.shape)} and {list(y.shape)}")
+            raise ValueError(
+                f"VGGLoss: expected two [N, 3, H, W] tensors of one shape, got {list(x.shape)} and {list(y.shape)}"
+            )
         fx = self.vgg.slices(self._prep(x))
         with torch.no_grad():
             fy = self.vgg.slices(self._prep(y))

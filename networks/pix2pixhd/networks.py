@@ -35,20 +35,29 @@ def _downsample_pool() -> nn.AvgPool2d:
     return nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
 
 
-
-
 class GlobalGenerator(nn.Module):
     """Encoder (conv7 + n_downsampling stride-2 convs), residual blocks, decoder (transposed convs), tanh."""
 
-    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_downsampling: int = 4, n_blocks: int = 9,
-                 residual: bool = False, norm: str = "instance", upsample: str = "transpose") -> None:
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        ngf: int = 64,
+        n_downsampling: int = 4,
+        n_blocks: int = 9,
+        residual: bool = False,
+        norm: str = "instance",
+        upsample: str = "transpose",
+    ) -> None:
         super().__init__()
         if residual and input_nc != output_nc:
             raise DistillError(f"residual output needs input_nc == output_nc, got {input_nc} and {output_nc}")
         self.input_nc, self.output_nc, self.residual = input_nc, output_nc, residual
         self.stride = 2**n_downsampling
         self.min_size = min_input_size(n_downsampling, n_blocks)
-        self.model = nn.Sequential(*global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks, norm, upsample))
+        self.model = nn.Sequential(
+            *global_layers(input_nc, output_nc, ngf, n_downsampling, n_blocks, norm, upsample)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_nc, self.stride, self.min_size, "GlobalGenerator")
@@ -83,7 +92,9 @@ class LocalEnhancer(nn.Module):
         self.min_size = min_input_size(n_downsample_global, n_blocks_global, n_local_enhancers)
         ngf_global = ngf * 2**n_local_enhancers
         self.model = nn.Sequential(
-            *global_layers(input_nc, output_nc, ngf_global, n_downsample_global, n_blocks_global, norm, upsample)[:-3]
+            *global_layers(
+                input_nc, output_nc, ngf_global, n_downsample_global, n_blocks_global, norm, upsample
+            )[:-3]
         )
         for n in range(1, n_local_enhancers + 1):
             g = ngf * 2 ** (n_local_enhancers - n)
@@ -135,10 +146,20 @@ class NLayerDiscriminator(nn.Module):
         for _ in range(1, n_layers):
             nf_prev, nf = nf, min(nf * 2, 512)
             stages.append(
-                [nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=2, padding=padw), norm_layer(nf), nn.LeakyReLU(0.2, True)]
+                [
+                    nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=2, padding=padw),
+                    norm_layer(nf),
+                    nn.LeakyReLU(0.2, True),
+                ]
             )
         nf_prev, nf = nf, min(nf * 2, 512)
-        stages.append([nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=1, padding=padw), norm_layer(nf), nn.LeakyReLU(0.2, True)])
+        stages.append(
+            [
+                nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=1, padding=padw),
+                norm_layer(nf),
+                nn.LeakyReLU(0.2, True),
+            ]
+        )
         stages.append([nn.Conv2d(nf, 1, kernel_size=kw, stride=1, padding=padw)])
         for n, stage in enumerate(stages):
             setattr(self, f"model{n}", nn.Sequential(*stage))
@@ -173,7 +194,9 @@ class MultiscaleDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         if x.dim() != 4 or x.shape[1] != self.input_nc:
-            raise DistillError(f"MultiscaleDiscriminator: expected input [N, {self.input_nc}, H, W], got {list(x.shape)}")
+            raise DistillError(
+                f"MultiscaleDiscriminator: expected input [N, {self.input_nc}, H, W], got {list(x.shape)}"
+            )
         results = []
         for i in range(self.num_D):
             scale = self.num_D - 1 - i
@@ -210,8 +233,16 @@ def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
         net.config = cfg
         return net
     if cfg.netG == "global":
-        net: nn.Module = GlobalGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
-                                         cfg.residual, cfg.norm, cfg.upsample)
+        net: nn.Module = GlobalGenerator(
+            cfg.input_nc,
+            cfg.output_nc,
+            cfg.ngf,
+            cfg.n_downsample_global,
+            cfg.n_blocks_global,
+            cfg.residual,
+            cfg.norm,
+            cfg.upsample,
+        )
     else:
         net = LocalEnhancer(
             cfg.input_nc,

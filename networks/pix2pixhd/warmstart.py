@@ -48,13 +48,22 @@ def read_generator_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Ten
         model = onnx.load(str(path))
     except Exception as e:
         raise DistillError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    sd = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer
-          if i.name.endswith((".weight", ".bias"))}
+    sd = {
+        i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
+        for i in model.graph.initializer
+        if i.name.endswith((".weight", ".bias"))
+    }
     if not sd:
-        raise DistillError(f"{path}: no initializers named like generator weights (model.N.weight); export the "
-                           "student with `distill export` or pass its training checkpoint")
+        raise DistillError(
+            f"{path}: no initializers named like generator weights (model.N.weight); export the "
+            "student with `distill export` or pass its training checkpoint"
+        )
     ops = {n.op_type for n in model.graph.node}
-    return sd, ("instance" if "InstanceNormalization" in ops else "none"), ("transpose" if "ConvTranspose" in ops else "resize")
+    return (
+        sd,
+        ("instance" if "InstanceNormalization" in ops else "none"),
+        ("transpose" if "ConvTranspose" in ops else "resize"),
+    )
 
 
 def resize_from_transpose(weight: torch.Tensor) -> torch.Tensor:
@@ -65,7 +74,9 @@ def resize_from_transpose(weight: torch.Tensor) -> torch.Tensor:
     taps; solving those equations in least squares gives the resize conv's taps from the transposed
     conv's, for every channel pair at once."""
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
-        raise DistillError(f"resize_from_transpose: expected [in, out, 3, 3] weights, got {list(weight.shape)}")
+        raise DistillError(
+            f"resize_from_transpose: expected [in, out, 3, 3] weights, got {list(weight.shape)}"
+        )
     # 1-D: transposed output 2m+a takes x[m+d] with tap t_k; the resize conv takes x[m+d] with the sum of w_k.
     t_taps = {0: {0: [1]}, 1: {0: [2], 1: [0]}}  # phase -> offset -> transposed taps
     w_taps = {0: {-1: [0], 0: [1, 2]}, 1: {0: [0, 1], 1: [2]}}  # phase -> offset -> resize taps
@@ -148,17 +159,23 @@ def _grab(stats: dict[str, torch.Tensor], _module: nn.Module, args: tuple[torch.
     raise _Captured
 
 
-def warm_start(G: nn.Module, path: str | os.PathLike, inputs: torch.Tensor, strength: torch.Tensor | None = None) -> str:
+def warm_start(
+    G: nn.Module, path: str | os.PathLike, inputs: torch.Tensor, strength: torch.Tensor | None = None
+) -> str:
     """Load ``path``'s generator weights into ``G`` (built from its own ``G.config``), converting NVIDIA's instance
     norm and transposed convs when ``G`` uses ``norm="none"`` / ``upsample="resize"``; ``inputs`` [N,3,H,W] in [-1,1]
     (and ``strength`` [N] for a conditional generator) calibrate the folding. Returns a one-line description."""
     cfg: Pix2PixHDConfig = G.config
     sd, norm, upsample = read_generator_weights(path)
     if norm == "none" and cfg.norm == "instance":
-        raise DistillError(f"--init {path}: its generator has no instance norm; a generator with norm=instance cannot "
-                           "start from it (train with --norm none)")
+        raise DistillError(
+            f"--init {path}: its generator has no instance norm; a generator with norm=instance cannot "
+            "start from it (train with --norm none)"
+        )
     if upsample == "resize" and cfg.upsample == "transpose":
-        raise DistillError(f"--init {path}: its generator upsamples by resize-convolution; train with --upsample resize")
+        raise DistillError(
+            f"--init {path}: its generator upsamples by resize-convolution; train with --upsample resize"
+        )
     source = build_generator(cfg.replace(norm=norm), init=False)
     if upsample != cfg.upsample:
         names = [n for n, m in source.named_modules() if isinstance(m, ResizeConv2d)]
@@ -172,6 +189,8 @@ def warm_start(G: nn.Module, path: str | os.PathLike, inputs: torch.Tensor, stre
     if upsample != cfg.upsample:
         done.append(f"{len(names)} transposed convs turned into resize-convs")
     if norm != cfg.norm:
-        done.append(f"{fold_instance_norms(source, inputs, strength)} instance norms folded over {len(inputs)} inputs")
+        done.append(
+            f"{fold_instance_norms(source, inputs, strength)} instance norms folded over {len(inputs)} inputs"
+        )
     G.load_state_dict(source.state_dict())
     return "warm start: " + "; ".join(done)

@@ -37,10 +37,12 @@ from networks.stylegan2.tf_pickle import TFNetworkRecord, convert_tf_generator
 log = logging.getLogger(__name__)
 
 FORMAT = "stylegan2-distill/1"
-EXPECTED = ("an NVlabs network pickle (.pkl holding G_ema, or a TensorFlow StyleGAN2 (G, D, Gs) pickle), an NVlabs Generator state_dict "
-            "(mapping.fc0.weight, synthesis.b4.const, ...), a rosinality stylegan2-pytorch checkpoint "
-            "({'g_ema': ..., 'latent_avg': ...}) or its bare state_dict (style.1.weight, input.input, ...), "
-            f"or a '{FORMAT}' file written by save_generator")
+EXPECTED = (
+    "an NVlabs network pickle (.pkl holding G_ema, or a TensorFlow StyleGAN2 (G, D, Gs) pickle), an NVlabs Generator state_dict "
+    "(mapping.fc0.weight, synthesis.b4.const, ...), a rosinality stylegan2-pytorch checkpoint "
+    "({'g_ema': ..., 'latent_avg': ...}) or its bare state_dict (style.1.weight, input.input, ...), "
+    f"or a '{FORMAT}' file written by save_generator"
+)
 OVERRIDABLE = ("conv_clamp", "lr_multiplier", "w_avg_beta")
 W_AVG_SAMPLES = 4096
 W_AVG_SEED = 0
@@ -58,11 +60,15 @@ def _filter_taps(f: torch.Tensor) -> list[float]:
 def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Generator kwargs from an NVlabs-keyed state_dict: resolution, dims, depth, channels, architecture."""
     if "mapping.embed.weight" in sd:
-        raise DistillError("conditional StyleGAN2 generators (c_dim > 0, mapping.embed.*) are not supported; "
-                           "use an unconditional checkpoint")
+        raise DistillError(
+            "conditional StyleGAN2 generators (c_dim > 0, mapping.embed.*) are not supported; "
+            "use an unconditional checkpoint"
+        )
     if any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in sd):
-        raise DistillError("this is a StyleGAN3 (alias-free) generator, which is not supported; "
-                           "use a StyleGAN2 checkpoint (the stylegan3 repo's --cfg=stylegan2 pickles work)")
+        raise DistillError(
+            "this is a StyleGAN3 (alias-free) generator, which is not supported; "
+            "use a StyleGAN2 checkpoint (the stylegan3 repo's --cfg=stylegan2 pickles work)"
+        )
     mapping_layers = 0
     while f"mapping.fc{mapping_layers}.weight" in sd:
         mapping_layers += 1
@@ -73,9 +79,11 @@ def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     hidden = int(sd["mapping.fc0.weight"].shape[0])
     resolutions = sorted({int(m.group(1)) for k in sd if (m := re.match(r"synthesis\.b(\d+)\.", k))})
     img_resolution = resolutions[-1]
-    expected_res = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
+    expected_res = [2**i for i in range(2, int(math.log2(img_resolution)) + 1)]
     if resolutions != expected_res:
-        raise DistillError(f"synthesis blocks {resolutions} are not the power-of-two chain 4..{img_resolution}")
+        raise DistillError(
+            f"synthesis blocks {resolutions} are not the power-of-two chain 4..{img_resolution}"
+        )
     channels = {4: int(sd["synthesis.b4.const"].shape[0])}
     for res in expected_res[1:]:
         channels[res] = int(sd[f"synthesis.b{res}.conv1.weight"].shape[0])
@@ -88,11 +96,23 @@ def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
         architecture = "orig"
     else:
         architecture = "skip"
-    taps = _filter_taps(sd["synthesis.b4.resample_filter"]) if "synthesis.b4.resample_filter" in sd else [1, 3, 3, 1]
-    return dict(z_dim=z_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=int(sd[last_torgb].shape[0]),
-                mapping_layers=mapping_layers, channels=channels, architecture=architecture,
-                mapping_features=hidden if mapping_layers > 1 and hidden != w_dim else None,
-                use_noise="synthesis.b4.conv1.noise_const" in sd, resample_filter=taps)
+    taps = (
+        _filter_taps(sd["synthesis.b4.resample_filter"])
+        if "synthesis.b4.resample_filter" in sd
+        else [1, 3, 3, 1]
+    )
+    return dict(
+        z_dim=z_dim,
+        w_dim=w_dim,
+        img_resolution=img_resolution,
+        img_channels=int(sd[last_torgb].shape[0]),
+        mapping_layers=mapping_layers,
+        channels=channels,
+        architecture=architecture,
+        mapping_features=hidden if mapping_layers > 1 and hidden != w_dim else None,
+        use_noise="synthesis.b4.conv1.noise_const" in sd,
+        resample_filter=taps,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -100,15 +120,18 @@ def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def is_rosinality_state_dict(sd: Any) -> bool:
-    return isinstance(sd, dict) and "style.1.weight" in sd and "input.input" in sd and "conv1.conv.weight" in sd
+    return (
+        isinstance(sd, dict) and "style.1.weight" in sd and "input.input" in sd and "conv1.conv.weight" in sd
+    )
 
 
 def is_nvlabs_state_dict(sd: Any) -> bool:
     return isinstance(sd, dict) and "mapping.fc0.weight" in sd and "synthesis.b4.const" in sd
 
 
-def rosinality_to_nvlabs(sd: dict[str, torch.Tensor], latent_avg: torch.Tensor | None = None
-                         ) -> dict[str, torch.Tensor]:
+def rosinality_to_nvlabs(
+    sd: dict[str, torch.Tensor], latent_avg: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Re-key a rosinality ``g_ema`` state_dict to NVlabs names (formats.md §2 gives the mapping).
 
     ``mapping.w_avg`` is ``latent_avg`` when given, else left out (the caller estimates it).
@@ -161,13 +184,15 @@ def rosinality_to_nvlabs(sd: dict[str, torch.Tensor], latent_avg: torch.Tensor |
         conv_layer(f"convs.{2 * j + 1}", f"synthesis.b{res}.conv1", 2 * j + 2)
         torgb_layer(f"to_rgbs.{j}", f"synthesis.b{res}.torgb")
     if resample is not None:
-        for res in [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]:
+        for res in [2**i for i in range(2, int(math.log2(img_resolution)) + 1)]:
             out[f"synthesis.b{res}.resample_filter"] = resample
     leftover = sorted(set(sd) - used)
     if leftover:
-        raise DistillError(f"rosinality state_dict has keys this loader does not understand: {leftover[:6]}"
-                           f"{' ...' if len(leftover) > 6 else ''} (only the original StyleGAN2 generator is "
-                           "supported, not SWAGAN or conditional variants)")
+        raise DistillError(
+            f"rosinality state_dict has keys this loader does not understand: {leftover[:6]}"
+            f"{' ...' if len(leftover) > 6 else ''} (only the original StyleGAN2 generator is "
+            "supported, not SWAGAN or conditional variants)"
+        )
     if latent_avg is not None:
         out["mapping.w_avg"] = latent_avg.reshape(-1)
     return out
@@ -193,8 +218,9 @@ def _torch_load(path: Path) -> Any:
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DistillError(f"{path}: torch.load(weights_only=True) refused or failed ({first}); "
-                           "expected " + EXPECTED) from e
+        raise DistillError(
+            f"{path}: torch.load(weights_only=True) refused or failed ({first}); expected " + EXPECTED
+        ) from e
 
 
 def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
@@ -239,8 +265,10 @@ def _from_network_pickle(path: Path, obj: dict) -> tuple[str, dict[str, torch.Te
     kwargs = safe_pickle.plain(record.state.get("_init_kwargs") or {})
     hints: dict[str, Any] = {}
     if int(kwargs.get("c_dim", 0) or 0) > 0:
-        raise DistillError(f"{path}: conditional generator (c_dim={kwargs['c_dim']}) is not supported; "
-                           "use an unconditional checkpoint")
+        raise DistillError(
+            f"{path}: conditional generator (c_dim={kwargs['c_dim']}) is not supported; "
+            "use an unconditional checkpoint"
+        )
     mapping_kwargs = kwargs.get("mapping_kwargs") or {}
     synthesis_kwargs = kwargs.get("synthesis_kwargs") or {}
     if "conv_clamp" in synthesis_kwargs:
@@ -255,7 +283,9 @@ def _from_tf_pickle(path: Path, obj: Any) -> tuple[str, dict[str, torch.Tensor],
     if isinstance(obj, tuple) and len(obj) == 3 and all(isinstance(n, TFNetworkRecord) for n in obj):
         obj = obj[2]  # (G, D, Gs): Gs is the moving average used for inference
     if not isinstance(obj, TFNetworkRecord):
-        raise DistillError(f"{path}: a pickled tuple that is not a TensorFlow (G, D, Gs) triple; expected " + EXPECTED)
+        raise DistillError(
+            f"{path}: a pickled tuple that is not a TensorFlow (G, D, Gs) triple; expected " + EXPECTED
+        )
     try:
         sd, hints = convert_tf_generator(obj)
     except KeyError as e:
@@ -268,23 +298,36 @@ def _from_tf_pickle(path: Path, obj: Any) -> tuple[str, dict[str, torch.Tensor],
 def _from_loaded_object(path: Path, obj: Any) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         metadata = {k: v for k, v in obj.items() if k not in ("format", "init_kwargs", "state_dict")}
-        return FORMAT, dict(obj["state_dict"]), {"init_kwargs": dict(obj["init_kwargs"]), "metadata": metadata}
+        return (
+            FORMAT,
+            dict(obj["state_dict"]),
+            {"init_kwargs": dict(obj["init_kwargs"]), "metadata": metadata},
+        )
     if isinstance(obj, dict) and isinstance(obj.get("format"), str) and "state_dict" in obj:
-        raise DistillError(f"{path}: checkpoint format {obj['format']!r} is not a StyleGAN2 generator; "
-                           "expected " + EXPECTED)
+        raise DistillError(
+            f"{path}: checkpoint format {obj['format']!r} is not a StyleGAN2 generator; expected " + EXPECTED
+        )
     if isinstance(obj, dict) and is_nvlabs_state_dict(obj.get("G_ema")):
         return "nvlabs-state-dict", dict(obj["G_ema"]), {}
     if isinstance(obj, dict) and "g_ema" in obj:
         if not is_rosinality_state_dict(obj["g_ema"]):
-            raise DistillError(f"{path}: 'g_ema' is not a rosinality Generator state_dict; expected " + EXPECTED)
+            raise DistillError(
+                f"{path}: 'g_ema' is not a rosinality Generator state_dict; expected " + EXPECTED
+            )
         latent_avg = obj.get("latent_avg")
         return "rosinality", rosinality_to_nvlabs(obj["g_ema"], latent_avg), {}
     if is_rosinality_state_dict(obj):
         return "rosinality", rosinality_to_nvlabs(obj), {}
     if is_nvlabs_state_dict(obj):
         return "nvlabs-state-dict", dict(obj), {}
-    what = f"a dict with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-    raise DistillError(f"{path}: holds {what}, which is no known StyleGAN2 generator format; expected " + EXPECTED)
+    what = (
+        f"a dict with keys {sorted(map(str, obj))[:6]}"
+        if isinstance(obj, dict)
+        else f"a {type(obj).__name__}"
+    )
+    raise DistillError(
+        f"{path}: holds {what}, which is no known StyleGAN2 generator format; expected " + EXPECTED
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -300,7 +343,9 @@ def build_generator(sd: dict[str, torch.Tensor], **kwargs: Any) -> Generator:
         config.update(kwargs)
         G = Generator(**config)
     except (KeyError, IndexError, ValueError) as e:
-        raise DistillError(f"cannot infer a StyleGAN2 generator from the tensors ({type(e).__name__}: {e})") from e
+        raise DistillError(
+            f"cannot infer a StyleGAN2 generator from the tensors ({type(e).__name__}: {e})"
+        ) from e
     missing_w_avg = "mapping.w_avg" not in sd
     sd = {k: v.float() for k, v in sd.items()}
     if missing_w_avg:
@@ -311,8 +356,10 @@ def build_generator(sd: dict[str, torch.Tensor], **kwargs: Any) -> Generator:
         detail = " ".join(line.strip() for line in str(e).splitlines()[1:4])
         raise DistillError(f"tensor shapes do not fit the inferred generator: {detail}") from e
     if result.missing_keys or result.unexpected_keys:
-        raise DistillError(f"state_dict does not fit the inferred generator: missing {result.missing_keys[:6]}, "
-                           f"unexpected {result.unexpected_keys[:6]}")
+        raise DistillError(
+            f"state_dict does not fit the inferred generator: missing {result.missing_keys[:6]}, "
+            f"unexpected {result.unexpected_keys[:6]}"
+        )
     return G
 
 
@@ -325,8 +372,10 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", **overr
     """
     bad = sorted(set(overrides) - set(OVERRIDABLE))
     if bad:
-        raise DistillError(f"load_generator: cannot override {bad}; only {list(OVERRIDABLE)} "
-                           "(everything else is inferred from the checkpoint's tensors)")
+        raise DistillError(
+            f"load_generator: cannot override {bad}; only {list(OVERRIDABLE)} "
+            "(everything else is inferred from the checkpoint's tensors)"
+        )
     fmt, sd, hints = read_checkpoint(path)
     kwargs = {k: v for k, v in hints.items() if k in OVERRIDABLE}
     if fmt == FORMAT:
@@ -342,8 +391,12 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", **overr
         G.mapping.w_avg.copy_(estimate_w_avg(G))
         w_avg_source = f"estimated: mean of mapping(z) over {W_AVG_SAMPLES} z (seed {W_AVG_SEED})"
         log.info("%s: no latent_avg in the checkpoint; w_avg %s", path, w_avg_source)
-    G.checkpoint_info = {"path": str(path), "format": fmt, "w_avg_source": w_avg_source,
-                         "metadata": hints.get("metadata", {})}
+    G.checkpoint_info = {
+        "path": str(path),
+        "format": fmt,
+        "w_avg_source": w_avg_source,
+        "metadata": hints.get("metadata", {}),
+    }
     try:
         G = G.to(device)
     except (RuntimeError, AssertionError) as e:
@@ -359,5 +412,6 @@ def save_generator(G: Generator, path: str | Path, extra: dict[str, Any] | None 
     if clash:
         raise ValueError(f"extra may not override {clash}")
     state_dict = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
-    return atomic_torch_save(path, {"format": FORMAT, "init_kwargs": dict(G.init_kwargs), "state_dict": state_dict,
-                                    **extra})
+    return atomic_torch_save(
+        path, {"format": FORMAT, "init_kwargs": dict(G.init_kwargs), "state_dict": state_dict, **extra}
+    )

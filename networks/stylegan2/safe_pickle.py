@@ -50,8 +50,10 @@ class _PlainDict(dict):
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
-        raise DistillError("a persistent object record has an unexpected layout "
-                           "(expected NVlabs torch_utils.persistence 'class' records)")
+        raise DistillError(
+            "a persistent object record has an unexpected layout "
+            "(expected NVlabs torch_utils.persistence 'class' records)"
+        )
     return PersistentRecord(class_name=str(meta.get("class_name")), state=meta["state"])
 
 
@@ -63,8 +65,10 @@ def _load_storage_from_bytes(data: bytes) -> Any:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as e:
         reason = [line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")]
-        raise DistillError("a tensor storage is not plain tensor data; torch.load(weights_only=True) "
-                           f"refused it ({' '.join(reason) or type(e).__name__})") from e
+        raise DistillError(
+            "a tensor storage is not plain tensor data; torch.load(weights_only=True) "
+            f"refused it ({' '.join(reason) or type(e).__name__})"
+        ) from e
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
@@ -111,13 +115,16 @@ class RestrictedUnpickler(pickle.Unpickler):
             return found
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        raise DistillError(f"refusing to unpickle {module}.{name}: only tensors, plain values "
-                           "and NVlabs persistent network records are allowed (the file may be malicious or "
-                           "not a StyleGAN2 network pickle)")
+        raise DistillError(
+            f"refusing to unpickle {module}.{name}: only tensors, plain values "
+            "and NVlabs persistent network records are allowed (the file may be malicious or "
+            "not a StyleGAN2 network pickle)"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
-        raise DistillError("unexpected persistent id in a plain pickle; "
-                           "torch.save files are loaded with torch.load instead")
+        raise DistillError(
+            "unexpected persistent id in a plain pickle; torch.save files are loaded with torch.load instead"
+        )
 
 
 def safe_load(file: BinaryIO, source: str = "pickle") -> Any:
@@ -147,8 +154,9 @@ def module_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, t
         if child is None:
             continue
         if not isinstance(child, PersistentRecord):
-            raise DistillError(f"submodule {prefix + name} is a {type(child).__name__}, "
-                               "not an NVlabs persistent module")
+            raise DistillError(
+                f"submodule {prefix + name} is a {type(child).__name__}, not an NVlabs persistent module"
+            )
         out.update(module_state_dict(child, prefix + name + "."))
     return out
 

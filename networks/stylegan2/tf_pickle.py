@@ -56,7 +56,9 @@ def convert_tf_generator(net: TFNetworkRecord) -> tuple[dict[str, torch.Tensor],
         raise DistillError("conditional generators (label_size > 0) are not supported")
     tf = collect_variables(net)
     if any(re.fullmatch(r"synthesis/ToRGB_lod\d+/.*", k) for k in tf):
-        raise DistillError("TensorFlow 'orig' architecture (ToRGB_lod*) is not supported; only 'skip'/'resnet'")
+        raise DistillError(
+            "TensorFlow 'orig' architecture (ToRGB_lod*) is not supported; only 'skip'/'resnet'"
+        )
     if "synthesis/4x4/Const/const" not in tf:
         raise DistillError("TensorFlow pickle has no synthesis/4x4/Const/const: not a StyleGAN2 generator")
 
@@ -91,20 +93,25 @@ def convert_tf_generator(net: TFNetworkRecord) -> tuple[dict[str, torch.Tensor],
     if "synthesis/4x4/ToRGB/weight" in tf:
         torgb("synthesis.b4.torgb", "synthesis/4x4/ToRGB")
     k = 3
-    while f"synthesis/{2 ** k}x{2 ** k}/Conv0_up/weight" in tf:
-        r = 2 ** k
+    while f"synthesis/{2**k}x{2**k}/Conv0_up/weight" in tf:
+        r = 2**k
         layer(f"synthesis.b{r}.conv0", f"synthesis/{r}x{r}/Conv0_up", 2 * k - 5, flip=True)
         layer(f"synthesis.b{r}.conv1", f"synthesis/{r}x{r}/Conv1", 2 * k - 4, flip=False)
         if f"synthesis/{r}x{r}/ToRGB/weight" in tf:
             torgb(f"synthesis.b{r}.torgb", f"synthesis/{r}x{r}/ToRGB")
         if f"synthesis/{r}x{r}/Skip/weight" in tf:
-            sd[f"synthesis.b{r}.skip.weight"] = _t(tf[f"synthesis/{r}x{r}/Skip/weight"][::-1, ::-1]
-                                                   .transpose(3, 2, 0, 1))
+            sd[f"synthesis.b{r}.skip.weight"] = _t(
+                tf[f"synthesis/{r}x{r}/Skip/weight"][::-1, ::-1].transpose(3, 2, 0, 1)
+            )
         k += 1
     taps = kwargs.get("resample_kernel") or [1, 3, 3, 1]
     f = torch.outer(torch.tensor(taps, dtype=torch.float32), torch.tensor(taps, dtype=torch.float32))
     f = f / f.sum()
-    for name in [n[: -len(".weight")] for n in list(sd) if n.endswith((".conv0.weight", ".conv1.weight", ".skip.weight"))]:
+    for name in [
+        n[: -len(".weight")]
+        for n in list(sd)
+        if n.endswith((".conv0.weight", ".conv1.weight", ".skip.weight"))
+    ]:
         sd[f"{name}.resample_filter"] = f
         sd[f"{name.rsplit('.', 1)[0]}.resample_filter"] = f
     hints: dict[str, Any] = {"lr_multiplier": float(kwargs.get("mapping_lrmul") or 0.01)}

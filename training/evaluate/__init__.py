@@ -105,7 +105,9 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
 
     legacy_num = min(opts.legacy_num, len(seeds))
     grid_rows = min(GRID_ROWS, len(seeds))
-    keep_first = max(grid_rows, legacy_num)  # originals, edits and outputs kept for the grid and the legacy path
+    keep_first = max(
+        grid_rows, legacy_num
+    )  # originals, edits and outputs kept for the grid and the legacy path
     timing_inputs: list[np.ndarray] = []
     rows: list[dict[str, Any]] = []
     kept_orig, kept_edit, kept_student = [], [], {v: [] for v in present}
@@ -120,12 +122,16 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
         targets = torch.cat([from_uint8(im) for im in edits_sized])
         batch_rows = [{"seed": s} for s in batch]
         same = torch.cat([from_uint8(x) for x in inputs])
-        for row, p, q in zip(batch_rows, psnr(same, targets).tolist(), ssim(same, targets).tolist(), strict=True):
+        for row, p, q in zip(
+            batch_rows, psnr(same, targets).tolist(), ssim(same, targets).tolist(), strict=True
+        ):
             row["psnr_identity"], row["ssim_identity"] = p, q
         for s in students:
             outputs = [s(x) for x in inputs]
             t = torch.cat([from_uint8(o) for o in outputs])
-            for row, p, q in zip(batch_rows, psnr(t, targets).tolist(), ssim(t, targets).tolist(), strict=True):
+            for row, p, q in zip(
+                batch_rows, psnr(t, targets).tolist(), ssim(t, targets).tolist(), strict=True
+            ):
                 row[f"psnr_{s.variant}"], row[f"ssim_{s.variant}"] = p, q
             if scoring:
                 scores[s.variant] += scoring.score(outputs)
@@ -148,16 +154,30 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
     legacy_images: list[np.ndarray] = []
     if legacy_num:
         legacy_images, seconds, reused = legacy_outputs(
-            G, direction, spec, seeds[:legacy_num], kept_orig[:legacy_num], opts.legacy_steps, opts.vgg16,
-            out / "legacy")
+            G,
+            direction,
+            spec,
+            seeds[:legacy_num],
+            kept_orig[:legacy_num],
+            opts.legacy_steps,
+            opts.vgg16,
+            out / "legacy",
+        )
         t = torch.cat([from_uint8(o) for o in legacy_images])
         targets = torch.cat([from_uint8(e) for e in kept_edit[:legacy_num]])
-        for row, p, q, sec in zip(rows, psnr(t, targets).tolist(), ssim(t, targets).tolist(), seconds, strict=False):
+        for row, p, q, sec in zip(
+            rows, psnr(t, targets).tolist(), ssim(t, targets).tolist(), seconds, strict=False
+        ):
             row["psnr_legacy"], row["ssim_legacy"], row["seconds_legacy"] = p, q, sec
         if scoring:
             scores["legacy"] = scoring.score(legacy_images)
-        legacy = {"n": legacy_num, "steps": opts.legacy_steps, "seconds": seconds, "reused": reused,
-                  "distance": "VGG16 perceptual" if opts.vgg16 else "pyramid pixel (no --vgg16 weights)"}
+        legacy = {
+            "n": legacy_num,
+            "steps": opts.legacy_steps,
+            "seconds": seconds,
+            "reused": reused,
+            "distance": "VGG16 perceptual" if opts.vgg16 else "pyramid pixel (no --vgg16 weights)",
+        }
 
     if scoring:
         for name, per_image in scores.items():
@@ -165,19 +185,52 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
                 for key, value in record.items():
                     row[f"{name}.{key}"] = value
 
-    report = build_report(opts, entry, spec, G, seeds, trained, trained_source, present, missing, rows, scoring,
-                          students, legacy)
-    report["artifacts"] = teacher_artifacts(out, np.stack(art_inputs), np.stack(art_edits),
-                                            {v: np.stack(o) for v, o in art_student.items()})
+    report = build_report(
+        opts,
+        entry,
+        spec,
+        G,
+        seeds,
+        trained,
+        trained_source,
+        present,
+        missing,
+        rows,
+        scoring,
+        students,
+        legacy,
+    )
+    report["artifacts"] = teacher_artifacts(
+        out, np.stack(art_inputs), np.stack(art_edits), {v: np.stack(o) for v, o in art_student.items()}
+    )
     if opts.clean_renders:
         change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
-        report["clean_renders"] = evaluate_clean_renders(opts, G, direction, spec, students, scoring, size, change, out,
-                                                         (seeds[:len(art_edits)], np.stack(art_edits)))
+        report["clean_renders"] = evaluate_clean_renders(
+            opts,
+            G,
+            direction,
+            spec,
+            students,
+            scoring,
+            size,
+            change,
+            out,
+            (seeds[: len(art_edits)], np.stack(art_edits)),
+        )
     if entry.spec.strength is not None:
         trained = entry.spec.strength.range
         report["strengths"] = evaluate_strengths(
-            G, direction, spec, students, scoring, size, seeds[: max(1, opts.strength_num)],
-            opts.strengths or default_strengths(trained), trained, out)
+            G,
+            direction,
+            spec,
+            students,
+            scoring,
+            size,
+            seeds[: max(1, opts.strength_num)],
+            opts.strengths or default_strengths(trained),
+            trained,
+            out,
+        )
     report["engines"] = engine_latency(entry, present, timing_inputs, opts.threads)
     report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
     atomic_write_text(out / "per_image.csv", per_image_csv(rows))
@@ -186,29 +239,53 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
     return report
 
 
-def build_report(opts: EvaluateOptions, entry: ModelEntry, spec: EditSpec, G: torch.nn.Module, seeds: list[int],
-                 trained: list[int] | None, trained_source: str, present: list[str], missing: list[str],
-                 rows: list[dict[str, Any]], scoring: Scoring | None, students: list[Student],
-                 legacy: dict[str, Any] | None) -> dict[str, Any]:
+def build_report(
+    opts: EvaluateOptions,
+    entry: ModelEntry,
+    spec: EditSpec,
+    G: torch.nn.Module,
+    seeds: list[int],
+    trained: list[int] | None,
+    trained_source: str,
+    present: list[str],
+    missing: list[str],
+    rows: list[dict[str, Any]],
+    scoring: Scoring | None,
+    students: list[Student],
+    legacy: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Every figure of the report, computed from the per-image rows."""
     legacy_n = legacy["n"] if legacy else 0
     fidelity: dict[str, Any] = {}
     for v in present:
-        fidelity[f"student_{v}"] = {"psnr": spread([r[f"psnr_{v}"] for r in rows]),
-                                    "ssim": spread([r[f"ssim_{v}"] for r in rows])}
-    fidelity["identity"] = {"psnr": spread([r["psnr_identity"] for r in rows]),
-                            "ssim": spread([r["ssim_identity"] for r in rows])}
+        fidelity[f"student_{v}"] = {
+            "psnr": spread([r[f"psnr_{v}"] for r in rows]),
+            "ssim": spread([r[f"ssim_{v}"] for r in rows]),
+        }
+    fidelity["identity"] = {
+        "psnr": spread([r["psnr_identity"] for r in rows]),
+        "ssim": spread([r["ssim_identity"] for r in rows]),
+    }
     if legacy:
         sub = rows[:legacy_n]
-        fidelity["legacy"] = {"psnr": spread([r["psnr_legacy"] for r in sub]), "ssim": spread([r["ssim_legacy"] for r in sub])}
-        fidelity["student_fp32_on_legacy_seeds"] = {"psnr": spread([r["psnr_fp32"] for r in sub]),
-                                                    "ssim": spread([r["ssim_fp32"] for r in sub])}
-        fidelity["identity_on_legacy_seeds"] = {"psnr": spread([r["psnr_identity"] for r in sub]),
-                                                "ssim": spread([r["ssim_identity"] for r in sub])}
+        fidelity["legacy"] = {
+            "psnr": spread([r["psnr_legacy"] for r in sub]),
+            "ssim": spread([r["ssim_legacy"] for r in sub]),
+        }
+        fidelity["student_fp32_on_legacy_seeds"] = {
+            "psnr": spread([r["psnr_fp32"] for r in sub]),
+            "ssim": spread([r["ssim_fp32"] for r in sub]),
+        }
+        fidelity["identity_on_legacy_seeds"] = {
+            "psnr": spread([r["psnr_identity"] for r in sub]),
+            "ssim": spread([r["ssim_identity"] for r in sub]),
+        }
 
-    edit: dict[str, Any] = {"available": False,
-                            "note": "edit success and preservation need an attribute scorer: pass --scorer MODEL.onnx "
-                                    "--attribute NAME=INDEX [--other NAME=INDEX ...]"}
+    edit: dict[str, Any] = {
+        "available": False,
+        "note": "edit success and preservation need an attribute scorer: pass --scorer MODEL.onnx "
+        "--attribute NAME=INDEX [--other NAME=INDEX ...]",
+    }
     if scoring:
         a = scoring.attribute
 
@@ -227,19 +304,37 @@ def build_report(opts: EvaluateOptions, entry: ModelEntry, spec: EditSpec, G: to
             paths["teacher_on_legacy_seeds"] = figures("teacher", legacy_n)
             paths["legacy"] = figures("legacy", legacy_n)
             paths["student_fp32_on_legacy_seeds"] = figures("fp32", legacy_n)
-        edit = {"available": True, "attribute": a, "others": scoring.others, "direction": "rise" if sign > 0 else "fall",
-                "teacher_mean_change": mean_teacher_change, "success_fraction": SUCCESS_FRACTION, "paths": paths,
-                "scorer": {"file": str(scoring.path), "sha256": file_sha256(scoring.path),
-                           "outputs": scoring.scorer.outputs, "input_size": list(scoring.scorer.input_size),
-                           "mean": scoring.scorer.mean.reshape(-1).tolist(), "std": scoring.scorer.std.reshape(-1).tolist(),
-                           "activation": scoring.scorer.activation}}
+        edit = {
+            "available": True,
+            "attribute": a,
+            "others": scoring.others,
+            "direction": "rise" if sign > 0 else "fall",
+            "teacher_mean_change": mean_teacher_change,
+            "success_fraction": SUCCESS_FRACTION,
+            "paths": paths,
+            "scorer": {
+                "file": str(scoring.path),
+                "sha256": file_sha256(scoring.path),
+                "outputs": scoring.scorer.outputs,
+                "input_size": list(scoring.scorer.input_size),
+                "mean": scoring.scorer.mean.reshape(-1).tolist(),
+                "std": scoring.scorer.std.reshape(-1).tolist(),
+                "activation": scoring.scorer.activation,
+            },
+        }
 
     timing: dict[str, Any] = {f"student_{s.variant}": latency(s.seconds) for s in students}
     speedup: dict[str, dict[str, float]] = {}
     if legacy:
-        timing["legacy"] = {**latency(legacy["seconds"]), "steps": legacy["steps"], "reused_from_cache": legacy["reused"]}
+        timing["legacy"] = {
+            **latency(legacy["seconds"]),
+            "steps": legacy["steps"],
+            "reused_from_cache": legacy["reused"],
+        }
         for s in students:
-            speedup[f"legacy_vs_student_{s.variant}"] = _ratios(timing["legacy"], timing[f"student_{s.variant}"])
+            speedup[f"legacy_vs_student_{s.variant}"] = _ratios(
+                timing["legacy"], timing[f"student_{s.variant}"]
+            )
     if "int8" in present:
         speedup["student_fp32_vs_student_int8"] = _ratios(timing["student_fp32"], timing["student_int8"])
 
@@ -247,20 +342,49 @@ def build_report(opts: EvaluateOptions, entry: ModelEntry, spec: EditSpec, G: to
         "format": "distill-evaluation/1",
         "command": command_line(opts),
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "machine": {"cpu": cpu_description(), "platform": platform.platform(), "ort_threads": opts.threads or "default",
-                    "torch_threads": torch.get_num_threads(),
-                    "torch_device": _device_name(G.w_avg.device), "onnxruntime": ort.__version__,
-                    "torch": torch.__version__, "provider": "CPUExecutionProvider"},
-        "entry": {"name": entry.name, "path": str(entry.path), "description": entry.manifest.get("description"),
-                  "input_size": list(entry.input_size), "variants_evaluated": present, "variants_missing": missing},
-        "teacher": {"file": str(spec.teacher), "sha256": file_sha256(spec.teacher), "resolution": int(G.img_resolution),
-                    "truncation": spec.truncation, "noise_mode": "const"},
-        "direction": {"file": str(spec.direction), "attribute": spec.attribute, "alpha": spec.alpha,
-                      "layers": list(spec.layers), "normalize": spec.normalize},
-        "seeds": {"start": seeds[0], "stop": seeds[-1] + 1, "count": len(seeds),
-                  "seed_to_z": "torch.randn(z_dim, generator=torch.Generator('cpu').manual_seed(seed))",
-                  "training_seeds": None if trained is None else {"min": trained[0], "max": trained[-1], "count": len(trained)},
-                  "training_seeds_source": trained_source, "held_out_verified": trained is not None},
+        "machine": {
+            "cpu": cpu_description(),
+            "platform": platform.platform(),
+            "ort_threads": opts.threads or "default",
+            "torch_threads": torch.get_num_threads(),
+            "torch_device": _device_name(G.w_avg.device),
+            "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+            "provider": "CPUExecutionProvider",
+        },
+        "entry": {
+            "name": entry.name,
+            "path": str(entry.path),
+            "description": entry.manifest.get("description"),
+            "input_size": list(entry.input_size),
+            "variants_evaluated": present,
+            "variants_missing": missing,
+        },
+        "teacher": {
+            "file": str(spec.teacher),
+            "sha256": file_sha256(spec.teacher),
+            "resolution": int(G.img_resolution),
+            "truncation": spec.truncation,
+            "noise_mode": "const",
+        },
+        "direction": {
+            "file": str(spec.direction),
+            "attribute": spec.attribute,
+            "alpha": spec.alpha,
+            "layers": list(spec.layers),
+            "normalize": spec.normalize,
+        },
+        "seeds": {
+            "start": seeds[0],
+            "stop": seeds[-1] + 1,
+            "count": len(seeds),
+            "seed_to_z": "torch.randn(z_dim, generator=torch.Generator('cpu').manual_seed(seed))",
+            "training_seeds": None
+            if trained is None
+            else {"min": trained[0], "max": trained[-1], "count": len(trained)},
+            "training_seeds_source": trained_source,
+            "held_out_verified": trained is not None,
+        },
         "legacy": None if not legacy else {k: legacy[k] for k in ("n", "steps", "reused", "distance")},
         "fidelity": fidelity,
         "edit": edit,
@@ -297,9 +421,24 @@ def command_line(opts: EvaluateOptions) -> str:
         if opts.input_size:
             size = opts.input_size
             argv += ["--input-size", str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"]
-        argv += ["--mean", *map(str, opts.mean), "--std", *map(str, opts.std), "--activation", opts.activation]
-    argv += ["--legacy-num", str(opts.legacy_num), "--legacy-steps", str(opts.legacy_steps), "--variants", ",".join(opts.variants),
-             "--timing-num", str(opts.timing_num)]
+        argv += [
+            "--mean",
+            *map(str, opts.mean),
+            "--std",
+            *map(str, opts.std),
+            "--activation",
+            opts.activation,
+        ]
+    argv += [
+        "--legacy-num",
+        str(opts.legacy_num),
+        "--legacy-steps",
+        str(opts.legacy_steps),
+        "--variants",
+        ",".join(opts.variants),
+        "--timing-num",
+        str(opts.timing_num),
+    ]
     if opts.clean_renders:
         argv += ["--clean-renders", str(opts.clean_renders), "--clean-legacy-num", str(opts.clean_legacy_num)]
         if opts.clean_age_change is not None:

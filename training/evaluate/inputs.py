@@ -65,9 +65,18 @@ def edit_spec(entry: ModelEntry, truncation: float | None = None) -> EditSpec:
     alpha, layers, normalize = m.direction_edit()
     psi = truncation if truncation is not None else m.truncation
     if psi is None:
-        raise DistillError(f"{where}: no 'truncation' recorded; pass the psi the pairs were made with (--truncation 0.7)")
-    return EditSpec(teacher=entry.teacher_path, direction=entry.direction_path, alpha=alpha, layers=layers,
-                    normalize=normalize, truncation=float(psi), attribute=m.edit.attribute)
+        raise DistillError(
+            f"{where}: no 'truncation' recorded; pass the psi the pairs were made with (--truncation 0.7)"
+        )
+    return EditSpec(
+        teacher=entry.teacher_path,
+        direction=entry.direction_path,
+        alpha=alpha,
+        layers=layers,
+        normalize=normalize,
+        truncation=float(psi),
+        attribute=m.edit.attribute,
+    )
 
 
 def dataset_seeds(entry: ModelEntry, override: str | None = None) -> tuple[list[int] | None, str]:
@@ -97,7 +106,9 @@ def choose_seeds(requested: tuple[int, int] | None, num: int | None, trained: li
         seeds = list(range(*requested))
         if num is not None:
             if num > len(seeds):
-                raise DistillError(f"--seeds {requested[0]}:{requested[1]} holds {len(seeds)} seeds, fewer than --num {num}")
+                raise DistillError(
+                    f"--seeds {requested[0]}:{requested[1]} holds {len(seeds)} seeds, fewer than --num {num}"
+                )
             seeds = seeds[:num]
     if trained:
         used = sorted(set(seeds).intersection(trained))
@@ -117,19 +128,33 @@ def choose_seeds(requested: tuple[int, int] | None, num: int | None, trained: li
 def spread(values: list[float] | np.ndarray) -> dict[str, float]:
     """n, mean and the 10th/50th/90th percentiles."""
     v = np.asarray(values, dtype=np.float64)
-    return {"n": int(v.size), "mean": float(v.mean()), "p10": float(np.percentile(v, 10)),
-            "p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90))}
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "p10": float(np.percentile(v, 10)),
+        "p50": float(np.percentile(v, 50)),
+        "p90": float(np.percentile(v, 90)),
+    }
 
 
 def latency(seconds: list[float]) -> dict[str, float]:
     """Per-image wall time: n, mean, p50 and p95 in milliseconds."""
     ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    return {"n": int(ms.size), "mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95))}
+    return {
+        "n": int(ms.size),
+        "mean_ms": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+    }
 
 
-def edit_figures(orig: np.ndarray, teacher: np.ndarray, out: np.ndarray, sign: float,
-                 others: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+def edit_figures(
+    orig: np.ndarray,
+    teacher: np.ndarray,
+    out: np.ndarray,
+    sign: float,
+    others: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, Any]:
     """Edit success, mean attribute change and preservation of one path against the teacher, per image arrays.
 
     ``orig``/``teacher``/``out``: the attribute on the original, the teacher's edit and this path's output;
@@ -141,11 +166,12 @@ def edit_figures(orig: np.ndarray, teacher: np.ndarray, out: np.ndarray, sign: f
     success = (rise_t > 0) & (rise >= SUCCESS_FRACTION * rise_t)
     changes = {name: float(np.abs(b - a).mean()) for name, (a, b) in others.items()}
     return {
-        "n": int(orig.size), "edit_success": float(success.mean()), "mean_change": float(rise.mean()),
-        "preservation": float(np.mean(list(changes.values()))) if changes else None, "other_changes": changes,
+        "n": int(orig.size),
+        "edit_success": float(success.mean()),
+        "mean_change": float(rise.mean()),
+        "preservation": float(np.mean(list(changes.values()))) if changes else None,
+        "other_changes": changes,
     }
-
-
 
 
 @dataclass
@@ -169,16 +195,27 @@ def build_scoring(opts: EvaluateOptions) -> Scoring | None:
     """The --scorer options -> Scoring, or None without --scorer."""
     if not opts.scorer:
         if opts.attribute or opts.other:
-            raise DistillError("--attribute/--other need --scorer MODEL.onnx (the model that reads the attributes)")
+            raise DistillError(
+                "--attribute/--other need --scorer MODEL.onnx (the model that reads the attributes)"
+            )
         return None
     if not opts.attribute:
-        raise DistillError("--scorer needs --attribute NAME=INDEX: the scorer output the edit should change, e.g. age=0")
+        raise DistillError(
+            "--scorer needs --attribute NAME=INDEX: the scorer output the edit should change, e.g. age=0"
+        )
     named = [_name_index(opts.attribute, "--attribute")] + [_name_index(t, "--other") for t in opts.other]
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
         raise DistillError(f"--attribute/--other: repeated names {names}")
-    scorer = OnnxScorer(opts.scorer, dict(named), input_size=opts.input_size, mean=opts.mean, std=opts.std,
-                        activation=opts.activation, providers=["CPUExecutionProvider"])
+    scorer = OnnxScorer(
+        opts.scorer,
+        dict(named),
+        input_size=opts.input_size,
+        mean=opts.mean,
+        std=opts.std,
+        activation=opts.activation,
+        providers=["CPUExecutionProvider"],
+    )
     return Scoring(scorer, names[0], names[1:], Path(opts.scorer))
 
 
@@ -189,7 +226,9 @@ def _name_index(text: str, flag: str) -> tuple[str, int]:
             raise ValueError
         return name, int(index)
     except ValueError:
-        raise DistillError(f"{flag} {text!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0") from None
+        raise DistillError(
+            f"{flag} {text!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0"
+        ) from None
 
 
 @dataclass
@@ -220,14 +259,18 @@ class EvaluateOptions:
     vgg16: str | None = None
     device: str = "cpu"
     threads: int = 0
-    strengths: list[float] | None = None  # a strength-conditioned entry: None = -1, -0.5, 0.5, 1 within its range
+    strengths: list[float] | None = (
+        None  # a strength-conditioned entry: None = -1, -0.5, 0.5, 1 within its range
+    )
     strength_num: int = 100  # seeds of the strength section
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in ("fp32", "fp16", "int8")]
         if unknown or "fp32" not in self.variants:
-            raise DistillError(f"--variants {','.join(self.variants)!r}: a comma list of fp32 (required), int8, fp16")
+            raise DistillError(
+                f"--variants {','.join(self.variants)!r}: a comma list of fp32 (required), int8, fp16"
+            )
         if self.legacy_num < 0 or self.clean_legacy_num < 0 or self.legacy_steps < 1 or self.timing_num < 1:
-            raise DistillError("--legacy-num and --clean-legacy-num must be >= 0, --legacy-steps and --timing-num >= 1")
-
-
+            raise DistillError(
+                "--legacy-num and --clean-legacy-num must be >= 0, --legacy-steps and --timing-num >= 1"
+            )

@@ -33,7 +33,9 @@ class Student:
     def __init__(self, variant: str, path: Path, threads: int) -> None:
         self.variant = variant
         self.path = path
-        self.engine = OrtEngine(EngineSpec("onnxruntime", "cpu", variant, variant), path, intra_op_threads=threads)
+        self.engine = OrtEngine(
+            EngineSpec("onnxruntime", "cpu", variant, variant), path, intra_op_threads=threads
+        )
         self.seconds: list[float] = []
 
     def __call__(self, image: np.ndarray, strength: float | None = None) -> np.ndarray:
@@ -63,15 +65,22 @@ def time_students(students: list[Student], images: list[np.ndarray]) -> None:
             students[(i + k) % len(students)].timed_run(x)
 
 
-def engine_latency(entry: ModelEntry, variants: list[str], images: list[np.ndarray], threads: int) -> list[dict[str, Any]]:
+def engine_latency(
+    entry: ModelEntry, variants: list[str], images: list[np.ndarray], threads: int
+) -> list[dict[str, Any]]:
     """Median batch-1 latency of each evaluated variant in each engine this machine has (ONNX Runtime, OpenVINO
     f32/bf16/int8), with its PSNR against ONNX Runtime fp32 on up to 4 of the timing inputs (engines/)."""
     from engines.measure import engine_table
 
     x = np.concatenate([from_uint8(im).numpy() for im in images[:4]]).astype(np.float32)
-    return engine_table({v: entry.variant_path(v) for v in variants}, entry.input_size, x,
-                        repeats=max(3, min(len(images), 20)), threads=threads,
-                        variants={v: entry.variants[v] for v in variants})
+    return engine_table(
+        {v: entry.variant_path(v) for v in variants},
+        entry.input_size,
+        x,
+        repeats=max(3, min(len(images), 20)),
+        threads=threads,
+        variants={v: entry.variants[v] for v in variants},
+    )
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -82,25 +91,44 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def teacher_pairs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def teacher_pairs(
+    G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, seeds: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 originals and edits [N,R,R,3] for ``seeds``, exactly as `distill pairs` renders them."""
     z = z_from_seeds(seeds, G.z_dim).to(G.w_avg.device)
     ws = G.mapping(z, truncation_psi=spec.truncation)
     ws_edit = apply_direction(ws, direction, spec.alpha, spec.layers, spec.normalize)
     images = to_uint8(G.synthesis(torch.cat([ws, ws_edit]), noise_mode="const"))
-    return images[: len(seeds)], images[len(seeds):]
+    return images[: len(seeds)], images[len(seeds) :]
 
 
 def legacy_key(spec: EditSpec, steps: int, vgg16: str | None, device: torch.device) -> str:
     """Identifies the legacy settings, so cached projections are reused only for the same edit, steps and device."""
-    parts = [file_sha256(spec.teacher), file_sha256(spec.direction), spec.alpha, spec.layers, spec.normalize,
-             spec.truncation, steps, file_sha256(vgg16) if vgg16 else None, "projector-seed-0", device.type]
+    parts = [
+        file_sha256(spec.teacher),
+        file_sha256(spec.direction),
+        spec.alpha,
+        spec.layers,
+        spec.normalize,
+        spec.truncation,
+        steps,
+        file_sha256(vgg16) if vgg16 else None,
+        "projector-seed-0",
+        device.type,
+    ]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def legacy_outputs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, seeds: list[int],
-                   originals: list[np.ndarray], steps: int, vgg16: str | None, cache: Path
-                   ) -> tuple[list[np.ndarray], list[float], int]:
+def legacy_outputs(
+    G: torch.nn.Module,
+    direction: torch.Tensor,
+    spec: EditSpec,
+    seeds: list[int],
+    originals: list[np.ndarray],
+    steps: int,
+    vgg16: str | None,
+    cache: Path,
+) -> tuple[list[np.ndarray], list[float], int]:
     """Project, edit and synthesize each original; (outputs, seconds each, how many came from ``cache``)."""
     from editing.projector import legacy_edit, w_stats
 
@@ -121,12 +149,30 @@ def legacy_outputs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, 
                 continue
         if not warm:  # as the service does before it turns ready: W statistics, lazy imports, first steps
             w_stats(G)
-            legacy_edit(G, from_uint8(original), direction, spec.alpha, spec.layers, steps=2, normalize=spec.normalize,
-                        vgg16_path=vgg16, seed=0)
+            legacy_edit(
+                G,
+                from_uint8(original),
+                direction,
+                spec.alpha,
+                spec.layers,
+                steps=2,
+                normalize=spec.normalize,
+                vgg16_path=vgg16,
+                seed=0,
+            )
             warm = True
         t0 = time.perf_counter()
-        edited = legacy_edit(G, from_uint8(original), direction, spec.alpha, spec.layers, steps=steps,
-                             normalize=spec.normalize, vgg16_path=vgg16, seed=0)
+        edited = legacy_edit(
+            G,
+            from_uint8(original),
+            direction,
+            spec.alpha,
+            spec.layers,
+            steps=steps,
+            normalize=spec.normalize,
+            vgg16_path=vgg16,
+            seed=0,
+        )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - t0
@@ -137,4 +183,3 @@ def legacy_outputs(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, 
         seconds.append(elapsed)
         bar.set_postfix(s_per_img=f"{elapsed:.1f}")
     return outputs, seconds, reused
-

@@ -43,9 +43,18 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
 
 
-def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: EditSpec, students: list[Student],
-                       scoring: Scoring | None, size: tuple[int, int], seeds: list[int], strengths: list[float],
-                       trained: tuple[float, float], out: Path) -> dict[str, Any]:
+def evaluate_strengths(
+    G: torch.nn.Module,
+    direction: torch.Tensor,
+    spec: EditSpec,
+    students: list[Student],
+    scoring: Scoring | None,
+    size: tuple[int, int],
+    seeds: list[int],
+    strengths: list[float],
+    trained: tuple[float, float],
+    out: Path,
+) -> dict[str, Any]:
     """Every figure of the strength section (see the module docstring); writes ``out/strengths.png``."""
     strengths = sorted(set(strengths) | {0.0})
     rows: list[dict[str, Any]] = []
@@ -64,14 +73,21 @@ def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: EditSp
             edits += list(teacher_pairs(G, direction, at, seeds[i : i + BATCH])[1])
         edits_sized = [resize(im, size) for im in edits]
         target = torch.cat([from_uint8(im) for im in edits_sized])
-        row: dict[str, Any] = {"strength": s, "alpha": s * spec.alpha,
-                               "identity": {"psnr": _spread(psnr(x, target).tolist()),
-                                            "ssim": _spread(ssim(x, target).tolist())},
-                               "students": {}}
+        row: dict[str, Any] = {
+            "strength": s,
+            "alpha": s * spec.alpha,
+            "identity": {
+                "psnr": _spread(psnr(x, target).tolist()),
+                "ssim": _spread(ssim(x, target).tolist()),
+            },
+            "students": {},
+        }
         if scoring:
             a = scoring.attribute
             teacher_scores = scoring.score(edits)
-            row["teacher_change"] = float(np.mean([t[a] - o[a] for t, o in zip(teacher_scores, base_scores, strict=True)]))
+            row["teacher_change"] = float(
+                np.mean([t[a] - o[a] for t, o in zip(teacher_scores, base_scores, strict=True)])
+            )
         grid = []
         k = min(ARTIFACT_FACES, len(inputs))
         ref, ident = np.stack(edits_sized[:k]), np.stack(inputs[:k])
@@ -79,14 +95,25 @@ def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: EditSp
         for student in students:
             outputs = [student(im, s) for im in inputs]
             y = torch.cat([from_uint8(o) for o in outputs])
-            record: dict[str, Any] = {"psnr": _spread(psnr(y, target).tolist()), "ssim": _spread(ssim(y, target).tolist())}
+            record: dict[str, Any] = {
+                "psnr": _spread(psnr(y, target).tolist()),
+                "ssim": _spread(ssim(y, target).tolist()),
+            }
             if s == 0.0:
-                record["identity_error"] = {"psnr_vs_input": _spread(psnr(y, x).tolist()),
-                                            "max_abs_uint8": int(max(np.abs(o.astype(int) - im.astype(int)).max()
-                                                                     for o, im in zip(outputs, inputs, strict=True)))}
+                record["identity_error"] = {
+                    "psnr_vs_input": _spread(psnr(y, x).tolist()),
+                    "max_abs_uint8": int(
+                        max(
+                            np.abs(o.astype(int) - im.astype(int)).max()
+                            for o, im in zip(outputs, inputs, strict=True)
+                        )
+                    ),
+                }
             if scoring:
                 scores = scoring.score(outputs)
-                record["change"] = float(np.mean([t[a] - o[a] for t, o in zip(scores, base_scores, strict=True)]))
+                record["change"] = float(
+                    np.mean([t[a] - o[a] for t, o in zip(scores, base_scores, strict=True)])
+                )
                 record["change_per_unit"] = None if s == 0 else record["change"] / s
             row["students"][student.variant] = record
             art_paths[f"student_{student.variant}"] = np.stack(outputs[:k])
@@ -94,13 +121,23 @@ def evaluate_strengths(G: torch.nn.Module, direction: torch.Tensor, spec: EditSp
                 grid = outputs
         row["artifacts"] = artifact_block(ref, art_paths, edit_region(ident, ref), "teacher")
         rows.append(row)
-        grid_rows.append([im for k in range(min(GRID_SEEDS, len(seeds)))
-                          for im in (resize(edits[k], size), grid[k])])
+        grid_rows.append(
+            [im for k in range(min(GRID_SEEDS, len(seeds))) for im in (resize(edits[k], size), grid[k])]
+        )
     save_image(out / "strengths.png", make_grid(grid_rows))
-    report: dict[str, Any] = {"trained_range": list(trained), "units": "relative: alpha = strength x edit.alpha",
-                              "seeds": {"start": seeds[0], "stop": seeds[-1] + 1, "count": len(seeds)}, "rows": rows,
-                              "grid": {"file": "strengths.png", "rows": strengths,
-                                       "columns": "teacher | student " + students[0].variant + f" for the first {min(GRID_SEEDS, len(seeds))} seeds"}}
+    report: dict[str, Any] = {
+        "trained_range": list(trained),
+        "units": "relative: alpha = strength x edit.alpha",
+        "seeds": {"start": seeds[0], "stop": seeds[-1] + 1, "count": len(seeds)},
+        "rows": rows,
+        "grid": {
+            "file": "strengths.png",
+            "rows": strengths,
+            "columns": "teacher | student "
+            + students[0].variant
+            + f" for the first {min(GRID_SEEDS, len(seeds))} seeds",
+        },
+    }
     if scoring:
         report["attribute"] = scoring.attribute
         for v in (st.variant for st in students):
@@ -119,14 +156,23 @@ def strength_markdown(r: dict[str, Any]) -> list[str]:
     head = ["strength", "alpha", *[f"PSNR / SSIM {v}" for v in variants], "identity PSNR / SSIM"]
     if scored:
         head += ["teacher change", *[f"{v} change (per unit)" for v in variants]]
-    lines = ["", "## Strengths", "",
-             f"A strength-conditioned student (trained on {r['trained_range'][0]:g}..{r['trained_range'][1]:g}; "
-             f"{r['units']}), on {r['seeds']['count']} held-out seeds {r['seeds']['start']}..{r['seeds']['stop'] - 1}: "
-             "each path against the teacher's edit at that strength.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        "",
+        "## Strengths",
+        "",
+        f"A strength-conditioned student (trained on {r['trained_range'][0]:g}..{r['trained_range'][1]:g}; "
+        f"{r['units']}), on {r['seeds']['count']} held-out seeds {r['seeds']['start']}..{r['seeds']['stop'] - 1}: "
+        "each path against the teacher's edit at that strength.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for row in r["rows"]:
         cells = [f"{row['strength']:+.2f}", f"{row['alpha']:.3g}"]
-        cells += [f"{row['students'][v]['psnr']['mean']:.2f} dB / {row['students'][v]['ssim']['mean']:.3f}" for v in variants]
+        cells += [
+            f"{row['students'][v]['psnr']['mean']:.2f} dB / {row['students'][v]['ssim']['mean']:.3f}"
+            for v in variants
+        ]
         cells.append(f"{row['identity']['psnr']['mean']:.2f} dB / {row['identity']['ssim']['mean']:.3f}")
         if scored:
             cells.append(f"{row['teacher_change']:+.3f}")
@@ -138,27 +184,45 @@ def strength_markdown(r: dict[str, Any]) -> list[str]:
     lines += [""]
     for v in variants:
         err = zero["students"][v]["identity_error"]
-        lines.append(f"- Strength 0, {v}: {err['psnr_vs_input']['mean']:.2f} dB against the input "
-                     f"(max pixel difference {err['max_abs_uint8']}).")
+        lines.append(
+            f"- Strength 0, {v}: {err['psnr_vs_input']['mean']:.2f} dB against the input "
+            f"(max pixel difference {err['max_abs_uint8']})."
+        )
     if scored:
-        lines.append(f"- {r['attribute']} change monotonic in the strength: "
-                     + ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in r["monotonic"].items()) + ".")
-    lines += ["", "Artifacts at each strength against the teacher's edit at that strength (first "
-              f"{r['rows'][0]['artifacts']['n']} seeds): HF energy (mean squared Laplacian, 8-bit levels) in the region the "
-              "edit moves, and the fixed-pixel blemish peak (per pixel the median |Laplacian| over the faces, at its worst "
-              "pixel), beside the teacher's own and the identity's.", "",
-              "| strength | teacher HF / blemish | identity HF / blemish | "
-              + " | ".join(f"{v} HF / blemish (x teacher)" for v in variants) + " |", "|---|" + "---:|" * (2 + len(variants))]
+        lines.append(
+            f"- {r['attribute']} change monotonic in the strength: "
+            + ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in r["monotonic"].items())
+            + "."
+        )
+    lines += [
+        "",
+        "Artifacts at each strength against the teacher's edit at that strength (first "
+        f"{r['rows'][0]['artifacts']['n']} seeds): HF energy (mean squared Laplacian, 8-bit levels) in the region the "
+        "edit moves, and the fixed-pixel blemish peak (per pixel the median |Laplacian| over the faces, at its worst "
+        "pixel), beside the teacher's own and the identity's.",
+        "",
+        "| strength | teacher HF / blemish | identity HF / blemish | "
+        + " | ".join(f"{v} HF / blemish (x teacher)" for v in variants)
+        + " |",
+        "|---|" + "---:|" * (2 + len(variants)),
+    ]
     for row in r["rows"]:
         p, ratios = row["artifacts"]["paths"], row["artifacts"]["ratio_to_reference"]
         cells = [f"{row['strength']:+.2f}", _hf_blemish(p["teacher"]), _hf_blemish(p["identity"])]
         for v in variants:
             q = ratios[f"student_{v}"]
-            cells.append(f"{_hf_blemish(p[f'student_{v}'])} ({_x(q['hf_energy_region'])} / {_x(q['blemish_peak'])})")
+            cells.append(
+                f"{_hf_blemish(p[f'student_{v}'])} ({_x(q['hf_energy_region'])} / {_x(q['blemish_peak'])})"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     g = r["grid"]
-    lines += ["", f"![one row per strength {', '.join(f'{s:+g}' for s in g['rows'])}: {g['columns']}]({g['file']})",
-              "", f"Rows: strengths {', '.join(f'{s:+g}' for s in g['rows'])}; columns: {g['columns']}.", ""]
+    lines += [
+        "",
+        f"![one row per strength {', '.join(f'{s:+g}' for s in g['rows'])}: {g['columns']}]({g['file']})",
+        "",
+        f"Rows: strengths {', '.join(f'{s:+g}' for s in g['rows'])}; columns: {g['columns']}.",
+        "",
+    ]
     return lines
 
 

@@ -69,14 +69,20 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
     source = load_source(opts.run)
     size, size_origin = _native_size(source, opts.size)
     if opts.alignment == "ffhq" and size[0] != size[1]:
-        raise DistillError(f"--alignment ffhq: FFHQ crops are square, the input size is {size[0]}x{size[1]} "
-                           f"({size_origin}); pass a square --size")
+        raise DistillError(
+            f"--alignment ffhq: FFHQ crops are square, the input size is {size[0]}x{size[1]} "
+            f"({size_origin}); pass a square --size"
+        )
     dataset = _run_dataset(source, opts.calibration)
     if "int8" in variants and dataset is None:
-        raise DistillError("--variants int8 needs calibration images from the training data: pass --calibration DATASET")
+        raise DistillError(
+            "--variants int8 needs calibration images from the training data: pass --calibration DATASET"
+        )
     cfg = source.generator.config
     strength = _strength_spec(source, dataset)
-    print(f"exporting {source.checkpoint} ({cfg.netG}, stride {source.stride}) at {size[0]}x{size[1]} -> {out}")
+    print(
+        f"exporting {source.checkpoint} ({cfg.netG}, stride {source.stride}) at {size[0]}x{size[1]} -> {out}"
+    )
 
     staging = out.parent / f".{out.name}.export-tmp"
     if staging.exists():
@@ -84,9 +90,15 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
     staging.mkdir(parents=True)
     try:
         onnx_path = export_onnx(source.generator, staging / VARIANT_FILES["fp32"], size, opts.opset)
-        parity = check_parity(source.generator, onnx_path, parity_sizes(size, source.stride),
-                              strength_range=tuple(strength["range"]) if strength else (-1.0, 1.0))
-        print(f"parity vs PyTorch: max |diff| {parity['parity_max_abs_diff']:.2e} at {list(parity['parity_per_size'])}, batch 2")
+        parity = check_parity(
+            source.generator,
+            onnx_path,
+            parity_sizes(size, source.stride),
+            strength_range=tuple(strength["range"]) if strength else (-1.0, 1.0),
+        )
+        print(
+            f"parity vs PyTorch: max |diff| {parity['parity_max_abs_diff']:.2e} at {list(parity['parity_per_size'])}, batch 2"
+        )
         views = _data_views(dataset, source, size, opts.num_calibration, opts.num_eval) if dataset else None
         files = [VARIANT_FILES["fp32"]]
         variant_records = {"fp32": {"file": VARIANT_FILES["fp32"], "providers": VARIANT_PROVIDERS["fp32"]}}
@@ -97,32 +109,57 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
             eval_images = views.eval_inputs if views else _random_eval(size, opts.num_eval)
             try:
                 record = build_variant(
-                    v, onnx_path, staging, eval_images=eval_images,
-                    calibration=views.calibration if views else None, native_size=size,
-                    min_psnr_db=opts.min_variant_psnr, timing_repeats=max(1, opts.timing_repeats),
+                    v,
+                    onnx_path,
+                    staging,
+                    eval_images=eval_images,
+                    calibration=views.calibration if views else None,
+                    native_size=size,
+                    min_psnr_db=opts.min_variant_psnr,
+                    timing_repeats=max(1, opts.timing_repeats),
                     eval_strengths=views.eval_strengths if views else None,
                     calibration_strengths=views.calibration_strengths if views else None,
                 )
             except VariantRefused as e:
                 print(f"distill export: {e}")
-                refused[v] = {"psnr_vs_fp32_db": e.psnr_db, "min_psnr_db": e.bound_db, "error_images": e.n_images}
+                refused[v] = {
+                    "psnr_vs_fp32_db": e.psnr_db,
+                    "min_psnr_db": e.bound_db,
+                    "error_images": e.n_images,
+                }
                 continue
             record["error_inputs"] = views.eval_source if views else "random inputs (no dataset known)"
             variant_records[v] = record
             files.append(record["file"])
-            print(f"{v}: PSNR vs fp32 {record['psnr_vs_fp32_db']:.2f} dB, {record['median_ms']:.1f} ms at {size[0]}x{size[1]}")
+            print(
+                f"{v}: PSNR vs fp32 {record['psnr_vs_fp32_db']:.2f} dB, {record['median_ms']:.1f} ms at {size[0]}x{size[1]}"
+            )
         engines = _engine_table(staging, variant_records, views, size, opts)
         side = _teacher_and_direction(opts, views, staging)
         files += side["files"]
         preview = _write_preview(onnx_path, staging, views, size)
         files.append(preview["file"])
         files += _copy_samples(views, staging, opts.samples)
-        manifest = _manifest(opts, name, source, size, size_origin, views, variant_records, refused, parity, side, preview,
-                             file_records(staging, files))
+        manifest = _manifest(
+            opts,
+            name,
+            source,
+            size,
+            size_origin,
+            views,
+            variant_records,
+            refused,
+            parity,
+            side,
+            preview,
+            file_records(staging, files),
+        )
         if strength:
             if manifest.edit.alpha is None:
-                raise DistillError("a strength-conditioned student needs the edit's alpha (what strength 1.0 means): "
-                                   "pass --alpha A")
+                raise DistillError(
+                    "a strength-conditioned student needs the edit's alpha (what strength 1.0 means): "
+                    "pass --alpha A"
+                )
             manifest.strength = StrengthSpec.model_validate(strength)
         if engines:
             from model_zoo.schema import EngineTiming
@@ -134,15 +171,26 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     entry = ModelEntry(name=out.name, path=out, spec=entry.spec)
-    print(f"wrote {out} ({', '.join(variant_records)}); list it with `distill models --root {out.parent} list`")
+    print(
+        f"wrote {out} ({', '.join(variant_records)}); list it with `distill models --root {out.parent} list`"
+    )
     if refused:
-        figures = "; ".join(f"{v}: {r['psnr_vs_fp32_db']:.2f} dB < {r['min_psnr_db']:g} dB" for v, r in refused.items())
-        raise DistillError(f"variant(s) refused on PSNR against fp32 ({figures}); {out} was written without them")
+        figures = "; ".join(
+            f"{v}: {r['psnr_vs_fp32_db']:.2f} dB < {r['min_psnr_db']:g} dB" for v, r in refused.items()
+        )
+        raise DistillError(
+            f"variant(s) refused on PSNR against fp32 ({figures}); {out} was written without them"
+        )
     return entry
 
 
-def _engine_table(staging: Path, variant_records: dict[str, Any], views: DataViews | None, size: tuple[int, int],
-                  opts: ExportOptions) -> list[dict[str, Any]]:
+def _engine_table(
+    staging: Path,
+    variant_records: dict[str, Any],
+    views: DataViews | None,
+    size: tuple[int, int],
+    opts: ExportOptions,
+) -> list[dict[str, Any]]:
     """Each variant in each engine this machine has, timed at the native size with its PSNR against fp32 on the
     held-out inputs (manifest ``engines``, see engines/measure.py); none with --timing-repeats 0."""
     if not opts.timing_repeats:
@@ -150,8 +198,13 @@ def _engine_table(staging: Path, variant_records: dict[str, Any], views: DataVie
     from engines.measure import engine_table, format_table
 
     images = (views.eval_inputs if views else _random_eval(size, opts.num_eval)).astype(np.float32)
-    rows = engine_table({v: staging / r["file"] for v, r in variant_records.items()}, size, images,
-                        repeats=opts.timing_repeats, variants=variant_records)
+    rows = engine_table(
+        {v: staging / r["file"] for v, r in variant_records.items()},
+        size,
+        images,
+        repeats=opts.timing_repeats,
+        variants=variant_records,
+    )
     print(f"engines at {size[0]}x{size[1]}, batch 1:\n" + "\n".join(format_table(rows)))
     return rows
 
@@ -165,8 +218,10 @@ def _strength_spec(source: StudentSource, dataset: Path | None) -> dict[str, Any
     meta = meta or source.run_meta.get("dataset_metadata") or {}
     trained = meta.get("alpha_range")
     if not trained:
-        raise DistillError(f"{source.checkpoint}: a strength-conditioned student, but no trained strength range is "
-                           "known; pass --calibration DATASET (its pairs, made with `distill pairs --alpha-range`)")
+        raise DistillError(
+            f"{source.checkpoint}: a strength-conditioned student, but no trained strength range is "
+            "known; pass --calibration DATASET (its pairs, made with `distill pairs --alpha-range`)"
+        )
     low, high = float(trained[0]), float(trained[1])
     return {"range": [low, high], "default": 1.0 if low <= 1.0 <= high else high}
 
@@ -187,38 +242,73 @@ def _swap_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def _manifest(opts: ExportOptions, name: str, source: StudentSource, size: tuple[int, int], size_origin: str,
-              views: DataViews | None, variants: dict[str, Any], refused: dict[str, Any], parity: dict[str, Any],
-              side: dict[str, Any], preview: dict[str, Any], files: dict[str, FileRecord]) -> EntryManifest:
+def _manifest(
+    opts: ExportOptions,
+    name: str,
+    source: StudentSource,
+    size: tuple[int, int],
+    size_origin: str,
+    views: DataViews | None,
+    variants: dict[str, Any],
+    refused: dict[str, Any],
+    parity: dict[str, Any],
+    side: dict[str, Any],
+    preview: dict[str, Any],
+    files: dict[str, FileRecord],
+) -> EntryManifest:
     cfg = source.generator.config
     data: dict[str, Any] = {}
     if views is not None:
-        data = {"dataset": provenance(views.dataset), **views.counts,
-                "teacher_resolution": views.meta.get("resolution"), "eval_inputs": views.eval_source}
+        data = {
+            "dataset": provenance(views.dataset),
+            **views.counts,
+            "teacher_resolution": views.meta.get("resolution"),
+            "eval_inputs": views.eval_source,
+        }
     description = opts.description or (
         f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf}) for the '{side['edit']['attribute']}' edit"
-        if side["edit"]["attribute"] else f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf})"
+        if side["edit"]["attribute"]
+        else f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf})"
     )
-    return EntryManifest.model_validate({
-        "name": name,
-        "description": description,
-        "edit": side["edit"],
-        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": list(size), "channels": 3,
-                  "range": [-1, 1], "stride": source.stride, "size_source": size_origin, "alignment": opts.alignment,
-                  "normalization": "x / 127.5 - 1 on uint8 RGB (pix2pixHD's (x/255 - 0.5) / 0.5)"},
-        "output": {"name": "output", "layout": "NCHW", "dtype": "float32", "range": [-1, 1],
-                   "denormalization": "clip((y + 1) * 127.5, 0, 255) as uint8 RGB"},
-        "variants": variants,
-        "refused_variants": refused,
-        "teacher": side["teacher"],
-        "direction": side["direction"],
-        "truncation": side["truncation"],
-        "data": data,
-        "training": _training_record(source),
-        "export": {"opset": opts.opset, "exporter": "torch.onnx TorchScript (dynamo=False)",
-                   "dynamic_axes": {"batch": 0, "height": 2, "width": 3}, **parity, "versions": versions()},
-        "preview": preview,
-        "files": files,
-    })
-
-
+    return EntryManifest.model_validate(
+        {
+            "name": name,
+            "description": description,
+            "edit": side["edit"],
+            "input": {
+                "name": "input",
+                "layout": "NCHW",
+                "dtype": "float32",
+                "size": list(size),
+                "channels": 3,
+                "range": [-1, 1],
+                "stride": source.stride,
+                "size_source": size_origin,
+                "alignment": opts.alignment,
+                "normalization": "x / 127.5 - 1 on uint8 RGB (pix2pixHD's (x/255 - 0.5) / 0.5)",
+            },
+            "output": {
+                "name": "output",
+                "layout": "NCHW",
+                "dtype": "float32",
+                "range": [-1, 1],
+                "denormalization": "clip((y + 1) * 127.5, 0, 255) as uint8 RGB",
+            },
+            "variants": variants,
+            "refused_variants": refused,
+            "teacher": side["teacher"],
+            "direction": side["direction"],
+            "truncation": side["truncation"],
+            "data": data,
+            "training": _training_record(source),
+            "export": {
+                "opset": opts.opset,
+                "exporter": "torch.onnx TorchScript (dynamo=False)",
+                "dynamic_axes": {"batch": 0, "height": 2, "width": 3},
+                **parity,
+                "versions": versions(),
+            },
+            "preview": preview,
+            "files": files,
+        }
+    )

@@ -51,7 +51,9 @@ def _copy_portable_json(src: Path, dst: Path) -> None:
     try:
         record = json.loads(src.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DistillError(f"{src}: the direction's JSON record cannot be read ({e}); fix or remove it") from e
+        raise DistillError(
+            f"{src}: the direction's JSON record cannot be read ({e}); fix or remove it"
+        ) from e
     dst.write_text(json.dumps(_portable(record), indent=2) + "\n", encoding="utf-8")
 
 
@@ -59,8 +61,12 @@ def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging
     """Copy the teacher and direction into the entry; their manifest records, the edit and the truncation."""
     meta = views.meta if views else {}
     t_meta, d_meta = (m if isinstance(m, dict) else {} for m in (meta.get("teacher"), meta.get("direction")))
-    teacher_src = Path(opts.teacher) if opts.teacher else (Path(t_meta["path"]) if t_meta.get("path") else None)
-    direction_src = Path(opts.direction) if opts.direction else (Path(d_meta["path"]) if d_meta.get("path") else None)
+    teacher_src = (
+        Path(opts.teacher) if opts.teacher else (Path(t_meta["path"]) if t_meta.get("path") else None)
+    )
+    direction_src = (
+        Path(opts.direction) if opts.direction else (Path(d_meta["path"]) if d_meta.get("path") else None)
+    )
     alpha = opts.alpha if opts.alpha is not None else meta.get("alpha")
     layers = list(opts.layers) if opts.layers is not None else meta.get("layers")
     normalize = bool(opts.normalize or meta.get("normalize", False))
@@ -68,7 +74,12 @@ def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging
     files: list[str] = []
     teacher = direction = None
     if teacher_src is not None:
-        if not opts.teacher and t_meta.get("sha256") and teacher_src.is_file() and sha256_file(teacher_src) != t_meta["sha256"]:
+        if (
+            not opts.teacher
+            and t_meta.get("sha256")
+            and teacher_src.is_file()
+            and sha256_file(teacher_src) != t_meta["sha256"]
+        ):
             raise DistillError(
                 f"{teacher_src}: this teacher changed since the pairs were generated (sha256 differs from {METADATA}); "
                 "pass the original with --teacher PATH"
@@ -79,7 +90,9 @@ def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging
         teacher.update({k: t_meta[k] for k in ("z_dim", "w_dim", "num_ws") if k in t_meta})
     if direction_src is not None:
         if alpha is None or layers is None:
-            raise DistillError("--direction needs the edit strength and layers: pass --alpha A --layers START:STOP")
+            raise DistillError(
+                "--direction needs the edit strength and layers: pass --alpha A --layers START:STOP"
+            )
         name = _copy_into(direction_src, staging, "direction", "direction", "--direction")
         files.append(name)
         sidecar = direction_src.with_suffix(".json")
@@ -89,10 +102,18 @@ def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging
         direction = {"file": name, "normalize": normalize, "source": provenance(direction_src)}
         if d_meta.get("method"):
             direction["method"] = d_meta["method"]
-    edit = {"attribute": attribute, "alpha": None if alpha is None else float(alpha),
-            "layers": None if layers is None else [int(v) for v in layers]}
-    return {"files": files, "teacher": teacher, "direction": direction, "edit": edit,
-            "truncation": meta.get("truncation")}
+    edit = {
+        "attribute": attribute,
+        "alpha": None if alpha is None else float(alpha),
+        "layers": None if layers is None else [int(v) for v in layers],
+    }
+    return {
+        "files": files,
+        "teacher": teacher,
+        "direction": direction,
+        "edit": edit,
+        "truncation": meta.get("truncation"),
+    }
 
 
 def _copy_samples(views: DataViews | None, staging: Path, extra: list[str] | None = None) -> list[str]:
@@ -112,7 +133,9 @@ def _copy_samples(views: DataViews | None, staging: Path, extra: list[str] | Non
     return names
 
 
-def _write_preview(onnx_path: Path, staging: Path, views: DataViews | None, size: tuple[int, int]) -> dict[str, Any]:
+def _write_preview(
+    onnx_path: Path, staging: Path, views: DataViews | None, size: tuple[int, int]
+) -> dict[str, Any]:
     """preview.png: input | student | teacher target on held-out pairs, else input | student on random inputs."""
     session = cpu_session(onnx_path)
     if views is not None:
@@ -121,13 +144,24 @@ def _write_preview(onnx_path: Path, staging: Path, views: DataViews | None, size
     else:
         gen = torch.Generator().manual_seed(0)
         low = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
-        inputs = torch.nn.functional.interpolate(low, size=size, mode="bicubic", align_corners=False).clamp(-1, 1).numpy()
+        inputs = (
+            torch.nn.functional.interpolate(low, size=size, mode="bicubic", align_corners=False)
+            .clamp(-1, 1)
+            .numpy()
+        )
         targets = None
-        columns, origin = ["input", "student"], "random smooth-noise inputs: no dataset was known (pass --calibration DATASET)"
-    strengths = views.eval_strengths[:PREVIEW_ROWS] if views is not None and views.eval_strengths is not None else None
+        columns, origin = (
+            ["input", "student"],
+            "random smooth-noise inputs: no dataset was known (pass --calibration DATASET)",
+        )
+    strengths = (
+        views.eval_strengths[:PREVIEW_ROWS]
+        if views is not None and views.eval_strengths is not None
+        else None
+    )
     outputs = run_session(session, inputs.astype(np.float32), strengths=strengths)
-    grids = [to_uint8(torch.from_numpy(a)) for a in (inputs, outputs) + ((targets,) if targets is not None else ())]
+    grids = [
+        to_uint8(torch.from_numpy(a)) for a in (inputs, outputs) + ((targets,) if targets is not None else ())
+    ]
     save_image(staging / "preview.png", make_grid([[g[i] for g in grids] for i in range(len(inputs))]))
     return {"file": "preview.png", "columns": columns, "rows": len(inputs), "inputs": origin}
-
-

@@ -62,14 +62,18 @@ def load_source(path: str | os.PathLike) -> StudentSource:
             try:
                 meta = json.loads(run_json.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
-                raise DistillError(f"{run_json}: not valid JSON ({e}); restore it or export {ckpt} directly") from e
+                raise DistillError(
+                    f"{run_json}: not valid JSON ({e}); restore it or export {ckpt} directly"
+                ) from e
         return StudentSource(load_generator(ckpt), ckpt, path, meta)
     if not path.exists():
         raise DistillError(f"{path}: no such run folder or checkpoint file")
     return StudentSource(load_generator(path), path)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, example_size: tuple[int, int], opset: int = OPSET) -> Path:
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike, example_size: tuple[int, int], opset: int = OPSET
+) -> Path:
     """Trace ``model`` (eval, CPU, float32) to ONNX at ``path`` with dynamic batch/height/width; atomic write."""
     model = model.eval().float().cpu()
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -82,13 +86,24 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_size: tuple[i
     axes = {0: "batch", 2: "height", 3: "width"}
     inputs, names, dynamic = (example,), ["input"], {"input": axes, "output": axes}
     if is_conditional(model):  # the strength-conditioned student: a second input, strength [N]
-        inputs, names, dynamic = (example, torch.ones(1)), ["input", "strength"], {**dynamic, "strength": {0: "batch"}}
+        inputs, names, dynamic = (
+            (example, torch.ones(1)),
+            ["input", "strength"],
+            {**dynamic, "strength": {0: "batch"}},
+        )
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, inputs, buf, dynamo=False, opset_version=opset, input_names=names,
-            output_names=["output"], dynamic_axes=dynamic, do_constant_folding=True,
+            model,
+            inputs,
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=["output"],
+            dynamic_axes=dynamic,
+            do_constant_folding=True,
         )
     return atomic_write_bytes(path, buf.getvalue())
 
@@ -100,9 +115,16 @@ def parity_sizes(native: tuple[int, int], stride: int) -> list[tuple[int, int]]:
     return [tuple(native), other] if tuple(native) != other else [tuple(native), (h + stride, h)]
 
 
-def check_parity(model: nn.Module, onnx_path: str | os.PathLike, sizes: list[tuple[int, int]], *,
-                 batch: int = 2, seed: int = 20240917, tol: float = PARITY_TOL,
-                 strength_range: tuple[float, float] = (-1.0, 1.0)) -> dict[str, Any]:
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | os.PathLike,
+    sizes: list[tuple[int, int]],
+    *,
+    batch: int = 2,
+    seed: int = 20240917,
+    tol: float = PARITY_TOL,
+    strength_range: tuple[float, float] = (-1.0, 1.0),
+) -> dict[str, Any]:
     """Max |ONNX Runtime - PyTorch| on random [batch,3,H,W] inputs at each size (a conditional model with random
     strengths in ``strength_range``); DistillError above ``tol``."""
     session = cpu_session(onnx_path)
@@ -123,12 +145,16 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike, sizes: list[tup
             f"{onnx_path}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {tol:g}) at {per_size}; "
             "the export is broken for this network (please report it with the checkpoint's config)"
         )
-    return {"parity_max_abs_diff": worst, "parity_per_size": per_size, "parity_batch": batch, "parity_seed": seed,
-            "parity_tolerance": tol, "parity_provider": "CPUExecutionProvider"}
+    return {
+        "parity_max_abs_diff": worst,
+        "parity_per_size": per_size,
+        "parity_batch": batch,
+        "parity_seed": seed,
+        "parity_tolerance": tol,
+        "parity_provider": "CPUExecutionProvider",
+    }
 
 
 def versions() -> dict[str, str]:
     """Library versions the export ran with (recorded in the manifest)."""
     return core_versions("torch", "onnx", "onnxruntime", "onnxconverter_common", "numpy")
-
-

@@ -44,6 +44,8 @@ class ExportOptions:
     def __post_init__(self) -> None:
         for v in self.variants:
             if v not in ("fp16", "int8"):
-                raise DistillError(f"--variants: unknown variant {v!r}; choose from fp16, int8 (fp32 is always written)")
+                raise DistillError(
+                    f"--variants: unknown variant {v!r}; choose from fp16, int8 (fp32 is always written)"
+                )
         if self.alignment not in ALIGNMENTS:
             raise DistillError(f"--alignment {self.alignment!r}: choose from {', '.join(ALIGNMENTS)}")

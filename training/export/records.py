@@ -44,7 +44,9 @@ def _run_dataset(source: StudentSource, override: str | None) -> Path | None:
         return None
     if not (path / PAIRS_MANIFEST).is_file():
         flag = "--calibration" if override else f"{source.run_dir}/run.json's dataset"
-        raise DistillError(f"{flag}: {path} is not a pair dataset (no manifest.jsonl); pass --calibration DATASET")
+        raise DistillError(
+            f"{flag}: {path} is not a pair dataset (no manifest.jsonl); pass --calibration DATASET"
+        )
     return path
 
 
@@ -58,7 +60,9 @@ def _native_size(source: StudentSource, size_flag: str | None) -> tuple[tuple[in
     else:
         size, origin = (512, 512), "assumed (no run.json; pass --size HxW)"
     if size[0] % stride or size[1] % stride or min(size) <= 0:
-        raise DistillError(f"input size {size[0]}x{size[1]} ({origin}) is not a multiple of the generator stride {stride}")
+        raise DistillError(
+            f"input size {size[0]}x{size[1]} ({origin}) is not a multiple of the generator stride {stride}"
+        )
     return size, origin
 
 
@@ -87,8 +91,9 @@ def _training_record(source: StudentSource) -> dict[str, Any]:
     metrics = source.run_dir / METRICS if source.run_dir else None
     if metrics is not None and metrics.is_file():
         heldout = next((row for row in reversed(read_jsonl(metrics)) if "val_psnr" in row), heldout)
-    record["heldout"] = {k: heldout[k] for k in ("val_psnr", "val_ssim", "val_l1", "n_val", "epoch", "step")
-                         if k in heldout}
+    record["heldout"] = {
+        k: heldout[k] for k in ("val_psnr", "val_ssim", "val_l1", "n_val", "epoch", "step") if k in heldout
+    }
     return record
 
 
@@ -108,7 +113,9 @@ class DataViews:
     eval_strengths: np.ndarray | None = None
 
 
-def _data_views(dataset: Path, source: StudentSource, size: tuple[int, int], n_calib: int, n_eval: int) -> DataViews:
+def _data_views(
+    dataset: Path, source: StudentSource, size: tuple[int, int], n_calib: int, n_eval: int
+) -> DataViews:
     """Calibration images from the training side of the run's split and evaluation pairs from its held-out side."""
     meta = read_metadata(dataset) if (dataset / METADATA).is_file() else {}
     n_total = len(read_manifest(dataset))
@@ -122,25 +129,34 @@ def _data_views(dataset: Path, source: StudentSource, size: tuple[int, int], n_c
     geometry = ImageGeometry(size[0], size[1], source.stride)
     calib_rows = train_rows[:n_calib]
     if val_rows:
-        eval_rows, eval_source = val_rows[:n_eval], f"held-out split (val_fraction {val_fraction}, seed {split_seed})"
+        eval_rows, eval_source = (
+            val_rows[:n_eval],
+            f"held-out split (val_fraction {val_fraction}, seed {split_seed})",
+        )
     else:
         eval_rows = train_rows[n_calib : n_calib + n_eval] or train_rows[-n_eval:]
         eval_source = "training pairs not used for calibration (the run has no held-out split)"
     calib = PairDataset(dataset, calib_rows, geometry)
     evals = PairDataset(dataset, eval_rows, geometry)
-    calibration = [calib[i]["a"].numpy() for i in tqdm(range(len(calib)), desc="calibration images", leave=False)]
+    calibration = [
+        calib[i]["a"].numpy() for i in tqdm(range(len(calib)), desc="calibration images", leave=False)
+    ]
     items = [evals[i] for i in range(len(evals))]
     ranged = any(r.strength is not None for r in rows)
     return DataViews(
         calibration_strengths=[float(calib[i]["strength"]) for i in range(len(calib))] if ranged else None,
         eval_strengths=torch.stack([it["strength"] for it in items]).numpy() if ranged and items else None,
-        dataset=dataset, meta=meta, calibration=calibration,
+        dataset=dataset,
+        meta=meta,
+        calibration=calibration,
         eval_inputs=torch.stack([it["a"] for it in items]).numpy(),
         eval_targets=torch.stack([it["b"] for it in items]).numpy(),
         eval_source=eval_source,
-        counts={"pairs_total": n_total, "pairs_kept": len(rows), "train_pairs": len(train_rows),
-                "heldout_pairs": len(val_rows)},
+        counts={
+            "pairs_total": n_total,
+            "pairs_kept": len(rows),
+            "train_pairs": len(train_rows),
+            "heldout_pairs": len(val_rows),
+        },
         sample_files=[dataset / r.a for r in eval_rows[:PREVIEW_ROWS]],
     )
-
-

@@ -50,8 +50,10 @@ SIDES = {"a": ("a",), "b": ("b",), "both": ("a", "b")}
 
 def _face(spec: dict[str, Any]) -> Scorer:
     return HaarFaceDetector(
-        cascade=spec.get("cascade"), scale_factor=float(spec.get("scale_factor", 1.1)),
-        min_neighbors=int(spec.get("min_neighbors", 5)), min_size=float(spec.get("min_size", 0.1)),
+        cascade=spec.get("cascade"),
+        scale_factor=float(spec.get("scale_factor", 1.1)),
+        min_neighbors=int(spec.get("min_neighbors", 5)),
+        min_size=float(spec.get("min_size", 0.1)),
         min_confidence=spec.get("min_confidence"),
     )
 
@@ -61,9 +63,12 @@ def _onnx(spec: dict[str, Any]) -> Scorer:
         raise DistillError(f"onnx scorer {spec}: needs 'path' and 'outputs' ({{\"age\": 0}})")
     size = spec.get("input_size")
     return OnnxScorer(
-        spec["path"], outputs={k: int(v) for k, v in spec["outputs"].items()},
+        spec["path"],
+        outputs={k: int(v) for k, v in spec["outputs"].items()},
         input_size=tuple(size) if isinstance(size, list) else size,
-        mean=spec.get("mean", (0.5,)), std=spec.get("std", (0.5,)), activation=spec.get("activation", "none"),
+        mean=spec.get("mean", (0.5,)),
+        std=spec.get("std", (0.5,)),
+        activation=spec.get("activation", "none"),
     )
 
 
@@ -96,14 +101,18 @@ def build(spec: list[dict[str, Any]]) -> list[tuple[Scorer, tuple[str, ...], lis
             if key not in scorer.keys:
                 raise DistillError(f"keep rule {key!r}: scorer {kind} scores only {list(scorer.keys)}")
             low, high = bounds
-            rules.append(KeepRule(key, None if low is None else float(low), None if high is None else float(high)))
+            rules.append(
+                KeepRule(key, None if low is None else float(low), None if high is None else float(high))
+            )
         built.append((scorer, SIDES[on], rules))
     if not built:
         raise DistillError("no scorer given: use --face-detector, --scorer MODEL or --spec FILE")
     return built
 
 
-def decide(scores: dict[str, float], checks: list[tuple[tuple[str, ...], list[KeepRule]]]) -> tuple[bool, str | None]:
+def decide(
+    scores: dict[str, float], checks: list[tuple[tuple[str, ...], list[KeepRule]]]
+) -> tuple[bool, str | None]:
     """Apply every rule on every side; a reason failing on some sides only names them, e.g. "no face (B)"."""
     reasons: list[str] = []
     for sides, rules in checks:
@@ -119,16 +128,19 @@ def decide(scores: dict[str, float], checks: list[tuple[tuple[str, ...], list[Ke
     return (not reasons, "; ".join(reasons) or None)
 
 
-def filter_dataset(root: str | os.PathLike, spec: list[dict[str, Any]], batch_size: int = 32,
-                   progress: bool = True) -> dict[str, Any]:
+def filter_dataset(
+    root: str | os.PathLike, spec: list[dict[str, Any]], batch_size: int = 32, progress: bool = True
+) -> dict[str, Any]:
     """Score and mark every pair of ``root``; returns the report (also written to ``root``)."""
     from tqdm import tqdm
 
     root = Path(root)
     read_metadata(root)
     if pending_files(root):
-        raise DistillError(f"{root}: has unfinished batches in pending/ (generation running or interrupted); "
-                           "finish it with the same `distill pairs` command first")
+        raise DistillError(
+            f"{root}: has unfinished batches in pending/ (generation running or interrupted); "
+            "finish it with the same `distill pairs` command first"
+        )
     rows = read_manifest(root)
     if not rows:
         raise DistillError(f"{root}: the manifest has no pairs")
@@ -143,8 +155,10 @@ def filter_dataset(root: str | os.PathLike, spec: list[dict[str, Any]], batch_si
                 try:
                     images = np.stack([load_image(root / getattr(r, side)) for r in batch])
                 except (OSError, ValueError) as e:
-                    raise DistillError(f"{root}: cannot read an image of seeds {batch[0].seed}-{batch[-1].seed} "
-                                       f"({e}); re-run `distill pairs` to repair the dataset") from e
+                    raise DistillError(
+                        f"{root}: cannot read an image of seeds {batch[0].seed}-{batch[-1].seed} "
+                        f"({e}); re-run `distill pairs` to repair the dataset"
+                    ) from e
                 for scorer, sides, _ in built:
                     if side in sides:
                         for row_scores, s in zip(scores, scorer.score(images), strict=True):
@@ -196,20 +210,38 @@ def scorer_spec(opts: FilterOptions) -> list[dict[str, Any]]:
             data = json.loads(path.read_text(encoding="utf-8"))
             spec = list(data["scorers"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DistillError(f"--spec {path}: expected JSON {{\"scorers\": [...]}} ({e})") from e
+            raise DistillError(f'--spec {path}: expected JSON {{"scorers": [...]}} ({e})') from e
     if opts.face_detector:
-        spec.append({"type": "face", "on": opts.on, "min_neighbors": opts.face_min_neighbors,
-                     "min_size": opts.face_min_size, "min_confidence": opts.face_min_confidence})
+        spec.append(
+            {
+                "type": "face",
+                "on": opts.on,
+                "min_neighbors": opts.face_min_neighbors,
+                "min_size": opts.face_min_size,
+                "min_confidence": opts.face_min_confidence,
+            }
+        )
     if opts.scorer:
         outputs = {}
         for item in opts.attributes or ["score=0"]:
             name, _, idx = item.partition("=")
             if not name or not idx.lstrip("-").isdigit():
-                raise DistillError(f"--attribute {item!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0")
+                raise DistillError(
+                    f"--attribute {item!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0"
+                )
             outputs[name] = int(idx)
-        spec.append({"type": "onnx", "path": str(opts.scorer), "input_size": opts.input_size,
-                     "mean": _as_list(opts.mean), "std": _as_list(opts.std), "outputs": outputs,
-                     "activation": opts.activation, "on": opts.on})
+        spec.append(
+            {
+                "type": "onnx",
+                "path": str(opts.scorer),
+                "input_size": opts.input_size,
+                "mean": _as_list(opts.mean),
+                "std": _as_list(opts.std),
+                "outputs": outputs,
+                "activation": opts.activation,
+                "on": opts.on,
+            }
+        )
     for text in opts.keep or []:
         rule = parse_keep(text)
         owners = [e for e in spec if e["type"] == "onnx" and rule.key in e.get("outputs", {})]
@@ -227,8 +259,10 @@ def run_filter(opts: FilterOptions) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """``distill filter``: the options from the flags."""
     report = run_filter(options_from_args(FilterOptions, args))
-    print(f"{args.dataset}: kept {report['kept']} of {report['total']} pairs, "
-          f"rejected {report['rejected']} ({100 * report['rejection_rate']:.1f}%)")
+    print(
+        f"{args.dataset}: kept {report['kept']} of {report['total']} pairs, "
+        f"rejected {report['rejected']} ({100 * report['rejection_rate']:.1f}%)"
+    )
     for reason, n in report["reasons"].items():
         print(f"  {n:6d}  {reason}")
     print(f"report: {Path(args.dataset) / 'filter_report.md'}")
@@ -237,21 +271,33 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "filter", help="score pairs (face detector, ONNX models) and mark keep/reject in the manifest",
+        "filter",
+        help="score pairs (face detector, ONNX models) and mark keep/reject in the manifest",
         description="Never deletes. Example: distill filter data/age --face-detector --scorer age.onnx "
         "--input-size 64 --attribute age=0 --keep age=18:65 --on a",
     )
     p.add_argument("dataset", help="pair dataset folder (made by `distill pairs`)")
     p.add_argument("--spec", help="JSON file with several scorers (see the module docs)")
-    p.add_argument("--on", choices=tuple(SIDES), default="both", help="score originals (a), edited (b) or both")
+    p.add_argument(
+        "--on", choices=tuple(SIDES), default="both", help="score originals (a), edited (b) or both"
+    )
     p.add_argument("--face-detector", action="store_true", help="reject images without a face (OpenCV Haar)")
     p.add_argument("--face-min-neighbors", type=int, default=5, help="Haar minNeighbors (higher = stricter)")
-    p.add_argument("--face-min-size", type=float, default=0.1, help="smallest face, as a fraction of the image side")
-    p.add_argument("--face-min-confidence", type=float, help="also reject faces with a lower cascade level weight")
+    p.add_argument(
+        "--face-min-size", type=float, default=0.1, help="smallest face, as a fraction of the image side"
+    )
+    p.add_argument(
+        "--face-min-confidence", type=float, help="also reject faces with a lower cascade level weight"
+    )
     p.add_argument("--scorer", metavar="MODEL.onnx", help="ONNX classifier/regressor taking NCHW float RGB")
-    p.add_argument("--attribute", dest="attributes", metavar="NAME=INDEX", action="append",
-                   help="a scorer output to keep by: its name and column in the first output (repeatable; "
-                        "default score=0)")
+    p.add_argument(
+        "--attribute",
+        dest="attributes",
+        metavar="NAME=INDEX",
+        action="append",
+        help="a scorer output to keep by: its name and column in the first output (repeatable; "
+        "default score=0)",
+    )
     add_scorer_input_arguments(p)
     p.add_argument("--keep", action="append", help="NAME=LOW:HIGH keep range of an --attribute (repeatable)")
     # The spellings before the scorer options were shared with evaluate and direction fit: hidden, still read.

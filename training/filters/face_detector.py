@@ -53,8 +53,11 @@ class HaarFaceDetector(Scorer):
         side = min(gray.shape)
         min_px = max(int(self.min_size * side), 1)
         rects, _, weights = self.detector.detectMultiScale3(
-            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(min_px, min_px), outputRejectLevels=True,
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_px, min_px),
+            outputRejectLevels=True,
         )
         if len(rects) == 0:
             return {"face_count": 0.0, "face_confidence": 0.0, "face_size": 0.0}

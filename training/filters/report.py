@@ -42,10 +42,21 @@ def strength_summary(rows: list[PairRecord], bins: int = 6) -> list[dict[str, An
     edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1).tolist()
     out = []
     for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-        inside = [r for r in rows if r.strength is not None and (a <= r.strength < b or (i == bins - 1 and r.strength == b))]
+        inside = [
+            r
+            for r in rows
+            if r.strength is not None and (a <= r.strength < b or (i == bins - 1 and r.strength == b))
+        ]
         rejected = sum(1 for r in inside if r.keep is False)
-        out.append({"low": round(a, 4), "high": round(b, 4), "pairs": len(inside), "rejected": rejected,
-                    "rejection_rate": rejected / len(inside) if inside else 0.0})
+        out.append(
+            {
+                "low": round(a, 4),
+                "high": round(b, 4),
+                "pairs": len(inside),
+                "rejected": rejected,
+                "rejection_rate": rejected / len(inside) if inside else 0.0,
+            }
+        )
     return out
 
 
@@ -55,8 +66,12 @@ def score_summary(rows: list[PairRecord]) -> dict[str, dict[str, float]]:
     for k in keys:
         v = np.asarray([r.scores[k] for r in rows if k in r.scores], dtype=np.float64)
         out[k] = {
-            "n": int(v.size), "min": float(v.min()), "p05": float(np.percentile(v, 5)),
-            "median": float(np.median(v)), "mean": float(v.mean()), "p95": float(np.percentile(v, 95)),
+            "n": int(v.size),
+            "min": float(v.min()),
+            "p05": float(np.percentile(v, 5)),
+            "median": float(np.median(v)),
+            "mean": float(v.mean()),
+            "p95": float(np.percentile(v, 95)),
             "max": float(v.max()),
         }
     return out
@@ -102,7 +117,9 @@ def draw_histograms(rows: list[PairRecord], bounds: dict[str, KeepRule], bins: i
     return np.asarray(img)
 
 
-def draw_contact_sheet(root: Path, rows: list[PairRecord], limit: int = 48, columns: int = 6, tile: int = 96) -> np.ndarray:
+def draw_contact_sheet(
+    root: Path, rows: list[PairRecord], limit: int = 48, columns: int = 6, tile: int = 96
+) -> np.ndarray:
     """Rejected pairs (original | edited) with seed and reason under each."""
     rows = rows[:limit]
     columns = max(1, min(columns, len(rows)))
@@ -122,7 +139,9 @@ def draw_contact_sheet(root: Path, rows: list[PairRecord], limit: int = 48, colu
     return np.asarray(sheet)
 
 
-def write_report(root: Path, rows: list[PairRecord], spec: list[dict[str, Any]], rules: dict[str, KeepRule]) -> dict[str, Any]:
+def write_report(
+    root: Path, rows: list[PairRecord], spec: list[dict[str, Any]], rules: dict[str, KeepRule]
+) -> dict[str, Any]:
     """Write filter_report.json/.md, the histogram PNG and (when something was rejected) the contact sheet."""
     rejected = [r for r in rows if r.keep is False]
     report: dict[str, Any] = {
@@ -182,10 +201,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     if report.get("strengths"):
-        lines += ["## By edit strength (pairs made with --alpha-range; relative units, 1.0 = the dataset's alpha)", "",
-                  "| strength | pairs | rejected | rate |", "|---|---:|---:|---:|",
-                  *[f"| {b['low']:+.2f} to {b['high']:+.2f} | {b['pairs']} | {b['rejected']} | "
-                    f"{100 * b['rejection_rate']:.1f}% |" for b in report["strengths"]], ""]
+        lines += [
+            "## By edit strength (pairs made with --alpha-range; relative units, 1.0 = the dataset's alpha)",
+            "",
+            "| strength | pairs | rejected | rate |",
+            "|---|---:|---:|---:|",
+            *[
+                f"| {b['low']:+.2f} to {b['high']:+.2f} | {b['pairs']} | {b['rejected']} | "
+                f"{100 * b['rejection_rate']:.1f}% |"
+                for b in report["strengths"]
+            ],
+            "",
+        ]
     if report["histogram"]:
         lines += [f"![score histograms]({report['histogram']})", ""]
     if report["contact_sheet"]:

@@ -68,7 +68,9 @@ class AttributeNet(nn.Module):
         """Activations after every conv (for a perceptual loss), from fine to coarse."""
         assert x.ndim == 4 and x.shape[1] == 3, x.shape
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True
+            )
         feats = []
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
@@ -87,9 +89,12 @@ class AttributeNet(nn.Module):
 def preprocess(images: np.ndarray, resample: int = Image.BILINEAR) -> torch.Tensor:
     """uint8 [N,H,W,3] -> float32 [N,3,64,64] in [-1,1], resized as the filter's ONNX scorer does."""
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise DistillError(f"attribute model input must be uint8 [N,H,W,3] RGB, got {images.dtype} {images.shape}")
+        raise DistillError(
+            f"attribute model input must be uint8 [N,H,W,3] RGB, got {images.dtype} {images.shape}"
+        )
     out = [
-        im if im.shape[:2] == (INPUT_SIZE, INPUT_SIZE)
+        im
+        if im.shape[:2] == (INPUT_SIZE, INPUT_SIZE)
         else np.asarray(Image.fromarray(im).resize((INPUT_SIZE, INPUT_SIZE), resample))
         for im in images
     ]
@@ -134,7 +139,9 @@ def _partial(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         dx, dy = dy, dx
     m = np.float32([[1, 0, dx], [0, 1, dy]])
     corner = tuple(int(v) for v in im[1, 1])
-    return cv2.warpAffine(im, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=corner)
+    return cv2.warpAffine(
+        im, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=corner
+    )
 
 
 def _empty(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -157,7 +164,9 @@ def _warp(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ph = rng.uniform(0, 2 * math.pi, 2)
     mx = xx + amp * np.sin(yy * freq + ph[0])
     my = yy + amp * np.sin(xx * freq + ph[1])
-    return cv2.remap(im, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.remap(
+        im, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
 
 
 def _scramble(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -197,7 +206,9 @@ def soften(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The clean-class augmentation: a little blur and noise, as a half-trained teacher's samples have."""
     im = image
     if rng.random() < 0.5:
-        im = np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * im.shape[1] / 128)))
+        im = np.asarray(
+            Image.fromarray(im).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * im.shape[1] / 128))
+        )
     if rng.random() < 0.3:
         im = np.clip(im + rng.normal(0, rng.uniform(1, 4), im.shape), 0, 255).astype(np.uint8)
     return im
@@ -235,7 +246,9 @@ def build_training_set(
         p = sample_params(s, aligned=False)
         im = render(p, cfg.render_size)
         for k, sample in enumerate((soften(im, rng), corrupt(im, kinds[s % len(kinds)], rng))):
-            small = Image.fromarray(sample).resize((INPUT_SIZE, INPUT_SIZE), resamples[rng.integers(len(resamples))])
+            small = Image.fromarray(sample).resize(
+                (INPUT_SIZE, INPUT_SIZE), resamples[rng.integers(len(resamples))]
+            )
             x[2 * s + k] = np.asarray(small)
         labels[2 * s] = labels[2 * s + 1] = p.labels()
     quality = torch.tensor([1.0, 0.0]).repeat(n)
@@ -263,7 +276,9 @@ def render_faces(seeds: range, size: int, desc: str) -> tuple[np.ndarray, np.nda
     return images, labels
 
 
-def predict(model: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch: int = 256) -> np.ndarray:
+def predict(
+    model: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch: int = 256
+) -> np.ndarray:
     """Scores [N,10] for uint8 images of any size (a torch module or any tensor -> tensor callable)."""
     out = []
     with torch.no_grad():
@@ -272,7 +287,12 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, b
     return np.concatenate(out)
 
 
-def evaluate(model: Callable[[torch.Tensor], torch.Tensor], faces: int = 1000, size: int = 128, seed0: int = HELD_OUT_SEED0) -> dict:
+def evaluate(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    faces: int = 1000,
+    size: int = 128,
+    seed0: int = HELD_OUT_SEED0,
+) -> dict:
     """Held-out metrics on freshly rendered faces: MAE per attribute, glasses accuracy, quality separation."""
     images, labels = render_faces(range(seed0, seed0 + faces), size, "held-out faces")
     pred = predict(model, images)
@@ -287,11 +307,20 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], faces: int = 1000, s
 
 def readability(pred: np.ndarray, labels: np.ndarray) -> dict:
     """How well scores [N,10] read the true labels [N,9]: MAE per attribute, glasses/adult accuracy, quality pass rate."""
-    assert pred.shape[0] == labels.shape[0] and pred.shape[1] == NUM_ATTRIBUTES + 1, (pred.shape, labels.shape)
-    mae = {a: float(np.abs(pred[:, i] - labels[:, i]).mean()) for i, a in enumerate(ATTRIBUTES) if i != GLASSES_INDEX}
+    assert pred.shape[0] == labels.shape[0] and pred.shape[1] == NUM_ATTRIBUTES + 1, (
+        pred.shape,
+        labels.shape,
+    )
+    mae = {
+        a: float(np.abs(pred[:, i] - labels[:, i]).mean())
+        for i, a in enumerate(ATTRIBUTES)
+        if i != GLASSES_INDEX
+    }
     return {
         "mae": mae,
-        "glasses_accuracy": float(((pred[:, GLASSES_INDEX] >= 0.5) == (labels[:, GLASSES_INDEX] >= GLASSES_THRESHOLD)).mean()),
+        "glasses_accuracy": float(
+            ((pred[:, GLASSES_INDEX] >= 0.5) == (labels[:, GLASSES_INDEX] >= GLASSES_THRESHOLD)).mean()
+        ),
         "adult_accuracy": float(((pred[:, 0] >= ADULT_AGE) == (labels[:, 0] >= ADULT_AGE)).mean()),
         "clean_pass_rate": float((pred[:, QUALITY_INDEX] >= 0.5).mean()),
     }
@@ -306,7 +335,9 @@ def train_attribute_model(cfg: AttributeTrainConfig, progress: bool = True) -> t
     model = AttributeNet()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps_per_epoch = len(images) // cfg.batch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1
+    )
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="train attribute model", disable=not progress)
     gen = torch.Generator().manual_seed(cfg.seed)
     for _ in range(cfg.epochs):
@@ -325,8 +356,12 @@ def train_attribute_model(cfg: AttributeTrainConfig, progress: bool = True) -> t
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
-    info = {"data_seconds": round(t_data, 1), "train_seconds": round(time.perf_counter() - t0 - t_data, 1),
-            "final_loss": round(float(loss.detach()), 4), "threads": torch.get_num_threads()}
+    info = {
+        "data_seconds": round(t_data, 1),
+        "train_seconds": round(time.perf_counter() - t0 - t_data, 1),
+        "final_loss": round(float(loss.detach()), 4),
+        "threads": torch.get_num_threads(),
+    }
     return model, info
 
 
@@ -343,13 +378,23 @@ def export_onnx(model: AttributeNet, path: str | os.PathLike) -> Path:
     model = model.eval()
     buf = io.BytesIO()
     torch.onnx.export(
-        model, (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),), buf, dynamo=False, opset_version=17,
-        input_names=["input"], output_names=["scores"],
-        dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}}, do_constant_folding=False,
+        model,
+        (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),),
+        buf,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["scores"],
+        dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}},
+        do_constant_folding=False,
     )
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {"outputs": json.dumps(list(OUTPUT_NAMES)), "channels": json.dumps(list(model.channels)),
-            "hidden": str(model.fc.out_features), "normalisation": "x = pixels / 127.5 - 1, RGB, NCHW"}
+    meta = {
+        "outputs": json.dumps(list(OUTPUT_NAMES)),
+        "channels": json.dumps(list(model.channels)),
+        "hidden": str(model.fc.out_features),
+        "normalisation": "x = pixels / 127.5 - 1, RGB, NCHW",
+    }
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
@@ -363,7 +408,9 @@ def load_torch(path: str | os.PathLike) -> AttributeNet:
 
     path = Path(path)
     if not path.is_file():
-        raise DistillError(f"{path}: attribute model not found; create it with `distill toyfaces train-attributes`")
+        raise DistillError(
+            f"{path}: attribute model not found; create it with `distill toyfaces train-attributes`"
+        )
     proto = onnx.load(str(path))
     meta = {p.key: p.value for p in proto.metadata_props}
     if "channels" not in meta:
@@ -387,7 +434,9 @@ class AttributeScorer:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise DistillError(f"{self.path}: attribute model not found; create it with `distill toyfaces train-attributes`")
+            raise DistillError(
+                f"{self.path}: attribute model not found; create it with `distill toyfaces train-attributes`"
+            )
         self.session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
@@ -403,7 +452,9 @@ def default_path() -> Path:
     return Path(__file__).resolve().parents[2] / "model_zoo" / "toyfaces-attributes" / ONNX_NAME
 
 
-def write_model_card(out_dir: Path, cfg: AttributeTrainConfig, info: dict, metrics: dict, command: str) -> Path:
+def write_model_card(
+    out_dir: Path, cfg: AttributeTrainConfig, info: dict, metrics: dict, command: str
+) -> Path:
     """attributes.json beside the ONNX: input contract, output columns, held-out metrics, recipe."""
     onnx_path = out_dir / ONNX_NAME
     data = onnx_path.read_bytes()
@@ -418,24 +469,38 @@ def write_model_card(out_dir: Path, cfg: AttributeTrainConfig, info: dict, metri
         "face_shape": "0 narrow oval .. 1 wide round",
         "background": "background hue / 0.78 (0 red .. green .. 1 violet)",
         "quality": "probability of a clean, whole face (trained against blotches, blur, noise, "
-                   "channel swaps, partial or missing faces, ghosts, warps, scrambles)",
+        "channel swaps, partial or missing faces, ghosts, warps, scrambles)",
     }
     card = {
         "name": "toyfaces-attributes",
         "description": "Attribute and face-quality model of the toy-face domain (training/toyfaces): the "
-                       "filter's scorer and the labeller for fitting directions. Not a model zoo entry.",
+        "filter's scorer and the labeller for fitting directions. Not a model zoo entry.",
         "file": ONNX_NAME,
         "sha256": hashlib.sha256(data).hexdigest(),
         "bytes": len(data),
-        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "size": [INPUT_SIZE, INPUT_SIZE],
-                  "channels": 3, "range": [-1, 1], "normalisation": "x = (pixels/255 - 0.5) / 0.5 (mean 0.5, std 0.5)",
-                  "resize": "PIL bilinear from any size"},
-        "output": {"name": "scores", "shape": ["N", len(OUTPUT_NAMES)], "activation": "sigmoid (already applied)",
-                   "columns": [{"index": i, "name": n, "meaning": meaning[n]} for i, n in enumerate(OUTPUT_NAMES)]},
-        "filter": {"adults": {"index": 0, "keep": [ADULT_AGE, 1.0]}, "artifacts": {"index": QUALITY_INDEX, "keep": [0.5, 1.0]},
-                   "command": "distill filter DATASET --scorer model_zoo/toyfaces-attributes/attributes.onnx "
-                              f"--attribute age=0 --attribute quality={QUALITY_INDEX} "
-                              f"--keep age={ADULT_AGE}: --keep quality=0.5:"},
+        "input": {
+            "name": "input",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "size": [INPUT_SIZE, INPUT_SIZE],
+            "channels": 3,
+            "range": [-1, 1],
+            "normalisation": "x = (pixels/255 - 0.5) / 0.5 (mean 0.5, std 0.5)",
+            "resize": "PIL bilinear from any size",
+        },
+        "output": {
+            "name": "scores",
+            "shape": ["N", len(OUTPUT_NAMES)],
+            "activation": "sigmoid (already applied)",
+            "columns": [{"index": i, "name": n, "meaning": meaning[n]} for i, n in enumerate(OUTPUT_NAMES)],
+        },
+        "filter": {
+            "adults": {"index": 0, "keep": [ADULT_AGE, 1.0]},
+            "artifacts": {"index": QUALITY_INDEX, "keep": [0.5, 1.0]},
+            "command": "distill filter DATASET --scorer model_zoo/toyfaces-attributes/attributes.onnx "
+            f"--attribute age=0 --attribute quality={QUALITY_INDEX} "
+            f"--keep age={ADULT_AGE}: --keep quality=0.5:",
+        },
         "held_out": metrics,
         "training": {**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, **info},
         "recipe": command,

@@ -46,11 +46,19 @@ class CleanSet:
     ages: list[float]
     age_change: float
     aligned: bool
-    params: list[FaceParams] = field(default_factory=list)  # each input's face, for masks such as hair_region's
+    params: list[FaceParams] = field(
+        default_factory=list
+    )  # each input's face, for masks such as hair_region's
 
 
-def adult_faces(num: int, z_dim: int, aligned: bool = True, seed0: int = CLEAN_SEED0, min_age: float | None = None,
-                max_age: float = 1.0) -> list[tuple[int, FaceParams]]:
+def adult_faces(
+    num: int,
+    z_dim: int,
+    aligned: bool = True,
+    seed0: int = CLEAN_SEED0,
+    min_age: float | None = None,
+    max_age: float = 1.0,
+) -> list[tuple[int, FaceParams]]:
     """The first ``num`` (seed, face) pairs from ``seed0`` on whose age is in [min_age (default ADULT_AGE), max_age]
     (``min_age`` exclusive when it is given, so a capped set starts just above an ageable one)."""
     from training.directions import z_from_seeds
@@ -91,8 +99,15 @@ def hair_region(params: FaceParams, age_change: float, size: int) -> np.ndarray:
     return erode(hair_mask(params, size) & hair_mask(aged, size), HAIR_INSET)
 
 
-def clean_render_set(num: int, size: int, z_dim: int, age_change: float, aligned: bool = True,
-                     seed0: int = CLEAN_SEED0, capped: bool = False) -> CleanSet:
+def clean_render_set(
+    num: int,
+    size: int,
+    z_dim: int,
+    age_change: float,
+    aligned: bool = True,
+    seed0: int = CLEAN_SEED0,
+    capped: bool = False,
+) -> CleanSet:
     """``num`` ageable adults (age <= 1 - ``age_change``) from ``seed0`` on: their render and their render with age +
     ``age_change``; with ``capped``, adults above that instead, their truth capped at age 1."""
     from training.toyfaces.attributes import ADULT_AGE
@@ -100,11 +115,16 @@ def clean_render_set(num: int, size: int, z_dim: int, age_change: float, aligned
     if num < 1:
         raise DistillError(f"--clean-renders {num}: need at least one face")
     if not 0 < age_change < 1 - ADULT_AGE:
-        raise DistillError(f"clean renders: age change {age_change:+.3f} is not a rise in (0, {1 - ADULT_AGE:g}) (an adult "
-                           "must be able to age by it); the edit does not age faces, or pass --clean-age-change")
+        raise DistillError(
+            f"clean renders: age change {age_change:+.3f} is not a rise in (0, {1 - ADULT_AGE:g}) (an adult "
+            "must be able to age by it); the edit does not age faces, or pass --clean-age-change"
+        )
     top = 1.0 - age_change
-    faces = adult_faces(num, z_dim, aligned, seed0, min_age=top) if capped else adult_faces(num, z_dim, aligned, seed0,
-                                                                                              max_age=top)
+    faces = (
+        adult_faces(num, z_dim, aligned, seed0, min_age=top)
+        if capped
+        else adult_faces(num, z_dim, aligned, seed0, max_age=top)
+    )
     out = CleanSet([], [], [], [], age_change, aligned)
     for seed, p in faces:
         out.seeds.append(seed)

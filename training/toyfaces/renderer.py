@@ -37,11 +37,27 @@ from PIL import Image, ImageDraw
 from core.errors import DistillError
 
 ATTRIBUTES = (
-    "age", "smile", "hair_color", "hair_style", "skin_tone", "eye_size", "glasses", "face_shape", "background",
+    "age",
+    "smile",
+    "hair_color",
+    "hair_style",
+    "skin_tone",
+    "eye_size",
+    "glasses",
+    "face_shape",
+    "background",
 )
 NUISANCE = (
-    "shift_x", "shift_y", "rotation", "scale", "light_angle", "light_strength", "brightness",
-    "iris_color", "shirt_color", "frame_color",
+    "shift_x",
+    "shift_y",
+    "rotation",
+    "scale",
+    "light_angle",
+    "light_strength",
+    "brightness",
+    "iris_color",
+    "shirt_color",
+    "frame_color",
 )
 POSE = ("shift_x", "shift_y", "rotation", "scale")  # held at 0.5 in the aligned domain
 NUM_ATTRIBUTES = len(ATTRIBUTES)
@@ -83,7 +99,9 @@ class FaceParams:
         for f in fields(self):
             v = getattr(self, f.name)
             if not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
-                raise DistillError(f"FaceParams.{f.name}={v!r}: every face parameter must be a number in [0, 1]")
+                raise DistillError(
+                    f"FaceParams.{f.name}={v!r}: every face parameter must be a number in [0, 1]"
+                )
 
     def labels(self) -> np.ndarray:
         """The attribute vector [NUM_ATTRIBUTES] float32, in :data:`ATTRIBUTES` order."""
@@ -115,7 +133,9 @@ def params_from_z(z: np.ndarray, aligned: bool = True) -> FaceParams:
     """
     z = np.asarray(z, np.float64).ravel()
     if z.size < NUM_PARAMS:
-        raise DistillError(f"z has {z.size} dims; the renderer reads the first {NUM_PARAMS}, use z_dim >= {NUM_PARAMS}")
+        raise DistillError(
+            f"z has {z.size} dims; the renderer reads the first {NUM_PARAMS}, use z_dim >= {NUM_PARAMS}"
+        )
     z = z / np.sqrt(np.mean(z * z) + 1e-8)
     params = FaceParams.from_array(_normal_cdf(z[:NUM_PARAMS]))
     return params.aligned() if aligned else params
@@ -177,7 +197,9 @@ class _Canvas:
     def xy(self, x: float, y: float) -> tuple[float, float]:
         return self.cx + x * self.unit, self.cy + y * self.unit
 
-    def ellipse(self, x: float, y: float, rx: float, ry: float, fill=None, outline=None, width: float = 0) -> None:
+    def ellipse(
+        self, x: float, y: float, rx: float, ry: float, fill=None, outline=None, width: float = 0
+    ) -> None:
         x0, y0 = self.xy(x - rx, y - ry)
         x1, y1 = self.xy(x + rx, y + ry)
         w = max(1, round(width * self.unit)) if outline is not None else 0
@@ -193,7 +215,9 @@ class _Canvas:
         for px, py in (self.xy(*pts[0]), self.xy(*pts[-1])):  # round caps
             self.draw.ellipse((px - r, py - r, px + r, py + r), fill=fill)
 
-    def arc(self, x: float, y: float, rx: float, ry: float, a0: float, a1: float, fill, width: float, n: int = 16) -> None:
+    def arc(
+        self, x: float, y: float, rx: float, ry: float, a0: float, a1: float, fill, width: float, n: int = 16
+    ) -> None:
         ts = np.linspace(math.radians(a0), math.radians(a1), n)
         self.line([(x + rx * math.cos(t), y + ry * math.sin(t)) for t in ts], fill, width)
 
@@ -214,7 +238,9 @@ def _draw_face(c: _Canvas, p: FaceParams) -> None:
         back_w = fw + 0.12 + 0.3 * s
         bottom = -0.2 + 1.9 * s
         c.ellipse(0, -0.25, back_w, 0.95, fill=_rgb(hair))
-        c.polygon([(-back_w, -0.25), (back_w, -0.25), (back_w * 0.98, bottom), (-back_w * 0.98, bottom)], _rgb(hair))
+        c.polygon(
+            [(-back_w, -0.25), (back_w, -0.25), (back_w * 0.98, bottom), (-back_w * 0.98, bottom)], _rgb(hair)
+        )
         c.ellipse(0, bottom, back_w * 0.98, 0.12, fill=_rgb(hair))
 
     # neck and shirt
@@ -225,7 +251,15 @@ def _draw_face(c: _Canvas, p: FaceParams) -> None:
         s = (style - 0.6) / 0.4
         for side in (-1, 1):
             x = side * (fw + 0.05)
-            c.polygon([(x - 0.2, 0.0), (x + 0.2, 0.0), (x + 0.22 * side, 0.6 + 1.0 * s), (x - 0.2 * side, 0.6 + 1.0 * s)], _rgb(hair))
+            c.polygon(
+                [
+                    (x - 0.2, 0.0),
+                    (x + 0.2, 0.0),
+                    (x + 0.22 * side, 0.6 + 1.0 * s),
+                    (x - 0.2 * side, 0.6 + 1.0 * s),
+                ],
+                _rgb(hair),
+            )
 
     # ears, face and sagging jowls
     for side in (-1, 1):
@@ -259,7 +293,11 @@ def _draw_face(c: _Canvas, p: FaceParams) -> None:
             c.arc(side * 0.12, 0.38, 0.28, 0.3, 180 if side > 0 else 0, 250 if side > 0 else -70, col, width)
             ex = side * 0.34
             for dy in (-0.07, 0.0, 0.07):
-                c.line([(ex + side * 0.22, -0.03 + dy * 0.5), (ex + side * 0.33, -0.03 + dy * 1.6)], col, width * 0.8)
+                c.line(
+                    [(ex + side * 0.22, -0.03 + dy * 0.5), (ex + side * 0.33, -0.03 + dy * 1.6)],
+                    col,
+                    width * 0.8,
+                )
             c.arc(ex, 0.1, 0.15, 0.07, 20, 160, col, width * 0.8)
 
     # eyes and brows
@@ -319,8 +357,15 @@ REGIONS = {"eyes": (-0.72, 0.72, -0.36, 0.3), "mouth": (-0.6, 0.6, 0.25, 0.9)}  
 def region_boxes(size: int) -> dict[str, tuple[int, int, int, int]]:
     """Pixel boxes (y0, y1, x0, x1) of the eyes (with brows and glasses) and the mouth in the aligned pose."""
     cx, cy, unit = face_frame(FaceParams().aligned(), size)
-    return {name: (int(cy + y0 * unit), int(math.ceil(cy + y1 * unit)), int(cx + x0 * unit), int(math.ceil(cx + x1 * unit)))
-            for name, (x0, x1, y0, y1) in REGIONS.items()}
+    return {
+        name: (
+            int(cy + y0 * unit),
+            int(math.ceil(cy + y1 * unit)),
+            int(cx + x0 * unit),
+            int(math.ceil(cx + x1 * unit)),
+        )
+        for name, (x0, x1, y0, y1) in REGIONS.items()
+    }
 
 
 def render(params: FaceParams, size: int = 128, supersample: int = 3) -> np.ndarray:
@@ -328,7 +373,9 @@ def render(params: FaceParams, size: int = 128, supersample: int = 3) -> np.ndar
     if not isinstance(params, FaceParams):
         raise DistillError(f"render needs FaceParams, got {type(params).__name__}")
     if size < 16 or supersample < 1:
-        raise DistillError(f"render size={size}, supersample={supersample}: need size >= 16 and supersample >= 1")
+        raise DistillError(
+            f"render size={size}, supersample={supersample}: need size >= 16 and supersample >= 1"
+        )
     p = params
     big = size * supersample
     bg = background_rgb(p)

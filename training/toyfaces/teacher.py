@@ -40,7 +40,9 @@ from training.metrics import psnr
 from training.toyfaces.renderer import NUM_PARAMS, params_from_z, render, sample_z
 
 CHECKPOINT_FORMAT = "toyfaces-teacher-train/1"
-HELD_OUT_SEED0 = 20_000_000  # held-out z are sample_z(seed) for seeds from here; training z come from (seed, step)
+HELD_OUT_SEED0 = (
+    20_000_000  # held-out z are sample_z(seed) for seeds from here; training z come from (seed, step)
+)
 DEFAULT_CHANNELS = {4: 256, 8: 256, 16: 192, 32: 96, 64: 48, 128: 24}
 
 
@@ -65,8 +67,12 @@ class TeacherConfig:
     precision: str = "auto"
     seed: int = 0
     eval_faces: int = 64
-    aligned: bool = True  # FFHQ-like canonical pose (renderer.POSE held fixed); False: the renderer's pose jitter
-    init: str | None = None  # warm start: a teacher.pt of the same architecture (weights only, fresh optimiser)
+    aligned: bool = (
+        True  # FFHQ-like canonical pose (renderer.POSE held fixed); False: the renderer's pose jitter
+    )
+    init: str | None = (
+        None  # warm start: a teacher.pt of the same architecture (weights only, fresh optimiser)
+    )
 
     def __post_init__(self) -> None:
         self.channels = {int(k): int(v) for k, v in self.channels.items()}
@@ -76,7 +82,9 @@ class TeacherConfig:
         if sorted(self.channels) != need:
             raise DistillError(f"--channels must give every resolution {need}, got {sorted(self.channels)}")
         if self.z_dim < NUM_PARAMS:
-            raise DistillError(f"--z-dim {self.z_dim}: the renderer reads {NUM_PARAMS} dims of z; use >= {NUM_PARAMS}")
+            raise DistillError(
+                f"--z-dim {self.z_dim}: the renderer reads {NUM_PARAMS} dims of z; use >= {NUM_PARAMS}"
+            )
         if self.precision not in ("auto", "bf16", "fp32"):
             raise DistillError(f"--precision {self.precision!r}: choose auto, bf16 or fp32")
         if (self.perceptual_weight > 0 or self.attribute_weight > 0) and not self.attribute_model:
@@ -85,12 +93,19 @@ class TeacherConfig:
 
 def build_generator(cfg: TeacherConfig) -> Generator:
     """The project's StyleGAN2 Generator with the run's (small) architecture."""
-    return Generator(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=cfg.resolution, mapping_layers=cfg.mapping_layers,
-                     channels=cfg.channels, lr_multiplier=cfg.mapping_lr_multiplier)
+    return Generator(
+        z_dim=cfg.z_dim,
+        w_dim=cfg.w_dim,
+        img_resolution=cfg.resolution,
+        mapping_layers=cfg.mapping_layers,
+        channels=cfg.channels,
+        lr_multiplier=cfg.mapping_lr_multiplier,
+    )
 
 
-def make_batch(seed: int, step: int, batch: int, z_dim: int, resolution: int,
-               aligned: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    seed: int, step: int, batch: int, z_dim: int, resolution: int, aligned: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(z [B,z_dim], renderer targets [B,3,R,R] in [-1,1]) for one step; a pure function of (seed, step)."""
     z = np.random.default_rng([seed, step]).standard_normal((batch, z_dim))
     images = np.stack([render(params_from_z(zi, aligned), resolution) for zi in z])
@@ -123,13 +138,21 @@ def warm_start(G: Generator, path: str | Path) -> None:
     from networks.stylegan2 import load_generator
 
     if not Path(path).is_file():
-        raise DistillError(f"--init {path}: not found; give a teacher.pt (e.g. model_zoo/toyfaces-age/teacher.pt)")
+        raise DistillError(
+            f"--init {path}: not found; give a teacher.pt (e.g. model_zoo/toyfaces-age/teacher.pt)"
+        )
     source = load_generator(path)
     mine, theirs = G.state_dict(), source.state_dict()
-    mismatch = sorted(k for k in mine.keys() | theirs.keys() if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
+    mismatch = sorted(
+        k
+        for k in mine.keys() | theirs.keys()
+        if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape
+    )
     if mismatch:
-        raise DistillError(f"--init {path}: a different architecture ({len(mismatch)} tensors differ, e.g. {mismatch[0]}); "
-                           "train with the same --resolution/--channels/--w-dim/--mapping-layers or start without --init")
+        raise DistillError(
+            f"--init {path}: a different architecture ({len(mismatch)} tensors differ, e.g. {mismatch[0]}); "
+            "train with the same --resolution/--channels/--w-dim/--mapping-layers or start without --init"
+        )
     G.load_state_dict(theirs)
 
 
@@ -173,14 +196,19 @@ class RegressionLoss(torch.nn.Module):
             with torch.no_grad():
                 real_feats = self.attr.features(real)
             fake_feats = self.attr.features(fake)
-            terms["perceptual"] = self.cfg.perceptual_weight * sum(
-                (a - b).abs().mean() for a, b in zip(fake_feats, real_feats, strict=True)) / len(real_feats)
+            terms["perceptual"] = (
+                self.cfg.perceptual_weight
+                * sum((a - b).abs().mean() for a, b in zip(fake_feats, real_feats, strict=True))
+                / len(real_feats)
+            )
         if self.attr is not None and self.cfg.attribute_weight > 0:
             from training.toyfaces.attributes import NUM_ATTRIBUTES
 
             with torch.no_grad():
                 target = self.attr(real)[:, :NUM_ATTRIBUTES]
-            terms["attributes"] = self.cfg.attribute_weight * (self.attr(fake)[:, :NUM_ATTRIBUTES] - target).abs().mean()
+            terms["attributes"] = (
+                self.cfg.attribute_weight * (self.attr(fake)[:, :NUM_ATTRIBUTES] - target).abs().mean()
+            )
         terms["total"] = sum(terms.values())
         return terms
 
@@ -188,8 +216,9 @@ class RegressionLoss(torch.nn.Module):
 class TeacherTrainer:
     """Owns G, its EMA, the optimiser and the run folder; ``train`` runs until a stop condition."""
 
-    def __init__(self, run_dir: str | Path, cfg: TeacherConfig, device: torch.device | str = "cpu",
-                 warm: bool = True) -> None:
+    def __init__(
+        self, run_dir: str | Path, cfg: TeacherConfig, device: torch.device | str = "cpu", warm: bool = True
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.device = torch.device(device)
@@ -210,16 +239,31 @@ class TeacherTrainer:
 
     # -- state -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
-                "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "opt": self.opt.state_dict(),
-                "last_psnr": self.last_psnr}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": asdict(self.cfg),
+            "step": self.step,
+            "G": self.G.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "last_psnr": self.last_psnr,
+        }
 
     def save(self) -> None:
         """Atomically write latest.pt and teacher.pt (the EMA generator, loadable by load_generator)."""
         atomic_torch_save(self.checkpoint_path, self.state())
-        save_generator(self.G_ema, self.run_dir / "teacher.pt",
-                       extra={"toyfaces": {"step": self.step, "config": asdict(self.cfg), "held_out_psnr": self.last_psnr,
-                                           "trained_by": "regression onto training.toyfaces.renderer (no discriminator)"}})
+        save_generator(
+            self.G_ema,
+            self.run_dir / "teacher.pt",
+            extra={
+                "toyfaces": {
+                    "step": self.step,
+                    "config": asdict(self.cfg),
+                    "held_out_psnr": self.last_psnr,
+                    "trained_by": "regression onto training.toyfaces.renderer (no discriminator)",
+                }
+            },
+        )
 
     @classmethod
     def resume(cls, run_dir: str | Path, device: torch.device | str = "cpu") -> TeacherTrainer:
@@ -295,8 +339,15 @@ class TeacherTrainer:
             save_image(self.run_dir / SAMPLES / f"step{self.step:07d}.png", grid)
         return {"held_out_psnr": value}
 
-    def train(self, steps: int, minutes: float | None = None, checkpoint_every: int = 500, eval_every: int = 500,
-              workers: int = 0, progress: bool = True) -> str:
+    def train(
+        self,
+        steps: int,
+        minutes: float | None = None,
+        checkpoint_every: int = 500,
+        eval_every: int = 500,
+        workers: int = 0,
+        progress: bool = True,
+    ) -> str:
         """Train up to ``steps`` total steps (or ``minutes``); returns why it stopped."""
         stop = {"reason": None}
 
@@ -305,12 +356,20 @@ class TeacherTrainer:
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / RUN_JSON, {"config": asdict(self.cfg), "device": str(self.device),
-                                                     "bf16": self.uses_bf16})
+        atomic_write_json(
+            self.run_dir / RUN_JSON,
+            {"config": asdict(self.cfg), "device": str(self.device), "bf16": self.uses_bf16},
+        )
         t_end = time.monotonic() + 60 * minutes if minutes else math.inf
-        loader = torch.utils.data.DataLoader(StepBatches(self.cfg, self.step, steps), batch_size=None, shuffle=False,
-                                             num_workers=workers, pin_memory=self.device.type == "cuda",
-                                             prefetch_factor=4 if workers else None, persistent_workers=False)
+        loader = torch.utils.data.DataLoader(
+            StepBatches(self.cfg, self.step, steps),
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+        )
         bar = tqdm(total=steps, initial=self.step, desc="train teacher", unit="step", disable=not progress)
         t0, s0 = time.monotonic(), self.step
         reason = "steps"
@@ -319,8 +378,11 @@ class TeacherTrainer:
                 terms = self.train_step(z, target)
                 bar.update()
                 bar.set_postfix(loss=f"{terms['total']:.4f}")
-                row = {"step": self.step, **{k: round(v, 6) for k, v in terms.items()},
-                       "steps_per_s": round((self.step - s0) / max(time.monotonic() - t0, 1e-9), 4)}
+                row = {
+                    "step": self.step,
+                    **{k: round(v, 6) for k, v in terms.items()},
+                    "steps_per_s": round((self.step - s0) / max(time.monotonic() - t0, 1e-9), 4),
+                }
                 if self.step % eval_every == 0 or self.step == steps:
                     row.update(self.evaluate())
                     self.last_psnr = row["held_out_psnr"]

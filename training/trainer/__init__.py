@@ -26,7 +26,6 @@ Multi-GPU / multi-node: launch with ``torchrun``; each process trains ``--batch-
 (DistributedDataParallel, DistributedSampler; nccl on CUDA, gloo on CPU) and only rank 0 writes.
 """
 
-
 from __future__ import annotations
 
 import sys
@@ -53,13 +52,30 @@ from training.trainer.loop import Trainer, TrainResult
 from training.trainer.objective import Pix2PixHDObjective, learning_rate, resolve_amp
 from training.trainer.options import STRUCTURAL_FIELDS, TrainOptions, resolve_epochs, resolve_options
 
-__all__ = ["CHECKPOINT", "PREVIOUS_CHECKPOINT", "Pix2PixHDObjective", "TrainOptions", "TrainResult", "Trainer",
-           "init_distributed", "learning_rate", "load_checkpoint", "model_arguments", "resolve_amp", "resolve_epochs",
-           "resolve_options", "train"]
+__all__ = [
+    "CHECKPOINT",
+    "PREVIOUS_CHECKPOINT",
+    "Pix2PixHDObjective",
+    "TrainOptions",
+    "TrainResult",
+    "Trainer",
+    "init_distributed",
+    "learning_rate",
+    "load_checkpoint",
+    "model_arguments",
+    "resolve_amp",
+    "resolve_epochs",
+    "resolve_options",
+    "train",
+]
 
 
-def train(opts: TrainOptions, overrides: dict[str, Any] | None = None, resume: bool = False,
-          epochs: int | None = None) -> TrainResult:  # fmt: skip
+def train(
+    opts: TrainOptions,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    epochs: int | None = None,
+) -> TrainResult:
     """Train (or with ``resume`` continue) the run in ``opts.out``.
 
     ``overrides`` are Pix2PixHDConfig fields over the preset; on resume only non-structural ones (losses,
@@ -71,7 +87,9 @@ def train(opts: TrainOptions, overrides: dict[str, Any] | None = None, resume: b
     ckpt = None
     held = [p for p in (ckpt_path, Path(opts.out) / PREVIOUS_CHECKPOINT) if p.is_file()]
     if held and not resume:
-        raise DistillError(f"{opts.out} already holds a run ({held[0]}); add --resume to continue it or pick a new --out")
+        raise DistillError(
+            f"{opts.out} already holds a run ({held[0]}); add --resume to continue it or pick a new --out"
+        )
     if resume:
         ckpt = load_resumable(Path(opts.out), note=lambda msg: tqdm.write(msg, file=sys.stderr))
     if ckpt is not None:
@@ -93,5 +111,3 @@ def train(opts: TrainOptions, overrides: dict[str, Any] | None = None, resume: b
     if resume and ckpt is None:
         trainer._note(f"--resume: no checkpoint in {opts.out} yet; starting a new run")
     return trainer.train()
-
-

@@ -55,7 +55,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: cannot read this checkpoint ({type(e).__name__}); delete it and train again without --resume"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "D" not in ckpt:
-        raise DistillError(f"{path}: not a `distill train` checkpoint ({CHECKPOINT_FORMAT} with G, D and optimiser state)")
+        raise DistillError(
+            f"{path}: not a `distill train` checkpoint ({CHECKPOINT_FORMAT} with G, D and optimiser state)"
+        )
     return ckpt
 
 
@@ -74,8 +76,10 @@ def load_resumable(run_dir: Path, note: Callable[[str], None]) -> dict[str, Any]
         ckpt = load_checkpoint(previous)
         aside = latest.with_name(latest.name + ".unreadable")
         os.replace(latest, aside)
-        note(f"--resume: {e}; resuming from {previous} (step {ckpt['global_step']}) instead; the unreadable "
-             f"file is now {aside}")
+        note(
+            f"--resume: {e}; resuming from {previous} (step {ckpt['global_step']}) instead; the unreadable "
+            f"file is now {aside}"
+        )
         return ckpt
 
 
@@ -89,7 +93,11 @@ class LogWindow:
     seconds: float = 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": {k: float(v) for k, v in self.sums.items()}, "steps": self.steps, "seconds": self.seconds}
+        return {
+            "sums": {k: float(v) for k, v in self.sums.items()},
+            "steps": self.steps,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: torch.device) -> LogWindow:
@@ -104,5 +112,3 @@ class Progress:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
-
-

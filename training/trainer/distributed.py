@@ -45,7 +45,9 @@ def init_distributed(device_name: str) -> tuple[DistEnv, torch.device]:
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size
+        )
     return env, device
 
 
@@ -56,7 +58,9 @@ class ResumableSampler(Sampler[tuple[int, int]]):
     """
 
     def __init__(self, dataset: PairDataset, env: DistEnv, seed: int) -> None:
-        self.inner = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed)
+        self.inner = DistributedSampler(
+            dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed
+        )
         self.epoch = 0
         self.start = 0
 
@@ -88,6 +92,6 @@ def _worker_message(text: str) -> str:
     traceback as the message: ``Caught ... Original Traceback ...``, the message on the last line)."""
     if not text.startswith("Caught DistillError in DataLoader"):
         return text
-    return text.strip().splitlines()[-1].removeprefix(f"{DistillError.__module__}.{DistillError.__qualname__}: ")
-
-
+    return (
+        text.strip().splitlines()[-1].removeprefix(f"{DistillError.__module__}.{DistillError.__qualname__}: ")
+    )

@@ -85,8 +85,14 @@ class _StopFlag:
 class Trainer:
     """Owns the data, networks, objective and run folder of one training job (one process of it)."""
 
-    def __init__(self, opts: TrainOptions, cfg: Pix2PixHDConfig, env: DistEnv, device: torch.device,
-                 ckpt: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        opts: TrainOptions,
+        cfg: Pix2PixHDConfig,
+        env: DistEnv,
+        device: torch.device,
+        ckpt: dict[str, Any] | None = None,
+    ) -> None:
         self.opts, self.cfg, self.env, self.device = opts, cfg, env, device
         self.run_dir = Path(opts.out)
         self.amp = resolve_amp(opts.amp, device)
@@ -96,7 +102,12 @@ class Trainer:
             if not env.is_main:
                 warnings.simplefilter("ignore")
             self.data: PairSplit = load_split(
-                opts.dataset, cfg.stride, val_fraction=opts.val_fraction, load_size=opts.load_size, flip=opts.flip, seed=opts.seed,
+                opts.dataset,
+                cfg.stride,
+                val_fraction=opts.val_fraction,
+                load_size=opts.load_size,
+                flip=opts.flip,
+                seed=opts.seed,
                 augment=parse_augmentation(opts.augment),
             )
         self._check_strengths()
@@ -105,7 +116,9 @@ class Trainer:
         D = build_discriminator(cfg).to(device)
         self.progress = Progress()
         self.window = LogWindow()
-        self._saved_step: int | None = None  # the step of latest.pt: a save at that step replaces it, not rotates
+        self._saved_step: int | None = (
+            None  # the step of latest.pt: a save at that step replaces it, not rotates
+        )
         self.last_eval: dict[str, float] = {}
         if ckpt is not None:
             G.load_state_dict(ckpt["G"])
@@ -117,7 +130,9 @@ class Trainer:
             G = DistributedDataParallel(G, device_ids=ids)
             D = DistributedDataParallel(D, device_ids=ids)
         vgg = build_vgg_loss(opts.vgg19) if cfg.lambda_vgg > 0 else None
-        self.objective = Pix2PixHDObjective(G, D, cfg, device, self.amp, vgg.to(device) if vgg is not None else None)
+        self.objective = Pix2PixHDObjective(
+            G, D, cfg, device, self.amp, vgg.to(device) if vgg is not None else None
+        )
         if ckpt is not None and ckpt.get("G_ema") is not None and self.objective.g_ema is not None:
             self.objective.g_ema.load_state_dict(ckpt["G_ema"])
         if ckpt is not None:
@@ -145,11 +160,15 @@ class Trainer:
         """A conditional student needs pairs over a range of strengths; a plain one warns on them (issue 14)."""
         ranged = any(r.strength is not None for r in self.data.train.rows)
         if self.cfg.condition != "none" and not ranged:
-            raise DistillError(f"--condition {self.cfg.condition}: {self.opts.dataset} has one fixed strength; make "
-                               "pairs over a range with `distill pairs --alpha-range=LO:HI`")
+            raise DistillError(
+                f"--condition {self.cfg.condition}: {self.opts.dataset} has one fixed strength; make "
+                "pairs over a range with `distill pairs --alpha-range=LO:HI`"
+            )
         if self.cfg.condition == "none" and ranged:
-            self._note(f"{self.opts.dataset}: pairs over a range of strengths but a fixed-strength student; "
-                       "pass --condition plane|modulation (with --residual) to learn the strength")
+            self._note(
+                f"{self.opts.dataset}: pairs over a range of strengths but a fixed-strength student; "
+                "pass --condition plane|modulation (with --residual) to learn the strength"
+            )
 
     def _warm_start(self, G: nn.Module) -> str:
         """Load ``opts.init`` into G, folding norms over up to 64 train inputs (see networks/pix2pixhd/warmstart.py)."""
@@ -157,7 +176,11 @@ class Trainer:
 
         items = [self.data.train[i] for i in range(min(64, len(self.data.train)))]
         inputs = torch.stack([it["a"] for it in items]).to(self.device)
-        strength = None if self.cfg.condition == "none" else torch.stack([it["strength"] for it in items]).to(self.device)
+        strength = (
+            None
+            if self.cfg.condition == "none"
+            else torch.stack([it["strength"] for it in items]).to(self.device)
+        )
         with file_errors(self.opts.init):
             return warm_start(G, self.opts.init, inputs, strength)
 
@@ -166,16 +189,26 @@ class Trainer:
         same_data = ckpt.get("train_seeds") == [r.seed for r in self.data.train.rows]
         same_world = ckpt.get("world_size") == self.env.world_size
         if self.progress.step_in_epoch and not (same_data and same_world):
-            why = "the kept train pairs changed" if not same_data else f"world size {ckpt.get('world_size')} -> {self.env.world_size}"
-            self._note(f"resume: {why} since the checkpoint; epoch {self.progress.epoch} restarts from its first batch")
+            why = (
+                "the kept train pairs changed"
+                if not same_data
+                else f"world size {ckpt.get('world_size')} -> {self.env.world_size}"
+            )
+            self._note(
+                f"resume: {why} since the checkpoint; epoch {self.progress.epoch} restarts from its first batch"
+            )
             self.progress.step_in_epoch = 0
         elif not same_data:
-            self._note("resume: the kept train pairs changed since the checkpoint; new epochs use the current set")
+            self._note(
+                "resume: the kept train pairs changed since the checkpoint; new epochs use the current set"
+            )
 
     def _sample_batch(self) -> torch.Tensor:
         """[2, n, 3, H, W]: inputs and targets of up to 4 held-out pairs (train pairs, unflipped, if none)."""
-        source = self.data.val if len(self.data.val) else PairDataset(
-            self.data.train.root, self.data.train.rows, self.data.geometry
+        source = (
+            self.data.val
+            if len(self.data.val)
+            else PairDataset(self.data.train.root, self.data.train.rows, self.data.geometry)
         )
         items = [source[i] for i in range(min(4, len(source)))]
         self.sample_strength = torch.stack([it["strength"] for it in items])
@@ -211,8 +244,13 @@ class Trainer:
         """On resume, drop rows logged after the checkpoint (they will be logged again) and torn lines."""
         if self.env.is_main:
             p = self.progress
-            truncate_jsonl(self.run_dir / METRICS, lambda row: row.get("step", 0) <= p.global_step and not (
-                row.get("kind") == "epoch" and row.get("epoch", 0) >= p.epoch))
+            truncate_jsonl(
+                self.run_dir / METRICS,
+                lambda row: (
+                    row.get("step", 0) <= p.global_step
+                    and not (row.get("kind") == "epoch" and row.get("epoch", 0) >= p.epoch)
+                ),
+            )
 
     def _run_info(self, status: str) -> dict[str, Any]:
         try:
@@ -341,8 +379,14 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._truncate_metrics()
             atomic_write_json(self.run_dir / RUN_JSON, self._run_info("running"))
-        bar = tqdm(total=self.total_steps, initial=min(p.global_step, self.total_steps), unit="step",
-                   desc="train", disable=not (self.env.is_main and opts.progress), dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=self.total_steps,
+            initial=min(p.global_step, self.total_steps),
+            unit="step",
+            desc="train",
+            disable=not (self.env.is_main and opts.progress),
+            dynamic_ncols=True,
+        )
         status = "finished"
         with _StopFlag() as flag:
             while p.epoch < self.total_epochs:
@@ -352,7 +396,9 @@ class Trainer:
                 if not finished:
                     break
                 self.last_eval = self.evaluate()
-                self._append_metrics({"kind": "epoch", "epoch": p.epoch, "step": p.global_step, **self.last_eval})
+                self._append_metrics(
+                    {"kind": "epoch", "epoch": p.epoch, "step": p.global_step, **self.last_eval}
+                )
                 p.epoch, p.step_in_epoch = p.epoch + 1, 0
                 self.save("running")
             if p.epoch < self.total_epochs:
@@ -367,8 +413,14 @@ class Trainer:
             else:
                 held_out = ", ".join(f"{k} {v:.4g}" for k, v in self.last_eval.items() if k != "n_val")
                 if not held_out:
-                    held_out = "held-out metrics come at the end of an epoch" if len(self.data.val) else "no held-out pairs"
-                self._note(f"{status} at step {p.global_step} (epoch {p.epoch}); {held_out}; checkpoint {path}")
+                    held_out = (
+                        "held-out metrics come at the end of an epoch"
+                        if len(self.data.val)
+                        else "no held-out pairs"
+                    )
+                self._note(
+                    f"{status} at step {p.global_step} (epoch {p.epoch}); {held_out}; checkpoint {path}"
+                )
         if self.env.distributed and status != "interrupted":
             dist.barrier()
         return TrainResult(Progress(**asdict(p)), status, dict(self.last_eval), str(path))
@@ -381,7 +433,9 @@ class Trainer:
                 yield next(it)
             except StopIteration:
                 return
-            except DistillError as e:  # raised in a data worker: DataLoader wraps the worker's traceback into it
+            except (
+                DistillError
+            ) as e:  # raised in a data worker: DataLoader wraps the worker's traceback into it
                 raise DistillError(_worker_message(str(e))) from None
             except RuntimeError:
                 if not flag.signum:
@@ -399,7 +453,9 @@ class Trainer:
         for batch in self._batches(flag):
             a = batch["a"].to(self.device, non_blocking=True)
             b = batch["b"].to(self.device, non_blocking=True)
-            strength = None if self.cfg.condition == "none" else batch["strength"].to(self.device, non_blocking=True)
+            strength = (
+                None if self.cfg.condition == "none" else batch["strength"].to(self.device, non_blocking=True)
+            )
             self.objective.set_lr(self.learning_rate())
             losses = self.objective.step(a, b, strength)
             p.global_step += 1
@@ -412,17 +468,27 @@ class Trainer:
             if p.global_step % opts.log_every == 0 or p.step_in_epoch == self.steps_per_epoch:
                 means = {f"loss_{k}": round(float(v) / window.steps, 6) for k, v in window.sums.items()}
                 ips = window.steps * opts.batch_size * self.env.world_size / max(window.seconds, 1e-9)
-                self._append_metrics({"kind": "step", "epoch": p.epoch, "step": p.global_step,
-                                      "lr": self.objective.opt_G.param_groups[0]["lr"], **means, "images_per_s": round(ips, 3)})  # fmt: skip
+                self._append_metrics(
+                    {
+                        "kind": "step",
+                        "epoch": p.epoch,
+                        "step": p.global_step,
+                        "lr": self.objective.opt_G.param_groups[0]["lr"],
+                        **means,
+                        "images_per_s": round(ips, 3),
+                    }
+                )
                 bar.set_postfix(G=f"{means['loss_G']:.3f}", D=f"{means['loss_D']:.3f}", img_s=f"{ips:.1f}")
                 window = self.window = LogWindow()
                 t0 = time.perf_counter()
             if p.global_step % opts.sample_every == 0:
                 self.write_sample()
-            if opts.checkpoint_every and p.global_step % opts.checkpoint_every == 0 and p.step_in_epoch < self.steps_per_epoch:
+            if (
+                opts.checkpoint_every
+                and p.global_step % opts.checkpoint_every == 0
+                and p.step_in_epoch < self.steps_per_epoch
+            ):
                 self.save("running")
             if self._stop_requested(flag):
                 break
         return p.step_in_epoch >= self.steps_per_epoch
-
-

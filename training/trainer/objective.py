@@ -74,7 +74,9 @@ def frozen(net: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _split_batch(preds: list[list[torch.Tensor]], n: int) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+def _split_batch(
+    preds: list[list[torch.Tensor]], n: int
+) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
     return [[f[:n] for f in scale] for scale in preds], [[f[n:] for f in scale] for scale in preds]
 
 
@@ -116,7 +118,9 @@ class Pix2PixHDObjective:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp.dtype, enabled=self.amp.dtype is not None)
 
-    def step(self, a: torch.Tensor, b: torch.Tensor, strength: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def step(
+        self, a: torch.Tensor, b: torch.Tensor, strength: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Train on one batch of inputs ``a`` and targets ``b`` ([N,3,H,W] in [-1,1]); detached losses.
 
         ``strength`` [N]: each pair's relative edit strength, for a conditional generator (cfg.condition)."""
@@ -168,12 +172,14 @@ class Pix2PixHDObjective:
         return self.g_ema if self.g_ema is not None else self.g_net
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer_G": self.opt_G.state_dict(), "optimizer_D": self.opt_D.state_dict(), "scaler": self.scaler.state_dict()}
+        return {
+            "optimizer_G": self.opt_G.state_dict(),
+            "optimizer_D": self.opt_D.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt_G.load_state_dict(state["optimizer_G"])
         self.opt_D.load_state_dict(state["optimizer_D"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-
-

@@ -15,13 +15,33 @@ from training.augment import parse_augmentation
 
 # Generator / discriminator fields fixed by the weights: a resumed run cannot change them.
 STRUCTURAL_FIELDS = (
-    "input_nc", "output_nc", "ngf", "netG", "n_downsample_global", "n_blocks_global",
-    "n_local_enhancers", "n_blocks_local", "residual", "condition", "norm", "upsample", "ndf", "n_layers_D", "num_D",
-)  # fmt: skip
+    "input_nc",
+    "output_nc",
+    "ngf",
+    "netG",
+    "n_downsample_global",
+    "n_blocks_global",
+    "n_local_enhancers",
+    "n_blocks_local",
+    "residual",
+    "condition",
+    "norm",
+    "upsample",
+    "ndf",
+    "n_layers_D",
+    "num_D",
+)
 # Options that decide the model and which data a step sees: None means "the checkpoint's value" on
 # --resume (changing them there is an error) and these defaults on a new run.
-RUN_DEFAULTS: dict[str, Any] = {"preset": "slim", "batch_size": 4, "seed": 0, "val_fraction": 0.05, "load_size": None, "flip": True,
-                                "augment": "none"}
+RUN_DEFAULTS: dict[str, Any] = {
+    "preset": "slim",
+    "batch_size": 4,
+    "seed": 0,
+    "val_fraction": 0.05,
+    "load_size": None,
+    "flip": True,
+    "augment": "none",
+}
 
 
 @dataclass
@@ -44,7 +64,9 @@ class TrainOptions:
     val_fraction: float | None = None
     load_size: int | None = None
     flip: bool | None = None
-    augment: str | None = None  # training.augment spec, e.g. "shift=4,sharpness=0.5"; stored in canonical form
+    augment: str | None = (
+        None  # training.augment spec, e.g. "shift=4,sharpness=0.5"; stored in canonical form
+    )
     progress: bool = True
     init: str | None = None  # a new run's generator starts from these weights (networks.pix2pixhd.warmstart)
 
@@ -62,31 +84,43 @@ class TrainOptions:
             self.augment = str(parse_augmentation(self.augment))
 
 
-
-def resolve_epochs(cfg: Pix2PixHDConfig, epochs: int | None, niter: int | None, niter_decay: int | None) -> Pix2PixHDConfig:
+def resolve_epochs(
+    cfg: Pix2PixHDConfig, epochs: int | None, niter: int | None, niter_decay: int | None
+) -> Pix2PixHDConfig:
     """Combine --epochs (total) with --niter/--niter-decay; --epochs alone splits half and half as NVIDIA's 100+100."""
     if epochs is None:
-        return cfg.replace(**{k: v for k, v in (("niter", niter), ("niter_decay", niter_decay)) if v is not None})
+        return cfg.replace(
+            **{k: v for k, v in (("niter", niter), ("niter_decay", niter_decay)) if v is not None}
+        )
     if epochs < 1:
         raise FieldError("epochs", f"must be >= 1, got {epochs}")
     if niter is not None and niter_decay is not None and niter + niter_decay != epochs:
-        raise DistillError(f"--epochs {epochs} disagrees with --niter {niter} + --niter-decay {niter_decay}; give two of them")
+        raise DistillError(
+            f"--epochs {epochs} disagrees with --niter {niter} + --niter-decay {niter_decay}; give two of them"
+        )
     if niter is None and niter_decay is None:
         niter_decay = epochs // 2
     niter = epochs - niter_decay if niter is None else niter
     niter_decay = epochs - niter if niter_decay is None else niter_decay
     if niter < 0 or niter_decay < 0:
-        raise DistillError(f"--epochs {epochs} is smaller than --niter/--niter-decay; give two consistent values")
+        raise DistillError(
+            f"--epochs {epochs} is smaller than --niter/--niter-decay; give two consistent values"
+        )
     return cfg.replace(niter=niter, niter_decay=niter_decay)
 
 
 def resolve_options(opts: TrainOptions, stored: dict[str, Any] | None, ckpt_path: Path) -> TrainOptions:
     """Fill unset run options from the checkpoint (``stored``) or RUN_DEFAULTS; refuse changed ones on resume."""
     if stored is None:
-        return dataclasses.replace(opts, **{k: v for k, v in RUN_DEFAULTS.items() if getattr(opts, k) is None})
+        return dataclasses.replace(
+            opts, **{k: v for k, v in RUN_DEFAULTS.items() if getattr(opts, k) is None}
+        )
     changed = [k for k in RUN_DEFAULTS if getattr(opts, k) is not None and getattr(opts, k) != stored.get(k)]
     if changed:
         was = ", ".join(f"{k}={stored.get(k)!r}" for k in changed)
-        raise DistillError(f"--resume: the checkpoint {ckpt_path} was trained with {was}; drop those options or train into a new --out")
-    return dataclasses.replace(opts, **{k: stored.get(k, v) for k, v in RUN_DEFAULTS.items() if getattr(opts, k) is None})
-
+        raise DistillError(
+            f"--resume: the checkpoint {ckpt_path} was trained with {was}; drop those options or train into a new --out"
+        )
+    return dataclasses.replace(
+        opts, **{k: stored.get(k, v) for k, v in RUN_DEFAULTS.items() if getattr(opts, k) is None}
+    )
