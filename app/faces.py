@@ -87,7 +87,7 @@ def restore(edited: list[np.ndarray], upload: AlignedUpload, size: str, timer: S
     if size == "crop":
         with timer.stage("postprocess"):
             side = max(1, round(upload.alignments[0].side))
-            return np.asarray(Image.fromarray(edited[0]).resize((side, side), Image.BICUBIC))
+            return np.asarray(Image.fromarray(edited[0]).resize((side, side), Image.Resampling.BICUBIC))
     from editing.alignment.pasteback import paste_faces
 
     with timer.stage("pasteback"):

@@ -167,8 +167,7 @@ def open_upload(
             im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
         try:
             im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = to_rgb(im)
+            rgb = to_rgb(ImageOps.exif_transpose(im))
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ServiceError(400, "corrupt_image", f"the {fmt} file is truncated or corrupt: {e}") from e
     return rgb, fmt, (width, height)
@@ -199,7 +198,7 @@ def decode(
     out_h, out_w = native_hw
     box = center_box(rgb.width, rgb.height, out_w / out_h)
     # Crop first: resizing with ``box=`` would let the filter see pixels outside the crop.
-    pixels = np.asarray(rgb.crop(box).resize((out_w, out_h), Image.BICUBIC, reducing_gap=3.0))
+    pixels = np.asarray(rgb.crop(box).resize((out_w, out_h), Image.Resampling.BICUBIC, reducing_gap=3.0))
     return Decoded(pixels, fmt, size, box, rgb if keep_original else None)
 
 
@@ -210,7 +209,7 @@ def restore_geometry(edited: np.ndarray, decoded: Decoded, size: str) -> np.ndar
     if decoded.original is None:
         raise ValueError(f"size={size} needs decode(..., keep_original=True)")
     left, top, right, bottom = decoded.crop_box
-    crop = Image.fromarray(edited).resize((right - left, bottom - top), Image.BICUBIC)
+    crop = Image.fromarray(edited).resize((right - left, bottom - top), Image.Resampling.BICUBIC)
     if size == "crop":
         return np.asarray(crop)
     canvas = decoded.original.copy()

@@ -134,7 +134,7 @@ def _run_job(
     G, direction = _load(job)
     res = G.img_resolution
     h, w = pixels.shape[:2]
-    target = from_uint8(np.array(Image.fromarray(pixels).resize((res, res), Image.BICUBIC)))
+    target = from_uint8(np.array(Image.fromarray(pixels).resize((res, res), Image.Resampling.BICUBIC)))
     losses: list[float] = []
     try:
         edited = legacy_edit(
@@ -158,7 +158,7 @@ def _run_job(
         raise TimeoutError(str(e)) from None  # a builtin: custom exceptions may not survive pickling
     out = to_uint8(edited)[0]
     if out.shape[:2] != (h, w):
-        out = np.asarray(Image.fromarray(out).resize((w, h), Image.BICUBIC))
+        out = np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.BICUBIC))
     info = {
         "steps": len(losses),
         "loss": losses[-1] if losses else None,

@@ -123,7 +123,9 @@ class JobStore:
 
     def _evict(self) -> None:
         now = time.monotonic()
-        finished = sorted((r for r in self.jobs.values() if r.finished is not None), key=lambda r: r.finished)
-        for i, record in enumerate(finished):
-            if now - record.finished > KEEP_S or len(finished) - i >= KEEP_JOBS:
+        finished = sorted(
+            ((r.finished, r) for r in self.jobs.values() if r.finished is not None), key=lambda pair: pair[0]
+        )
+        for i, (ended, record) in enumerate(finished):
+            if now - ended > KEEP_S or len(finished) - i >= KEEP_JOBS:
                 del self.jobs[record.id]

@@ -231,9 +231,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(FramingMiddleware)
     app.add_middleware(MetricsMiddleware)
-    app.add_exception_handler(ServiceError, service_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(ServiceError, service_error_handler)  # type: ignore[arg-type]  # Starlette types every handler as taking Exception
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]  # Starlette types every handler as taking Exception
+    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]  # Starlette types every handler as taking Exception
     app.add_exception_handler(Exception, unexpected_error_handler)
     for module in (transform, legacy, models, health, metrics):
         app.include_router(module.router)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -220,6 +220,11 @@ def init_series() -> None:
     worker_gauges()[1].set(time.time())
 
 
+def _returns(value: str) -> Callable[[], str]:
+    """A function that returns ``value`` (ProcessCollector reads its pid through one)."""
+    return lambda: value
+
+
 class WorkerProcessCollector(Collector):
     """The multiprocess samples of every worker, plus each live worker's ``process_*`` metrics with a ``pid`` label.
 
@@ -242,7 +247,7 @@ class WorkerProcessCollector(Collector):
         for pid in pids:
             if not os.path.isdir(os.path.join(self.proc, pid)):
                 continue
-            for family in ProcessCollector(pid=lambda pid=pid: pid, proc=self.proc, registry=None).collect():
+            for family in ProcessCollector(pid=_returns(pid), proc=self.proc, registry=None).collect():
                 out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
                 out.samples.extend(s._replace(labels={**s.labels, "pid": pid}) for s in family.samples)
         yield from merged.values()

@@ -88,7 +88,7 @@ def ort_devices(choice: ProviderChoice, requested: str) -> list[str]:
     the CPU too unless ``cuda`` was requested."""
     if choice.name == "cpu":
         return ["cpu"]
-    gpu = [d for d in ("tensorrt", "cuda") if d in available_devices()]
+    gpu: list[str] = [d for d in ("tensorrt", "cuda") if d in available_devices()]
     return gpu if requested == "cuda" else gpu + ["cpu"]
 
 

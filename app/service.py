@@ -201,9 +201,11 @@ class Service:
         (relative, as the student's: alpha = strength x the manifest's alpha; None: 1.0)."""
         alpha, layers, normalize = model.entry.spec.direction_edit()
         alpha = alpha if strength is None else alpha * strength
+        teacher, direction = model.entry.teacher_path, model.entry.direction_path
+        assert teacher is not None and direction is not None, "only entries that ship both have a legacy path"
         return LegacyJob(
-            model.entry.teacher_path,
-            model.entry.direction_path,
+            teacher,
+            direction,
             alpha,
             layers,
             normalize,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -92,7 +92,7 @@ class CandidateResult(BaseModel):
     reason: str = ""
 
     @classmethod
-    def of(cls, spec: EngineSpec, status: Status, **fields: object) -> CandidateResult:
+    def of(cls, spec: EngineSpec, status: Status, **fields: Any) -> CandidateResult:
         return cls(
             engine=spec.engine,
             device=spec.device,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def openvino_version() -> str | None:
 
 
 @functools.cache
-def core() -> object:
+def core() -> Any:
     """One OpenVINO Core per process (it holds the plugins)."""
     import openvino
 
@@ -106,7 +107,7 @@ class OpenVinoEngine(Engine):
         return np.array(y, dtype=np.float32, copy=True)
 
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        def spec(port: object) -> TensorSpec:
+        def spec(port: Any) -> TensorSpec:
             shape = port.get_partial_shape()
             dims = (
                 tuple(d.get_length() if d.is_static else None for d in shape) if shape.rank.is_static else ()

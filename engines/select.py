@@ -17,11 +17,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
 from core.errors import DistillError
-from engines.base import CandidateResult, Engine, EngineSpec
+from engines.base import CandidateResult, Engine, EngineSpec, Precision
 
 log = logging.getLogger("engines")
 
@@ -75,10 +76,10 @@ def plan_candidates(
         for device in ort_devices:
             wanted = ort_cpu if device == "cpu" else ort_cuda
             if device == "tensorrt":  # TensorRT builds its own engine from the fp32 file
-                precisions = (
+                precisions: list[Precision] = (
                     ["fp16", "fp32"]
                     if wanted == "auto"
-                    else [wanted if wanted in ("fp16", "fp32") else "fp32"]
+                    else [cast(Precision, wanted) if wanted in ("fp16", "fp32") else "fp32"]
                 )
                 plan.specs += [EngineSpec("onnxruntime", "tensorrt", "fp32", p) for p in precisions]
                 continue
@@ -114,10 +115,9 @@ def plan_candidates(
                 plan.notes.append("openvino/int8: the entry has no int8 variant; using fp32")
                 precisions = ["fp32"]
             else:
-                precisions = [openvino]
+                precisions = [cast(Precision, openvino)]  # the settings allow fp32, bf16 and int8 only
             plan.specs += [
-                EngineSpec("openvino", "cpu", "int8" if p == "int8" else "fp32", p)  # type: ignore[arg-type]
-                for p in precisions
+                EngineSpec("openvino", "cpu", "int8" if p == "int8" else "fp32", p) for p in precisions
             ]
     if not plan.specs:
         raise DistillError(

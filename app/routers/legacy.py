@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -61,7 +62,7 @@ STRENGTH_FIELD = Form(
     "edit.alpha (default 1.0; the student's slider, issue 14).",
 )
 PROVIDER = "torch-cpu"
-JOB_ERRORS = {c: {"model": ErrorBody} for c in (404, 409)}
+JOB_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (404, 409)}
 
 
 @dataclass(frozen=True)

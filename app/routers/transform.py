@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -29,7 +29,7 @@ Align = Literal["auto", "off"]
 Faces = FacesMode
 Upload = imaging.Decoded | face_path.AlignedUpload
 
-IMAGE_RESPONSES = {
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {t: {} for t in imaging.MEDIA_TYPES.values()}, "description": "The edited image."},
     **{code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503)},
 }
