@@ -13,7 +13,7 @@ import sys
 from core.errors import DistillError, FieldError
 
 STAGES = (  # in pipeline order, as `distill --help` lists them
-    "training.teacher",
+    "distill.commands.teacher",
     "training.directions",
     "distill.commands.pairs",
     "training.filters",

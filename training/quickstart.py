@@ -21,20 +21,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from core.errors import DistillError, file_errors
+from core.errors import file_errors
 from core.runfiles import CHECKPOINT
 
 ENTRY = "quickstart-brightness"
-
-
-def _stage(argv: list[str]) -> None:
-    """A ``distill teacher`` command."""
-    from training.options import run_command
-    from training.teacher import register
-
-    print(f"\n$ distill {' '.join(argv)}", flush=True)
-    if run_command(register, argv) != 0:
-        raise DistillError(f"quickstart stopped: `distill {' '.join(argv)}` did not finish")
 
 
 def _call(name: str, func: Any, opts: Any, **kwargs: Any) -> Any:
@@ -75,9 +65,11 @@ def run_quickstart(
     from training.directions import FitOptions, run_fit
     from training.export import ExportOptions, export_entry
     from training.pairs import PairsOptions, make_pairs
+    from training.teacher import write_random_generator
     from training.trainer import TrainOptions, train
 
-    _stage(["teacher", "random", "--resolution", str(resolution), "--out", str(teacher)])
+    print(f"\n$ distill teacher random --resolution {resolution} --out {teacher}", flush=True)
+    print(write_random_generator(teacher, resolution))
     scores = write_brightness_scores(teacher, out / "brightness.csv", num_fit, truncation)
     _call(
         "direction",
