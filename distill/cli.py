@@ -14,17 +14,17 @@ from core.errors import DistillError, FieldError
 
 STAGES = (  # in pipeline order, as `distill --help` lists them
     "distill.commands.teacher",
-    "training.directions",
+    "distill.commands.direction",
     "distill.commands.pairs",
-    "training.filters",
-    "training.estimate",
+    "distill.commands.filter",
+    "distill.commands.estimate",
     "distill.commands.train",
     "distill.commands.export",
     "distill.commands.zoo",
     "distill.commands.align",
     "distill.commands.evaluate",
     "distill.commands.serve",
-    "training.quickstart",
+    "distill.commands.quickstart",
     "distill.commands.toyfaces",
 )
 

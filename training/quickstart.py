@@ -16,7 +16,6 @@ The pictures are abstract textures, not faces: this shows the plumbing, not a us
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 from typing import Any
@@ -125,22 +124,3 @@ def run_quickstart(
     )
     print(f"\nquickstart done. Serve it with:\n  DISTILL_MODEL_ZOO={zoo} distill serve")
     return zoo
-
-
-def run(args: argparse.Namespace) -> int:
-    run_quickstart(Path(args.out), resolution=args.resolution, num_pairs=args.pairs, steps=args.steps)
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "quickstart",
-        help="run the whole pipeline offline on a tiny random teacher",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--out", default="runs/quickstart", help="working folder (default runs/quickstart)")
-    p.add_argument("--resolution", type=int, default=64, help="teacher and student resolution (default 64)")
-    p.add_argument("--pairs", type=int, default=96, help="number of pairs (default 96)")
-    p.add_argument("--steps", type=int, default=120, help="student training steps (default 120)")
-    p.set_defaults(func=run)
