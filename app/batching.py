@@ -15,7 +15,7 @@ join the next batch. ``max_batch=1`` turns batching off (every request runs alon
 ``max_wait_s=0`` is greedy batching (a batch is whatever is queued when the model frees up, as
 Triton's default).
 
-A strength-conditioned model (issue 14) takes a strength per request (``submit(x, strength)``):
+A strength-conditioned model takes a strength per request (``submit(x, strength)``):
 requests of different strengths share a batch, which runs as ``run_batch(x, strengths)`` with the
 per-item float32 [N] vector; a batch without strengths runs as ``run_batch(x)``.
 

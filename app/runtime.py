@@ -167,7 +167,7 @@ class ModelRuntime:
 
     @property
     def conditional(self) -> bool:
-        """Whether the model takes a per-image edit strength (its manifest has ``strength``; issue 14)."""
+        """Whether the model takes a per-image edit strength (its manifest has ``strength``)."""
         return self.entry.spec.strength is not None
 
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:

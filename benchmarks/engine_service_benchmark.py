@@ -12,7 +12,7 @@ and the table's ratios compare numbers taken seconds apart. The table gives the 
 *HTTP floor* (the p50 of the refused upload: a 404 once the multipart body is read and parsed, before any
 decoding: the cost of HTTP, multipart and the client that any Python HTTP service pays, whatever its model),
 and the bare engine's p50. The best bare engine is the fastest among those that pass the accuracy gate (as
-``auto`` decides it in the same run). The goal (issue 13): with the default settings the service serves the
+``auto`` decides it in the same run). The goal: with the default settings the service serves the
 fastest engine within the gate, and its /transform p50 is within 10% of the best bare latency.
 
     python benchmarks/engine_service_benchmark.py                 # the default entry (toyfaces-age)

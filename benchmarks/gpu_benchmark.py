@@ -1,4 +1,4 @@
-"""GPU latency of the NVIDIA-default Pix2PixHD and the shipped student, bare and through /transform (issue 13, item 5).
+"""GPU latency of the NVIDIA-default Pix2PixHD and the shipped student, bare and through /transform.
 
 For each model (``--models``: a Pix2PixHD preset, ``global`` = NVIDIA's defaults, with random weights -- speed does
 not depend on them -- or a model-zoo entry, ``toyfaces-age`` the shipped student, whose graph has dynamic H and W
@@ -96,7 +96,7 @@ RUN_ORDER = (
 MIN_RUNS = 3  # timed runs a row gets even past the budget
 MIN_SERVICE_S = 30.0  # a server is not started with less of the budget left
 NO_MODEL = "no-such-model"  # the HTTP floor's uploads name it: refused with 404 before any decoding
-GOAL_MS = 10.0  # issue 13: 512 px NVIDIA default, fp16, p50 on a current datacenter GPU
+GOAL_MS = 10.0  # the latency goal: 512 px NVIDIA default, fp16, p50 on a current datacenter GPU
 DEFAULTS = {  # per --device: the GPU table, or a quick check of the same code on the CPU
     "cuda": {
         "models": ["global", "toyfaces-age"],
@@ -573,13 +573,13 @@ def size_text(hw: tuple[int, int] | None) -> str:
 def goal_line(rows: list[Row], device: str) -> str:
     """Issue 13's goal against the fastest fp16 ONNX Runtime row of ``global`` at 512 px, batch 1."""
     if device == "cpu":
-        return f"Goal (issue 13): `global` at 512 px, fp16, <= {GOAL_MS:g} ms p50 on a datacenter GPU: not measured (`--device cpu`)."
+        return f"Goal: `global` at 512 px, fp16, <= {GOAL_MS:g} ms p50 on a datacenter GPU: not measured (`--device cpu`)."
     at_goal = [
         r for r in rows if r.model == "global" and r.size == (512, 512) and r.batch == 1 and r.device_ms
     ]
     ort16 = [r for r in at_goal if r.engine in ("ort-fp16", "trt-fp16")]
     torch16 = [r for r in at_goal if r.engine == "torch-fp16"]
-    text = f"Goal (issue 13): `global` (NVIDIA default) at 512 px, batch 1, fp16, <= {GOAL_MS:g} ms p50 (seed: 110 ms on a 2019 GPU): "
+    text = f"Goal: `global` (NVIDIA default) at 512 px, batch 1, fp16, <= {GOAL_MS:g} ms p50 (seed: 110 ms on a 2019 GPU): "
     if ort16:
         best = min(ort16, key=lambda r: r.device_ms)
         text += (

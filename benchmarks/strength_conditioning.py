@@ -1,4 +1,4 @@
-"""Which strength conditioning trains better at equal steps (issue 14): scale, plane and modulation.
+"""Which strength conditioning trains better at equal steps: scale, plane and modulation.
 
 Trains the residual ``tiny`` student (ngf 8, L1 weight 10, lr 1e-3, batch 8) with each ``--condition`` for the
 same number of steps on one pair dataset made with ``distill pairs --alpha-range``, at ``--load-size`` px, then

@@ -51,7 +51,7 @@ class Engine(ABC):
     @abstractmethod
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
         """float32 [N,3,H,W] -> float32 [N,3,H,W]; blocking (call it from a worker thread). ``strength`` [N]: the
-        per-image edit strength of a strength-conditioned model (issue 14; None: 1.0 each); ignored by others."""
+        per-image edit strength of a strength-conditioned model (None: 1.0 each); ignored by others."""
 
     @abstractmethod
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -95,7 +95,7 @@ class OpenVinoEngine(Engine):
             raise DistillError(f"{path}: OpenVINO cannot compile it for {spec.label} ({e})") from e
         self.spec, self.path = spec, Path(path)
         self.request = self.compiled.create_infer_request()
-        self.conditional = len(self.compiled.inputs) == 2  # input, strength (issue 14)
+        self.conditional = len(self.compiled.inputs) == 2  # input, strength
         self.lock = threading.Lock()
 
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:

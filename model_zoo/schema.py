@@ -102,7 +102,7 @@ STRENGTH_INPUT = "strength"  # the ONNX input name of a strength-conditioned mod
 
 
 class StrengthSpec(_Record):
-    """A conditional model's second ONNX input (issue 14): a relative edit strength per image, float32 [N].
+    """A conditional model's second ONNX input: a relative edit strength per image, float32 [N].
 
     Strength ``s`` stands for the latent edit ``w + s * edit.alpha * d`` (``units`` "relative": 1.0 = the
     edit's alpha, 0 = the input unchanged, negative = the opposite edit); ``range`` is what the model was

@@ -56,7 +56,7 @@ def pair_teacher(tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def strength_pairs(pair_teacher, tmp_path_factory) -> Path:
-    """Eight 16 px pairs over strengths -1.5:1.5 (``distill pairs --alpha-range``; issue 14), unfiltered."""
+    """Eight 16 px pairs over strengths -1.5:1.5 (``distill pairs --alpha-range``), unfiltered."""
     from training.pairs import generate_pairs
     from training.strength import StrengthRange
 
@@ -76,7 +76,7 @@ def strength_pairs(pair_teacher, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def conditional_entry(strength_pairs, tmp_path_factory) -> Path:
     """A model-zoo entry of a tiny strength-conditioned student (plane, 2 steps on ``strength_pairs``), fp32 + int8,
-    with the teacher and direction: the export, service and evaluate tests' conditional model (issue 14)."""
+    with the teacher and direction: the export, service and evaluate tests' conditional model."""
     import warnings
 
     from distill.cli import main

@@ -1,4 +1,4 @@
-"""The service's `strength` (issue 14): default, 422 outside the trained range and on fixed models, mixed batches."""
+"""The service's `strength`: default, 422 outside the trained range and on fixed models, mixed batches."""
 
 from __future__ import annotations
 

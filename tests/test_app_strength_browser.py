@@ -1,4 +1,4 @@
-"""The demo page's strength slider in headless Chromium (issue 14): shown only for conditional models, it re-runs
+"""The demo page's strength slider in headless Chromium: shown only for conditional models, it re-runs
 the student as it moves. Run with ``pytest -m browser tests/test_app_strength_browser.py``."""
 
 from __future__ import annotations

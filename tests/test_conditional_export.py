@@ -1,4 +1,4 @@
-"""Export of the strength-conditioned student (issue 14): two ONNX inputs, parity with torch, the manifest's range."""
+"""Export of the strength-conditioned student: two ONNX inputs, parity with torch, the manifest's range."""
 
 from __future__ import annotations
 

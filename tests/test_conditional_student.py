@@ -1,4 +1,4 @@
-"""The strength-conditioned student (issue 14): identity at strength 0, checkpoints, a few training steps."""
+"""The strength-conditioned student: identity at strength 0, checkpoints, a few training steps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""deploy/grafana/distill-dashboard.json: the panels the issue asks for, every query reads only series the
+"""deploy/grafana/distill-dashboard.json: the panels an operator needs (request and stage
+latency quantiles, batch size, queue, rejections, readiness, CPU and memory), every query reads only series the
 service exports (or rules.yaml records), and every query parses (promtool)."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def test_the_extractor_finds_metric_names_and_nothing_else():
     assert metric_names(expr) == {"distill_request_duration_seconds_bucket", "up", "x:y:z"}
 
 
-def test_the_dashboard_shows_what_the_issue_asks_for():
+def test_the_dashboard_shows_latency_queue_readiness_and_resources():
     text = json.dumps([p["targets"] for p in panels()])
     for needed in (
         "distill_request_duration_seconds_count",

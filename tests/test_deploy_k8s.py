@@ -146,7 +146,7 @@ def distill_args(argv: list[str]) -> argparse.Namespace:
     return cli.build_parser().parse_args(argv)
 
 
-def test_the_manifests_hold_what_the_issue_asks_for():
+def test_the_manifests_hold_the_service_its_scaling_and_the_pipeline_jobs():
     kinds = sorted({doc["kind"] for _, doc in objects()})
     assert kinds == [
         "Deployment",

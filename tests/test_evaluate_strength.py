@@ -1,4 +1,4 @@
-"""`distill evaluate` on a tiny strength-conditioned entry (issue 14): a row per strength, the identity at 0."""
+"""`distill evaluate` on a tiny strength-conditioned entry: a row per strength, the identity at 0."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 NAME = "toyfaces-age"
-DIAL = "toyfaces-age-strength"  # the strength dial beside it (issue 14)
+DIAL = "toyfaces-age-strength"  # the strength dial beside it
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -84,7 +84,7 @@ def test_served_transform_moves_clean_renders_toward_their_true_edit(client, ent
         outputs.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
     truth = from_uint8(np.stack(clean.targets))
     gain = psnr(from_uint8(np.stack(outputs)), truth) - psnr(from_uint8(np.stack(clean.inputs)), truth)
-    assert gain.mean() > 2.0, gain.tolist()  # the issue's bar, on ageable adults (see clean_renders.py)
+    assert gain.mean() > 2.0, gain.tolist()  # the shipped student's bar, on ageable adults (see clean_renders.py)
     scorer = AttributeScorer(default_path())
     before, after = predict(scorer, np.stack(clean.inputs)), predict(scorer, np.stack(outputs))
     assert (after[:, 0] > before[:, 0]).mean() >= 7 / 8, (before[:, 0], after[:, 0])

@@ -1,4 +1,4 @@
-"""`distill pairs --alpha-range`: a strength per pair, deterministic per seed, recorded, resumable, sharded (issue 14)."""
+"""`distill pairs --alpha-range`: a strength per pair, deterministic per seed, recorded, resumable, sharded."""
 
 from __future__ import annotations
 

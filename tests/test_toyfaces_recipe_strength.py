@@ -1,4 +1,4 @@
-"""The recipe's strength-dial setting (issue 14) on its tiny size: pairs over a range, a conditional student,
+"""The recipe's strength-dial setting on its tiny size: pairs over a range, a conditional student,
 an entry with its trained range and an evaluation with a row per strength."""
 
 from __future__ import annotations

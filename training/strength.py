@@ -1,4 +1,4 @@
-"""Edit strength: the units, the range and the per-pair draw of a strength-conditioned edit (issue 14).
+"""Edit strength: the units, the range and the per-pair draw of a strength-conditioned edit.
 
 A strength ``s`` is **relative**: the edit applied is ``w' = w + s * alpha * d``, where ``alpha`` is the
 dataset's unit (``distill pairs --alpha``; the model-zoo entry's ``edit.alpha``). So ``s = 1`` is the

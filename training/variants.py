@@ -8,7 +8,7 @@
   ConvTranspose kernel on CPU, InstanceNorm/Tanh stay in float32 between the quantized convs, and the
   first and last Conv (image in, image out) stay in float32 (see :func:`fp32_convs`).
 
-A strength-conditioned student (issue 14) has a second input, ``strength`` [N]: its variants are
+A strength-conditioned student has a second input, ``strength`` [N]: its variants are
 calibrated and measured with strengths spread over the trained range (``strengths`` arguments; a missing
 one is strength 1.0, the edit's own alpha).
 

@@ -59,7 +59,7 @@ STRENGTH_FIELD = Form(
     ge=-100,
     le=100,
     description="Edit strength, relative: alpha = strength x the entry's "
-    "edit.alpha (default 1.0; the student's slider, issue 14).",
+    "edit.alpha (default 1.0; the student's slider).",
 )
 PROVIDER = "torch-cpu"
 JOB_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (404, 409)}

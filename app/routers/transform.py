@@ -61,7 +61,7 @@ STRENGTH_FIELD = Form(
 
 def resolve_strength(loaded: LoadedModel, strength: float | None) -> float | None:
     """The request's strength for ``loaded``: the manifest's default when none is given; 422 outside the trained
-    range, and 422 for any strength on a fixed-strength model (issue 14)."""
+    range, and 422 for any strength on a fixed-strength model."""
     spec = loaded.entry.spec.strength
     name = loaded.runtime.name
     if spec is None:

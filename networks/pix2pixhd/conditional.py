@@ -1,4 +1,4 @@
-"""A strength-conditioned Pix2PixHD global generator: one student for the whole range of an edit (issue 14).
+"""A strength-conditioned Pix2PixHD global generator: one student for the whole range of an edit.
 
 ``output = clamp(x + s * G(x, s), -1, 1)`` for a relative strength ``s`` per image (training/strength.py:
 1.0 = the entry's alpha). The residual is scaled by ``s``, so ``s = 0`` gives back the input exactly and

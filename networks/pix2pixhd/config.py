@@ -14,7 +14,7 @@ from typing import Any
 from core.errors import DistillError
 
 NET_G_CHOICES = ("global", "local")
-# How a generator takes the edit strength (issue 14; networks/pix2pixhd/conditional.py): "none" = one fixed
+# How a generator takes the edit strength (networks/pix2pixhd/conditional.py): "none" = one fixed
 # strength; "scale" = the residual times the strength; "plane" = also a constant strength plane beside the
 # image; "modulation" = also a learned per-channel scale and shift of the bottleneck from the strength.
 CONDITION_CHOICES = ("none", "scale", "plane", "modulation")

@@ -1,4 +1,4 @@
-"""`distill evaluate`'s strength section for a strength-conditioned entry (issue 14).
+"""`distill evaluate`'s strength section for a strength-conditioned entry.
 
 At each strength ``s`` (relative: the teacher edits with alpha ``s * edit.alpha``) on held-out teacher seeds:
 PSNR/SSIM of every student variant against the teacher's edit at that strength (beside the do-nothing
@@ -32,7 +32,7 @@ BATCH = 8
 
 
 def default_strengths(trained: tuple[float, float]) -> list[float]:
-    """The issue's strengths (-1, -0.5, 0.5, 1) that lie in the trained range, plus its ends."""
+    """The evaluated strengths (EVAL_STRENGTHS: -1, -0.5, 0.5, 1) that lie in the trained range, plus its ends."""
     low, high = trained
     chosen = {s for s in EVAL_STRENGTHS if low <= s <= high} | {low, high}
     return sorted(chosen)

@@ -5,7 +5,7 @@ with batch, height and width dynamic (H and W multiples of the generator's strid
 checked against PyTorch on fresh random inputs at two sizes (one non-square) and batch 2; the max
 abs difference goes into the manifest and an export above 1e-3 fails.
 
-A strength-conditioned student (issue 14, ``--condition``) takes a second input, ``strength`` [N] float32
+A strength-conditioned student (``--condition``) takes a second input, ``strength`` [N] float32
 (relative: 1.0 = the edit's alpha); the manifest's ``strength`` records its trained range (the pair
 dataset's ``alpha_range``) and default, and parity, variants' calibration and error use strengths over it.
 

@@ -157,7 +157,7 @@ class Trainer:
     # -- setup helpers
 
     def _check_strengths(self) -> None:
-        """A conditional student needs pairs over a range of strengths; a plain one warns on them (issue 14)."""
+        """A conditional student needs pairs over a range of strengths; a plain one warns on them."""
         ranged = any(r.strength is not None for r in self.data.train.rows)
         if self.cfg.condition != "none" and not ranged:
             raise DistillError(
