@@ -252,6 +252,7 @@ class Training(_Record):
     epoch: int | None = None
     global_step: int | None = None
     total_epochs: int | None = None
+    init: Provenance | None = None  # the generator weights the run started from (`distill train --init`)
     heldout: dict[str, float | int] = Field(default_factory=dict)
 
 

@@ -207,6 +207,7 @@ def test_cli_warm_start_then_export_passes_the_int8_gate(tmp_path):
     )
     entry = get_entry("clean", zoo)
     assert entry.variants["int8"]["psnr_vs_fp32_db"] >= 30
+    assert entry.manifest["training"]["init"] == "model.onnx"  # the warm start, with no build-machine path
     assert (
         main(
             [

@@ -87,6 +87,9 @@ def _training_record(source: StudentSource) -> dict[str, Any]:
     for key in ("preset", "status", "epoch", "global_step", "total_epochs"):
         if key in meta:
             record[key] = meta[key]
+    init = (meta.get("options") or {}).get("init")
+    if init:
+        record["init"] = provenance(init)
     heldout = dict(meta.get("metrics") or {})
     metrics = source.run_dir / METRICS if source.run_dir else None
     if metrics is not None and metrics.is_file():
