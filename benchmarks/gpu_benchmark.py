@@ -24,7 +24,7 @@ served engine's bare latency with copies, in this process, interleaved with the 
 ``--budget-s`` bounds the run: a row that would start after it is listed as skipped, not run
 (``--service-reserve-s`` of it is kept for the servers; a row already started finishes, and TensorRT's first
 build of a shape can take minutes). ``--device cpu`` runs the same code on the CPU provider at small sizes: a
-check without a GPU (tests/test_gpu_benchmark.py).
+check without a GPU (tests/unit/test_gpu_benchmark.py).
 
 On this project's lent GPU machine (one H200, no network; its image's python3 has torch with CUDA 13, onnx,
 httpx, and onnxruntime 1.30.0 -- the CPU package, by its pip list, not checked by running): the project's missing
@@ -571,7 +571,7 @@ def size_text(hw: tuple[int, int] | None) -> str:
 
 
 def goal_line(rows: list[Row], device: str) -> str:
-    """Issue 13's goal against the fastest fp16 ONNX Runtime row of ``global`` at 512 px, batch 1."""
+    """The latency goal (GOAL_MS) against the fastest fp16 ONNX Runtime row of ``global`` at 512 px, batch 1."""
     if device == "cpu":
         return f"Goal: `global` at 512 px, fp16, <= {GOAL_MS:g} ms p50 on a datacenter GPU: not measured (`--device cpu`)."
     at_goal = [

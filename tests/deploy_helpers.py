@@ -1,4 +1,4 @@
-"""Shared by tests/test_deploy_*.py: the metric names a PromQL expression reads, and promtool."""
+"""Shared by tests/deploy/: the metric names a PromQL expression reads, and promtool."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Module attribute names and ``nn.Sequential`` indices reproduce NVIDIA's ``models/networks.py``
 (keys ``model.N.*``, ``model1_1.N.*``, ``model1_2.N.*``, ``scale{i}_layer{j}.0.*``), checked by
-``tests/test_pix2pixhd_networks.py`` (keys) and ``tests/test_pix2pixhd_fixtures.py`` (the official outputs).
+``tests/conformance/test_pix2pixhd_networks.py`` (keys) and ``tests/conformance/test_pix2pixhd_fixtures.py`` (the official outputs).
 Normalisation is InstanceNorm2d without affine parameters or running statistics (eps 1e-5): it has no
 state_dict entries and normalises with per-sample statistics in eval mode too.
 

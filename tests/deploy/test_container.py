@@ -2,7 +2,7 @@
 built and run for real (podman + runc here, docker elsewhere).
 
 The image test is slow (minutes: the image installs torch), so it is marked ``container``:
-``make test-container`` or ``pytest -m container tests/test_container.py``. It needs podman (with runc
+``make test-container`` or ``pytest -m container tests/deploy/test_container.py``. It needs podman (with runc
 and debootstrap) or a working docker.
 """
 
@@ -20,7 +20,7 @@ import pytest
 
 from model_zoo.registry import list_entries
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("IMAGE", "stylegan2-distill:cpu-test")
 
 

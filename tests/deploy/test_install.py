@@ -20,7 +20,7 @@ import pytest
 
 from tests.app_helpers import make_entry, png_bytes, serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CUDA = re.compile(r"^(nvidia-.*|triton|cuda-.*|.*-cu\d+)$")
 TRAINING_ONLY = {
     "onnx",

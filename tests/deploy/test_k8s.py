@@ -18,7 +18,7 @@ kubernetes_validate = pytest.importorskip(
 )
 jsonschema = pytest.importorskip("jsonschema")
 
-K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 # The oldest version the manifests need (Indexed Jobs' backoffLimitPerIndex and podFailurePolicy FailIndex
 # are on by default from 1.29) and the newest whose schemas kubernetes-validate ships.
 VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version() + ".0")

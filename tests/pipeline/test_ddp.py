@@ -28,7 +28,7 @@ from training.trainer import (
     train,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 2
 EPOCHS = 4
 

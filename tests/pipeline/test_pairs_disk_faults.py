@@ -1,4 +1,4 @@
-"""Issue 12, item 7 for ``distill pairs`` and ``pairs-merge``: a full disk or a read-only folder is one line
+"""Disk faults in ``distill pairs`` and ``pairs-merge``: a full disk or a read-only folder is one line
 naming the file and the fix (exit 2), not a traceback; freeing space and re-running finishes the set."""
 
 from __future__ import annotations

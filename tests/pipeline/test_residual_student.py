@@ -15,12 +15,11 @@ from editing.images import from_uint8, load_image
 from engines.ort import cpu_session
 from networks.pix2pixhd import build_generator, get_preset, load_generator
 from networks.pix2pixhd.networks import init_weights
+from tests.pipeline_helpers import make_pair_dataset, tiny_options
 from training.export import export_onnx
 from training.metrics import psnr
 from training.trainer import CHECKPOINT, train
 from training.variants import run_session
-
-from .test_trainer import make_pair_dataset, tiny_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

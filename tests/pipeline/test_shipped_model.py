@@ -84,7 +84,7 @@ def test_served_transform_moves_clean_renders_toward_their_true_edit(client, ent
         outputs.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
     truth = from_uint8(np.stack(clean.targets))
     gain = psnr(from_uint8(np.stack(outputs)), truth) - psnr(from_uint8(np.stack(clean.inputs)), truth)
-    assert gain.mean() > 2.0, gain.tolist()  # the shipped student's bar, on ageable adults (see clean_renders.py)
+    assert gain.mean() > 2.0, gain.tolist()  # the shipped bar, on ageable adults (see clean_renders.py)
     scorer = AttributeScorer(default_path())
     before, after = predict(scorer, np.stack(clean.inputs)), predict(scorer, np.stack(outputs))
     assert (after[:, 0] > before[:, 0]).mean() >= 7 / 8, (before[:, 0], after[:, 0])

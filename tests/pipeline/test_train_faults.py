@@ -1,4 +1,4 @@
-"""Issue 12, items 1, 7 and 8 for ``distill train``: a fatal error with DataLoader workers running exits (2, one
+"""Faults ``distill train`` survives: a fatal error with DataLoader workers running exits (2, one
 line) instead of hanging; a full disk is one line naming the file; ``--checkpoint-every`` with a fallback
 checkpoint; a resumed run's first metrics row averages the same steps as an uninterrupted run's."""
 
@@ -19,7 +19,7 @@ from core.errors import DistillError
 from tests.pipeline_helpers import make_pair_dataset, tiny_options
 from training.trainer import CHECKPOINT, PREVIOUS_CHECKPOINT, load_checkpoint, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -21,7 +21,7 @@ from training.dataset import PairDataset, load_split, resolve_geometry, split_ro
 from training.manifest import PairRecord, read_manifest
 from training.trainer import CHECKPOINT, learning_rate, load_checkpoint, resolve_epochs, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,6 +1,6 @@
 """The demo page on an FFHQ model, in headless Chromium: the detected face box and the pasted-back photo.
 
-Run with ``pytest -m browser tests/test_app_align_browser.py`` (needs Debian's chromium and chromium-driver).
+Run with ``pytest -m browser tests/service/test_align_browser.py`` (needs Debian's chromium and chromium-driver).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The demo page in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``; no driver download).
 
-Run with ``pytest -m browser tests/test_app_browser.py`` after ``apt-get install -y chromium chromium-driver``.
+Run with ``pytest -m browser tests/service/test_browser.py`` after ``apt-get install -y chromium chromium-driver``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12, item 3: a valid upload whose answer is beyond the encoder's size limits (WebP 16383 px a side,
+"""Encoder limits: a valid upload whose answer is beyond the encoder's size limits (WebP 16383 px a side,
 JPEG 65535) gets a 422 with the limit before any work is done, never a 500."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12, item 8: malformed HTTP framing, refused by the protocol layer before the application runs, still
+"""Malformed HTTP framing, refused by the protocol layer before the application runs, still
 gets the service's JSON error body (``distill serve`` runs uvicorn with :mod:`app.protocol`)."""
 
 from __future__ import annotations

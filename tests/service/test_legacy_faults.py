@@ -1,4 +1,4 @@
-"""Issue 12, items 3, 4 and 6 on ``/legacy/transform``: an answer the encoder cannot write is refused before
+"""Faults on ``/legacy/transform``: an answer the encoder cannot write is refused before
 the projection; a hung projection process is killed and replaced after one 504; a teacher or direction that
 cannot be loaded (a crafted pickle too) is a 503 ``legacy_unavailable`` with the reason, shown in ``/models``."""
 

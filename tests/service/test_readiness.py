@@ -1,4 +1,4 @@
-"""Issue 12, item 5: a model that loads but does not fit its manifest (another model copied into the entry,
+"""Readiness: a model that loads but does not fit its manifest (another model copied into the entry,
 checksums updated) is refused at start: the reason is logged and ``/readyz`` answers 503 ``failed: <reason>``
 for good, instead of "loading" forever or a 500 on every request."""
 

@@ -1,5 +1,5 @@
 """The demo page's strength slider in headless Chromium: shown only for conditional models, it re-runs
-the student as it moves. Run with ``pytest -m browser tests/test_app_strength_browser.py``."""
+the student as it moves. Run with ``pytest -m browser tests/service/test_strength_browser.py``."""
 
 from __future__ import annotations
 

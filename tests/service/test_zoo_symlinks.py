@@ -1,4 +1,4 @@
-"""Issue 12, item 2: the model zoo serves and verifies only what an entry's manifest lists; a symbolic link
+"""The model zoo serves and verifies only what an entry's manifest lists; a symbolic link
 that leads out of an entry fails verification (CLI and service start) and is never served."""
 
 from __future__ import annotations

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from core.errors import DistillError
+from tests.pipeline_helpers import make_pair_dataset, tiny_options
 from training.augment import Augmentation, parse_augmentation, shift_image
 from training.dataset import load_split
 from training.trainer import CHECKPOINT, TrainOptions, load_checkpoint, train
-
-from .test_trainer import make_pair_dataset, tiny_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

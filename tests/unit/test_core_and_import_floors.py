@@ -10,7 +10,7 @@ from core.atomic import _umask, atomic_write_text
 from core.runfiles import append_jsonl, read_jsonl, truncate_jsonl
 from core.versions import versions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _imports(path: Path) -> set[str]:
