@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from distill.cli import main
 from editing.images import load_image
+from training.evaluate.strength import monotonic_fraction
 
 
 def test_strength_section(conditional_entry, strength_pairs, tmp_path):
@@ -52,6 +56,8 @@ def test_strength_section(conditional_entry, strength_pairs, tmp_path):
     one = next(r for r in section["rows"] if r["strength"] == 1.0)
     assert one["alpha"] == 1.0 and isinstance(one["students"]["fp32"]["change_per_unit"], float)
     assert set(section["monotonic"]) == {"fp32", "int8", "teacher"}
+    fractions = section["monotonic_per_face"]["fraction"]
+    assert set(fractions) == {"fp32", "int8", "teacher"} and all(0 <= f <= 1 for f in fractions.values())
     assert load_image(out / "strengths.png").shape[0] >= 7 * 16  # one row per strength
     md = (out / "report.md").read_text()
     assert "## Strengths" in md and "| +0.50 |" in md and "Strength 0, fp32" in md
@@ -63,3 +69,9 @@ def test_strength_section(conditional_entry, strength_pairs, tmp_path):
         zero["artifacts"]["paths"]["teacher"]["hf_energy_region"] is None
     )  # strength 0 edits nothing: no region
     assert "HF / blemish" in md
+
+
+def test_monotonic_fraction_counts_faces_whose_judgement_never_falls():
+    judged = np.array([[0.1, 0.5, 0.3], [0.2, 0.495, 0.2], [0.3, 0.6, 0.4]])  # strengths x faces
+    assert monotonic_fraction(judged) == pytest.approx(2 / 3)  # face 2 falls by 0.1; face 1 by 0.005 only
+    assert monotonic_fraction(judged, tolerance=0.2) == 1.0

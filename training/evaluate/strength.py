@@ -29,6 +29,9 @@ from training.strength import EVAL_STRENGTHS
 
 GRID_SEEDS = 3
 BATCH = 8
+MONOTONIC_TOLERANCE = (
+    0.01  # a face's dial is monotonic when its judged attribute never falls by more than this
+)
 
 
 def default_strengths(trained: tuple[float, float]) -> list[float]:
@@ -36,6 +39,13 @@ def default_strengths(trained: tuple[float, float]) -> list[float]:
     low, high = trained
     chosen = {s for s in EVAL_STRENGTHS if low <= s <= high} | {low, high}
     return sorted(chosen)
+
+
+def monotonic_fraction(judged: np.ndarray, tolerance: float | None = None) -> float:
+    """Share of faces (columns of ``judged`` [strengths, faces], strengths ascending) whose judged attribute never
+    falls by more than ``tolerance`` (default MONOTONIC_TOLERANCE) from one strength to the next."""
+    tol = MONOTONIC_TOLERANCE if tolerance is None else tolerance
+    return float(np.mean(np.all(np.diff(judged, axis=0) >= -tol, axis=0)))
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -66,6 +76,7 @@ def evaluate_strengths(
     inputs = [resize(im, size) for im in originals_all]
     x = torch.cat([from_uint8(im) for im in inputs])
     base_scores = scoring.score(originals_all) if scoring else None
+    judged: dict[str, list[list[float]]] = {}  # path -> per strength, the attribute read on each face
     for s in strengths:
         at = dataclasses.replace(spec, alpha=s * spec.alpha)
         edits: list[np.ndarray] = []
@@ -85,6 +96,7 @@ def evaluate_strengths(
         if scoring:
             a = scoring.attribute
             teacher_scores = scoring.score(edits)
+            judged.setdefault("teacher", []).append([t[a] for t in teacher_scores])
             row["teacher_change"] = float(
                 np.mean([t[a] - o[a] for t, o in zip(teacher_scores, base_scores, strict=True)])
             )
@@ -115,6 +127,7 @@ def evaluate_strengths(
                     np.mean([t[a] - o[a] for t, o in zip(scores, base_scores, strict=True)])
                 )
                 record["change_per_unit"] = None if s == 0 else record["change"] / s
+                judged.setdefault(student.variant, []).append([o[a] for o in scores])
             row["students"][student.variant] = record
             art_paths[f"student_{student.variant}"] = np.stack(outputs[:k])
             if student is students[0]:
@@ -146,6 +159,10 @@ def evaluate_strengths(
             report.setdefault("monotonic", {})[v] = bool(np.all(steps > 0) or np.all(steps < 0))
         teacher = [r["teacher_change"] for r in rows]
         report["monotonic"]["teacher"] = bool(np.all(np.diff(teacher) > 0) or np.all(np.diff(teacher) < 0))
+        report["monotonic_per_face"] = {
+            "tolerance": MONOTONIC_TOLERANCE,
+            "fraction": {path: monotonic_fraction(np.asarray(v)) for path, v in judged.items()},
+        }
     return report
 
 
@@ -192,6 +209,10 @@ def strength_markdown(r: dict[str, Any]) -> list[str]:
         lines.append(
             f"- {r['attribute']} change monotonic in the strength: "
             + ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in r["monotonic"].items())
+            + "; per face (the judged "
+            + r["attribute"]
+            + f" never falls by more than {r['monotonic_per_face']['tolerance']} from one strength to the next): "
+            + ", ".join(f"{k} {v:.1%}" for k, v in r["monotonic_per_face"]["fraction"].items())
             + "."
         )
     lines += [
