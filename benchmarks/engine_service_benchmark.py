@@ -37,9 +37,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_benchmark import make_untrained_entry, parse_server_timing, serve, test_images  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project and the benchmarks package
+from benchmarks.harness import make_untrained_entry, parse_server_timing, serve, test_images  # noqa: E402
 from editing.images import from_uint8  # noqa: E402
 from engines.base import Engine, EngineSpec  # noqa: E402
 from engines.cpu import cpu_model, isa_line  # noqa: E402

@@ -66,10 +66,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_benchmark import make_untrained_entry, parse_server_timing, serve, test_images  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project and the benchmarks package
 from student_benchmark import conv_macs, smooth_inputs  # noqa: E402
 
+from benchmarks.harness import make_untrained_entry, parse_server_timing, serve, test_images  # noqa: E402
 from editing.images import from_uint8  # noqa: E402
 from engines.base import Engine, EngineSpec, strength_vector  # noqa: E402
 from engines.cpu import cpu_model  # noqa: E402
