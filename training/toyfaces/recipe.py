@@ -15,7 +15,6 @@ training stages resume from their checkpoints, so an interrupted recipe is re-ru
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -55,8 +54,12 @@ class Setting:
     fit_check: int = 200
     truncation: float = 0.8
     layers: str = "0:12"
-    alpha: float | None = 9.553  # the shipped fit's suggestion (2 std of the samples along it); None: use the fit's
-    alpha_range: str | None = None  # "LO:HI": pairs over a range of strengths (relative to alpha) for a conditional student
+    alpha: float | None = (
+        9.553  # the shipped fit's suggestion (2 std of the samples along it); None: use the fit's
+    )
+    alpha_range: str | None = (
+        None  # "LO:HI": pairs over a range of strengths (relative to alpha) for a conditional student
+    )
     pairs: int = 10_000
     pairs_shard: tuple[int, int] | None = None  # (i, n): make only the pairs of seeds with seed % n == i
     keep_age: float = ADULT_AGE  # adults only, as the seed system's domain filter
@@ -70,11 +73,19 @@ class Setting:
     # The shipped student: 2,500 steps warm-started (--student-init) from the previous shipped model.onnx (git show
     # 45d8d18:model_zoo/toyfaces-age/model.onnx: 20,000 steps with NVIDIA's instance norm, folded into its convs)
     student_steps: int = 2500
-    student_init: str | None = None  # a new student run starts from these weights (a generator .pt or a model.onnx)
+    student_init: str | None = (
+        None  # a new student run starts from these weights (a generator .pt or a model.onnx)
+    )
     student_batch: int = 4
-    demo_renders: int = 4  # clean renders shipped in samples/ beside the teacher samples (the domain's "photographs")
-    clean_renders: int = 300  # held-out clean adult renders in `distill evaluate` (against the renderer's true edit)
-    clean_age_change: float | None = None  # None: the teacher's measured age change (an untrained teacher has none)
+    demo_renders: int = (
+        4  # clean renders shipped in samples/ beside the teacher samples (the domain's "photographs")
+    )
+    clean_renders: int = (
+        300  # held-out clean adult renders in `distill evaluate` (against the renderer's true edit)
+    )
+    clean_age_change: float | None = (
+        None  # None: the teacher's measured age change (an untrained teacher has none)
+    )
     teacher_eval: int = 1000
     eval_num: int = 500
     legacy_num: int = 20
@@ -85,38 +96,74 @@ class Setting:
 
 SETTINGS = {
     "full": Setting(),
-    "tiny": Setting(name="toyfaces-age-tiny", resolution=32, attribute_faces=64, attribute_epochs=1, teacher_steps=4,
-                    teacher_channels="4:32,8:32,16:16,32:8", teacher_batch=4, fit_samples=48, fit_check=8, layers="0:8",
-                    alpha=None, pairs=24, keep_age=0.0, keep_quality=0.0, student_preset="tiny",
-                    student_options=("--norm", "none", "--ema", "0.9"),
-                    student_steps=4, student_batch=2, teacher_eval=16, eval_num=6, legacy_num=1, legacy_steps=3,
-                    timing_num=2, demo_renders=2, clean_renders=4, clean_age_change=0.3),
+    "tiny": Setting(
+        name="toyfaces-age-tiny",
+        resolution=32,
+        attribute_faces=64,
+        attribute_epochs=1,
+        teacher_steps=4,
+        teacher_channels="4:32,8:32,16:16,32:8",
+        teacher_batch=4,
+        fit_samples=48,
+        fit_check=8,
+        layers="0:8",
+        alpha=None,
+        pairs=24,
+        keep_age=0.0,
+        keep_quality=0.0,
+        student_preset="tiny",
+        student_options=("--norm", "none", "--ema", "0.9"),
+        student_steps=4,
+        student_batch=2,
+        teacher_eval=16,
+        eval_num=6,
+        legacy_num=1,
+        legacy_steps=3,
+        timing_num=2,
+        demo_renders=2,
+        clean_renders=4,
+        clean_age_change=0.3,
+    ),
 }
-# A strength dial (issue 14): pairs over strengths -1.5..1.5 (1.0 = alpha) and a strength-conditioned student
+# A strength dial: pairs over strengths -1.5..1.5 (1.0 = alpha) and a strength-conditioned student
 # (residual scaled by the strength, a learned modulation of the bottleneck: the best of scale, plane and modulation
 # at equal steps in the README's measurement), as its own entry beside toyfaces-age.
 CONDITIONAL_OPTIONS = ("--condition", "modulation")
 # Its shipped student: 3,000 steps on the even seeds (5,000 pairs), warm-started from the previous shipped one (git show
 # 45d8d18:model_zoo/toyfaces-age-strength/model.onnx: 10,000 steps with NVIDIA's instance norm).
 SETTINGS["full-strength"] = replace(
-    SETTINGS["full"], name="toyfaces-age-strength", alpha_range="-1.5:1.5", pairs_shard=(0, 2), student_steps=3000,
-    student_options=(*BASE_STUDENT, *CLEAN_STUDENT, "--lr-decay-steps", "1500", *CONDITIONAL_OPTIONS))
+    SETTINGS["full"],
+    name="toyfaces-age-strength",
+    alpha_range="-1.5:1.5",
+    pairs_shard=(0, 2),
+    student_steps=3000,
+    student_options=(*BASE_STUDENT, *CLEAN_STUDENT, "--lr-decay-steps", "1500", *CONDITIONAL_OPTIONS),
+)
 SETTINGS["tiny-strength"] = replace(
-    SETTINGS["tiny"], name="toyfaces-age-strength-tiny", alpha_range="-1.5:1.5",
-    student_options=("--residual", *CONDITIONAL_OPTIONS))
+    SETTINGS["tiny"],
+    name="toyfaces-age-strength-tiny",
+    alpha_range="-1.5:1.5",
+    student_options=("--residual", *CONDITIONAL_OPTIONS),
+)
 
 
 class Recipe:
     """Runs the stages of a setting into a work folder and a model-zoo root."""
 
-    def __init__(self, setting: Setting, out: Path, zoo: Path, attribute_model: Path | None = None, threads: int = 0) -> None:
+    def __init__(
+        self, setting: Setting, out: Path, zoo: Path, attribute_model: Path | None = None, threads: int = 0
+    ) -> None:
         self.s, self.out, self.zoo, self.threads = setting, Path(out), Path(zoo), threads
         self.entry = self.zoo / setting.name
         self.own_attributes = attribute_model is None
-        self.attributes = Path(attribute_model) if attribute_model else self.zoo / "toyfaces-attributes" / "attributes.onnx"
+        self.attributes = (
+            Path(attribute_model) if attribute_model else self.zoo / "toyfaces-attributes" / "attributes.onnx"
+        )
         self.teacher = self.out / "teacher"
         self.direction = self.out / "age.npy"
-        tail = "-strength" if setting.alpha_range else ""  # a strength dial shares the teacher and direction only
+        tail = (
+            "-strength" if setting.alpha_range else ""
+        )  # a strength dial shares the teacher and direction only
         self.pairs = self.out / f"pairs{tail}"
         self.student = self.out / f"student{tail}"
         self.log: list[dict[str, Any]] = []
@@ -126,7 +173,7 @@ class Recipe:
     def _run(self, stage: str, argv: list[str], done: bool = False) -> None:
         """A ``distill toyfaces`` command (the toy domain's own stages)."""
         from training.options import run_command
-        from training.toyfaces import register
+        from training.toyfaces.commands import register
 
         def command() -> None:
             if run_command(register, argv) != 0:
@@ -134,10 +181,19 @@ class Recipe:
 
         self._stage(stage, {"command": "distill " + shlex.join(argv)}, command, done)
 
-    def _call(self, stage: str, func: Callable[[Any], Any], opts: Any, done: bool = False,
-              action: Callable[[], Any] | None = None) -> None:
+    def _call(
+        self,
+        stage: str,
+        func: Callable[[Any], Any],
+        opts: Any,
+        done: bool = False,
+        action: Callable[[], Any] | None = None,
+    ) -> None:
         """A pipeline stage: ``func(opts)`` (or ``action``, which calls it), recorded with its options."""
-        record = {"call": f"{func.__module__}.{func.__name__}", "options": json.loads(json.dumps(asdict(opts), default=str))}
+        record = {
+            "call": f"{func.__module__}.{func.__name__}",
+            "options": json.loads(json.dumps(asdict(opts), default=str)),
+        }
 
         def call() -> None:
             with file_errors(getattr(opts, "out", None) or getattr(opts, "dataset", self.out)):
@@ -147,7 +203,10 @@ class Recipe:
 
     def _stage(self, stage: str, record: dict[str, Any], action: Callable[[], Any], done: bool) -> None:
         record = {"stage": stage, **record}
-        what = record.get("command") or f"{record['call']}({', '.join(f'{k}={v!r}' for k, v in record['options'].items())})"
+        what = (
+            record.get("command")
+            or f"{record['call']}({', '.join(f'{k}={v!r}' for k, v in record['options'].items())})"
+        )
         earlier = self.earlier.get(stage, 0.0)
         if done:
             print(f"\n[{stage}] done already, skipped: {what}", flush=True)
@@ -158,7 +217,9 @@ class Recipe:
         try:
             action()
         except DistillError as e:
-            raise DistillError(f"recipe stopped at stage {stage!r}: {e}; fix it and re-run the recipe to resume") from e
+            raise DistillError(
+                f"recipe stopped at stage {stage!r}: {e}; fix it and re-run the recipe to resume"
+            ) from e
         self.log.append({**record, "seconds": round(earlier + time.monotonic() - t0, 1)})
         self._write_log()
 
@@ -176,8 +237,14 @@ class Recipe:
     def _write_log(self) -> None:
         logged = {r["stage"] for r in self.log}
         stages = self.log + [{"stage": k, "seconds": v} for k, v in self.earlier.items() if k not in logged]
-        atomic_write_json(self.out / "recipe.json", {"setting": asdict(self.s), "stages": stages,
-                                                     "seconds_total": round(sum(r["seconds"] for r in stages), 1)})
+        atomic_write_json(
+            self.out / "recipe.json",
+            {
+                "setting": asdict(self.s),
+                "stages": stages,
+                "seconds_total": round(sum(r["seconds"] for r in stages), 1),
+            },
+        )
 
     def _threads(self) -> list[str]:
         return ["--threads", str(self.threads)] if self.threads else []
@@ -185,17 +252,51 @@ class Recipe:
     # -- stages --------------------------------------------------------------------------------------
     def attribute_model(self) -> None:
         s = self.s
-        self._run("attributes", ["toyfaces", "train-attributes", "--out", str(self.attributes.parent), "--faces",
-                                 str(s.attribute_faces), "--epochs", str(s.attribute_epochs), "--seed", str(s.seed),
-                                 *self._threads()], done=self.attributes.is_file())
+        self._run(
+            "attributes",
+            [
+                "toyfaces",
+                "train-attributes",
+                "--out",
+                str(self.attributes.parent),
+                "--faces",
+                str(s.attribute_faces),
+                "--epochs",
+                str(s.attribute_epochs),
+                "--seed",
+                str(s.seed),
+                *self._threads(),
+            ],
+            done=self.attributes.is_file(),
+        )
 
     def train_teacher(self) -> None:
         s = self.s
-        argv = ["toyfaces", "train-teacher", "--out", str(self.teacher), "--steps", str(s.teacher_steps),
-                "--resolution", str(s.resolution), "--batch", str(s.teacher_batch), "--seed", str(s.seed),
-                "--perceptual", str(s.teacher_perceptual), "--attribute-weight", str(s.teacher_attribute_weight),
-                "--attribute-model", str(self.attributes), "--checkpoint-every", "250", "--eval-every", "250",
-                *self._threads()]
+        argv = [
+            "toyfaces",
+            "train-teacher",
+            "--out",
+            str(self.teacher),
+            "--steps",
+            str(s.teacher_steps),
+            "--resolution",
+            str(s.resolution),
+            "--batch",
+            str(s.teacher_batch),
+            "--seed",
+            str(s.seed),
+            "--perceptual",
+            str(s.teacher_perceptual),
+            "--attribute-weight",
+            str(s.teacher_attribute_weight),
+            "--attribute-model",
+            str(self.attributes),
+            "--checkpoint-every",
+            "250",
+            "--eval-every",
+            "250",
+            *self._threads(),
+        ]
         if s.teacher_channels:
             argv += ["--channels", s.teacher_channels]
         if s.teacher_init:
@@ -206,13 +307,17 @@ class Recipe:
 
     def outputs(self) -> dict[str, list[Path]]:
         """What each re-doable stage writes (and everything after it depends on), in pipeline order."""
-        return {"direction": [self.direction, self.direction.with_suffix(".json")], "pairs": [self.pairs],
-                "student": [self.student], "export": [self.entry]}
+        return {
+            "direction": [self.direction, self.direction.with_suffix(".json")],
+            "pairs": [self.pairs],
+            "student": [self.student],
+            "export": [self.entry],
+        }
 
     def redo_from(self, stage: str) -> None:
         """Remove the outputs of ``stage`` and of every later stage, so the recipe re-creates them."""
         stages = list(self.outputs())
-        for name in stages[stages.index(stage):]:
+        for name in stages[stages.index(stage) :]:
             for path in self.outputs()[name]:
                 if path.is_dir():
                     print(f"--redo-from {stage}: removing {path}/")
@@ -228,8 +333,10 @@ class Recipe:
         side = read_sidecar(self.direction) or {}
         fitted_on = (side.get("generator") or {}).get("sha256")
         if fitted_on and fitted_on != file_sha256(self.teacher / "teacher.pt"):
-            raise DistillError(f"{self.direction}: fitted on an earlier state of {self.teacher / 'teacher.pt'}; "
-                               "re-run the recipe with --redo-from direction to rebuild everything after the teacher")
+            raise DistillError(
+                f"{self.direction}: fitted on an earlier state of {self.teacher / 'teacher.pt'}; "
+                "re-run the recipe with --redo-from direction to rebuild everything after the teacher"
+            )
 
     def fit_direction(self) -> None:
         from training.directions import FitOptions, parse_layers, run_fit
@@ -237,10 +344,23 @@ class Recipe:
         s = self.s
         if self.direction.is_file():
             self.check_direction_is_current()
-        self._call("direction", run_fit, FitOptions(
-            generator=self.teacher / "teacher.pt", scorer=self.attributes, output_index=0, attribute="age", method="all",
-            num=s.fit_samples, check=s.fit_check, truncation=s.truncation, layers=parse_layers(s.layers),
-            out=self.direction), done=self.direction.is_file())
+        self._call(
+            "direction",
+            run_fit,
+            FitOptions(
+                generator=self.teacher / "teacher.pt",
+                scorer=self.attributes,
+                output_index=0,
+                attribute="age",
+                method="all",
+                num=s.fit_samples,
+                check=s.fit_check,
+                truncation=s.truncation,
+                layers=parse_layers(s.layers),
+                out=self.direction,
+            ),
+            done=self.direction.is_file(),
+        )
 
     def alpha(self) -> float:
         """The setting's alpha, or the fitted direction's suggestion."""
@@ -256,30 +376,59 @@ class Recipe:
 
         s = self.s
         shard, num_shards = s.pairs_shard or (0, 1)
-        opts = PairsOptions(generator=self.teacher / "teacher.pt", direction=self.direction, alpha=self.alpha(),
-                            truncation=s.truncation, layers=parse_layers(s.layers), num=s.pairs, batch_size=32,
-                            out=self.pairs, alpha_range=parse_range(s.alpha_range) if s.alpha_range else None,
-                            shard=shard, num_shards=num_shards)
+        opts = PairsOptions(
+            generator=self.teacher / "teacher.pt",
+            direction=self.direction,
+            alpha=self.alpha(),
+            truncation=s.truncation,
+            layers=parse_layers(s.layers),
+            num=s.pairs,
+            batch_size=32,
+            out=self.pairs,
+            alpha_range=parse_range(s.alpha_range) if s.alpha_range else None,
+            shard=shard,
+            num_shards=num_shards,
+        )
         self._call("pairs", make_pairs, opts)
 
     def filter_pairs(self) -> None:
         from training.filters import FilterOptions, run_filter
 
-        self._call("filter", run_filter, FilterOptions(
-            dataset=self.pairs, scorer=self.attributes, on="both", attributes=["age=0", f"quality={QUALITY_INDEX}"],
-            keep=[f"age={self.s.keep_age}:", f"quality={self.s.keep_quality}:"]))
+        self._call(
+            "filter",
+            run_filter,
+            FilterOptions(
+                dataset=self.pairs,
+                scorer=self.attributes,
+                on="both",
+                attributes=["age=0", f"quality={QUALITY_INDEX}"],
+                keep=[f"age={self.s.keep_age}:", f"quality={self.s.keep_quality}:"],
+            ),
+        )
 
     def train_student(self) -> None:
-        from training.trainer import TrainOptions, model_arguments, train
+        from training.options import model_arguments
+        from training.trainer import TrainOptions, train
 
         s = self.s
-        opts = TrainOptions(dataset=str(self.pairs), out=str(self.student), max_steps=s.student_steps, workers=1,
-                            sample_every=max(s.student_steps // 10, 1))
+        opts = TrainOptions(
+            dataset=str(self.pairs),
+            out=str(self.student),
+            max_steps=s.student_steps,
+            workers=1,
+            sample_every=max(s.student_steps // 10, 1),
+        )
         resume = (self.student / CHECKPOINT).is_file()  # then the model and data options are the checkpoint's
         overrides: dict[str, Any] = {}
         if not resume:
-            opts = replace(opts, preset=s.student_preset, batch_size=s.student_batch, seed=s.seed, augment=s.student_augment,
-                           init=s.student_init)
+            opts = replace(
+                opts,
+                preset=s.student_preset,
+                batch_size=s.student_batch,
+                seed=s.seed,
+                augment=s.student_augment,
+                init=s.student_init,
+            )
             overrides = model_arguments(list(s.student_options))
 
         def student() -> None:
@@ -306,11 +455,21 @@ class Recipe:
 
         s = self.s
         done = self._exported_from_current_student()
-        self._call("export", export_entry, ExportOptions(
-            run=self.student, out=self.entry, variants=["int8"], overwrite=True, attribute="age",
-            samples=None if done else self.demo_renders(),
-            description=f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
-                        "trained offline on procedural faces (see training/toyfaces)"), done=done)
+        self._call(
+            "export",
+            export_entry,
+            ExportOptions(
+                run=self.student,
+                out=self.entry,
+                variants=["int8"],
+                overwrite=True,
+                attribute="age",
+                samples=None if done else self.demo_renders(),
+                description=f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
+                "trained offline on procedural faces (see training/toyfaces)",
+            ),
+            done=done,
+        )
 
     def _exported_from_current_student(self) -> bool:
         """Whether the entry exists and was exported at the student run's current step (more ``--student-steps``
@@ -333,21 +492,50 @@ class Recipe:
 
     def evaluate_teacher(self) -> None:
         out = self.entry / "teacher_report"
-        self._run("teacher-report", ["toyfaces", "evaluate-teacher", "--generator", str(self.teacher / "teacher.pt"),
-                                     "--direction", str(self.direction), "--scorer", str(self.attributes),
-                                     "--num", str(self.s.teacher_eval), "--out", str(out), *self._threads()],
-                  done=(out / "report.json").is_file())
+        self._run(
+            "teacher-report",
+            [
+                "toyfaces",
+                "evaluate-teacher",
+                "--generator",
+                str(self.teacher / "teacher.pt"),
+                "--direction",
+                str(self.direction),
+                "--scorer",
+                str(self.attributes),
+                "--num",
+                str(self.s.teacher_eval),
+                "--out",
+                str(out),
+                *self._threads(),
+            ],
+            done=(out / "report.json").is_file(),
+        )
 
     def evaluate(self) -> None:
         from training.evaluate import EvaluateOptions, evaluate
 
         s = self.s
         out = self.entry / "evaluation"
-        self._call("evaluate", evaluate, EvaluateOptions(
-            entry=str(self.entry), out=out, scorer=str(self.attributes), attribute="age=0",
-            other=[f"{a}={i}" for i, a in enumerate(ATTRIBUTES) if a != "age"], num=s.eval_num, legacy_num=s.legacy_num,
-            legacy_steps=s.legacy_steps, timing_num=s.timing_num, clean_renders=s.clean_renders,
-            clean_age_change=s.clean_age_change or None, threads=self.threads), done=(out / "report.json").is_file())
+        self._call(
+            "evaluate",
+            evaluate,
+            EvaluateOptions(
+                entry=str(self.entry),
+                out=out,
+                scorer=str(self.attributes),
+                attribute="age=0",
+                other=[f"{a}={i}" for i, a in enumerate(ATTRIBUTES) if a != "age"],
+                num=s.eval_num,
+                legacy_num=s.legacy_num,
+                legacy_steps=s.legacy_steps,
+                timing_num=s.timing_num,
+                clean_renders=s.clean_renders,
+                clean_age_change=s.clean_age_change or None,
+                threads=self.threads,
+            ),
+            done=(out / "report.json").is_file(),
+        )
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -367,45 +555,8 @@ class Recipe:
         self.evaluate()
         self._write_log()
         total = sum(r["seconds"] for r in self.log)
-        print(f"\nrecipe {self.s.name}: done ({time.monotonic() - t0:.0f} s this run, {total:.0f} s over all runs); "
-              f"entry {self.entry}; stage times in {self.out / 'recipe.json'}")
+        print(
+            f"\nrecipe {self.s.name}: done ({time.monotonic() - t0:.0f} s this run, {total:.0f} s over all runs); "
+            f"entry {self.entry}; stage times in {self.out / 'recipe.json'}"
+        )
         return self.entry
-
-
-def run(args: argparse.Namespace) -> int:
-    setting = SETTINGS[args.setting]
-    if args.teacher_steps:
-        setting = replace(setting, teacher_steps=args.teacher_steps)
-    if args.student_steps:
-        setting = replace(setting, student_steps=args.student_steps)
-    if args.teacher_init:
-        setting = replace(setting, teacher_init=args.teacher_init)
-    if args.student_init:
-        setting = replace(setting, student_init=args.student_init)
-    recipe = Recipe(setting, Path(args.out), Path(args.zoo), args.attribute_model, args.threads)
-    if args.redo_from:
-        recipe.redo_from(args.redo_from)
-    recipe.run()
-    return 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--setting", choices=sorted(SETTINGS), default="full",
-                   help="full (the shipped model) or tiny (a smoke test); full-strength / tiny-strength: pairs over "
-                        "strengths -1.5:1.5 and a strength-conditioned student (the strength dial, entry "
-                        "toyfaces-age-strength)")
-    p.add_argument("--out", default="runs/toyfaces", help="work folder: attribute model, teacher, direction, pairs, student")
-    p.add_argument("--zoo", default="model_zoo", help="model-zoo root that receives the entry (default model_zoo)")
-    p.add_argument("--attribute-model", type=Path, default=None,
-                   help="use this attribute model (default: ZOO/toyfaces-attributes/attributes.onnx, trained when absent)")
-    p.add_argument("--teacher-steps", type=int, default=None, help="override the setting's teacher steps")
-    p.add_argument("--student-steps", type=int, default=None, help="override the setting's student steps")
-    p.add_argument("--teacher-init", default=None, metavar="TEACHER.pt",
-                   help="a new teacher run warm-starts from this teacher (same architecture), e.g. an earlier shipped one")
-    p.add_argument("--student-init", default=None, metavar="GENERATOR",
-                   help="a new student run warm-starts from these weights (a generator .pt, or a zoo entry's model.onnx, "
-                        "e.g. the previous shipped one)")
-    p.add_argument("--redo-from", choices=("direction", "pairs", "student", "export"), default=None,
-                   help="remove this stage's outputs and every later stage's, then run (e.g. after training the teacher further)")
-    p.add_argument("--threads", type=int, default=0, help="torch/ORT threads of the stages that take it (0: default)")
-    p.set_defaults(func=run)

@@ -35,17 +35,8 @@ from typing import Any
 from tqdm import tqdm
 
 from core.errors import DistillError
-from core.runfiles import (
-    CHECKPOINT,
-    PREVIOUS_CHECKPOINT,
-)
-from networks.pix2pixhd import (
-    Pix2PixHDConfig,
-    get_preset,
-)
-from training.options import (
-    model_arguments,  # the toy-domain recipe's student flags (until it imports them there)
-)
+from core.runfiles import CHECKPOINT, PREVIOUS_CHECKPOINT
+from networks.pix2pixhd import Pix2PixHDConfig, get_preset
 from training.trainer.checkpoints import load_checkpoint, load_resumable
 from training.trainer.distributed import init_distributed
 from training.trainer.loop import Trainer, TrainResult
@@ -62,7 +53,6 @@ __all__ = [
     "init_distributed",
     "learning_rate",
     "load_checkpoint",
-    "model_arguments",
     "resolve_amp",
     "resolve_epochs",
     "resolve_options",
