@@ -91,6 +91,36 @@ def parse_server_timing(header: str) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------
+# Budgets, errors and the commit.
+
+
+def seconds_left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a ``time.monotonic()`` value); negative once it has passed."""
+    return deadline - time.monotonic()
+
+
+def budget_note(budget_s: float) -> str:
+    """What a row skipped for lack of time says."""
+    return f"the {budget_s:g} s budget was spent"
+
+
+def short(e: BaseException) -> str:
+    """An exception as one short line for a table cell: its end, where a server's log says what went wrong."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return ("..." + text[-300:]) if len(text) > 300 else text
+
+
+def commit() -> str:
+    """The checkout's short commit hash, or "unknown" outside git."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------
 # The model entry and the test images.
 
 
@@ -303,12 +333,6 @@ def machine() -> dict[str, str]:
         mem_s = f"{mem / 2**20:.0f} GiB"
     except (OSError, StopIteration):
         mem_s = "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     return {
         "date (UTC)": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "cpu": cpu,
@@ -319,5 +343,5 @@ def machine() -> dict[str, str]:
         "onnxruntime": ort.__version__,
         "onnxruntime providers": ", ".join(ort.get_available_providers()),
         "torch": torch.__version__,
-        "commit": commit,
+        "commit": commit(),
     }
