@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from core.errors import DistillError, FieldError
+from core.errors import DistillError, FieldError, parser_flags
 
 STAGES = (  # in pipeline order, as `distill --help` lists them
     "distill.commands.teacher",
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FieldError as e:  # the library names the options field; the command line names its flag
-        print(f"distill {args.command}: error: {e.as_flag()}", file=sys.stderr)
+        print(f"distill {args.command}: error: {e.as_flag(parser_flags(parser, args))}", file=sys.stderr)
         return 2
     except DistillError as e:
         print(f"distill {args.command}: error: {e}", file=sys.stderr)

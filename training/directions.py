@@ -17,7 +17,6 @@ layers, method, suggested alpha, held-out metrics, sample count, generator sha25
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_write, atomic_write_json
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 from core.hashing import sha256_file as file_sha256  # the name the stages import
 from editing.directions import DEFAULT_LAYERS, apply_direction
 from model_zoo.schema import provenance
@@ -46,14 +45,14 @@ def z_from_seeds(seeds: list[int] | np.ndarray, z_dim: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def parse_layers(text: str) -> tuple[int, int]:
-    """``"0:8"`` -> (0, 8): the W+ layer range [start, stop)."""
+def parse_layers(text: str, field: str = "layers") -> tuple[int, int]:
+    """``"0:8"`` -> (0, 8): the W+ layer range [start, stop); FieldError naming ``field`` otherwise."""
     try:
         start, stop = (int(p) for p in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers {text!r}: expected START:STOP, e.g. 0:8") from None
+        raise FieldError(field, f"{text!r}: expected START:STOP, e.g. 0:8") from None
     if not 0 <= start < stop:
-        raise argparse.ArgumentTypeError(f"--layers {text!r}: need 0 <= START < STOP")
+        raise FieldError(field, f"{text!r}: need 0 <= START < STOP")
     return start, stop
 
 

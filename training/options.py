@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
+from core.errors import DistillError, FieldError, parser_flags
 from networks.pix2pixhd import Pix2PixHDConfig
 from networks.pix2pixhd.config import PRESETS
 
@@ -37,7 +38,10 @@ def run_command(register: Callable[[argparse._SubParsersAction], None], argv: li
     parser = argparse.ArgumentParser(prog="distill")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except FieldError as e:  # named with this command's flag, as the command line would print it
+        raise DistillError(e.as_flag(parser_flags(parser, args))) from None
 
 
 class _Deprecated(argparse.Action):

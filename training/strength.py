@@ -11,7 +11,6 @@ seed alone (:func:`strength_for_seed`), so a resumed or sharded run draws the sa
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 
 UNITS = "relative"  # strength 1.0 = the entry's edit.alpha (the dataset's --alpha)
 UNITS_TEXT = "relative: strength s applies w + s * edit.alpha * d (1.0 = the entry's alpha, 0 = the identity)"
@@ -48,17 +47,17 @@ class StrengthRange:
         return f"{self.low:g}:{self.high:g}"
 
 
-def parse_range(text: str) -> StrengthRange:
-    """``"LO:HI"`` (e.g. ``-1.5:1.5``) -> StrengthRange; argparse.ArgumentTypeError with an example otherwise."""
+def parse_range(text: str, field: str = "alpha_range") -> StrengthRange:
+    """``"LO:HI"`` (e.g. ``-1.5:1.5``) -> StrengthRange; FieldError naming ``field``, with an example, otherwise."""
     lo, sep, hi = text.partition(":")
     try:
         if not sep:
             raise ValueError
         return StrengthRange(float(lo), float(hi))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LO:HI, e.g. -1.5:1.5") from None
+        raise FieldError(field, f"{text!r}: expected LO:HI, e.g. -1.5:1.5") from None
     except DistillError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        raise FieldError(field, str(e)) from None
 
 
 def unit_uniform(*keys: int | str) -> float:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from distill.commands import argtypes
 from editing.directions import DEFAULT_LAYERS
-from training.directions import METHODS, FitOptions, parse_layers, run_fit
+from training.directions import METHODS, FitOptions, run_fit
 from training.options import add_scorer_input_arguments, options_from_args
 
 
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--threshold", type=float, help="class split for classifiers/accuracy (default: median)")
     f.add_argument("--attribute", required=True, help="name of the attribute, e.g. age")
     f.add_argument(
-        "--layers", type=parse_layers, default=DEFAULT_LAYERS, help="suggested W+ layers START:STOP"
+        "--layers", type=argtypes.layers, default=DEFAULT_LAYERS, help="suggested W+ layers START:STOP"
     )
     f.add_argument("--truncation", type=float, default=1.0, help="truncation psi of the sampled w")
     f.add_argument("--batch-size", type=int, default=16)

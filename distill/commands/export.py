@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 from engines.select import MIN_PSNR_DB
 from model_zoo.registry import ALIGNMENTS
 from training.directions import parse_layers
@@ -112,8 +112,8 @@ def layers_option(values: list[str] | None) -> tuple[int, int] | None:
         raise DistillError(f"--layers {' '.join(values)}: expected START:STOP, e.g. 0:8")
     try:
         return parse_layers(values[0])
-    except argparse.ArgumentTypeError as e:
-        raise DistillError(str(e)) from None
+    except FieldError as e:  # the library names the field; this command line names its flag
+        raise DistillError(e.as_flag()) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 from core.errors import file_errors
+from distill.commands import argtypes
 from editing.directions import DEFAULT_LAYERS
-from training.directions import parse_layers
 from training.options import options_from_args
 from training.pairs import INDEX_ENV, NUM_SHARDS_ENV, PREVIEW, PairsOptions, make_pairs, merge_datasets
-from training.strength import parse_range
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--alpha-range",
-        type=parse_range,
+        type=argtypes.strength_range,
         default=None,
         metavar="LO:HI",
         help="a strength per pair, uniform in LO:HI in units of --alpha (relative: w' = w + s * alpha * d, "
@@ -67,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num", type=int, default=10000, help="number of seeds (all shards together)")
     p.add_argument("--out", required=True, help="dataset folder (train_A/, train_B/, manifest.jsonl, ...)")
     p.add_argument(
-        "--layers", type=parse_layers, default=DEFAULT_LAYERS, help="W+ layers START:STOP (default 0:8)"
+        "--layers", type=argtypes.layers, default=DEFAULT_LAYERS, help="W+ layers START:STOP (default 0:8)"
     )
     p.add_argument("--normalize", action="store_true", help="scale the direction to unit length per layer")
     p.add_argument("--batch-size", type=int, default=8)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 from distill.cli import main
 from editing.directions import apply_direction
 from editing.images import from_uint8, to_uint8
@@ -213,8 +213,9 @@ def test_report_figures_on_known_numbers():
 def test_options_are_checked_on_construction():
     with pytest.raises(DistillError, match="fp32 \\(required\\)"):
         EvaluateOptions(entry="e", out="o", variants=["int8"])
-    with pytest.raises(DistillError, match="--legacy-steps"):
+    with pytest.raises(FieldError, match="legacy_steps and timing_num >= 1") as e:  # the library names fields
         EvaluateOptions(entry="e", out="o", legacy_steps=0)
+    assert e.value.as_flag().endswith("--legacy-steps and --timing-num >= 1")  # distill prints the flags
 
 
 def test_brightness_edit_figures(setup, tmp_path):

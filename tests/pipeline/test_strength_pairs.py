@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import torch
 
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 from distill.cli import main
 from editing.directions import apply_direction, load_direction
 from editing.images import load_image, to_uint8
@@ -39,7 +37,9 @@ def gen(teacher, out, **kw):
 def test_parse_range_and_sampling():
     assert parse_range("-1.5:1.5") == RANGE
     for bad in ("1.5", "1:1", "2:-1", "a:b"):
-        with pytest.raises(argparse.ArgumentTypeError):
+        with pytest.raises(
+            FieldError, match="^alpha_range "
+        ):  # the field; distill pairs prints --alpha-range
             parse_range(bad)
     drawn = [strength_for_seed(s, RANGE) for s in range(400)]
     assert drawn == [strength_for_seed(s, RANGE) for s in range(400)]  # a pure function of the seed

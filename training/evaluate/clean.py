@@ -11,7 +11,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.atomic import atomic_write_text
-from core.errors import DistillError
+from core.errors import FieldError
 from editing.images import from_uint8, make_grid, save_image
 from training.artifacts import (
     ARTIFACT_FACES,
@@ -224,15 +224,18 @@ def evaluate_clean_renders(
     from training.toyfaces.teacher import trained_aligned
 
     if not (G.checkpoint_info.get("metadata") or {}).get("toyfaces"):
-        raise DistillError(
-            f"--clean-renders: {spec.teacher} is not a toy-face teacher (distill toyfaces train-teacher); "
-            "clean renders with a true edit exist only in the toy domain"
+        raise FieldError(
+            (),
+            f"{{clean_renders}}: {spec.teacher} is not a toy-face teacher (distill toyfaces train-teacher); "
+            "clean renders with a true edit exist only in the toy domain",
+            refs=("clean_renders",),
         )
     change = opts.clean_age_change if opts.clean_age_change is not None else teacher_change
     if change is None:
-        raise DistillError(
-            "--clean-renders needs the teacher's age change: pass --scorer with --attribute age=INDEX, "
-            "or --clean-age-change X"
+        raise FieldError(
+            "clean_renders",
+            "needs the teacher's age change: pass {scorer} with {attribute} age=INDEX, or {clean_age_change} X",
+            refs=("scorer", "attribute", "clean_age_change"),
         )
     clean = clean_render_set(opts.clean_renders, G.img_resolution, G.z_dim, change, trained_aligned(G))
     inputs = [resize(im, size) for im in clean.inputs]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 from core.runfiles import PAIRS_MANIFEST
 from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
 from model_zoo.schema import provenance, resolve_provenance
@@ -65,8 +65,10 @@ def edit_spec(entry: ModelEntry, truncation: float | None = None) -> EditSpec:
     alpha, layers, normalize = m.direction_edit()
     psi = truncation if truncation is not None else m.truncation
     if psi is None:
-        raise DistillError(
-            f"{where}: no 'truncation' recorded; pass the psi the pairs were made with (--truncation 0.7)"
+        raise FieldError(
+            (),
+            f"{where}: no 'truncation' recorded; pass the psi the pairs were made with ({{truncation}} 0.7)",
+            refs=("truncation",),
         )
     return EditSpec(
         teacher=entry.teacher_path,
@@ -87,7 +89,7 @@ def dataset_seeds(entry: ModelEntry, override: str | None = None) -> tuple[list[
     root = Path(text) if override else resolve_provenance(text)
     if not (root / PAIRS_MANIFEST).is_file():
         if override:
-            raise DistillError(f"--dataset {root}: not a pair dataset (no manifest.jsonl)")
+            raise FieldError("dataset", f"{root}: not a pair dataset (no manifest.jsonl)")
         return None, f"unknown: the training dataset {root} is not on this machine (pass --dataset DATASET)"
     return sorted(r.seed for r in read_manifest(root)), provenance(root.resolve())
 
@@ -96,7 +98,7 @@ def choose_seeds(requested: tuple[int, int] | None, num: int | None, trained: li
     """The evaluation seeds: the first ``num`` of ``requested`` (all of it when ``num`` is None), or by default
     ``num`` seeds from :data:`HELD_OUT_SEED0` (above every training seed). Refuses any overlap with ``trained``."""
     if num is not None and num < 1:
-        raise DistillError(f"--num {num}: need at least one seed")
+        raise FieldError("num", f"{num}: need at least one seed")
     if requested is None:
         start = HELD_OUT_SEED0
         if trained and trained[-1] >= start:
@@ -106,17 +108,21 @@ def choose_seeds(requested: tuple[int, int] | None, num: int | None, trained: li
         seeds = list(range(*requested))
         if num is not None:
             if num > len(seeds):
-                raise DistillError(
-                    f"--seeds {requested[0]}:{requested[1]} holds {len(seeds)} seeds, fewer than --num {num}"
+                raise FieldError(
+                    "seeds",
+                    f"{requested[0]}:{requested[1]} holds {len(seeds)} seeds, fewer than {{num}} {num}",
+                    refs=("num",),
                 )
             seeds = seeds[:num]
     if trained:
         used = sorted(set(seeds).intersection(trained))
         if used:
-            raise DistillError(
-                f"--seeds: {len(used)} of the evaluation seeds (e.g. {used[0]}) made the student's training pairs "
-                f"(dataset seeds {trained[0]}..{trained[-1]}); choose a held-out range, e.g. "
-                f"--seeds {trained[-1] + 1}:{trained[-1] + 1 + len(seeds)}"
+            raise FieldError(
+                (),
+                f"{{seeds}}: {len(used)} of the evaluation seeds (e.g. {used[0]}) made the student's training "
+                f"pairs (dataset seeds {trained[0]}..{trained[-1]}); choose a held-out range, e.g. "
+                f"{{seeds}} {trained[-1] + 1}:{trained[-1] + 1 + len(seeds)}",
+                refs=("seeds",),
             )
     return seeds
 
@@ -192,21 +198,25 @@ class Scoring:
 
 
 def build_scoring(opts: EvaluateOptions) -> Scoring | None:
-    """The --scorer options -> Scoring, or None without --scorer."""
+    """The scorer options -> Scoring, or None without a scorer."""
     if not opts.scorer:
         if opts.attribute or opts.other:
-            raise DistillError(
-                "--attribute/--other need --scorer MODEL.onnx (the model that reads the attributes)"
+            raise FieldError(
+                ("attribute", "other"),
+                "need {scorer} MODEL.onnx (the model that reads the attributes)",
+                refs=("scorer",),
             )
         return None
     if not opts.attribute:
-        raise DistillError(
-            "--scorer needs --attribute NAME=INDEX: the scorer output the edit should change, e.g. age=0"
+        raise FieldError(
+            "scorer",
+            "needs {attribute} NAME=INDEX: the scorer output the edit should change, e.g. age=0",
+            refs=("attribute",),
         )
-    named = [_name_index(opts.attribute, "--attribute")] + [_name_index(t, "--other") for t in opts.other]
+    named = [_name_index(opts.attribute, "attribute")] + [_name_index(t, "other") for t in opts.other]
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
-        raise DistillError(f"--attribute/--other: repeated names {names}")
+        raise FieldError((), f"{{attribute}}/{{other}}: repeated names {names}", refs=("attribute", "other"))
     scorer = OnnxScorer(
         opts.scorer,
         dict(named),
@@ -219,15 +229,15 @@ def build_scoring(opts: EvaluateOptions) -> Scoring | None:
     return Scoring(scorer, names[0], names[1:], Path(opts.scorer))
 
 
-def _name_index(text: str, flag: str) -> tuple[str, int]:
+def _name_index(text: str, field: str) -> tuple[str, int]:
     name, sep, index = text.partition("=")
     try:
         if not sep or not name:
             raise ValueError
         return name, int(index)
     except ValueError:
-        raise DistillError(
-            f"{flag} {text!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0"
+        raise FieldError(
+            field, f"{text!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0"
         ) from None
 
 
@@ -267,10 +277,12 @@ class EvaluateOptions:
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in ("fp32", "fp16", "int8")]
         if unknown or "fp32" not in self.variants:
-            raise DistillError(
-                f"--variants {','.join(self.variants)!r}: a comma list of fp32 (required), int8, fp16"
+            raise FieldError(
+                "variants", f"{','.join(self.variants)!r}: a comma list of fp32 (required), int8, fp16"
             )
         if self.legacy_num < 0 or self.clean_legacy_num < 0 or self.legacy_steps < 1 or self.timing_num < 1:
-            raise DistillError(
-                "--legacy-num and --clean-legacy-num must be >= 0, --legacy-steps and --timing-num >= 1"
+            raise FieldError(
+                "legacy_num",
+                "and {clean_legacy_num} must be >= 0, {legacy_steps} and {timing_num} >= 1",
+                refs=("clean_legacy_num", "legacy_steps", "timing_num"),
             )

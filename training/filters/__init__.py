@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 from editing.images import load_image
 from training.filters.face_detector import HaarFaceDetector
 from training.filters.report import write_report
@@ -97,7 +97,11 @@ def build(spec: list[dict[str, Any]]) -> list[tuple[Scorer, tuple[str, ...], lis
             )
         built.append((scorer, SIDES[on], rules))
     if not built:
-        raise DistillError("no scorer given: use --face-detector, --scorer MODEL or --spec FILE")
+        raise FieldError(
+            (),
+            "no scorer given: use {face_detector}, {scorer} MODEL or {spec} FILE",
+            refs=("face_detector", "scorer", "spec"),
+        )
     return built
 
 
@@ -189,11 +193,11 @@ class FilterOptions:
 
     def __post_init__(self) -> None:
         if self.on not in SIDES:
-            raise DistillError(f"--on {self.on!r}: choose a, b or both")
+            raise FieldError("on", f"{self.on!r}: choose a, b or both")
 
 
 def scorer_spec(opts: FilterOptions) -> list[dict[str, Any]]:
-    """The options (and the --spec file) as a list of scorer specs."""
+    """The options (and the ``spec`` file) as a list of scorer specs."""
     spec: list[dict[str, Any]] = []
     if opts.spec:
         path = Path(opts.spec)
@@ -201,7 +205,7 @@ def scorer_spec(opts: FilterOptions) -> list[dict[str, Any]]:
             data = json.loads(path.read_text(encoding="utf-8"))
             spec = list(data["scorers"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DistillError(f'--spec {path}: expected JSON {{"scorers": [...]}} ({e})') from e
+            raise FieldError("spec", f'{path}: expected JSON {{"scorers": [...]}} ({e})') from e
     if opts.face_detector:
         spec.append(
             {
@@ -217,8 +221,8 @@ def scorer_spec(opts: FilterOptions) -> list[dict[str, Any]]:
         for item in opts.attributes or ["score=0"]:
             name, _, idx = item.partition("=")
             if not name or not idx.lstrip("-").isdigit():
-                raise DistillError(
-                    f"--attribute {item!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0"
+                raise FieldError(
+                    "attributes", f"{item!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0"
                 )
             outputs[name] = int(idx)
         spec.append(
@@ -237,7 +241,7 @@ def scorer_spec(opts: FilterOptions) -> list[dict[str, Any]]:
         rule = parse_keep(text)
         owners = [e for e in spec if e["type"] == "onnx" and rule.key in e.get("outputs", {})]
         if not owners:
-            raise DistillError(f"--keep {text}: no --attribute is named {rule.key!r}")
+            raise FieldError("keep", f"{text}: no {{attributes}} is named {rule.key!r}", refs=("attributes",))
         owners[0].setdefault("keep", {})[rule.key] = [rule.low, rule.high]
     return spec
 
