@@ -76,6 +76,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     )
 
 
+def emit(lines: Sequence[str], out: Path | None) -> None:
+    """Print a report and, when ``out`` is given, write it there too (a Markdown file under results/)."""
+    text = "\n".join(lines)
+    print(text)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 

@@ -21,12 +21,10 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-from service_benchmark import Sample, post, serve, test_images  # noqa: E402
-
+from benchmarks.harness import Sample, emit, post, serve, test_images  # noqa: E402
 from model_zoo.registry import get_entry  # noqa: E402
 
 
@@ -87,10 +85,7 @@ def main() -> int:
             f"| {name} | {engines[name]} | {st['p50'] * 1e3:.2f} | {st['p95'] * 1e3:.2f} | {inference:.2f} | "
             f"{s.n_errors} | {st['p50'] / first:.2f}x |"
         )
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(lines, args.out)
     return 0
 
 

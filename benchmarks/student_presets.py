@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.harness import emit  # noqa: E402
 from engines.base import EngineSpec  # noqa: E402
 from engines.cpu import cpu_model, isa_line, native_bf16  # noqa: E402
 from engines.measure import open_spec  # noqa: E402
@@ -119,10 +120,7 @@ def main() -> int:
             base = next(medians[k] for k in keys if k == (BASELINE, lab))
             cells.append(f"{ms:.2f} | {ms / base:.2f}x")
         lines.append(f"| {name} | {r['gflop']:.2f} | {r['params']:.2f} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(lines, args.out)
     return 0
 
 
