@@ -62,7 +62,9 @@ def read_generator_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Ten
     return (
         sd,
         ("instance" if "InstanceNormalization" in ops else "none"),
-        ("transpose" if "ConvTranspose" in ops else "resize"),
+        (
+            "resize" if "Resize" in ops and "ConvTranspose" not in ops else "transpose"
+        ),  # no upsampling: either
     )
 
 

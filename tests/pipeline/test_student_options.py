@@ -113,6 +113,8 @@ def test_warm_start_from_an_exported_onnx_model(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(same(x), nvidia(x))
         torch.testing.assert_close(clean(x), nvidia(x), atol=1e-4, rtol=1e-4)
+    resized = export_onnx(tiny_generator(norm="none", upsample="resize"), tmp_path / "resize.onnx", (32, 32))
+    assert read_generator_weights(resized)[1:] == ("none", "resize")
     with pytest.raises(DistillError, match="no instance norm"):
         warm_start(tiny_generator(), export_onnx(clean, tmp_path / "clean.onnx", (32, 32)), x)
 
