@@ -12,6 +12,13 @@ of a cleaner one:
   on from it removes the rest.
 - **transpose -> resize**: the 3x3 conv on the nearest-upsampled input that is closest, in least squares
   over the four output phases, to the 3x3 stride-2 transposed conv.
+
+A third makes it the start of a wider one (``--ngf`` above the source's, global generators):
+
+- **narrow -> wide** (Net2Net's function-preserving widening, with zeros instead of copies): every old
+  weight keeps its place, the new channels get fresh initial weights from the old ones, and every weight
+  from a new channel into an old one is zero. The wide network computes exactly what the narrow one did,
+  and training gives the new channels their use (their outgoing weights get gradients from the start).
 """
 
 from __future__ import annotations
@@ -178,7 +185,13 @@ def warm_start(
         raise DistillError(
             f"--init {path}: its generator upsamples by resize-convolution; train with --upsample resize"
         )
-    source = build_generator(cfg.replace(norm=norm), init=False)
+    source_ngf = _ngf(sd, path)
+    if source_ngf != cfg.ngf and (cfg.netG != "global" or source_ngf > cfg.ngf):
+        raise DistillError(
+            f"--init {path}: its generator has ngf {source_ngf}; a warm start can widen a global generator "
+            f"(--ngf above {source_ngf}) but not narrow one or widen a {cfg.netG} one (--ngf {cfg.ngf})"
+        )
+    source = build_generator(cfg.replace(norm=norm, ngf=source_ngf), init=False)
     if upsample != cfg.upsample:
         names = [n for n, m in source.named_modules() if isinstance(m, ResizeConv2d)]
         sd = dict(sd)
@@ -194,5 +207,55 @@ def warm_start(
         done.append(
             f"{fold_instance_norms(source, inputs, strength)} instance norms folded over {len(inputs)} inputs"
         )
-    G.load_state_dict(source.state_dict())
+    if source_ngf != cfg.ngf:
+        G.load_state_dict(widen_state_dict(G, source.state_dict()))
+        done.append(f"widened from ngf {source_ngf} to {cfg.ngf}")
+    else:
+        G.load_state_dict(source.state_dict())
     return "warm start: " + "; ".join(done)
+
+
+def _ngf(sd: dict[str, torch.Tensor], path: str | os.PathLike) -> int:
+    """The generator's ngf: the output channels of its first conv (``model.1``)."""
+    first = sd.get("model.1.weight")
+    if first is None or first.dim() != 4:
+        raise DistillError(f"--init {path}: no first conv 'model.1.weight'; not a Pix2PixHD generator")
+    return int(first.shape[0])
+
+
+@torch.no_grad()
+def widen_state_dict(wide: nn.Module, narrow: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict for ``wide`` (its current weights: the fresh init of the new channels) that computes what
+    the ``narrow`` state_dict of the same layout computes (see the module docstring).
+
+    Per weight, the old block is copied into the leading corner and the block reading new input channels
+    into old output channels is zeroed (conv ``[out, in, ...]``, transposed conv ``[in, out, ...]``). The FiLM
+    layer of a modulated generator, ``[points * 2 * C, hidden]``, is widened per (point, scale|shift) block,
+    its new channels at zero (no modulation)."""
+    modules = dict(wide.named_modules())
+    film = getattr(wide, "film", None)
+    out = {}
+    for key, fresh in wide.state_dict().items():
+        old = narrow[key]
+        if old.shape == fresh.shape:
+            out[key] = old.clone()
+            continue
+        if old.dim() != fresh.dim() or any(o > f for o, f in zip(old.shape, fresh.shape, strict=True)):
+            raise DistillError(f"widen: {key} {list(old.shape)} does not fit into {list(fresh.shape)}")
+        module_name, _, param = key.rpartition(".")
+        module = modules[module_name]
+        if film is not None and module is film[-1]:
+            points = wide.film_points
+            c_old, c_new = old.shape[0] // (2 * points), fresh.shape[0] // (2 * points)
+            new = torch.zeros(points, 2, c_new, *fresh.shape[1:], dtype=fresh.dtype)
+            new[:, :, :c_old] = old.reshape(points, 2, c_old, *old.shape[1:])
+            out[key] = new.reshape(fresh.shape)
+            continue
+        new = fresh.clone()
+        new[tuple(slice(0, n) for n in old.shape)] = old
+        if param == "weight" and isinstance(module, nn.ConvTranspose2d):
+            new[old.shape[0] :, : old.shape[1]] = 0
+        elif param == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)):
+            new[: old.shape[0], old.shape[1] :] = 0
+        out[key] = new
+    return out

@@ -120,6 +120,38 @@ def test_warm_start_from_an_exported_onnx_model(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "options", [{"residual": True}, {"residual": True, "condition": "modulation"}], ids=["plain", "modulated"]
+)
+def test_widening_warm_start_computes_what_the_narrow_generator_did_then_trains_the_new_channels(
+    tmp_path, options
+):
+    """ngf 4 -> 6 from a checkpoint with NVIDIA's norms: folded, then widened; the wide net equals the folded narrow
+    one (every weight from a new channel into an old one is zero) and its new channels' weights get gradients."""
+    narrow = tiny_generator(seed=2, **options)
+    for m in narrow.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0, 0.1)  # the residual's output layer and the FiLM layer start at zero
+    save_generator(narrow, tmp_path / "narrow.pt")
+    x = _x(2, seed=8)
+    s = torch.tensor([0.5, -1.0])
+    args = (x, s) if "condition" in options else (x,)
+    folded = tiny_generator(seed=2, norm="none", **options)
+    warm_start(folded, tmp_path / "narrow.pt", x, s if "condition" in options else None)
+    wide = tiny_generator(seed=7, norm="none", ngf=6, **options)
+    assert "widened from ngf 4 to 6" in warm_start(
+        wide, tmp_path / "narrow.pt", x, s if "condition" in options else None
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(wide(*args), folded(*args), atol=1e-6, rtol=1e-6)
+    wide.train()
+    (wide(*args) - x.flip(-1)).abs().mean().backward()
+    last = [m for m in wide.modules() if isinstance(m, nn.Conv2d)][-1]
+    assert last.weight.grad[:, 4:].abs().sum() > 0  # the new channels start to be used
+    with pytest.raises(DistillError, match="not narrow"):
+        warm_start(tiny_generator(norm="none", ngf=2, **options), tmp_path / "narrow.pt", x, None)
+
+
+@pytest.mark.parametrize(
     "options",
     [{"norm": "none", "upsample": "resize"}, {"norm": "none", "condition": "modulation", "residual": True}],
 )
