@@ -187,7 +187,8 @@ def test_training_keeps_a_moving_average_that_is_exported_and_resumed(tmp_path):
 
 
 def test_cli_warm_start_then_export_passes_the_int8_gate(tmp_path):
-    """`distill train --init model.onnx --norm none`, then `distill export` with the INT8 variant and its accuracy gate."""
+    """`distill train --init model.onnx --norm none --ngf 6` (folded and widened), then `distill export` with the INT8
+    variant and its accuracy gate."""
     data = make_pair_dataset(tmp_path / "pairs", n=16)
     first = tiny_generator(seed=5, residual=True)
     save_generator(first, tmp_path / "nvidia.pt", first.config)
@@ -205,6 +206,8 @@ def test_cli_warm_start_then_export_passes_the_int8_gate(tmp_path):
                 "--residual",
                 "--norm",
                 "none",
+                "--ngf",
+                "6",
                 "--ema",
                 "0.9",
                 "--init",
@@ -241,6 +244,7 @@ def test_cli_warm_start_then_export_passes_the_int8_gate(tmp_path):
     )
     entry = get_entry("clean", zoo)
     assert entry.variants["int8"]["psnr_vs_fp32_db"] >= 30
+    assert entry.manifest["training"]["config"]["ngf"] == 6
     assert entry.manifest["training"]["init"] == "model.onnx"  # the warm start, with no build-machine path
     assert (
         main(
