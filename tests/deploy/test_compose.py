@@ -93,7 +93,7 @@ def test_prometheus_scrapes_the_service_and_evaluates_the_rules(prometheus_and_s
     wait_for("the first scrape", lambda: query(prometheus, 'up{job="distill"} == 1'))
     wait_for("the service ready", lambda: query(prometheus, "min(distill_ready) == 1"))
     deadline = time.monotonic() + 30
-    while not query(prometheus, 'job_endpoint_status:distill_requests:rate5m{endpoint="/transform"} > 0'):
+    while not query(prometheus, 'job_route_status:distill_requests:rate5m{route="/transform"} > 0'):
         assert time.monotonic() < deadline, "the recording rule never saw the requests"
         for body in (png_bytes(), png_bytes(), b"not an image"):
             httpx.post(f"{url}/transform", files={"image": ("x.png", body, "image/png")}, timeout=30)
@@ -112,7 +112,7 @@ def test_every_dashboard_query_answers_with_data(prometheus_and_service):
     prometheus, _ = prometheus_and_service
     wait_for(
         "the requests' stage histograms",
-        lambda: query(prometheus, "job_endpoint_stage:distill_stage_duration_seconds:p95_rate5m"),
+        lambda: query(prometheus, "job_route_stage:distill_stage_duration_seconds:p95_rate5m"),
     )
     # Empty unless a request was refused in the last minute (the panel hides the zero series with "> 0").
     may_be_empty = {"Rejections per endpoint and reason"}
