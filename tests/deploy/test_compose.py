@@ -1,9 +1,12 @@
-"""docker/compose.yaml's monitoring: podman-compose reads the file, and Prometheus (Debian's, the same
+"""docker/compose.yaml: its defaults (published on 127.0.0.1, no default Grafana password), podman-compose reads
+the file, and Prometheus (Debian's, the same
 configuration and rules as the compose service) scrapes a running `distill serve`, evaluates the rules and
 answers every dashboard query with data."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import time
@@ -18,13 +21,53 @@ from tests.deploy_helpers import ROOT, RULES, queries, substituted
 COMPOSE = ROOT / "docker" / "compose.yaml"
 
 
+def interpolated(env: dict[str, str]) -> dict:
+    """compose.yaml as Compose reads it with ``env``: ${VAR}, ${VAR:-default}, and ${VAR:?error} (an unset or
+    empty VAR stops Compose with the error: raised as ValueError)."""
+
+    def value(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise ValueError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+
+    text = re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", value, COMPOSE.read_text())
+    return yaml.safe_load(text)
+
+
+def test_ports_are_published_on_localhost_unless_told_otherwise():
+    published = {
+        name: service.get("ports", [])
+        for name, service in interpolated({"GRAFANA_ADMIN_PASSWORD": "x"})["services"].items()
+    }
+    assert published["prometheus"] and published["grafana"] and published["distill"]
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("127.0.0.1:"), (name, port)
+    everywhere = interpolated({"GRAFANA_ADMIN_PASSWORD": "x", "BIND_ADDRESS": "0.0.0.0"})
+    assert everywhere["services"]["grafana"]["ports"] == ["0.0.0.0:3000:3000"]
+
+
+def test_the_grafana_password_comes_from_the_environment():
+    with pytest.raises(ValueError, match="GRAFANA_ADMIN_PASSWORD"):
+        interpolated({})
+    grafana = interpolated({"GRAFANA_ADMIN_PASSWORD": "s3cret-from-env"})["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-from-env"
+
+
 def test_podman_compose_reads_the_file():
     if shutil.which("podman-compose") is None or shutil.which("podman") is None:
         pytest.skip(
             "podman-compose or podman is missing (pip install podman-compose; apt-get install podman)"
         )
     r = subprocess.run(
-        ["podman-compose", "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60
+        ["podman-compose", "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GRAFANA_ADMIN_PASSWORD": "test"},
     )
     assert r.returncode == 0, r.stderr
     config = yaml.safe_load(r.stdout)
