@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import shlex
 from pathlib import Path
 
@@ -21,6 +22,8 @@ kubernetes_validate = pytest.importorskip(
 jsonschema = pytest.importorskip("jsonschema")
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+README = K8S.parents[1] / "README.md"
+REGISTRY = ""  # the registry prefix of every image name, as the README's cluster steps set it (fixture below)
 # The oldest version the manifests need (Indexed Jobs' backoffLimitPerIndex and podFailurePolicy FailIndex
 # are on by default from 1.29) and the newest whose schemas kubernetes-validate ships.
 VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version() + ".0")
@@ -119,8 +122,24 @@ PYTORCH_JOB = {
 }
 
 
+def readme_registry() -> str:
+    """The prefix the README's cluster steps put before every image (``image: registry.example.com/.../``)."""
+    match = re.search(r"image: (\S+/)stylegan2-distill:", README.read_text())
+    assert match, "the README shows the registry edit of the manifests' image: lines"
+    return match.group(1)
+
+
+@pytest.fixture(autouse=True, params=["as shipped", "with the README's registry"])
+def registry(request, monkeypatch):
+    """Every test runs on the manifests as shipped and as the README tells a cluster user to edit them."""
+    monkeypatch.setattr(f"{__name__}.REGISTRY", readme_registry() if request.param != "as shipped" else "")
+
+
 def load(name: str) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+    text = (
+        (K8S / name).read_text().replace("image: stylegan2-distill:", f"image: {REGISTRY}stylegan2-distill:")
+    )
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def objects() -> list[tuple[str, dict]]:
@@ -219,7 +238,7 @@ def test_each_deployment_is_probed_scaled_budgeted_served_and_scraped(name):
         "requests"
     ]["cpu"]
     assert ("nvidia.com/gpu" in resources["limits"]) == name.endswith("gpu")
-    assert container["image"] == f"stylegan2-distill:{name.split('-')[1]}"
+    assert container["image"] == f"{REGISTRY}stylegan2-distill:{name.split('-')[1]}"
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the image's user
     assert {"name": "tmp", "mountPath": "/tmp"} in container[
         "volumeMounts"
