@@ -39,7 +39,7 @@ REJECTED = "rejected.jsonl"
 SETTINGS = "align.json"
 REPORT = "report.md"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-MAX_SIZE = 4096  # the largest crop side: 4x FFHQ's; a crop and its resampling buffers stay under 1 GB
+MAX_SIZE = 4096  # the largest crop side, 4x FFHQ's (an unbounded one, 100000, asks for hundreds of GB)
 
 
 @dataclass(frozen=True)
