@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ServiceError
+from editing.pixels import to_rgb
 
 FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
@@ -107,24 +108,6 @@ def center_box(width: int, height: int, aspect: float) -> tuple[int, int, int, i
         w, h = width, max(1, round(width / aspect))
     left, top = (width - w) // 2, (height - h) // 2
     return left, top, left + w, top + h
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB: 16/32-bit greys rescaled, alpha composited over white, CMYK/palette converted."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        peak = a.max(initial=0.0)
-        scale = 255.0 / 65535.0 if peak > 255 else 1.0
-        im = Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L")
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("LA", "PA", "La", "RGBa"):
-        im = im.convert("RGBA")
-    if im.mode == "RGBA":
-        background = Image.new("RGB", im.size, (255, 255, 255))
-        background.paste(im, mask=im.getchannel("A"))
-        return background
-    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def open_upload(

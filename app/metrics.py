@@ -5,7 +5,10 @@ empties it), every worker writes its samples to files there; a scrape builds a f
 ``MultiProcessCollector`` that sums them, and a worker's live gauges are dropped when it exits
 (:func:`mark_process_dead`). Without the variable, the process's default registry is served.
 
-Three rules keep the series usable by dashboards and alerts (``deploy/prometheus/rules.yaml``):
+Four rules keep the series usable by dashboards and alerts (``deploy/prometheus/rules.yaml``):
+
+- the endpoint a request went to is the ``route`` label, never ``endpoint``: the Prometheus Operator sets its
+  own ``endpoint`` (the scraped port's name) on every target and renames a scraped one ``exported_endpoint``;
 
 - probes and scrapes (``/healthz``, ``/readyz``, ``/metrics``) are timed in their own histogram,
   ``distill_probe_duration_seconds``, so they do not dilute the request latency quantiles;
@@ -106,20 +109,20 @@ REQUEST_LATENCY = Histogram(
     "distill_request_duration_seconds",
     "Time from request received to response ready, per endpoint, model, provider and HTTP status "
     "(probes and scrapes excluded: see distill_probe_duration_seconds).",
-    ["endpoint", "model", "provider", "status"],
+    ["route", "model", "provider", "status"],
     buckets=LATENCY_BUCKETS,
 )
 PROBE_LATENCY = Histogram(
     "distill_probe_duration_seconds",
     "Time to answer a liveness or readiness probe or a metrics scrape, per endpoint and HTTP status.",
-    ["endpoint", "status"],
+    ["route", "status"],
     buckets=PROBE_BUCKETS,
 )
 STAGE_LATENCY = Histogram(
     "distill_stage_duration_seconds",
     "Time spent per request in each stage (decode, detect, align, preprocess, queue, inference, postprocess, "
     "pasteback, encode, projection).",
-    ["endpoint", "stage", "model", "provider"],
+    ["route", "stage", "model", "provider"],
     buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
@@ -138,13 +141,13 @@ QUEUE_DEPTH = Gauge(
 IN_FLIGHT = Gauge(
     "distill_requests_in_flight",
     "Requests being handled right now, per endpoint.",
-    ["endpoint"],
+    ["route"],
     multiprocess_mode="livesum",
 )
 REJECTED = Counter(
     "distill_requests_rejected_total",
     "Requests refused, by endpoint and reason (queue_full, bad_input codes, not_ready, timeout, ...).",
-    ["endpoint", "reason"],
+    ["route", "reason"],
 )
 QUEUE_CAPACITY = Gauge(
     "distill_queue_capacity",

@@ -7,8 +7,11 @@
 #
 # Otherwise (ENGINE=podman, e.g. this project's CI machines: no Docker daemon, no registry access)
 # it applies the podman recipe:
-#   1. podman runs with runc and without default ulimits (`default_ulimits = []` under
-#      [containers] in /etc/containers/containers.conf; crun and the default limits fail here);
+#   1. podman runs with runc and without default ulimits (crun and the default limits fail here). The
+#      script changes no host file: it needs `default_ulimits = []` under [containers] in podman's
+#      configuration (CONTAINERS_CONF when set, which podman then reads instead, else
+#      /etc/containers/containers.conf, a file in /etc/containers/containers.conf.d/, or
+#      ~/.config/containers/containers.conf), and stops with exit code 2 and that line when none has it;
 #   2. the Debian base cannot be pulled: `debootstrap --variant=minbase bookworm` into a temporary
 #      folder, slimmed as debian:bookworm-slim is (no apt caches/lists, docs, man pages, translations),
 #      `podman import` it as BASE_IMAGE (default localhost/debian-bookworm-minbase), once;
@@ -33,18 +36,16 @@ fi
 
 command -v podman >/dev/null || { echo "build_cpu.sh: neither a working docker nor podman found (apt-get install podman runc debootstrap)" >&2; exit 2; }
 
-# 1. containers.conf: no default ulimits.
-CONF=/etc/containers/containers.conf
-if ! grep -qs '^[[:space:]]*default_ulimits[[:space:]]*=[[:space:]]*\[\]' "$CONF"; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "build_cpu.sh: add 'default_ulimits = []' under [containers] in $CONF (needs root)" >&2; exit 2
-    fi
-    if grep -qs '^\[containers\]' "$CONF"; then
-        sed -i '/^\[containers\]/a default_ulimits = []' "$CONF"
-    else
-        printf '[containers]\ndefault_ulimits = []\n' >> "$CONF"
-    fi
-    echo "build_cpu.sh: set default_ulimits = [] in $CONF" >&2
+# 1. podman's configuration: no default ulimits (checked, never written).
+if [ -n "${CONTAINERS_CONF:-}" ]; then
+    CONFS=("$CONTAINERS_CONF")
+else
+    CONFS=(/etc/containers/containers.conf /etc/containers/containers.conf.d/*.conf "${HOME:-/root}/.config/containers/containers.conf")
+fi
+if ! grep -qs '^[[:space:]]*default_ulimits[[:space:]]*=[[:space:]]*\[\]' "${CONFS[@]}"; then
+    echo "build_cpu.sh: podman needs default ulimits off here; add 'default_ulimits = []' under [containers]" \
+        "in ${CONFS[0]} and re-run (this script changes no host file)" >&2
+    exit 2
 fi
 PODMAN=(podman --runtime runc)
 

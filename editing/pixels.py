@@ -1,9 +1,11 @@
 """Pixels <-> network arrays: uint8 pictures and float32 [N,3,H,W] in [-1, 1], the one conversion the pipeline
-(through ``editing.images``) and the service share. numpy only, so the web worker imports it without torch."""
+(through ``editing.images``) and the service share, and any decoded picture -> 8-bit RGB, the one the service's
+uploads and ``distill align``'s photos share. numpy and Pillow only, so the web worker imports it without torch."""
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 
 def to_input(pixels: np.ndarray) -> np.ndarray:
@@ -30,3 +32,21 @@ def from_output(y: np.ndarray) -> np.ndarray:
     np.clip(z, 0, 255, out=z)
     u = z.astype(np.uint8)
     return u.transpose(1, 2, 0) if u.ndim == 3 else u.transpose(0, 2, 3, 1)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB: 16/32-bit greys rescaled, alpha composited over white, CMYK/palette converted."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        peak = a.max(initial=0.0)
+        scale = 255.0 / 65535.0 if peak > 255 else 1.0
+        im = Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("LA", "PA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im, mask=im.getchannel("A"))
+        return background
+    return im if im.mode == "RGB" else im.convert("RGB")

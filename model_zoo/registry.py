@@ -138,7 +138,17 @@ class ModelEntry:
 
     def verify(self) -> None:
         """Check the byte size and sha256 of every file in ``manifest["files"]`` and refuse symbolic links that
-        leave the entry; ModelZooError on the first problem."""
+        leave the entry; ModelZooError on the first problem, a file or folder this user cannot read included."""
+        try:
+            self._verify()
+        except OSError as e:
+            where = e.filename if e.filename is not None else self.path
+            raise ModelZooError(
+                f"{where}: {e.strerror or e}; give this user read access to it (and search access to its "
+                f"folders), or {_reexport_hint(self.path)}"
+            ) from None
+
+    def _verify(self) -> None:
         for link in self.escaping_links():
             raise ModelZooError(
                 f"{link}: a symbolic link leading out of model {self.name!r} (to {os.readlink(link)}); "
@@ -180,6 +190,10 @@ def load_entry(folder: str | os.PathLike) -> ModelEntry:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelZooError(f"{path}: unreadable manifest ({e}); {_reexport_hint(folder)}") from e
+    except RecursionError:
+        raise ModelZooError(
+            f"{path}: unreadable manifest (JSON nested too deeply); {_reexport_hint(folder)}"
+        ) from None
     try:
         spec = validate_manifest(manifest)
     except ValueError as e:

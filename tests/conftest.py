@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -144,3 +148,38 @@ def browser():
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
+
+
+class Unprivileged:
+    """Permission bits that hold even when the tests run as root (root reads and writes anything): ``root`` is a
+    fresh folder every user may enter, and code run inside ``with self.run():`` runs with nobody's effective
+    uid, so a file or folder made unreadable or unwritable there is what it would be for any user."""
+
+    NOBODY = 65534
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @contextmanager
+    def run(self) -> Iterator[None]:
+        if os.geteuid() != 0:
+            yield
+            return
+        os.seteuid(self.NOBODY)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+
+
+@pytest.fixture
+def unprivileged() -> Iterator[Unprivileged]:
+    root = Path(tempfile.mkdtemp(prefix="distill-perms-"))
+    root.chmod(0o755)
+    try:
+        yield Unprivileged(root)
+    finally:
+        for path in [root, *root.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(root)

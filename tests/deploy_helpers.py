@@ -56,6 +56,12 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 def exported_names() -> frozenset[str]:
     """Every sample name the service's /metrics serves once it has answered a /transform request (an in-process
     app on a tiny model: all histograms, counters and gauges, and the process collector's metrics)."""
+    return frozenset(name for name, _ in exported_samples())
+
+
+@functools.cache
+def exported_samples() -> tuple[tuple[str, dict[str, str]], ...]:
+    """(name, labels) of every sample the service's /metrics serves once it has answered a /transform request."""
     from app.config import Settings
     from app.main import create_app
     from tests.app_helpers import make_entry, png_bytes
@@ -75,14 +81,16 @@ def exported_names() -> frozenset[str]:
             files = {"image": ("x.png", png_bytes(), "image/png")}
             assert client.post("/transform", files=files).status_code == 200
             text = client.get("/metrics").text
-    return frozenset(s.name for family in text_string_to_metric_families(text) for s in family.samples)
+    return tuple(
+        (s.name, dict(s.labels)) for family in text_string_to_metric_families(text) for s in family.samples
+    )
 
 
 # The Grafana dashboard's queries (test_deploy_dashboard, test_deploy_compose).
 DASHBOARD = ROOT / "deploy" / "grafana" / "distill-dashboard.json"
 
 
-VARIABLES = {"$__rate_interval": "1m", "$job": ".*", "$endpoint": ".*"}
+VARIABLES = {"$__rate_interval": "1m", "$job": ".*", "$route": ".*"}
 
 
 def dashboard() -> dict:

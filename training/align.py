@@ -7,7 +7,8 @@ For evaluating a student on real photos, or feeding the projector. Output folder
                                  landmarks (68 [x, y] in the photo), box, score
     OUT/rejected.jsonl           one row per photo without a usable face: source, reason
     OUT/align.json               the settings (a re-run must use the same ones)
-    OUT/report.md                counts and every rejected photo with its reason
+    OUT/report.md                counts and every rejected photo with its reason (a file name that is not
+                                 UTF-8 is shown with its undecodable bytes as \\xNN)
 
 Every crop is written atomically before its row is appended, so an interrupted run is re-run as is: photos
 already in ``alignment.jsonl`` or ``rejected.jsonl`` are skipped (a torn last line is dropped and redone).
@@ -27,16 +28,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from core.atomic import atomic_write_json, atomic_write_text
-from core.errors import DistillError, FieldError
+from core.errors import DistillError, FieldError, file_errors
 from editing.alignment.ffhq import align_face
 from editing.alignment.landmarks import DETECT_MAX_SIDE, Face, FacesMode, default_finder, pick
 from editing.images import save_image
+from editing.pixels import to_rgb
 
 ROWS = "alignment.jsonl"
 REJECTED = "rejected.jsonl"
 SETTINGS = "align.json"
 REPORT = "report.md"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+MAX_SIZE = 4096  # the largest crop side, 4x FFHQ's (an unbounded one, 100000, asks for hundreds of GB)
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,20 @@ def crop_stems(photos: list[Path]) -> dict[Path, str]:
     for p in photos:
         counts[p.stem] = counts.get(p.stem, 0) + 1
     return {
-        p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+        p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha1(os.fsencode(p)).hexdigest()[:8]}"
         for p in photos
     }
 
 
+def shown(path: str) -> str:
+    """A path as UTF-8 text can hold it: bytes of a non-UTF-8 file name (kept by Python as lone surrogates,
+    which no UTF-8 file can store) written as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The JSON rows of a .jsonl file; a torn last line (an interrupted append) is dropped and the file repaired."""
+    """The JSON rows of a .jsonl file; a torn last line (an interrupted append) is dropped and the file repaired.
+    A row that is not a JSON object with a ``source`` is a one-line error naming the line."""
     if not path.is_file():
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -105,11 +115,22 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as e:
             if lineno != len(lines):
                 raise DistillError(f"{path}:{lineno}: not JSON ({e}); delete the folder and re-run") from e
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+            continue
+        except RecursionError:
+            raise DistillError(
+                f"{path}:{lineno}: JSON nested too deeply; delete the folder and re-run"
+            ) from None
+        if not isinstance(row, dict) or not isinstance(row.get("source"), str):
+            raise DistillError(
+                f"{path}:{lineno}: not a row of distill align (a JSON object with a source); "
+                "delete the folder and re-run"
+            )
+        rows.append(row)
     return rows
 
 
@@ -122,16 +143,29 @@ def append_row(path: Path, row: AlignedFace | Rejected) -> None:
 
 
 def load_photo(path: Path) -> np.ndarray:
-    """uint8 RGB [H, W, 3], turned upright by its EXIF orientation."""
+    """uint8 RGB [H, W, 3], turned upright by its EXIF orientation, converted as the service converts uploads
+    (16-bit greys scaled to 8 bits, not clipped; alpha over white)."""
     with Image.open(path) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        return np.asarray(to_rgb(ImageOps.exif_transpose(im)))
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Write ``align.json``, or refuse a re-run whose settings differ from the ones the folder was made with."""
     path = out / SETTINGS
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            raise DistillError(
+                f"{path}: not the settings of a distill align run ({why}); delete the folder and re-run, "
+                "or choose another --out"
+            ) from None
+        if not isinstance(old, dict):
+            raise DistillError(
+                f"{path}: not the settings of a distill align run (a JSON {type(old).__name__}, not an object); "
+                "delete the folder and re-run, or choose another --out"
+            )
         changed = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if changed:
             what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -179,7 +213,7 @@ def write_report(out: Path, settings: dict[str, Any]) -> Path:
         "",
         "| rejected photo | reason |",
         "|---|---|",
-        *(f"| {r['source']} | {r['reason']} |" for r in rejected),
+        *(f"| {shown(r['source'])} | {shown(r['reason'])} |" for r in rejected),
     ]
     return atomic_write_text(out / REPORT, "\n".join(lines) + "\n")
 
@@ -209,17 +243,40 @@ class AlignSummary:
 def align_folder(opts: AlignOptions) -> AlignSummary:
     """Align every face of ``opts.photos`` into ``opts.out``, resuming where an earlier run stopped."""
     out = Path(opts.out)
-    if opts.size < 8:
-        raise FieldError("size", f"{opts.size}: the crop must be at least 8 pixels")
+    if not 8 <= opts.size <= MAX_SIZE:
+        raise FieldError(
+            "size", f"{opts.size}: the crop side must be 8 to {MAX_SIZE} pixels (FFHQ's is 1024)"
+        )
     if opts.detect_size < 80:
         raise FieldError(
             "detect_size",
             f"{opts.detect_size}: the detector finds faces from about 80 pixels; "
             "pass at least 80 (default 640)",
         )
+    check_out(out)
+    photos = collect_photos(opts.photos, out)
+    with file_errors(out):
+        return _align(opts, out, photos)
+
+
+def check_out(out: Path) -> None:
+    """Refuse an output path that cannot be a folder: a file, or a symbolic link that loops or leads nowhere."""
+    try:
+        out.resolve()
+    except (RuntimeError, OSError) as e:
+        raise FieldError(
+            "out", f"{out}: a symbolic link on this path loops ({e}); fix it or choose another folder"
+        ) from None
+    if out.is_symlink() and not out.exists():
+        raise FieldError(
+            "out", f"{out}: a symbolic link to nothing ({os.readlink(out)}); fix it or choose another folder"
+        )
     if out.exists() and not out.is_dir():
         raise FieldError("out", f"{out}: is a file; choose a folder")
-    photos = collect_photos(opts.photos, out)
+
+
+def _align(opts: AlignOptions, out: Path, photos: list[Path]) -> AlignSummary:
+    """The work of :func:`align_folder` once its options are checked: errors writing ``out`` propagate."""
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "size": opts.size,

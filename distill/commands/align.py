@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from editing.alignment.landmarks import DETECT_MAX_SIDE
-from training.align import AlignOptions, align_folder
+from training.align import MAX_SIZE, AlignOptions, align_folder
 from training.options import options_from_args
 
 
@@ -29,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("photos", nargs="+", metavar="PHOTOS", help="photos, or folders searched recursively")
     p.add_argument("--out", required=True, help="output folder (crops, alignment.jsonl, report.md)")
     p.add_argument(
-        "--size", type=int, default=1024, help="side of the aligned crops in pixels (default 1024, FFHQ's)"
+        "--size",
+        type=int,
+        default=1024,
+        help=f"side of the aligned crops in pixels, 8 to {MAX_SIZE} (default 1024, FFHQ's)",
     )
     p.add_argument(
         "--faces",

@@ -1,9 +1,12 @@
-"""docker/compose.yaml's monitoring: podman-compose reads the file, and Prometheus (Debian's, the same
+"""docker/compose.yaml: its defaults (published on 127.0.0.1, no default Grafana password), podman-compose reads
+the file, and Prometheus (Debian's, the same
 configuration and rules as the compose service) scrapes a running `distill serve`, evaluates the rules and
 answers every dashboard query with data."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import time
@@ -18,13 +21,53 @@ from tests.deploy_helpers import ROOT, RULES, queries, substituted
 COMPOSE = ROOT / "docker" / "compose.yaml"
 
 
+def interpolated(env: dict[str, str]) -> dict:
+    """compose.yaml as Compose reads it with ``env``: ${VAR}, ${VAR:-default}, and ${VAR:?error} (an unset or
+    empty VAR stops Compose with the error: raised as ValueError)."""
+
+    def value(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise ValueError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+
+    text = re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", value, COMPOSE.read_text())
+    return yaml.safe_load(text)
+
+
+def test_ports_are_published_on_localhost_unless_told_otherwise():
+    published = {
+        name: service.get("ports", [])
+        for name, service in interpolated({"GRAFANA_ADMIN_PASSWORD": "x"})["services"].items()
+    }
+    assert published["prometheus"] and published["grafana"] and published["distill"]
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("127.0.0.1:"), (name, port)
+    everywhere = interpolated({"GRAFANA_ADMIN_PASSWORD": "x", "BIND_ADDRESS": "0.0.0.0"})
+    assert everywhere["services"]["grafana"]["ports"] == ["0.0.0.0:3000:3000"]
+
+
+def test_the_grafana_password_comes_from_the_environment():
+    with pytest.raises(ValueError, match="GRAFANA_ADMIN_PASSWORD"):
+        interpolated({})
+    grafana = interpolated({"GRAFANA_ADMIN_PASSWORD": "s3cret-from-env"})["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-from-env"
+
+
 def test_podman_compose_reads_the_file():
     if shutil.which("podman-compose") is None or shutil.which("podman") is None:
         pytest.skip(
             "podman-compose or podman is missing (pip install podman-compose; apt-get install podman)"
         )
     r = subprocess.run(
-        ["podman-compose", "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60
+        ["podman-compose", "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GRAFANA_ADMIN_PASSWORD": "test"},
     )
     assert r.returncode == 0, r.stderr
     config = yaml.safe_load(r.stdout)
@@ -93,7 +136,7 @@ def test_prometheus_scrapes_the_service_and_evaluates_the_rules(prometheus_and_s
     wait_for("the first scrape", lambda: query(prometheus, 'up{job="distill"} == 1'))
     wait_for("the service ready", lambda: query(prometheus, "min(distill_ready) == 1"))
     deadline = time.monotonic() + 30
-    while not query(prometheus, 'job_endpoint_status:distill_requests:rate5m{endpoint="/transform"} > 0'):
+    while not query(prometheus, 'job_route_status:distill_requests:rate5m{route="/transform"} > 0'):
         assert time.monotonic() < deadline, "the recording rule never saw the requests"
         for body in (png_bytes(), png_bytes(), b"not an image"):
             httpx.post(f"{url}/transform", files={"image": ("x.png", body, "image/png")}, timeout=30)
@@ -112,7 +155,7 @@ def test_every_dashboard_query_answers_with_data(prometheus_and_service):
     prometheus, _ = prometheus_and_service
     wait_for(
         "the requests' stage histograms",
-        lambda: query(prometheus, "job_endpoint_stage:distill_stage_duration_seconds:p95_rate5m"),
+        lambda: query(prometheus, "job_route_stage:distill_stage_duration_seconds:p95_rate5m"),
     )
     # Empty unless a request was refused in the last minute (the panel hides the zero series with "> 0").
     may_be_empty = {"Rejections per endpoint and reason"}

@@ -25,7 +25,7 @@ from tests.deploy_helpers import (
 # Grafana's variables, as a query would see them once Grafana substitutes them.
 def test_the_extractor_finds_metric_names_and_nothing_else():
     expr = (
-        "histogram_quantile(0.95, sum by (endpoint, le) (rate(distill_request_duration_seconds_bucket"
+        "histogram_quantile(0.95, sum by (route, le) (rate(distill_request_duration_seconds_bucket"
         '{job=~"$job", status=~"2.."}[$__rate_interval]))) / on (job) group_left sum(up) > 0 and bool x:y:z'
     )
     assert metric_names(expr) == {"distill_request_duration_seconds_bucket", "up", "x:y:z"}
@@ -49,7 +49,7 @@ def test_the_dashboard_shows_latency_queue_readiness_and_resources():
     ):
         assert needed in text, needed
     by_title = {p["title"]: json.dumps(p["targets"]) for p in panels()}
-    assert "sum by (endpoint, le)" in by_title["Latency p50 / p95 / p99 per endpoint (2xx)"]
+    assert "sum by (route, le)" in by_title["Latency p50 / p95 / p99 per endpoint (2xx)"]
     assert "sum by (stage, le)" in by_title["Stage latency p50 / p95 / p99"]
 
 
@@ -77,7 +77,7 @@ def test_the_panels_are_well_formed():
         cells |= area
     for p in panels():
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"} and p["targets"], p["title"]
-    assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "job", "endpoint"}
+    assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "job", "route"}
 
 
 def test_every_query_parses(tmp_path):

@@ -1,10 +1,13 @@
 """deploy/k8s: every manifest validated offline against the Kubernetes JSON schemas (kubernetes-validate ships
-them), the two CRDs (ServiceMonitor, PyTorchJob) against schemas of the fields used here, and the wiring
-between the objects: probes, autoscaling, disruption budgets, scraping, and the commands the Jobs run."""
+them), the two CRDs (ServiceMonitor, PyTorchJob) against schemas of the fields used here, the wiring
+between the objects (probes, autoscaling, disruption budgets, scraping, the commands the Jobs run), and every
+pod's hardening: Pod Security "restricted", no service-account token, a NetworkPolicy."""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import re
 import shlex
 from pathlib import Path
 
@@ -19,6 +22,8 @@ kubernetes_validate = pytest.importorskip(
 jsonschema = pytest.importorskip("jsonschema")
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+README = K8S.parents[1] / "README.md"
+REGISTRY = ""  # the registry prefix of every image name, as the README's cluster steps set it (fixture below)
 # The oldest version the manifests need (Indexed Jobs' backoffLimitPerIndex and podFailurePolicy FailIndex
 # are on by default from 1.29) and the newest whose schemas kubernetes-validate ships.
 VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version() + ".0")
@@ -117,8 +122,24 @@ PYTORCH_JOB = {
 }
 
 
+def readme_registry() -> str:
+    """The prefix the README's cluster steps put before every image (``image: registry.example.com/.../``)."""
+    match = re.search(r"image: (\S+/)stylegan2-distill:", README.read_text())
+    assert match, "the README shows the registry edit of the manifests' image: lines"
+    return match.group(1)
+
+
+@pytest.fixture(autouse=True, params=["as shipped", "with the README's registry"])
+def registry(request, monkeypatch):
+    """Every test runs on the manifests as shipped and as the README tells a cluster user to edit them."""
+    monkeypatch.setattr(f"{__name__}.REGISTRY", readme_registry() if request.param != "as shipped" else "")
+
+
 def load(name: str) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+    text = (
+        (K8S / name).read_text().replace("image: stylegan2-distill:", f"image: {REGISTRY}stylegan2-distill:")
+    )
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def objects() -> list[tuple[str, dict]]:
@@ -152,6 +173,7 @@ def test_the_manifests_hold_the_service_its_scaling_and_the_pipeline_jobs():
         "Deployment",
         "HorizontalPodAutoscaler",
         "Job",
+        "NetworkPolicy",
         "PersistentVolumeClaim",
         "PodDisruptionBudget",
         "PyTorchJob",
@@ -174,7 +196,7 @@ def test_every_core_manifest_matches_the_kubernetes_schema(version):
                 f"{'.'.join(map(str, e.caught.absolute_path))} (Kubernetes {version})"
             )
         checked += 1
-    assert checked == 12
+    assert checked == 14
 
 
 def test_the_validator_catches_a_mistake():
@@ -216,7 +238,7 @@ def test_each_deployment_is_probed_scaled_budgeted_served_and_scraped(name):
         "requests"
     ]["cpu"]
     assert ("nvidia.com/gpu" in resources["limits"]) == name.endswith("gpu")
-    assert container["image"] == f"stylegan2-distill:{name.split('-')[1]}"
+    assert container["image"] == f"{REGISTRY}stylegan2-distill:{name.split('-')[1]}"
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the image's user
     assert {"name": "tmp", "mountPath": "/tmp"} in container[
         "volumeMounts"
@@ -299,3 +321,133 @@ def test_the_pytorchjob_runs_the_same_training():
         find("Job", "distill-train")["spec"]["template"]["spec"]["containers"][0]["args"][0]
     )
     assert command[3:] == indexed[indexed.index("distill") + 1 :]
+
+
+def pod_templates() -> list[tuple[str, dict]]:
+    """(where, pod template) of every workload: Deployments, Jobs and the PyTorchJob's replicas."""
+    out = []
+    for name, doc in objects():
+        if doc["kind"] in ("Deployment", "Job"):
+            out.append((f"{name}: {doc['metadata']['name']}", doc["spec"]["template"]))
+        elif doc["kind"] == "PyTorchJob":
+            for replica, spec in doc["spec"]["pytorchReplicaSpecs"].items():
+                out.append((f"{name}: {replica}", spec["template"]))
+    return out
+
+
+# Pod Security Standards, "restricted" profile (https://kubernetes.io/docs/concepts/security/pod-security-standards/):
+# the volume types it allows.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """What keeps a pod spec out of the Pod Security "restricted" profile (empty when it passes), checked as
+    the admission controller does: pod-level settings count for every container unless a container overrides."""
+    spec, problems = pod["spec"], []
+    pod_ctx = spec.get("securityContext", {})
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            problems.append(field)
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {sorted(kinds)}")
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        ctx = c.get("securityContext", {})
+
+        def setting(key: str, ctx: dict = ctx) -> object:
+            return ctx.get(key, pod_ctx.get(key))
+
+        if ctx.get("privileged"):
+            problems.append(f"{c['name']}: privileged")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{c['name']}: allowPrivilegeEscalation must be false")
+        caps = ctx.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            problems.append(f"{c['name']}: capabilities must drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{c['name']}: adds capabilities {caps['add']}")
+        if setting("runAsNonRoot") is not True:
+            problems.append(f"{c['name']}: runAsNonRoot must be true")
+        if setting("runAsUser") == 0:
+            problems.append(f"{c['name']}: runAsUser 0")
+        if (setting("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{c['name']}: seccompProfile RuntimeDefault or Localhost")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            problems.append(f"{c['name']}: hostPort")
+    return problems
+
+
+def test_the_restricted_check_catches_a_mistake():
+    pod = copy.deepcopy(find("Job", "distill-pairs")["spec"]["template"])
+    assert restricted_violations(pod) == []
+    del pod["spec"]["containers"][0]["securityContext"]
+    assert len(restricted_violations(pod)) == 2
+
+
+@pytest.mark.parametrize("where,pod", pod_templates(), ids=[w for w, _ in pod_templates()])
+def test_every_pod_is_pod_security_restricted_without_a_service_account_token(where, pod):
+    assert restricted_violations(pod) == [], where
+    assert pod["spec"]["automountServiceAccountToken"] is False, (
+        where
+    )  # none of them calls the Kubernetes API
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the images' numeric user
+
+
+def selector_matches(selector: dict, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and In / NotIn / Exists / DoesNotExist expressions) against labels."""
+    for e in selector.get("matchExpressions", []):
+        value = labels.get(e["key"])
+        ok = {
+            "In": value in e.get("values", []),
+            "NotIn": value not in e.get("values", []),
+            "Exists": value is not None,
+            "DoesNotExist": value is None,
+        }[e["operator"]]
+        if not ok:
+            return False
+    return selects(selector.get("matchLabels", {}), labels)
+
+
+def policies_for(labels: dict[str, str]) -> list[dict]:
+    return [
+        doc["spec"]
+        for _, doc in objects()
+        if doc["kind"] == "NetworkPolicy" and selector_matches(doc["spec"]["podSelector"], labels)
+    ]
+
+
+@pytest.mark.parametrize("where,pod", pod_templates(), ids=[w for w, _ in pod_templates()])
+def test_every_pod_is_under_a_network_policy_both_ways(where, pod):
+    (policy,) = policies_for(pod["metadata"]["labels"])
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"], where
+
+
+def test_serving_pods_take_only_their_http_port_and_call_nothing():
+    pod = find("Deployment", "distill-cpu")["spec"]["template"]
+    (policy,) = policies_for(pod["metadata"]["labels"])
+    (rule,) = policy["ingress"]
+    assert "from" not in rule and rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert policy["egress"] == []
+
+
+def test_training_pods_reach_each_other_and_dns_only():
+    pod = find("Job", "distill-train")["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    (policy,) = policies_for(labels)
+    assert all(
+        selector_matches(peer["podSelector"], labels) for rule in policy["ingress"] for peer in rule["from"]
+    )
+    peers, dns = policy["egress"]
+    assert selector_matches(peers["to"][0]["podSelector"], labels)
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert selector_matches(dns["to"][0]["podSelector"], {"k8s-app": "kube-dns"})

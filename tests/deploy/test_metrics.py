@@ -56,13 +56,13 @@ def test_probes_and_scrapes_are_not_in_the_request_histogram(client):
     for path in ("/healthz", "/readyz", "/metrics"):
         assert client.get(path).status_code == 200
     text = client.get("/metrics").text
-    endpoints = {dict(k)["endpoint"] for k in values(text, "distill_request_duration_seconds_count")}
+    endpoints = {dict(k)["route"] for k in values(text, "distill_request_duration_seconds_count")}
     assert not endpoints & {"/healthz", "/readyz", "/metrics"}
     probes = values(text, "distill_probe_duration_seconds_count")
     for path in ("/healthz", "/readyz"):
-        key = (("endpoint", path), ("status", "200"))
+        key = (("route", path), ("status", "200"))
         assert probes[key] - before.get(key, 0) == 1
-    assert not {dict(k)["endpoint"] for k in values(text, "distill_requests_in_flight")} & {
+    assert not {dict(k)["route"] for k in values(text, "distill_requests_in_flight")} & {
         "/metrics",
         "/readyz",
     }
@@ -71,12 +71,12 @@ def test_probes_and_scrapes_are_not_in_the_request_histogram(client):
 def test_error_series_exist_at_zero_before_the_first_error(client):
     text = client.get("/metrics").text
     rejected = values(text, "distill_requests_rejected_total")
-    for endpoint in ("/transform", "/legacy/transform"):
+    for route in ("/transform", "/legacy/transform"):
         for reason in ("queue_full", "internal_error", "not_ready", "legacy_busy", "legacy_timeout"):
-            assert ((("endpoint", endpoint), ("reason", reason))) in rejected
+            assert (("reason", reason), ("route", route)) in rejected
     # /transform never times out a projection: that series exists only because it was initialised at zero
     # (others may have counted in this process's registry during earlier tests)
-    assert rejected[(("endpoint", "/transform"), ("reason", "legacy_timeout"))] == 0
+    assert rejected[(("reason", "legacy_timeout"), ("route", "/transform"))] == 0
 
 
 def test_readiness_and_queue_capacity_gauges(client):
@@ -114,7 +114,7 @@ def test_two_workers_serve_their_own_process_metrics(zoo, tmp_path):
         assert all(v > 10e6 for v in rss.values())
         assert values(text, "distill_ready") == {(): 1.0}
         rejected = values(text, "distill_requests_rejected_total")
-        assert rejected[(("endpoint", "/transform"), ("reason", "queue_full"))] == 0
+        assert rejected[(("reason", "queue_full"), ("route", "/transform"))] == 0
         assert (
             httpx.post(f"{url}/transform", files={"image": ("x.png", png_bytes(), "image/png")}).status_code
             == 200

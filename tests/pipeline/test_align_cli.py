@@ -1,8 +1,11 @@
-"""`distill align`: crops, alignment.jsonl, rejected photos with their reason, resuming, settings guard."""
+"""`distill align`: crops, alignment.jsonl, rejected photos with their reason, resuming, settings guard, photos
+the service accepts (16-bit greys, non-UTF-8 names), and one-line errors for every bad output folder or option."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +94,93 @@ def test_same_named_photos_get_distinct_crop_names(tmp_path):
     stems = crop_stems([a, b, tmp_path / "other.png"])
     assert stems[tmp_path / "other.png"] == "other"
     assert stems[a] != stems[b] and stems[a].startswith("face-")
+
+
+def test_a_16_bit_grey_photo_is_scaled_as_the_service_scales_it(tmp_path):
+    grey = np.asarray(Image.fromarray(data.astronaut()).convert("L"), np.uint16) * 257  # full 16-bit range
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as im:
+        assert im.mode.startswith("I")  # Pillow reads it as 16/32-bit integers, which convert("RGB") clips
+    out = tmp_path / "aligned"
+    assert main(["align", str(tmp_path / "grey16.png"), "--out", str(out), "--size", "32"]) == 0
+    assert [r["file"] for r in read_rows(out / ROWS)] == ["grey16_00.png"]
+
+
+def test_photos_with_non_utf8_names_are_reported_and_the_folder_re_runs(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    for sub in ("a", "b"):  # the same Latin-1 name twice: the crop names hash the path's bytes
+        (photos / sub).mkdir(parents=True)
+        Path(os.fsdecode(os.fsencode(photos / sub) + b"/caf\xe9.png")).write_bytes(
+            b"\x89PNG\r\n\x1a\n not really"
+        )
+    out = tmp_path / "out"
+    assert main(["align", str(photos), "--out", str(out), "--size", "32"]) == 0
+    assert "rejected 2 photos" in capsys.readouterr().out
+    assert main(["align", str(photos), "--out", str(out), "--size", "32"]) == 0
+    assert "skipped 2" in capsys.readouterr().out
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert report.count("caf\\xe9.png | unreadable image") == 2, report
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("size", [7, 4097, 100000])
+def test_crop_sizes_out_of_range_are_refused(photos, tmp_path, capsys, size):
+    assert main(["align", str(photos / "coffee.png"), "--out", str(tmp_path / "o"), "--size", str(size)]) == 2
+    assert f"--size {size}: the crop side must be 8 to 4096 pixels" in one_line_error(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_path_through_a_symlink_loop_or_to_nothing_is_refused(photos, tmp_path, capsys):
+    loop, dangling = tmp_path / "loop", tmp_path / "dangling"
+    loop.symlink_to(loop)
+    dangling.symlink_to(tmp_path / "missing")
+    for out, what in ((loop, "loops"), (loop / "sub", "loops"), (dangling, "a symbolic link to nothing")):
+        assert main(["align", str(photos / "coffee.png"), "--out", str(out), "--size", "32"]) == 2
+        err = one_line_error(capsys)
+        assert f"--out {out}: " in err and what in err and "choose another folder" in err
+
+
+def test_an_unwritable_output_folder_is_a_one_line_error(photos, unprivileged, capsys):
+    photo = unprivileged.root / "coffee.png"
+    photo.write_bytes((photos / "coffee.png").read_bytes())
+    locked = unprivileged.root / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    for out in (locked, locked / "sub"):
+        with unprivileged.run():
+            assert main(["align", str(photo), "--out", str(out), "--size", "32"]) == 2
+        err = one_line_error(capsys)
+        assert "Permission denied; give this user access to it or choose another --out" in err
+
+
+@pytest.mark.parametrize(
+    "settings,what",
+    [
+        ("{not json", "Expecting property name"),
+        ("[32, 64]", "a JSON list, not an object"),
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("\xff\xfe", "codec can't decode"),
+    ],
+)
+def test_a_corrupt_settings_file_is_a_one_line_error(photos, tmp_path, capsys, settings, what):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "align.json").write_bytes(settings.encode("latin-1"))
+    assert main(["align", str(photos / "coffee.png"), "--out", str(out), "--size", "32"]) == 2
+    err = one_line_error(capsys)
+    assert f"{out / 'align.json'}: not the settings of a distill align run" in err and what in err
+    assert "delete the folder and re-run" in err
+
+
+def test_a_row_that_is_not_an_object_is_a_one_line_error(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["align", str(photos / "coffee.png"), "--out", str(out), "--size", "32"]) == 0
+    (out / "rejected.jsonl").write_text('["a list"]\n{"source": "x", "reason": "y"}\n')
+    capsys.readouterr()
+    assert main(["align", str(photos / "coffee.png"), "--out", str(out), "--size", "32"]) == 2
+    assert "rejected.jsonl:1: not a row of distill align" in one_line_error(capsys)

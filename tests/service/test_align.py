@@ -163,7 +163,7 @@ def test_stage_histograms_include_align_and_pasteback(client):
     text = client.get("/metrics").text
     for stage in ("detect", "align", "pasteback"):
         assert (
-            f'distill_stage_duration_seconds_count{{endpoint="/transform",model="faces",provider="cpu",stage="{stage}"}}'
+            f'distill_stage_duration_seconds_count{{model="faces",provider="cpu",route="/transform",stage="{stage}"}}'
             in text
         )
 

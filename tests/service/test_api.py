@@ -339,7 +339,7 @@ def test_overload_gives_503_with_retry_after_then_recovers(zoo):
         busy = next(r for r in responses if r.status_code == 503)
         assert busy.json()["error"] == "queue_full" and int(busy.headers["retry-after"]) >= 1
         rejected = sample_counts(c, "distill_requests_rejected_total")
-        assert rejected[(("endpoint", "/transform"), ("reason", "queue_full"))] >= statuses.count(503)
+        assert rejected[(("reason", "queue_full"), ("route", "/transform"))] >= statuses.count(503)
         batcher.run_batch = real_run
         assert c.post("/transform", **upload(png_bytes())).status_code == 200
 
@@ -363,8 +363,8 @@ def test_inference_never_blocks_the_event_loop(zoo):
 
 
 def test_metrics_count_every_request(client):
-    key_ok = (("endpoint", "/transform"), ("model", "tiny"), ("provider", "cpu"), ("status", "200"))
-    key_bad = (("endpoint", "/transform"), ("model", "tiny"), ("provider", "cpu"), ("status", "415"))
+    key_ok = (("model", "tiny"), ("provider", "cpu"), ("route", "/transform"), ("status", "200"))
+    key_bad = (("model", "tiny"), ("provider", "cpu"), ("route", "/transform"), ("status", "415"))
     before = sample_counts(client, "distill_request_duration_seconds_count")
     stages_before = sample_counts(client, "distill_stage_duration_seconds_count")
     batches_before = sample_counts(client, "distill_batch_size_sum")
@@ -375,7 +375,7 @@ def test_metrics_count_every_request(client):
     after = sample_counts(client, "distill_request_duration_seconds_count")
     assert after[key_ok] - before.get(key_ok, 0) == 7
     assert after[key_bad] - before.get(key_bad, 0) == 3
-    stage_key = (("endpoint", "/transform"), ("model", "tiny"), ("provider", "cpu"), ("stage", "inference"))
+    stage_key = (("model", "tiny"), ("provider", "cpu"), ("route", "/transform"), ("stage", "inference"))
     assert (
         sample_counts(client, "distill_stage_duration_seconds_count")[stage_key] - stages_before[stage_key]
         == 7

@@ -27,7 +27,7 @@ def request_counts(url: str) -> dict[str, float]:
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
         for s in family.samples:
-            if s.name == "distill_request_duration_seconds_count" and s.labels["endpoint"] == "/transform":
+            if s.name == "distill_request_duration_seconds_count" and s.labels["route"] == "/transform":
                 counts[s.labels["status"]] = counts.get(s.labels["status"], 0) + s.value
     return counts
 

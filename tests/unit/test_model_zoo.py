@@ -190,3 +190,34 @@ def test_cli_list_show_verify(tmp_path, capsys):
     assert "teacher.pt: 1 bytes" in err and "Traceback" not in err
     assert main(["models", "--root", str(tmp_path), "show", "nope"]) == 2
     assert "available: age-small" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["show", "verify"])
+def test_cli_a_manifest_nested_too_deeply_is_a_one_line_error(tmp_path, capsys, action):
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / MANIFEST).write_text("[" * 5000 + "]" * 5000)
+    assert main(["models", "--root", str(tmp_path), action, "deep"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'deep' / MANIFEST}: unreadable manifest (JSON nested too deeply)" in err
+
+
+@pytest.mark.parametrize("unreadable", ["model.onnx", "samples"])
+def test_cli_verify_names_a_file_or_folder_this_user_cannot_read(unprivileged, capsys, unreadable):
+    root = unprivileged.root
+    entry = _make_entry(root, "m", teacher=False)
+    (entry.path / "samples").mkdir()
+    (entry.path / "samples" / "face.png").write_bytes(b"png")
+    write_entry(
+        entry.path, _manifest("m", teacher=False), ["model.onnx", "model.int8.onnx", "samples/face.png"]
+    )
+    (entry.path / unreadable).chmod(0)
+    with unprivileged.run():
+        assert main(["models", "--root", str(root), "show", "m"]) == 0
+        capsys.readouterr()
+        assert main(["models", "--root", str(root), "verify", "m"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (
+        f"{entry.path / unreadable}" in err and "Permission denied; give this user read access to it" in err
+    )
