@@ -34,6 +34,11 @@ PROVIDERS = ("auto", "cuda", "cpu")
 VARIANTS = ("auto", "fp32", "fp16", "int8")
 ENGINES = ("auto", "onnxruntime", "openvino")
 OPENVINO_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+UPPER_BOUNDS = {  # beyond these a value is a typo (a timeout of years), not a configuration
+    "max_wait_ms": 10_000.0,
+    "legacy_timeout_s": 86_400.0,
+    "engine_budget_s": 3_600.0,
+}
 README = Path(__file__).resolve().parent.parent / "README.md"
 TABLE_START, TABLE_END = (
     "<!-- settings table: python -m app.config --write-readme -->",
@@ -69,7 +74,12 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, frozen=True, extra="ignore", env_ignore_empty=True, str_strip_whitespace=True
+        env_prefix=PREFIX,
+        frozen=True,
+        extra="ignore",
+        env_ignore_empty=True,
+        str_strip_whitespace=True,
+        allow_inf_nan=False,  # nan or inf in a duration would start a service that fails every request
     )
 
     model_zoo: Path | None = Field(
@@ -199,6 +209,9 @@ class Settings(BaseSettings):
         ):
             if getattr(self, name) < 0:
                 raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)}: must be >= 0")
+        for name, most in UPPER_BOUNDS.items():
+            if getattr(self, name) > most:
+                raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)}: must be <= {most:g}")
         if not 1 <= self.output_quality <= 100:
             raise DistillError(f"{PREFIX}OUTPUT_QUALITY={self.output_quality}: must be in 1..100")
         if self.legacy_steps > self.legacy_max_steps:
