@@ -34,6 +34,7 @@ from app.routers.transform import (
     IMAGE_RESPONSES,
     MODEL_FIELD,
     SIZE_FIELD,
+    STRENGTH_FIELD,
     Align,
     Faces,
     Format,
@@ -45,6 +46,7 @@ from app.routers.transform import (
     finish,
     image_response,
     inputs_of,
+    resolve_strength,
 )
 from app.schemas import ErrorBody
 from app.service import LoadedModel, Service
@@ -54,15 +56,19 @@ log = logging.getLogger("app.legacy")
 router = APIRouter(tags=["transform"])
 
 STEPS_FIELD = Form(None, ge=1, description="Projection steps (default and upper bound from the settings).")
-STRENGTH_FIELD = Form(
-    None,
-    ge=-100,
-    le=100,
-    description="Edit strength, relative: alpha = strength x the entry's "
-    "edit.alpha (default 1.0; the student's slider).",
-)
 PROVIDER = "torch-cpu"
 JOB_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (404, 409)}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked legacy request: the model, the decoded upload, the projection job and its strength."""
+
+    loaded: LoadedModel
+    upload: Upload
+    job: LegacyJob
+    strength: float | None
+    timer: StageTimer
 
 
 @dataclass(frozen=True)
@@ -93,10 +99,9 @@ def legacy_form(
     return LegacyForm(image, model, format, size, steps, align, faces, strength)
 
 
-async def _prepare(
-    request: Request, service: Service, form: LegacyForm
-) -> tuple[LoadedModel, Upload, LegacyJob, StageTimer]:
-    """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps) and decode the upload."""
+async def _prepare(request: Request, service: Service, form: LegacyForm) -> Prepared:
+    """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps, the strength as
+    ``/transform`` checks it) and decode the upload."""
     timer = StageTimer()
     loaded = service.get_model(form.model)
     entry, s = loaded.entry, service.settings
@@ -115,6 +120,7 @@ async def _prepare(
     steps = form.steps or s.legacy_steps
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
+    strength = resolve_strength(loaded, form.strength)
     upload = await decode_upload(
         service,
         form.image,
@@ -125,15 +131,12 @@ async def _prepare(
         align=aligned(loaded, form.align),
         faces=form.faces,
     )
-    return loaded, upload, service.legacy_job(loaded, steps, form.strength), timer
+    return Prepared(loaded, upload, service.legacy_job(loaded, steps, strength), strength, timer)
 
 
 async def _project(
     service: Service,
-    loaded: LoadedModel,
-    upload: Upload,
-    job: LegacyJob,
-    timer: StageTimer,
+    prepared: Prepared,
     size: Size,
     format: Format,
     endpoint: str,
@@ -141,6 +144,7 @@ async def _project(
     on_face: Callable[[], None] | None = None,
 ) -> Response:
     """Run the projection(s) in the pool (one per face) and encode the answer; ServiceError as documented."""
+    loaded, upload, job, timer = prepared.loaded, prepared.upload, prepared.job, prepared.timer
     entry = loaded.entry
     edited = []
     with timer.stage("projection"):
@@ -171,6 +175,7 @@ async def _project(
             "X-Model": entry.name,
             "X-Provider": PROVIDER,
             "X-Steps": str(info["steps"]),
+            **({} if prepared.strength is None else {"X-Strength": f"{prepared.strength:g}"}),
             **face_headers(upload),
         },
     )
@@ -191,8 +196,8 @@ async def legacy_transform(
     Same contract as ``/transform`` (with ``faces=all``, one projection per face, one after the other); the
     work runs in a bounded pool of processes with a timeout (504).
     """
-    loaded, upload, job, timer = await _prepare(request, service, form)
-    return await _project(service, loaded, upload, job, timer, form.size, form.format, "/legacy/transform")
+    prepared = await _prepare(request, service, form)
+    return await _project(service, prepared, form.size, form.format, "/legacy/transform")
 
 
 def job_store(request: Request) -> JobStore:
@@ -215,16 +220,7 @@ def _find(request: Request, job_id: str) -> JobRecord:
     return record
 
 
-async def _run(
-    record: JobRecord,
-    service: Service,
-    loaded: LoadedModel,
-    upload: Upload,
-    job: LegacyJob,
-    timer: StageTimer,
-    size: Size,
-    format: Format,
-) -> None:
+async def _run(record: JobRecord, service: Service, prepared: Prepared, size: Size, format: Format) -> None:
     """The job's background task: the projection(s), then the image or the error kept on the record."""
 
     def face_done() -> None:
@@ -232,10 +228,8 @@ async def _run(
         record.face_steps = 0
 
     try:
-        response = await _project(
-            service, loaded, upload, job, timer, size, format, "/legacy/jobs", record.watch, face_done
-        )
-        record.projection_s = round(timer.stages.get("projection", 0.0), 3)
+        response = await _project(service, prepared, size, format, "/legacy/jobs", record.watch, face_done)
+        record.projection_s = round(prepared.timer.stages.get("projection", 0.0), 3)
         record.finish("done", response=response)
     except LegacyCancelledError:
         record.finish("cancelled")
@@ -262,7 +256,7 @@ async def create_legacy_job(
     """Start ``/legacy/transform``'s work as a job: 202 with the job (``Location`` is its URL) once the upload is
     checked; poll ``GET /legacy/jobs/{id}`` for progress, fetch the image from its ``result`` URL, ``DELETE`` to
     cancel. A full projection pool is 503 ``legacy_busy`` here, at once."""
-    loaded, upload, job, timer = await _prepare(request, service, form)
+    prepared = await _prepare(request, service, form)
     if service.legacy.active >= service.legacy.capacity:
         raise ServiceError(
             503,
@@ -271,10 +265,14 @@ async def create_legacy_job(
             headers={"Retry-After": "5"},
         )
     record = job_store(request).add(
-        JobRecord(model=loaded.entry.name, steps=job.steps, faces=len(inputs_of(upload)))
+        JobRecord(
+            model=prepared.loaded.entry.name,
+            steps=prepared.job.steps,
+            faces=len(inputs_of(prepared.upload)),
+        )
     )
     record.task = asyncio.create_task(
-        _run(record, service, loaded, upload, job, timer, form.size, form.format),
+        _run(record, service, prepared, form.size, form.format),
         name=f"legacy-job-{record.id}",
     )
     await asyncio.sleep(0)  # let the task submit the projection, so the first poll sees it queued or running
