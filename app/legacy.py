@@ -12,7 +12,8 @@ pool's processes are killed and a fresh pool serves the next request, so a hang 
 503 ``legacy_unavailable`` to the jobs that shared the pool), never the endpoint. A teacher or
 direction that cannot be loaded is a :class:`LegacyLoadError` with the reason.
 
-Each submitted job holds one of the pool's ``workers + queue`` slots in arrays shared with the processes
+Each submitted job holds one of the pool's ``workers + queue`` slots (from :meth:`LegacyExecutor.reserve` on, for
+a request whose several faces are projected one after the other) in arrays shared with the processes
 (:class:`LegacyWatch`): the process writes the steps done and its start time there, and polls the slot's
 cancel flag with the deadline, so :meth:`LegacyExecutor.cancel` stops a projection at its next step
 (:class:`LegacyCancelledError`) and frees its process.
@@ -81,10 +82,13 @@ class LegacyJob:
 
 @dataclass
 class LegacyWatch:
-    """A caller's handle on one submitted projection: the slot it runs in (None before submission, after it ends)."""
+    """A caller's handle on its projections: the slot one runs in (None before submission, after it ends), and
+    the slot :meth:`LegacyExecutor.reserve` holds for it across several projections (one per face)."""
 
     slot: int | None = None
     cancelled: bool = False
+    held: int | None = None
+    released: bool = False
 
 
 def _init_worker(threads: int, stop: Any, slots: tuple[Any, Any, Any]) -> None:
@@ -189,7 +193,7 @@ class LegacyExecutor:
         self.capacity = workers + queue
         self.timeout_s = timeout_s
         self.threads = threads
-        self.active = 0  # running + queued jobs, including timed-out ones still stopping
+        self.active = 0  # slots taken: running, queued and reserved jobs, timed-out ones still stopping
         self._on_depth = on_depth
         self._pool: ProcessPoolExecutor | None = None
         self._context = multiprocessing.get_context("spawn")
@@ -246,23 +250,25 @@ class LegacyExecutor:
         watch = watch or LegacyWatch()
         if watch.cancelled:
             raise LegacyCancelledError("the projection was cancelled")
-        if self.active >= self.capacity or not self._free:
-            raise LegacyBusyError(
-                f"{self.active} projections are running or queued (capacity {self.capacity})"
-            )
+        if watch.released:
+            raise ValueError("this watch's slot was released; reserve another")
+        slot = watch.held if watch.held is not None else self._take_slot()
         deadline = time.time() + self.timeout_s
-        slot = self._free.pop()
         for array in self._slots:
             array[slot] = 0
-        pool = self._get_pool()
         try:
-            future = pool.submit(_run_job, job, pixels, deadline, slot)
-        except BrokenProcessPool:  # a process died since the last job: start over once
-            self._discard_pool()
             pool = self._get_pool()
-            future = pool.submit(_run_job, job, pixels, deadline, slot)
+            try:
+                future = pool.submit(_run_job, job, pixels, deadline, slot)
+            except BrokenProcessPool:  # a process died since the last job: start over once
+                self._discard_pool()
+                pool = self._get_pool()
+                future = pool.submit(_run_job, job, pixels, deadline, slot)
+        except BaseException:
+            if watch.held is None:
+                self._give_back(slot)
+            raise
         watch.slot = slot
-        self._set_active(self.active + 1)
         wrapped = asyncio.wrap_future(future)
         wrapped.add_done_callback(lambda f: self._release(f, slot, watch))
         try:
@@ -315,10 +321,38 @@ class LegacyExecutor:
         if watch.slot is not None:
             self._slots[1][watch.slot] = 1
 
-    def _release(self, future: asyncio.Future, slot: int, watch: LegacyWatch) -> None:
-        watch.slot = None
+    def reserve(self) -> LegacyWatch:
+        """A watch holding one slot from now until :meth:`release`, for all its projections: the capacity check
+        and the taking are one step (nothing awaited between), so simultaneous submissions cannot all pass it;
+        LegacyBusyError when every slot is taken."""
+        return LegacyWatch(held=self._take_slot())
+
+    def release(self, watch: LegacyWatch) -> None:
+        """Give back ``watch``'s held slot: now, or when its projection ends (a timed-out one still stopping)."""
+        watch.released = True
+        if watch.held is not None and watch.slot is None:
+            self._give_back(watch.held)
+            watch.held = None
+
+    def _take_slot(self) -> int:
+        if self.active >= self.capacity or not self._free:
+            raise LegacyBusyError(
+                f"{self.active} projections are running or queued (capacity {self.capacity})"
+            )
+        self._set_active(self.active + 1)
+        return self._free.pop()
+
+    def _give_back(self, slot: int) -> None:
         self._free.append(slot)
         self._set_active(self.active - 1)
+
+    def _release(self, future: asyncio.Future, slot: int, watch: LegacyWatch) -> None:
+        watch.slot = None
+        if watch.held is None:
+            self._give_back(slot)
+        elif watch.released:
+            self._give_back(slot)
+            watch.held = None
         if not future.cancelled():
             future.exception()  # retrieved here: a timed-out job's late error is expected, not news
 

@@ -197,7 +197,19 @@ async def legacy_transform(
     work runs in a bounded pool of processes with a timeout (504).
     """
     prepared = await _prepare(request, service, form)
-    return await _project(service, prepared, form.size, form.format, "/legacy/transform")
+    watch = _reserve(service)
+    try:
+        return await _project(service, prepared, form.size, form.format, "/legacy/transform", watch)
+    finally:
+        service.legacy.release(watch)
+
+
+def _reserve(service: Service) -> LegacyWatch:
+    """A slot of the projection pool held for one request's projections; 503 ``legacy_busy`` when none is free."""
+    try:
+        return service.legacy.reserve()
+    except LegacyBusyError as e:
+        raise ServiceError(503, "legacy_busy", str(e), headers={"Retry-After": "5"}) from e
 
 
 def job_store(request: Request) -> JobStore:
@@ -240,6 +252,8 @@ async def _run(record: JobRecord, service: Service, prepared: Prepared, size: Si
         record.finish(
             "failed", error=JobError(status=500, error="internal_error", detail=f"{type(e).__name__}: {e}")
         )
+    finally:
+        service.legacy.release(record.watch)
 
 
 @router.post(
@@ -257,18 +271,12 @@ async def create_legacy_job(
     checked; poll ``GET /legacy/jobs/{id}`` for progress, fetch the image from its ``result`` URL, ``DELETE`` to
     cancel. A full projection pool is 503 ``legacy_busy`` here, at once."""
     prepared = await _prepare(request, service, form)
-    if service.legacy.active >= service.legacy.capacity:
-        raise ServiceError(
-            503,
-            "legacy_busy",
-            f"{service.legacy.active} projections are running or queued (capacity {service.legacy.capacity})",
-            headers={"Retry-After": "5"},
-        )
     record = job_store(request).add(
         JobRecord(
             model=prepared.loaded.entry.name,
             steps=prepared.job.steps,
             faces=len(inputs_of(prepared.upload)),
+            watch=_reserve(service),  # taken before anything is awaited: the capacity check cannot be raced
         )
     )
     record.task = asyncio.create_task(

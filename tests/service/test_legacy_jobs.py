@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -98,3 +100,43 @@ def test_bad_input_is_refused_before_a_job_exists(client):
     assert not client.app.state.legacy_jobs.jobs or all(
         j.status != "queued" for j in client.app.state.legacy_jobs.jobs.values()
     )
+
+
+def test_simultaneous_submissions_cannot_pass_the_capacity(client, monkeypatch):
+    """Eight submissions whose uploads finish decoding at the same moment: only the free slots are taken."""
+    from app.routers import transform as transform_router
+
+    service, n = client.app.state.service, 8
+    assert service.legacy.active == 0
+    arrived: list[int] = []
+    gate: list[asyncio.Event] = []
+
+    async def together(fn, *args, **kwargs):  # the decode hop, released for all requests at once
+        arrived.append(1)
+        if len(arrived) == n:
+            gate[0].set()
+        await gate[0].wait()
+        return fn(*args, **kwargs)
+
+    async def submit_all() -> list[httpx.Response]:
+        gate.append(asyncio.Event())
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            posts = (http.post("/legacy/jobs", **upload(steps="100000")) for _ in range(n))
+            return list(await asyncio.gather(*posts))
+
+    monkeypatch.setattr(transform_router, "run_in_threadpool", together)
+    responses = client.portal.call(submit_all)
+    accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+    refused = [r for r in responses if r.status_code != 202]
+    try:
+        assert len(accepted) == service.legacy.capacity, [r.text for r in responses]
+        assert all(r.status_code == 503 and r.json()["error"] == "legacy_busy" for r in refused)
+        assert all(r.headers["retry-after"] for r in refused)
+    finally:
+        for job_id in accepted:
+            client.delete(f"/legacy/jobs/{job_id}")
+        deadline = time.monotonic() + 30
+        while service.legacy.active:
+            assert time.monotonic() < deadline, "the cancelled projections are still running"
+            time.sleep(0.05)
