@@ -22,8 +22,14 @@ cancel flag with the deadline, so :meth:`LegacyExecutor.cancel` stops a projecti
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +43,8 @@ from PIL import Image
 
 log = logging.getLogger("app.legacy")
 
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+_PARENT_POLL_S = 1.0  # how often a projection process checks that its parent is alive
 _GRACE_S = 2.0  # how long past the deadline the web process waits for a job that does not poll should_stop
 _CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}  # per pool process: (teacher, direction) -> loaded
 _STOP: Any = None  # per pool process: the pool's shutdown event
@@ -91,12 +99,35 @@ class LegacyWatch:
     released: bool = False
 
 
-def _init_worker(threads: int, stop: Any, slots: tuple[Any, Any, Any]) -> None:
+def _init_worker(threads: int, stop: Any, slots: tuple[Any, Any, Any], parent: int) -> None:
+    exit_with_parent(parent)
     import torch  # imported here: only projection processes load torch
 
     global _STOP, _SLOTS
     _STOP, _SLOTS = stop, slots
     torch.set_num_threads(threads)
+
+
+def exit_with_parent(parent: int, poll_s: float = _PARENT_POLL_S) -> None:
+    """End this process when ``parent`` (the web worker) dies, however it dies (SIGKILL, out of memory).
+
+    A pool process never sees end-of-file from its parent (it holds both ends of the call queue's pipe), so
+    it would wait forever, re-parented to PID 1. On Linux the kernel sends SIGKILL at the parent's death
+    (``PR_SET_PDEATHSIG``: the pool is started from the event loop's thread, which lives as long as the
+    worker); everywhere a daemon thread also checks every ``poll_s`` seconds that the parent is still ours.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _warm_worker(jobs: list[LegacyJob]) -> None:
@@ -216,7 +247,7 @@ class LegacyExecutor:
                 max_workers=self.workers,
                 mp_context=self._context,
                 initializer=_init_worker,
-                initargs=(self.threads, self._stop, self._slots),
+                initargs=(self.threads, self._stop, self._slots, os.getpid()),
             )
         return self._pool
 
