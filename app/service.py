@@ -20,6 +20,7 @@ import numpy as np
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import ServiceError
+from app.faces import PixelBudget
 from app.legacy import LegacyExecutor, LegacyJob
 from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH, observe_candidates
 from app.runtime import ModelRuntime, load_runtime
@@ -76,6 +77,7 @@ class Service:
         self.ready = False
         self.load_error: str | None = None
         self._face_finder: FaceFinder | None = None
+        self.face_pixels = PixelBudget(settings.face_pixels)
         self.legacy = LegacyExecutor(
             settings.legacy_workers,
             settings.legacy_queue,

@@ -57,7 +57,7 @@ router = APIRouter(tags=["transform"])
 
 STEPS_FIELD = Form(None, ge=1, description="Projection steps (default and upper bound from the settings).")
 PROVIDER = "torch-cpu"
-JOB_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (404, 409)}
+JOB_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (404, 409, 410)}
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class Prepared:
     job: LegacyJob
     strength: float | None
     timer: StageTimer
+    held_pixels: int  # face-path pixels held until the answer is encoded (service.face_pixels)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ async def _prepare(request: Request, service: Service, form: LegacyForm) -> Prep
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
     strength = resolve_strength(loaded, form.strength)
-    upload = await decode_upload(
+    upload, held = await decode_upload(
         service,
         form.image,
         entry.input_size,
@@ -131,7 +132,7 @@ async def _prepare(request: Request, service: Service, form: LegacyForm) -> Prep
         align=aligned(loaded, form.align),
         faces=form.faces,
     )
-    return Prepared(loaded, upload, service.legacy_job(loaded, steps, strength), strength, timer)
+    return Prepared(loaded, upload, service.legacy_job(loaded, steps, strength), strength, timer, held)
 
 
 async def _project(
@@ -197,11 +198,14 @@ async def legacy_transform(
     work runs in a bounded pool of processes with a timeout (504).
     """
     prepared = await _prepare(request, service, form)
-    watch = _reserve(service)
     try:
-        return await _project(service, prepared, form.size, form.format, "/legacy/transform", watch)
+        watch = _reserve(service)
+        try:
+            return await _project(service, prepared, form.size, form.format, "/legacy/transform", watch)
+        finally:
+            service.legacy.release(watch)
     finally:
-        service.legacy.release(watch)
+        service.face_pixels.give(prepared.held_pixels)
 
 
 def _reserve(service: Service) -> LegacyWatch:
@@ -216,12 +220,16 @@ def job_store(request: Request) -> JobStore:
     """This worker's legacy jobs (made on first use)."""
     state = request.app.state
     if not hasattr(state, "legacy_jobs"):
-        state.legacy_jobs = JobStore()
+        state.legacy_jobs = JobStore(get_service(request).settings.legacy_result_bytes)
     return state.legacy_jobs
 
 
 def _find(request: Request, job_id: str) -> JobRecord:
-    record = job_store(request).get(job_id)
+    store = job_store(request)
+    record = store.get(job_id)
+    gone = store.gone_reason(job_id)
+    if gone is not None:
+        raise ServiceError(410, "job_gone", f"legacy job {job_id} is no longer kept: {gone}")
     if record is None:
         raise ServiceError(
             404,
@@ -232,7 +240,9 @@ def _find(request: Request, job_id: str) -> JobRecord:
     return record
 
 
-async def _run(record: JobRecord, service: Service, prepared: Prepared, size: Size, format: Format) -> None:
+async def _run(
+    record: JobRecord, store: JobStore, service: Service, prepared: Prepared, size: Size, format: Format
+) -> None:
     """The job's background task: the projection(s), then the image or the error kept on the record."""
 
     def face_done() -> None:
@@ -243,6 +253,7 @@ async def _run(record: JobRecord, service: Service, prepared: Prepared, size: Si
         response = await _project(service, prepared, size, format, "/legacy/jobs", record.watch, face_done)
         record.projection_s = round(prepared.timer.stages.get("projection", 0.0), 3)
         record.finish("done", response=response)
+        store.keep_result(record)
     except LegacyCancelledError:
         record.finish("cancelled")
     except ServiceError as e:
@@ -254,6 +265,7 @@ async def _run(record: JobRecord, service: Service, prepared: Prepared, size: Si
         )
     finally:
         service.legacy.release(record.watch)
+        service.face_pixels.give(prepared.held_pixels)
 
 
 @router.post(
@@ -271,16 +283,22 @@ async def create_legacy_job(
     checked; poll ``GET /legacy/jobs/{id}`` for progress, fetch the image from its ``result`` URL, ``DELETE`` to
     cancel. A full projection pool is 503 ``legacy_busy`` here, at once."""
     prepared = await _prepare(request, service, form)
-    record = job_store(request).add(
+    try:
+        watch = _reserve(service)  # taken before anything is awaited: the capacity check cannot be raced
+    except ServiceError:
+        service.face_pixels.give(prepared.held_pixels)
+        raise
+    store = job_store(request)
+    record = store.add(
         JobRecord(
             model=prepared.loaded.entry.name,
             steps=prepared.job.steps,
             faces=len(inputs_of(prepared.upload)),
-            watch=_reserve(service),  # taken before anything is awaited: the capacity check cannot be raced
+            watch=watch,
         )
     )
     record.task = asyncio.create_task(
-        _run(record, service, prepared, form.size, form.format),
+        _run(record, store, service, prepared, form.size, form.format),
         name=f"legacy-job-{record.id}",
     )
     await asyncio.sleep(0)  # let the task submit the projection, so the first poll sees it queued or running
@@ -305,6 +323,8 @@ async def get_legacy_job(
 async def get_legacy_job_result(job_id: str, request: Request) -> Response:
     """The edited image of a finished job (the headers of ``/legacy/transform``); 409 ``no_result`` before."""
     record = _find(request, job_id)
+    if record.dropped is not None:
+        raise ServiceError(410, "result_dropped", f"legacy job {job_id}: {record.dropped}")
     if record.status != "done" or record.response is None:
         why = {
             "failed": f"it failed ({record.error.error if record.error else 'unknown'})",

@@ -48,6 +48,9 @@ def test_defaults_and_env_parsing():
         ({"DISTILL_VARIANT_CPU": "int4"}, "DISTILL_VARIANT_CPU"),
         ({"DISTILL_LEGACY_STEPS": "2000"}, "exceeds"),
         ({"DISTILL_OUTPUT_QUALITY": "101"}, "1..100"),
+        ({"DISTILL_MAX_FACES": "0"}, "DISTILL_MAX_FACES=0: must be > 0"),
+        ({"DISTILL_FACE_PIXELS": "1000"}, "DISTILL_FACE_PIXELS=1000 is below DISTILL_MAX_PIXELS"),
+        ({"DISTILL_LEGACY_RESULT_BYTES": "0"}, "DISTILL_LEGACY_RESULT_BYTES=0: must be > 0"),
     ],
 )
 def test_bad_settings_are_clear_errors(env, message):

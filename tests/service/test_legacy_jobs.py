@@ -8,8 +8,11 @@ import time
 
 import httpx
 import pytest
+from fastapi.responses import Response
 from PIL import Image
 
+from app.legacy import LegacyExecutor
+from app.legacy_jobs import JobRecord, JobStore
 from tests.app_helpers import NATIVE, face_upload, legacy_test_client
 
 
@@ -140,3 +143,47 @@ def test_simultaneous_submissions_cannot_pass_the_capacity(client, monkeypatch):
         while service.legacy.active:
             assert time.monotonic() < deadline, "the cancelled projections are still running"
             time.sleep(0.05)
+
+
+def _finished(store, size: int) -> JobRecord:
+    record = store.add(JobRecord(model="m", steps=1, faces=1))
+    record.finish("done", response=Response(b"x" * size))
+    store.keep_result(record)
+    return record
+
+
+def test_kept_results_stay_within_the_byte_budget_oldest_dropped_first():
+    store = JobStore(max_result_bytes=2500)
+    first, second, third = (_finished(store, 1000) for _ in range(3))
+    assert store.result_bytes == 2000 and first.response is None and "oldest first" in first.dropped
+    assert second.response is not None and third.response is not None
+    assert first.info(LegacyExecutor(0, 0, 1.0, 1)).result is None
+    huge = _finished(store, 2501)
+    assert huge.status == "failed" and huge.error.error == "result_too_large" and huge.response is None
+    assert second.response is not None and store.result_bytes == 2000
+
+
+def test_a_fetched_then_dropped_result_is_410(client):
+    store = client.app.state.legacy_jobs
+    budget = store.max_result_bytes
+    assert budget == client.app.state.service.settings.legacy_result_bytes
+
+    def run_one() -> tuple[str, bytes]:
+        job = client.post("/legacy/jobs", **upload(steps="2", format="png")).json()
+        done = wait_for(client, job["id"], lambda j: j["status"] not in ("queued", "running"))
+        assert done["status"] == "done", done
+        image = client.get(done["result"])
+        assert image.status_code == 200
+        return job["id"], image.content
+
+    first, image = run_one()
+    store.max_result_bytes = 2 * len(image) - 1  # room for one such image, not two
+    try:
+        run_one()
+    finally:
+        store.max_result_bytes = budget
+    r = client.get(f"/legacy/jobs/{first}/result")
+    assert r.status_code == 410 and r.json()["error"] == "result_dropped", r.text
+    assert "DISTILL_LEGACY_RESULT_BYTES" in r.json()["detail"]
+    info = client.get(f"/legacy/jobs/{first}").json()
+    assert info["status"] == "done" and info["result"] is None and info["result_dropped"]
