@@ -34,6 +34,11 @@ PROVIDERS = ("auto", "cuda", "cpu")
 VARIANTS = ("auto", "fp32", "fp16", "int8")
 ENGINES = ("auto", "onnxruntime", "openvino")
 OPENVINO_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+UPPER_BOUNDS = {  # beyond these a value is a typo (a timeout of years), not a configuration
+    "max_wait_ms": 10_000.0,
+    "legacy_timeout_s": 86_400.0,
+    "engine_budget_s": 3_600.0,
+}
 README = Path(__file__).resolve().parent.parent / "README.md"
 TABLE_START, TABLE_END = (
     "<!-- settings table: python -m app.config --write-readme -->",
@@ -69,7 +74,12 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, frozen=True, extra="ignore", env_ignore_empty=True, str_strip_whitespace=True
+        env_prefix=PREFIX,
+        frozen=True,
+        extra="ignore",
+        env_ignore_empty=True,
+        str_strip_whitespace=True,
+        allow_inf_nan=False,  # nan or inf in a duration would start a service that fails every request
     )
 
     model_zoo: Path | None = Field(
@@ -103,6 +113,13 @@ class Settings(BaseSettings):
         20 * 1024 * 1024, description="largest accepted upload (bytes)", json_schema_extra=_shown("20 MiB")
     )
     max_pixels: int = Field(40_000_000, description="largest accepted width x height (decompression bombs)")
+    max_faces: int = Field(
+        16, description="most faces one faces=all request edits (more: 422 too_many_faces)"
+    )
+    face_pixels: int = Field(
+        80_000_000,
+        description="pixels of face-path photos in memory at once per worker (beyond: 503 + Retry-After)",
+    )
     output_quality: int = Field(92, description="JPEG/WebP quality of the returned image (1..100)")
     legacy_steps: int = Field(1000, description="projection steps when a request names none")
     legacy_max_steps: int = Field(1000, description="upper bound on ``steps``")
@@ -110,6 +127,11 @@ class Settings(BaseSettings):
     legacy_queue: int = Field(2, description="projections waiting beyond the running ones before 503")
     legacy_timeout_s: float = Field(300.0, description="a projection running longer gets 504")
     legacy_threads: int = Field(1, description="torch threads in each projection process")
+    legacy_result_bytes: int = Field(
+        256 * 1024 * 1024,
+        description="bytes of finished /legacy/jobs images kept per worker (oldest dropped first: 410)",
+        json_schema_extra=_shown("256 MiB"),
+    )
     vgg16: Path | None = Field(
         None,
         description="VGG16 weights for the projector's perceptual loss",
@@ -185,6 +207,9 @@ class Settings(BaseSettings):
             "legacy_queue",
             "legacy_timeout_s",
             "legacy_threads",
+            "legacy_result_bytes",
+            "max_faces",
+            "face_pixels",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -199,8 +224,16 @@ class Settings(BaseSettings):
         ):
             if getattr(self, name) < 0:
                 raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)}: must be >= 0")
+        for name, most in UPPER_BOUNDS.items():
+            if getattr(self, name) > most:
+                raise DistillError(f"{PREFIX}{name.upper()}={getattr(self, name)}: must be <= {most:g}")
         if not 1 <= self.output_quality <= 100:
             raise DistillError(f"{PREFIX}OUTPUT_QUALITY={self.output_quality}: must be in 1..100")
+        if self.face_pixels < self.max_pixels:
+            raise DistillError(
+                f"{PREFIX}FACE_PIXELS={self.face_pixels} is below {PREFIX}MAX_PIXELS={self.max_pixels}: "
+                "the largest accepted photo could never take the face path"
+            )
         if self.legacy_steps > self.legacy_max_steps:
             raise DistillError(
                 f"{PREFIX}LEGACY_STEPS={self.legacy_steps} exceeds {PREFIX}LEGACY_MAX_STEPS={self.legacy_max_steps}"

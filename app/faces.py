@@ -11,7 +11,8 @@ on the way out, ``pasteback``. The response size is chosen by ``size``:
   nothing outside the faces changes.
 
 ``faces=largest`` edits the largest face; ``faces=all`` edits every face (``size=original`` only: the other
-sizes return one face). No face found is a 422 ``no_face``.
+sizes return one face), at most ``DISTILL_MAX_FACES``. No face found is a 422 ``no_face``. The photos on this
+path are held whole until their answer is encoded: :class:`PixelBudget` bounds their pixels in flight.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from app.errors import ServiceError
+from app.imaging import check_output_size
 from app.timing import StageTimer
 from editing.alignment.landmarks import Face, FaceFinder, FacesMode, pick
 
@@ -57,10 +59,62 @@ def check_request(size: str, faces: FacesMode) -> None:
         )
 
 
+class PixelBudget:
+    """The pixels of face-path photos a worker holds in memory at once (``DISTILL_FACE_PIXELS``).
+
+    The face path keeps the whole photo from decoding to the encoded answer (the paste-back needs it), so its
+    memory grows with the pixels in flight, not the requests. A request whose photo does not fit what is left
+    is a 503 ``face_path_busy`` with ``Retry-After`` before anything is decoded; the budget is at least
+    ``DISTILL_MAX_PIXELS``, so the retry passes once the requests before it are answered. Taken and given back
+    on the event loop only, so the check and the taking are one step.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, pixels: int) -> int:
+        """Hold ``pixels`` (given back with :meth:`give`); 503 ``face_path_busy`` when they do not fit."""
+        if self.held + pixels > self.limit:
+            raise ServiceError(
+                503,
+                "face_path_busy",
+                f"{self.held} pixels of photos are on the face path; this {pixels}-pixel photo would pass the "
+                f"limit of {self.limit} (DISTILL_FACE_PIXELS); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.held += pixels
+        return pixels
+
+    def give(self, pixels: int) -> None:
+        self.held -= pixels
+
+
+def check_crop(upload: AlignedUpload, fmt: str, max_pixels: int) -> None:
+    """Refuse (422 ``output_too_large``) a ``size=crop`` answer larger than an accepted upload (the aligned square
+    may reach outside the photo) or than the ``fmt`` encoder can write, before inference."""
+    side = max(1, round(upload.alignments[0].side))
+    if side * side > max_pixels:
+        raise ServiceError(
+            422,
+            "output_too_large",
+            f"the face's aligned square is {side}x{side} = {side * side} pixels in the upload, beyond the "
+            f"limit of {max_pixels} (DISTILL_MAX_PIXELS); ask for size=native or size=original",
+            limit=max_pixels,
+        )
+    check_output_size(side, side, fmt)
+
+
 def align_upload(
-    photo: Image.Image, finder: FaceFinder, native: int, faces: FacesMode, timer: StageTimer
+    photo: Image.Image,
+    finder: FaceFinder,
+    native: int,
+    faces: FacesMode,
+    timer: StageTimer,
+    max_faces: int,
 ) -> AlignedUpload:
-    """Find and align the faces of an upright upload (timed ``detect`` and ``align``); 422 ``no_face`` if none."""
+    """Find and align the faces of an upright upload (timed ``detect`` and ``align``); 422 ``no_face`` if none,
+    422 ``too_many_faces`` beyond ``max_faces`` with ``faces=all`` (before any crop is computed)."""
     pixels = np.asarray(photo)
     with timer.stage("detect"):
         found = finder.find(pixels)
@@ -73,6 +127,16 @@ def align_upload(
             "frontal face, larger in the frame, or use align=off",
         )
     chosen = pick(found, faces)
+    if len(chosen) > max_faces:
+        raise ServiceError(
+            422,
+            "too_many_faces",
+            f"{len(chosen)} faces found; faces=all edits at most {max_faces} (DISTILL_MAX_FACES, no more than "
+            "DISTILL_QUEUE_SIZE): "
+            "send a photo with fewer faces, or use faces=largest",
+            faces=len(chosen),
+            limit=max_faces,
+        )
     from editing.alignment.ffhq import align_face
 
     with timer.stage("align"):

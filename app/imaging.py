@@ -100,6 +100,19 @@ def check_output_size(width: int, height: int, fmt: str) -> None:
         )
 
 
+def header_pixels(data: bytes) -> int:
+    """width x height as the file header declares it, without decoding; 0 when the header cannot be read (the
+    decoding refuses such a file with its reason)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except Exception:  # whatever Pillow raises on a bad header: decode() answers it as a 4xx
+        return 0
+    return width * height
+
+
 def center_box(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
     """The largest centred (left, top, right, bottom) box of ``aspect`` = W/H inside a width x height picture."""
     if width / height > aspect:

@@ -12,7 +12,8 @@ pool's processes are killed and a fresh pool serves the next request, so a hang 
 503 ``legacy_unavailable`` to the jobs that shared the pool), never the endpoint. A teacher or
 direction that cannot be loaded is a :class:`LegacyLoadError` with the reason.
 
-Each submitted job holds one of the pool's ``workers + queue`` slots in arrays shared with the processes
+Each submitted job holds one of the pool's ``workers + queue`` slots (from :meth:`LegacyExecutor.reserve` on, for
+a request whose several faces are projected one after the other) in arrays shared with the processes
 (:class:`LegacyWatch`): the process writes the steps done and its start time there, and polls the slot's
 cancel flag with the deadline, so :meth:`LegacyExecutor.cancel` stops a projection at its next step
 (:class:`LegacyCancelledError`) and frees its process.
@@ -21,8 +22,14 @@ cancel flag with the deadline, so :meth:`LegacyExecutor.cancel` stops a projecti
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +43,8 @@ from PIL import Image
 
 log = logging.getLogger("app.legacy")
 
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+_PARENT_POLL_S = 1.0  # how often a projection process checks that its parent is alive
 _GRACE_S = 2.0  # how long past the deadline the web process waits for a job that does not poll should_stop
 _CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}  # per pool process: (teacher, direction) -> loaded
 _STOP: Any = None  # per pool process: the pool's shutdown event
@@ -81,18 +90,44 @@ class LegacyJob:
 
 @dataclass
 class LegacyWatch:
-    """A caller's handle on one submitted projection: the slot it runs in (None before submission, after it ends)."""
+    """A caller's handle on its projections: the slot one runs in (None before submission, after it ends), and
+    the slot :meth:`LegacyExecutor.reserve` holds for it across several projections (one per face)."""
 
     slot: int | None = None
     cancelled: bool = False
+    held: int | None = None
+    released: bool = False
 
 
-def _init_worker(threads: int, stop: Any, slots: tuple[Any, Any, Any]) -> None:
+def _init_worker(threads: int, stop: Any, slots: tuple[Any, Any, Any], parent: int) -> None:
+    exit_with_parent(parent)
     import torch  # imported here: only projection processes load torch
 
     global _STOP, _SLOTS
     _STOP, _SLOTS = stop, slots
     torch.set_num_threads(threads)
+
+
+def exit_with_parent(parent: int, poll_s: float = _PARENT_POLL_S) -> None:
+    """End this process when ``parent`` (the web worker) dies, however it dies (SIGKILL, out of memory).
+
+    A pool process never sees end-of-file from its parent (it holds both ends of the call queue's pipe), so
+    it would wait forever, re-parented to PID 1. On Linux the kernel sends SIGKILL at the parent's death
+    (``PR_SET_PDEATHSIG``: the pool is started from the event loop's thread, which lives as long as the
+    worker); everywhere a daemon thread also checks every ``poll_s`` seconds that the parent is still ours.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _warm_worker(jobs: list[LegacyJob]) -> None:
@@ -189,7 +224,7 @@ class LegacyExecutor:
         self.capacity = workers + queue
         self.timeout_s = timeout_s
         self.threads = threads
-        self.active = 0  # running + queued jobs, including timed-out ones still stopping
+        self.active = 0  # slots taken: running, queued and reserved jobs, timed-out ones still stopping
         self._on_depth = on_depth
         self._pool: ProcessPoolExecutor | None = None
         self._context = multiprocessing.get_context("spawn")
@@ -212,7 +247,7 @@ class LegacyExecutor:
                 max_workers=self.workers,
                 mp_context=self._context,
                 initializer=_init_worker,
-                initargs=(self.threads, self._stop, self._slots),
+                initargs=(self.threads, self._stop, self._slots, os.getpid()),
             )
         return self._pool
 
@@ -246,23 +281,25 @@ class LegacyExecutor:
         watch = watch or LegacyWatch()
         if watch.cancelled:
             raise LegacyCancelledError("the projection was cancelled")
-        if self.active >= self.capacity or not self._free:
-            raise LegacyBusyError(
-                f"{self.active} projections are running or queued (capacity {self.capacity})"
-            )
+        if watch.released:
+            raise ValueError("this watch's slot was released; reserve another")
+        slot = watch.held if watch.held is not None else self._take_slot()
         deadline = time.time() + self.timeout_s
-        slot = self._free.pop()
         for array in self._slots:
             array[slot] = 0
-        pool = self._get_pool()
         try:
-            future = pool.submit(_run_job, job, pixels, deadline, slot)
-        except BrokenProcessPool:  # a process died since the last job: start over once
-            self._discard_pool()
             pool = self._get_pool()
-            future = pool.submit(_run_job, job, pixels, deadline, slot)
+            try:
+                future = pool.submit(_run_job, job, pixels, deadline, slot)
+            except BrokenProcessPool:  # a process died since the last job: start over once
+                self._discard_pool()
+                pool = self._get_pool()
+                future = pool.submit(_run_job, job, pixels, deadline, slot)
+        except BaseException:
+            if watch.held is None:
+                self._give_back(slot)
+            raise
         watch.slot = slot
-        self._set_active(self.active + 1)
         wrapped = asyncio.wrap_future(future)
         wrapped.add_done_callback(lambda f: self._release(f, slot, watch))
         try:
@@ -315,10 +352,38 @@ class LegacyExecutor:
         if watch.slot is not None:
             self._slots[1][watch.slot] = 1
 
-    def _release(self, future: asyncio.Future, slot: int, watch: LegacyWatch) -> None:
-        watch.slot = None
+    def reserve(self) -> LegacyWatch:
+        """A watch holding one slot from now until :meth:`release`, for all its projections: the capacity check
+        and the taking are one step (nothing awaited between), so simultaneous submissions cannot all pass it;
+        LegacyBusyError when every slot is taken."""
+        return LegacyWatch(held=self._take_slot())
+
+    def release(self, watch: LegacyWatch) -> None:
+        """Give back ``watch``'s held slot: now, or when its projection ends (a timed-out one still stopping)."""
+        watch.released = True
+        if watch.held is not None and watch.slot is None:
+            self._give_back(watch.held)
+            watch.held = None
+
+    def _take_slot(self) -> int:
+        if self.active >= self.capacity or not self._free:
+            raise LegacyBusyError(
+                f"{self.active} projections are running or queued (capacity {self.capacity})"
+            )
+        self._set_active(self.active + 1)
+        return self._free.pop()
+
+    def _give_back(self, slot: int) -> None:
         self._free.append(slot)
         self._set_active(self.active - 1)
+
+    def _release(self, future: asyncio.Future, slot: int, watch: LegacyWatch) -> None:
+        watch.slot = None
+        if watch.held is None:
+            self._give_back(slot)
+        elif watch.released:
+            self._give_back(slot)
+            watch.held = None
         if not future.cancelled():
             future.exception()  # retrieved here: a timed-out job's late error is expected, not news
 

@@ -123,6 +123,7 @@ class ModelRuntime:
     provider_reason: str = "requested"
     engine_reason: str = "configured"
     candidates: list[CandidateResult] = field(default_factory=list)
+    batch_warning: str | None = None  # why the model is served at batch 1 (it failed the batch check)
 
     @property
     def name(self) -> str:
@@ -224,6 +225,23 @@ class ModelRuntime:
                 f"{path}: model {self.name!r} answers a [1, 3, {h}, {w}] input with {list(y.shape)}; "
                 f"a student returns its input's shape; {fix}"
             )
+
+    def check_batching(self, max_batch: int) -> str | None:
+        """Run one batch of 2 and one of ``max_batch`` (random inputs): a model whose graph declares a dynamic
+        batch but fails beyond 1 (a reshape to ``[1, 3, H, W]``) would fail every shared micro-batch. The
+        reason when a batch fails or answers the wrong shape (the model is then served at batch 1), else None."""
+        h, w = self.native_hw
+        rng = np.random.default_rng(0)
+        for n in sorted({min(2, max_batch), max_batch} - {1}):
+            x = rng.uniform(-1, 1, (n, 3, h, w)).astype(np.float32)
+            strength = np.ones(n, np.float32) if self.conditional else None
+            try:
+                y = self.run(x, strength)
+            except Exception as e:  # the engines' own exception types
+                return f"fails on a batch of {n} ({type(e).__name__}: {str(e)[:200]})"
+            if getattr(y, "shape", None) != (n, 3, h, w):
+                return f"answers a batch of {n} with {list(getattr(y, 'shape', ()))}"
+        return None
 
     def warm_up(self, runs: int, max_batch: int) -> float:
         """Run ``runs`` times at batch 1 (and, on a GPU, once at every batch size up to ``max_batch``); seconds."""

@@ -53,6 +53,7 @@ class ModelInfo(BaseModel):
     )
     samples: list[str]
     batching: BatchingInfo
+    warnings: list[str] = Field(default_factory=list)  # what the model does not do as configured
 
 
 class ModelsResponse(BaseModel):

@@ -20,6 +20,7 @@ import numpy as np
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import ServiceError
+from app.faces import PixelBudget
 from app.legacy import LegacyExecutor, LegacyJob
 from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH, observe_candidates
 from app.runtime import ModelRuntime, load_runtime
@@ -76,6 +77,7 @@ class Service:
         self.ready = False
         self.load_error: str | None = None
         self._face_finder: FaceFinder | None = None
+        self.face_pixels = PixelBudget(settings.face_pixels)
         self.legacy = LegacyExecutor(
             settings.legacy_workers,
             settings.legacy_queue,
@@ -126,6 +128,7 @@ class Service:
         for entry in entries:
             runtime = load_runtime(entry, self.settings)
             runtime.check_contract()
+            self._check_batching(runtime)
             seconds = runtime.warm_up(self.settings.warmup_runs, self._max_batch(runtime))
             h, w = runtime.native_hw
             MODEL_INFO.labels(
@@ -163,8 +166,31 @@ class Service:
             self._face_finder = finder
         return self._face_finder
 
+    def _check_batching(self, runtime: ModelRuntime) -> None:
+        """Serve at batch 1, with a warning (logged, in ``/models`` and ``/readyz``), a model that fails beyond it."""
+        max_batch = self._max_batch(runtime)
+        if max_batch < 2:
+            return
+        reason = runtime.check_batching(max_batch)
+        if reason is not None:
+            runtime.batch_warning = (
+                f"served at batch 1: it {reason}; re-export it with a batch axis its graph keeps"
+            )
+            log.warning("model %s: %s", runtime.name, runtime.batch_warning)
+
+    def warnings(self) -> list[str]:
+        """What the served models do not do as configured (``/readyz`` says it beside ``ready``)."""
+        return [
+            f"model {m.entry.name}: {m.runtime.batch_warning}"
+            for m in self.models.values()
+            if m.runtime.batch_warning
+        ]
+
     def _max_batch(self, runtime: ModelRuntime) -> int:
-        """The configured max batch, capped by a fixed batch size in the model's ONNX input."""
+        """The configured max batch, capped by a fixed batch size in the model's ONNX input (1 for a model that
+        failed the batch check)."""
+        if runtime.batch_warning is not None:
+            return 1
         limit = runtime.batch_limit
         if limit is not None and limit < self.settings.max_batch:
             log.warning(

@@ -298,6 +298,14 @@ class EntryManifest(_Record):
     preview: Preview | None = None
     files: dict[EntryPath, FileRecord]
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: Any) -> Any:
+        """The version is the JSON integer itself: ``true`` or ``1.0`` equal 1 in Python but are not a version."""
+        if type(value) is not int:
+            raise ValueError(f"schema_version must be the integer {SCHEMA_VERSION}, not {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> EntryManifest:
         if "fp32" not in self.variants:
@@ -372,7 +380,7 @@ def migrate(manifest: Any) -> Any:
         return manifest
     manifest = copy.deepcopy(manifest)
     version = manifest.get("schema_version", 0)
-    while isinstance(version, int) and version in _MIGRATIONS:
+    while type(version) is int and version in _MIGRATIONS:  # not bool: false is no version 0
         manifest = _MIGRATIONS[version](manifest)
         version = manifest["schema_version"]
     return manifest

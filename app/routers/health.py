@@ -20,10 +20,11 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(service: Service = Depends(get_service)) -> Health | JSONResponse:
-    """200 once every model is loaded, checked against its manifest and warmed up; 503 ``loading`` before
+    """200 once every model is loaded, checked against its manifest and warmed up (``detail`` names a model served
+    otherwise than configured: at batch 1 when it fails beyond); 503 ``loading`` before
     that (with Retry-After), or 503 ``failed`` with the reason for good when loading failed (restart or alert)."""
     if service.ready:
-        return Health(status="ready")
+        return Health(status="ready", detail="; ".join(service.warnings()) or None)
     if service.load_error:
         return JSONResponse(Health(status="failed", detail=service.load_error).model_dump(), status_code=503)
     return JSONResponse(Health(status="loading").model_dump(), status_code=503, headers={"Retry-After": "1"})

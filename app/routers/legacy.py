@@ -34,6 +34,7 @@ from app.routers.transform import (
     IMAGE_RESPONSES,
     MODEL_FIELD,
     SIZE_FIELD,
+    STRENGTH_FIELD,
     Align,
     Faces,
     Format,
@@ -45,6 +46,7 @@ from app.routers.transform import (
     finish,
     image_response,
     inputs_of,
+    resolve_strength,
 )
 from app.schemas import ErrorBody
 from app.service import LoadedModel, Service
@@ -54,15 +56,20 @@ log = logging.getLogger("app.legacy")
 router = APIRouter(tags=["transform"])
 
 STEPS_FIELD = Form(None, ge=1, description="Projection steps (default and upper bound from the settings).")
-STRENGTH_FIELD = Form(
-    None,
-    ge=-100,
-    le=100,
-    description="Edit strength, relative: alpha = strength x the entry's "
-    "edit.alpha (default 1.0; the student's slider).",
-)
 PROVIDER = "torch-cpu"
-JOB_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (404, 409)}
+JOB_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (404, 409, 410)}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked legacy request: the model, the decoded upload, the projection job and its strength."""
+
+    loaded: LoadedModel
+    upload: Upload
+    job: LegacyJob
+    strength: float | None
+    timer: StageTimer
+    held_pixels: int  # face-path pixels held until the answer is encoded (service.face_pixels)
 
 
 @dataclass(frozen=True)
@@ -93,10 +100,9 @@ def legacy_form(
     return LegacyForm(image, model, format, size, steps, align, faces, strength)
 
 
-async def _prepare(
-    request: Request, service: Service, form: LegacyForm
-) -> tuple[LoadedModel, Upload, LegacyJob, StageTimer]:
-    """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps) and decode the upload."""
+async def _prepare(request: Request, service: Service, form: LegacyForm) -> Prepared:
+    """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps, the strength as
+    ``/transform`` checks it) and decode the upload."""
     timer = StageTimer()
     loaded = service.get_model(form.model)
     entry, s = loaded.entry, service.settings
@@ -115,7 +121,8 @@ async def _prepare(
     steps = form.steps or s.legacy_steps
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
-    upload = await decode_upload(
+    strength = resolve_strength(loaded, form.strength)
+    upload, held = await decode_upload(
         service,
         form.image,
         entry.input_size,
@@ -125,15 +132,12 @@ async def _prepare(
         align=aligned(loaded, form.align),
         faces=form.faces,
     )
-    return loaded, upload, service.legacy_job(loaded, steps, form.strength), timer
+    return Prepared(loaded, upload, service.legacy_job(loaded, steps, strength), strength, timer, held)
 
 
 async def _project(
     service: Service,
-    loaded: LoadedModel,
-    upload: Upload,
-    job: LegacyJob,
-    timer: StageTimer,
+    prepared: Prepared,
     size: Size,
     format: Format,
     endpoint: str,
@@ -141,6 +145,7 @@ async def _project(
     on_face: Callable[[], None] | None = None,
 ) -> Response:
     """Run the projection(s) in the pool (one per face) and encode the answer; ServiceError as documented."""
+    loaded, upload, job, timer = prepared.loaded, prepared.upload, prepared.job, prepared.timer
     entry = loaded.entry
     edited = []
     with timer.stage("projection"):
@@ -171,6 +176,7 @@ async def _project(
             "X-Model": entry.name,
             "X-Provider": PROVIDER,
             "X-Steps": str(info["steps"]),
+            **({} if prepared.strength is None else {"X-Strength": f"{prepared.strength:g}"}),
             **face_headers(upload),
         },
     )
@@ -191,20 +197,39 @@ async def legacy_transform(
     Same contract as ``/transform`` (with ``faces=all``, one projection per face, one after the other); the
     work runs in a bounded pool of processes with a timeout (504).
     """
-    loaded, upload, job, timer = await _prepare(request, service, form)
-    return await _project(service, loaded, upload, job, timer, form.size, form.format, "/legacy/transform")
+    prepared = await _prepare(request, service, form)
+    try:
+        watch = _reserve(service)
+        try:
+            return await _project(service, prepared, form.size, form.format, "/legacy/transform", watch)
+        finally:
+            service.legacy.release(watch)
+    finally:
+        service.face_pixels.give(prepared.held_pixels)
+
+
+def _reserve(service: Service) -> LegacyWatch:
+    """A slot of the projection pool held for one request's projections; 503 ``legacy_busy`` when none is free."""
+    try:
+        return service.legacy.reserve()
+    except LegacyBusyError as e:
+        raise ServiceError(503, "legacy_busy", str(e), headers={"Retry-After": "5"}) from e
 
 
 def job_store(request: Request) -> JobStore:
     """This worker's legacy jobs (made on first use)."""
     state = request.app.state
     if not hasattr(state, "legacy_jobs"):
-        state.legacy_jobs = JobStore()
+        state.legacy_jobs = JobStore(get_service(request).settings.legacy_result_bytes)
     return state.legacy_jobs
 
 
 def _find(request: Request, job_id: str) -> JobRecord:
-    record = job_store(request).get(job_id)
+    store = job_store(request)
+    record = store.get(job_id)
+    gone = store.gone_reason(job_id)
+    if gone is not None:
+        raise ServiceError(410, "job_gone", f"legacy job {job_id} is no longer kept: {gone}")
     if record is None:
         raise ServiceError(
             404,
@@ -216,14 +241,7 @@ def _find(request: Request, job_id: str) -> JobRecord:
 
 
 async def _run(
-    record: JobRecord,
-    service: Service,
-    loaded: LoadedModel,
-    upload: Upload,
-    job: LegacyJob,
-    timer: StageTimer,
-    size: Size,
-    format: Format,
+    record: JobRecord, store: JobStore, service: Service, prepared: Prepared, size: Size, format: Format
 ) -> None:
     """The job's background task: the projection(s), then the image or the error kept on the record."""
 
@@ -232,11 +250,10 @@ async def _run(
         record.face_steps = 0
 
     try:
-        response = await _project(
-            service, loaded, upload, job, timer, size, format, "/legacy/jobs", record.watch, face_done
-        )
-        record.projection_s = round(timer.stages.get("projection", 0.0), 3)
+        response = await _project(service, prepared, size, format, "/legacy/jobs", record.watch, face_done)
+        record.projection_s = round(prepared.timer.stages.get("projection", 0.0), 3)
         record.finish("done", response=response)
+        store.keep_result(record)
     except LegacyCancelledError:
         record.finish("cancelled")
     except ServiceError as e:
@@ -246,6 +263,9 @@ async def _run(
         record.finish(
             "failed", error=JobError(status=500, error="internal_error", detail=f"{type(e).__name__}: {e}")
         )
+    finally:
+        service.legacy.release(record.watch)
+        service.face_pixels.give(prepared.held_pixels)
 
 
 @router.post(
@@ -262,19 +282,23 @@ async def create_legacy_job(
     """Start ``/legacy/transform``'s work as a job: 202 with the job (``Location`` is its URL) once the upload is
     checked; poll ``GET /legacy/jobs/{id}`` for progress, fetch the image from its ``result`` URL, ``DELETE`` to
     cancel. A full projection pool is 503 ``legacy_busy`` here, at once."""
-    loaded, upload, job, timer = await _prepare(request, service, form)
-    if service.legacy.active >= service.legacy.capacity:
-        raise ServiceError(
-            503,
-            "legacy_busy",
-            f"{service.legacy.active} projections are running or queued (capacity {service.legacy.capacity})",
-            headers={"Retry-After": "5"},
+    prepared = await _prepare(request, service, form)
+    try:
+        watch = _reserve(service)  # taken before anything is awaited: the capacity check cannot be raced
+    except ServiceError:
+        service.face_pixels.give(prepared.held_pixels)
+        raise
+    store = job_store(request)
+    record = store.add(
+        JobRecord(
+            model=prepared.loaded.entry.name,
+            steps=prepared.job.steps,
+            faces=len(inputs_of(prepared.upload)),
+            watch=watch,
         )
-    record = job_store(request).add(
-        JobRecord(model=loaded.entry.name, steps=job.steps, faces=len(inputs_of(upload)))
     )
     record.task = asyncio.create_task(
-        _run(record, service, loaded, upload, job, timer, form.size, form.format),
+        _run(record, store, service, prepared, form.size, form.format),
         name=f"legacy-job-{record.id}",
     )
     await asyncio.sleep(0)  # let the task submit the projection, so the first poll sees it queued or running
@@ -299,6 +323,8 @@ async def get_legacy_job(
 async def get_legacy_job_result(job_id: str, request: Request) -> Response:
     """The edited image of a finished job (the headers of ``/legacy/transform``); 409 ``no_result`` before."""
     record = _find(request, job_id)
+    if record.dropped is not None:
+        raise ServiceError(410, "result_dropped", f"legacy job {job_id}: {record.dropped}")
     if record.status != "done" or record.response is None:
         why = {
             "failed": f"it failed ({record.error.error if record.error else 'unknown'})",

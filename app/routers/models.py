@@ -36,6 +36,7 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         batching=BatchingInfo(
             max_batch=model.batcher.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size
         ),
+        warnings=[runtime.batch_warning] if runtime.batch_warning else [],
     )
 
 

@@ -123,7 +123,13 @@ def frame_upload(
         photo, _, _ = imaging.open_upload(
             data, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels, output_format=output_format
         )
-    return face_path.align_upload(photo, service.face_finder(), native_hw[0], faces, timer)
+    max_faces = min(
+        s.max_faces, s.queue_size
+    )  # more could never fit the model's queue: a 503 no retry passes
+    upload = face_path.align_upload(photo, service.face_finder(), native_hw[0], faces, timer, max_faces)
+    if size == "crop":
+        face_path.check_crop(upload, fmt, s.max_pixels)
+    return upload
 
 
 async def read_request_upload(
@@ -133,6 +139,14 @@ async def read_request_upload(
     if align:
         face_path.check_request(size, faces)
     return await read_upload(image, service.settings.max_upload_bytes)
+
+
+def hold_pixels(service: Service, data: bytes, align: bool) -> int:
+    """Hold the photo's pixels in the face-path budget (503 ``face_path_busy`` when they do not fit); 0 off the
+    face path. Give them back (``service.face_pixels.give``) once the answer is encoded or refused."""
+    if not align:
+        return 0
+    return service.face_pixels.take(min(imaging.header_pixels(data), service.settings.max_pixels))
 
 
 async def decode_upload(
@@ -145,14 +159,21 @@ async def decode_upload(
     fmt: Format,
     align: bool = False,
     faces: Faces = "largest",
-) -> Upload:
-    """Read, validate, decode and frame the upload (:func:`frame_upload`) in one worker-thread hop.
+) -> tuple[Upload, int]:
+    """Read, validate, decode and frame the upload (:func:`frame_upload`) in one worker-thread hop: the upload
+    and the face-path pixels held for it (:func:`hold_pixels`, given back here when it is refused).
 
     With ``size=original`` an upload too large for the ``fmt`` encoder is refused here, before any work."""
     data = await read_request_upload(service, image, size, align=align, faces=faces)
-    return await run_in_threadpool(
-        frame_upload, service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces
-    )
+    held = hold_pixels(service, data, align)
+    try:
+        upload = await run_in_threadpool(
+            frame_upload, service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces
+        )
+    except BaseException:
+        service.face_pixels.give(held)
+        raise
+    return upload, held
 
 
 async def prepare_inputs(
@@ -165,16 +186,23 @@ async def prepare_inputs(
     fmt: Format,
     align: bool,
     faces: Faces,
-) -> tuple[Upload, list[np.ndarray]]:
-    """:func:`decode_upload` and :func:`preprocess` in the same worker-thread hop: the upload and the model's
-    inputs (one hop fewer: a round trip to the thread pool measured 0.07 ms on an idle event loop here)."""
+) -> tuple[Upload, list[np.ndarray], int]:
+    """:func:`decode_upload` and :func:`preprocess` in the same worker-thread hop: the upload, the model's
+    inputs and the face-path pixels held (one hop fewer: a round trip to the thread pool measured 0.07 ms on an
+    idle event loop here)."""
     data = await read_request_upload(service, image, size, align=align, faces=faces)
+    held = hold_pixels(service, data, align)
 
     def work() -> tuple[Upload, list[np.ndarray]]:
         upload = frame_upload(service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces)
         return upload, preprocess(inputs_of(upload), timer)
 
-    return await run_in_threadpool(work)
+    try:
+        upload, xs = await run_in_threadpool(work)
+    except BaseException:
+        service.face_pixels.give(held)
+        raise
+    return upload, xs, held
 
 
 def inputs_of(upload: Upload) -> list[np.ndarray]:
@@ -247,7 +275,7 @@ async def transform(
     label_request(request, runtime.name, runtime.provider)
     strength = resolve_strength(loaded, strength)
     with loaded.batcher.expecting():  # queued requests may wait for this one to join their batch
-        upload, xs = await prepare_inputs(
+        upload, xs, held = await prepare_inputs(
             service,
             image,
             runtime.native_hw,
@@ -257,27 +285,30 @@ async def transform(
             align=aligned(loaded, align),
             faces=faces,
         )
-    try:
-        # several faces are submitted together, so they usually share a batch
-        results = await asyncio.gather(*(loaded.batcher.submit(x, strength) for x in xs))
-    except QueueFullError as e:
-        raise ServiceError(
-            503,
-            "queue_full",
-            f"{e}; retry in {e.retry_after_s} s",
-            headers={"Retry-After": str(e.retry_after_s)},
-        ) from e
-    timer.add("queue", max(r.queue_s for r in results))
-    timer.add("inference", max(r.inference_s for r in results))
-    content = await run_in_threadpool(
-        finish_output,
-        [r.output for r in results],
-        upload,
-        size,
-        format,
-        service.settings.output_quality,
-        timer,
-    )
+    try:  # the face-path pixels are held until the answer is encoded
+        try:
+            # several faces are submitted together, so they usually share a batch
+            results = await asyncio.gather(*(loaded.batcher.submit(x, strength) for x in xs))
+        except QueueFullError as e:
+            raise ServiceError(
+                503,
+                "queue_full",
+                f"{e}; retry in {e.retry_after_s} s",
+                headers={"Retry-After": str(e.retry_after_s)},
+            ) from e
+        timer.add("queue", max(r.queue_s for r in results))
+        timer.add("inference", max(r.inference_s for r in results))
+        content = await run_in_threadpool(
+            finish_output,
+            [r.output for r in results],
+            upload,
+            size,
+            format,
+            service.settings.output_quality,
+            timer,
+        )
+    finally:
+        service.face_pixels.give(held)
     timer.observe("/transform", runtime.name, runtime.provider)
     return image_response(
         content,

@@ -17,6 +17,7 @@ from editing.alignment.ffhq import Alignment
 MARGIN = 0.02  # of the crop's side: the mask stays 1 this far outside the landmark hull
 FEATHER = 0.08  # of the crop's side: then falls to 0 over this distance
 FOREHEAD = 0.8  # eyebrows raised by this fraction of the eye-to-mouth distance, to cover the forehead
+BAND_ROWS = 256  # rows blended at a time: the float32 work stays a few MB whatever the face's size
 
 
 def face_mask(aligned_landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -46,6 +47,14 @@ def paste_back(photo: np.ndarray, face: np.ndarray, alignment: Alignment, mask: 
 
     Only the quad's bounding box is touched; outside the warped mask the photo is returned unchanged.
     """
+    out = photo.copy()
+    paste_into(out, face, alignment, mask)
+    return out
+
+
+def paste_into(photo: np.ndarray, face: np.ndarray, alignment: Alignment, mask: np.ndarray) -> None:
+    """:func:`paste_back` in place, band by band of ``BAND_ROWS`` rows: the float32 blend never spans the whole
+    face region (a face of a 40-megapixel photo would take gigabytes), and bands the mask misses are skipped."""
     size = face.shape[0]
     if face.shape[:2] != (size, size) or mask.shape != (size, size):
         raise ValueError(f"face {face.shape} and mask {mask.shape} must be the same square size")
@@ -53,28 +62,33 @@ def paste_back(photo: np.ndarray, face: np.ndarray, alignment: Alignment, mask: 
     lo = np.floor(alignment.quad.min(axis=0)).astype(int) - 1
     hi = np.ceil(alignment.quad.max(axis=0)).astype(int) + 2
     x0, y0, x1, y1 = max(lo[0], 0), max(lo[1], 0), min(hi[0], w), min(hi[1], h)
-    out = photo.copy()
-    if x1 <= x0 or y1 <= y0:
-        return out
-    # the photo's ROI pixel (x, y) -> aligned pixel: aligned_from_source with the ROI's offset folded in
-    m = alignment.aligned_from_source(size)
-    m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
-    roi_size = (x1 - x0, y1 - y0)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(face, m, roi_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    weight = cv2.warpAffine(mask, m, roi_size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    region = photo[y0:y1, x0:x1].astype(np.float32)
-    blended = region + (warped.astype(np.float32) - region) * weight[..., None]
-    out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return out
+    for top in range(y0, y1, BAND_ROWS):
+        bottom = min(top + BAND_ROWS, y1)
+        # the band's pixel (x, y) -> aligned pixel: aligned_from_source with the band's offset folded in
+        m = alignment.aligned_from_source(size)
+        m[:, 2] += m[:, :2] @ np.array([x0, top], dtype=np.float64)
+        band_size = (x1 - x0, bottom - top)
+        weight = cv2.warpAffine(
+            mask, m, band_size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+        )
+        if not weight.any():
+            continue
+        warped = cv2.warpAffine(face, m, band_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        region = photo[top:bottom, x0:x1]
+        blended = region.astype(np.float32)
+        blended += (warped.astype(np.float32) - blended) * weight[..., None]
+        np.rint(blended, out=blended)
+        region[...] = np.clip(blended, 0, 255).astype(np.uint8)
 
 
 def paste_faces(
     photo: np.ndarray, faces: list[np.ndarray], alignments: list[Alignment], landmarks: list[np.ndarray]
 ) -> np.ndarray:
-    """Paste several edited crops back, each through the mask built from its landmarks (source pixels [68, 2])."""
-    out = photo
+    """Paste several edited crops back, each through the mask built from its landmarks (source pixels [68, 2]),
+    into one copy of ``photo``."""
+    out = photo.copy()
     for face, alignment, lm in zip(faces, alignments, landmarks, strict=True):
         size = face.shape[0]
-        out = paste_back(out, face, alignment, face_mask(alignment.to_aligned(lm, size), size))
+        paste_into(out, face, alignment, face_mask(alignment.to_aligned(lm, size), size))
     return out

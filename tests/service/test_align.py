@@ -197,3 +197,58 @@ def test_legacy_path_aligns_and_pastes_back(legacy_client):
     np.testing.assert_array_equal(result[:, 315:325], photo[:, 315:325])
     r = post(legacy_client, NO_FACE, "/legacy/transform")
     assert r.status_code == 422 and r.json()["error"] == "no_face"
+
+
+@pytest.fixture
+def settings_of(client):
+    """Change the running service's settings for one test (restored after)."""
+    service = client.app.state.service
+    original = service.settings
+
+    def change(**values) -> None:
+        service.settings = original.replace(**values)
+
+    yield change
+    service.settings = original
+
+
+def test_more_faces_than_the_limit_is_a_422_before_any_crop(client, settings_of, monkeypatch):
+    import editing.alignment.ffhq as ffhq
+
+    def no_crops(*args, **kwargs):
+        raise AssertionError("a crop was computed for a request refused for its face count")
+
+    settings_of(max_faces=1)
+    monkeypatch.setattr(ffhq, "align_face", no_crops)
+    r = post(client, PAIR, size="original", faces="all")
+    assert r.status_code == 422 and r.json()["error"] == "too_many_faces", r.text
+    assert r.json()["limit"] == 1 and r.json()["faces"] == 2 and "DISTILL_MAX_FACES" in r.json()["detail"]
+
+
+def test_face_path_pixels_in_flight_are_bounded(client):
+    budget = client.app.state.service.face_pixels
+    assert budget.held == 0 and budget.limit == client.app.state.service.settings.face_pixels
+    budget.held = budget.limit - 512 * 512 + 1  # other photos in flight: this one does not fit
+    try:
+        r = post(client, PORTRAIT, size="original")
+        assert r.status_code == 503 and r.json()["error"] == "face_path_busy" and r.headers["retry-after"]
+    finally:
+        budget.held = 0
+    assert picture(post(client, PORTRAIT, size="original")).shape == (512, 512, 3)  # the retry passes
+    assert post(client, NO_FACE, size="original").status_code == 422
+    assert budget.held == 0  # given back after an answer and after a refusal
+
+
+def test_a_crop_answer_is_held_to_the_pixel_limit():
+    from app.errors import ServiceError
+    from app.faces import AlignedUpload, check_crop
+    from editing.alignment.ffhq import Alignment
+
+    quad = np.array([[-500, -500], [-500, 1500], [1500, 1500], [1500, -500]], np.float64)  # beyond the photo
+    upload = AlignedUpload(np.zeros((1000, 1000, 3), np.uint8), [], [], [Alignment(quad, NATIVE)])
+    check_crop(upload, "png", 2000 * 2000)
+    with pytest.raises(ServiceError) as refused:
+        check_crop(upload, "png", 2000 * 2000 - 1)
+    assert refused.value.status_code == 422 and refused.value.error == "output_too_large"
+    with pytest.raises(ServiceError, match="webp"):
+        check_crop(AlignedUpload(upload.photo, [], [], [Alignment(quad * 10, NATIVE)]), "webp", 10**9)

@@ -48,11 +48,49 @@ def test_defaults_and_env_parsing():
         ({"DISTILL_VARIANT_CPU": "int4"}, "DISTILL_VARIANT_CPU"),
         ({"DISTILL_LEGACY_STEPS": "2000"}, "exceeds"),
         ({"DISTILL_OUTPUT_QUALITY": "101"}, "1..100"),
+        ({"DISTILL_MAX_FACES": "0"}, "DISTILL_MAX_FACES=0: must be > 0"),
+        ({"DISTILL_FACE_PIXELS": "1000"}, "DISTILL_FACE_PIXELS=1000 is below DISTILL_MAX_PIXELS"),
+        ({"DISTILL_LEGACY_RESULT_BYTES": "0"}, "DISTILL_LEGACY_RESULT_BYTES=0: must be > 0"),
     ],
 )
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(DistillError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("name", ["LEGACY_TIMEOUT_S", "MAX_WAIT_MS", "ENGINE_BUDGET_S"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_durations_must_be_finite(name, value):
+    with pytest.raises(DistillError, match=f"DISTILL_{name}="):
+        Settings.from_env({f"DISTILL_{name}": value})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DISTILL_LEGACY_TIMEOUT_S": "1e9"}, "DISTILL_LEGACY_TIMEOUT_S=1000000000.0: must be <= 86400"),
+        ({"DISTILL_MAX_WAIT_MS": "60000"}, "DISTILL_MAX_WAIT_MS=60000.0: must be <= 10000"),
+        ({"DISTILL_ENGINE_BUDGET_S": "86400"}, "DISTILL_ENGINE_BUDGET_S=86400.0: must be <= 3600"),
+    ],
+)
+def test_out_of_range_durations_are_refused(env, message):
+    with pytest.raises(DistillError, match=message):
+        Settings.from_env(env)
+
+
+def test_serve_refuses_a_nan_setting_in_one_line(monkeypatch, capsys):
+    import uvicorn
+
+    from distill.cli import main
+
+    def started(*args, **kwargs):
+        raise AssertionError("the service started with DISTILL_LEGACY_TIMEOUT_S=nan")
+
+    monkeypatch.setattr(uvicorn, "run", started)
+    monkeypatch.setenv("DISTILL_LEGACY_TIMEOUT_S", "nan")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "DISTILL_LEGACY_TIMEOUT_S='nan'" in err and "finite" in err
 
 
 def test_only_from_env_reads_the_environment(monkeypatch):

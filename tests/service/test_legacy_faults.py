@@ -9,6 +9,8 @@ import contextlib
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -187,3 +189,40 @@ def test_a_projection_process_hung_at_warm_up_is_killed_and_reported(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         executor.shutdown()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+PARENT = """
+import os, time
+from app.legacy import LegacyExecutor
+pool = LegacyExecutor(1, 0, 60.0, 1)._get_pool()
+print(pool.submit(os.getpid).result(), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_projection_process_exits_when_its_web_worker_is_killed():
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, env=env)
+    child = int(parent.stdout.readline())
+    try:
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)  # as the out-of-memory killer would
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while _alive(child):
+            assert time.monotonic() < deadline, "the projection process outlived its parent"
+            time.sleep(0.1)
+    finally:
+        parent.kill()
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
+import httpx
 import pytest
+from fastapi.responses import Response
 from PIL import Image
 
+from app.legacy import LegacyExecutor
+from app.legacy_jobs import JobRecord, JobStore
 from tests.app_helpers import NATIVE, face_upload, legacy_test_client
 
 
@@ -98,3 +103,87 @@ def test_bad_input_is_refused_before_a_job_exists(client):
     assert not client.app.state.legacy_jobs.jobs or all(
         j.status != "queued" for j in client.app.state.legacy_jobs.jobs.values()
     )
+
+
+def test_simultaneous_submissions_cannot_pass_the_capacity(client, monkeypatch):
+    """Eight submissions whose uploads finish decoding at the same moment: only the free slots are taken."""
+    from app.routers import transform as transform_router
+
+    service, n = client.app.state.service, 8
+    assert service.legacy.active == 0
+    arrived: list[int] = []
+    gate: list[asyncio.Event] = []
+
+    async def together(fn, *args, **kwargs):  # the decode hop, released for all requests at once
+        arrived.append(1)
+        if len(arrived) == n:
+            gate[0].set()
+        await gate[0].wait()
+        return fn(*args, **kwargs)
+
+    async def submit_all() -> list[httpx.Response]:
+        gate.append(asyncio.Event())
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            posts = (http.post("/legacy/jobs", **upload(steps="100000")) for _ in range(n))
+            return list(await asyncio.gather(*posts))
+
+    monkeypatch.setattr(transform_router, "run_in_threadpool", together)
+    responses = client.portal.call(submit_all)
+    accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+    refused = [r for r in responses if r.status_code != 202]
+    try:
+        assert len(accepted) == service.legacy.capacity, [r.text for r in responses]
+        assert all(r.status_code == 503 and r.json()["error"] == "legacy_busy" for r in refused)
+        assert all(r.headers["retry-after"] for r in refused)
+    finally:
+        for job_id in accepted:
+            client.delete(f"/legacy/jobs/{job_id}")
+        deadline = time.monotonic() + 30
+        while service.legacy.active:
+            assert time.monotonic() < deadline, "the cancelled projections are still running"
+            time.sleep(0.05)
+
+
+def _finished(store, size: int) -> JobRecord:
+    record = store.add(JobRecord(model="m", steps=1, faces=1))
+    record.finish("done", response=Response(b"x" * size))
+    store.keep_result(record)
+    return record
+
+
+def test_kept_results_stay_within_the_byte_budget_oldest_dropped_first():
+    store = JobStore(max_result_bytes=2500)
+    first, second, third = (_finished(store, 1000) for _ in range(3))
+    assert store.result_bytes == 2000 and first.response is None and "oldest first" in first.dropped
+    assert second.response is not None and third.response is not None
+    assert first.info(LegacyExecutor(0, 0, 1.0, 1)).result is None
+    huge = _finished(store, 2501)
+    assert huge.status == "failed" and huge.error.error == "result_too_large" and huge.response is None
+    assert second.response is not None and store.result_bytes == 2000
+
+
+def test_a_fetched_then_dropped_result_is_410(client):
+    store = client.app.state.legacy_jobs
+    budget = store.max_result_bytes
+    assert budget == client.app.state.service.settings.legacy_result_bytes
+
+    def run_one() -> tuple[str, bytes]:
+        job = client.post("/legacy/jobs", **upload(steps="2", format="png")).json()
+        done = wait_for(client, job["id"], lambda j: j["status"] not in ("queued", "running"))
+        assert done["status"] == "done", done
+        image = client.get(done["result"])
+        assert image.status_code == 200
+        return job["id"], image.content
+
+    first, image = run_one()
+    store.max_result_bytes = 2 * len(image) - 1  # room for one such image, not two
+    try:
+        run_one()
+    finally:
+        store.max_result_bytes = budget
+    r = client.get(f"/legacy/jobs/{first}/result")
+    assert r.status_code == 410 and r.json()["error"] == "result_dropped", r.text
+    assert "DISTILL_LEGACY_RESULT_BYTES" in r.json()["detail"]
+    info = client.get(f"/legacy/jobs/{first}").json()
+    assert info["status"] == "done" and info["result"] is None and info["result_dropped"]

@@ -161,3 +161,23 @@ def test_a_fitting_model_is_ready(tmp_path):
         )
     finally:
         client.__exit__(None, None, None)
+
+
+class BatchOfOne(nn.Module):
+    """Declares a dynamic batch, but its graph reshapes to [1, 3, H, W]: it fails on any batch beyond 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 0.5).reshape(1, 3, NATIVE, NATIVE)
+
+
+def test_a_model_that_fails_beyond_batch_one_is_served_at_batch_one_with_a_warning(tmp_path):
+    status, body, client = readyz_after_start(entry_with(tmp_path / "zoo", BatchOfOne(), NATIVE, True))
+    try:
+        assert (status, body["status"]) == (200, "ready") and "served at batch 1" in (body["detail"] or "")
+        model = client.get("/models").json()["models"][0]
+        assert model["batching"]["max_batch"] == 1 and "fails on a batch of 2" in model["warnings"][0]
+        assert (
+            client.post("/transform", files={"image": ("f.png", png_bytes(), "image/png")}).status_code == 200
+        )
+    finally:
+        client.__exit__(None, None, None)

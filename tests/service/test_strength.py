@@ -120,3 +120,50 @@ def test_the_legacy_path_takes_the_same_strength(client):
     alpha = model.entry.spec.edit.alpha
     assert service.legacy_job(model, 5).alpha == alpha
     assert service.legacy_job(model, 5, -0.5).alpha == -0.5 * alpha
+
+
+@pytest.fixture(scope="module")
+def legacy_client(conditional_entry, tmp_path_factory):
+    root = tmp_path_factory.mktemp("legacy-zoo")
+    shutil.copytree(conditional_entry, root / "cond")
+    make_entry(root, "fixed", samples=False)  # a fixed-strength model with a teacher
+    settings = Settings(
+        model_zoo=root,
+        default_model="cond",
+        warmup_runs=1,
+        intra_op_threads=1,
+        legacy_workers=1,
+        legacy_steps=2,
+        legacy_max_steps=10,
+        legacy_timeout_s=60,
+    )
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        yield c
+
+
+@pytest.mark.parametrize("endpoint", ["/legacy/transform", "/legacy/jobs"])
+def test_the_legacy_endpoints_keep_the_strength_contract(legacy_client, endpoint):
+    for model, strength, error in (
+        ("cond", "1.50000001", "strength_out_of_range"),
+        ("cond", "-2", "strength_out_of_range"),
+        ("fixed", "0.5", "strength_unsupported"),
+    ):
+        data = encode(Image.fromarray(gradient(16, 16)))
+        r = legacy_client.post(
+            endpoint,
+            files={"image": ("p.png", data, "image/png")},
+            data={"model": model, "strength": strength},
+        )
+        assert (r.status_code, r.json()["error"]) == (422, error), r.text
+
+
+def test_the_legacy_answer_names_its_strength(legacy_client):
+    data = encode(Image.fromarray(gradient(16, 16)))
+    for fields, shown in (({}, "1"), ({"strength": "-0.5"}, "-0.5")):
+        r = legacy_client.post(
+            "/legacy/transform",
+            files={"image": ("p.png", data, "image/png")},
+            data={"model": "cond", "format": "png", **fields},
+        )
+        assert r.status_code == 200 and r.headers["x-strength"] == shown, r.text

@@ -342,3 +342,22 @@ def test_a_landmarker_with_another_layout_is_refused():
 
     with pytest.raises(ValueError, match=r"shape \(5, 2\), not \(68, 2\)"):
         find_faces(np.zeros((100, 100, 3), np.uint8), RecordingDetector(), FivePoints())
+
+
+def test_paste_back_of_a_large_face_works_in_bands():
+    """The blend is float32 band by band: the peak is the output copy and a few bands, not 4 floats a subpixel."""
+    import tracemalloc
+
+    from editing.alignment.ffhq import Alignment
+
+    photo = np.zeros((2000, 2000, 3), np.uint8)
+    quad = np.array([[100, 100], [100, 1900], [1900, 1900], [1900, 100]], np.float64)
+    face, mask = np.full((64, 64, 3), 200, np.uint8), np.ones((64, 64), np.float32)
+    tracemalloc.start()
+    try:
+        out = paste_back(photo, face, Alignment(quad, 64), mask)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (out[1000, 1000] == 200).all() and (out[50, 50] == 0).all()
+    assert peak < 4 * photo.nbytes, f"peak {peak / photo.nbytes:.1f}x the photo's bytes"

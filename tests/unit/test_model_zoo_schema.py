@@ -134,3 +134,10 @@ def test_the_documented_json_schema_matches_the_model(capsys):
     )
     assert main(["models", "schema"]) == 0
     assert json.loads(capsys.readouterr().out)["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("version", [True, False, 1.0, "1"])
+def test_schema_version_is_the_integer_itself(version):
+    current = parse_manifest(_v0()).to_json()
+    with pytest.raises(ValueError, match="schema_version"):
+        parse_manifest({**current, "schema_version": version})
