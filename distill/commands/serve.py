@@ -11,6 +11,8 @@ import tempfile
 from copy import deepcopy
 from pathlib import Path
 
+from distill.commands.zoo import add_zoo_argument
+
 log = logging.getLogger("app.cli")
 
 
@@ -128,9 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="uvicorn worker processes (metrics are aggregated across them; each gets cores/workers "
         "ONNX Runtime threads unless DISTILL_INTRA_OP_THREADS is set)",
     )
-    p.add_argument(
-        "--model-zoo", type=Path, default=None, help="model-zoo root (default: $DISTILL_MODEL_ZOO)"
-    )
+    add_zoo_argument(p)
     p.add_argument(
         "--provider",
         choices=("auto", "cuda", "cpu"),
