@@ -10,8 +10,8 @@ import pytest
 from distill.cli import main
 from model_zoo.registry import (
     MANIFEST,
-    ModelZooError,
     SHIPPED_ROOT,
+    ModelZooError,
     default_root,
     get_entry,
     list_entries,
