@@ -134,3 +134,10 @@ def test_the_documented_json_schema_matches_the_model(capsys):
     )
     assert main(["models", "schema"]) == 0
     assert json.loads(capsys.readouterr().out)["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+
+
+def test_a_dataset_outside_the_project_is_recorded_relative_to_the_entry(tmp_path):
+    from model_zoo.schema import PROJECT_ROOT, dataset_provenance
+
+    assert dataset_provenance(tmp_path / "data" / "age", tmp_path / "model_zoo" / "age") == "../../data/age"
+    assert dataset_provenance(PROJECT_ROOT / "runs" / "data", tmp_path / "zoo" / "x") == "runs/data"

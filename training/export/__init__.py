@@ -32,7 +32,7 @@ from model_zoo.registry import (
     write_entry,
     zoo_roots,
 )
-from model_zoo.schema import EntryManifest, FileRecord, StrengthSpec, provenance
+from model_zoo.schema import EntryManifest, FileRecord, StrengthSpec, dataset_provenance
 from networks.pix2pixhd.conditional import is_conditional
 from training.export.assets import _copy_samples, _teacher_and_direction, _write_preview
 from training.export.graph import (
@@ -266,7 +266,7 @@ def _manifest(
     data: dict[str, Any] = {}
     if views is not None:
         data = {
-            "dataset": provenance(views.dataset),
+            "dataset": dataset_provenance(views.dataset, opts.out),
             **views.counts,
             "teacher_resolution": views.meta.get("resolution"),
             "eval_inputs": views.eval_source,
