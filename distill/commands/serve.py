@@ -79,9 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     log.info("distill serve: http://%s:%d (demo page /, API docs /docs, metrics /metrics)", host, args.port)
     log.info(
-        "models from %s: %s (default %s)",
-        entries[0].path.parent,
-        ", ".join(e.name for e in entries),
+        "models: %s (default %s)",
+        ", ".join(f"{e.name} from {e.zoo}" for e in entries),
         settings.default_model or entries[0].name,
     )
     log.info(
