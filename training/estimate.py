@@ -103,7 +103,8 @@ class Estimate:
     data_seconds_per_batch: float
     epochs: int
     price_per_hour: float | None
-    scaled_from_batch: int | None = None  # the time was measured at this batch and scaled (too slow here)
+    scaled_from_batch: int | None = None  # the time was measured at this batch and scaled
+    scaled_because: str = ""  # why: the batch would outlast --max-seconds, or not fit this machine's memory
     pairs_source: str = "dataset"  # "dataset" (its kept train pairs) or "--pairs" (the planned data set)
     flops_per_iter: float | None = None  # counted on the probe iteration, times the batch
     memory_bytes: float | None = None  # predicted peak of one iteration at the batch, on this device
@@ -172,7 +173,7 @@ class Estimate:
             return f"{self.seconds_per_iter:.4f} s ({self.iters_timed} timed)"
         return (
             f"{self.seconds_per_iter:.4f} s (one iteration at batch {self.scaled_from_batch} timed, x "
-            f"{self.batch_size / self.scaled_from_batch:g}: batch {self.batch_size} would outlast --max-seconds)"
+            f"{self.batch_size / self.scaled_from_batch:g}: batch {self.batch_size} {self.scaled_because})"
         )
 
     def projection_table(self) -> str:
@@ -362,8 +363,8 @@ def probe_iteration(it: _Iteration, a: torch.Tensor, b: torch.Tensor) -> Probe:
 def check_batch_fits(
     probe: Probe, batch_size: int, device: torch.device, hw: tuple[int, int]
 ) -> float | None:
-    """The predicted memory of an iteration at ``batch_size``; DistillError naming a batch that fits when it
-    would not fit ``device`` (None when this platform cannot tell)."""
+    """The predicted memory of an iteration at ``batch_size`` (None when this platform cannot tell);
+    DistillError naming a batch that fits when it would not fit ``device``."""
     need = probe.predict(batch_size)
     capacity = MemoryProbe(device).capacity()
     if need is None or capacity is None or need <= MEMORY_MARGIN * capacity:
@@ -522,8 +523,20 @@ def estimate(
     if progress:
         print(f"estimate: one iteration at batch 1 first (FLOPs, memory) on {dev}", file=sys.stderr)
     probe = probe_iteration(it, a, b)
-    memory = check_batch_fits(probe, batch_size, dev, hw)
-    scaled = max_seconds is not None and batch_size > 1 and probe.seconds * batch_size > max_seconds
+    scaled_because = ""
+    try:
+        memory = check_batch_fits(probe, batch_size, dev, hw)
+    except DistillError as e:
+        if dev.type == "cuda":  # the machine the run is for: the batch must fit
+            raise
+        # a CPU stands in for the GPU the run is for: its memory is no limit on the batch there
+        memory = probe.predict(batch_size)
+        scaled_because = "does not fit this machine's memory"
+        if progress:
+            print(f"estimate: {e}; timing batch 1 and scaling it", file=sys.stderr)
+    if not scaled_because and max_seconds is not None and probe.seconds * batch_size > max_seconds:
+        scaled_because = "would outlast --max-seconds"
+    scaled = batch_size > 1 and bool(scaled_because)
     if scaled:  # a CPU's iteration time grows in proportion to the batch; the probe was a real iteration
         times = [probe.seconds * batch_size]
     else:
@@ -544,6 +557,7 @@ def estimate(
         epochs=epochs,
         price_per_hour=price_per_hour,
         scaled_from_batch=1 if scaled else None,
+        scaled_because=scaled_because,
         pairs_source="dataset" if pairs is None else "--pairs",
         flops_per_iter=flops,
         memory_bytes=memory,

@@ -152,3 +152,12 @@ def test_a_batch_too_slow_to_time_is_scaled_from_the_measured_batch_1_and_says_s
     est = estimate(None, pairs=10, load_size=32, preset="tiny", batch_size=2, device="cpu", max_seconds=0)
     assert est.scaled_from_batch == 1 and est.iters_timed == 1
     assert "one iteration at batch 1 timed, x 2: batch 2 would outlast --max-seconds" in est.table()
+
+
+def test_on_a_cpu_a_batch_beyond_its_memory_is_scaled_from_batch_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.estimate import MemoryProbe
+
+    monkeypatch.setattr(MemoryProbe, "capacity", lambda self: 1.0)  # nothing fits this machine
+    est = estimate(None, pairs=10, load_size=32, preset="tiny", batch_size=2, device="cpu")
+    assert est.scaled_from_batch == 1 and "batch 2 does not fit this machine's memory" in est.table()
+    assert est.projections  # the GPUs are still projected
