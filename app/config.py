@@ -83,7 +83,9 @@ class Settings(BaseSettings):
     )
 
     model_zoo: Path | None = Field(
-        None, description="model-zoo root folder", json_schema_extra=_shown("model_zoo pkg")
+        None,
+        description="model-zoo root folder",
+        json_schema_extra=_shown("./model_zoo, then the shipped zoo"),
     )
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="comma-separated entries to serve", json_schema_extra=_shown("every entry")

@@ -228,7 +228,9 @@ class LegacyExecutor:
         self._on_depth = on_depth
         self._pool: ProcessPoolExecutor | None = None
         self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
+        # made with the first pool and dropped at shutdown: its named semaphores are unlinked then, not reported
+        # as leaked by the resource tracker when the service stops
+        self._stop: Any = None
         # per slot, shared with the processes: steps done, cancel flag, wall-clock start (0 = not started)
         self._slots = (
             self._context.RawArray("q", self.capacity),
@@ -243,6 +245,7 @@ class LegacyExecutor:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            self._stop = self._stop or self._context.Event()
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=self._context,
@@ -393,3 +396,4 @@ class LegacyExecutor:
             self._stop.set()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._stop = None

@@ -32,6 +32,7 @@ class LegacyInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
+    zoo: str = ""  # the model-zoo folder the entry came from (--model-zoo, ./model_zoo or the shipped zoo)
     description: str
     edit: dict | None
     input_size: tuple[int, int]

@@ -26,7 +26,7 @@ from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH, observe_candidates
 from app.runtime import ModelRuntime, load_runtime
 from core.errors import DistillError
 from editing.alignment.landmarks import FaceFinder, default_finder
-from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
+from model_zoo.registry import ModelEntry, get_entry, list_entries, zoo_roots
 
 log = logging.getLogger("app.service")
 
@@ -56,12 +56,15 @@ class LoadedModel:
 
 
 def select_entries(settings: Settings) -> list[ModelEntry]:
-    """The entries to serve (``settings.models`` or the whole zoo), checksums verified; DistillError if none."""
-    root = settings.model_zoo or default_root()
+    """The entries to serve (``settings.models`` or the whole zoo), checksums verified; DistillError if none.
+    Names resolve as everywhere (model_zoo.registry.zoo_roots): the configured zoo, else ./model_zoo, then
+    the shipped one."""
+    root = settings.model_zoo
     names = list(settings.models) or [e.name for e in list_entries(root)]
     if not names:
         raise DistillError(
-            f"no model-zoo entries under {root}; set DISTILL_MODEL_ZOO (or --model-zoo) to a folder of "
+            f"no model-zoo entries under {' or '.join(map(str, zoo_roots(root)))}; set DISTILL_MODEL_ZOO "
+            "(or --model-zoo) to a folder of "
             "entries written by `distill export`"
         )
     return [get_entry(name, root, verify=True) for name in names]

@@ -112,7 +112,7 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: r["median_ms"]):
-        ratio = f"{base / r['median_ms']:.2f}x" if base else "-"
+        ratio = f"{base / r['median_ms']:.2f}x" if base and r["median_ms"] else "-"  # 0.0: rounded away
         psnr = "reference" if r["psnr_vs_fp32_db"] is None else f"{r['psnr_vs_fp32_db']:.1f}"
         lines.append(
             f"| {r['engine']} | {r['variant']} | {r['precision']} | {r['median_ms']:.2f} | {ratio} | {psnr} |"

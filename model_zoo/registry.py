@@ -46,10 +46,26 @@ class ModelZooError(DistillError):
     """A model-zoo entry is missing, malformed, corrupt or truncated; the message names the file and the fix."""
 
 
+SHIPPED_ROOT = Path(__file__).resolve().parent
+LOCAL_ZOO = "model_zoo"  # a zoo in the current folder, as `distill export RUN --out model_zoo/NAME` makes one
+
+
+def zoo_roots(root: str | os.PathLike | None = None) -> list[Path]:
+    """The folders a bare entry name is looked up in, in order: ``root`` (``--model-zoo``) or
+    ``$DISTILL_MODEL_ZOO`` alone when given; else ``./model_zoo`` of the current folder (when it exists),
+    then the shipped zoo, so the README's own exports and the shipped default both resolve from any folder."""
+    explicit = root if root is not None else os.environ.get(ENV_ROOT) or None
+    if explicit is not None:
+        return [Path(explicit)]
+    local = Path.cwd() / LOCAL_ZOO
+    if local.is_dir() and local.resolve() != SHIPPED_ROOT:
+        return [local, SHIPPED_ROOT]
+    return [SHIPPED_ROOT]
+
+
 def default_root() -> Path:
-    """The zoo folder: ``$DISTILL_MODEL_ZOO`` when set, else the ``model_zoo`` package folder."""
-    env = os.environ.get(ENV_ROOT)
-    return Path(env) if env else Path(__file__).resolve().parent
+    """The first zoo folder of :func:`zoo_roots`: where a new entry is expected to go."""
+    return zoo_roots()[0]
 
 
 def _reexport_hint(folder: Path) -> str:
@@ -63,6 +79,11 @@ class ModelEntry:
     name: str
     path: Path
     spec: EntryManifest
+
+    @property
+    def zoo(self) -> Path:
+        """The zoo folder the entry came from (its folder's parent)."""
+        return self.path.parent
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -211,33 +232,45 @@ def _entry_dirs(root: Path) -> list[Path]:
 
 
 def list_entries(root: str | os.PathLike | None = None) -> list[ModelEntry]:
-    """Every entry under ``root`` (default: :func:`default_root`), sorted by name; manifests validated, files not hashed."""
-    return [load_entry(p) for p in _entry_dirs(Path(root) if root is not None else default_root())]
+    """Every entry of the zoo folders :func:`zoo_roots` gives for ``root``, sorted by name (a name in an earlier
+    folder hides the same name in a later one); manifests validated, files not hashed. ``entry.zoo`` says
+    which folder each came from."""
+    found: dict[str, Path] = {}
+    for folder in zoo_roots(root):
+        for p in _entry_dirs(folder):
+            found.setdefault(p.name, p)
+    return [load_entry(found[name]) for name in sorted(found)]
 
 
 def get_entry(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> ModelEntry:
-    """The entry called ``name``, with every file's size and sha256 checked when ``verify``.
+    """The entry called ``name`` in the first of :func:`zoo_roots` that has it, with every file's size and
+    sha256 checked when ``verify``.
 
-    An unknown name lists the available entries; a missing, truncated or corrupt file names the file.
+    An unknown name lists the folders searched and the available entries; a missing, truncated or corrupt file
+    names the file.
     """
-    root = Path(root) if root is not None else default_root()
+    roots = zoo_roots(root)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ModelZooError(
-            f"{name!r} is not a model name (letters, digits, '.', '_', '-'); {_available(root)}"
+            f"{name!r} is not a model name (letters, digits, '.', '_', '-'); {_available(roots)}"
         )
-    folder = root / name
-    if not (folder / MANIFEST).is_file():
-        raise ModelZooError(f"no model {name!r} in {root}; {_available(root)}")
+    folder = next((r / name for r in roots if (r / name / MANIFEST).is_file()), None)
+    if folder is None:
+        searched = " or ".join(str(r) for r in roots)
+        raise ModelZooError(
+            f"no model {name!r} in {searched}; {_available(roots)} (another zoo: --model-zoo DIR or "
+            f"{ENV_ROOT}=DIR)"
+        )
     entry = load_entry(folder)
     if verify:
         entry.verify()
     return entry
 
 
-def _available(root: Path) -> str:
-    names = [p.name for p in _entry_dirs(root)]
+def _available(roots: list[Path]) -> str:
+    names = sorted({p.name for r in roots for p in _entry_dirs(r)})
     if not names:
-        return f"the zoo at {root} is empty (create an entry with `distill export RUN --out {root}/NAME`)"
+        return f"the zoo at {roots[0]} is empty (create an entry with `distill export RUN --out {roots[0]}/NAME`)"
     return f"available: {', '.join(names)}"
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Final, Literal
 
@@ -57,6 +58,17 @@ def provenance(path: str | Path, root: Path = PROJECT_ROOT) -> str:
         return p.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return p.name
+
+
+def dataset_provenance(path: str | Path, entry_dir: str | Path, root: Path = PROJECT_ROOT) -> str:
+    """How an entry names its pair dataset: relative to ``root`` (the project) when inside, else relative to
+    the entry's folder (``../../data/age`` for ``model_zoo/age`` beside ``data/age``), so `distill evaluate`
+    finds it again wherever the two folders move together. Never absolute."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return Path(os.path.relpath(p, Path(entry_dir).resolve())).as_posix()
 
 
 def resolve_provenance(text: str, root: Path = PROJECT_ROOT) -> Path:

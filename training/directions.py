@@ -204,9 +204,18 @@ def read_scores_csv(path: str | os.PathLike, column: str | None = None) -> tuple
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         others = [c for c in fields if c != "seed"]
-        col = column or (others[0] if len(others) == 1 else None)
-        if "seed" not in fields or col not in fields:
-            raise DistillError(f"--scores {path}: need a 'seed' column and one score column, got {fields}")
+        if "seed" not in fields or not others:
+            raise DistillError(f"--scores {path}: need a 'seed' column and a score column, got {fields}")
+        if column is not None and column not in others:
+            raise DistillError(
+                f"--column {column}: not a score column of {path}; its columns: {', '.join(others)}"
+            )
+        if column is None and len(others) > 1:
+            raise DistillError(
+                f"--scores {path} has several score columns ({', '.join(others)}); name one with "
+                f"--column, e.g. --column {others[0]}"
+            )
+        col = column or others[0]
         seeds, scores = [], []
         for lineno, row in enumerate(reader, 2):
             try:
@@ -359,6 +368,11 @@ def run_fit(opts: FitOptions) -> DirectionFit:
         )
         seeds = list(range(opts.seed_start, opts.seed_start + opts.num))
         w, scores = score_seeds(G, scorer, opts.attribute, seeds, opts.truncation, device, opts.batch_size)
+        if (scorer.output_width or 1) > 1:
+            print(
+                f"scorer {opts.scorer}: reading value {opts.output_index} of its {scorer.output_width} outputs as "
+                f"{opts.attribute!r} (scores {scores.min():.4g} to {scores.max():.4g}); another one: --output-index"
+            )
     methods = METHODS if opts.method == "all" else (opts.method,)
     fits = [fit_direction(w, scores, method=m, threshold=opts.threshold) for m in methods]
     effects: list[dict[str, float] | None] = [None] * len(fits)

@@ -74,6 +74,7 @@ class OnnxScorer(Scorer):
         if not outputs:
             raise DistillError(f"{self.path}: name at least one output, e.g. --attribute age=0")
         self.outputs = dict(outputs)
+        self.output_width: int | None = None  # values per image in the first output, known after a score
 
     @staticmethod
     def _per_channel(values: Sequence[float], what: str) -> np.ndarray:
@@ -109,6 +110,7 @@ class OnnxScorer(Scorer):
     def score(self, images: np.ndarray) -> list[dict[str, float]]:
         assert images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8, images.shape
         y = self._run(self.preprocess(images))
+        self.output_width = y.shape[1]
         if self.activation == "sigmoid":
             y = 1.0 / (1.0 + np.exp(-y))
         elif self.activation == "softmax":

@@ -12,6 +12,7 @@ Seeds follow the pair generator's rule (seed s -> z from a CPU ``torch.Generator
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -68,6 +69,37 @@ def sample_images(
         z = z_from_seeds(seeds[start : start + batch_size], G.z_dim).to(device)
         out.append(G(z, truncation_psi=truncation, noise_mode=noise_mode).float().cpu())
     return torch.cat(out)
+
+
+def write_per_seed(
+    G: Generator,
+    seeds: list[int],
+    out_dir: str | Path,
+    truncation: float = 1.0,
+    noise_mode: str = "const",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Path:
+    """One PNG per seed (``seed000042.png``) in ``out_dir``, a batch at a time (thousands of 1024 px images
+    never sit in memory together), and ``seeds.csv`` (``seed,file``) listing them: the images to score with
+    an outside tool into the ``seed,<score>`` CSV that ``direction fit --scores`` reads. Returns the CSV."""
+    from editing.images import save_image, to_uint8
+    from training.directions import z_from_seeds
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = G.w_avg.device
+    rows = ["seed,file"]
+    for start in tqdm(range(0, len(seeds), batch_size), desc="sample", unit="batch", disable=not progress):
+        chunk = seeds[start : start + batch_size]
+        z = z_from_seeds(chunk, G.z_dim).to(device)
+        images = to_uint8(G(z, truncation_psi=truncation, noise_mode=noise_mode).float().cpu())
+        for seed, image in zip(chunk, images, strict=True):
+            save_image(out / f"seed{seed:06d}.png", image)
+            rows.append(f"{seed},seed{seed:06d}.png")
+    csv = out / "seeds.csv"
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return csv
 
 
 def random_generator(

@@ -17,6 +17,7 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
     entry, runtime, s = model.entry, model.runtime, service.settings
     return ModelInfo(
         name=entry.name,
+        zoo=str(entry.zoo),
         description=entry.manifest.get("description", ""),
         edit=entry.manifest.get("edit"),
         input_size=entry.input_size,

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 import training.evaluate
+from distill.commands.zoo import add_zoo_argument
 from training.evaluate import EvaluateOptions
 from training.evaluate.inputs import DEFAULT_NUM, HELD_OUT_SEED0
 from training.options import add_scorer_input_arguments, options_from_args
@@ -40,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", required=True, help="report folder (report.md, report.json, grid.png, per_image.csv)"
     )
-    p.add_argument(
-        "--model-zoo", help="zoo root for an entry name (default $DISTILL_MODEL_ZOO or the model_zoo package)"
-    )
+    add_zoo_argument(p, type=str)
     p.add_argument(
         "--dataset",
         help="the student's pair dataset, to check the seeds are held out (default: the manifest's)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from training.filters import SIDES, FilterOptions, run_filter
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for reason, n in report["reasons"].items():
         print(f"  {n:6d}  {reason}")
+    if report["warning"]:
+        print(f"warning: {report['warning']}", file=sys.stderr)
     print(f"report: {Path(args.dataset) / 'filter_report.md'}")
     return 0
 

@@ -11,6 +11,8 @@ import tempfile
 from copy import deepcopy
 from pathlib import Path
 
+from distill.commands.zoo import add_zoo_argument
+
 log = logging.getLogger("app.cli")
 
 
@@ -77,9 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     log.info("distill serve: http://%s:%d (demo page /, API docs /docs, metrics /metrics)", host, args.port)
     log.info(
-        "models from %s: %s (default %s)",
-        entries[0].path.parent,
-        ", ".join(e.name for e in entries),
+        "models: %s (default %s)",
+        ", ".join(f"{e.name} from {e.zoo}" for e in entries),
         settings.default_model or entries[0].name,
     )
     log.info(
@@ -128,9 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="uvicorn worker processes (metrics are aggregated across them; each gets cores/workers "
         "ONNX Runtime threads unless DISTILL_INTRA_OP_THREADS is set)",
     )
-    p.add_argument(
-        "--model-zoo", type=Path, default=None, help="model-zoo root (default: $DISTILL_MODEL_ZOO)"
-    )
+    add_zoo_argument(p)
     p.add_argument(
         "--provider",
         choices=("auto", "cuda", "cpu"),

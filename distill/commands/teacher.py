@@ -11,7 +11,7 @@ from core.errors import DistillError
 from editing.images import make_grid, save_image, to_uint8
 from networks.stylegan2 import load_generator, save_generator
 from training.devices import exact_float32, pick_device
-from training.teacher import describe, sample_images, write_random_generator
+from training.teacher import describe, sample_images, write_per_seed, write_random_generator
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -38,6 +38,14 @@ def run_sample(args: argparse.Namespace) -> int:
     exact_float32()
     G = load_generator(args.path, device=device)
     seeds = list(range(args.seed, args.seed + args.num))
+    if args.per_seed:
+        csv = write_per_seed(G, seeds, args.out, args.truncation, args.noise_mode, args.batch, progress=True)
+        print(
+            f"wrote {args.out}: {len(seeds)} images seed{seeds[0]:06d}.png..seed{seeds[-1]:06d}.png (truncation "
+            f"{args.truncation}) and {csv}; score them into a seed,<score> CSV for `distill direction fit "
+            f"--scores CSV --truncation {args.truncation}`"
+        )
+        return 0
     images = to_uint8(sample_images(G, seeds, args.truncation, args.noise_mode, args.batch, progress=True))
     cols = args.cols or math.ceil(math.sqrt(len(seeds)))
     rows = [list(images[i : i + cols]) for i in range(0, len(images), cols)]
@@ -106,7 +114,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cols", type=int, default=0, help="grid columns (default: about sqrt(num))")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cuda or cpu")
-    p.add_argument("--out", required=True, help="output image (.png or .jpg)")
+    p.add_argument("--out", required=True, help="output image (.png or .jpg), or a folder with --per-seed")
+    p.add_argument(
+        "--per-seed",
+        action="store_true",
+        help="one PNG per seed in the --out folder (seed000000.png, ...) and seeds.csv, to score with your own "
+        "tool for `direction fit --scores`",
+    )
     p.set_defaults(func=run_sample)
 
     p = sub.add_parser("convert", help="rewrite any supported checkpoint in this project's format (.pt)")

@@ -55,7 +55,12 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         help="work folder: attribute model, teacher, direction, pairs, student",
     )
     p.add_argument(
-        "--zoo", default="model_zoo", help="model-zoo root that receives the entry (default model_zoo)"
+        "--model-zoo",
+        "--zoo",
+        dest="zoo",
+        default="model_zoo",
+        metavar="DIR",
+        help="model-zoo folder that receives the entry (default ./model_zoo)",
     )
     p.add_argument(
         "--attribute-model",

@@ -8,20 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import atomic_write_text
-from model_zoo.registry import ModelEntry, default_root, get_entry, list_entries
+from model_zoo.registry import ModelEntry, get_entry, list_entries, zoo_roots
 from model_zoo.schema import json_schema_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="list, show and verify model-zoo entries")
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=None,
-        help="zoo folder (default: $DISTILL_MODEL_ZOO, else the model_zoo package folder)",
-    )
+    add_zoo_argument(parser, "--root")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="one line per entry: name, edit, size, variants, stride")
+    listing = actions.add_parser("list", help="one line per entry: name, edit, size, variants, stride, zoo")
     show = actions.add_parser("show", help="an entry's manifest, readable (or raw with --json)")
     show.add_argument("name")
     show.add_argument(
@@ -29,11 +24,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     verify = actions.add_parser("verify", help="check the size and sha256 of every file of an entry")
     verify.add_argument("name")
+    for action in (listing, show, verify):  # before or after the action alike
+        add_zoo_argument(action, default=argparse.SUPPRESS)
     schema = actions.add_parser("schema", help="print the JSON Schema of an entry's manifest.json")
     schema.add_argument(
         "--out", type=Path, help="write it to this file instead (e.g. docs/model_zoo_entry.schema.json)"
     )
     parser.set_defaults(func=run)
+
+
+def add_zoo_argument(
+    parser: argparse.ArgumentParser, *aliases: str, default: Any = None, type: Any = Path
+) -> None:
+    """``--model-zoo DIR``, one spelling on every command that looks an entry up by name (``aliases``: older
+    spellings that still work)."""
+    parser.add_argument(
+        "--model-zoo",
+        *aliases,
+        dest="model_zoo",
+        type=type,
+        default=default,
+        metavar="DIR",
+        help="model-zoo folder for entry names (default: $DISTILL_MODEL_ZOO, else ./model_zoo of the current "
+        "folder, then the shipped zoo)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,12 +80,12 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    root = args.root if args.root is not None else default_root()
-    entries = list_entries(root)
+    entries = list_entries(args.model_zoo)
     if not entries:
+        root = zoo_roots(args.model_zoo)[0]
         print(f"no models in {root} (create one with `distill export RUN --out {root}/NAME`)")
         return 0
-    rows = [["NAME", "EDIT", "INPUT", "SIZE", "VARIANTS", "STRIDE"]]
+    rows = [["NAME", "EDIT", "INPUT", "SIZE", "VARIANTS", "STRIDE", "ZOO"]]
     for e in entries:
         size = sum(r["bytes"] for r in e.manifest["files"].values())
         h, w = e.input_size
@@ -83,6 +97,7 @@ def _list(args: argparse.Namespace) -> int:
                 _human_bytes(size),
                 ",".join(e.variants),
                 str(e.stride),
+                str(e.zoo),
             ]
         )
     print(_table(rows))
@@ -101,7 +116,7 @@ def _variant_line(name: str, record: dict[str, Any]) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    entry: ModelEntry = get_entry(args.name, args.root, verify=False)
+    entry: ModelEntry = get_entry(args.name, args.model_zoo, verify=False)
     m = entry.manifest
     if args.json:
         print(json.dumps(m, indent=2))
@@ -109,7 +124,7 @@ def _show(args: argparse.Namespace) -> int:
     h, w = entry.input_size
     inp = m["input"]
     lines = [
-        f"{entry.name}  ({entry.path})",
+        f"{entry.name}  ({entry.path}, from the zoo {entry.zoo})",
         f"description: {m.get('description') or '-'}",
         f"edit: {_edit_text(m)}",
         f"input: {inp.get('name', 'input')} {inp.get('layout', 'NCHW')} {inp.get('dtype', 'float32')} "
@@ -155,13 +170,24 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+# Folders of reports an entry may hold beside its files (`distill evaluate ENTRY --out ENTRY/evaluation`).
+REPORT_FOLDERS = ("evaluation",)
+
+
 def _verify(args: argparse.Namespace) -> int:
-    entry = get_entry(args.name, args.root, verify=True)
+    entry = get_entry(args.name, args.model_zoo, verify=True)
     for fname, record in entry.manifest["files"].items():
         print(f"ok  {fname}  {record['bytes']} bytes  sha256 {record['sha256']}")
+    reports: dict[str, int] = {}
     for path in entry.unlisted():
-        print(f"not in the manifest (never loaded or served): {path.relative_to(entry.path)}")
-    print(f"{entry.name}: all {len(entry.manifest['files'])} files match the manifest")
+        rel = path.relative_to(entry.path)
+        if len(rel.parts) > 1 and rel.parts[0] in REPORT_FOLDERS:
+            reports[rel.parts[0]] = reports.get(rel.parts[0], 0) + 1
+            continue
+        print(f"not in the manifest (never loaded or served): {rel}")
+    for folder, n in reports.items():
+        print(f"reports  {folder}/  {n} files (not part of the entry: never loaded or served)")
+    print(f"{entry.name} (zoo {entry.zoo}): all {len(entry.manifest['files'])} files match the manifest")
     return 0
 
 

@@ -136,6 +136,29 @@ def test_filter_keep_reject_with_onnx(brightness_onnx, tmp_path):
     assert (root / "manifest.jsonl").read_bytes() == before
 
 
+def test_a_keep_range_that_rejects_most_pairs_says_so(brightness_onnx, tmp_path, capsys):
+    root = make_dataset(tmp_path / "ds", LEVELS_A, LEVELS_B)
+    argv = [
+        "filter",
+        str(root),
+        "--scorer",
+        brightness_onnx,
+        "--input-size",
+        "8",
+        "--mean",
+        "0",
+        "--std",
+        "1",
+    ]
+    assert main([*argv, "--attribute", "age=0", "--keep", "age=18:65"]) == 0  # years against a 0-1 score
+    err = capsys.readouterr().err
+    assert "warning: the keep ranges age=18:65 reject 100% of the pairs" in err
+    assert "a.age 0 to 1" in err and "b.age" in err
+    assert "warning" in (root / "filter_report.md").read_text()
+    assert main([*argv, "--attribute", "age=0", "--keep", "age=0:1"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_face_detector_rejects_faceless_images(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "ds"

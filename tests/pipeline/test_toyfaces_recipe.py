@@ -31,7 +31,7 @@ def tiny_recipe(tmp_path_factory):
         "tiny",
         "--out",
         str(out),
-        "--zoo",
+        "--model-zoo",
         str(out / "zoo"),
         "--attribute-model",
         str(default_path()),

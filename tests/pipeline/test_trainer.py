@@ -265,3 +265,27 @@ def test_cli_errors_are_one_line(pairs: Path, tmp_path: Path, capsys: pytest.Cap
         and "Traceback" not in err
         and len(err.strip().splitlines()) == 1
     )
+
+
+def test_cli_resume_keeps_the_runs_options_and_says_where_it_resumes(
+    pairs: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from distill.cli import main
+
+    out = tmp_path / "r"
+    first = ["train", str(pairs), "--out", str(out), "--preset", "tiny", "--batch-size", "2"]
+    first += ["--device", "cpu", "--workers", "0", "--max-steps", "2", "--sample-every", "1", "--no-progress"]
+    assert main(first) == 0
+    capsys.readouterr()
+
+    assert main(["train", str(pairs), "--out", str(out), "--resume"]) == 0  # the run's --max-steps 2 holds
+    err = capsys.readouterr().err
+    assert "resuming" in err and "at step 2 of 2" in err and "--max-steps above 2" in err
+    assert load_checkpoint(out / CHECKPOINT)["global_step"] == 2
+
+    assert main(["train", str(pairs), "--out", str(out), "--resume", "--max-steps", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "at step 2 of 4" in err and "max_steps 2 -> 4" in err
+    assert (out / "samples" / "step_00000003.png").is_file()  # --sample-every 1 kept
+    options = load_checkpoint(out / CHECKPOINT)["options"]
+    assert options["workers"] == 0 and options["progress"] is False and options["max_steps"] == 4

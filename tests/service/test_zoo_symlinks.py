@@ -74,7 +74,8 @@ def test_service_lists_and_serves_only_listed_samples(tmp_path: Path, secret: Pa
     with TestClient(create_app(settings)) as client:
         while (ready := client.get("/readyz")).status_code != 200:
             assert ready.json()["status"] == "loading"
-        assert client.get("/models").json()["models"][0]["samples"] == ["/models/tiny/samples/face.png"]
+        info = client.get("/models").json()["models"][0]
+        assert info["samples"] == ["/models/tiny/samples/face.png"] and info["zoo"] == str(zoo)
         assert client.get("/models/tiny/samples/face.png").status_code == 200
         stray = client.get("/models/tiny/samples/stray.png")
         assert stray.status_code == 404 and stray.json()["error"] == "unknown_sample"

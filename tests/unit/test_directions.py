@@ -137,7 +137,7 @@ def test_cli_fit_from_scores_csv(teacher, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
-def test_cli_fit_with_onnx_scorer(teacher, tmp_path):
+def test_cli_fit_with_onnx_scorer(teacher, tmp_path, capsys):
     class Brightness(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0].mean(dim=(1, 2))], dim=1)
@@ -179,6 +179,7 @@ def test_cli_fit_with_onnx_scorer(teacher, tmp_path):
         ]
     )
     assert rc == 0
+    assert "reading value 1 of its 2 outputs as 'red'" in capsys.readouterr().out
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["n_samples"] == 80 and meta["n_test"] == 16
     assert [c["method"] for c in meta["comparison"]] == list(METHODS)
@@ -195,3 +196,28 @@ def test_cli_fit_errors_are_one_line(teacher, tmp_path, capsys):
     )
     assert rc == 2
     assert "--scores" in capsys.readouterr().err
+
+
+def test_a_csv_with_several_score_columns_names_column(teacher, tmp_path, capsys):
+    csv = tmp_path / "scores.csv"
+    csv.write_text("seed,age,gender\n" + "".join(f"{s},{s % 7},{s % 2}\n" for s in range(60)))
+    base = ["direction", "fit", "--generator", teacher, "--scores", str(csv), "--attribute", "age"]
+    base += ["--out", str(tmp_path / "age.npy"), "--device", "cpu"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "several score columns (age, gender)" in err and "--column" in err and len(err.splitlines()) == 1
+    assert main([*base, "--column", "height"]) == 2
+    assert "--column height: not a score column" in capsys.readouterr().err
+    assert main([*base, "--column", "age"]) == 0
+
+
+def test_teacher_sample_per_seed_writes_the_images_to_score(teacher, tmp_path, capsys):
+    out = tmp_path / "faces"
+    argv = ["teacher", "sample", teacher, "--per-seed", "--num", "3", "--seed", "5", "--out", str(out)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["seed000005.png", "seed000006.png", "seed000007.png"]
+    assert (out / "seeds.csv").read_text().splitlines() == [
+        "seed,file",
+        *(f"{s},seed{s:06d}.png" for s in (5, 6, 7)),
+    ]
+    assert "--scores CSV --truncation 1.0" in capsys.readouterr().out

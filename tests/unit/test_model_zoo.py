@@ -10,6 +10,7 @@ import pytest
 from distill.cli import main
 from model_zoo.registry import (
     MANIFEST,
+    SHIPPED_ROOT,
     ModelZooError,
     default_root,
     get_entry,
@@ -174,7 +175,7 @@ def test_cli_list_show_verify(tmp_path, capsys):
     _make_entry(tmp_path, "age-small")
     assert main(["models", "--root", str(tmp_path), "list"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["NAME", "EDIT", "INPUT", "SIZE", "VARIANTS", "STRIDE"]
+    assert out.splitlines()[0].split() == ["NAME", "EDIT", "INPUT", "SIZE", "VARIANTS", "STRIDE", "ZOO"]
     assert "age-small" in out and "age +1.5 w[0:8]" in out and "fp32,int8" in out and "64x48" in out
     assert main(["models", "--root", str(tmp_path), "show", "age-small"]) == 0
     out = capsys.readouterr().out
@@ -221,3 +222,35 @@ def test_cli_verify_names_a_file_or_folder_this_user_cannot_read(unprivileged, c
     assert (
         f"{entry.path / unreadable}" in err and "Permission denied; give this user read access to it" in err
     )
+
+
+def test_a_bare_name_resolves_in_the_given_zoo_else_local_else_shipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISTILL_MODEL_ZOO", raising=False)
+    monkeypatch.chdir(tmp_path)  # a user's folder outside the repository
+    _make_entry(tmp_path / "model_zoo", "mine")
+    assert get_entry("mine").zoo == tmp_path / "model_zoo"
+    assert get_entry("toyfaces-age", verify=False).zoo == SHIPPED_ROOT  # the shipped default, from anywhere
+    zoos = {e.name: e.zoo for e in list_entries()}
+    assert zoos["mine"] == tmp_path / "model_zoo" and zoos["toyfaces-age"] == SHIPPED_ROOT
+    (tmp_path / "model_zoo" / "mine" / "evaluation").mkdir()
+    (tmp_path / "model_zoo" / "mine" / "evaluation" / "report.md").write_text("r")
+    assert main(["models", "verify", "mine"]) == 0
+    out = capsys.readouterr().out
+    assert "reports  evaluation/  1 files" in out and "not in the manifest" not in out
+    assert f"zoo {tmp_path / 'model_zoo'}" in out
+    assert main(["models", "list"]) == 0
+    assert str(SHIPPED_ROOT) in capsys.readouterr().out
+
+    other = tmp_path / "elsewhere"
+    _make_entry(other, "theirs")
+    for argv in (
+        ["models", "verify", "theirs", "--model-zoo", str(other)],
+        ["models", "--root", str(other), "verify", "theirs"],
+    ):
+        assert main(argv) == 0, argv
+    monkeypatch.setenv("DISTILL_MODEL_ZOO", str(other))  # a given zoo alone is searched
+    assert [e.name for e in list_entries()] == ["theirs"]
+    with pytest.raises(
+        ModelZooError, match=r"no model 'mine' in .*elsewhere; available: theirs.*--model-zoo"
+    ):
+        get_entry("mine")

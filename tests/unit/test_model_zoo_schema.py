@@ -141,3 +141,10 @@ def test_schema_version_is_the_integer_itself(version):
     current = parse_manifest(_v0()).to_json()
     with pytest.raises(ValueError, match="schema_version"):
         parse_manifest({**current, "schema_version": version})
+
+
+def test_a_dataset_outside_the_project_is_recorded_relative_to_the_entry(tmp_path):
+    from model_zoo.schema import PROJECT_ROOT, dataset_provenance
+
+    assert dataset_provenance(tmp_path / "data" / "age", tmp_path / "model_zoo" / "age") == "../../data/age"
+    assert dataset_provenance(PROJECT_ROOT / "runs" / "data", tmp_path / "zoo" / "x") == "runs/data"

@@ -44,3 +44,30 @@ def test_int8_calibration_uses_every_image(tmp_path):
     ref = run_session(cpu_session(fp32), first)
     out = run_session(cpu_session(int8), first)
     assert psnr_db(out, ref) > 30
+
+
+def test_fp16_conversion_summarises_the_clamping_warnings_in_one_line(tmp_path, capsys):
+    import warnings
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from training.variants import convert_fp16
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])
+    inits = [helper.make_tensor(f"c{i}", TensorProto.FLOAT, [3], [1e-9, -1e-9, 1.0]) for i in range(3)]
+    nodes = [helper.make_node("Add", ["input", "c0"], ["s0"]), helper.make_node("Add", ["s0", "c1"], ["s1"])]
+    nodes.append(helper.make_node("Add", ["s1", "c2"], ["output"]))
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    src = tmp_path / "m.onnx"
+    src.write_bytes(model.SerializeToString())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convert_fp16(src, tmp_path / "m.fp16.onnx")
+    assert not [w for w in caught if "truncated" in str(w.message)]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fp16: 6 clampings of float32 weights")
+    assert onnx.load(str(tmp_path / "m.fp16.onnx")).graph.initializer

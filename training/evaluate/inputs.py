@@ -86,7 +86,9 @@ def dataset_seeds(entry: ModelEntry, override: str | None = None) -> tuple[list[
     text = override or entry.spec.data.dataset
     if not text:
         return None, "unknown: the manifest names no dataset (pass --dataset DATASET to check the seeds)"
-    root = Path(text) if override else resolve_provenance(text)
+    # the project's relative path (or an older manifest's bare name), or one relative to the entry's folder
+    candidates = [Path(text)] if override else [resolve_provenance(text), entry.path / text]
+    root = next((c for c in candidates if (c / PAIRS_MANIFEST).is_file()), candidates[0])
     if not (root / PAIRS_MANIFEST).is_file():
         if override:
             raise FieldError("dataset", f"{root}: not a pair dataset (no manifest.jsonl)")

@@ -30,8 +30,9 @@ from model_zoo.registry import (
     ModelEntry,
     file_records,
     write_entry,
+    zoo_roots,
 )
-from model_zoo.schema import EntryManifest, FileRecord, StrengthSpec, provenance
+from model_zoo.schema import EntryManifest, FileRecord, StrengthSpec, dataset_provenance
 from networks.pix2pixhd.conditional import is_conditional
 from training.export.assets import _copy_samples, _teacher_and_direction, _write_preview
 from training.export.graph import (
@@ -171,8 +172,13 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     entry = ModelEntry(name=out.name, path=out, spec=entry.spec)
+    # the bare name finds this entry from here unless another zoo folder comes first or holds the name first
+    first = next((r for r in zoo_roots() if (r / out.name / MANIFEST).is_file()), None)
+    zoo = (
+        "" if first is not None and first.resolve() == out.parent.resolve() else f" --model-zoo {out.parent}"
+    )
     print(
-        f"wrote {out} ({', '.join(variant_records)}); list it with `distill models --root {out.parent} list`"
+        f"wrote {out} ({', '.join(variant_records)}); check it with `distill models verify {out.name}{zoo}`"
     )
     if refused:
         figures = "; ".join(
@@ -260,7 +266,7 @@ def _manifest(
     data: dict[str, Any] = {}
     if views is not None:
         data = {
-            "dataset": provenance(views.dataset),
+            "dataset": dataset_provenance(views.dataset, opts.out),
             **views.counts,
             "teacher_resolution": views.meta.get("resolution"),
             "eval_inputs": views.eval_source,

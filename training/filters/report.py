@@ -158,6 +158,7 @@ def write_report(
         "histogram": HISTOGRAM,
         "contact_sheet": CONTACT_SHEET if rejected else None,
     }
+    report["warning"] = rejection_warning(report)
     if any(r.scores for r in rows):
         save_image(root / HISTOGRAM, draw_histograms(rows, rules))
     else:
@@ -172,6 +173,35 @@ def write_report(
     return report
 
 
+# Above this share of rejected pairs a keep range is more likely on the wrong scale than right.
+MOST_REJECTED = 0.9
+
+
+def rejection_warning(report: dict[str, Any]) -> str | None:
+    """When keep ranges reject more than MOST_REJECTED of the pairs: the ranges beside the scores' own range
+    (a range in years against a 0-1 scorer rejects everything, silently otherwise)."""
+    given = {
+        k for entry in report["scorers"] for k in (entry.get("keep") or {})
+    }  # --keep, not built-in rules
+    ranged = {k: v for k, v in report["keep_rules"].items() if k in given}
+    if report["rejection_rate"] <= MOST_REJECTED or not ranged:
+        return None
+    keeps = ", ".join(f"{k}={_bound(lo)}:{_bound(hi)}" for k, (lo, hi) in ranged.items())
+    seen = ", ".join(
+        f"{name} {s['min']:.4g} to {s['max']:.4g}"
+        for name, s in report["scores"].items()
+        if name.split(".", 1)[-1] in ranged
+    )
+    return (
+        f"the keep ranges {keeps} reject {100 * report['rejection_rate']:.0f}% of the pairs; the scores range "
+        f"{seen}: is --keep on the scorer's scale (its output index and --activation)?"
+    )
+
+
+def _bound(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Filter report: {report['dataset']}",
@@ -179,6 +209,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- pairs: {report['total']}",
         f"- kept: {report['kept']}",
         f"- rejected: {report['rejected']} ({100 * report['rejection_rate']:.1f}%)",
+        *([f"- **warning**: {report['warning']}"] if report.get("warning") else []),
         "",
         "## Reasons",
         "",

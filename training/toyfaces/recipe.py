@@ -9,7 +9,7 @@ training stages resume from their checkpoints, so an interrupted recipe is re-ru
 ``OUT/recipe.json`` records each stage's call and options (or command) and wall-clock time.
 
     distill toyfaces recipe                         # the shipped model (hours on 2 cores, see README)
-    distill toyfaces recipe --setting tiny --out /tmp/r --zoo /tmp/r/zoo   # a minute: the smoke test
+    distill toyfaces recipe --setting tiny --out /tmp/r --model-zoo /tmp/r/zoo   # a minute: the smoke test
     distill toyfaces recipe --teacher-steps 20000 --redo-from direction    # train the teacher further, rebuild the rest
 """
 

@@ -29,6 +29,7 @@ Multi-GPU / multi-node: launch with ``torchrun``; each process trains ``--batch-
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,13 @@ from training.trainer.checkpoints import load_checkpoint, load_resumable
 from training.trainer.distributed import init_distributed
 from training.trainer.loop import Trainer, TrainResult
 from training.trainer.objective import Pix2PixHDObjective, learning_rate, resolve_amp
-from training.trainer.options import STRUCTURAL_FIELDS, TrainOptions, resolve_epochs, resolve_options
+from training.trainer.options import (
+    STRUCTURAL_FIELDS,
+    TrainOptions,
+    resolve_epochs,
+    resolve_options,
+    restore_options,
+)
 
 __all__ = [
     "CHECKPOINT",
@@ -56,6 +63,7 @@ __all__ = [
     "resolve_amp",
     "resolve_epochs",
     "resolve_options",
+    "restore_options",
     "train",
 ]
 
@@ -65,11 +73,14 @@ def train(
     overrides: dict[str, Any] | None = None,
     resume: bool = False,
     epochs: int | None = None,
+    given: Collection[str] | None = None,
 ) -> TrainResult:
     """Train (or with ``resume`` continue) the run in ``opts.out``.
 
     ``overrides`` are Pix2PixHDConfig fields over the preset; on resume only non-structural ones (losses,
-    lr, schedule) may change. ``epochs`` is the total (see :func:`resolve_epochs`).
+    lr, schedule) may change. ``epochs`` is the total (see :func:`resolve_epochs`). On resume every option
+    comes from the checkpoint except those set on this call (``given``: the option names the caller set; None:
+    those differing from TrainOptions' defaults), and the run says where it resumes and what changed.
     """
     overrides = dict(overrides or {})
     niter, niter_decay = overrides.pop("niter", None), overrides.pop("niter_decay", None)
@@ -82,22 +93,45 @@ def train(
         )
     if resume:
         ckpt = load_resumable(Path(opts.out), note=lambda msg: tqdm.write(msg, file=sys.stderr))
+    changed: list[str] = []
     if ckpt is not None:
         opts = resolve_options(opts, ckpt["options"], ckpt_path)
-        cfg = Pix2PixHDConfig.from_dict(dict(ckpt["config"]))
-        changed = [k for k in STRUCTURAL_FIELDS if k in overrides and overrides[k] != getattr(cfg, k)]
-        if changed:
+        opts, changed = restore_options(opts, ckpt["options"], given)
+        stored_cfg = Pix2PixHDConfig.from_dict(dict(ckpt["config"]))
+        bad = [k for k in STRUCTURAL_FIELDS if k in overrides and overrides[k] != getattr(stored_cfg, k)]
+        if bad:
             raise DistillError(
-                f"--resume: the checkpoint {ckpt_path} has {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}; "
+                f"--resume: the checkpoint {ckpt_path} has {', '.join(f'{k}={getattr(stored_cfg, k)!r}' for k in bad)}; "
                 "the architecture cannot change, drop those options or train into a new --out"
             )
-        cfg = cfg.replace(**overrides)
+        cfg = resolve_epochs(stored_cfg.replace(**overrides), epochs, niter, niter_decay)
+        changed += [
+            f"{k} {getattr(stored_cfg, k)!r} -> {getattr(cfg, k)!r}"
+            for k in (*overrides, "niter", "niter_decay")
+            if getattr(cfg, k) != getattr(stored_cfg, k)
+        ]
     else:
         opts = resolve_options(opts, None, ckpt_path)
-        cfg = get_preset(opts.preset, **overrides)
-    cfg = resolve_epochs(cfg, epochs, niter, niter_decay)
+        cfg = resolve_epochs(get_preset(opts.preset, **overrides), epochs, niter, niter_decay)
     env, device = init_distributed(opts.device)
     trainer = Trainer(opts, cfg, env, device, ckpt)
     if resume and ckpt is None:
         trainer._note(f"--resume: no checkpoint in {opts.out} yet; starting a new run")
+    if ckpt is not None:
+        trainer._note(resume_line(trainer, changed))
     return trainer.train()
+
+
+def resume_line(trainer: Trainer, changed: list[str]) -> str:
+    """Where a resumed run stands and what it trains toward, and the options given again that changed."""
+    p, opts = trainer.progress, trainer.opts
+    toward = f"step {p.global_step} of {trainer.total_steps}"
+    limit = f"--max-steps {opts.max_steps}" if trainer.total_steps == opts.max_steps else "the schedule's end"
+    line = (
+        f"resuming {opts.out} at {toward} (epoch {p.epoch + 1} of {trainer.total_epochs}, batch "
+        f"{p.step_in_epoch} of {trainer.steps_per_epoch}), toward {limit}; the run's options kept"
+    )
+    line += f", given again: {'; '.join(changed)}" if changed else ""
+    if p.global_step >= trainer.total_steps and trainer.total_steps == opts.max_steps:
+        line += f"; nothing left to train: give --max-steps above {opts.max_steps} to go on"
+    return line

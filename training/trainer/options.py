@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,19 @@ RUN_DEFAULTS: dict[str, Any] = {
     "flip": True,
     "augment": "none",
 }
+# Options a resumed run takes from its checkpoint unless given again; a value given again wins and is reported.
+RESUMED_OPTIONS = (
+    "max_steps",
+    "checkpoint_every",
+    "sample_every",
+    "log_every",
+    "vgg19",
+    "device",
+    "amp",
+    "workers",
+    "progress",
+    "init",
+)
 
 
 @dataclass
@@ -124,3 +138,21 @@ def resolve_options(opts: TrainOptions, stored: dict[str, Any] | None, ckpt_path
     return dataclasses.replace(
         opts, **{k: stored.get(k, v) for k, v in RUN_DEFAULTS.items() if getattr(opts, k) is None}
     )
+
+
+def restore_options(
+    opts: TrainOptions, stored: dict[str, Any], given: Collection[str] | None = None
+) -> tuple[TrainOptions, list[str]]:
+    """A resumed run's RESUMED_OPTIONS: the checkpoint's (``stored``) except those in ``given`` (the options set
+    on this call; None: those that differ from TrainOptions' defaults). Returns the options and one
+    ``name: old -> new`` line per option given again with a different value, to report."""
+    if given is None:
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+        given = [k for k in RESUMED_OPTIONS if getattr(opts, k) != defaults[k]]
+    restored = {k: stored[k] for k in RESUMED_OPTIONS if k not in given and k in stored}
+    changed = [
+        f"{k} {stored[k]!r} -> {getattr(opts, k)!r}"
+        for k in RESUMED_OPTIONS
+        if k in given and k in stored and stored[k] != getattr(opts, k)
+    ]
+    return dataclasses.replace(opts, **restored), changed
