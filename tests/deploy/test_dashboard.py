@@ -105,5 +105,6 @@ def test_compose_provisions_the_dashboard_and_its_data_source():
     source = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())["datasources"][0]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
     assert (
-        compose["services"]["prometheus"]["ports"] == ["9090:9090"] and "prometheus" in grafana["depends_on"]
+        compose["services"]["prometheus"]["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:9090:9090"]
+        and "prometheus" in grafana["depends_on"]
     )
