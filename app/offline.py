@@ -253,6 +253,14 @@ async def transform_one(
         return ResultRow(
             source=str(source.path), status="error", error="io_error", message=str(e), http_status=500
         )
+    except Exception as e:  # the service's 500: recorded (retried by the next run), the others go on
+        return ResultRow(
+            source=str(source.path),
+            status="error",
+            error="internal_error",
+            message=f"{type(e).__name__}: {e}",
+            http_status=500,
+        )
     return ResultRow(
         source=str(source.path),
         status="ok",
