@@ -3,7 +3,9 @@
 Every input goes through the functions the route calls (:mod:`app.routers.transform`): the same decoding
 limits and error codes, framing (centred crop or FFHQ alignment), micro-batcher, paste-back and encoding, on a
 :class:`~app.service.Service` loaded as ``distill serve`` loads it (the engine chosen by measurement behind the
-accuracy gate). Several inputs are in flight at once, so the micro-batcher forms batches.
+accuracy gate). As many inputs are in flight as one micro-batch holds (``DISTILL_MAX_BATCH``), so the batcher
+forms batches; that also bounds the photos in memory, so the service's face-path pixel budget (a guard
+against many clients at once) is not taken here.
 
 Each finished input leaves its output (``OUT/<name>.<format>``) and then its row (``OUT/.rows/<key>.json``),
 each written to a temporary file and renamed: a run killed at any moment leaves complete files only, and the
