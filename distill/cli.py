@@ -22,6 +22,7 @@ STAGES = (  # in pipeline order, as `distill --help` lists them
     "distill.commands.export",
     "distill.commands.zoo",
     "distill.commands.align",
+    "distill.commands.transform",
     "distill.commands.evaluate",
     "distill.commands.serve",
     "distill.commands.quickstart",

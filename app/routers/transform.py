@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from app import faces as face_path
 from app import imaging
-from app.batching import QueueFullError
+from app.batching import BatchResult, QueueFullError
 from app.dependencies import get_service, label_request, read_upload
 from app.errors import ServiceError
 from app.schemas import ErrorBody
@@ -132,6 +132,23 @@ def frame_upload(
     return upload
 
 
+def frame_inputs(
+    service: Service,
+    data: bytes,
+    native_hw: tuple[int, int],
+    size: str,
+    timer: StageTimer,
+    *,
+    fmt: Format,
+    align: bool,
+    faces: Faces,
+) -> tuple[Upload, list[np.ndarray]]:
+    """:func:`frame_upload` then :func:`preprocess`: the upload and the model's float inputs (blocking: one
+    worker-thread hop for both)."""
+    upload = frame_upload(service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces)
+    return upload, preprocess(inputs_of(upload), timer)
+
+
 async def read_request_upload(
     service: Service, image: UploadFile, size: str, *, align: bool, faces: Faces
 ) -> bytes:
@@ -193,12 +210,10 @@ async def prepare_inputs(
     data = await read_request_upload(service, image, size, align=align, faces=faces)
     held = hold_pixels(service, data, align)
 
-    def work() -> tuple[Upload, list[np.ndarray]]:
-        upload = frame_upload(service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces)
-        return upload, preprocess(inputs_of(upload), timer)
-
     try:
-        upload, xs = await run_in_threadpool(work)
+        upload, xs = await run_in_threadpool(
+            frame_inputs, service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces
+        )
     except BaseException:
         service.face_pixels.give(held)
         raise
@@ -245,6 +260,25 @@ def finish_output(
     return finish(edited, upload, size, fmt, quality, timer)
 
 
+async def edit_inputs(
+    loaded: LoadedModel, xs: list[np.ndarray], strength: float | None, timer: StageTimer
+) -> list[BatchResult]:
+    """Run the model's inputs through its micro-batcher (timed ``queue`` and ``inference``); 503 ``queue_full``
+    with Retry-After when its queue is full. Several faces are submitted together, so they usually share a batch."""
+    try:
+        results = await asyncio.gather(*(loaded.batcher.submit(x, strength) for x in xs))
+    except QueueFullError as e:
+        raise ServiceError(
+            503,
+            "queue_full",
+            f"{e}; retry in {e.retry_after_s} s",
+            headers={"Retry-After": str(e.retry_after_s)},
+        ) from e
+    timer.add("queue", max(r.queue_s for r in results))
+    timer.add("inference", max(r.inference_s for r in results))
+    return results
+
+
 def image_response(content: bytes, fmt: str, timer: StageTimer, headers: dict[str, str]) -> Response:
     return Response(
         content, media_type=imaging.MEDIA_TYPES[fmt], headers={"Server-Timing": timer.header(), **headers}
@@ -286,18 +320,7 @@ async def transform(
             faces=faces,
         )
     try:  # the face-path pixels are held until the answer is encoded
-        try:
-            # several faces are submitted together, so they usually share a batch
-            results = await asyncio.gather(*(loaded.batcher.submit(x, strength) for x in xs))
-        except QueueFullError as e:
-            raise ServiceError(
-                503,
-                "queue_full",
-                f"{e}; retry in {e.retry_after_s} s",
-                headers={"Retry-After": str(e.retry_after_s)},
-            ) from e
-        timer.add("queue", max(r.queue_s for r in results))
-        timer.add("inference", max(r.inference_s for r in results))
+        results = await edit_inputs(loaded, xs, strength, timer)
         content = await run_in_threadpool(
             finish_output,
             [r.output for r in results],

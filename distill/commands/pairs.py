@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 from core.errors import file_errors
+from core.sharding import INDEX_ENV, NUM_SHARDS_ENV
 from distill.commands import argtypes
 from editing.directions import DEFAULT_LAYERS
 from training.options import options_from_args
-from training.pairs import INDEX_ENV, NUM_SHARDS_ENV, PREVIEW, PairsOptions, make_pairs, merge_datasets
+from training.pairs import PREVIEW, PairsOptions, make_pairs, merge_datasets
 
 
 def run(args: argparse.Namespace) -> int:

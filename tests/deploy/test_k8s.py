@@ -196,7 +196,7 @@ def test_every_core_manifest_matches_the_kubernetes_schema(version):
                 f"{'.'.join(map(str, e.caught.absolute_path))} (Kubernetes {version})"
             )
         checked += 1
-    assert checked == 14
+    assert checked == 16
 
 
 def test_the_validator_catches_a_mistake():
@@ -283,6 +283,28 @@ def test_pairs_run_as_an_indexed_job_with_one_shard_a_pod():
     assert exit_codes["action"] == "FailIndex" and exit_codes["onExitCodes"]["values"] == [
         2
     ]  # bad input: no retry
+
+
+def test_photos_are_edited_as_an_indexed_job_with_one_shard_a_pod():
+    job = find("Job", "distill-transform")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["parallelism"] == spec["completions"] > 1
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["DISTILL_NUM_SHARDS"]) == spec["completions"]
+    assert container["image"] == f"{REGISTRY}stylegan2-distill:cpu"  # the serving image runs it
+    command = container["command"]
+    assert command[:2] == ["distill", "transform"]
+    args = distill_args(command[1:])
+    assert args.shard is None and args.num_shards is None  # both from the Job
+    assert str(args.out).startswith("/data/") and all(str(p).startswith("/data/") for p in args.inputs)
+    assert (Path(__file__).resolve().parents[2] / "model_zoo" / args.model / "manifest.json").is_file()
+    volume = spec["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert find("PersistentVolumeClaim", volume)["spec"]["accessModes"] == ["ReadWriteMany"]
+    exit_codes = spec["podFailurePolicy"]["rules"][0]
+    assert exit_codes["action"] == "FailIndex" and exit_codes["onExitCodes"]["values"] == [2]
+    (policy,) = policies_for(spec["template"]["metadata"]["labels"])
+    assert policy["ingress"] == [] and policy["egress"] == []  # no traffic either way
 
 
 def test_training_runs_as_a_multi_node_torchrun_job():

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from core.errors import DistillError
+from core.sharding import resolve_shard
 from distill.cli import main
 from networks.stylegan2 import Generator, save_generator
 from training.manifest import read_manifest
-from training.pairs import resolve_shard
 
 
 @pytest.mark.parametrize(
