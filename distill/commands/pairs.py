@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 from core.errors import file_errors
-from core.sharding import INDEX_ENV, NUM_SHARDS_ENV
+from core.sharding import INDEX_ENV, NUM_SHARDS_ENV, resolve_shard
 from distill.commands import argtypes
 from editing.directions import DEFAULT_LAYERS
 from training.options import options_from_args
-from training.pairs import PREVIEW, PairsOptions, make_pairs, merge_datasets
+from training.pairs import PREVIEW, PairsOptions, make_pairs, merge_datasets, shard_seeds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,9 +19,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with file_errors(args.out):
         done = make_pairs(options_from_args(PairsOptions, args))
+    shard, num_shards = resolve_shard(args.shard, args.num_shards)
+    count = f"{len(done.rows)} pairs"
+    if num_shards > 1:  # other shards may still be writing into the same folder: say whose pairs are done
+        mine = shard_seeds(args.seed_start, args.num, shard, num_shards)
+        count = (
+            f"shard {shard} of {num_shards} done ({sum(s in done.rows for s in mine)} of its {len(mine)} pairs); "
+            f"the folder holds {len(done.rows)} of {args.num} so far"
+        )
     print(
-        f"{args.out}: {len(done.rows)} pairs ({time.perf_counter() - t0:.1f} s this run); "
-        f"preview {Path(args.out) / PREVIEW}"
+        f"{args.out}: {count} ({time.perf_counter() - t0:.1f} s this run); preview {Path(args.out) / PREVIEW}"
     )
     return 0
 

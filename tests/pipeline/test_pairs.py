@@ -245,6 +245,16 @@ def test_cli_errors_are_one_line(teacher, tmp_path, capsys):
     assert rc == 2
 
 
+def test_a_shard_says_its_own_count_and_the_folder_s_so_far(teacher, tmp_path, capsys):
+    """Two shards writing one folder: the first to finish must not print a partial total as the dataset's."""
+    argv = ["pairs", "--generator", teacher[0], "--direction", teacher[1], "--num", "5", "--device", "cpu"]
+    out = str(tmp_path / "shared")
+    assert main([*argv, "--out", out, "--shard", "1", "--num-shards", "2", "--batch-size", "2"]) == 0
+    assert "shard 1 of 2 done (2 of its 2 pairs); the folder holds 2 of 5 so far" in capsys.readouterr().out
+    assert main([*argv, "--out", out, "--shard", "0", "--num-shards", "2", "--batch-size", "2"]) == 0
+    assert "shard 0 of 2 done (3 of its 3 pairs); the folder holds 5 of 5 so far" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "checkpoint", ["nvlabs_stylegan2_ada/G_state_dict.pt", "rosinality_stylegan2/checkpoint.pt"]
 )
