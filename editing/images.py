@@ -55,7 +55,7 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 25
     for i, row in enumerate(rows):
         for j, im in enumerate(row):
             if im.shape[:2] != (h, w):
-                im = np.asarray(Image.fromarray(im).resize((w, h), Image.BICUBIC))
+                im = np.asarray(Image.fromarray(im).resize((w, h), Image.Resampling.BICUBIC))
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             grid[y : y + h, x : x + w] = im[..., :3]
     return grid

@@ -33,7 +33,7 @@ import os
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from torch import nn
 
 from core.errors import DistillError
 from editing.directions import apply_direction
+from networks.stylegan2.networks import Generator
 
 # ----------------------------------------------------------------------------
 # Results and errors.
@@ -78,6 +79,8 @@ class VGG16Features(nn.Module):
     activations after relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 (the layers LPIPS uses)."""
 
     CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+    mean: torch.Tensor
+    std: torch.Tensor
     TAPS = (3, 8, 15, 22, 29)  # indices of the ReLUs whose outputs are compared
 
     def __init__(self) -> None:
@@ -152,7 +155,10 @@ class PerceptualDistance(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats = self._features(images)
-        return sum((a - b).square().sum(dim=1).mean() for a, b in zip(feats, self.target_feats, strict=True))
+        return cast(
+            torch.Tensor,
+            sum((a - b).square().sum(dim=1).mean() for a, b in zip(feats, self.target_feats, strict=True)),
+        )
 
 
 class PyramidPixelDistance(nn.Module):
@@ -171,9 +177,12 @@ class PyramidPixelDistance(nn.Module):
         return levels
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return sum(
-            F.mse_loss(a, b) + F.l1_loss(a, b)
-            for a, b in zip(self._pyramid(images), self.target_levels, strict=True)
+        return cast(
+            torch.Tensor,
+            sum(
+                F.mse_loss(a, b) + F.l1_loss(a, b)
+                for a, b in zip(self._pyramid(images), self.target_levels, strict=True)
+            ),
         )
 
 
@@ -186,7 +195,7 @@ _W_STATS: weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[torch.Tensor, flo
 
 
 @torch.no_grad()
-def w_stats(G: nn.Module, num_samples: int = 10_000, batch: int = 2_000) -> tuple[torch.Tensor, float]:
+def w_stats(G: Generator, num_samples: int = 10_000, batch: int = 2_000) -> tuple[torch.Tensor, float]:
     """(w_avg [1,1,w_dim], spread) from ``num_samples`` mapped z (fixed seed 123, as NVlabs).
 
     spread = sqrt(sum over dims of the variance of w): the typical distance of a w from w_avg.
@@ -208,7 +217,7 @@ def w_stats(G: nn.Module, num_samples: int = 10_000, batch: int = 2_000) -> tupl
     return w_avg, spread
 
 
-def _device_of(G: nn.Module) -> torch.device:
+def _device_of(G: Generator) -> torch.device:
     return next(G.parameters()).device
 
 
@@ -248,7 +257,7 @@ def noise_regularization(buffers: Sequence[torch.Tensor]) -> torch.Tensor:
 # Projection.
 
 
-def _check_target(G: nn.Module, target: torch.Tensor) -> None:
+def _check_target(G: Generator, target: torch.Tensor) -> None:
     expected = (1, 3, G.img_resolution, G.img_resolution)
     if not isinstance(target, torch.Tensor) or tuple(target.shape) != expected:
         shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
@@ -259,7 +268,7 @@ def _check_target(G: nn.Module, target: torch.Tensor) -> None:
 
 
 def project(
-    G: nn.Module,
+    G: Generator,
     target: torch.Tensor,
     *,
     steps: int = 1000,
@@ -331,7 +340,7 @@ def project(
 
 
 @torch.no_grad()
-def render(G: nn.Module, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def render(G: Generator, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Synthesize ``ws`` [N,num_ws,w_dim] with the given noise buffers (from a projection) on a copy
     of G's synthesis network; without ``noise``, G's own constant noise."""
     synthesis = G.synthesis
@@ -344,7 +353,7 @@ def render(G: nn.Module, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None
 
 
 def legacy_edit(
-    G: nn.Module,
+    G: Generator,
     target: torch.Tensor,
     direction: torch.Tensor,
     alpha: float,
@@ -360,6 +369,6 @@ def legacy_edit(
     """
     result = project(G, target, steps=steps, **kw)
     edited = apply_direction(
-        result.ws, direction.to(result.ws.device), alpha, layers=tuple(layers), normalize=normalize
+        result.ws, direction.to(result.ws.device), alpha, layers=(layers[0], layers[1]), normalize=normalize
     )
     return render(G, edited, result.noise)

@@ -123,7 +123,7 @@ def _feathered_pad(a: np.ndarray, pad: tuple[int, int, int, int], qsize: float) 
 def _resize(a: np.ndarray, size: tuple[int, int], resampling: Resampling) -> np.ndarray:
     """Downscale uint8 [H, W, 3] to ``size`` (W, H): Pillow's Lanczos (the recipe's) or OpenCV's area average."""
     if resampling == "pillow":
-        return np.asarray(Image.fromarray(a).resize(size, Image.LANCZOS))
+        return np.asarray(Image.fromarray(a).resize(size, Image.Resampling.LANCZOS))
     return cv2.resize(a, size, interpolation=cv2.INTER_AREA)
 
 
@@ -137,7 +137,11 @@ def _warp(a: np.ndarray, quad: np.ndarray, out: int, resampling: Resampling) -> 
     ex, ey = (ne - nw) / out, (sw - nw) / out
     if resampling == "pillow":
         coeffs = (ex[0], ey[0], nw[0], ex[1], ey[1], nw[1])
-        return np.asarray(Image.fromarray(a).transform((out, out), Image.AFFINE, coeffs, Image.BILINEAR))
+        return np.asarray(
+            Image.fromarray(a).transform(
+                (out, out), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR
+            )
+        )
     origin = quad[0] + 0.5 * (ex + ey)  # output pixel (0, 0) -> source pixel, both with centres at integers
     m = np.array([[ex[0], ey[0], origin[0]], [ex[1], ey[1], origin[1]]])
     return cv2.warpAffine(

@@ -161,7 +161,7 @@ def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     if scale >= 1.0:
         return image, 1.0
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
     return small, size[0] / w
 
 

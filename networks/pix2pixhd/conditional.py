@@ -28,6 +28,8 @@ FILM_HIDDEN = 64
 class ConditionalGenerator(nn.Module):
     """The residual global generator with a strength input (see the module docstring)."""
 
+    config: Pix2PixHDConfig  # set by build_generator
+
     def __init__(self, cfg: Pix2PixHDConfig) -> None:
         super().__init__()
         if cfg.condition == "none" or not cfg.residual or cfg.netG != "global":
@@ -64,8 +66,10 @@ class ConditionalGenerator(nn.Module):
     def init_condition(self) -> None:
         """Zero the modulation's last layer: training starts from the unmodulated (``scale``) generator."""
         if self.condition == "modulation":
-            nn.init.zeros_(self.film[-1].weight)
-            nn.init.zeros_(self.film[-1].bias)
+            last = self.film[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_nc, self.stride, self.min_size, "ConditionalGenerator")

@@ -85,7 +85,8 @@ def zero_output_layer(net: nn.Module) -> None:
     """Zero the last conv, so a residual generator starts as the identity (the do-nothing baseline)."""
     last = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
     nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
 
 
 def global_layers(

@@ -179,10 +179,15 @@ class VGGLoss(nn.Module):
     [-1, 1] to ImageNet statistics first. The result is unweighted: multiply by ``cfg.lambda_vgg``.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, vgg19_path: str | os.PathLike, imagenet_normalize: bool = False) -> None:
         super().__init__()
         self.vgg = load_vgg19_features(vgg19_path)
-        self.vgg.features = self.vgg.features[: VGG_SLICE_ENDS[-1]]  # conv5_2 and later are never used
+        self.vgg.features = nn.Sequential(
+            *list(self.vgg.features)[: VGG_SLICE_ENDS[-1]]
+        )  # conv5_2 and later are never used
         self.imagenet_normalize = imagenet_normalize
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

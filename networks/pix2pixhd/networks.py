@@ -38,6 +38,8 @@ def _downsample_pool() -> nn.AvgPool2d:
 class GlobalGenerator(nn.Module):
     """Encoder (conv7 + n_downsampling stride-2 convs), residual blocks, decoder (transposed convs), tanh."""
 
+    config: Pix2PixHDConfig  # set by build_generator
+
     def __init__(
         self,
         input_nc: int = 3,
@@ -68,6 +70,8 @@ class GlobalGenerator(nn.Module):
 class LocalEnhancer(nn.Module):
     """Global generator (ngf * 2**L filters, without its output layers) on the coarsest pyramid level,
     refined by L enhancers, each working at twice the resolution of the previous one."""
+
+    config: Pix2PixHDConfig  # set by build_generator
 
     def __init__(
         self,
@@ -225,15 +229,16 @@ def build_generator(cfg: Pix2PixHDConfig, init: bool = True) -> nn.Module:
     :mod:`networks.pix2pixhd.conditional`).
     """
     if cfg.condition != "none":
-        net: nn.Module = ConditionalGenerator(cfg)
+        conditional = ConditionalGenerator(cfg)
         if init:
-            init_weights(net)
-            zero_output_layer(net)
-            net.init_condition()
-        net.config = cfg
-        return net
+            init_weights(conditional)
+            zero_output_layer(conditional)
+            conditional.init_condition()
+        conditional.config = cfg
+        return conditional
+    net: GlobalGenerator | LocalEnhancer
     if cfg.netG == "global":
-        net: nn.Module = GlobalGenerator(
+        net = GlobalGenerator(
             cfg.input_nc,
             cfg.output_nc,
             cfg.ngf,

@@ -27,6 +27,7 @@ import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from torch import nn
 
 from core.errors import DistillError
 from networks.pix2pixhd.checkpoints import _read, _split, load_state_dict_checked
+from networks.pix2pixhd.conditional import ConditionalGenerator
 from networks.pix2pixhd.config import Pix2PixHDConfig
 from networks.pix2pixhd.layers import ResizeConv2d
 from networks.pix2pixhd.networks import build_generator
@@ -127,6 +129,8 @@ def _fold(conv: nn.Module, mu: torch.Tensor, sigma: torch.Tensor) -> None:
             conv.weight.div_(sigma.view(-1, 1, 1, 1))
         else:
             raise DistillError(f"fold: an instance norm follows a {type(conv).__name__}, not a conv")
+        if conv.bias is None:
+            raise DistillError("fold: the conv before an instance norm has no bias to take its mean")
         conv.bias.sub_(mu).div_(sigma)
 
 
@@ -141,6 +145,7 @@ def fold_instance_norms(net: nn.Module, inputs: torch.Tensor, strength: torch.Te
             return folded
         seq, i = found
         norm = seq[i]
+        assert isinstance(norm, nn.InstanceNorm2d)
         stats: dict[str, torch.Tensor] = {}
 
         handle = norm.register_forward_pre_hook(functools.partial(_grab, stats))
@@ -174,7 +179,7 @@ def warm_start(
     """Load ``path``'s generator weights into ``G`` (built from its own ``G.config``), converting NVIDIA's instance
     norm and transposed convs when ``G`` uses ``norm="none"`` / ``upsample="resize"``; ``inputs`` [N,3,H,W] in [-1,1]
     (and ``strength`` [N] for a conditional generator) calibrate the folding. Returns a one-line description."""
-    cfg: Pix2PixHDConfig = G.config
+    cfg = cast(Pix2PixHDConfig, G.config)
     sd, norm, upsample = read_generator_weights(path)
     if norm == "none" and cfg.norm == "instance":
         raise DistillError(
@@ -233,7 +238,7 @@ def widen_state_dict(wide: nn.Module, narrow: dict[str, torch.Tensor]) -> dict[s
     layer of a modulated generator, ``[points * 2 * C, hidden]``, is widened per (point, scale|shift) block,
     its new channels at zero (no modulation)."""
     modules = dict(wide.named_modules())
-    film = getattr(wide, "film", None)
+    film = wide.film if isinstance(wide, ConditionalGenerator) and wide.condition == "modulation" else None
     out = {}
     for key, fresh in wide.state_dict().items():
         old = narrow[key]
@@ -245,6 +250,7 @@ def widen_state_dict(wide: nn.Module, narrow: dict[str, torch.Tensor]) -> dict[s
         module_name, _, param = key.rpartition(".")
         module = modules[module_name]
         if film is not None and module is film[-1]:
+            assert isinstance(wide, ConditionalGenerator)
             points = wide.film_points
             c_old, c_new = old.shape[0] // (2 * points), fresh.shape[0] // (2 * points)
             new = torch.zeros(points, 2, c_new, *fresh.shape[1:], dtype=fresh.dtype)
