@@ -49,7 +49,7 @@ test-container: install
 	$(BIN)/pytest -m container
 
 # Lint, the format and the types: ruff's rules, `ruff format` (line length 110) and mypy on core, model_zoo,
-# engines, networks/pix2pixhd, editing and app (pyproject's [tool.mypy]).
+# engines, networks, editing and app (pyproject's [tool.mypy]).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

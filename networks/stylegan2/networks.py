@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -197,6 +198,8 @@ class FullyConnectedLayer(nn.Module):
 class Conv2dLayer(nn.Module):
     """Plain equalized-lr convolution; used here only as the 1×1 upsampling ``skip`` of 'resnet' blocks."""
 
+    resample_filter: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -226,6 +229,8 @@ class Conv2dLayer(nn.Module):
 
 class MappingNetwork(nn.Module):
     """z -> w: PixelNorm, ``num_layers`` lrelu FC layers (lr ×0.01), broadcast to ``num_ws``, truncation."""
+
+    w_avg: torch.Tensor
 
     def __init__(
         self,
@@ -273,6 +278,9 @@ class MappingNetwork(nn.Module):
 
 class SynthesisLayer(nn.Module):
     """Modulated 3×3 conv (optionally ×2 upsampling) + noise + bias + lrelu·sqrt(2) (+ clamp)."""
+
+    resample_filter: torch.Tensor
+    noise_const: torch.Tensor
 
     def __init__(
         self,
@@ -352,6 +360,8 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: (const | upsampling conv0) + conv1, plus ToRGB / skip per the architecture."""
 
+    resample_filter: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -370,7 +380,7 @@ class SynthesisBlock(nn.Module):
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.img_channels, self.is_last, self.architecture = img_channels, is_last, architecture
         self.register_buffer("resample_filter", setup_filter(resample_filter))
-        layer_kwargs = dict(
+        layer_kwargs: dict[str, Any] = dict(
             w_dim=w_dim,
             resolution=resolution,
             resample_filter=resample_filter,
@@ -487,6 +497,7 @@ class SynthesisNetwork(nn.Module):
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
             x, img = block(x, img, block_ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        assert img is not None  # the last block always draws (every architecture has a toRGB there)
         return img
 
 
@@ -496,6 +507,8 @@ class Generator(nn.Module):
     ``channels`` gives the channel count per resolution ({4: 512, 8: 512, ...}); when None it follows
     NVlabs' rule min(channel_base // R, channel_max).
     """
+
+    checkpoint_info: dict[str, Any]  # set by networks.stylegan2.checkpoints.load_generator
 
     def __init__(
         self,
@@ -525,7 +538,7 @@ class Generator(nn.Module):
             channels = {2**i: min(channel_base // 2**i, channel_max) for i in range(2, log2 + 1)}
         channels = {int(k): int(v) for k, v in channels.items()}
         resample_filter = [float(t) / float(sum(resample_filter)) for t in resample_filter]
-        self.init_kwargs = dict(
+        self.init_kwargs: dict[str, Any] = dict(
             z_dim=z_dim,
             w_dim=w_dim,
             img_resolution=img_resolution,

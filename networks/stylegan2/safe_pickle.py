@@ -24,7 +24,7 @@ import torch
 try:  # numpy >= 2
     from numpy._core import multiarray as _np_multiarray
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core import multiarray as _np_multiarray
+    from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
 
 from core.errors import DistillError
 from networks.stylegan2.tf_pickle import TFNetworkRecord
