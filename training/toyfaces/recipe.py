@@ -68,14 +68,22 @@ class Setting:
     # No instance norm (its per-picture statistics let the net plant a fixed-pixel blemish), a moving average of G
     # for the export, the adversarial terms lowered against L1 and a linear lr decay over the last steps: the
     # cleanest of the variants measured side by side in the README ("A student as clean as its teacher"), at ngf 24
-    # (the widest within twice the served latency of the ngf-16 student shipped before).
-    student_options: tuple[str, ...] = (*BASE_STUDENT, *CLEAN_STUDENT, "--lr-decay-steps", "2000")
+    # (the widest within twice the served latency of the ngf-16 student shipped before), upsampling by
+    # resize-convolution (the transposed convs drew a fine chequer in the hair).
+    student_options: tuple[str, ...] = (
+        *BASE_STUDENT,
+        *CLEAN_STUDENT,
+        "--upsample",
+        "resize",
+        "--lr-decay-steps",
+        "3000",
+    )
     student_augment: str = "shift=2,sharpness=0.5,noise=0.2,jpeg=0.2"
-    # The shipped student: 2,000 steps warm-started (--student-init) from the previous shipped model.onnx, widened from
-    # ngf 16 to 24 (git show 00b4dab:model_zoo/toyfaces-age/model.onnx: 2,500 steps without norms, itself warm-started
-    # from 45d8d18's, 20,000 steps with NVIDIA's instance norm folded into its convs). More steps raise the PSNR and
-    # bring the chequer back on clean renders (README).
-    student_steps: int = 2000
+    # The shipped student: 3,000 steps warm-started (--student-init) from the previous shipped model.onnx, its transposed
+    # convs turned into resize-convs (git show d829ab6:model_zoo/toyfaces-age/model.onnx: ngf 24, 2,000 steps widened
+    # from 00b4dab's ngf-16 student, 2,500 steps without norms, itself from 45d8d18's, 20,000 steps with NVIDIA's
+    # instance norm folded into its convs).
+    student_steps: int = 3000
     student_init: str | None = (
         None  # a new student run starts from these weights (a generator .pt or a model.onnx)
     )
@@ -141,6 +149,7 @@ SETTINGS["full-strength"] = replace(
     alpha_range="-1.5:1.5",
     pairs_shard=(0, 2),
     student_options=(*BASE_STUDENT, *CLEAN_STUDENT, "--lr-decay-steps", "2000", *CONDITIONAL_OPTIONS),
+    student_steps=2000,
 )
 SETTINGS["tiny-strength"] = replace(
     SETTINGS["tiny"],
