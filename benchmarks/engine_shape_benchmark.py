@@ -1,9 +1,9 @@
-"""Inside inference: the bare engines beside the service's engine path, batch 1, in one run.
+"""Inside inference: the bare engines beside the service's engine path, batch 1 and a full batch, in one run.
 
 The service serves OpenVINO through :class:`engines.ov.OpenVinoEngine` and calls it from the micro-batcher's
 worker thread. This script times, on the same model file, threads and input, in interleaved rounds (each unit
 gets, in rotating order, a pause, one untimed run and a block of timed runs, so a busy spell of a shared machine
-hits them all alike):
+hits them all alike), at batch 1:
 
 - bare OpenVINO compiled with a static ``[1, 3, H, W]`` input,
 - bare OpenVINO compiled with a dynamic batch ``[?, 3, H, W]`` (what the service ran every batch on before
@@ -13,7 +13,10 @@ hits them all alike):
   ``max_batch``, without HTTP),
 - the same engine behind the service's ``MicroBatcher`` (one request at a time; the time is the batcher's
   ``inference`` stage, which includes the hop to its worker thread and back),
-- ``OpenVinoEngine.run`` with no static shapes (``static_batches=()``): the service's engine as it was before.
+- ``OpenVinoEngine.run`` with no static shapes (``static_batches=()``): the service's engine as it was before;
+
+and at a full micro-batch (``max_batch``, 8 by default): bare static ``[8, 3, H, W]``, bare dynamic, and the
+two ``OpenVinoEngine`` builds.
 
     python benchmarks/engine_shape_benchmark.py                       # toyfaces-age, OpenVINO bf16
     python benchmarks/engine_shape_benchmark.py --precision fp32 --runs 200
@@ -106,49 +109,77 @@ def main(argv: list[str] | None = None) -> int:
     dynamic_only = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=())
     session = cpu_session(path, args.threads)
     through_batcher, stop = batched(engine)
-    units: dict[str, Callable[[np.ndarray], object]] = {
-        f"bare OpenVINO {args.precision}, static [1,3,{h},{w}]": bare_openvino(
-            path, [1, 3, h, w], args.precision, args.threads
-        ),
-        f"bare OpenVINO {args.precision}, dynamic batch [?,3,{h},{w}]": bare_openvino(
-            path, [-1, 3, h, w], args.precision, args.threads
-        ),
-        "bare ONNX Runtime fp32 (CPU provider)": lambda v: session.run(
-            None, {session.get_inputs()[0].name: v}
-        ),
-        f"service engine: OpenVinoEngine.run ({args.precision})": engine.run,
-        "service batcher: MicroBatcher inference stage": through_batcher,
-        "OpenVinoEngine.run, dynamic batch only (the service before static shapes)": dynamic_only.run,
-    }
+    full = np.random.default_rng(1).uniform(-1, 1, (MAX_BATCH, 3, h, w)).astype(np.float32)
+    groups: list[dict[str, tuple[Callable[[np.ndarray], object], np.ndarray]]] = [
+        {
+            f"bare OpenVINO {args.precision}, static [1,3,{h},{w}]": (
+                bare_openvino(path, [1, 3, h, w], args.precision, args.threads),
+                x,
+            ),
+            f"bare OpenVINO {args.precision}, dynamic batch [?,3,{h},{w}]": (
+                bare_openvino(path, [-1, 3, h, w], args.precision, args.threads),
+                x,
+            ),
+            "bare ONNX Runtime fp32 (CPU provider)": (
+                lambda v: session.run(None, {session.get_inputs()[0].name: v}),
+                x,
+            ),
+            f"service engine: OpenVinoEngine.run ({args.precision})": (engine.run, x),
+            "service batcher: MicroBatcher inference stage": (through_batcher, x),
+            "OpenVinoEngine.run, dynamic batch only (the service before static shapes)": (
+                dynamic_only.run,
+                x,
+            ),
+        },
+        {
+            f"bare OpenVINO {args.precision}, static [{MAX_BATCH},3,{h},{w}]": (
+                bare_openvino(path, [MAX_BATCH, 3, h, w], args.precision, args.threads),
+                full,
+            ),
+            f"bare OpenVINO {args.precision}, dynamic batch [?,3,{h},{w}] at {MAX_BATCH}": (
+                bare_openvino(path, [-1, 3, h, w], args.precision, args.threads),
+                full,
+            ),
+            f"service engine: OpenVinoEngine.run ({args.precision}) at {MAX_BATCH}": (engine.run, full),
+            f"OpenVinoEngine.run, dynamic batch only, at {MAX_BATCH}": (dynamic_only.run, full),
+        },
+    ]
+    units = {name: unit for group in groups for name, unit in group.items()}
     times: dict[str, list[float]] = {name: [] for name in units}
     names = list(units)
-    for name in names:  # warm-up
+    for fn, v in units.values():  # warm-up
         for _ in range(3):
-            units[name](x)
+            fn(v)
     rounds = -(-args.runs // args.block)
     for r in range(rounds):
         for k in range(len(names)):
             name = names[(r + k) % len(names)]
+            fn, v = units[name]
             time.sleep(HANDOVER_S)
-            units[name](x)
+            fn(v)
             for _ in range(args.block):
                 t0 = time.perf_counter()
-                inner = units[name](x)
+                inner = fn(v)
                 elapsed = time.perf_counter() - t0
                 times[name].append(1e3 * (inner if isinstance(inner, float) else elapsed))
     stop()
-    static = statistics.median(times[names[0]])
-    rows = [
-        [
-            name,
-            f"{min(t):.2f}",
-            f"{statistics.median(t):.2f}",
-            f"{percentile(t, 90):.2f}",
-            f"{min(t) / min(times[names[0]]):.2f}x",
-            f"{statistics.median(t) / static:.2f}x",
+    tables = []
+    for group in groups:
+        base = times[next(iter(group))]  # the group's bare static model
+        rows = [
+            [
+                name,
+                f"{min(times[name]):.2f}",
+                f"{statistics.median(times[name]):.2f}",
+                f"{percentile(times[name], 90):.2f}",
+                f"{min(times[name]) / min(base):.2f}x",
+                f"{statistics.median(times[name]) / statistics.median(base):.2f}x",
+            ]
+            for name in group
         ]
-        for name, t in times.items()
-    ]
+        tables.append(
+            table(["unit", "min ms", "p50 ms", "p90 ms", "min vs bare static", "p50 vs bare static"], rows)
+        )
     lines = [
         f"# Inside inference: bare engines and the service's engine path (`{args.model}`, {h}x{w}, batch 1, CPU)",
         "",
@@ -161,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         f"each, in interleaved rounds of {args.block} (after a pause and one untimed run)",
         *([f"- {args.note}"] if args.note else []),
         "",
-        table(["unit", "min ms", "p50 ms", "p90 ms", "min vs bare static", "p50 vs bare static"], rows),
+        "Batch 1 (a lone request):",
+        "",
+        tables[0],
+        "",
+        f"A full micro-batch of {MAX_BATCH} (the service's default max_batch):",
+        "",
+        tables[1],
     ]
     emit(lines, args.out)
     return 0
