@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             table(["unit", "min ms", "p50 ms", "p90 ms", "min vs bare static", "p50 vs bare static"], rows)
         )
     lines = [
-        f"# Inside inference: bare engines and the service's engine path (`{args.model}`, {h}x{w}, batch 1, CPU)",
+        f"# Inside inference: bare engines and the service's engine path (`{args.model}`, {h}x{w}, CPU)",
         "",
         f"Measured {info['date (UTC)']} UTC at commit {info['commit']} by `python benchmarks/engine_shape_benchmark.py "
         f"--precision {args.precision} --runs {args.runs} --block {args.block} --threads {args.threads}`.",
