@@ -9,6 +9,7 @@ to ``<engine cache>/openvino/<precision>`` so a restart loads them instead of co
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 
 from core.errors import DistillError
 from engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_vector
+
+log = logging.getLogger("engines")
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's float parts in f32
 _TYPE_NAMES = {"f32": "tensor(float)", "f16": "tensor(float16)"}
@@ -107,9 +110,12 @@ class OpenVinoEngine(Engine):
             batch_dim = self.compiled.inputs[0].get_partial_shape()
             if size is not None and batch_dim.rank.is_static and batch_dim[0].is_dynamic:
                 for n in sorted(set(static_batches)):
-                    fixed = ov.read_model(str(path))
-                    _reshape(fixed, size, n)
-                    self.static[n] = ov.compile_model(fixed, "CPU", config).create_infer_request()
+                    try:
+                        fixed = ov.read_model(str(path))
+                        _reshape(fixed, size, n)
+                        self.static[n] = ov.compile_model(fixed, "CPU", config).create_infer_request()
+                    except Exception as e:  # a graph that fixes its batch inside: that size stays dynamic
+                        log.warning("%s: no static shape for batch %d (%s)", path, n, e)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
             raise DistillError(f"{path}: OpenVINO cannot compile it for {spec.label} ({e})") from e
         self.spec, self.path = spec, Path(path)

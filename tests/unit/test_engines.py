@@ -230,6 +230,36 @@ def test_openvino_static_shapes_answer_as_the_dynamic_batch(small_onnx):
         np.testing.assert_allclose(static.run(x), dynamic.run(x), rtol=0, atol=1e-6)
 
 
+class BatchOfOne(nn.Module):
+    """Declares a dynamic batch, but its graph reshapes to [1, 3, H, W]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 0.5).reshape(1, 3, 16, 16)
+
+
+@needs_openvino
+def test_a_static_batch_the_graph_cannot_take_is_left_dynamic(tmp_path):
+    """The engine still loads (the service's batch check then serves it at batch 1, with its warning)."""
+    path = tmp_path / "one.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            BatchOfOne(),
+            torch.zeros(1, 3, 16, 16),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
+    engine = OpenVinoEngine(
+        EngineSpec("openvino", "cpu", "fp32", "fp32"), path, (16, 16), static_batches=(1, 4)
+    )
+    assert sorted(engine.static) == [1]
+    assert engine.run(np.ones((1, 3, 16, 16), np.float32)).shape == (1, 3, 16, 16)
+
+
 @needs_openvino
 def test_the_batcher_mixes_requests_on_static_and_dynamic_shapes(small_onnx):
     """Concurrent requests still share micro-batches (full ones on a static shape, the rest dynamic), each
