@@ -69,8 +69,8 @@ class OpenVinoEngine(Engine):
     A model with a dynamic batch is compiled once with the batch dynamic (any batch the micro-batcher forms;
     its declared signature) and once more per size in ``static_batches`` with every shape static, because
     OpenVINO's CPU plugin runs dynamic shapes on a slower path (measured in
-    benchmarks/engine_shape_benchmark.py). A batch of a compiled static size runs on that model, any other on
-    the dynamic one; they agree to float32 rounding (bit-identical on the shipped toyfaces-age; the tests hold
+    benchmarks/engine_shape_benchmark.py). A batch of a compiled static size runs on that model, any other (and
+    any size the graph cannot be compiled for) on the dynamic one; they agree to float32 rounding (bit-identical on the shipped toyfaces-age; the tests hold
     them within 1e-6).
     """
 
