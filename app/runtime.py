@@ -258,8 +258,13 @@ def open_engine(entry: ModelEntry, spec: EngineSpec, settings: Settings, cache_d
     """Load ``spec``'s engine on ``entry``'s variant file (DistillError naming the file when it cannot)."""
     path = entry.variant_path(spec.variant)
     if spec.engine == "openvino":
-        return OpenVinoEngine(
-            spec, path, entry.input_size, threads=settings.intra_op_threads, cache_dir=cache_dir
+        return OpenVinoEngine(  # static shapes for a lone request and a full micro-batch
+            spec,
+            path,
+            entry.input_size,
+            threads=settings.intra_op_threads,
+            cache_dir=cache_dir,
+            static_batches=(1, settings.max_batch),
         )
     try:
         return OrtEngine(

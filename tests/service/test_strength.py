@@ -14,6 +14,8 @@ from PIL import Image
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.main import create_app
+from engines.base import EngineSpec
+from engines.ov import OpenVinoEngine, openvino_version
 from tests.app_helpers import encode, gradient, make_entry, wait_ready
 
 with warnings.catch_warnings():
@@ -167,3 +169,18 @@ def test_the_legacy_answer_names_its_strength(legacy_client):
             data={"model": "cond", "format": "png", **fields},
         )
         assert r.status_code == 200 and r.headers["x-strength"] == shown, r.text
+
+
+@pytest.mark.skipif(openvino_version() is None, reason="openvino is not installed")
+def test_openvino_static_shapes_take_the_strength_as_the_dynamic_batch(conditional_entry):
+    """A conditional model's static shapes fix its strength [N] too; batch 1, a partial and a full batch answer
+    as the dynamic-batch model, to float32 rounding (constants fold differently once the shape is static)."""
+    spec = EngineSpec("openvino", "cpu", "fp32", "fp32")
+    path = conditional_entry / "model.onnx"
+    static = OpenVinoEngine(spec, path, (16, 16), static_batches=(1, 4))
+    dynamic = OpenVinoEngine(spec, path, (16, 16), static_batches=())
+    rng = np.random.default_rng(3)
+    for n in (1, 3, 4):
+        x = rng.uniform(-1, 1, (n, 3, 16, 16)).astype(np.float32)
+        s = rng.uniform(-1, 1.5, n).astype(np.float32)
+        np.testing.assert_allclose(static.run(x, s), dynamic.run(x, s), rtol=0, atol=1e-6)

@@ -3,6 +3,7 @@ OpenVINO's parity with ONNX Runtime, and what the service reports about its choi
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 from torch import nn
 
+from app.batching import MicroBatcher
 from app.config import Settings
 from app.main import create_app
 from core.errors import DistillError
@@ -211,6 +213,77 @@ def test_openvino_matches_onnxruntime_and_caches_its_compilation(small_onnx, tmp
     )
     assert psnr_db(bf16.run(x), expected) > 35
     assert any((tmp_path / "openvino" / "fp32").iterdir())  # a restart loads the compiled model from here
+
+
+@needs_openvino
+def test_openvino_static_shapes_answer_as_the_dynamic_batch(small_onnx):
+    """Batch 1 and a full batch run on static-shape models, a partial batch on the dynamic one: all what the
+    dynamic-batch model alone answers (to float32 rounding)."""
+    spec = EngineSpec("openvino", "cpu", "fp32", "fp32")
+    static = OpenVinoEngine(spec, small_onnx, (16, 16), static_batches=(1, 4))
+    dynamic = OpenVinoEngine(spec, small_onnx, (16, 16), static_batches=())
+    assert sorted(static.static) == [1, 4] and not dynamic.static
+    assert static.signature()[0][0].shape == (None, 3, 16, 16)  # the declared batch stays dynamic
+    rng = np.random.default_rng(2)
+    for n in (1, 3, 4):
+        x = rng.uniform(-1, 1, (n, 3, 16, 16)).astype(np.float32)
+        np.testing.assert_allclose(static.run(x), dynamic.run(x), rtol=0, atol=1e-6)
+
+
+class BatchOfOne(nn.Module):
+    """Declares a dynamic batch, but its graph reshapes to [1, 3, H, W]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 0.5).reshape(1, 3, 16, 16)
+
+
+@needs_openvino
+def test_a_static_batch_the_graph_cannot_take_is_left_dynamic(tmp_path):
+    """The engine still loads (the service's batch check then serves it at batch 1, with its warning)."""
+    path = tmp_path / "one.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            BatchOfOne(),
+            torch.zeros(1, 3, 16, 16),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
+    engine = OpenVinoEngine(
+        EngineSpec("openvino", "cpu", "fp32", "fp32"), path, (16, 16), static_batches=(1, 4)
+    )
+    assert sorted(engine.static) == [1]
+    assert engine.run(np.ones((1, 3, 16, 16), np.float32)).shape == (1, 3, 16, 16)
+
+
+@needs_openvino
+def test_the_batcher_mixes_requests_on_static_and_dynamic_shapes(small_onnx):
+    """Concurrent requests still share micro-batches (full ones on a static shape, the rest dynamic), each
+    answered with its own image's output."""
+    engine = OpenVinoEngine(
+        EngineSpec("openvino", "cpu", "fp32", "fp32"), small_onnx, (16, 16), static_batches=(1, 4)
+    )
+    xs = [np.random.default_rng(i).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for i in range(7)]
+    sizes: list[int] = []
+
+    async def go() -> list:
+        batcher = MicroBatcher(
+            engine.run, max_batch=4, max_wait_s=0.2, queue_size=16, on_batch=lambda n, _: sizes.append(n)
+        )
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(x) for x in xs))
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(go())
+    assert max(sizes) > 1 and sum(sizes) == len(xs)
+    for x, r in zip(xs, results, strict=True):
+        np.testing.assert_allclose(r.output, engine.run(x)[0], atol=1e-5)
 
 
 def test_engines_refuse_a_batch_that_is_not_images(small_onnx, tmp_path):
