@@ -18,12 +18,10 @@ import io
 import json
 import random
 import shutil
-import struct
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +35,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.harness import emit, machine, serve, table  # noqa: E402
 from model_zoo.registry import write_entry  # noqa: E402
+from tests.app_helpers import png_header_only  # noqa: E402
 
 GIB = 1024**3
 POD_REQUEST, POD_LIMIT = 4 * GIB, 8 * GIB
@@ -47,21 +46,6 @@ def jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
-
-
-def bomb_png(side: int = 40000) -> bytes:
-    """A small PNG whose header claims side x side pixels (refused from the header, never decoded)."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def make_zoo(root: Path) -> None:
@@ -205,7 +189,7 @@ def main() -> int:
 
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((args.photo_side, args.photo_side)))
     face = np.asarray(Image.open(REPO / "model_zoo/toyfaces-age/samples/00000007.png").convert("RGB"))
-    uploads = {"face": jpeg(face), "photo": jpeg(photo), "bomb": bomb_png()}
+    uploads = {"face": jpeg(face), "photo": jpeg(photo), "bomb": png_header_only(40000, 40000)}
     tally, peak = Tally(), [0, 0]
     with tempfile.TemporaryDirectory() as tmp:
         make_zoo(Path(tmp))
