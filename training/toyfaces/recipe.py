@@ -140,16 +140,25 @@ SETTINGS = {
 # (residual scaled by the strength, a learned modulation of the bottleneck: the best of scale, plane and modulation
 # at equal steps in the README's measurement), as its own entry beside toyfaces-age.
 CONDITIONAL_OPTIONS = ("--condition", "modulation")
-# Its shipped student: 2,000 steps on the even seeds (5,000 pairs), warm-started from the previous shipped one and
-# widened from ngf 16 to 24 (git show 00b4dab:model_zoo/toyfaces-age-strength/model.onnx: 3,000 steps without norms
-# from 45d8d18's, 10,000 steps with NVIDIA's instance norm).
+# Its shipped student: 2,500 steps on the even seeds (5,000 pairs), warm-started from the previous shipped one, its
+# transposed convs turned into resize-convs (git show 1638b83:model_zoo/toyfaces-age-strength/model.onnx: ngf 24,
+# 2,000 steps widened from 00b4dab's ngf-16 dial, 3,000 steps without norms from 45d8d18's, 10,000 steps with NVIDIA's
+# instance norm).
 SETTINGS["full-strength"] = replace(
     SETTINGS["full"],
     name="toyfaces-age-strength",
     alpha_range="-1.5:1.5",
     pairs_shard=(0, 2),
-    student_options=(*BASE_STUDENT, *CLEAN_STUDENT, "--lr-decay-steps", "2000", *CONDITIONAL_OPTIONS),
-    student_steps=2000,
+    student_options=(
+        *BASE_STUDENT,
+        *CLEAN_STUDENT,
+        "--upsample",
+        "resize",
+        "--lr-decay-steps",
+        "2500",
+        *CONDITIONAL_OPTIONS,
+    ),
+    student_steps=2500,
 )
 SETTINGS["tiny-strength"] = replace(
     SETTINGS["tiny"],
