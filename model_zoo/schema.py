@@ -277,6 +277,38 @@ class Preview(_Record):
     inputs: str | None = None
 
 
+class Domain(_Record):
+    """The inputs the student was trained on, as ``distill filter`` kept them: a scorer shipped in the entry and
+    the keep ranges on its scores (inclusive; either bound may be None). The service scores each framed input
+    with it, preprocessed as the filter did: bilinear resize to ``input_size``, ``(x/255 - mean) / std`` per
+    channel, ``activation`` on the first output, the named columns picked by index."""
+
+    scorer: EntryPath
+    input_size: tuple[PositiveInt, PositiveInt]
+    mean: list[float] = Field(default_factory=lambda: [0.5], min_length=1, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [0.5], min_length=1, max_length=3)
+    activation: Literal["none", "sigmoid", "softmax"] = "none"
+    outputs: dict[str, int] = Field(min_length=1)  # score name -> column of the scorer's first output
+    keep: dict[str, tuple[float | None, float | None]] = Field(min_length=1)
+    source: Provenance | None = None  # the filter report the ranges were read from
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Domain:
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) == 2:
+                raise ValueError(f"domain.{name}: give one value or three (R, G, B)")
+        if any(v == 0 for v in self.std):
+            raise ValueError("domain.std must not be 0")
+        for key, (low, high) in self.keep.items():
+            if key not in self.outputs:
+                raise ValueError(f"domain.keep names {key!r}, which is not in domain.outputs")
+            if low is None and high is None:
+                raise ValueError(f"domain.keep[{key!r}] has no bound")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"domain.keep[{key!r}] {[low, high]}: low is above high")
+        return self
+
+
 class FileRecord(BaseModel):
     """Size and sha256 of one file of the entry, checked before anything loads it."""
 
@@ -308,6 +340,7 @@ class EntryManifest(_Record):
     training: Training | None = None
     export: dict[str, Any] | None = None
     preview: Preview | None = None
+    domain: Domain | None = None  # the training inputs' domain (from the filter report); None: never checked
     files: dict[EntryPath, FileRecord]
 
     @field_validator("schema_version", mode="before")
@@ -326,6 +359,8 @@ class EntryManifest(_Record):
         listed += [
             (f"{k}.file", r.file) for k, r in (("teacher", self.teacher), ("direction", self.direction)) if r
         ]
+        if self.domain is not None:
+            listed.append(("domain.scorer", self.domain.scorer))
         for where, fname in listed:
             if fname not in self.files:
                 raise ValueError(f"{where} {fname!r} is not listed in 'files'")

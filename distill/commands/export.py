@@ -86,6 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="more demo-page inputs to ship in samples/ beside the held-out teacher originals (e.g. real photos)",
     )
+    p.add_argument(
+        "--domain",
+        action="append",
+        metavar="NAME",
+        default=None,
+        help="a keep range of the pairs' filter report that defines the student's domain (repeat for more; "
+        "default: every range on the originals); the entry ships its scorer and the service checks inputs",
+    )
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument(
         "--timing-repeats",

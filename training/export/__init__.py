@@ -12,6 +12,9 @@ dataset's ``alpha_range``) and default, and parity, variants' calibration and er
 The entry is assembled in a staging folder beside ``--out`` and moved into place at the end, so an
 interrupted export never leaves a half-written entry (re-run the same command to start over), and a
 re-export replaces the old entry in one rename.
+
+When the pairs carry a filter report, the keep ranges that defined the student's inputs and their scorer go
+into the entry (manifest ``domain``, see :mod:`training.export.domain`): the service checks inputs against them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from model_zoo.registry import (
 from model_zoo.schema import EntryManifest, FileRecord, StrengthSpec, dataset_provenance
 from networks.pix2pixhd.conditional import is_conditional
 from training.export.assets import _copy_samples, _teacher_and_direction, _write_preview
+from training.export.domain import FILTER_REPORT, copy_domain
 from training.export.graph import (
     StudentSource,
     check_parity,
@@ -141,6 +145,10 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
         preview = _write_preview(onnx_path, staging, views, size)
         files.append(preview["file"])
         files += _copy_samples(views, staging, opts.samples)
+        report = dataset / FILTER_REPORT if dataset is not None else None
+        domain = copy_domain(report, staging, opts.domain) if report and report.is_file() else None
+        if domain is not None:
+            files.append(domain.scorer)
         manifest = _manifest(
             opts,
             name,
@@ -162,6 +170,7 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
                     "pass --alpha A"
                 )
             manifest.strength = StrengthSpec.model_validate(strength)
+        manifest.domain = domain
         if engines:
             from model_zoo.schema import EngineTiming
 

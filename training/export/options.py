@@ -39,6 +39,9 @@ class ExportOptions:
     samples: list[str] | None = None
     opset: int = OPSET
     timing_repeats: int = 5
+    domain: list[str] | None = (
+        None  # the filter's keep ranges that define the domain; None: all on the originals
+    )
     overwrite: bool = False
 
     def __post_init__(self) -> None:
