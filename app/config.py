@@ -26,10 +26,11 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from app.domain import DomainMode
 from core.errors import DistillError
 
 PREFIX = "DISTILL_"
-LOWERCASE = ("provider", "variant_cpu", "variant_cuda", "engine", "openvino_precision")
+LOWERCASE = ("provider", "variant_cpu", "variant_cuda", "engine", "openvino_precision", "domain_check")
 PROVIDERS = ("auto", "cuda", "cpu")
 VARIANTS = ("auto", "fp32", "fp16", "int8")
 ENGINES = ("auto", "onnxruntime", "openvino")
@@ -138,6 +139,11 @@ class Settings(BaseSettings):
         None,
         description="VGG16 weights for the projector's perceptual loss",
         json_schema_extra=_shown("(pixel loss)"),
+    )
+    domain_check: DomainMode = Field(
+        "warn",
+        description="inputs outside the model's recorded training domain: ``warn`` (answered, "
+        "``X-Distill-Domain: outside; ...``), ``refuse`` (422 outside_domain) or ``off`` (not scored)",
     )
     warmup_runs: int = Field(2, description="inference runs per model before /readyz turns ready")
 

@@ -96,6 +96,7 @@ REJECTION_REASONS = (
     "not_found",
     "not_ready",
     "output_too_large",
+    "outside_domain",
     "payload_too_large",
     "queue_full",
     "result_dropped",
@@ -152,6 +153,12 @@ REJECTED = Counter(
     "distill_requests_rejected_total",
     "Requests refused, by endpoint and reason (queue_full, bad_input codes, not_ready, timeout, ...).",
     ["route", "reason"],
+)
+DOMAIN_VERDICTS = Counter(
+    "distill_domain_verdicts_total",
+    "Requests scored against their model's recorded training domain, per model and verdict (inside or "
+    "outside; with DISTILL_DOMAIN_CHECK=refuse the outside ones were answered 422 outside_domain).",
+    ["model", "verdict"],
 )
 QUEUE_CAPACITY = Gauge(
     "distill_queue_capacity",

@@ -10,7 +10,8 @@ against many clients at once) is not taken here.
 Each finished input leaves its output (``OUT/<name>.<format>``) and then its row (``OUT/.rows/<key>.json``),
 each written to a temporary file and renamed: a run killed at any moment leaves complete files only, and the
 next run skips the inputs whose row says done (an output without its row is redone). ``OUT/results.jsonl``
-collects the rows, sorted by source, at the end of every run. Refused inputs (4xx) are recorded and not
+collects the rows, sorted by source, at the end of every run; a model with a recorded training domain gives each
+row its ``domain`` (``X-Distill-Domain``'s value: ``inside`` or ``outside; age 0.12 below 0.20``). Refused inputs (4xx) are recorded and not
 retried; a 5xx (queue full, an unexpected failure) is retried by the next run.
 """
 
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from app import faces as face_path
 from app.config import Settings
+from app.domain import HEADER as DOMAIN_HEADER
 from app.errors import ServiceError
 from app.routers.transform import (
     Align,
@@ -79,6 +81,9 @@ class ResultRow(BaseModel):
     http_status: int | None = None  # the status /transform answers with
     outputs: list[str] = []  # relative to OUT
     faces: int | None = None  # faces found and edited (FFHQ-aligned models)
+    domain: str | None = (
+        None  # X-Distill-Domain: "inside" or "outside; age 0.12 below 0.20"; None: not checked
+    )
     timings_ms: dict[str, float] = {}
 
     def finished(self, out: Path) -> bool:
@@ -213,10 +218,11 @@ async def transform_one(
     timer = StageTimer()
     runtime = loaded.runtime
     faces: int | None = None
+    domain: str | None = None
     try:
         with timer.stage("read"):
             data = await asyncio.to_thread(read_input, source.path, service.settings.max_upload_bytes)
-        upload, xs = await asyncio.to_thread(
+        upload, xs, verdict = await asyncio.to_thread(
             frame_inputs,
             service,
             data,
@@ -226,7 +232,9 @@ async def transform_one(
             fmt=opts.format,
             align=aligned(loaded, opts.align),
             faces=opts.faces,
+            domain=loaded.domain,
         )
+        domain = None if verdict is None else verdict.text()
         if isinstance(upload, face_path.AlignedUpload):
             faces = len(upload.faces)
         results = await edit_inputs(loaded, xs, strength, timer)
@@ -249,6 +257,7 @@ async def transform_one(
             message=e.detail,
             http_status=e.status_code,
             faces=faces,
+            domain=e.headers.get(DOMAIN_HEADER, domain),
             timings_ms=timings_ms(timer),
         )
     except OSError as e:  # the input cannot be read, or the output not written
@@ -268,6 +277,7 @@ async def transform_one(
         status="ok",
         outputs=[source.output],
         faces=faces,
+        domain=domain,
         timings_ms=timings_ms(timer),
     )
 

@@ -52,6 +52,8 @@ class ModelInfo(BaseModel):
     legacy_error: str | None = (
         None  # why the legacy path is off for this model (teacher or direction unloadable)
     )
+    domain: str | None = None  # the checked training domain (e.g. "age >= 0.2"); None: not checked
+    domain_check: str = "off"  # what an input outside it gets: warn, refuse (422), or off (not checked)
     samples: list[str]
     batching: BatchingInfo
     warnings: list[str] = Field(default_factory=list)  # what the model does not do as configured

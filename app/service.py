@@ -19,6 +19,7 @@ import numpy as np
 
 from app.batching import MicroBatcher
 from app.config import Settings
+from app.domain import DomainCheck, load_check
 from app.errors import ServiceError
 from app.faces import PixelBudget
 from app.legacy import LegacyExecutor, LegacyJob
@@ -39,6 +40,9 @@ class LoadedModel:
 
     runtime: ModelRuntime
     batcher: MicroBatcher
+    domain: DomainCheck | None = (
+        None  # the recorded training domain, checked on every input (None: not checked)
+    )
     legacy_error: str | None = None  # why the teacher or direction cannot be loaded (the legacy path is off)
 
     @property
@@ -102,9 +106,9 @@ class Service:
             log.exception("the service cannot start serving: %s", self.load_error)
 
     async def _start(self) -> None:
-        runtimes = await asyncio.to_thread(self._load_all)
-        for runtime in runtimes:
-            self.models[runtime.name] = LoadedModel(runtime, self._make_batcher(runtime))
+        loaded = await asyncio.to_thread(self._load_all)
+        for runtime, domain in loaded:
+            self.models[runtime.name] = LoadedModel(runtime, self._make_batcher(runtime), domain)
             self.models[runtime.name].batcher.start()
         names = list(self.models)
         self.default_model = self.settings.default_model or names[0]
@@ -123,7 +127,9 @@ class Service:
         self.ready = True
         log.info("ready: %s (default %s)", ", ".join(names), self.default_model)
 
-    def _load_all(self) -> list[ModelRuntime]:
+    def _load_all(self) -> list[tuple[ModelRuntime, DomainCheck | None]]:
+        """Load, check and warm every entry, with its domain scorer (none when it records no domain or
+        ``DISTILL_DOMAIN_CHECK=off``)."""
         runtimes = []
         entries = select_entries(self.settings)
         if any(entry.alignment == "ffhq" for entry in entries):
@@ -157,7 +163,10 @@ class Service:
                 runtime.engine_reason,
                 seconds,
             )
-            runtimes.append(runtime)
+            domain = load_check(entry, self.settings.domain_check)
+            if domain is not None:
+                log.info("model %s: domain %s checked (%s)", entry.name, domain.ranges(), domain.mode)
+            runtimes.append((runtime, domain))
         return runtimes
 
     def face_finder(self) -> FaceFinder:

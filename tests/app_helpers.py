@@ -103,6 +103,59 @@ def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bo
     return write_entry(dest, manifest, files)
 
 
+class MeanLevel(nn.Module):
+    """A domain scorer: column 0 the mean of the normalised input (-1 black .. 1 white), column 1 its negative."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3))
+        return torch.stack([mean, -mean], dim=1)
+
+
+def add_domain(entry_dir: Path, keep: tuple[float | None, float | None] = (0.0, None)) -> ModelEntry:
+    """Give an entry a domain as `distill export` would: a filter report naming a :class:`MeanLevel` scorer (8x8)
+    with ``bright`` kept in ``keep`` on the originals (and a range on the edited images only, never the domain's)."""
+    from training.export.domain import add_domain as record
+
+    scorer = entry_dir.parent / f"{entry_dir.name}-level.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            MeanLevel(),
+            (torch.zeros(1, 3, 8, 8),),
+            str(scorer),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["scores"],
+            dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}},
+        )
+    report = entry_dir.parent / f"{entry_dir.name}-filter_report.json"
+    spec = {"type": "onnx", "path": str(scorer), "input_size": None, "mean": [0.5], "std": [0.5]}
+    report.write_text(
+        json.dumps(
+            {
+                "scorers": [
+                    {
+                        **spec,
+                        "outputs": {"bright": 0},
+                        "activation": "none",
+                        "on": "a",
+                        "keep": {"bright": list(keep)},
+                    },
+                    {
+                        **spec,
+                        "outputs": {"dark": 1},
+                        "activation": "none",
+                        "on": "b",
+                        "keep": {"dark": [0.5, None]},
+                    },
+                ]
+            }
+        )
+    )
+    return record(entry_dir, report)
+
+
 def wait_ready(client, timeout: float = 120.0) -> None:
     """Poll a TestClient's /readyz until the models are loaded and warmed up (fails after ``timeout`` s)."""
     deadline = time.monotonic() + timeout

@@ -33,6 +33,8 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         strength=entry.spec.strength,
         legacy=model.has_teacher and service.legacy.enabled and model.legacy_error is None,
         legacy_error=model.legacy_error,
+        domain=model.domain.ranges() if model.domain else None,
+        domain_check=model.domain.mode if model.domain else "off",
         samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],
         batching=BatchingInfo(
             max_batch=model.batcher.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size

@@ -14,6 +14,8 @@ from app import faces as face_path
 from app import imaging
 from app.batching import BatchResult, QueueFullError
 from app.dependencies import get_service, label_request, read_upload
+from app.domain import HEADER as DOMAIN_HEADER
+from app.domain import DomainCheck, Verdict
 from app.errors import ServiceError
 from app.schemas import ErrorBody
 from app.service import LoadedModel, Service
@@ -142,11 +144,17 @@ def frame_inputs(
     fmt: Format,
     align: bool,
     faces: Faces,
-) -> tuple[Upload, list[np.ndarray]]:
-    """:func:`frame_upload` then :func:`preprocess`: the upload and the model's float inputs (blocking: one
-    worker-thread hop for both)."""
+    domain: DomainCheck | None = None,
+) -> tuple[Upload, list[np.ndarray], Verdict | None]:
+    """:func:`frame_upload`, the framed pictures checked against the model's ``domain`` (timed ``domain``; 422
+    ``outside_domain`` when it refuses them), then :func:`preprocess`: the upload, the model's float inputs and
+    the domain verdict (None: not checked). Blocking: one worker-thread hop for all."""
     upload = frame_upload(service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces)
-    return upload, preprocess(inputs_of(upload), timer)
+    verdict = None
+    if domain is not None:
+        with timer.stage("domain"):
+            verdict = domain.check(inputs_of(upload))
+    return upload, preprocess(inputs_of(upload), timer), verdict
 
 
 async def read_request_upload(
@@ -203,21 +211,31 @@ async def prepare_inputs(
     fmt: Format,
     align: bool,
     faces: Faces,
-) -> tuple[Upload, list[np.ndarray], int]:
-    """:func:`decode_upload` and :func:`preprocess` in the same worker-thread hop: the upload, the model's
-    inputs and the face-path pixels held (one hop fewer: a round trip to the thread pool measured 0.07 ms on an
-    idle event loop here)."""
+    domain: DomainCheck | None = None,
+) -> tuple[Upload, list[np.ndarray], int, Verdict | None]:
+    """:func:`frame_inputs` after the upload checks, in one worker-thread hop: the upload, the model's inputs,
+    the face-path pixels held and the domain verdict (one hop fewer: a round trip to the thread pool measured
+    0.07 ms on an idle event loop here)."""
     data = await read_request_upload(service, image, size, align=align, faces=faces)
     held = hold_pixels(service, data, align)
 
     try:
-        upload, xs = await run_in_threadpool(
-            frame_inputs, service, data, native_hw, size, timer, fmt=fmt, align=align, faces=faces
+        upload, xs, verdict = await run_in_threadpool(
+            frame_inputs,
+            service,
+            data,
+            native_hw,
+            size,
+            timer,
+            fmt=fmt,
+            align=align,
+            faces=faces,
+            domain=domain,
         )
     except BaseException:
         service.face_pixels.give(held)
         raise
-    return upload, xs, held
+    return upload, xs, held, verdict
 
 
 def inputs_of(upload: Upload) -> list[np.ndarray]:
@@ -301,7 +319,9 @@ async def transform(
 
     The upload is framed as the model expects (``align=auto``): FFHQ-aligned face crops for a model whose
     manifest says ``input.alignment: ffhq`` (the edit is pasted back into the photo with ``size=original``),
-    otherwise a centred crop resized to the native size.
+    otherwise a centred crop resized to the native size. A model with a recorded training domain says where the
+    framed input lies in ``X-Distill-Domain`` (``inside``, or ``outside; age 0.12 below 0.20``: the face
+    farthest out on the face path), or refuses it (422 ``outside_domain``) with ``DISTILL_DOMAIN_CHECK=refuse``.
     """
     timer = StageTimer()
     loaded = service.get_model(model)
@@ -309,7 +329,7 @@ async def transform(
     label_request(request, runtime.name, runtime.provider)
     strength = resolve_strength(loaded, strength)
     with loaded.batcher.expecting():  # queued requests may wait for this one to join their batch
-        upload, xs, held = await prepare_inputs(
+        upload, xs, held, verdict = await prepare_inputs(
             service,
             image,
             runtime.native_hw,
@@ -318,6 +338,7 @@ async def transform(
             fmt=format,
             align=aligned(loaded, align),
             faces=faces,
+            domain=loaded.domain,
         )
     try:  # the face-path pixels are held until the answer is encoded
         results = await edit_inputs(loaded, xs, strength, timer)
@@ -346,5 +367,6 @@ async def transform(
             "X-Batch-Size": str(max(r.batch_size for r in results)),
             **({} if strength is None else {"X-Strength": f"{strength:g}"}),
             **face_headers(upload),
+            **({} if verdict is None else {DOMAIN_HEADER: verdict.text()}),
         },
     )
