@@ -139,7 +139,7 @@ class DomainCheck:
             raise ServiceError(
                 422,
                 "outside_domain",
-                f"the input lies outside model {self.model!r}'s training domain ({verdict.reason}); "
+                f"the input lies outside the training domain of model {self.model!r} ({verdict.reason}); "
                 "send a picture like those it was trained on",
                 headers={HEADER: verdict.text()},
                 model=self.model,

@@ -125,7 +125,7 @@ PROBE_LATENCY = Histogram(
 )
 STAGE_LATENCY = Histogram(
     "distill_stage_duration_seconds",
-    "Time spent per request in each stage (decode, detect, align, preprocess, queue, inference, postprocess, "
+    "Time spent per request in each stage (decode, detect, align, domain, preprocess, queue, inference, postprocess, "
     "pasteback, encode, projection).",
     ["route", "stage", "model", "provider"],
     buckets=LATENCY_BUCKETS,

@@ -61,10 +61,11 @@ def exported_names() -> frozenset[str]:
 
 @functools.cache
 def exported_samples() -> tuple[tuple[str, dict[str, str]], ...]:
-    """(name, labels) of every sample the service's /metrics serves once it has answered a /transform request."""
+    """(name, labels) of every sample the service's /metrics serves once it has answered a /transform request
+    (on a model with a recorded domain)."""
     from app.config import Settings
     from app.main import create_app
-    from tests.app_helpers import make_entry, png_bytes
+    from tests.app_helpers import add_domain, make_entry, png_bytes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
@@ -72,6 +73,7 @@ def exported_samples() -> tuple[tuple[str, dict[str, str]], ...]:
 
     with tempfile.TemporaryDirectory() as zoo:
         make_entry(Path(zoo), "tiny", teacher=False)
+        add_domain(Path(zoo) / "tiny")  # a recorded domain: its verdict counter is exported
         settings = Settings(model_zoo=Path(zoo), default_model="tiny", warmup_runs=1, legacy_workers=0)
         with TestClient(create_app(settings)) as client:
             deadline = time.monotonic() + 60

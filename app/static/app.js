@@ -100,6 +100,7 @@ function clearStudent() {
   $("student-caption").textContent = "Student";
   delete $("student-caption").dataset.base;
   studentMs = null;
+  showDomain(null);
   showTimings([]);
   showSpeedup();
 }
@@ -119,8 +120,19 @@ function showModelOptions() {
   if (faces) $("size").value = "original";
   const note = $("domain-note");
   note.textContent = model && model.description ? `About this model: ${model.description}` : "";
+  if (model && model.domain) note.textContent += ` Trained on inputs with ${model.domain}: every upload is checked against it.`;
   note.hidden = !note.textContent;
   showStrength(model);
+}
+
+function showDomain(verdict) {
+  // X-Distill-Domain: a notice when the framed upload lies outside the model's training domain
+  const notice = $("domain-verdict");
+  const outside = verdict && verdict.startsWith("outside");
+  notice.textContent = outside
+    ? `Outside this model's training domain (${verdict.slice("outside; ".length)}): the edit may be unreliable.`
+    : "";
+  notice.hidden = !outside;
 }
 
 function showStrength(model) {
@@ -224,6 +236,7 @@ async function runStudent(keepShown = false) {
     const response = await fetch("/transform", { method: "POST", body: form(false) });
     const roundTrip = performance.now() - started;
     if (seq !== studentSeq) return false; // a newer request (the slider moved) supersedes this answer
+    showDomain(response.headers.get("X-Distill-Domain"));
     if (!response.ok) {
       setStatus(`Error (student): ${await errorText(response)}`, true);
       return false;

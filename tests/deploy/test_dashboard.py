@@ -1,5 +1,5 @@
 """deploy/grafana/distill-dashboard.json: the panels an operator needs (request and stage
-latency quantiles, batch size, queue, rejections, readiness, CPU and memory), every query reads only series the
+latency quantiles, batch size, queue, rejections, inputs outside the training domain, readiness, CPU and memory), every query reads only series the
 service exports (or rules.yaml records), and every query parses (promtool)."""
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def test_the_dashboard_shows_latency_queue_readiness_and_resources():
         "distill_batch_size",
         "distill_queue_depth",
         "distill_requests_rejected_total",
+        "distill_domain_verdicts_total",
         "distill_requests_in_flight",
         "distill_ready",
         "process_cpu_seconds_total",

@@ -6,12 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.errors import DistillError
 from model_zoo.registry import load_entry
 from model_zoo.schema import PROJECT_ROOT, parse_manifest
 from training.export.domain import DOMAIN_SCORER, add_domain, domain_from_report
+from training.onnx_scorer import OnnxScorer
 
 ATTRIBUTES = PROJECT_ROOT / "model_zoo" / "toyfaces-attributes" / "attributes.onnx"
 SHIPPED = PROJECT_ROOT / "model_zoo" / "toyfaces-age"
@@ -102,3 +104,30 @@ def test_the_schema_refuses_an_inconsistent_domain():
         bad["domain"].update(change)
         with pytest.raises(ValueError, match=message):
             parse_manifest(bad)
+
+
+def test_the_service_scores_as_the_filter_did():
+    """app.domain re-implements the filter's preprocessing (the serving install has no training package)."""
+    from app.domain import DomainCheck
+
+    entry = load_entry(SHIPPED)
+    check = DomainCheck(entry.name, entry.spec.domain, entry.path, "warn")
+    filter_scorer = OnnxScorer(ATTRIBUTES, {"age": 0}, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for size in (128, 64, 97)]
+    for picture in pictures:
+        assert check.scores([picture])[0]["age"] == pytest.approx(
+            filter_scorer.score(picture[None])[0]["age"], abs=1e-6
+        )
+
+
+def test_a_verdict_names_the_range_missed_by_most():
+    from app.domain import judge, worst
+
+    keep = {"age": (0.2, None), "quality": (0.5, 0.9)}
+    assert judge({"age": 0.2, "quality": 0.9}, keep).text() == "inside"  # bounds are inclusive
+    low = judge({"age": 0.12, "quality": 0.95}, keep)
+    assert low.text() == "outside; age 0.12 below 0.20" and not low.inside
+    assert judge({"age": 0.19, "quality": 0.95}, keep).text() == "outside; quality 0.95 above 0.90"
+    faces = [judge({"age": 0.5, "quality": 0.7}, keep), low, judge({"age": 0.18, "quality": 0.7}, keep)]
+    assert worst(faces) is low and worst(faces[:1]).inside

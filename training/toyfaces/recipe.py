@@ -486,7 +486,8 @@ class Recipe:
                 overwrite=True,
                 attribute="age",
                 samples=None if done else self.demo_renders(),
-                domain=["age"],  # quality judges the teacher's pairs (glitches), not what a student may be sent
+                # the domain is age; quality judges the teacher's pairs (glitches), not what a student may be sent
+                domain=["age"],
                 description=f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
                 "trained offline on procedural faces (see training/toyfaces)",
             ),
