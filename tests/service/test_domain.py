@@ -15,7 +15,7 @@ from app.config import Settings
 from app.main import create_app
 from core.errors import DistillError
 from distill.cli import main
-from tests.app_helpers import add_domain, make_entry, wait_ready
+from tests.app_helpers import add_domain, make_entry, make_face_entry, wait_ready
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
@@ -160,3 +160,31 @@ def test_distill_transform_records_the_domain_per_input(zoo, tmp_path, monkeypat
         dark["domain"] == "outside; bright -0.76 below 0.00"
         and not (tmp_path / "refuse" / "dark.jpg").exists()
     )
+
+
+def test_the_face_path_judges_every_face_and_reports_the_farthest_out(tmp_path):
+    """faces=all: one dark face outside makes the request outside, though the largest face lies inside."""
+    data = pytest.importorskip("skimage.data", reason="scikit-image ships the test portrait")
+    make_face_entry(tmp_path)
+    add_domain(tmp_path / "faces", keep=(-0.2, None))
+    face = data.astronaut()[40:300, 110:340]
+    photo = np.full((320, 640, 3), 200, np.uint8)
+    photo[30:290, 30:260] = (face * 0.35).astype(np.uint8)  # the smaller face (as detected), dark
+    photo[30:290, 380:610] = face[:, ::-1]
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=92)
+    settings = Settings(model_zoo=tmp_path, default_model="faces", warmup_runs=1, legacy_workers=0)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+
+        def verdict(faces: str) -> str:
+            r = c.post(
+                "/transform",
+                files={"image": ("p.jpg", buf.getvalue(), "image/jpeg")},
+                data={"faces": faces, "size": "original"},
+            )
+            assert r.status_code == 200 and r.headers["X-Faces"] == ("2" if faces == "all" else "1")
+            return r.headers["X-Distill-Domain"]
+
+        assert verdict("largest") == "inside"
+        assert verdict("all").startswith("outside; bright -0.") and verdict("all").endswith(" below -0.20")
