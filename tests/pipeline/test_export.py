@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from distill.commands.export import layers_option
 from editing.images import save_image
 from engines.ort import cpu_session
 from model_zoo.registry import ModelZooError, get_entry, sha256_file
+from model_zoo.schema import PROJECT_ROOT
 from networks.pix2pixhd import save_generator
 from tests.pipeline_helpers import tiny_generator
 from training.export import check_parity, export_onnx, parity_sizes
@@ -325,3 +327,31 @@ def test_layers_are_spelled_start_colon_stop_and_the_old_form_still_works(capsys
     for bad in (["8:2"], ["0", "8", "9"], ["a:b"]):
         with pytest.raises(DistillError, match="--layers"):
             layers_option(bad)
+
+
+def test_export_records_the_domain_of_the_pairs_filter_report(tmp_path, run_dir, dataset):
+    """The filter report beside the pairs: its keep range named by --domain, the scorer shipped in the entry."""
+    attributes = PROJECT_ROOT / "model_zoo" / "toyfaces-attributes" / "attributes.onnx"
+    pairs = tmp_path / "pairs"
+    shutil.copytree(dataset, pairs)
+    scorer = {
+        "type": "onnx",
+        "path": str(attributes),
+        "input_size": None,
+        "mean": [0.5],
+        "std": [0.5],
+        "outputs": {"age": 0, "quality": 9},
+        "activation": "none",
+        "on": "both",
+        "keep": {"age": [0.2, None], "quality": [0.5, None]},
+    }
+    (pairs / "filter_report.json").write_text(json.dumps({"scorers": [scorer]}))
+    out = tmp_path / "zoo" / "age-domain"
+    assert _export(run_dir, out, "--calibration", str(pairs), "--domain", "age") == 0
+    entry = get_entry("age-domain", tmp_path / "zoo")
+    domain = entry.manifest["domain"]
+    assert domain["keep"] == {"age": [0.2, None]} and domain["outputs"] == {"age": 0}
+    assert domain["input_size"] == [64, 64] and domain["scorer"] in entry.manifest["files"]
+    assert (out / domain["scorer"]).read_bytes() == attributes.read_bytes()
+    assert _export(run_dir, tmp_path / "plain" / "age-plain") == 0  # the run's own pairs: no filter report
+    assert "domain" not in get_entry("age-plain", tmp_path / "plain").manifest
