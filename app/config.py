@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -26,7 +26,6 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from app.domain import DomainMode
 from core.errors import DistillError
 
 PREFIX = "DISTILL_"
@@ -35,6 +34,9 @@ PROVIDERS = ("auto", "cuda", "cpu")
 VARIANTS = ("auto", "fp32", "fp16", "int8")
 ENGINES = ("auto", "onnxruntime", "openvino")
 OPENVINO_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+DomainMode = Literal[
+    "warn", "refuse", "off"
+]  # what an input outside a model's training domain gets (app.domain)
 UPPER_BOUNDS = {  # beyond these a value is a typo (a timeout of years), not a configuration
     "max_wait_ms": 10_000.0,
     "legacy_timeout_s": 86_400.0,

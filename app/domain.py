@@ -20,12 +20,12 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from app.config import DomainMode
 from app.errors import ServiceError
 from app.metrics import DOMAIN_VERDICTS
 from model_zoo.registry import ModelEntry
 from model_zoo.schema import Domain
 
-DomainMode = Literal["warn", "refuse", "off"]
 HEADER = "X-Distill-Domain"
 
 
