@@ -10,13 +10,15 @@ Latency: two in-process services on the entry (``DISTILL_DOMAIN_CHECK=warn`` and
 the CPU) answer the same uploads in alternation; the table gives each one's median round trip, and the median ``domain`` stage
 (Server-Timing) of the checked one.
 
-    python benchmarks/domain_check.py --entry model_zoo/toyfaces-age --num 500
+    python benchmarks/domain_check.py --entry model_zoo/toyfaces-age --num 500 --out benchmarks/results/domain_check_cpu.md
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import platform
 import statistics
 import sys
 import time
@@ -145,7 +147,7 @@ def latency(entry_dir: Path, requests: int) -> list[str]:
     warn_ms, off_ms = statistics.median(times["warn"]), statistics.median(times["off"])
     return [
         f"/transform round trip, median of {requests} each (in-process, batch 1, alternating):",
-        f"  DISTILL_DOMAIN_CHECK=warn {warn_ms:.2f} ms, off {off_ms:.2f} ms: +{warn_ms - off_ms:.2f} ms",
+        f"  DISTILL_DOMAIN_CHECK=warn {warn_ms:.2f} ms, off {off_ms:.2f} ms: {warn_ms - off_ms:+.2f} ms",
         f"  the domain stage itself (Server-Timing): median {statistics.median(stage):.2f} ms",
     ]
 
@@ -155,6 +157,7 @@ def main() -> int:
     p.add_argument("--entry", type=Path, default=REPO / "model_zoo" / "toyfaces-age", help="model-zoo entry")
     p.add_argument("--num", type=int, default=500, help="adults and children each")
     p.add_argument("--requests", type=int, default=200, help="timed /transform requests per mode")
+    p.add_argument("--out", type=Path, default=None, help="also write the figures to this markdown file")
     args = p.parse_args()
     entry = load_entry(args.entry)
     if entry.spec.domain is None:
@@ -162,8 +165,16 @@ def main() -> int:
         return 2
     check = DomainCheck(entry.name, entry.spec.domain, entry.path, "warn")
     z_dim = entry.spec.teacher.z_dim if entry.spec.teacher and entry.spec.teacher.z_dim else 128
-    for line in accuracy(check, entry.input_size, args.num, z_dim) + latency(args.entry, args.requests):
-        print(line)
+    lines = accuracy(check, entry.input_size, args.num, z_dim) + latency(args.entry, args.requests)
+    print("\n".join(lines))
+    if args.out is not None:
+        command = " ".join(["python", *sys.argv])
+        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+        args.out.write_text(
+            f"# Domain check of {entry.name}\n\n`{command}` on {machine}\n\n```\n"
+            + "\n".join(lines)
+            + "\n```\n"
+        )
     return 0
 
 
