@@ -41,6 +41,8 @@ import torch
 from tqdm import tqdm
 
 from core.atomic import atomic_write_json, atomic_write_text
+from editing.alignment.identity import default_descriptor
+from editing.alignment.landmarks import default_finder
 from editing.directions import load_direction
 from editing.images import from_uint8
 from model_zoo.registry import ModelEntry
@@ -71,8 +73,15 @@ from training.evaluate.paths import (
     engine_latency,
     legacy_outputs,
     resize,
+    seed_name,
     teacher_pairs,
     time_students,
+)
+from training.evaluate.photos import (
+    PHOTOS_TEACHER_SEEDS,
+    evaluate_photos,
+    teacher_mean_change,
+    write_photos_markdown,
 )
 from training.evaluate.report import per_image_csv, render_markdown, write_grid
 from training.evaluate.strength import default_strengths, evaluate_strengths
@@ -81,9 +90,14 @@ from training.variants import cpu_description
 
 
 def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
-    """Run the evaluation ``opts`` describes; write its report folder and return the report dict."""
+    """Run the evaluation ``opts`` describes; write its report folder and return the report dict (with
+    ``photos_only``, the photos section's: :class:`PhotosReport` as a dict)."""
     from networks.stylegan2 import load_generator
 
+    if opts.photos_only:
+        return evaluate_photos_only(opts)
+    if opts.photos:
+        default_finder(), default_descriptor()  # the `faces` extra, named before any work when missing
     entry = resolve_entry(opts.entry, opts.model_zoo)
     spec = edit_spec(entry, opts.truncation)
     trained, trained_source = dataset_seeds(entry, opts.dataset)
@@ -157,7 +171,7 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
             G,
             direction,
             spec,
-            seeds[:legacy_num],
+            [seed_name(s) for s in seeds[:legacy_num]],
             kept_orig[:legacy_num],
             opts.legacy_steps,
             opts.vgg16,
@@ -231,12 +245,43 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
             trained,
             out,
         )
+    if opts.photos:
+        change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
+        photos = evaluate_photos(opts, entry, spec, G, direction, scoring, change, out)
+        write_photos_markdown(out, photos, entry, report["command"])
+        report["photos"] = photos.model_dump()
     report["engines"] = engine_latency(entry, present, timing_inputs, opts.threads)
     report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
     atomic_write_text(out / "per_image.csv", per_image_csv(rows))
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
     return report
+
+
+def evaluate_photos_only(opts: EvaluateOptions) -> dict[str, Any]:
+    """The photos section alone (``--photos-only``): photos.json, photos.md, photos_grid.png; with a scorer, the
+    teacher's mean change is read on ``opts.num`` held-out seeds (default :data:`PHOTOS_TEACHER_SEEDS`)."""
+    from networks.stylegan2 import load_generator
+
+    default_finder(), default_descriptor()  # the `faces` extra, named before any work when missing
+    entry = resolve_entry(opts.entry, opts.model_zoo)
+    spec = edit_spec(entry, opts.truncation)
+    scoring = build_scoring(opts)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    exact_float32()
+    G = load_generator(spec.teacher, device=pick_device(opts.device))
+    direction = load_direction(spec.direction, G.num_ws, G.w_dim).to(G.w_avg.device)
+    change = None
+    if scoring:
+        trained, _ = dataset_seeds(entry, opts.dataset)
+        seeds = choose_seeds(opts.seeds, opts.num or PHOTOS_TEACHER_SEEDS, trained)
+        change = teacher_mean_change(G, direction, spec, scoring, seeds)
+    photos = evaluate_photos(opts, entry, spec, G, direction, scoring, change, out)
+    write_photos_markdown(out, photos, entry, command_line(opts))
+    return photos.model_dump()
 
 
 def build_report(
@@ -443,6 +488,10 @@ def command_line(opts: EvaluateOptions) -> str:
         argv += ["--clean-renders", str(opts.clean_renders), "--clean-legacy-num", str(opts.clean_legacy_num)]
         if opts.clean_age_change is not None:
             argv += ["--clean-age-change", str(opts.clean_age_change)]
+    if opts.photos:
+        argv += ["--photos", str(opts.photos), "--photos-legacy-num", str(opts.photos_legacy_num)]
+        if opts.photos_only:
+            argv += ["--photos-only"]
     if opts.vgg16:
         argv += ["--vgg16", opts.vgg16]
     if opts.threads:
