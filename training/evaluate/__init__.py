@@ -41,8 +41,6 @@ import torch
 from tqdm import tqdm
 
 from core.atomic import atomic_write_json, atomic_write_text
-from editing.alignment.identity import default_descriptor
-from editing.alignment.landmarks import default_finder
 from editing.directions import load_direction
 from editing.images import from_uint8
 from model_zoo.registry import ModelEntry
@@ -80,6 +78,7 @@ from training.evaluate.paths import (
 from training.evaluate.photos import (
     PHOTOS_TEACHER_SEEDS,
     evaluate_photos,
+    photo_inputs,
     teacher_mean_change,
     write_photos_markdown,
 )
@@ -96,8 +95,7 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
 
     if opts.photos_only:
         return evaluate_photos_only(opts)
-    if opts.photos:
-        default_finder(), default_descriptor()  # the `faces` extra, named before any work when missing
+    photos_in = photo_inputs(opts.photos) if opts.photos else None  # checked before any work
     entry = resolve_entry(opts.entry, opts.model_zoo)
     spec = edit_spec(entry, opts.truncation)
     trained, trained_source = dataset_seeds(entry, opts.dataset)
@@ -245,9 +243,9 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
             trained,
             out,
         )
-    if opts.photos:
+    if photos_in:
         change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
-        photos = evaluate_photos(opts, entry, spec, G, direction, scoring, change, out)
+        photos = evaluate_photos(opts, photos_in, entry, spec, G, direction, scoring, change, out)
         write_photos_markdown(out, photos, entry, report["command"])
         report["photos"] = photos.model_dump()
     report["engines"] = engine_latency(entry, present, timing_inputs, opts.threads)
@@ -263,7 +261,8 @@ def evaluate_photos_only(opts: EvaluateOptions) -> dict[str, Any]:
     teacher's mean change is read on ``opts.num`` held-out seeds (default :data:`PHOTOS_TEACHER_SEEDS`)."""
     from networks.stylegan2 import load_generator
 
-    default_finder(), default_descriptor()  # the `faces` extra, named before any work when missing
+    assert opts.photos is not None
+    photos_in = photo_inputs(opts.photos)  # checked before any work
     entry = resolve_entry(opts.entry, opts.model_zoo)
     spec = edit_spec(entry, opts.truncation)
     scoring = build_scoring(opts)
@@ -279,7 +278,7 @@ def evaluate_photos_only(opts: EvaluateOptions) -> dict[str, Any]:
         trained, _ = dataset_seeds(entry, opts.dataset)
         seeds = choose_seeds(opts.seeds, opts.num or PHOTOS_TEACHER_SEEDS, trained)
         change = teacher_mean_change(G, direction, spec, scoring, seeds)
-    photos = evaluate_photos(opts, entry, spec, G, direction, scoring, change, out)
+    photos = evaluate_photos(opts, photos_in, entry, spec, G, direction, scoring, change, out)
     write_photos_markdown(out, photos, entry, command_line(opts))
     return photos.model_dump()
 

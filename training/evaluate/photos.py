@@ -121,6 +121,23 @@ class ServedPhoto:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class PhotoInputs:
+    """The photos to measure and the dlib models that read their faces, checked before any other work."""
+
+    folder: Path
+    files: list[Path]
+    finder: FaceFinder
+    describe: FaceDescriptor
+
+
+def photo_inputs(folder: str | Path) -> PhotoInputs:
+    """The photos of ``folder`` and the face detector and descriptor; DistillError naming the `faces` extra when
+    this install lacks it, or naming the folder when it holds no photos."""
+    finder, describe = default_finder(), default_descriptor()
+    return PhotoInputs(Path(folder), list_photos(Path(folder)), finder, describe)
+
+
 def list_photos(folder: Path) -> list[Path]:
     """The pictures in ``folder`` (by suffix, searched recursively, hidden files left out), sorted; DistillError when
     it is not a folder or holds none."""
@@ -243,6 +260,7 @@ def _tile(image: np.ndarray | None) -> np.ndarray:
 
 def evaluate_photos(
     opts: EvaluateOptions,
+    inputs: PhotoInputs,
     entry: ModelEntry,
     spec: EditSpec,
     G: torch.nn.Module,
@@ -251,13 +269,10 @@ def evaluate_photos(
     teacher_change: float | None,
     out: Path,
 ) -> PhotosReport:
-    """Measure the student and the legacy path on ``opts.photos`` (see the module docstring); write photos.json,
-    photos.md and photos_grid.png into ``out``. ``teacher_change``: the teacher's mean attribute change on held-out
-    seeds (with a scorer)."""
-    assert opts.photos is not None
-    finder, describe = default_finder(), default_descriptor()  # the `faces` extra, named when missing
-    folder = Path(opts.photos)
-    files = list_photos(folder)
+    """Measure the student and the legacy path on the photos (see the module docstring); write photos.json and
+    photos_grid.png into ``out``. ``teacher_change``: the teacher's mean attribute change on held-out seeds (with a
+    scorer)."""
+    folder, files, finder, describe = inputs.folder, inputs.files, inputs.finder, inputs.describe
     served, engine = asyncio.run(_serve(entry, files))
     with_faces = [p for p in served if p.faces]
 
