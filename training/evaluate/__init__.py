@@ -25,6 +25,11 @@ Images compared are what a user gets: uint8 pictures, the student fed the uint8 
 identical to the teacher's edit scores 126.02 dB (the PSNR floor of metrics.psnr's mse clamp).
 Legacy outputs are cached per seed in REPORT_DIR/legacy/ with their timing, so an interrupted run
 resumes without re-projecting (the report says how many were reused).
+
+With ``--photos DIR`` the student (through the service's face path, pasted back) and the legacy path are
+also measured on photographs, by dlib's face descriptor (identity distance, same person) and the scorer:
+REPORT_DIR/photos.md, photos.json, photos_grid.png (training/evaluate/photos.py); ``--photos-only`` skips
+the seeds.
 """
 
 from __future__ import annotations
@@ -473,17 +478,12 @@ def command_line(opts: EvaluateOptions) -> str:
             "--activation",
             opts.activation,
         ]
-    argv += [
-        "--legacy-num",
-        str(opts.legacy_num),
-        "--legacy-steps",
-        str(opts.legacy_steps),
-        "--variants",
-        ",".join(opts.variants),
-        "--timing-num",
-        str(opts.timing_num),
-    ]
-    if opts.clean_renders:
+    if not opts.photos_only:  # the seed evaluation's own flags
+        argv += ["--legacy-num", str(opts.legacy_num)]
+    argv += ["--legacy-steps", str(opts.legacy_steps)]
+    if not opts.photos_only:
+        argv += ["--variants", ",".join(opts.variants), "--timing-num", str(opts.timing_num)]
+    if opts.clean_renders and not opts.photos_only:
         argv += ["--clean-renders", str(opts.clean_renders), "--clean-legacy-num", str(opts.clean_legacy_num)]
         if opts.clean_age_change is not None:
             argv += ["--clean-age-change", str(opts.clean_age_change)]

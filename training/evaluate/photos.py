@@ -452,7 +452,7 @@ def photos_markdown(r: PhotosReport) -> list[str]:
     if r.edit:
         e = r.edit
         lines.append(
-            f"Edit success: the {e['attribute']} read on {e['read_on']} moves ({e['direction']}) by at least "
+            f"Edit success: the {e['attribute']} read on {e['read_on']} {e['direction']}s by at least "
             f"{e['threshold']:.4g}, half the teacher's mean change on held-out seeds ({e['teacher_mean_change']:.4g})."
         )
     else:
