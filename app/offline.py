@@ -182,23 +182,23 @@ def read_input(path: Path, max_bytes: int) -> bytes:
         return f.read(max_bytes + 1)
 
 
-async def load_service(opts: TransformOptions) -> tuple[Service, LoadedModel]:
-    """A service with ``opts.model`` only, started as ``distill serve`` starts it (no legacy path); DistillError
+async def load_service(model: str, model_zoo: Path | None) -> tuple[Service, LoadedModel]:
+    """A service with ``model`` only, started as ``distill serve`` starts it (no legacy path); DistillError
     with the reason when it cannot load."""
     settings = Settings.from_env()
     settings = settings.replace(
-        models=(opts.model,),
-        default_model=opts.model,
+        models=(model,),
+        default_model=model,
         legacy_workers=0,
-        model_zoo=opts.model_zoo or settings.model_zoo,
+        model_zoo=model_zoo or settings.model_zoo,
     )
     select_entries(settings)  # an unknown or damaged entry: its one-line reason, before the service logs it
     service = Service(settings)
     await service.start()
     if service.load_error is not None:
         await service.stop()
-        raise DistillError(f"model {opts.model}: {service.load_error}")
-    return service, service.get_model(opts.model)
+        raise DistillError(f"model {model}: {service.load_error}")
+    return service, service.get_model(model)
 
 
 def check_options(loaded: LoadedModel, opts: TransformOptions) -> float | None:
@@ -291,7 +291,7 @@ async def run_transform(opts: TransformOptions) -> Summary:
     The model is loaded and the options checked even when every input is done (a usage error is one always)."""
     sources = shard_sources(list_sources(opts.inputs, opts.out, opts.format), opts.shard, opts.num_shards)
     summary = Summary(results=opts.out / RESULTS)
-    service, loaded = await load_service(opts)
+    service, loaded = await load_service(opts.model, opts.model_zoo)
     try:
         strength = check_options(loaded, opts)
         todo = []

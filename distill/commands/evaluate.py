@@ -10,6 +10,7 @@ import training.evaluate
 from distill.commands.zoo import add_zoo_argument
 from training.evaluate import EvaluateOptions
 from training.evaluate.inputs import DEFAULT_NUM, HELD_OUT_SEED0
+from training.evaluate.photos import PHOTOS_MD
 from training.options import add_scorer_input_arguments, options_from_args
 
 
@@ -106,6 +107,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="age rise of the true edit (default: the teacher's mean change read by --scorer)",
     )
     p.add_argument(
+        "--photos",
+        metavar="DIR",
+        help="also measure the student and the legacy path on the photographs in DIR, through the service's face "
+        "path with paste-back: identity distance (dlib's face descriptor), same-person share, edit success "
+        "(with --scorer), faces found; photos.md, photos.json, photos_grid.png (needs the `faces` extra)",
+    )
+    p.add_argument(
+        "--photos-legacy-num",
+        type=int,
+        default=3,
+        metavar="N",
+        help="of the photos with a face, how many also go the legacy way (default 3; 0: skip)",
+    )
+    p.add_argument(
+        "--photos-only",
+        action="store_true",
+        help="the photos section alone, without the seed evaluation (with --scorer, the teacher's mean change "
+        "that edit success is judged by is read on --num held-out seeds, default 100)",
+    )
+    p.add_argument(
         "--vgg16",
         help="torchvision VGG16 weights for the projector's perceptual distance (default: pixel pyramid)",
     )
@@ -149,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     out = Path(args.out)
+    if args.photos_only:
+        print(photos_line(out / PHOTOS_MD, report))
+        return 0
     fp32 = report["fidelity"]["student_fp32"]["psnr"]["mean"]
     print(
         f"wrote {out / 'report.md'}: {report['seeds']['count']} seeds, student fp32 PSNR {fp32:.2f} dB vs the teacher's edit, "
@@ -165,4 +189,18 @@ def run(args: argparse.Namespace) -> int:
             f"clean renders: student fp32 {c['student_fp32']['psnr']['mean']:.2f} dB vs identity {c['identity']['psnr']['mean']:.2f} dB "
             "against the renderer's true edit"
         )
+    if report.get("photos"):
+        print(photos_line(out / PHOTOS_MD, report["photos"]))
     return 0
+
+
+def photos_line(path: Path, photos: dict) -> str:
+    """One line of the photos section: faces, the student's identity distance and same-person share."""
+    if not photos["paths"]:
+        return f"wrote {path}: no face found in the {len(photos['files'])} photos"
+    s = photos["paths"]["student"]
+    return (
+        f"wrote {path}: {photos['faces']} faces in {len(photos['files'])} photos, student identity distance "
+        f"{s['identity_distance']['mean']:.3f} (same person {s['same_person']:.0%})"
+        + (f", edit success {s['edit']['edit_success']:.0%}" if s["edit"] else "")
+    )

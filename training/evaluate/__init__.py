@@ -25,6 +25,11 @@ Images compared are what a user gets: uint8 pictures, the student fed the uint8 
 identical to the teacher's edit scores 126.02 dB (the PSNR floor of metrics.psnr's mse clamp).
 Legacy outputs are cached per seed in REPORT_DIR/legacy/ with their timing, so an interrupted run
 resumes without re-projecting (the report says how many were reused).
+
+With ``--photos DIR`` the student (through the service's face path, pasted back) and the legacy path are
+also measured on photographs, by dlib's face descriptor (identity distance, same person) and the scorer:
+REPORT_DIR/photos.md, photos.json, photos_grid.png (training/evaluate/photos.py); ``--photos-only`` skips
+the seeds.
 """
 
 from __future__ import annotations
@@ -71,8 +76,16 @@ from training.evaluate.paths import (
     engine_latency,
     legacy_outputs,
     resize,
+    seed_name,
     teacher_pairs,
     time_students,
+)
+from training.evaluate.photos import (
+    PHOTOS_TEACHER_SEEDS,
+    evaluate_photos,
+    photo_inputs,
+    teacher_mean_change,
+    write_photos_markdown,
 )
 from training.evaluate.report import per_image_csv, render_markdown, write_grid
 from training.evaluate.strength import default_strengths, evaluate_strengths
@@ -81,9 +94,13 @@ from training.variants import cpu_description
 
 
 def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
-    """Run the evaluation ``opts`` describes; write its report folder and return the report dict."""
+    """Run the evaluation ``opts`` describes; write its report folder and return the report dict (with
+    ``photos_only``, the photos section's: :class:`PhotosReport` as a dict)."""
     from networks.stylegan2 import load_generator
 
+    if opts.photos_only:
+        return evaluate_photos_only(opts)
+    photos_in = photo_inputs(opts.photos) if opts.photos else None  # checked before any work
     entry = resolve_entry(opts.entry, opts.model_zoo)
     spec = edit_spec(entry, opts.truncation)
     trained, trained_source = dataset_seeds(entry, opts.dataset)
@@ -157,7 +174,7 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
             G,
             direction,
             spec,
-            seeds[:legacy_num],
+            [seed_name(s) for s in seeds[:legacy_num]],
             kept_orig[:legacy_num],
             opts.legacy_steps,
             opts.vgg16,
@@ -231,12 +248,44 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
             trained,
             out,
         )
+    if photos_in:
+        change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
+        photos = evaluate_photos(opts, photos_in, entry, spec, G, direction, scoring, change, out)
+        write_photos_markdown(out, photos, entry, report["command"])
+        report["photos"] = photos.model_dump()
     report["engines"] = engine_latency(entry, present, timing_inputs, opts.threads)
     report["grid"] = write_grid(out, seeds[:grid_rows], kept_orig, kept_edit, kept_student, legacy_images)
     atomic_write_text(out / "per_image.csv", per_image_csv(rows))
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
     return report
+
+
+def evaluate_photos_only(opts: EvaluateOptions) -> dict[str, Any]:
+    """The photos section alone (``--photos-only``): photos.json, photos.md, photos_grid.png; with a scorer, the
+    teacher's mean change is read on ``opts.num`` held-out seeds (default :data:`PHOTOS_TEACHER_SEEDS`)."""
+    from networks.stylegan2 import load_generator
+
+    assert opts.photos is not None
+    photos_in = photo_inputs(opts.photos)  # checked before any work
+    entry = resolve_entry(opts.entry, opts.model_zoo)
+    spec = edit_spec(entry, opts.truncation)
+    scoring = build_scoring(opts)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    exact_float32()
+    G = load_generator(spec.teacher, device=pick_device(opts.device))
+    direction = load_direction(spec.direction, G.num_ws, G.w_dim).to(G.w_avg.device)
+    change = None
+    if scoring:
+        trained, _ = dataset_seeds(entry, opts.dataset)
+        seeds = choose_seeds(opts.seeds, opts.num or PHOTOS_TEACHER_SEEDS, trained)
+        change = teacher_mean_change(G, direction, spec, scoring, seeds)
+    photos = evaluate_photos(opts, photos_in, entry, spec, G, direction, scoring, change, out)
+    write_photos_markdown(out, photos, entry, command_line(opts))
+    return photos.model_dump()
 
 
 def build_report(
@@ -429,20 +478,19 @@ def command_line(opts: EvaluateOptions) -> str:
             "--activation",
             opts.activation,
         ]
-    argv += [
-        "--legacy-num",
-        str(opts.legacy_num),
-        "--legacy-steps",
-        str(opts.legacy_steps),
-        "--variants",
-        ",".join(opts.variants),
-        "--timing-num",
-        str(opts.timing_num),
-    ]
-    if opts.clean_renders:
+    if not opts.photos_only:  # the seed evaluation's own flags
+        argv += ["--legacy-num", str(opts.legacy_num)]
+    argv += ["--legacy-steps", str(opts.legacy_steps)]
+    if not opts.photos_only:
+        argv += ["--variants", ",".join(opts.variants), "--timing-num", str(opts.timing_num)]
+    if opts.clean_renders and not opts.photos_only:
         argv += ["--clean-renders", str(opts.clean_renders), "--clean-legacy-num", str(opts.clean_legacy_num)]
         if opts.clean_age_change is not None:
             argv += ["--clean-age-change", str(opts.clean_age_change)]
+    if opts.photos:
+        argv += ["--photos", str(opts.photos), "--photos-legacy-num", str(opts.photos_legacy_num)]
+        if opts.photos_only:
+            argv += ["--photos-only"]
     if opts.vgg16:
         argv += ["--vgg16", opts.vgg16]
     if opts.threads:

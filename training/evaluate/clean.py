@@ -37,7 +37,7 @@ from training.evaluate.inputs import (
     edit_figures,
     spread,
 )
-from training.evaluate.paths import Student, legacy_outputs, resize
+from training.evaluate.paths import Student, legacy_outputs, resize, seed_name
 from training.evaluate.report import per_image_csv
 from training.metrics import psnr, ssim
 
@@ -264,7 +264,7 @@ def evaluate_clean_renders(
             G,
             direction,
             spec,
-            clean.seeds[:legacy_n],
+            [seed_name(s) for s in clean.seeds[:legacy_n]],
             clean.inputs[:legacy_n],
             opts.legacy_steps,
             opts.vgg16,

@@ -275,6 +275,9 @@ class EvaluateOptions:
         None  # a strength-conditioned entry: None = -1, -0.5, 0.5, 1 within its range
     )
     strength_num: int = 100  # seeds of the strength section
+    photos: str | None = None  # a folder of photographs: the photos section (training/evaluate/photos.py)
+    photos_legacy_num: int = 3  # of the photos with a face, how many also go the legacy way
+    photos_only: bool = False  # the photos section alone, without the seed evaluation
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in ("fp32", "fp16", "int8")]
@@ -282,9 +285,15 @@ class EvaluateOptions:
             raise FieldError(
                 "variants", f"{','.join(self.variants)!r}: a comma list of fp32 (required), int8, fp16"
             )
-        if self.legacy_num < 0 or self.clean_legacy_num < 0 or self.legacy_steps < 1 or self.timing_num < 1:
+        if (
+            min(self.legacy_num, self.clean_legacy_num, self.photos_legacy_num) < 0
+            or self.legacy_steps < 1
+            or self.timing_num < 1
+        ):
             raise FieldError(
-                "legacy_num",
-                "and {clean_legacy_num} must be >= 0, {legacy_steps} and {timing_num} >= 1",
-                refs=("clean_legacy_num", "legacy_steps", "timing_num"),
+                ("legacy_num", "clean_legacy_num", "photos_legacy_num"),
+                "must be >= 0, {legacy_steps} and {timing_num} >= 1",
+                refs=("legacy_steps", "timing_num"),
             )
+        if self.photos_only and not self.photos:
+            raise FieldError("photos_only", "needs {photos} DIR, the folder of photographs", refs=("photos",))

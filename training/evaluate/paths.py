@@ -119,17 +119,23 @@ def legacy_key(spec: EditSpec, steps: int, vgg16: str | None, device: torch.devi
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
+def seed_name(seed: int) -> str:
+    """A teacher seed's name in the legacy cache: 8 digits, e.g. ``01000000``."""
+    return f"{seed:08d}"
+
+
 def legacy_outputs(
     G: torch.nn.Module,
     direction: torch.Tensor,
     spec: EditSpec,
-    seeds: list[int],
+    names: list[str],
     originals: list[np.ndarray],
     steps: int,
     vgg16: str | None,
     cache: Path,
 ) -> tuple[list[np.ndarray], list[float], int]:
-    """Project, edit and synthesize each original; (outputs, seconds each, how many came from ``cache``)."""
+    """Project, edit and synthesize each original (cached in ``cache`` as NAME.png and NAME.json, one name per
+    original: ``seed_name(seed)`` for a teacher seed); (outputs, seconds each, how many came from ``cache``)."""
     from editing.projector import legacy_edit, w_stats
 
     device = G.w_avg.device
@@ -137,9 +143,9 @@ def legacy_outputs(
     cache.mkdir(parents=True, exist_ok=True)
     outputs, seconds, reused = [], [], 0
     warm = False
-    bar = tqdm(list(zip(seeds, originals, strict=True)), desc=f"legacy ({steps} steps)", unit="img")
-    for seed, original in bar:
-        image_path, record_path = cache / f"{seed:08d}.png", cache / f"{seed:08d}.json"
+    bar = tqdm(list(zip(names, originals, strict=True)), desc=f"legacy ({steps} steps)", unit="img")
+    for name, original in bar:
+        image_path, record_path = cache / f"{name}.png", cache / f"{name}.json"
         if record_path.is_file() and image_path.is_file():
             record = json.loads(record_path.read_text(encoding="utf-8"))
             if record.get("key") == key:
@@ -178,7 +184,7 @@ def legacy_outputs(
         elapsed = time.perf_counter() - t0
         out = to_uint8(edited)[0]
         save_image(image_path, out)
-        atomic_write_json(record_path, {"seed": seed, "seconds": elapsed, "steps": steps, "key": key})
+        atomic_write_json(record_path, {"input": name, "seconds": elapsed, "steps": steps, "key": key})
         outputs.append(out)
         seconds.append(elapsed)
         bar.set_postfix(s_per_img=f"{elapsed:.1f}")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from editing.images import make_grid, save_image
+from training.evaluate.photos import PhotosReport, photos_markdown
 from training.evaluate.strength import strength_markdown
 
 
@@ -288,6 +289,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += clean_markdown(report["clean_renders"], report)
     if report.get("strengths"):
         lines += strength_markdown(report["strengths"])
+    if report.get("photos"):
+        lines += photos_markdown(PhotosReport.model_validate(report["photos"]))
     g = report["grid"]
     lines += [
         "",
