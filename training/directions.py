@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.atomic import atomic_write, atomic_write_json
+from core.atomic import atomic_write, atomic_write_json, atomic_write_text
 from core.errors import DistillError, FieldError
 from core.hashing import sha256_file as file_sha256  # the name the stages import
 from editing.directions import DEFAULT_LAYERS, apply_direction
 from model_zoo.schema import provenance
 
 METHODS = ("logistic", "linear-svm", "regression")
+MODES = ("marginal", "conditional", "joint")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,6 +104,18 @@ def _r2(pred: np.ndarray, target: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
 
 
+def _checked(w: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``w`` [N, w_dim] and ``scores`` [N] or [N, K]; DistillError on mismatched or non-finite input."""
+    w = np.asarray(w, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores.reshape(-1) if scores.ndim < 2 else scores
+    if w.ndim != 2 or w.shape[0] != scores.shape[0]:
+        raise DistillError(f"need w [N, w_dim] and N scores; got w {w.shape} and {scores.shape[0]} scores")
+    if not (np.isfinite(w).all() and np.isfinite(scores).all()):
+        raise DistillError("scores or latents contain NaN or infinite values")
+    return w, scores
+
+
 def fit_direction(
     w: np.ndarray,
     scores: np.ndarray,
@@ -122,18 +135,8 @@ def fit_direction(
     """
     if method not in METHODS:
         raise DistillError(f"--method {method}: unknown; choose one of {', '.join(METHODS)}")
-    w = np.asarray(w, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if w.ndim != 2 or w.shape[0] != scores.shape[0]:
-        raise DistillError(f"need w [N, w_dim] and N scores; got w {w.shape} and {scores.shape[0]} scores")
-    if not (np.isfinite(w).all() and np.isfinite(scores).all()):
-        raise DistillError("scores or latents contain NaN or infinite values")
-    n = w.shape[0]
-    n_test = max(1, int(round(n * test_fraction)))
-    if n - n_test < 4:
-        raise DistillError(f"only {n} samples: need at least {4 + n_test} to fit and hold out (use --num)")
-    perm = np.random.default_rng(seed).permutation(n)
-    test, train = perm[:n_test], perm[n_test:]
+    w, scores = _checked(w, scores)
+    train, test = _split(w.shape[0], test_fraction, seed)
     x_tr, s_tr, x_te, s_te = w[train], scores[train], w[test], scores[test]
     thr = float(np.median(s_tr)) if threshold is None else float(threshold)
     y_tr = (s_tr > thr).astype(np.float64)
@@ -157,27 +160,129 @@ def fit_direction(
     norm = float(np.linalg.norm(raw))
     if norm == 0:
         raise DistillError("the fit found no direction (all-zero normal); check the scores")
-    d = raw / norm
+    fit = _assess(raw / norm, method, w, scores, train, test, thr, alpha_per_unit)
+    if method != "regression":  # a classifier's accuracy is that of its own decision
+        decision = (x_te - mean) @ raw + bias > 0
+        fit.metrics["accuracy"] = float((decision == (s_te > thr)).mean())
+    return fit
 
+
+def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices: a seeded random ``test_fraction`` held out, the same for every attribute."""
+    n_test = max(1, int(round(n * test_fraction)))
+    if n - n_test < 4:
+        raise DistillError(f"only {n} samples: need at least {4 + n_test} to fit and hold out (use --num)")
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[n_test:], perm[:n_test]
+
+
+def _assess(
+    d: np.ndarray,
+    method: str,
+    w: np.ndarray,
+    scores: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    thr: float,
+    alpha_per_unit: float | None,
+) -> DirectionFit:
+    """The fit of unit direction ``d`` with its held-out metrics: ``correlation`` (of the projection on ``d``
+    with the score), ``r2`` and ``accuracy`` (against ``thr``) of a 1-D linear fit of the score on that
+    projection, fitted on the training part."""
+    x_tr, s_tr, x_te, s_te = w[train], scores[train], w[test], scores[test]
+    mean = x_tr.mean(axis=0)
     p_tr, p_te = (x_tr - mean) @ d, (x_te - mean) @ d
     slope1, icpt1 = np.polyfit(p_tr, s_tr, 1)
     pred_te = slope1 * p_te + icpt1
     metrics = {
-        "correlation": float(np.corrcoef(p_te, s_te)[0, 1]) if n_test > 1 and s_te.std() > 0 else 0.0,
-        "r2": _r2(pred_te, s_te) if n_test > 1 else 0.0,
+        "correlation": float(np.corrcoef(p_te, s_te)[0, 1]) if len(test) > 1 and s_te.std() > 0 else 0.0,
+        "r2": _r2(pred_te, s_te) if len(test) > 1 else 0.0,
+        "accuracy": float(((pred_te > thr) == (s_te > thr)).mean()),
     }
-    decision = (p_te * norm + bias > 0) if method != "regression" else (pred_te > thr)
-    metrics["accuracy"] = float((decision == (s_te > thr)).mean())
     return DirectionFit(
         direction=d.astype(np.float32),
         method=method,
         threshold=thr,
         n_train=len(train),
-        n_test=n_test,
+        n_test=len(test),
         metrics=metrics,
         suggested_alpha=float(2.0 * p_tr.std()),
         alpha_per_unit=alpha_per_unit,
     )
+
+
+def attribute_normals(w: np.ndarray, scores: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """Unit normals [K, w_dim] of each attribute's level sets in W: the ridge least-squares gradient of a linear
+    model of each score column on ``w``. Moving along a direction orthogonal to a normal leaves that attribute
+    unchanged to first order (InterFaceGAN's hyperplane normals, from a regression instead of an SVM)."""
+    x = w - w.mean(axis=0)
+    sc = scores - scores.mean(axis=0)
+    gram = x.T @ x
+    gram += ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
+    grads = np.linalg.solve(gram, x.T @ sc).T  # [K, w_dim]
+    return grads / np.linalg.norm(grads, axis=1, keepdims=True)
+
+
+def condition(d: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """InterFaceGAN's conditional manipulation: ``d`` with its component in the span of ``normals`` [M, w_dim]
+    removed, renormalised; editing along it leaves the conditioned attributes unchanged to first order."""
+    q, _ = np.linalg.qr(np.asarray(normals, dtype=np.float64).T)
+    out = d - q @ (q.T @ d)
+    norm = float(np.linalg.norm(out))
+    if norm < 1e-6:
+        raise DistillError(
+            "the direction lies in the span of the conditioned attributes' normals: condition on fewer"
+        )
+    return out / norm
+
+
+def fit_directions(
+    w: np.ndarray,
+    scores: np.ndarray,
+    mode: str = "conditional",
+    method: str = "regression",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> list[DirectionFit]:
+    """One direction per score column of ``scores`` [N, K], each decorrelated from the other K-1 by ``mode``:
+
+    - ``marginal``: :func:`fit_direction` on each column alone (leaks whatever correlates with it);
+    - ``conditional``: each marginal direction projected orthogonally to the other attributes' normals
+      (:func:`attribute_normals`, :func:`condition`);
+    - ``joint``: the rows of the regression of ``w`` on all K scores together: how ``w`` moves per unit of
+      one attribute with the others held fixed (``alpha_per_unit``); ``method`` is ignored.
+
+    All modes hold out the same seeded samples, on which the metrics are computed.
+    """
+    if mode not in MODES:
+        raise DistillError(f"--mode {mode}: unknown; choose one of {', '.join(MODES)}")
+    w, scores = _checked(w, scores)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise DistillError("decorrelating needs at least two attributes")
+    k = scores.shape[1]
+    if mode != "joint":
+        fits = [
+            fit_direction(w, scores[:, j], method, test_fraction=test_fraction, seed=seed) for j in range(k)
+        ]
+        if mode == "marginal":
+            return fits
+    train, test = _split(w.shape[0], test_fraction, seed)
+    thr = np.median(scores[train], axis=0)
+    if mode == "conditional":
+        normals = attribute_normals(w[train], scores[train])
+        others = [[i for i in range(k) if i != j] for j in range(k)]
+        dirs = [condition(fits[j].direction.astype(np.float64), normals[others[j]]) for j in range(k)]
+        return [_assess(dirs[j], method, w, scores[:, j], train, test, thr[j], None) for j in range(k)]
+    x = w[train] - w[train].mean(axis=0)
+    sc = scores[train] - scores[train].mean(axis=0)
+    if np.linalg.matrix_rank(sc) < k:
+        raise DistillError("the attributes' scores are linearly dependent: fit them jointly without one")
+    slopes = np.linalg.lstsq(sc, x, rcond=None)[0]  # [K, w_dim]: d w / d score_j, the others held fixed
+    per_unit = np.linalg.norm(slopes, axis=1)
+    return [
+        _assess(slopes[j] / per_unit[j], "joint", w, scores[:, j], train, test, thr[j], float(per_unit[j]))
+        for j in range(k)
+    ]
 
 
 def save_direction(path: str | os.PathLike, fit: DirectionFit, **meta: Any) -> Path:
@@ -246,7 +351,7 @@ def sample_w(
 def score_seeds(
     G: torch.nn.Module,
     scorer: Any,
-    key: str,
+    keys: list[str],
     seeds: list[int],
     truncation: float,
     device: torch.device,
@@ -254,7 +359,8 @@ def score_seeds(
     edit: tuple[torch.Tensor, float, tuple[int, int]] | None = None,
     desc: str = "sample+score",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(w [N, w_dim], score [N]) of each seed's image; with ``edit=(d, alpha, layers)`` of the edited image."""
+    """(w [N, w_dim], scores [N, len(keys)]) of each seed's image; with ``edit=(d, alpha, layers)`` of the
+    edited image."""
     from tqdm import tqdm
 
     from editing.images import to_uint8
@@ -268,7 +374,7 @@ def score_seeds(
             if edit is not None:
                 ws = apply_direction(ws, edit[0], edit[1], edit[2])
             images = to_uint8(G.synthesis(ws, noise_mode="const"))
-            s_parts.extend(r[key] for r in scorer.score(images))
+            s_parts.extend([r[k] for k in keys] for r in scorer.score(images))
             bar.update(len(z))
     return np.concatenate(w_parts), np.asarray(s_parts, dtype=np.float64)
 
@@ -290,7 +396,7 @@ def measure_effect(
     _, edited = score_seeds(
         G,
         scorer,
-        key,
+        [key],
         seeds,
         truncation,
         device,
@@ -298,7 +404,7 @@ def measure_effect(
         edit=(d, fit.suggested_alpha, layers),
         desc=f"check {fit.method}",
     )
-    delta = edited - base
+    delta = edited[:, 0] - base
     return {
         "alpha": fit.suggested_alpha,
         "score_delta_mean": float(delta.mean()),
@@ -367,7 +473,8 @@ def run_fit(opts: FitOptions) -> DirectionFit:
             activation=opts.activation,
         )
         seeds = list(range(opts.seed_start, opts.seed_start + opts.num))
-        w, scores = score_seeds(G, scorer, opts.attribute, seeds, opts.truncation, device, opts.batch_size)
+        w, scored = score_seeds(G, scorer, [opts.attribute], seeds, opts.truncation, device, opts.batch_size)
+        scores = scored[:, 0]
         if (scorer.output_width or 1) > 1:
             print(
                 f"scorer {opts.scorer}: reading value {opts.output_index} of its {scorer.output_width} outputs as "
@@ -378,9 +485,16 @@ def run_fit(opts: FitOptions) -> DirectionFit:
     effects: list[dict[str, float] | None] = [None] * len(fits)
     if scorer is not None and opts.check > 0:
         check = list(range(max(seeds) + 1, max(seeds) + 1 + opts.check))  # seeds the fit never saw
-        _, base = score_seeds(
-            G, scorer, opts.attribute, check, opts.truncation, device, opts.batch_size, desc="check originals"
-        )
+        base = score_seeds(
+            G,
+            scorer,
+            [opts.attribute],
+            check,
+            opts.truncation,
+            device,
+            opts.batch_size,
+            desc="check originals",
+        )[1][:, 0]
         effects = [
             measure_effect(
                 G,
@@ -435,6 +549,182 @@ def run_fit(opts: FitOptions) -> DirectionFit:
         print(f"  alpha per unit of {opts.attribute} (regression): {fit.alpha_per_unit:.4g}")
     print(f"  wrote {opts.out} and {Path(opts.out).with_suffix('.json')}")
     return fit
+
+
+# ----------------------------------------------------------------------------------------------
+# `distill direction fit-set`: several attributes, decorrelated, with the leak between them measured.
+
+
+def measure_leak(
+    G: torch.nn.Module,
+    scorer: Any,
+    keys: list[str],
+    fits: list[DirectionFit],
+    seeds: list[int],
+    base: np.ndarray,
+    layers: tuple[int, int],
+    truncation: float,
+    device: torch.device,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Edit ``seeds`` along each fit (one per key, at its suggested alpha) and re-score every key.
+
+    Returns (``leak`` [K, K], ``moved`` [K]): row k of ``leak`` is the mean change of each attribute per unit
+    of the mean change of attribute k (so ``leak[k, k] == 1``), ``moved[k]`` that mean change of attribute k.
+    ``base`` [len(seeds), K] holds the unedited scores.
+    """
+    leak = np.zeros((len(keys), len(keys)))
+    moved = np.zeros(len(keys))
+    for k, (key, fit) in enumerate(zip(keys, fits, strict=True)):
+        edit = (torch.from_numpy(fit.direction), fit.suggested_alpha, layers)
+        _, edited = score_seeds(
+            G, scorer, keys, seeds, truncation, device, batch_size, edit=edit, desc=f"leak of {key}"
+        )
+        delta = (edited - base).mean(axis=0)
+        moved[k] = delta[k]
+        leak[k] = delta / delta[k] if delta[k] != 0 else np.nan
+    return leak, moved
+
+
+def leak_table(keys: list[str], leak: np.ndarray, title: str) -> str:
+    """A markdown table of ``leak`` (rows: directions, columns: the attributes they change per unit of their own)."""
+    lines = [
+        f"**{title}**: change of each attribute (column) per unit change of the edited one (row)",
+        "",
+        "| direction | " + " | ".join(keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for key, row in zip(keys, leak, strict=True):
+        lines.append(f"| {key} | " + " | ".join(f"{v:+.3f}" for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class FitSetOptions:
+    """What ``distill direction fit-set`` does: one field per flag. ``attribute`` lists the scorer's outputs as
+    ``NAME=INDEX``; one direction per attribute is written to ``out_dir/NAME.npy``."""
+
+    generator: str | os.PathLike
+    scorer: str | os.PathLike
+    attribute: list[str]
+    out_dir: str | os.PathLike
+    mode: str = "conditional"
+    method: str = "regression"
+    input_size: int | tuple[int, int] | None = None
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    activation: str = "none"
+    num: int = 2000
+    seed_start: int = 0
+    check: int = 200
+    layers: tuple[int, int] = DEFAULT_LAYERS
+    truncation: float = 1.0
+    batch_size: int = 16
+    device: str = "auto"
+    outputs: dict[str, int] = field(init=False, repr=False)  # name -> scorer column, from ``attribute``
+
+    def __post_init__(self) -> None:
+        from training.options import parse_name_index
+
+        if self.mode not in MODES:
+            raise FieldError("mode", f"{self.mode!r}: choose from {', '.join(MODES)}")
+        if self.method not in METHODS:
+            raise FieldError("method", f"{self.method!r}: choose from {', '.join(METHODS)}")
+        self.outputs = dict(parse_name_index(a, "attribute") for a in self.attribute)
+        names = list(self.outputs)
+        if len(names) != len(self.attribute) or len(names) < 2:
+            raise FieldError(
+                "attribute", "needs at least two different attributes: repeat it, e.g. age=0, smile=1"
+            )
+        bad = [n for n in names if not n.replace("_", "").replace("-", "").isalnum()]
+        if bad:
+            raise FieldError(
+                "attribute", f"{bad[0]!r}: a name is a file name here; use letters, digits, _ and -"
+            )
+        if self.check < 1:
+            raise FieldError(
+                "check", f"{self.check}: the leak is measured on held-out seeds; need at least 1"
+            )
+
+
+def run_fit_set(opts: FitSetOptions) -> dict[str, Any]:
+    """Sample and score once, fit one direction per attribute by ``opts.mode``, measure on unseen seeds how much
+    each moves the others (and, for the decorrelated modes, how much the marginal fits did), write the
+    directions with their sidecars and ``leak.json`` / ``leak.md``; returns the leak report."""
+    from networks.stylegan2 import load_generator
+    from training.devices import exact_float32, pick_device
+    from training.onnx_scorer import OnnxScorer
+
+    device = pick_device(opts.device)
+    exact_float32()
+    G = load_generator(opts.generator, device=device)
+    scorer = OnnxScorer(
+        opts.scorer,
+        outputs=opts.outputs,
+        input_size=opts.input_size,
+        mean=opts.mean,
+        std=opts.std,
+        activation=opts.activation,
+    )
+    keys = list(opts.outputs)
+    seeds = list(range(opts.seed_start, opts.seed_start + opts.num))
+    w, scores = score_seeds(G, scorer, keys, seeds, opts.truncation, device, opts.batch_size)
+    modes = ["marginal"] if opts.mode == "marginal" else ["marginal", opts.mode]
+    fits = {m: fit_directions(w, scores, mode=m, method=opts.method) for m in modes}
+    check = list(range(max(seeds) + 1, max(seeds) + 1 + opts.check))  # seeds the fit never saw
+    _, base = score_seeds(
+        G, scorer, keys, check, opts.truncation, device, opts.batch_size, desc="check originals"
+    )
+    measured = {
+        m: measure_leak(
+            G, scorer, keys, f, check, base, opts.layers, opts.truncation, device, opts.batch_size
+        )
+        for m, f in fits.items()
+    }
+    report: dict[str, Any] = {
+        "attributes": keys,
+        "mode": opts.mode,
+        "n_samples": len(seeds),
+        "n_check": len(check),
+        "leak": {m: leak.tolist() for m, (leak, _) in measured.items()},
+        "moved": {m: moved.tolist() for m, (_, moved) in measured.items()},
+    }
+    out_dir = Path(opts.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    leak, moved = measured[opts.mode]
+    for k, key in enumerate(keys):
+        fit = fits[opts.mode][k]
+        save_direction(
+            out_dir / f"{key}.npy",
+            fit,
+            attribute=key,
+            layers=list(opts.layers),
+            normalize=False,
+            generator={
+                "path": provenance(Path(opts.generator).resolve()),
+                "sha256": file_sha256(opts.generator),
+            },
+            truncation=opts.truncation,
+            n_samples=len(seeds),
+            scores_from=provenance(Path(opts.scorer).resolve()),
+            score_mean=float(scores[:, k].mean()),
+            score_std=float(scores[:, k].std()),
+            mode=opts.mode,
+            decorrelated_from=[o for o in keys if o != key] if opts.mode != "marginal" else [],
+            effect={"alpha": fit.suggested_alpha, "score_delta_mean": float(moved[k]), "n": len(check)},
+            leak={m: dict(zip(keys, measured[m][0][k].tolist(), strict=True)) for m in measured},
+        )
+    atomic_write_json(out_dir / "leak.json", report)
+    md = "\n".join(leak_table(keys, measured[m][0], f"{m} directions") for m in measured)
+    atomic_write_text(out_dir / "leak.md", md)
+    print(
+        f"{len(keys)} directions ({opts.mode}, {opts.method if opts.mode != 'joint' else 'joint regression'}) "
+        f"from {len(seeds)} samples; leak on {len(check)} unseen seeds, each edited at its suggested alpha on "
+        f"layers {opts.layers[0]}:{opts.layers[1]}:\n"
+    )
+    print(md)
+    print(f"wrote {', '.join(f'{k}.npy' for k in keys)} (+ .json), leak.json and leak.md to {out_dir}")
+    return report
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:

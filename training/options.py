@@ -15,6 +15,19 @@ from networks.pix2pixhd.config import PRESETS
 T = TypeVar("T")
 
 
+def parse_name_index(text: str, field: str) -> tuple[str, int]:
+    """``"age=0"`` -> ("age", 0): a scorer output's name and column; FieldError naming ``field`` otherwise."""
+    name, sep, index = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, int(index)
+    except ValueError:
+        raise FieldError(
+            field, f"{text!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0"
+        ) from None
+
+
 def options_from_args(
     cls: type[T], args: argparse.Namespace, *, consumed: Collection[str] = (), **overrides: Any
 ) -> T:

@@ -12,7 +12,15 @@ from core.errors import DistillError
 from distill.cli import main
 from editing.directions import apply_direction, load_direction
 from networks.stylegan2 import Generator, save_generator
-from training.directions import METHODS, file_sha256, fit_direction, sample_w, z_from_seeds
+from training.directions import (
+    METHODS,
+    condition,
+    file_sha256,
+    fit_direction,
+    fit_directions,
+    sample_w,
+    z_from_seeds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +229,93 @@ def test_teacher_sample_per_seed_writes_the_images_to_score(teacher, tmp_path, c
         *(f"{s},seed{s:06d}.png" for s in (5, 6, 7)),
     ]
     assert "--scores CSV --truncation 1.0" in capsys.readouterr().out
+
+
+def _correlated_attributes(n: int = 3000, dim: int = 16, seed: int = 0):
+    """w ~ N(0, I) and three linear attributes whose normals overlap: the marginal fit of each leaks into the others."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((3, dim))
+    a[1] = 0.7 * a[0] + 0.5 * a[1]  # smile rises with age ...
+    a[2] = -0.5 * a[0] + 0.6 * a[2]  # ... and glasses fall with it
+    w = rng.standard_normal((n, dim))
+    return w, w @ a.T + 0.05 * rng.standard_normal((n, 3)), a
+
+
+def test_condition_is_orthogonal_to_the_conditioned_normals():
+    rng = np.random.default_rng(0)
+    d, normals = rng.standard_normal(12), rng.standard_normal((3, 12))
+    out = condition(d, normals)
+    assert abs(np.linalg.norm(out) - 1) < 1e-9 and np.abs(normals @ out).max() < 1e-9
+    assert float(out @ d) > 0  # what is left of d, not its opposite
+    with pytest.raises(DistillError, match="condition on fewer"):
+        condition(normals[0], normals)
+
+
+@pytest.mark.parametrize("mode", ["conditional", "joint"])
+def test_decorrelated_directions_leak_less_than_marginal_ones(mode):
+    w, scores, a = _correlated_attributes()
+
+    # first-order leak of a direction d_k: attribute j changes by a_j . d_k per a_k . d_k of its own
+    def leak(fits):
+        moved = a @ np.stack([f.direction for f in fits]).T  # [attribute j, direction k]
+        return (moved / np.diag(moved)).T  # [direction k, attribute j]
+
+    marginal = leak(fit_directions(w, scores, mode="marginal"))
+    fits = fit_directions(w, scores, mode=mode)
+    decorrelated = leak(fits)
+    off = ~np.eye(3, dtype=bool)
+    assert np.abs(marginal[off]).max() > 0.3  # the synthetic case does leak
+    assert np.abs(decorrelated[off]).max() < 0.05
+    assert all(f.metrics["correlation"] > 0.3 and f.n_test == 600 for f in fits)
+    if mode == "conditional":  # orthogonal to the other attributes' (true) normals
+        normals = a / np.linalg.norm(a, axis=1, keepdims=True)
+        for k, f in enumerate(fits):
+            assert np.abs(np.delete(normals, k, axis=0) @ f.direction).max() < 0.02
+    else:  # joint: alpha_per_unit moves the attribute by one unit, the others held fixed
+        for k, f in enumerate(fits):
+            assert abs(f.alpha_per_unit * float(a[k] @ f.direction) - 1) < 0.05
+    with pytest.raises(DistillError, match="at least two"):
+        fit_directions(w, scores[:, :1], mode=mode)
+
+
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
+def test_cli_fit_set_reports_the_leak(teacher, tmp_path, capsys):
+    class Channels(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # brightness and redness move together
+            return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0].mean(dim=(1, 2)), x[:, 2].mean(dim=(1, 2))], 1)
+
+    model = tmp_path / "channels.onnx"
+    torch.onnx.export(
+        Channels(),
+        (torch.zeros(1, 3, 16, 16),),
+        str(model),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["out"],
+        dynamic_axes={"input": {0: "n"}, "out": {0: "n"}},
+    )
+    out = tmp_path / "dirs"
+    argv = ["direction", "fit-set", "--generator", teacher, "--scorer", str(model), "--num", "1000"]
+    argv += ["--attribute", "bright=0", "--attribute", "red=1", "--attribute", "blue=2", "--check", "24"]
+    assert main([*argv, "--out-dir", str(out), "--device", "cpu"]) == 0
+    assert "conditional directions" in capsys.readouterr().out
+    report = json.loads((out / "leak.json").read_text())
+    assert report["attributes"] == ["bright", "red", "blue"] and set(report["leak"]) == {
+        "marginal",
+        "conditional",
+    }
+    marginal, conditional = (np.array(report["leak"][m]) for m in ("marginal", "conditional"))
+    assert np.allclose(np.diag(conditional), 1) and np.allclose(np.diag(marginal), 1)
+    # Redness is a third of brightness and correlates with blueness here: the marginal red edit brightens
+    # and blues the image, the conditional one far less.
+    assert marginal[1, 0] > 0.3 and abs(conditional[1, 0]) < 0.5 * marginal[1, 0]
+    assert marginal[1, 2] > 0.2 and abs(conditional[1, 2]) < 0.5 * marginal[1, 2]
+    side = json.loads((out / "red.json").read_text())
+    assert side["attribute"] == "red" and side["mode"] == "conditional"
+    assert side["decorrelated_from"] == ["bright", "blue"] and side["leak"]["conditional"]["red"] == 1
+    assert np.load(out / "red.npy").shape == (32,)
+    assert "| red |" in (out / "leak.md").read_text()
+    assert main([*argv[:10], "--out-dir", str(out)]) == 2  # one attribute: nothing to decorrelate from
+    err = capsys.readouterr().err
+    assert "--attribute" in err and "at least two" in err and len(err.strip().splitlines()) == 1

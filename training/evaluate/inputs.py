@@ -16,6 +16,7 @@ from model_zoo.registry import MANIFEST, ModelEntry, get_entry, load_entry
 from model_zoo.schema import provenance, resolve_provenance
 from training.manifest import read_manifest
 from training.onnx_scorer import OnnxScorer
+from training.options import parse_name_index
 
 DEFAULT_NUM = 500
 HELD_OUT_SEED0 = 1_000_000  # default first evaluation seed: far above the seeds `distill pairs` starts from
@@ -215,7 +216,9 @@ def build_scoring(opts: EvaluateOptions) -> Scoring | None:
             "needs {attribute} NAME=INDEX: the scorer output the edit should change, e.g. age=0",
             refs=("attribute",),
         )
-    named = [_name_index(opts.attribute, "attribute")] + [_name_index(t, "other") for t in opts.other]
+    named = [parse_name_index(opts.attribute, "attribute")] + [
+        parse_name_index(t, "other") for t in opts.other
+    ]
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
         raise FieldError((), f"{{attribute}}/{{other}}: repeated names {names}", refs=("attribute", "other"))
@@ -229,18 +232,6 @@ def build_scoring(opts: EvaluateOptions) -> Scoring | None:
         providers=["CPUExecutionProvider"],
     )
     return Scoring(scorer, names[0], names[1:], Path(opts.scorer))
-
-
-def _name_index(text: str, field: str) -> tuple[str, int]:
-    name, sep, index = text.partition("=")
-    try:
-        if not sep or not name:
-            raise ValueError
-        return name, int(index)
-    except ValueError:
-        raise FieldError(
-            field, f"{text!r}: expected NAME=INDEX (the scorer output's column), e.g. age=0"
-        ) from None
 
 
 @dataclass
