@@ -13,7 +13,9 @@ Rules every entry follows:
   absolute path of the machine that built the entry: a path relative to the project root when it lay inside
   it, else the bare file name (the copied files' sha256 are in ``files``);
 - the edit (attribute, strength, W+ layers) is said once, in ``edit``; an entry that ships a direction must
-  give its strength and layers there (the legacy path has no defaults).
+  give its strength and layers there (the legacy path has no defaults);
+- ``edits`` lists every edit as :class:`EditSpec`; a one-edit entry need not write it: it is derived on read
+  from ``edit``, ``direction`` and ``strength``, so code asks any entry for its edits the same way.
 
 Records accept fields they do not know (a newer writer's additions reach an older reader unharmed).
 """
@@ -138,6 +140,36 @@ class StrengthSpec(_Record):
             raise ValueError(
                 f"strength.default {self.default} lies outside strength.range {list(self.range)}"
             )
+        return self
+
+
+class EditSpec(_Record):
+    """One latent edit a model applies, in the one record multi-edit and one-edit entries share.
+
+    ``direction`` is the edit's direction file in the entry (None: not shipped), ``alpha`` the latent strength
+    that relative strength 1.0 means, ``layers`` the W+ layers ``[start, stop)``, ``range`` the relative
+    strengths the model was trained on (None: one fixed strength, ``default``) and ``default`` what a request
+    without one gets. A one-edit entry's ``edit``, ``direction`` and ``strength`` records are the case of one
+    (:attr:`EntryManifest.edits` derives it on read).
+    """
+
+    attribute: str | None = None
+    direction: EntryPath | None = None
+    alpha: float | None = None
+    layers: tuple[int, int] | None = None
+    range: tuple[float, float] | None = None
+    default: float = 1.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EditSpec:
+        if self.layers is not None and not 0 <= self.layers[0] < self.layers[1]:
+            raise ValueError(f"layers must be [start, stop) with 0 <= start < stop, got {list(self.layers)}")
+        if self.range is not None:
+            low, high = self.range
+            if not low < high:
+                raise ValueError(f"edit range {list(self.range)} must be [low, high] with low < high")
+            if not low <= self.default <= high:
+                raise ValueError(f"edit default {self.default} lies outside its range {list(self.range)}")
         return self
 
 
@@ -341,6 +373,7 @@ class EntryManifest(_Record):
     export: dict[str, Any] | None = None
     preview: Preview | None = None
     domain: Domain | None = None  # the training inputs' domain (from the filter report); None: never checked
+    edits: list[EditSpec] = Field(default_factory=list)  # every edit; a one-edit entry's derived on read
     files: dict[EntryPath, FileRecord]
 
     @field_validator("schema_version", mode="before")
@@ -359,6 +392,7 @@ class EntryManifest(_Record):
         listed += [
             (f"{k}.file", r.file) for k, r in (("teacher", self.teacher), ("direction", self.direction)) if r
         ]
+        listed += [(f"edits[{i}].direction", e.direction) for i, e in enumerate(self.edits) if e.direction]
         if self.domain is not None:
             listed.append(("domain.scorer", self.domain.scorer))
         for where, fname in listed:
@@ -374,7 +408,26 @@ class EntryManifest(_Record):
                 "the entry ships a direction but edit.alpha or edit.layers is missing "
                 "(re-export with --alpha A --layers START:STOP)"
             )
+        if not self.edits:
+            self.edits = self._one_edit()
         return self
+
+    def _one_edit(self) -> list[EditSpec]:
+        """The one-edit records (``edit``, ``direction``, ``strength``) as :class:`EditSpec`; [] when they say
+        nothing of an edit."""
+        if self.edit == Edit() and self.direction is None and self.strength is None:
+            return []
+        spec = self.strength
+        return [
+            EditSpec(
+                attribute=self.edit.attribute,
+                direction=self.direction.file if self.direction else None,
+                alpha=self.edit.alpha,
+                layers=self.edit.layers,
+                range=spec.range if spec else None,
+                default=spec.default if spec else 1.0,
+            )
+        ]
 
     def direction_edit(self) -> tuple[float, tuple[int, int], bool]:
         """(alpha, [start, stop) W+ layers, normalize) of the shipped direction; ValueError when it ships none."""
@@ -385,8 +438,10 @@ class EntryManifest(_Record):
         return self.edit.alpha, self.edit.layers, self.direction.normalize
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest as written to ``manifest.json`` (unset optional records left out)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The manifest as written to ``manifest.json`` (unset optional records left out; ``edits`` too when the
+        one-edit records say it already, so the edit is said once)."""
+        derived = self.edits == self._one_edit()
+        return self.model_dump(mode="json", exclude_none=True, exclude={"edits"} if derived else None)
 
 
 def _migrate_v0(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from model_zoo.registry import default_root, list_entries, validate_manifest
 from model_zoo.schema import (
     PROJECT_ROOT,
     SCHEMA_VERSION,
+    EditSpec,
     EntryManifest,
     json_schema_text,
     migrate,
@@ -148,3 +149,37 @@ def test_a_dataset_outside_the_project_is_recorded_relative_to_the_entry(tmp_pat
 
     assert dataset_provenance(tmp_path / "data" / "age", tmp_path / "model_zoo" / "age") == "../../data/age"
     assert dataset_provenance(PROJECT_ROOT / "runs" / "data", tmp_path / "zoo" / "x") == "runs/data"
+
+
+def test_a_one_edit_entry_lists_its_edit_derived_and_unwritten():
+    m = parse_manifest(_v0())
+    assert m.edits == [EditSpec(attribute="age", direction="direction.npy", alpha=2.5, layers=(0, 12))]
+    assert m.edits[0].range is None and m.edits[0].default == 1.0  # one fixed strength
+    assert "edits" not in m.to_json()  # said once, in 'edit'
+    dial = parse_manifest(_v0(strength={"range": [-1.5, 1.5], "default": 0.5}))
+    assert dial.edits[0].range == (-1.5, 1.5) and dial.edits[0].default == 0.5
+    bare = _v0(edit={}, files={"model.onnx": {"sha256": SHA, "bytes": 1}})
+    del bare["teacher"], bare["direction"]
+    assert parse_manifest(bare).edits == []  # says nothing of an edit
+    for entry in list_entries(default_root()):
+        assert [(e.attribute, e.alpha, e.layers) for e in entry.spec.edits] == [
+            (entry.spec.edit.attribute, entry.spec.edit.alpha, entry.spec.edit.layers)
+        ]
+
+
+def test_written_edits_are_kept_and_checked():
+    edits = [
+        {"attribute": "age", "direction": "age.npy", "alpha": 3.0, "layers": [0, 12], "range": [0, 1.5]},
+        {"attribute": "smile", "direction": "smile.npy", "alpha": 2.0, "layers": [0, 8], "range": [-1, 1]},
+    ]
+    files = {f: {"sha256": SHA, "bytes": 1} for f in ("model.onnx", "age.npy", "smile.npy")}
+    current = {**parse_manifest(_v0()).to_json(), "edits": edits}
+    del current["teacher"], current["direction"]
+    m = parse_manifest({**current, "edit": {}, "files": files})
+    assert [e.attribute for e in m.edits] == ["age", "smile"] and m.edits[1].range == (-1.0, 1.0)
+    assert m.to_json()["edits"][0]["direction"] == "age.npy"
+    assert EntryManifest.model_validate(m.to_json()) == m
+    with pytest.raises(ValueError, match=r"edits\[1\].direction 'smile.npy' is not listed"):
+        parse_manifest({**current, "edit": {}, "files": {k: v for k, v in files.items() if k != "smile.npy"}})
+    with pytest.raises(ValueError, match="outside its range"):
+        parse_manifest({**current, "edits": [{**edits[0], "default": 2.0}], "files": files})
