@@ -53,6 +53,11 @@ def kept_rows(root: str | os.PathLike) -> list[PairRecord]:
         raise DistillError(
             f"{root}: no kept pairs to train on (the filter rejected every row); relax the filter"
         )
+    if any(r.edits is not None for r in rows):  # its strength is a vector: a one-edit student would ignore it
+        raise DistillError(
+            f"{root}: a multi-edit dataset (rows with 'edits'), and the student learns one edit; make the pairs "
+            "with one direction: distill pairs --direction FILE"
+        )
     return rows
 
 

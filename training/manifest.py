@@ -2,7 +2,7 @@
 
 Layout of a dataset folder (the pix2pixHD one, plus metadata)::
 
-    DATASET/dataset.json    generation settings: teacher, direction, alpha, alpha_range, truncation, layers, ...
+    DATASET/dataset.json    generation settings: teacher, direction, alpha, alpha_range (or the named edits), ...
     DATASET/manifest.jsonl  one row per pair (see PairRecord), sorted by seed
     DATASET/train_A/        originals  (<seed:08d>.png)
     DATASET/train_B/        edited     (<seed:08d>.png)
@@ -35,21 +35,29 @@ class PairRecord:
     seed: int
     a: str
     b: str
-    alpha: float
+    alpha: float | None  # the absolute strength along ``direction``; None on multi-edit rows (see ``edits``)
     truncation: float
-    direction: str
+    direction: str | None  # the direction's file name; None on multi-edit rows
     keep: bool | None = None
     reason: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     # Relative edit strength of a pair drawn by ``distill pairs --alpha-range`` (alpha = strength * the dataset's
     # --alpha; training/strength.py); None on fixed-strength datasets, whose rows stay as they were.
     strength: float | None = None
+    # Relative strength per named edit of a multi-edit dataset (``distill pairs --direction NAME=FILE ...``), every
+    # edit of dataset.json's ``edits`` in its order, 0 when inactive: ``w + sum_k s_k alpha_k d_k``; else None.
+    edits: dict[str, float] | None = None
 
     def to_json(self) -> str:
         row = asdict(self)
-        if row["strength"] is None:
-            del row["strength"]
+        for key in ("strength", "edits"):
+            if row[key] is None:
+                del row[key]
         return json.dumps(row, sort_keys=False)
+
+    def active_edits(self) -> list[str]:
+        """The names of the edits this pair applies (non-zero strength); [] on one-edit rows."""
+        return [name for name, s in (self.edits or {}).items() if s != 0]
 
 
 def read_manifest(root: str | os.PathLike) -> list[PairRecord]:

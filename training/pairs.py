@@ -5,7 +5,11 @@ Seed ``s`` gives ``z`` (a CPU ``torch.Generator`` seeded by ``s``, so every devi
 ``train_A/<s>.png`` (original) and ``train_B/<s>.png`` (edited). With ``--alpha-range LO:HI`` each pair
 gets its own relative strength ``s_i`` drawn from its seed (training/strength.py) and
 ``w' = w + s_i * alpha * d``: ``--alpha`` is then the unit (strength 1.0), recorded per row as
-``strength`` beside the absolute ``alpha``. The layout is the one in
+``strength`` beside the absolute ``alpha``. With several named edits (``--direction NAME=FILE`` each, their
+``--alpha NAME=A`` and ``--alpha-range NAME=LO:HI``), each pair gets a strength vector drawn from its seed
+(:func:`training.strength.edit_strengths_for_seed`: mostly one or two edits active, some pairs none) and
+``w' = w + sum_k s_k * alpha_k * d_k``, recorded per row as ``edits`` {name: s_k}; dataset.json lists the
+edits in that fixed order. The layout is the one in
 :mod:`training.manifest`, plus::
 
     DATASET/latents.npz   seeds [N], w [N, w_dim] (mapped, truncated; the same on every layer),
@@ -38,7 +42,7 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_write, atomic_write_bytes
-from core.errors import DistillError
+from core.errors import DistillError, FieldError
 from core.sharding import resolve_shard
 from core.versions import versions
 from editing.directions import DEFAULT_LAYERS, apply_direction, load_direction
@@ -53,8 +57,15 @@ from training.manifest import (
     write_manifest,
     write_metadata,
 )
+from training.strength import (
+    ACTIVE_EDITS,
+    EDITS_UNITS_TEXT,
+    StrengthRange,
+    apply_strengths,
+    edit_strengths_for_seed,
+    strength_for_seed,
+)
 from training.strength import UNITS_TEXT as STRENGTH_UNITS_TEXT
-from training.strength import StrengthRange, apply_strengths, strength_for_seed
 
 FORMAT = "distill-pairs/1"
 LATENTS = "latents.npz"
@@ -67,6 +78,7 @@ COMPAT_KEYS = (
     "direction.sha256",
     "alpha",
     "alpha_range",
+    "edits",
     "truncation",
     "layers",
     "normalize",
@@ -95,10 +107,21 @@ def _get(meta: dict[str, Any], dotted: str) -> Any:
     return meta
 
 
+def _settings(value: Any) -> Any:
+    """``value`` without the ``path`` of the files it names (shards on other machines see them elsewhere)."""
+    if isinstance(value, dict):
+        return {k: _settings(v) for k, v in value.items() if k != "path"}
+    if isinstance(value, list):
+        return [_settings(v) for v in value]
+    return value
+
+
 def check_compatible(have: dict[str, Any], want: dict[str, Any], where: str, fix: str) -> None:
     """Raise DistillError naming every generation setting on which ``have`` and ``want`` differ."""
     diffs = [
-        f"{k} {_get(have, k)!r} vs {_get(want, k)!r}" for k in COMPAT_KEYS if _get(have, k) != _get(want, k)
+        f"{k} {_settings(_get(have, k))!r} vs {_settings(_get(want, k))!r}"
+        for k in COMPAT_KEYS
+        if _settings(_get(have, k)) != _settings(_get(want, k))
     ]
     if diffs:
         raise DistillError(f"{where}: made with other settings ({'; '.join(diffs)}); {fix}")
@@ -244,31 +267,126 @@ def write_preview(root: Path, rows: list[PairRecord], count: int = 8) -> Path | 
 
 
 # ----------------------------------------------------------------------------------------------
+# Named edits.
+
+DEFAULT_EDIT_RANGE = StrengthRange(
+    -1.0, 1.0
+)  # a named edit without --alpha-range: both ways, up to its alpha
+
+
+@dataclass(frozen=True)
+class PairEdit:
+    """One named edit of a multi-edit dataset: its direction file, its unit ``alpha`` (strength 1.0) and the
+    range its relative strength is drawn from when the pair applies it."""
+
+    name: str
+    direction: Path
+    alpha: float
+    range: StrengthRange = DEFAULT_EDIT_RANGE
+
+
+def _named(items: list[Any], field: str) -> dict[str, Any]:
+    """``(name, value)`` items -> {name: value}; FieldError on a plain value or a repeated name."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if not isinstance(item, tuple):
+            raise FieldError(field, f"{item}: with named directions, name the edit too: NAME={item}")
+        if item[0] in out:
+            raise FieldError(field, f"{item[0]!r} given twice")
+        out[item[0]] = item[1]
+    return out
+
+
+def edits_from_flags(
+    directions: list[Any], alphas: list[Any] | None, ranges: list[Any] | None
+) -> list[PairEdit] | None:
+    """The named edits of ``--direction NAME=FILE`` (repeated), ``--alpha NAME=A`` and ``--alpha-range
+    NAME=LO:HI`` (parsed to ``(name, value)`` tuples; plain values are the one-direction spelling); None for
+    the one-direction spelling ``--direction FILE [--alpha A] [--alpha-range LO:HI]``. An edit without
+    ``--alpha`` takes its sidecar's suggested alpha, without ``--alpha-range`` :data:`DEFAULT_EDIT_RANGE`."""
+    if not any(isinstance(d, tuple) for d in directions):
+        if len(directions) > 1:
+            raise FieldError(
+                "direction", "several directions must be named: NAME=FILE each, e.g. age=age.npy"
+            )
+        for values, field in ((alphas, "alpha"), (ranges, "alpha_range")):
+            if any(isinstance(v, tuple) for v in values or []):
+                raise FieldError(field, "names an edit, but the direction is not named: use NAME=FILE")
+        return None
+    files = _named(directions, "direction")
+    alpha = _named(alphas or [], "alpha")
+    spans = _named(ranges or [], "alpha_range")
+    for given, field in ((alpha, "alpha"), (spans, "alpha_range")):
+        stray = sorted(set(given) - set(files))
+        if stray:
+            raise FieldError(field, f"{stray[0]}: no --direction {stray[0]}=FILE")
+    edits = []
+    for name, file in files.items():
+        if name not in alpha:
+            suggested = (read_sidecar(file) or {}).get("suggested_alpha")
+            if suggested is None:
+                raise FieldError("alpha", f"{file} has no sidecar with a suggested alpha: give {name}=A")
+            alpha[name] = round(float(suggested), 3)
+        edits.append(PairEdit(name, Path(file), float(alpha[name]), spans.get(name, DEFAULT_EDIT_RANGE)))
+    return edits
+
+
+# ----------------------------------------------------------------------------------------------
 # Generation.
+
+
+def _direction_record(path: str | os.PathLike) -> dict[str, Any]:
+    side = read_sidecar(path) or {}
+    return {
+        "path": str(Path(path).resolve()),
+        "sha256": file_sha256(path),
+        "attribute": side.get("attribute"),
+        "method": side.get("method"),
+    }
 
 
 def dataset_metadata(
     G: torch.nn.Module,
     generator_path: str | os.PathLike,
-    direction_path: str | os.PathLike,
+    direction_path: str | os.PathLike | None,
     alpha: float,
     truncation: float,
     layers: tuple[int, int],
     normalize: bool,
     noise_mode: str,
     alpha_range: StrengthRange | None = None,
+    edits: list[PairEdit] | None = None,
 ) -> dict[str, Any]:
-    """dataset.json: everything needed to regenerate (and to check that shards belong together)."""
-    side = read_sidecar(direction_path) or {}
-    strength = (
-        {}
-        if alpha_range is None
-        else {
-            "alpha_range": alpha_range.as_list(),
-            "strength_units": STRENGTH_UNITS_TEXT,
-            "strength_sampling": "uniform in alpha_range, from the pair's seed (training.strength.strength_for_seed)",
+    """dataset.json: everything needed to regenerate (and to check that shards belong together). A multi-edit
+    dataset lists its ``edits`` (name, direction, alpha, layers, range) in place of ``direction`` and ``alpha``."""
+    layer_span = [int(layers[0]), int(min(layers[1], G.num_ws))]
+    if edits is not None:
+        edit = {
+            "edits": [
+                {
+                    "name": e.name,
+                    "direction": _direction_record(e.direction),
+                    "alpha": e.alpha,
+                    "layers": layer_span,
+                    "range": e.range.as_list(),
+                }
+                for e in edits
+            ],
+            "strength_units": EDITS_UNITS_TEXT,
+            "strength_sampling": f"0, 1 or 2 active edits with chances {list(ACTIVE_EDITS)}, which uniform, each "
+            "uniform in its range; from the pair's seed (training.strength.edit_strengths_for_seed)",
         }
-    )
+    elif direction_path is not None:
+        edit = {"direction": _direction_record(direction_path), "alpha": float(alpha)}
+        if alpha_range is not None:
+            edit |= {
+                "alpha_range": alpha_range.as_list(),
+                "strength_units": STRENGTH_UNITS_TEXT,
+                "strength_sampling": "uniform in alpha_range, from the pair's seed "
+                "(training.strength.strength_for_seed)",
+            }
+    else:
+        raise DistillError("--direction: give the edit's direction file")
     return {
         "format": FORMAT,
         "teacher": {
@@ -278,16 +396,9 @@ def dataset_metadata(
             "w_dim": int(G.w_dim),
             "num_ws": int(G.num_ws),
         },
-        "direction": {
-            "path": str(Path(direction_path).resolve()),
-            "sha256": file_sha256(direction_path),
-            "attribute": side.get("attribute"),
-            "method": side.get("method"),
-        },
-        "alpha": float(alpha),
-        **strength,
+        **edit,
         "truncation": float(truncation),
-        "layers": [int(layers[0]), int(min(layers[1], G.num_ws))],
+        "layers": layer_span,
         "normalize": bool(normalize),
         "noise_mode": noise_mode,
         "resolution": int(G.img_resolution),
@@ -322,7 +433,7 @@ def _write_batch(
 @torch.no_grad()
 def generate_pairs(
     generator: str | os.PathLike,
-    direction: str | os.PathLike,
+    direction: str | os.PathLike | None,
     out: str | os.PathLike,
     alpha: float = 1.5,
     truncation: float = 0.7,
@@ -337,8 +448,10 @@ def generate_pairs(
     noise_mode: str = "const",
     progress: bool = True,
     alpha_range: StrengthRange | None = None,
+    edits: list[PairEdit] | None = None,
 ) -> PairSet:
-    """Generate (or finish) the pairs of this shard in ``out``; returns every finished pair there."""
+    """Generate (or finish) the pairs of this shard in ``out``; returns every finished pair there. With
+    ``edits`` (named edits, ``direction`` None) each pair applies its seed's strength vector."""
     from tqdm import tqdm
 
     from networks.stylegan2 import load_generator
@@ -355,9 +468,12 @@ def generate_pairs(
     dev = pick_device(device)
     exact_float32()
     G = load_generator(generator, device=dev)
-    d = load_direction(direction, G.num_ws, G.w_dim).to(dev)
+    if (edits is None) == (direction is None):
+        raise DistillError("--direction: give one direction FILE or named edits NAME=FILE, not both")
+    named = [(e, load_direction(e.direction, G.num_ws, G.w_dim).to(dev)) for e in edits or []]
+    d = load_direction(direction, G.num_ws, G.w_dim).to(dev) if direction is not None else None
     meta = dataset_metadata(
-        G, generator, direction, alpha, truncation, layers, normalize, noise_mode, alpha_range
+        G, generator, direction, alpha, truncation, layers, normalize, noise_mode, alpha_range, edits
     )
     if layers[0] >= G.num_ws:
         raise DistillError(f"--layers {layers[0]}:{layers[1]}: this generator has only {G.num_ws} W+ layers")
@@ -368,7 +484,7 @@ def generate_pairs(
     else:
         root.mkdir(parents=True, exist_ok=True)
         write_metadata(root, meta)
-    direction_name = Path(direction).name
+    direction_name = Path(direction).name if direction is not None else None
 
     with _writer(root):
         done = consolidate(root)
@@ -386,8 +502,16 @@ def generate_pairs(
                     batch = todo[i : i + batch_size]
                     z = z_from_seeds(batch, G.z_dim).to(dev)
                     ws = G.mapping(z, truncation_psi=truncation)
-                    if alpha_range is None:
-                        strengths = [None] * len(batch)
+                    vectors: list[dict[str, float] | None] = [None] * len(batch)
+                    strengths: list[float | None] = [None] * len(batch)
+                    if d is None:  # named edits: w + sum_k s_k alpha_k d_k
+                        table = [edit_strengths_for_seed(s, [e.range for e, _ in named]) for s in batch]
+                        vectors = [{e.name: v[k] for k, (e, _) in enumerate(named)} for v in table]
+                        ws_edit = ws
+                        for k, (e, dk) in enumerate(named):
+                            col = torch.tensor([v[k] for v in table])
+                            ws_edit = apply_strengths(ws_edit, dk, e.alpha, col, layers, normalize)
+                    elif alpha_range is None:
                         ws_edit = apply_direction(ws, d, alpha, layers, normalize)
                     else:
                         strengths = [strength_for_seed(s, alpha_range) for s in batch]
@@ -398,12 +522,17 @@ def generate_pairs(
                             seed=s,
                             a=image_name("A", s),
                             b=image_name("B", s),
-                            alpha=float(alpha) if k is None else round(k * float(alpha), 6),
+                            alpha=None
+                            if v is not None
+                            else float(alpha)
+                            if k is None
+                            else round(k * float(alpha), 6),
                             truncation=float(truncation),
                             direction=direction_name,
                             strength=k,
+                            edits=v,
                         )
-                        for s, k in zip(batch, strengths, strict=True)
+                        for s, k, v in zip(batch, strengths, vectors, strict=True)
                     ]
                     w_np = ws[:, 0].float().cpu().numpy()
                     e_np = ws_edit.float().cpu().numpy()
@@ -481,10 +610,11 @@ class PairsOptions:
     environment (see :func:`resolve_shard`), else 0 of 1."""
 
     generator: str | os.PathLike
-    direction: str | os.PathLike
     out: str | os.PathLike
+    direction: str | os.PathLike | None = None  # the one edit's direction; None with ``edits``
     alpha: float = 1.5
     alpha_range: StrengthRange | None = None  # a relative strength per pair (training/strength.py)
+    edits: list[PairEdit] | None = None  # named edits: a strength vector per pair, in place of ``direction``
     truncation: float = 0.7
     num: int = 10000
     layers: tuple[int, int] = DEFAULT_LAYERS
@@ -518,4 +648,5 @@ def make_pairs(opts: PairsOptions) -> PairSet:
         noise_mode=opts.noise_mode,
         progress=opts.progress,
         alpha_range=opts.alpha_range,
+        edits=opts.edits,
     )

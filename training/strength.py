@@ -7,6 +7,11 @@ age direction) and ``s = 0.5`` half of it.
 
 ``distill pairs --alpha-range LO:HI`` draws one ``s`` per pair, uniform in ``[LO, HI]``, from the pair's
 seed alone (:func:`strength_for_seed`), so a resumed or sharded run draws the same strengths.
+
+With several named edits (``--direction NAME=FILE`` each) a pair gets a strength vector, one ``s_k`` per edit
+(``w' = w + sum_k s_k * alpha_k * d_k``), drawn by :func:`edit_strengths_for_seed` from a numpy Generator
+seeded by the pair's seed: :data:`ACTIVE_EDITS` gives the chances of 0, 1 or 2 active edits (inactive ones
+are 0), which edits are active is uniform, and an active one's strength is uniform in its range.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from core.errors import DistillError, FieldError
 
 UNITS = "relative"  # strength 1.0 = the entry's edit.alpha (the dataset's --alpha)
 UNITS_TEXT = "relative: strength s applies w + s * edit.alpha * d (1.0 = the entry's alpha, 0 = the identity)"
+EDITS_UNITS_TEXT = "relative per edit: strengths s_k apply w + sum_k s_k * alpha_k * d_k (1.0 = the edit's alpha, 0 = inactive)"
 EVAL_STRENGTHS = (-1.0, -0.5, 0.5, 1.0)
 
 
@@ -70,6 +77,23 @@ def strength_for_seed(seed: int, strengths: StrengthRange) -> float:
     """The strength of pair ``seed``: uniform in the range, a pure function of the seed (rounded to 1e-6)."""
     u = unit_uniform("strength", seed)
     return round(strengths.low + u * (strengths.high - strengths.low), 6)
+
+
+# Chances of 0, 1 and 2 active edits in a multi-edit pair: mostly one or two edits (the combinations a
+# multi-edit student must learn), a few identity pairs. With one edit, the chance of two goes to one.
+ACTIVE_EDITS = (0.1, 0.5, 0.4)
+
+
+def edit_strengths_for_seed(seed: int, ranges: Sequence[StrengthRange]) -> list[float]:
+    """The strength vector of pair ``seed``, one per edit (0 = inactive; rounded to 1e-6), a pure function of
+    the seed and the ranges: the number of active edits from :data:`ACTIVE_EDITS`, then which, then how much."""
+    rng = np.random.default_rng(seed)
+    chances = list(ACTIVE_EDITS[: len(ranges)]) + [sum(ACTIVE_EDITS[len(ranges) :])]
+    count = int(rng.choice(len(chances), p=chances))
+    out = [0.0] * len(ranges)
+    for k in sorted(rng.choice(len(ranges), size=count, replace=False).tolist()):
+        out[k] = round(float(rng.uniform(ranges[k].low, ranges[k].high)), 6)
+    return out
 
 
 def strength_bins(values: Sequence[float], edges: Sequence[float]) -> list[tuple[float, float, int]]:

@@ -4,6 +4,7 @@ before the library named fields (argparse puts ``argument --flag:`` in front of 
 from __future__ import annotations
 
 import argparse
+import re
 
 from core.errors import FieldError
 from training.directions import parse_layers
@@ -24,3 +25,27 @@ def strength_range(text: str) -> StrengthRange:
         return parse_range(text)
     except FieldError as e:
         raise argparse.ArgumentTypeError(e.detail) from None
+
+
+_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)=(.+)$")  # NAME=VALUE: a name before the first '='
+
+
+def direction(text: str) -> str | tuple[str, str]:
+    """``--direction FILE`` or ``--direction NAME=FILE`` (one of several named edits)."""
+    m = _NAME.match(text)
+    return (m[1], m[2]) if m else text
+
+
+def alpha(text: str) -> float | tuple[str, float]:
+    """``--alpha A`` or ``--alpha NAME=A``."""
+    m = _NAME.match(text)
+    try:
+        return (m[1], float(m[2])) if m else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected A or NAME=A, e.g. 1.5 or age=1.5") from None
+
+
+def named_strength_range(text: str) -> StrengthRange | tuple[str, StrengthRange]:
+    """``--alpha-range LO:HI`` or ``--alpha-range NAME=LO:HI``."""
+    m = _NAME.match(text)
+    return (m[1], strength_range(m[2])) if m else strength_range(text)

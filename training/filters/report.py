@@ -60,6 +60,27 @@ def strength_summary(rows: list[PairRecord], bins: int = 6) -> list[dict[str, An
     return out
 
 
+def edit_summary(rows: list[PairRecord]) -> list[dict[str, Any]] | None:
+    """Kept and rejected pairs per named edit that is active in them (a multi-edit dataset: a pair with two
+    edits counts under both) and for the pairs with none; None on a one-edit dataset."""
+    names = list(next((r.edits for r in rows if r.edits), None) or {})
+    if not names:
+        return None
+    out = []
+    for name in [*names, None]:
+        inside = [r for r in rows if (name in r.active_edits() if name else not r.active_edits())]
+        rejected = sum(1 for r in inside if r.keep is False)
+        out.append(
+            {
+                "edit": name,
+                "pairs": len(inside),
+                "rejected": rejected,
+                "rejection_rate": rejected / len(inside) if inside else 0.0,
+            }
+        )
+    return out
+
+
 def score_summary(rows: list[PairRecord]) -> dict[str, dict[str, float]]:
     keys = sorted({k for r in rows for k in r.scores})
     out = {}
@@ -155,6 +176,7 @@ def write_report(
         "keep_rules": {k: [r.low, r.high] for k, r in rules.items()},
         "scores": score_summary(rows),
         "strengths": strength_summary(rows),
+        "edits": edit_summary(rows),
         "histogram": HISTOGRAM,
         "contact_sheet": CONTACT_SHEET if rejected else None,
     }
@@ -241,6 +263,19 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {b['low']:+.2f} to {b['high']:+.2f} | {b['pairs']} | {b['rejected']} | "
                 f"{100 * b['rejection_rate']:.1f}% |"
                 for b in report["strengths"]
+            ],
+            "",
+        ]
+    if report.get("edits"):
+        lines += [
+            "## By active edit (a pair with several edits counts under each)",
+            "",
+            "| edit | pairs | rejected | rate |",
+            "|---|---:|---:|---:|",
+            *[
+                f"| {e['edit'] or '(none: identity pairs)'} | {e['pairs']} | {e['rejected']} | "
+                f"{100 * e['rejection_rate']:.1f}% |"
+                for e in report["edits"]
             ],
             "",
         ]
