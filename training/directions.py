@@ -211,16 +211,19 @@ def _assess(
     )
 
 
-def attribute_normals(w: np.ndarray, scores: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
-    """Unit normals [K, w_dim] of each attribute's level sets in W: the ridge least-squares gradient of a linear
-    model of each score column on ``w``. Moving along a direction orthogonal to a normal leaves that attribute
-    unchanged to first order (InterFaceGAN's hyperplane normals, from a regression instead of an SVM)."""
+def attribute_normals(w: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Unit normals [K, w_dim] of each attribute's boundary in W, as InterFaceGAN takes them: the normal of a
+    linear classifier (logistic, L2 1/N) of ``score > median``, one per score column. A direction orthogonal to
+    a normal moves along that attribute's boundary: the attribute stays as it was, to first order."""
     x = w - w.mean(axis=0)
-    sc = scores - scores.mean(axis=0)
-    gram = x.T @ x
-    gram += ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
-    grads = np.linalg.solve(gram, x.T @ sc).T  # [K, w_dim]
-    return grads / np.linalg.norm(grads, axis=1, keepdims=True)
+    normals = []
+    for column in scores.T:
+        labels = (column > np.median(column)).astype(np.float64)
+        if labels.min() == labels.max():
+            raise DistillError("an attribute scores the same on every sample: nothing to condition on")
+        normal, _ = _fit_linear_classifier(x, labels, "logistic", 1.0 / len(x))
+        normals.append(normal / np.linalg.norm(normal))
+    return np.stack(normals)
 
 
 def condition(d: np.ndarray, normals: np.ndarray) -> np.ndarray:
@@ -247,8 +250,8 @@ def fit_directions(
     """One direction per score column of ``scores`` [N, K], each decorrelated from the other K-1 by ``mode``:
 
     - ``marginal``: :func:`fit_direction` on each column alone (leaks whatever correlates with it);
-    - ``conditional``: each marginal direction projected orthogonally to the other attributes' normals
-      (:func:`attribute_normals`, :func:`condition`);
+    - ``conditional``: each marginal direction projected orthogonally to the other attributes' boundary
+      normals (InterFaceGAN's conditional manipulation: :func:`attribute_normals`, :func:`condition`);
     - ``joint``: the rows of the regression of ``w`` on all K scores together: how ``w`` moves per unit of
       one attribute with the others held fixed (``alpha_per_unit``); ``method`` is ignored.
 

@@ -297,7 +297,7 @@ def test_cli_fit_set_reports_the_leak(teacher, tmp_path, capsys):
     )
     out = tmp_path / "dirs"
     argv = ["direction", "fit-set", "--generator", teacher, "--scorer", str(model), "--num", "1000"]
-    argv += ["--attribute", "bright=0", "--attribute", "red=1", "--attribute", "blue=2", "--check", "24"]
+    argv += ["--attribute", "bright=0", "--attribute", "red=1", "--attribute", "blue=2", "--check", "100"]
     assert main([*argv, "--out-dir", str(out), "--device", "cpu"]) == 0
     assert "conditional directions" in capsys.readouterr().out
     report = json.loads((out / "leak.json").read_text())
@@ -307,15 +307,22 @@ def test_cli_fit_set_reports_the_leak(teacher, tmp_path, capsys):
     }
     marginal, conditional = (np.array(report["leak"][m]) for m in ("marginal", "conditional"))
     assert np.allclose(np.diag(conditional), 1) and np.allclose(np.diag(marginal), 1)
-    # Redness is a third of brightness and correlates with blueness here: the marginal red edit brightens
-    # and blues the image, the conditional one far less.
-    assert marginal[1, 0] > 0.3 and abs(conditional[1, 0]) < 0.5 * marginal[1, 0]
-    assert marginal[1, 2] > 0.2 and abs(conditional[1, 2]) < 0.5 * marginal[1, 2]
+    # Redness is a third of brightness and correlates with blueness here: the marginal edits change the other
+    # two attributes by 0.3 to 1.7 per unit of their own, the conditional ones by far less overall.
+    off = ~np.eye(3, dtype=bool)
+    assert np.abs(marginal[off]).min() > 0.2
+    assert np.abs(conditional[off]).sum() < 0.6 * np.abs(marginal[off]).sum()
     side = json.loads((out / "red.json").read_text())
     assert side["attribute"] == "red" and side["mode"] == "conditional"
     assert side["decorrelated_from"] == ["bright", "blue"] and side["leak"]["conditional"]["red"] == 1
     assert np.load(out / "red.npy").shape == (32,)
     assert "| red |" in (out / "leak.md").read_text()
+    assert main([*argv, "--mode", "joint", "--out-dir", str(tmp_path / "joint"), "--device", "cpu"]) == 0
+    joint = np.array(json.loads((tmp_path / "joint" / "leak.json").read_text())["leak"]["joint"])
+    assert np.abs(joint[off]).sum() < 0.6 * np.abs(marginal[off]).sum()
+    side = json.loads((tmp_path / "joint" / "red.json").read_text())
+    assert side["method"] == "joint" and side["alpha_per_unit"] > 0
+    capsys.readouterr()
     assert main([*argv[:10], "--out-dir", str(out)]) == 2  # one attribute: nothing to decorrelate from
     err = capsys.readouterr().err
     assert "--attribute" in err and "at least two" in err and len(err.strip().splitlines()) == 1
