@@ -13,6 +13,12 @@ fit ``d`` from sampled ``w`` and a per-sample attribute score:
 
 Every fitted direction is saved unit-normalised as ``.npy`` with a JSON sidecar (attribute, space,
 layers, method, suggested alpha, held-out metrics, sample count, generator sha256).
+
+Several attributes at once (``distill direction fit-set``, :func:`fit_directions`): a direction fitted on
+one attribute alone also moves whatever the teacher entangles with it, so each is decorrelated from the
+others, ``conditional`` (InterFaceGAN's projection off the other attributes' boundary normals) or ``joint``
+(regression of ``w`` on all the scores), and :func:`measure_leak` reports, on unseen seeds, how much every
+attribute changes per unit of the edited one.
 """
 
 from __future__ import annotations
