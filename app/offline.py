@@ -13,6 +13,9 @@ next run skips the inputs whose row says done (an output without its row is redo
 collects the rows, sorted by source, at the end of every run; a model with a recorded training domain gives each
 row its ``domain`` (``X-Distill-Domain``'s value: ``inside`` or ``outside; age 0.12 below 0.20``). Refused inputs (4xx) are recorded and not
 retried; a 5xx (queue full, an unexpected failure) is retried by the next run.
+
+:func:`edit_photos` runs the face path (every face aligned, edited, pasted back) over photographs for
+``distill evaluate --photos``, which measures what the service does.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from app.service import LoadedModel, Service, select_entries
 from app.timing import StageTimer
 from core.atomic import atomic_write_bytes, atomic_write_text
 from core.errors import DistillError
+from editing.alignment.edited import EditedPhoto
+from editing.pixels import from_output
 
 RESULTS = "results.jsonl"
 ROWS = ".rows"  # one row per finished input, written atomically: what a resumed run skips
@@ -330,3 +335,48 @@ async def run_transform(opts: TransformOptions) -> Summary:
 def transform_files(opts: TransformOptions) -> Summary:
     """:func:`run_transform` on its own event loop."""
     return asyncio.run(run_transform(opts))
+
+
+async def _edit_photos(model: str, model_zoo: Path, files: list[Path]) -> tuple[list[EditedPhoto], str]:
+    service, loaded = await load_service(model, model_zoo)
+    runtime = loaded.runtime
+    engine = (
+        f"{runtime.engine_name} {runtime.variant} on {runtime.provider} (chosen as `distill serve` chooses)"
+    )
+    photos = []
+    try:
+        strength = resolve_strength(loaded, None)
+        for file in tqdm(files, desc="photos, student", unit="photo"):
+            timer = StageTimer()
+            try:
+                upload, xs, _ = await asyncio.to_thread(
+                    frame_inputs,
+                    service,
+                    file.read_bytes(),
+                    runtime.native_hw,
+                    "original",
+                    timer,
+                    fmt="png",
+                    align=True,
+                    faces="all",
+                )
+                results = await edit_inputs(loaded, xs, strength, timer)
+            except ServiceError as e:
+                photos.append(EditedPhoto(file, error=f"{e.error}: {e.detail}"))
+                continue
+            assert isinstance(upload, face_path.AlignedUpload)
+            edited = [from_output(r.output) for r in results]
+            output = face_path.restore(edited, upload, "original", timer)
+            photos.append(
+                EditedPhoto(file, upload.photo, upload.faces, upload.crops, upload.alignments, output, edited)
+            )
+    finally:
+        await service.stop()
+    return photos, engine
+
+
+def edit_photos(model: str, model_zoo: Path, files: list[Path]) -> tuple[list[EditedPhoto], str]:
+    """Every photo through the face path (every face FFHQ-aligned at the model's size, also for an
+    ``alignment: none`` entry, edited at the model's default strength, pasted back) of a service loaded as
+    ``distill serve`` loads ``model``; (the photos, the engine's description). A :data:`PhotoEditor`."""
+    return asyncio.run(_edit_photos(model, model_zoo, files))

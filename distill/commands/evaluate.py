@@ -164,10 +164,13 @@ def _strength_list(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     """``distill evaluate``: the options from the flags."""
+    from app.offline import edit_photos
+
     report = training.evaluate.evaluate(
         options_from_args(
             EvaluateOptions, args, variants=[v.strip() for v in args.variants.split(",") if v.strip()]
-        )
+        ),
+        photo_editor=edit_photos if args.photos else None,
     )
     out = Path(args.out)
     if args.photos_only:

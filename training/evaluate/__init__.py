@@ -46,6 +46,7 @@ import torch
 from tqdm import tqdm
 
 from core.atomic import atomic_write_json, atomic_write_text
+from editing.alignment.edited import PhotoEditor
 from editing.directions import load_direction
 from editing.images import from_uint8
 from model_zoo.registry import ModelEntry
@@ -93,13 +94,17 @@ from training.metrics import psnr, ssim
 from training.variants import cpu_description
 
 
-def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
+def evaluate(opts: EvaluateOptions, photo_editor: PhotoEditor | None = None) -> dict[str, Any]:
     """Run the evaluation ``opts`` describes; write its report folder and return the report dict (with
-    ``photos_only``, the photos section's: :class:`PhotosReport` as a dict)."""
+    ``photos_only``, the photos section's: :class:`PhotosReport` as a dict). ``opts.photos`` needs
+    ``photo_editor``, the service's face path (``distill evaluate`` passes app.offline.edit_photos)."""
     from networks.stylegan2 import load_generator
 
+    if opts.photos and photo_editor is None:
+        raise ValueError("--photos needs the service's face path: call evaluate() with a photo_editor")
     if opts.photos_only:
-        return evaluate_photos_only(opts)
+        assert photo_editor is not None
+        return evaluate_photos_only(opts, photo_editor)
     photos_in = photo_inputs(opts.photos) if opts.photos else None  # checked before any work
     entry = resolve_entry(opts.entry, opts.model_zoo)
     spec = edit_spec(entry, opts.truncation)
@@ -249,8 +254,11 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
             out,
         )
     if photos_in:
+        assert photo_editor is not None
         change = report["edit"].get("teacher_mean_change") if report["edit"]["available"] else None
-        photos = evaluate_photos(opts, photos_in, entry, spec, G, direction, scoring, change, out)
+        photos = evaluate_photos(
+            opts, photos_in, entry, spec, G, direction, scoring, change, out, photo_editor
+        )
         write_photos_markdown(out, photos, entry, report["command"])
         report["photos"] = photos.model_dump()
     report["engines"] = engine_latency(entry, present, timing_inputs, opts.threads)
@@ -261,7 +269,7 @@ def evaluate(opts: EvaluateOptions) -> dict[str, Any]:
     return report
 
 
-def evaluate_photos_only(opts: EvaluateOptions) -> dict[str, Any]:
+def evaluate_photos_only(opts: EvaluateOptions, photo_editor: PhotoEditor) -> dict[str, Any]:
     """The photos section alone (``--photos-only``): photos.json, photos.md, photos_grid.png; with a scorer, the
     teacher's mean change is read on ``opts.num`` held-out seeds (default :data:`PHOTOS_TEACHER_SEEDS`)."""
     from networks.stylegan2 import load_generator
@@ -283,7 +291,7 @@ def evaluate_photos_only(opts: EvaluateOptions) -> dict[str, Any]:
         trained, _ = dataset_seeds(entry, opts.dataset)
         seeds = choose_seeds(opts.seeds, opts.num or PHOTOS_TEACHER_SEEDS, trained)
         change = teacher_mean_change(G, direction, spec, scoring, seeds)
-    photos = evaluate_photos(opts, photos_in, entry, spec, G, direction, scoring, change, out)
+    photos = evaluate_photos(opts, photos_in, entry, spec, G, direction, scoring, change, out, photo_editor)
     write_photos_markdown(out, photos, entry, command_line(opts))
     return photos.model_dump()
 

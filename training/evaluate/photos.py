@@ -1,7 +1,8 @@
 """`distill evaluate --photos DIR`: the student and the legacy projection on photographs, judged by whether the face
 is still the same person (dlib's face descriptor) and by the scorer's attribute.
 
-Every photo goes the service's face path (app.faces, app.routers.transform): read as an upload, every face found
+Every photo goes the service's face path (``editor``: the caller passes app.offline.edit_photos, which runs
+app.faces and app.routers.transform; the pipeline does not import the service): read as an upload, every face found
 (dlib) and FFHQ-aligned at the model's native size, edited by the student through the micro-batcher on the engine
 `distill serve` chooses, and pasted back into the photo. An entry whose manifest says ``alignment: none`` (its
 service centre-crops a photo whole) goes the face path too: on a photograph only it keeps the rest of the picture.
@@ -26,9 +27,8 @@ per photo, pasted back); with the seed evaluation, report.md carries the same se
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,10 @@ from tqdm import tqdm
 
 from core.atomic import atomic_write_text
 from core.errors import DistillError
+from editing.alignment.edited import PhotoEditor
 from editing.alignment.identity import SAME_PERSON, FaceDescriptor, default_descriptor, distance
 from editing.alignment.landmarks import Box, Face, FaceFinder, default_finder
+from editing.alignment.pasteback import paste_faces
 from editing.images import save_image
 from model_zoo.registry import ModelEntry
 from training.evaluate.inputs import (
@@ -106,21 +108,6 @@ class PhotosReport(BaseModel):
     grid: dict[str, Any]
 
 
-@dataclass
-class ServedPhoto:
-    """One photo through the service's face path: the upright input, its faces and crops, the student's
-    pasted-back output and edited crops; or the service's error."""
-
-    file: Path
-    photo: np.ndarray | None = None
-    faces: list[Face] = field(default_factory=list)
-    crops: list[np.ndarray] = field(default_factory=list)
-    upload: Any = None  # app.faces.AlignedUpload
-    student: np.ndarray | None = None
-    student_crops: list[np.ndarray] = field(default_factory=list)
-    error: str | None = None
-
-
 @dataclass(frozen=True)
 class PhotoInputs:
     """The photos to measure and the dlib models that read their faces, checked before any other work."""
@@ -153,59 +140,6 @@ def list_photos(folder: Path) -> list[Path]:
     if not files:
         raise DistillError(f"{folder}: no photographs ({', '.join(sorted(SUFFIXES))}); put some there")
     return files
-
-
-async def _serve(entry: ModelEntry, files: list[Path]) -> tuple[list[ServedPhoto], str]:
-    """Every photo through the face path of a service loaded as `distill serve` loads ``entry``; (photos, engine)."""
-    from app import faces as face_path
-    from app.errors import ServiceError
-    from app.offline import load_service
-    from app.routers.transform import edit_inputs, frame_inputs, resolve_strength
-    from app.timing import StageTimer
-    from editing.pixels import from_output
-
-    service, loaded = await load_service(entry.name, entry.path.parent)
-    runtime = loaded.runtime
-    engine = (
-        f"{runtime.engine_name} {runtime.variant} on {runtime.provider} (chosen as `distill serve` chooses)"
-    )
-    served = []
-    try:
-        strength = resolve_strength(loaded, None)
-        for file in tqdm(files, desc="photos, student", unit="photo"):
-            timer = StageTimer()
-            try:
-                upload, xs = await asyncio.to_thread(
-                    frame_inputs,
-                    service,
-                    file.read_bytes(),
-                    runtime.native_hw,
-                    "original",
-                    timer,
-                    fmt="png",
-                    align=True,
-                    faces="all",
-                )
-                results = await edit_inputs(loaded, xs, strength, timer)
-            except ServiceError as e:
-                served.append(ServedPhoto(file, error=f"{e.error}: {e.detail}"))
-                continue
-            assert isinstance(upload, face_path.AlignedUpload)
-            edited = [from_output(r.output) for r in results]
-            served.append(
-                ServedPhoto(
-                    file,
-                    upload.photo,
-                    upload.faces,
-                    upload.crops,
-                    upload,
-                    face_path.restore(edited, upload, "original", timer),
-                    edited,
-                )
-            )
-    finally:
-        await service.stop()
-    return served, engine
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -268,21 +202,19 @@ def evaluate_photos(
     scoring: Scoring | None,
     teacher_change: float | None,
     out: Path,
+    editor: PhotoEditor,
 ) -> PhotosReport:
     """Measure the student and the legacy path on the photos (see the module docstring); write photos.json and
     photos_grid.png into ``out``. ``teacher_change``: the teacher's mean attribute change on held-out seeds (with a
     scorer)."""
     folder, files, finder, describe = inputs.folder, inputs.files, inputs.finder, inputs.describe
-    served, engine = asyncio.run(_serve(entry, files))
+    served, engine = editor(entry.name, entry.path.parent, files)
     with_faces = [p for p in served if p.faces]
 
     legacy_n = min(opts.photos_legacy_num, len(with_faces))
     legacy: dict[str, Any] | None = None
     legacy_photos: dict[Path, tuple[np.ndarray, list[np.ndarray]]] = {}
     if legacy_n:
-        from app.faces import restore
-        from app.timing import StageTimer
-
         res = G.img_resolution
         crops = [(p, c) for p in with_faces[:legacy_n] for c in p.crops]
         names = [hashlib.sha256(c.tobytes()).hexdigest()[:16] for _, c in crops]
@@ -298,7 +230,8 @@ def evaluate_photos(
         )
         for p in with_faces[:legacy_n]:
             edited = [resize(o, c.shape[:2]) for (q, c), o in zip(crops, outputs, strict=True) if q is p]
-            legacy_photos[p.file] = (restore(edited, p.upload, "original", StageTimer()), edited)
+            pasted = paste_faces(p.photo, edited, p.alignments, [f.landmarks for f in p.faces])
+            legacy_photos[p.file] = (pasted, edited)
         legacy = {
             "photos": legacy_n,
             "faces": len(crops),
@@ -310,9 +243,9 @@ def evaluate_photos(
 
     rows: list[FaceRow] = []
     for p in tqdm(with_faces, desc="photos, identity", unit="photo"):
-        assert p.photo is not None and p.student is not None
+        assert p.photo is not None and p.output is not None
         refs = [describe(p.photo, f) for f in p.faces]
-        outputs_of = {"identity": p.photo, "student": p.student}
+        outputs_of = {"identity": p.photo, "student": p.output}
         if p.file in legacy_photos:
             outputs_of["legacy"] = legacy_photos[p.file][0]
         measured = {k: identity_of(v, p.faces, refs, finder, describe) for k, v in outputs_of.items()}
@@ -331,7 +264,7 @@ def evaluate_photos(
     if scoring and teacher_change is not None and rows:
         crops_of = {
             "input": [c for p in with_faces for c in p.crops],
-            "student": [c for p in with_faces for c in p.student_crops],
+            "student": [c for p in with_faces for c in p.edited],
             "legacy": [c for p in with_faces if p.file in legacy_photos for c in legacy_photos[p.file][1]],
         }
         scored = {k: scoring.score(v) if v else [] for k, v in crops_of.items()}
@@ -386,7 +319,7 @@ def evaluate_photos(
     grid_rows = [
         [
             _tile(p.photo),
-            _tile(p.student),
+            _tile(p.output),
             _tile(legacy_photos[p.file][0] if p.file in legacy_photos else None),
         ]
         for p in with_faces
