@@ -185,6 +185,11 @@ class ModelRuntime:
         path = self.engine.path
         fix = f"re-export the entry (`distill export RUN --out {self.entry.path}`) or fix input.size in its manifest"
         inputs, outputs = self.engine.signature()
+        if len(self.entry.spec.edits) > 1:  # strength [N, K]: the service's part of issue 22 is still to come
+            raise DistillError(
+                f"{path}: model {self.name!r} is a student of {len(self.entry.spec.edits)} edits (strength [N, K]); "
+                "this service serves students of one edit"
+            )
         want = 2 if self.conditional else 1  # a strength-conditioned student also takes strength [N]
         if len(inputs) != want or not outputs:
             kind = (

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from core.errors import DistillError
 from editing.images import from_uint8, load_image
 from training.augment import Augmentation
-from training.manifest import PairRecord, kept, read_manifest
+from training.manifest import METADATA, PairRecord, kept, read_manifest, read_metadata
 
 _warned_unfiltered: set[str] = set()
 
@@ -53,12 +53,14 @@ def kept_rows(root: str | os.PathLike) -> list[PairRecord]:
         raise DistillError(
             f"{root}: no kept pairs to train on (the filter rejected every row); relax the filter"
         )
-    if any(r.edits is not None for r in rows):  # its strength is a vector: a one-edit student would ignore it
-        raise DistillError(
-            f"{root}: a multi-edit dataset (rows with 'edits'), and the student learns one edit; make the pairs "
-            "with one direction: distill pairs --direction FILE"
-        )
     return rows
+
+
+def edit_names(root: str | os.PathLike) -> list[str]:
+    """The named edits of a multi-edit dataset in dataset.json's order (the strength vector's); [] otherwise."""
+    path = Path(root) / METADATA
+    meta = read_metadata(root) if path.is_file() else {}
+    return [str(e["name"]) for e in meta.get("edits") or []]
 
 
 def split_rows(
@@ -116,6 +118,8 @@ class PairDataset(Dataset):
 
     Items are addressed by ``(epoch, index)`` (what the trainer's sampler yields), a bare ``index``
     meaning epoch 0: the dataset holds no epoch state, so persistent DataLoader workers stay correct.
+    ``edits`` names a multi-edit dataset's edits in order (:func:`edit_names`): an item's strength is then
+    the vector [K] of its row's ``edits``.
     """
 
     def __init__(
@@ -126,8 +130,27 @@ class PairDataset(Dataset):
         flip: bool = False,
         seed: int = 0,
         augment: Augmentation | None = None,
+        edits: list[str] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.edits = list(edits or [])
+        stray = next((r for r in rows if (r.edits is not None) != bool(self.edits)), None)
+        if stray is not None:
+            raise DistillError(
+                f"{root}: pair {stray.seed} "
+                + (
+                    "has no 'edits' in a multi-edit dataset"
+                    if self.edits
+                    else "has 'edits' but dataset.json none"
+                )
+                + "; re-run `distill pairs` to repair the dataset"
+            )
+        missing = next((r for r in rows if r.edits is not None and set(r.edits) != set(self.edits)), None)
+        if missing is not None:
+            raise DistillError(
+                f"{root}: pair {missing.seed} has edits {sorted(missing.edits or {})} but dataset.json lists "
+                f"{self.edits}; re-run `distill pairs` to repair the dataset"
+            )
         self.rows = list(rows)
         self.geometry = geometry
         self.flip = flip
@@ -155,7 +178,8 @@ class PairDataset(Dataset):
         return np.array(pixels)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
-        """Item ``index`` of ``epoch``: A, B, the pair's seed, its index and its relative edit strength."""
+        """Item ``index`` of ``epoch``: A, B, the pair's seed, its index and its relative edit strength (a
+        scalar, or [K] in :attr:`edits`' order)."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         row = self.rows[index]
         a, b = self._load(row.a), self._load(row.b)
@@ -167,7 +191,9 @@ class PairDataset(Dataset):
                 np.ascontiguousarray(b),
                 np.random.default_rng([abs(self.seed), epoch, index]),
             )
-        strength = 1.0 if row.strength is None else float(row.strength)  # a fixed-strength pair is strength 1
+        strength: float | list[float] = 1.0 if row.strength is None else float(row.strength)  # fixed: 1
+        if row.edits is not None:
+            strength = [float(row.edits[name]) for name in self.edits]
         return {
             "a": from_uint8(a)[0],
             "b": from_uint8(b)[0],
@@ -206,6 +232,7 @@ class PairSplit:
     geometry: ImageGeometry
     n_kept: int
     n_total: int
+    edits: list[str]  # a multi-edit dataset's edits in order (the strength vector's); [] otherwise
 
 
 def load_split(
@@ -230,10 +257,12 @@ def load_split(
             f"{root}: only {len(rows)} kept pair(s), all held out; lower --val-fraction or add pairs"
         )
     geometry = resolve_geometry(native_size(root, rows), stride, load_size)
+    edits = edit_names(root)
     return PairSplit(
-        train=PairDataset(root, train_rows, geometry, flip=flip, seed=seed, augment=augment),
-        val=PairDataset(root, val_rows, geometry, flip=False, seed=seed),
+        train=PairDataset(root, train_rows, geometry, flip=flip, seed=seed, augment=augment, edits=edits),
+        val=PairDataset(root, val_rows, geometry, flip=False, seed=seed, edits=edits),
         geometry=geometry,
         n_kept=len(rows),
         n_total=n_total,
+        edits=edits,
     )

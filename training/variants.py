@@ -8,9 +8,9 @@
   ConvTranspose kernel on CPU, InstanceNorm/Tanh stay in float32 between the quantized convs, and the
   first and last Conv (image in, image out) stay in float32 (see :func:`fp32_convs`).
 
-A strength-conditioned student has a second input, ``strength`` [N]: its variants are
-calibrated and measured with strengths spread over the trained range (``strengths`` arguments; a missing
-one is strength 1.0, the edit's own alpha).
+A strength-conditioned student has a second input, ``strength`` [N] ([N, K] for K edits): its variants are
+calibrated and measured with strengths spread over the trained range (``strengths`` arguments, a vector per
+image for K edits, drawn as the pairs'; a missing one is strength 1.0, each edit's own alpha).
 
 A variant is kept only when the PSNR of its outputs against the fp32 model's outputs, on held-out
 inputs, is at least the bound (35 dB by default); otherwise :class:`VariantRefused` carries the figure.
@@ -67,27 +67,31 @@ def has_strength(session: ort.InferenceSession) -> bool:
     return any(i.name == STRENGTH_INPUT for i in session.get_inputs())
 
 
+def strength_width(session: ort.InferenceSession) -> int:
+    """K, the edits of a conditional model's ``strength`` input: 1 for [N], K for [N, K]."""
+    shape = next(i.shape for i in session.get_inputs() if i.name == STRENGTH_INPUT)
+    return int(shape[1]) if len(shape) == 2 else 1
+
+
 def feeds(
     session: ort.InferenceSession, images: np.ndarray, strengths: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """The session's inputs for ``images`` (and, for a conditional model, ``strengths`` [N], default 1.0)."""
+    """The session's inputs for ``images`` (and, for a conditional model, ``strengths`` [N] or [N, K],
+    default 1.0)."""
     feed = {session.get_inputs()[0].name: images}
     if has_strength(session):
-        s = (
-            np.ones(len(images), np.float32)
-            if strengths is None
-            else np.asarray(strengths, np.float32).reshape(-1)
-        )
-        feed[STRENGTH_INPUT] = s
+        k = strength_width(session)
+        s = np.ones((len(images), k), np.float32) if strengths is None else np.asarray(strengths, np.float32)
+        feed[STRENGTH_INPUT] = s.reshape(-1) if k == 1 else s.reshape(-1, k)
     return feed
 
 
 def run_session(
     session: ort.InferenceSession, images: np.ndarray, batch: int = 1, strengths: np.ndarray | None = None
 ) -> np.ndarray:
-    """Run ``images`` [N,3,H,W] float32 (with ``strengths`` [N] for a conditional model) through a session,
-    ``batch`` at a time."""
-    s = None if strengths is None else np.asarray(strengths, np.float32).reshape(-1)
+    """Run ``images`` [N,3,H,W] float32 (with ``strengths`` [N] or [N, K] for a conditional model) through a
+    session, ``batch`` at a time."""
+    s = None if strengths is None else np.asarray(strengths, np.float32).reshape(len(images), -1)
     outs = [
         session.run(None, feeds(session, images[i : i + batch], None if s is None else s[i : i + batch]))[0]
         for i in range(0, len(images), batch)
@@ -133,14 +137,15 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 class ImageCalibrationReader(CalibrationDataReader):
-    """Feeds calibration images ([3,H,W] float32 in [-1,1]) one at a time to ONNX Runtime's calibrator."""
+    """Feeds calibration images ([3,H,W] float32 in [-1,1]) one at a time to ONNX Runtime's calibrator, with
+    each one's strength (a float, or a list of K for K edits) for a conditional model."""
 
     def __init__(
         self,
         input_name: str,
         images: Sequence[np.ndarray],
         progress: bool = True,
-        strengths: Sequence[float] | None = None,
+        strengths: Sequence[float | list[float]] | None = None,
     ):
         self.input_name = input_name
         self.images = iter(images)
@@ -177,7 +182,7 @@ def quantize_int8(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     calibration: Sequence[np.ndarray],
-    strengths: Sequence[float] | None = None,
+    strengths: Sequence[float | list[float]] | None = None,
 ) -> Path:
     """Write the static QDQ int8 variant of ``src`` to ``dst``, calibrated on ``calibration`` ([3,H,W] in [-1,1])
     with ``strengths`` (one per image, over the trained range) for a conditional model."""
@@ -231,7 +236,7 @@ def build_variant(
     min_psnr_db: float = MIN_PSNR_DB,
     timing_repeats: int = 5,
     eval_strengths: np.ndarray | None = None,
-    calibration_strengths: Sequence[float] | None = None,
+    calibration_strengths: Sequence[float | list[float]] | None = None,
 ) -> dict[str, Any]:
     """Write ``variant`` next to ``fp32_path`` if it passes the PSNR gate; return its manifest record.
 
@@ -263,9 +268,11 @@ def build_variant(
             "except the first and last (float32)"
         )
         if calibration_strengths is not None:
+            s = np.asarray(calibration_strengths, np.float32).reshape(len(calibration_strengths), -1)
             record["calibration_method"] += (
-                f"; strengths {min(calibration_strengths):g} to "
-                f"{max(calibration_strengths):g} (the pairs' own)"
+                f"; strengths {s.min():g} to {s.max():g} (the pairs' own)"
+                if s.shape[1] == 1
+                else f"; strength vectors of {s.shape[1]} edits, {s.min():g} to {s.max():g} (the pairs' own)"
             )
     record.update(timing_record(dst, native_size, timing_repeats))
     if variant == "fp16":

@@ -212,8 +212,8 @@ def load_generator(path: str | os.PathLike, **overrides: Any) -> nn.Module:
     check_field_names(overrides, "override")
     sd, stored = _split(_read(path), path)
     inferred = infer_config(sd)
-    if stored is not None and stored.condition == "plane":  # the strength plane is a 4th input channel
-        inferred = inferred.replace(input_nc=inferred.input_nc - 1)
+    if stored is not None and stored.condition == "plane":  # a strength plane per edit beside the image
+        inferred = inferred.replace(input_nc=inferred.input_nc - stored.n_edits)
     cfg = stored if stored is not None else inferred
     for name in structural_fields(inferred):
         if getattr(cfg, name) != getattr(inferred, name):

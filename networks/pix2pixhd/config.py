@@ -47,6 +47,9 @@ class Pix2PixHDConfig:
     condition: str = (
         "none"  # strength input (CONDITION_CHOICES): output = clamp(input + strength * G(input, strength))
     )
+    n_edits: int = (
+        1  # K: edits the strength input holds ([N] for 1, [N, K] above; multi-edit pairs' edit list)
+    )
     norm: str = "instance"  # generator normalisation (NORM_CHOICES); the discriminator keeps instance norm
     upsample: str = "transpose"  # decoder upsampling (UPSAMPLE_CHOICES)
     ndf: int = 64
@@ -77,6 +80,13 @@ class Pix2PixHDConfig:
             raise DistillError(
                 f"pix2pixhd config: condition={self.condition!r} needs the residual global generator "
                 "(--residual --netG global): strength 0 must give back the input"
+            )
+        if not isinstance(self.n_edits, int) or self.n_edits < 1:
+            raise DistillError(f"pix2pixhd config: n_edits must be a positive integer, got {self.n_edits!r}")
+        if self.n_edits > 1 and self.condition not in ("plane", "modulation"):
+            raise DistillError(
+                f"pix2pixhd config: {self.n_edits} edits need condition plane or modulation (got "
+                f"{self.condition!r}): the generator must see which edits are asked for"
             )
         if self.norm not in NORM_CHOICES:
             raise DistillError(f"pix2pixhd config: norm must be one of {NORM_CHOICES}, got {self.norm!r}")

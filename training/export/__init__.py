@@ -8,6 +8,9 @@ abs difference goes into the manifest and an export above 1e-3 fails.
 A strength-conditioned student (``--condition``) takes a second input, ``strength`` [N] float32
 (relative: 1.0 = the edit's alpha); the manifest's ``strength`` records its trained range (the pair
 dataset's ``alpha_range``) and default, and parity, variants' calibration and error use strengths over it.
+A student of K edits (trained on multi-edit pairs) takes ``strength`` [N, K] in the order of the manifest's
+``edits`` (dataset.json's: attribute, direction file copied into the entry, alpha, layers, the trained range
+with 0, default 0); its parity, strength-0 exactness and variants use strength vectors drawn in those ranges.
 
 The entry is assembled in a staging folder beside ``--out`` and moved into place at the end, so an
 interrupted export never leaves a half-written entry (re-run the same command to start over), and a
@@ -35,8 +38,8 @@ from model_zoo.registry import (
     write_entry,
     zoo_roots,
 )
-from model_zoo.schema import EntryManifest, FileRecord, StrengthSpec, dataset_provenance
-from networks.pix2pixhd.conditional import is_conditional
+from model_zoo.schema import EditSpec, EntryManifest, FileRecord, StrengthSpec, dataset_provenance
+from networks.pix2pixhd.conditional import edit_count, is_conditional
 from training.export.assets import _copy_samples, _teacher_and_direction, _write_preview
 from training.export.domain import FILTER_REPORT, copy_domain
 from training.export.graph import (
@@ -84,7 +87,8 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
             "--variants int8 needs calibration images from the training data: pass --calibration DATASET"
         )
     cfg = source.generator.config
-    strength = _strength_spec(source, dataset)
+    edits = _edit_records(source, dataset)
+    strength = None if edits else _strength_spec(source, dataset)
     print(
         f"exporting {source.checkpoint} ({cfg.netG}, stride {source.stride}) at {size[0]}x{size[1]} -> {out}"
     )
@@ -100,6 +104,7 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
             onnx_path,
             parity_sizes(size, source.stride),
             strength_range=tuple(strength["range"]) if strength else (-1.0, 1.0),
+            edit_ranges=[tuple(e["range"]) for e in edits] if edits else None,
         )
         print(
             f"parity vs PyTorch: max |diff| {parity['parity_max_abs_diff']:.2e} at {list(parity['parity_per_size'])}, batch 2"
@@ -142,6 +147,9 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
         engines = _engine_table(staging, variant_records, views, size, opts)
         side = _teacher_and_direction(opts, views, staging)
         files += side["files"]
+        for e in edits:  # each edit's direction beside the model, as the one-edit entry's direction.npy
+            e["direction"] = shutil.copyfile(e.pop("source"), staging / f"edit_{e['attribute']}.npy").name
+            files.append(e["direction"])
         preview = _write_preview(onnx_path, staging, views, size)
         files.append(preview["file"])
         files += _copy_samples(views, staging, opts.samples)
@@ -170,6 +178,7 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
                     "pass --alpha A"
                 )
             manifest.strength = StrengthSpec.model_validate(strength)
+        manifest.edits = [EditSpec.model_validate(e) for e in edits] or manifest.edits
         manifest.domain = domain
         if engines:
             from model_zoo.schema import EngineTiming
@@ -229,9 +238,7 @@ def _strength_spec(source: StudentSource, dataset: Path | None) -> dict[str, Any
     ``alpha_range``) and the default (1.0, the edit's alpha, when inside it); None for a fixed-strength one."""
     if not is_conditional(source.generator):
         return None
-    meta = read_metadata(dataset) if dataset is not None and (dataset / METADATA).is_file() else {}
-    meta = meta or source.run_meta.get("dataset_metadata") or {}
-    trained = meta.get("alpha_range")
+    trained = _pairs_metadata(source, dataset).get("alpha_range")
     if not trained:
         raise DistillError(
             f"{source.checkpoint}: a strength-conditioned student, but no trained strength range is "
@@ -239,6 +246,45 @@ def _strength_spec(source: StudentSource, dataset: Path | None) -> dict[str, Any
         )
     low, high = float(trained[0]), float(trained[1])
     return {"range": [low, high], "default": 1.0 if low <= 1.0 <= high else high}
+
+
+def _edit_records(source: StudentSource, dataset: Path | None) -> list[dict[str, Any]]:
+    """A K-edit student's manifest ``edits`` from its pairs' dataset.json, in the strength vector's order, each
+    with its direction file's ``source`` path; [] for a student of one edit."""
+    k = edit_count(source.generator)
+    if k == 1:
+        return []
+    edits = _pairs_metadata(source, dataset).get("edits") or []
+    if len(edits) != k:
+        raise DistillError(
+            f"{source.checkpoint}: a student of {k} edits, but {len(edits)} edits are known from its pairs; "
+            "pass --calibration DATASET (its multi-edit pairs, made with `distill pairs --direction NAME=FILE ...`)"
+        )
+    out = []
+    for e in edits:
+        low, high = float(e["range"][0]), float(e["range"][1])
+        if not Path(e["direction"]["path"]).is_file():
+            raise DistillError(
+                f"{e['direction']['path']}: the direction of edit {e['name']!r} (the pairs' dataset.json) is gone; "
+                "restore it to export the student"
+            )
+        out.append(
+            {
+                "attribute": e["name"],
+                "source": Path(e["direction"]["path"]),
+                "alpha": float(e["alpha"]),
+                "layers": [int(v) for v in e["layers"]],
+                "range": [min(low, 0.0), max(high, 0.0)],  # an inactive edit is trained at 0
+                "default": 0.0,
+            }
+        )
+    return out
+
+
+def _pairs_metadata(source: StudentSource, dataset: Path | None) -> dict[str, Any]:
+    """The student's pairs' dataset.json: ``dataset``'s, else the copy the run recorded; {} when neither."""
+    meta = read_metadata(dataset) if dataset is not None and (dataset / METADATA).is_file() else {}
+    return meta or source.run_meta.get("dataset_metadata") or {}
 
 
 def _random_eval(size: tuple[int, int], n: int) -> np.ndarray:
@@ -280,9 +326,12 @@ def _manifest(
             "teacher_resolution": views.meta.get("resolution"),
             "eval_inputs": views.eval_source,
         }
+    names = [str(e["name"]) for e in (views.meta.get("edits") or [])] if views is not None else []
     description = opts.description or (
         f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf}) for the '{side['edit']['attribute']}' edit"
         if side["edit"]["attribute"]
+        else f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf}) for the edits {', '.join(names)}"
+        if len(names) > 1 and edit_count(source.generator) > 1
         else f"Pix2PixHD student ({cfg.netG}, ngf {cfg.ngf})"
     )
     return EntryManifest.model_validate(

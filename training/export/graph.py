@@ -19,7 +19,7 @@ from core.errors import DistillError
 from core.runfiles import CHECKPOINT, RUN_JSON
 from core.versions import versions as core_versions
 from engines.ort import cpu_session
-from networks.pix2pixhd.conditional import is_conditional
+from networks.pix2pixhd.conditional import edit_count, is_conditional
 from training.variants import (
     run_session,
 )
@@ -85,9 +85,10 @@ def export_onnx(
     example = torch.zeros(1, 3, *example_size)
     axes = {0: "batch", 2: "height", 3: "width"}
     inputs, names, dynamic = (example,), ["input"], {"input": axes, "output": axes}
-    if is_conditional(model):  # the strength-conditioned student: a second input, strength [N]
+    if is_conditional(model):  # the strength-conditioned student: a second input, strength [N] (or [N, K])
+        k = edit_count(model)
         inputs, names, dynamic = (
-            (example, torch.ones(1)),
+            (example, torch.ones(1) if k == 1 else torch.ones(1, k)),
             ["input", "strength"],
             {**dynamic, "strength": {0: "batch"}},
         )
@@ -124,28 +125,41 @@ def check_parity(
     seed: int = 20240917,
     tol: float = PARITY_TOL,
     strength_range: tuple[float, float] = (-1.0, 1.0),
+    edit_ranges: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Max |ONNX Runtime - PyTorch| on random [batch,3,H,W] inputs at each size (a conditional model with random
-    strengths in ``strength_range``); DistillError above ``tol``."""
+    strengths in ``strength_range``, or for K edits a vector [batch, K] drawn in ``edit_ranges``); DistillError
+    above ``tol``. A conditional model must also give back the input exactly at strength 0 (every edit 0)."""
     session = cpu_session(onnx_path)
     gen = torch.Generator().manual_seed(seed)
     conditional = is_conditional(model)
+    ranges = edit_ranges if edit_ranges is not None else [strength_range]
+    low, high = torch.tensor([r[0] for r in ranges]), torch.tensor([r[1] for r in ranges])
+    k = edit_count(model)
+    if conditional and len(ranges) != k:
+        raise DistillError(
+            f"check_parity: the model takes {k} edit strengths but {len(ranges)} ranges were given"
+        )
     per_size = {}
     with torch.no_grad():
         for h, w in sizes:
             x = torch.rand(batch, 3, h, w, generator=gen) * 2 - 1
-            s = strength_range[0] + torch.rand(batch, generator=gen) * (strength_range[1] - strength_range[0])
+            s = low + torch.rand(batch, len(ranges), generator=gen) * (high - low)
+            s = s.reshape(-1) if k == 1 else s
             ref = (model(x, s) if conditional else model(x)).numpy()
             out = run_session(session, x.numpy(), batch=batch, strengths=s.numpy() if conditional else None)
             assert out.shape == ref.shape, (out.shape, ref.shape)
             per_size[f"{h}x{w}"] = float(np.abs(out - ref).max())
+        if conditional:
+            zero = run_session(session, x.numpy(), batch=batch, strengths=np.zeros((batch, k), np.float32))
+            zero_diff = float(np.abs(zero - x.numpy()).max())
     worst = max(per_size.values())
     if not worst <= tol:
         raise DistillError(
             f"{onnx_path}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {tol:g}) at {per_size}; "
             "the export is broken for this network (please report it with the checkpoint's config)"
         )
-    return {
+    record = {
         "parity_max_abs_diff": worst,
         "parity_per_size": per_size,
         "parity_batch": batch,
@@ -153,6 +167,14 @@ def check_parity(
         "parity_tolerance": tol,
         "parity_provider": "CPUExecutionProvider",
     }
+    if conditional:
+        if zero_diff != 0.0:
+            raise DistillError(
+                f"{onnx_path}: strength 0 changes the input by up to {zero_diff:.3g} (it must give it back exactly); "
+                "the export is broken for this network"
+            )
+        record["parity_zero_strength_max_abs_diff"] = zero_diff
+    return record
 
 
 def versions() -> dict[str, str]:

@@ -19,7 +19,7 @@ from model_zoo.registry import (
     sha256_file,
 )
 from model_zoo.schema import provenance
-from training.dataset import ImageGeometry, PairDataset, kept_rows, split_rows
+from training.dataset import ImageGeometry, PairDataset, edit_names, kept_rows, split_rows
 from training.export.graph import PREVIEW_ROWS, StudentSource
 from training.manifest import METADATA, read_manifest, read_metadata
 
@@ -112,7 +112,8 @@ class DataViews:
     eval_source: str
     counts: dict[str, int]
     sample_files: list[Path] = field(default_factory=list)
-    calibration_strengths: list[float] | None = None  # pairs over a range of strengths: each image's own
+    # pairs over a range of strengths: each image's own (a list of K for a multi-edit dataset)
+    calibration_strengths: list[float | list[float]] | None = None
     eval_strengths: np.ndarray | None = None
 
 
@@ -139,15 +140,16 @@ def _data_views(
     else:
         eval_rows = train_rows[n_calib : n_calib + n_eval] or train_rows[-n_eval:]
         eval_source = "training pairs not used for calibration (the run has no held-out split)"
-    calib = PairDataset(dataset, calib_rows, geometry)
-    evals = PairDataset(dataset, eval_rows, geometry)
+    edits = edit_names(dataset)
+    calib = PairDataset(dataset, calib_rows, geometry, edits=edits)
+    evals = PairDataset(dataset, eval_rows, geometry, edits=edits)
     calibration = [
         calib[i]["a"].numpy() for i in tqdm(range(len(calib)), desc="calibration images", leave=False)
     ]
     items = [evals[i] for i in range(len(evals))]
-    ranged = any(r.strength is not None for r in rows)
+    ranged = bool(edits) or any(r.strength is not None for r in rows)
     return DataViews(
-        calibration_strengths=[float(calib[i]["strength"]) for i in range(len(calib))] if ranged else None,
+        calibration_strengths=[calib[i]["strength"].tolist() for i in range(len(calib))] if ranged else None,
         eval_strengths=torch.stack([it["strength"] for it in items]).numpy() if ranged and items else None,
         dataset=dataset,
         meta=meta,

@@ -110,7 +110,8 @@ class Trainer:
                 seed=opts.seed,
                 augment=parse_augmentation(opts.augment),
             )
-        self._check_strengths()
+        self._check_strengths(resumed=ckpt is not None)
+        cfg = self.cfg  # with a multi-edit dataset's K
         torch.manual_seed(opts.seed)
         G = build_generator(cfg).to(device)
         D = build_discriminator(cfg).to(device)
@@ -156,9 +157,27 @@ class Trainer:
 
     # -- setup helpers
 
-    def _check_strengths(self) -> None:
-        """A conditional student needs pairs over a range of strengths; a plain one warns on them."""
-        ranged = any(r.strength is not None for r in self.data.train.rows)
+    def _check_strengths(self, resumed: bool) -> None:
+        """A conditional student needs pairs over a range of strengths (its K edits: the multi-edit dataset's,
+        set here on a new run); a plain one warns on a range and refuses several edits."""
+        edits = self.data.edits
+        if edits and self.cfg.condition == "none":
+            raise DistillError(
+                f"{self.opts.dataset}: a multi-edit dataset ({', '.join(edits)}) needs a student conditioned "
+                "on the strength vector: pass --residual --condition plane|modulation"
+            )
+        if edits and self.cfg.n_edits != len(edits):
+            if resumed:  # the checkpoint fixes K
+                raise DistillError(
+                    f"{self.opts.dataset}: {len(edits)} edits ({', '.join(edits)}) but the run's student has "
+                    f"{self.cfg.n_edits}; train into a new --out"
+                )
+            self.cfg = self.cfg.replace(n_edits=len(edits))
+        if not edits and self.cfg.n_edits != 1:
+            raise DistillError(
+                f"{self.opts.dataset}: one edit, but the run's student has {self.cfg.n_edits}; train into a new --out"
+            )
+        ranged = bool(edits) or any(r.strength is not None for r in self.data.train.rows)
         if self.cfg.condition != "none" and not ranged:
             raise DistillError(
                 f"--condition {self.cfg.condition}: {self.opts.dataset} has one fixed strength; make "

@@ -26,6 +26,7 @@ STRUCTURAL_FIELDS = (
     "n_blocks_local",
     "residual",
     "condition",
+    "n_edits",
     "norm",
     "upsample",
     "ndf",
