@@ -16,6 +16,7 @@ Rules every entry follows:
   give its strength and layers there (the legacy path has no defaults);
 - ``edits`` lists every edit as :class:`EditSpec`; a one-edit entry need not write it: it is derived on read
   from ``edit``, ``direction`` and ``strength``, so code asks any entry for its edits the same way.
+  A student of K edits writes all K and no ``strength``: its ONNX ``strength`` input is [N, K] in that order.
 
 Records accept fields they do not know (a newer writer's additions reach an older reader unharmed).
 """
