@@ -119,7 +119,7 @@ class PairDataset(Dataset):
     Items are addressed by ``(epoch, index)`` (what the trainer's sampler yields), a bare ``index``
     meaning epoch 0: the dataset holds no epoch state, so persistent DataLoader workers stay correct.
     ``edits`` names a multi-edit dataset's edits in order (:func:`edit_names`): an item's strength is then
-    the vector [K] of its row's ``edits``.
+    the vector [K] of its row's ``edits`` (a scalar for one named edit).
     """
 
     def __init__(
@@ -192,8 +192,11 @@ class PairDataset(Dataset):
                 np.random.default_rng([abs(self.seed), epoch, index]),
             )
         strength: float | list[float] = 1.0 if row.strength is None else float(row.strength)  # fixed: 1
-        if row.edits is not None:
-            strength = [float(row.edits[name]) for name in self.edits]
+        if (
+            row.edits is not None
+        ):  # one named edit is the one-edit case: a scalar, as the generator's K = 1 wants
+            vector = [float(row.edits[name]) for name in self.edits]
+            strength = vector[0] if len(vector) == 1 else vector
         return {
             "a": from_uint8(a)[0],
             "b": from_uint8(b)[0],

@@ -211,3 +211,24 @@ def test_a_plain_student_refuses_multi_edit_pairs(multi_pairs, tmp_path):
 
     with pytest.raises(DistillError, match=r"multi-edit dataset .*--condition plane\|modulation"):
         train(train_opts(multi_pairs, tmp_path / "run", max_steps=1), {"residual": True})
+
+
+@pytest.mark.filterwarnings("ignore:.*no filter has run")
+def test_one_named_edit_trains_and_exports_as_a_one_edit_dial(pair_teacher, multi_pairs, tmp_path):
+    from training.trainer import train
+
+    pairs = tmp_path / "pairs"
+    edit = PairEdit("smile", multi_pairs.parent / "smile.npy", alpha=2.0, range=RANGES[1])
+    generate_pairs(pair_teacher[0], None, pairs, edits=[edit], num=8, device="cpu", progress=False)
+    run = tmp_path / "run"
+    train(train_opts(pairs, run), {"residual": True, "condition": "plane", "lambda_l1": 10.0})
+    assert load_generator(run / "checkpoints" / "latest.pt").config.n_edits == 1
+    out = tmp_path / "zoo" / "smile"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["export", str(run), "--out", str(out), "--timing-repeats", "0", "--num-eval", "2"]) == 0
+    spec = get_entry(out.name, out.parent).spec
+    assert spec.strength is not None and spec.strength.range == (0.0, 1.5) and spec.strength.default == 1.0
+    assert spec.edit.attribute == "smile" and spec.edit.alpha == 2.0 and spec.direction is not None
+    assert [i.name for i in cpu_session(out / "model.onnx").get_inputs()] == ["input", "strength"]
+    assert len(spec.edits) == 1 and spec.edits[0].range == (0.0, 1.5)

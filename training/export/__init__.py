@@ -38,7 +38,7 @@ from model_zoo.registry import (
     write_entry,
     zoo_roots,
 )
-from model_zoo.schema import EditSpec, EntryManifest, FileRecord, StrengthSpec, dataset_provenance
+from model_zoo.schema import EntryManifest, FileRecord, dataset_provenance
 from networks.pix2pixhd.conditional import edit_count, is_conditional
 from training.export.assets import _copy_samples, _teacher_and_direction, _write_preview
 from training.export.domain import FILTER_REPORT, copy_domain
@@ -157,6 +157,10 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
         domain = copy_domain(report, staging, opts.domain) if report and report.is_file() else None
         if domain is not None:
             files.append(domain.scorer)
+        if strength and side["edit"]["alpha"] is None:
+            raise DistillError(
+                "a strength-conditioned student needs the edit's alpha (what strength 1.0 means): pass --alpha A"
+            )
         manifest = _manifest(
             opts,
             name,
@@ -170,15 +174,9 @@ def export_entry(opts: ExportOptions) -> ModelEntry:
             side,
             preview,
             file_records(staging, files),
+            strength,
+            edits,
         )
-        if strength:
-            if manifest.edit.alpha is None:
-                raise DistillError(
-                    "a strength-conditioned student needs the edit's alpha (what strength 1.0 means): "
-                    "pass --alpha A"
-                )
-            manifest.strength = StrengthSpec.model_validate(strength)
-        manifest.edits = [EditSpec.model_validate(e) for e in edits] or manifest.edits
         manifest.domain = domain
         if engines:
             from model_zoo.schema import EngineTiming
@@ -235,10 +233,15 @@ def _engine_table(
 
 def _strength_spec(source: StudentSource, dataset: Path | None) -> dict[str, Any] | None:
     """A conditional student's manifest ``strength``: the range its pairs were drawn over (dataset.json's
-    ``alpha_range``) and the default (1.0, the edit's alpha, when inside it); None for a fixed-strength one."""
+    ``alpha_range``, or its one named edit's range with 0) and the default (1.0, the edit's alpha, when inside
+    it); None for a fixed-strength one."""
     if not is_conditional(source.generator):
         return None
-    trained = _pairs_metadata(source, dataset).get("alpha_range")
+    meta = _pairs_metadata(source, dataset)
+    named = meta.get("edits") or []
+    trained = meta.get("alpha_range")
+    if len(named) == 1:  # one named edit: its range, and 0 (a tenth of its pairs leave it inactive)
+        trained = [min(float(named[0]["range"][0]), 0.0), max(float(named[0]["range"][1]), 0.0)]
     if not trained:
         raise DistillError(
             f"{source.checkpoint}: a strength-conditioned student, but no trained strength range is "
@@ -316,7 +319,11 @@ def _manifest(
     side: dict[str, Any],
     preview: dict[str, Any],
     files: dict[str, FileRecord],
+    strength: dict[str, Any] | None,
+    edits: list[dict[str, Any]],
 ) -> EntryManifest:
+    """The entry's manifest; ``strength`` (one edit) and ``edits`` (K edits) are a conditional student's, given
+    here so that the one-edit ``edits`` record is derived with the strength range."""
     cfg = source.generator.config
     data: dict[str, Any] = {}
     if views is not None:
@@ -373,6 +380,8 @@ def _manifest(
                 "versions": versions(),
             },
             "preview": preview,
+            "strength": strength,
+            "edits": edits,
             "files": files,
         }
     )

@@ -60,6 +60,9 @@ def _copy_portable_json(src: Path, dst: Path) -> None:
 def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging: Path) -> dict[str, Any]:
     """Copy the teacher and direction into the entry; their manifest records, the edit and the truncation."""
     meta = views.meta if views else {}
+    named = meta.get("edits") or []
+    if len(named) == 1:  # pairs of one named edit (--direction NAME=FILE): its records are the one edit's
+        meta = {**meta, **{k: named[0][k] for k in ("direction", "alpha", "layers")}}
     t_meta, d_meta = (m if isinstance(m, dict) else {} for m in (meta.get("teacher"), meta.get("direction")))
     teacher_src = (
         Path(opts.teacher) if opts.teacher else (Path(t_meta["path"]) if t_meta.get("path") else None)
@@ -70,7 +73,12 @@ def _teacher_and_direction(opts: ExportOptions, views: DataViews | None, staging
     alpha = opts.alpha if opts.alpha is not None else meta.get("alpha")
     layers = list(opts.layers) if opts.layers is not None else meta.get("layers")
     normalize = bool(opts.normalize or meta.get("normalize", False))
-    attribute = opts.attribute or d_meta.get("attribute") or (direction_src.stem if direction_src else None)
+    attribute = (
+        opts.attribute
+        or d_meta.get("attribute")
+        or (named[0]["name"] if len(named) == 1 else None)
+        or (direction_src.stem if direction_src else None)
+    )
     files: list[str] = []
     teacher = direction = None
     if teacher_src is not None:

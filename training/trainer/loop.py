@@ -161,7 +161,7 @@ class Trainer:
         """A conditional student needs pairs over a range of strengths (its K edits: the multi-edit dataset's,
         set here on a new run); a plain one warns on a range and refuses several edits."""
         edits = self.data.edits
-        if edits and self.cfg.condition == "none":
+        if len(edits) > 1 and self.cfg.condition == "none":
             raise DistillError(
                 f"{self.opts.dataset}: a multi-edit dataset ({', '.join(edits)}) needs a student conditioned "
                 "on the strength vector: pass --residual --condition plane|modulation"
