@@ -106,9 +106,9 @@ def deprecated_alias(
 # The pix2pixHD model flags, parsed alike by `distill train`, `distill estimate` and the toy-domain recipe's
 # student options.
 
-# Every Pix2PixHDConfig field but the channel counts, which the pairs fix.
+# Every Pix2PixHDConfig field but the channel counts and the number of edits, which the pairs fix.
 MODEL_FIELDS = tuple(
-    f.name for f in dataclasses.fields(Pix2PixHDConfig) if f.name not in ("input_nc", "output_nc")
+    f.name for f in dataclasses.fields(Pix2PixHDConfig) if f.name not in ("input_nc", "output_nc", "n_edits")
 )
 
 

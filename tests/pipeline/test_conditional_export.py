@@ -49,7 +49,9 @@ def test_entry_records_the_trained_range(conditional_entry):
     spec = entry.spec
     assert spec.strength is not None and spec.strength.range == (-1.5, 1.5) and spec.strength.default == 1.0
     assert spec.strength.units == "relative" and spec.edit.alpha == 1.0
-    assert [(e.range, e.default) for e in spec.edits] == [((-1.5, 1.5), 1.0)]  # derived: said once, in strength
+    assert [(e.range, e.default) for e in spec.edits] == [
+        ((-1.5, 1.5), 1.0)
+    ]  # derived: said once, in strength
     assert "edits" not in json.loads((conditional_entry / "manifest.json").read_text())
     assert "strengths" in spec.variants["int8"].calibration_method  # calibrated over the pairs' own strengths
     G = load_generator(conditional_entry.parent.parent / "run" / "checkpoints" / "latest.pt")
