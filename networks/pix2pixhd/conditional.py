@@ -12,10 +12,10 @@
 With ``cfg.n_edits`` K > 1 the strength is a vector ``s`` [N, K] (the multi-edit pairs' edits in their order)
 and ``output = clamp(x + |s|_1 * G(x, s), -1, 1)``: ``G`` sees the whole vector (K planes, or the FiLM MLP
 over K inputs), and the gate ``|s|_1 = sum_k |s_k|`` is exactly 0 only at ``s = 0``, so all zeros gives back
-the input exactly (INT8 too, whose Add and Mul stay float32; fp16 gives it back rounded to float16) while no mix of edits can
-cancel it (a learned linear gate ``w . s`` would vanish on a whole hyperplane). The sign and the mix of the
-edits are ``G``'s to read from ``s``; the gate only sets the size, which grows linearly with the edits as the
-teacher's ``w + sum_k s_k alpha_k d_k`` does. ``scale`` is refused for K > 1 (``G`` would not know which edit);
+the input exactly (INT8 too, whose Add and Mul stay float32; fp16 gives it back rounded to float16) while no
+mix of edits can cancel it (a learned linear gate ``w . s`` would vanish on a whole hyperplane). The sign and
+the mix of the edits are ``G``'s to read from ``s``; the gate only sets the size, which grows linearly with
+the edits as the teacher's ``w + sum_k s_k alpha_k d_k`` does. ``scale`` is refused for K > 1 (``G`` would not know which edit);
 K output heads (``sum_k s_k G_k``) would cost a full-resolution 7x7 conv per edit.
 
 The layers keep NVIDIA's global-generator layout under ``model.*`` (so :func:`infer_config` reads them);
