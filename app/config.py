@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         description="writable folder for compiled models (OpenVINO, TensorRT)",
         json_schema_extra=_shown("~/.cache/distill"),
     )
+    inference_streams: int = Field(
+        1,
+        description="micro-batches run at once per model (OpenVINO streams: the inference threads split between "
+        "them)",
+    )
     max_batch: int = Field(8, description="micro-batch size limit (1 turns batching off)")
     max_wait_ms: float = Field(2.0, description="longest wait for a micro-batch to fill (ms)")
     queue_size: int = Field(64, description="requests waiting per model before 503 + Retry-After")
@@ -200,6 +205,7 @@ class Settings(BaseSettings):
                     f"{PREFIX}{name.upper()}={getattr(self, name)!r}: choose one of {', '.join(choices)}"
                 )
         positive = (
+            "inference_streams",
             "max_batch",
             "queue_size",
             "max_upload_bytes",

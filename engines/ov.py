@@ -1,16 +1,18 @@
 """OpenVINO as an engine, on the CPU: the fp32 ONNX file in f32 or bf16, and the INT8 QDQ file.
 
 The ONNX file is read directly (no conversion step), its height and width fixed at the entry's native
-size, and compiled for latency: with every shape static for the batch sizes the micro-batcher forms most
-(1 and its ``max_batch``), and with the batch dynamic for the others (see :class:`OpenVinoEngine`). Compiled blobs go
-to ``<engine cache>/openvino/<precision>`` so a restart loads them instead of compiling again.
+size, and compiled for latency (one stream: every thread on one batch) or, with ``streams`` > 1, for throughput
+(that many streams, the threads split between them, one batch running on each at once): with every shape static for
+the batch sizes the micro-batcher forms most (1 and its ``max_batch``), and with the batch dynamic for the others
+(see :class:`OpenVinoEngine`). Compiled blobs go to ``<engine cache>/openvino/<precision>`` so a restart loads them
+instead of compiling again.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import threading
+import queue
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,15 @@ def _reshape(model: Any, size: tuple[int, int], batch: int | None) -> None:
     model.reshape(shapes)
 
 
+def _requests(compiled: Any, n: int) -> queue.SimpleQueue:
+    """``n`` infer requests of ``compiled``, as a pool: a caller takes one (waiting while all are busy) and puts it
+    back."""
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(n):
+        free.put(compiled.create_infer_request())
+    return free
+
+
 class OpenVinoEngine(Engine):
     """An OpenVINO model compiled for the CPU at a fixed height and width.
 
@@ -83,6 +94,7 @@ class OpenVinoEngine(Engine):
         threads: int = 0,
         cache_dir: Path | None = None,
         static_batches: Sequence[int] = (1,),
+        streams: int = 1,
     ) -> None:
         if spec.engine != "openvino" or spec.device != "cpu" or spec.precision not in OV_PRECISION:
             raise DistillError(f"OpenVINO runs fp32, bf16 or int8 on the CPU, not {spec.label}")
@@ -91,13 +103,19 @@ class OpenVinoEngine(Engine):
                 "OpenVINO is not installed: pip install openvino (or DISTILL_ENGINE=onnxruntime)"
             )
         ov = core()
+        if streams < 1:
+            raise DistillError(f"OpenVINO needs at least one stream, not {streams}")
         config: dict[str, object] = {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[spec.precision],
-            "PERFORMANCE_HINT": "LATENCY",
+            "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
         }
+        if streams > 1:
+            config["NUM_STREAMS"] = streams
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.static: dict[int, Any] = {}  # batch size -> infer request of the static-shape model
+        self.static: dict[
+            int, queue.SimpleQueue
+        ] = {}  # batch size -> free infer requests of the static model
         try:
             if cache_dir is not None:
                 folder = cache_dir / "openvino" / spec.precision
@@ -113,24 +131,28 @@ class OpenVinoEngine(Engine):
                     try:
                         fixed = ov.read_model(str(path))
                         _reshape(fixed, size, n)
-                        self.static[n] = ov.compile_model(fixed, "CPU", config).create_infer_request()
+                        self.static[n] = _requests(ov.compile_model(fixed, "CPU", config), streams)
                     except Exception as e:  # a graph that fixes its batch inside: that size stays dynamic
                         log.warning("%s: no static shape for batch %d (%s)", path, n, e)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
             raise DistillError(f"{path}: OpenVINO cannot compile it for {spec.label} ({e})") from e
         self.spec, self.path = spec, Path(path)
-        self.request = self.compiled.create_infer_request()
+        self.streams = streams
+        self.requests = _requests(self.compiled, streams)  # of the dynamic-batch model
         self.conditional = len(self.compiled.inputs) == 2  # input, strength
-        self.lock = threading.Lock()
 
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
+        """Run one batch on a free infer request (``streams`` callers may run at once, each on its own stream)."""
         check_batch(batch)
         x = np.ascontiguousarray(batch, dtype=np.float32)
         feed = {0: x, 1: strength_vector(len(x), strength)} if self.conditional else {0: x}
-        request = self.static.get(len(x), self.request)
-        with self.lock:
+        free = self.static.get(len(x), self.requests)
+        request = free.get()
+        try:
             y = request.infer(feed)[0]
-        return np.array(y, dtype=np.float32, copy=True)
+            return np.array(y, dtype=np.float32, copy=True)
+        finally:
+            free.put(request)
 
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         def spec(port: Any) -> TensorSpec:

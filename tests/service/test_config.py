@@ -45,6 +45,7 @@ def test_defaults_and_env_parsing():
         ({"DISTILL_PROVIDER": "tpu"}, "DISTILL_PROVIDER"),
         ({"DISTILL_MAX_BATCH": "eight"}, "DISTILL_MAX_BATCH"),
         ({"DISTILL_MAX_BATCH": "0"}, "must be > 0"),
+        ({"DISTILL_INFERENCE_STREAMS": "0"}, "DISTILL_INFERENCE_STREAMS=0: must be > 0"),
         ({"DISTILL_VARIANT_CPU": "int4"}, "DISTILL_VARIANT_CPU"),
         ({"DISTILL_LEGACY_STEPS": "2000"}, "exceeds"),
         ({"DISTILL_OUTPUT_QUALITY": "101"}, "1..100"),

@@ -230,6 +230,25 @@ def test_openvino_static_shapes_answer_as_the_dynamic_batch(small_onnx):
         np.testing.assert_allclose(static.run(x), dynamic.run(x), rtol=0, atol=1e-6)
 
 
+@needs_openvino
+def test_openvino_streams_run_batches_at_once_with_the_same_answers(small_onnx):
+    """With two streams two callers run at once (one infer request each, per shape), and answer what one stream
+    does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = EngineSpec("openvino", "cpu", "fp32", "fp32")
+    one = OpenVinoEngine(spec, small_onnx, (16, 16), static_batches=(1, 4))
+    two = OpenVinoEngine(spec, small_onnx, (16, 16), static_batches=(1, 4), streams=2)
+    assert two.requests.qsize() == 2 and all(free.qsize() == 2 for free in two.static.values())
+    xs = [np.random.default_rng(n).uniform(-1, 1, (n, 3, 16, 16)).astype(np.float32) for n in (1, 1, 3, 4, 4)]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(two.run, xs))
+    for x, y in zip(xs, answers, strict=True):
+        np.testing.assert_allclose(y, one.run(x), rtol=0, atol=1e-6)
+    with pytest.raises(DistillError, match="at least one stream"):
+        OpenVinoEngine(spec, small_onnx, (16, 16), streams=0)
+
+
 class BatchOfOne(nn.Module):
     """Declares a dynamic batch, but its graph reshapes to [1, 3, H, W]."""
 
