@@ -110,8 +110,8 @@ class Settings(BaseSettings):
     )
     inference_streams: int = Field(
         1,
-        description="micro-batches run at once per model (OpenVINO streams: the inference threads split between "
-        "them)",
+        description="micro-batches run at once per model on OpenVINO (its streams: the inference threads split "
+        "between them; ONNX Runtime runs one)",
     )
     max_batch: int = Field(8, description="micro-batch size limit (1 turns batching off)")
     max_wait_ms: float = Field(2.0, description="longest wait for a micro-batch to fill (ms)")

@@ -218,7 +218,7 @@ class Service:
             name=runtime.name,
             on_batch=lambda n, _: batch_hist.observe(n),
             on_depth=depth.set,
-            concurrency=s.inference_streams,
+            concurrency=runtime.engine.streams,
         )
 
     def legacy_failed(self, model: LoadedModel, error: BaseException) -> None:

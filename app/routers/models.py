@@ -35,7 +35,10 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         legacy_error=model.legacy_error,
         samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],
         batching=BatchingInfo(
-            max_batch=model.batcher.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size
+            max_batch=model.batcher.max_batch,
+            max_wait_ms=s.max_wait_ms,
+            queue_size=s.queue_size,
+            streams=model.batcher.concurrency,
         ),
         warnings=[runtime.batch_warning] if runtime.batch_warning else [],
     )
