@@ -13,10 +13,12 @@ hits them all alike), at batch 1:
   ``max_batch``, without HTTP),
 - the same engine behind the service's ``MicroBatcher`` (one request at a time; the time is the batcher's
   ``inference`` stage, which includes the hop to its worker thread and back),
+- ``OpenVinoEngine.run`` compiled for throughput with 2 streams (``DISTILL_INFERENCE_STREAMS=2``): a lone
+  batch runs on one stream, so on the threads of one stream only,
 - ``OpenVinoEngine.run`` with no static shapes (``static_batches=()``): the service's engine as it was before;
 
 and at a full micro-batch (``max_batch``, 8 by default): bare static ``[8, 3, H, W]``, bare dynamic, and the
-two ``OpenVinoEngine`` builds.
+three ``OpenVinoEngine`` builds.
 
     python benchmarks/engine_shape_benchmark.py                       # toyfaces-age, OpenVINO bf16
     python benchmarks/engine_shape_benchmark.py --precision fp32 --runs 200
@@ -47,6 +49,7 @@ from model_zoo.registry import default_root, get_entry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BATCH = 8  # the service's default max_batch
+STREAMS = 2  # OpenVINO streams of the throughput build (one batch at a time here: its latency alone)
 
 
 def bare_openvino(
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = EngineSpec("openvino", "cpu", "fp32", args.precision)
     engine = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=(1, MAX_BATCH))
     dynamic_only = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=())
+    streamed = OpenVinoEngine(
+        spec, path, (h, w), threads=args.threads, static_batches=(1, MAX_BATCH), streams=STREAMS
+    )
     session = cpu_session(path, args.threads)
     through_batcher, stop = batched(engine)
     full = np.random.default_rng(1).uniform(-1, 1, (MAX_BATCH, 3, h, w)).astype(np.float32)
@@ -126,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             ),
             f"service engine: OpenVinoEngine.run ({args.precision})": (engine.run, x),
             "service batcher: MicroBatcher inference stage": (through_batcher, x),
+            f"OpenVinoEngine.run with {STREAMS} streams (DISTILL_INFERENCE_STREAMS={STREAMS})": (
+                streamed.run,
+                x,
+            ),
             "OpenVinoEngine.run, dynamic batch only (the service before static shapes)": (
                 dynamic_only.run,
                 x,
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             f"service engine: OpenVinoEngine.run ({args.precision}) at {MAX_BATCH}": (engine.run, full),
             f"OpenVinoEngine.run, dynamic batch only, at {MAX_BATCH}": (dynamic_only.run, full),
+            f"OpenVinoEngine.run with {STREAMS} streams, at {MAX_BATCH}": (streamed.run, full),
         },
     ]
     units = {name: unit for group in groups for name, unit in group.items()}

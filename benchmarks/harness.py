@@ -324,12 +324,14 @@ def server_pids(port: int) -> set[int]:
     return tree
 
 
-def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU seconds the processes ``pids`` have used so far (all their threads; gone ones count 0)."""
+def cpu_seconds(pids: set[int], main_thread: bool = False) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far: all their threads, or (``main_thread``)
+    only each one's main thread, where a uvicorn worker runs its event loop. Gone processes count 0."""
     total = 0
     for pid in pids:
+        stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))

@@ -53,7 +53,8 @@ from model_zoo.registry import default_root, get_entry  # noqa: E402
 
 MODEL = "toyfaces-age"
 SIDES = (128, 512, 1024)
-MAX_BATCH = 8
+MAX_BATCH = 4  # the service's default max_batch
+STREAMS = 2  # the service's default inference_streams
 SAMPLE = REPO / "model_zoo" / MODEL / "samples" / "00000007.png"
 # label -> (uvicorn workers, DISTILL_* settings); "" keeps the service's default
 CONFIGS: dict[str, tuple[int, dict[str, str]]] = {
@@ -117,36 +118,56 @@ def timed_rounds(units: dict[str, Callable[[], object]], rounds: int, block: int
 
 
 def stages(rounds: int, threads: int) -> list[str]:
-    """Table (a): each stage's median ms at each upload size."""
+    """Table (a): each stage's median ms at each upload size (simplejpeg's rows where it is importable)."""
+    try:
+        import simplejpeg
+    except ImportError:
+        simplejpeg = None
     entry = get_entry(MODEL, default_root())
     h, w = entry.input_size
-    spec = EngineSpec("openvino", "cpu", "fp32", "bf16")
-    engine = OpenVinoEngine(
-        spec, entry.variant_path("fp32"), (h, w), threads=threads, static_batches=(1, MAX_BATCH)
-    )
+    spec, path = EngineSpec("openvino", "cpu", "fp32", "bf16"), entry.variant_path("fp32")
+    builds = {
+        f"1 stream x {threads} threads": OpenVinoEngine(
+            spec, path, (h, w), threads=threads, static_batches=(1, MAX_BATCH)
+        ),
+        f"{STREAMS} streams": OpenVinoEngine(
+            spec, path, (h, w), threads=threads, static_batches=(1, MAX_BATCH), streams=STREAMS
+        ),
+    }
     units: dict[str, Callable[[], object]] = {}
     for side in SIDES:
         data = upload(side)
         body, content_type = multipart(data, {"format": "jpeg"})
         decoded = imaging.decode(data, native_hw=(h, w), max_bytes=1 << 26, max_pixels=40_000_000)
-        x = to_input(decoded.pixels)
-        y = engine.run(x)[0]
+        y = next(iter(builds.values())).run(to_input(decoded.pixels))[0]
         edited = from_output(y)
-        units[f"{side}|HTTP parse"] = parse_body(body, content_type)
-        units[f"{side}|decode + crop"] = lambda data=data: imaging.decode(
+        units[f"{side}|HTTP parse (multipart)"] = parse_body(body, content_type)
+        units[f"{side}|decode + crop (Pillow, draft)"] = lambda data=data: imaging.decode(
             data, native_hw=(h, w), max_bytes=1 << 26, max_pixels=40_000_000
         )
+        if simplejpeg is not None:
+            units[f"{side}|decode alone (simplejpeg, scaled)"] = lambda data=data: simplejpeg.decode_jpeg(
+                data, colorspace="RGB", min_height=h, min_width=w
+            )
         units[f"{side}|preprocess"] = lambda p=decoded.pixels: to_input(p)
         units[f"{side}|postprocess"] = lambda y=y: from_output(y)
-        units[f"{side}|encode"] = lambda e=edited: imaging.encode(e, "jpeg", 92)
+        units[f"{side}|encode (Pillow)"] = lambda e=edited: imaging.encode(e, "jpeg", 92)
+        if simplejpeg is not None:
+            units[f"{side}|encode (simplejpeg)"] = lambda e=edited: simplejpeg.encode_jpeg(
+                np.ascontiguousarray(e), quality=92, colorspace="RGB", colorsubsampling="420"
+            )
     x1 = to_input(
         imaging.decode(upload(h), native_hw=(h, w), max_bytes=1 << 26, max_pixels=40_000_000).pixels
     )
     full = np.repeat(x1, MAX_BATCH, axis=0)
-    units["*|inference, batch 1"] = lambda: engine.run(x1)
-    units[f"*|inference, per item of batch {MAX_BATCH}"] = lambda: engine.run(full)
+    per_item = {}
+    for label, engine in builds.items():
+        units[f"*|inference, batch 1, {label}"] = lambda e=engine: e.run(x1)
+        per_item[f"*|inference per item, batch {MAX_BATCH}, {label}"] = MAX_BATCH
+        units[f"*|inference per item, batch {MAX_BATCH}, {label}"] = lambda e=engine: e.run(full)
     medians = timed_rounds(units, rounds, block=4)
-    medians[f"*|inference, per item of batch {MAX_BATCH}"] /= MAX_BATCH
+    for name, n in per_item.items():
+        medians[name] /= n
     names = list(dict.fromkeys(k.split("|")[1] for k in units))
     rows = []
     for name in names:
@@ -168,6 +189,7 @@ class Tally:
     errors: int = 0
     wall: float = 0.0
     cpu: float = 0.0
+    loop_cpu: float = 0.0  # of the event loops' threads
 
 
 async def _client(port: int, request: bytes, deadline: float, tally: Tally) -> None:
@@ -229,15 +251,17 @@ def load(configs: dict[str, tuple[int, dict[str, str]]], seconds: float, rounds:
             for label in order:
                 for clients in (1, 16) if r % 2 == 0 else (16, 1):
                     time.sleep(0.5)
-                    cpu = cpu_seconds(pids[label])
+                    cpu, loop_cpu = cpu_seconds(pids[label]), cpu_seconds(pids[label], main_thread=True)
                     t = drive(ports[label], request, clients, seconds)
                     t.cpu = cpu_seconds(pids[label]) - cpu
+                    t.loop_cpu = cpu_seconds(pids[label], main_thread=True) - loop_cpu
                     acc = totals.setdefault((label, clients), Tally())
                     acc.latencies += t.latencies
                     acc.batches += t.batches
                     acc.errors += t.errors
                     acc.wall += t.wall
                     acc.cpu += t.cpu
+                    acc.loop_cpu += t.loop_cpu
                     print(
                         f"  round {r + 1} {label}, {clients} clients: {len(t.latencies) / t.wall:.0f} req/s",
                         flush=True,
@@ -261,6 +285,7 @@ def load(configs: dict[str, tuple[int, dict[str, str]]], seconds: float, rounds:
                     t.errors,
                     f"{statistics.fmean(t.batches):.2f}",
                     f"{t.cpu / len(t.latencies) * 1000:.1f}",
+                    f"{t.loop_cpu / len(t.latencies) * 1000:.1f}",
                 ]
             )
     head = [
