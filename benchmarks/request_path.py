@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,11 +57,19 @@ SIDES = (128, 512, 1024)
 MAX_BATCH = 4  # the service's default max_batch
 STREAMS = 2  # the service's default inference_streams
 SAMPLE = REPO / "model_zoo" / MODEL / "samples" / "00000007.png"
-# label -> (uvicorn workers, DISTILL_* settings); "" keeps the service's default
+# label -> (uvicorn workers, DISTILL_* settings), every tuned setting spelled out
 CONFIGS: dict[str, tuple[int, dict[str, str]]] = {
-    "defaults": (1, {}),
-    "1 worker, max_batch 1": (1, {"DISTILL_MAX_BATCH": "1"}),
-    "2 workers x 1 thread": (2, {}),
+    "1 stream, max_batch 8 (the defaults before)": (
+        1,
+        {"DISTILL_INFERENCE_STREAMS": "1", "DISTILL_MAX_BATCH": "8"},
+    ),
+    "2 workers x 1 stream, max_batch 8": (2, {"DISTILL_MAX_BATCH": "8"}),
+    "2 streams, max_batch 1 (no batching)": (
+        1,
+        {"DISTILL_INFERENCE_STREAMS": "2", "DISTILL_MAX_BATCH": "1"},
+    ),
+    "2 streams, max_batch 2": (1, {"DISTILL_INFERENCE_STREAMS": "2", "DISTILL_MAX_BATCH": "2"}),
+    "2 streams, max_batch 4": (1, {"DISTILL_INFERENCE_STREAMS": "2", "DISTILL_MAX_BATCH": "4"}),
 }
 
 
@@ -126,20 +135,16 @@ def stages(rounds: int, threads: int) -> list[str]:
     entry = get_entry(MODEL, default_root())
     h, w = entry.input_size
     spec, path = EngineSpec("openvino", "cpu", "fp32", "bf16"), entry.variant_path("fp32")
-    builds = {
-        f"1 stream x {threads} threads": OpenVinoEngine(
-            spec, path, (h, w), threads=threads, static_batches=(1, MAX_BATCH)
-        ),
-        f"{STREAMS} streams": OpenVinoEngine(
-            spec, path, (h, w), threads=threads, static_batches=(1, MAX_BATCH), streams=STREAMS
-        ),
-    }
+    engine = OpenVinoEngine(  # the service's: a lone batch on the latency build, others on free streams
+        spec, path, (h, w), threads=threads, static_batches=(1, MAX_BATCH), streams=STREAMS
+    )
+    pool = ThreadPoolExecutor(STREAMS)
     units: dict[str, Callable[[], object]] = {}
     for side in SIDES:
         data = upload(side)
         body, content_type = multipart(data, {"format": "jpeg"})
         decoded = imaging.decode(data, native_hw=(h, w), max_bytes=1 << 26, max_pixels=40_000_000)
-        y = next(iter(builds.values())).run(to_input(decoded.pixels))[0]
+        y = engine.run(to_input(decoded.pixels))[0]
         edited = from_output(y)
         units[f"{side}|HTTP parse (multipart)"] = parse_body(body, content_type)
         units[f"{side}|decode + crop (Pillow, draft)"] = lambda data=data: imaging.decode(
@@ -160,11 +165,18 @@ def stages(rounds: int, threads: int) -> list[str]:
         imaging.decode(upload(h), native_hw=(h, w), max_bytes=1 << 26, max_pixels=40_000_000).pixels
     )
     full = np.repeat(x1, MAX_BATCH, axis=0)
-    per_item = {}
-    for label, engine in builds.items():
-        units[f"*|inference, batch 1, {label}"] = lambda e=engine: e.run(x1)
-        per_item[f"*|inference per item, batch {MAX_BATCH}, {label}"] = MAX_BATCH
-        units[f"*|inference per item, batch {MAX_BATCH}, {label}"] = lambda e=engine: e.run(full)
+    per_item = {
+        "*|inference, batch 1 (alone: 1 stream x all threads)": 1,
+        f"*|inference per item, batch {MAX_BATCH} (alone)": MAX_BATCH,
+        f"*|inference per item, {STREAMS} batches of 1 at once ({STREAMS} streams)": STREAMS,
+        f"*|inference per item, {STREAMS} batches of {MAX_BATCH} at once ({STREAMS} streams)": STREAMS
+        * MAX_BATCH,
+    }
+    for name, batch in zip(per_item, (x1, full, x1, full), strict=True):
+        if "at once" in name:
+            units[name] = lambda b=batch: list(pool.map(engine.run, [b] * STREAMS))
+        else:
+            units[name] = lambda b=batch: engine.run(b)
     medians = timed_rounds(units, rounds, block=4)
     for name, n in per_item.items():
         medians[name] /= n
@@ -190,6 +202,7 @@ class Tally:
     wall: float = 0.0
     cpu: float = 0.0
     loop_cpu: float = 0.0  # of the event loops' threads
+    engines: set[str] = field(default_factory=set)  # X-Engine/X-Precision answered
 
 
 async def _client(port: int, request: bytes, deadline: float, tally: Tally) -> None:
@@ -208,6 +221,7 @@ async def _client(port: int, request: bytes, deadline: float, tally: Tally) -> N
                 continue
             tally.latencies.append(time.perf_counter() - t0)
             tally.batches.append(int(headers.get("x-batch-size", "1")))
+            tally.engines.add(f"{headers.get('x-engine')} {headers.get('x-precision')}")
     finally:
         writer.close()
 
@@ -262,6 +276,7 @@ def load(configs: dict[str, tuple[int, dict[str, str]]], seconds: float, rounds:
                     acc.wall += t.wall
                     acc.cpu += t.cpu
                     acc.loop_cpu += t.loop_cpu
+                    acc.engines |= t.engines
                     print(
                         f"  round {r + 1} {label}, {clients} clients: {len(t.latencies) / t.wall:.0f} req/s",
                         flush=True,
@@ -276,6 +291,7 @@ def load(configs: dict[str, tuple[int, dict[str, str]]], seconds: float, rounds:
             rows.append(
                 [
                     label,
+                    ", ".join(sorted(t.engines)),
                     clients,
                     f"{rps:.0f}",
                     f"{rps / (len(one.latencies) / one.wall):.2f}x",
@@ -290,6 +306,7 @@ def load(configs: dict[str, tuple[int, dict[str, str]]], seconds: float, rounds:
             )
     head = [
         "configuration",
+        "engine",
         "clients",
         "req/s",
         "vs 1 client",
@@ -299,6 +316,7 @@ def load(configs: dict[str, tuple[int, dict[str, str]]], seconds: float, rounds:
         "errors",
         "mean batch",
         "server CPU ms/req",
+        "event loop CPU ms/req",
     ]
     return [table(head, rows)]
 
@@ -307,8 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=40, help="stage rounds (a)")
     p.add_argument("--threads", type=int, default=2, help="inference threads in (a)")
-    p.add_argument("--seconds", type=float, default=4.0, help="seconds per load slice (b)")
-    p.add_argument("--load-rounds", type=int, default=4, help="slices per configuration and level (b)")
+    p.add_argument("--seconds", type=float, default=2.5, help="seconds per load slice (b)")
+    p.add_argument("--load-rounds", type=int, default=6, help="slices per configuration and level (b)")
     p.add_argument("--side", type=int, default=128, help="upload side in (b), px")
     p.add_argument("--stages-only", action="store_true")
     p.add_argument("--load-only", action="store_true")
