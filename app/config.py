@@ -109,11 +109,11 @@ class Settings(BaseSettings):
         json_schema_extra=_shown("~/.cache/distill"),
     )
     inference_streams: int = Field(
-        1,
+        2,
         description="micro-batches run at once per model on OpenVINO (its streams: the inference threads split "
         "between them; ONNX Runtime runs one)",
     )
-    max_batch: int = Field(8, description="micro-batch size limit (1 turns batching off)")
+    max_batch: int = Field(4, description="micro-batch size limit (1 turns batching off)")
     max_wait_ms: float = Field(2.0, description="longest wait for a micro-batch to fill (ms)")
     queue_size: int = Field(64, description="requests waiting per model before 503 + Retry-After")
     max_upload_bytes: int = Field(

@@ -13,11 +13,11 @@ hits them all alike), at batch 1:
   ``max_batch``, without HTTP),
 - the same engine behind the service's ``MicroBatcher`` (one request at a time; the time is the batcher's
   ``inference`` stage, which includes the hop to its worker thread and back),
-- ``OpenVinoEngine.run`` compiled for throughput with 2 streams (``DISTILL_INFERENCE_STREAMS=2``): a lone
-  batch runs on one stream, so on the threads of one stream only,
+- ``OpenVinoEngine.run`` built with 2 streams (``DISTILL_INFERENCE_STREAMS=2``), called one batch at a time: a
+  lone batch takes its latency build (every thread), so it should match the service's engine,
 - ``OpenVinoEngine.run`` with no static shapes (``static_batches=()``): the service's engine as it was before;
 
-and at a full micro-batch (``max_batch``, 8 by default): bare static ``[8, 3, H, W]``, bare dynamic, and the
+and at a full micro-batch (the service's default ``max_batch``): bare static ``[N, 3, H, W]``, bare dynamic, and the
 three ``OpenVinoEngine`` builds.
 
     python benchmarks/engine_shape_benchmark.py                       # toyfaces-age, OpenVINO bf16
@@ -39,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project and the benchmarks package
 from app.batching import MicroBatcher  # noqa: E402
+from app.config import Settings  # noqa: E402
 from benchmarks.harness import emit, machine, percentile, table  # noqa: E402
 from engines.base import EngineSpec  # noqa: E402
 from engines.cpu import isa_line  # noqa: E402
@@ -48,8 +49,9 @@ from engines.select import HANDOVER_S  # noqa: E402
 from model_zoo.registry import default_root, get_entry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_BATCH = 8  # the service's default max_batch
-STREAMS = 2  # OpenVINO streams of the throughput build (one batch at a time here: its latency alone)
+DEFAULTS = Settings.model_fields  # the service's defaults
+MAX_BATCH = DEFAULTS["max_batch"].default
+STREAMS = 2  # of the streamed build, run one batch at a time here: a lone batch's latency
 
 
 def bare_openvino(
@@ -71,7 +73,7 @@ def bare_openvino(
 
 
 def batched(engine: OpenVinoEngine) -> tuple[Callable[[np.ndarray], float], Callable[[], None]]:
-    """A run through the service's MicroBatcher (max_batch 8, as served): each call submits one request on a
+    """A run through the service's MicroBatcher (the default max_batch, as served): each call submits one request on a
     private event loop and returns the batcher's inference time (s); and a function that stops it."""
     loop = asyncio.new_event_loop()
     batcher = MicroBatcher(engine.run, max_batch=MAX_BATCH, max_wait_s=0.002, queue_size=64, name="bench")

@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from app import imaging  # noqa: E402
+from app.config import Settings  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
     HOST,
     cpu_seconds,
@@ -54,8 +55,9 @@ from model_zoo.registry import default_root, get_entry  # noqa: E402
 
 MODEL = "toyfaces-age"
 SIDES = (128, 512, 1024)
-MAX_BATCH = 4  # the service's default max_batch
-STREAMS = 2  # the service's default inference_streams
+DEFAULTS = Settings.model_fields  # the service's defaults
+MAX_BATCH = DEFAULTS["max_batch"].default
+STREAMS = DEFAULTS["inference_streams"].default
 SAMPLE = REPO / "model_zoo" / MODEL / "samples" / "00000007.png"
 # label -> (uvicorn workers, DISTILL_* settings), every tuned setting spelled out
 CONFIGS: dict[str, tuple[int, dict[str, str]]] = {

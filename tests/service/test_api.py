@@ -119,7 +119,7 @@ def test_models_lists_entries_provider_and_samples(client):
     assert (
         tiny["input_size"] == [NATIVE, NATIVE] and tiny["provider"] == "cpu" and tiny["variants"] == ["fp32"]
     )
-    assert tiny["provider_reason"] and tiny["batching"]["max_batch"] == 8
+    assert tiny["provider_reason"] and tiny["batching"]["max_batch"] == 4
     assert tiny["samples"] == ["/models/tiny/samples/face.png"] and by_name["plain"]["samples"] == []
     r = client.get(tiny["samples"][0])
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (48, 40)
