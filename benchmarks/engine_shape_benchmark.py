@@ -13,8 +13,8 @@ hits them all alike), at batch 1:
   ``max_batch``, without HTTP),
 - the same engine behind the service's ``MicroBatcher`` (one request at a time; the time is the batcher's
   ``inference`` stage, which includes the hop to its worker thread and back),
-- ``OpenVinoEngine.run`` built with 2 streams (``DISTILL_INFERENCE_STREAMS=2``), called one batch at a time: a
-  lone batch takes its latency build (every thread), so it should match the service's engine,
+- ``OpenVinoEngine.run`` with one stream (``DISTILL_INFERENCE_STREAMS=1``, the service before streams; the
+  service's engine, with its default streams, runs a lone batch on its latency build, so the two should match),
 - ``OpenVinoEngine.run`` with no static shapes (``static_batches=()``): the service's engine as it was before;
 
 and at a full micro-batch (the service's default ``max_batch``): bare static ``[N, 3, H, W]``, bare dynamic, and the
@@ -51,7 +51,7 @@ from model_zoo.registry import default_root, get_entry  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = Settings.model_fields  # the service's defaults
 MAX_BATCH = DEFAULTS["max_batch"].default
-STREAMS = 2  # of the streamed build, run one batch at a time here: a lone batch's latency
+STREAMS = DEFAULTS["inference_streams"].default
 
 
 def bare_openvino(
@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     path = entry.variant_path("fp32")
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, h, w)).astype(np.float32)
     spec = EngineSpec("openvino", "cpu", "fp32", args.precision)
-    engine = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=(1, MAX_BATCH))
-    dynamic_only = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=())
-    streamed = OpenVinoEngine(
+    engine = OpenVinoEngine(
         spec, path, (h, w), threads=args.threads, static_batches=(1, MAX_BATCH), streams=STREAMS
     )
+    dynamic_only = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=())
+    one_stream = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=(1, MAX_BATCH))
     session = cpu_session(path, args.threads)
     through_batcher, stop = batched(engine)
     full = np.random.default_rng(1).uniform(-1, 1, (MAX_BATCH, 3, h, w)).astype(np.float32)
@@ -132,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                 lambda v: session.run(None, {session.get_inputs()[0].name: v}),
                 x,
             ),
-            f"service engine: OpenVinoEngine.run ({args.precision})": (engine.run, x),
+            f"service engine: OpenVinoEngine.run ({args.precision}, {STREAMS} streams)": (engine.run, x),
             "service batcher: MicroBatcher inference stage": (through_batcher, x),
-            f"OpenVinoEngine.run with {STREAMS} streams (DISTILL_INFERENCE_STREAMS={STREAMS})": (
-                streamed.run,
+            "OpenVinoEngine.run with one stream (DISTILL_INFERENCE_STREAMS=1)": (
+                one_stream.run,
                 x,
             ),
             "OpenVinoEngine.run, dynamic batch only (the service before static shapes)": (
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             f"service engine: OpenVinoEngine.run ({args.precision}) at {MAX_BATCH}": (engine.run, full),
             f"OpenVinoEngine.run, dynamic batch only, at {MAX_BATCH}": (dynamic_only.run, full),
-            f"OpenVinoEngine.run with {STREAMS} streams, at {MAX_BATCH}": (streamed.run, full),
+            f"OpenVinoEngine.run with one stream, at {MAX_BATCH}": (one_stream.run, full),
         },
     ]
     units = {name: unit for group in groups for name, unit in group.items()}
