@@ -3,7 +3,10 @@
 Requests are queued as [1,3,H,W] arrays. One asyncio task per model takes the oldest request and
 batches it with the queued requests *of the same shape* (up to ``max_batch``), concatenates them and
 runs the model in a dedicated worker thread, so the event loop never blocks. While a batch runs, new
-arrivals queue up and form the next batch: under load, batches grow by themselves.
+arrivals queue up and form the next batch: under load, batches grow by themselves. With ``concurrency``
+N > 1 up to N batches run at once, each in its own worker thread (for an engine with N streams, as
+OpenVINO's throughput mode: one small batch per core can beat one batch spread over every core); the
+next batch is formed as soon as a thread is free.
 
 Waiting for company only pays when company is coming. Callers mark a request as *on its way* with
 :meth:`MicroBatcher.expecting` while they decode it; the batcher waits (at most ``max_wait_s``,
@@ -77,10 +80,12 @@ class MicroBatcher:
         name: str = "model",
         on_batch: Callable[[int, float], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
-        if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
+        if max_batch < 1 or queue_size < 1 or concurrency < 1 or max_wait_s < 0:
             raise ValueError(
-                f"max_batch {max_batch} and queue_size {queue_size} must be >= 1, max_wait_s {max_wait_s} >= 0"
+                f"max_batch {max_batch}, queue_size {queue_size} and concurrency {concurrency} must be >= 1, "
+                f"max_wait_s {max_wait_s} >= 0"
             )
         self.run_batch = run_batch
         self.max_batch = max_batch
@@ -94,7 +99,10 @@ class MicroBatcher:
             asyncio.Event()
         )  # set on every change that may end a wait: an arrival, one less on its way
         self._on_its_way = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self.concurrency = concurrency
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"infer-{name}")
+        self._slots = asyncio.Semaphore(concurrency)  # batches that may run at once
+        self._running: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._batch_s_ewma = 0.0
 
@@ -129,12 +137,13 @@ class MicroBatcher:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
-        """Stop the task, fail queued requests, release the inference thread."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the task and the running batches, fail queued requests, release the inference threads."""
+        for task in [self._task, *self._running]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = None
         while self._pending:
             item = self._pending.popleft()
             if not item.future.done():
@@ -144,7 +153,7 @@ class MicroBatcher:
 
     def retry_after_s(self) -> int:
         """Seconds until the queue has likely drained (at least 1), from the recent batch time."""
-        batches = math.ceil(self.depth / self.max_batch)
+        batches = math.ceil(self.depth / (self.max_batch * self.concurrency))
         return max(1, math.ceil(batches * self._batch_s_ewma))
 
     async def submit(self, x: np.ndarray, strength: float | None = None) -> BatchResult:
@@ -200,11 +209,11 @@ class MicroBatcher:
         return self.run_batch(x, np.asarray(strengths, np.float32))
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             while not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
+            await self._slots.acquire()  # a free inference thread; meanwhile arrivals join the next batch
             deadline = self._pending[0].enqueued + self.max_wait_s
             while self._worth_waiting() and (remaining := deadline - time.perf_counter()) > 0:
                 self._arrived.clear()
@@ -212,17 +221,25 @@ class MicroBatcher:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
             batch = self._take_batch()
             if not batch:
+                self._slots.release()
                 continue
+            task = asyncio.get_running_loop().create_task(self._dispatch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _dispatch(self, batch: list[_Pending]) -> None:
+        """Run one batch in an inference thread and answer its requests; frees its slot when done."""
+        try:
             started = time.perf_counter()
             try:
-                y = await loop.run_in_executor(
+                y = await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._run, [item.x for item in batch], [item.strength for item in batch]
                 )
             except Exception as e:  # a model failure fails this batch's requests, not the batcher
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(e)
-                continue
+                return
             inference_s = time.perf_counter() - started
             self._batch_s_ewma = (
                 inference_s if not self._batch_s_ewma else 0.8 * self._batch_s_ewma + 0.2 * inference_s
@@ -234,3 +251,5 @@ class MicroBatcher:
                     item.future.set_result(
                         BatchResult(y[i], started - item.enqueued, inference_s, len(batch))
                     )
+        finally:
+            self._slots.release()

@@ -111,7 +111,12 @@ class Settings(BaseSettings):
         description="writable folder for compiled models (OpenVINO, TensorRT)",
         json_schema_extra=_shown("~/.cache/distill"),
     )
-    max_batch: int = Field(8, description="micro-batch size limit (1 turns batching off)")
+    inference_streams: int = Field(
+        2,
+        description="micro-batches run at once per model on OpenVINO (its streams: the inference threads split "
+        "between them; ONNX Runtime runs one)",
+    )
+    max_batch: int = Field(4, description="micro-batch size limit (1 turns batching off)")
     max_wait_ms: float = Field(2.0, description="longest wait for a micro-batch to fill (ms)")
     queue_size: int = Field(64, description="requests waiting per model before 503 + Retry-After")
     max_upload_bytes: int = Field(
@@ -208,6 +213,7 @@ class Settings(BaseSettings):
                     f"{PREFIX}{name.upper()}={getattr(self, name)!r}: choose one of {', '.join(choices)}"
                 )
         positive = (
+            "inference_streams",
             "max_batch",
             "queue_size",
             "max_upload_bytes",

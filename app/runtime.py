@@ -270,6 +270,7 @@ def open_engine(entry: ModelEntry, spec: EngineSpec, settings: Settings, cache_d
             threads=settings.intra_op_threads,
             cache_dir=cache_dir,
             static_batches=(1, settings.max_batch),
+            streams=settings.inference_streams,
         )
     try:
         return OrtEngine(

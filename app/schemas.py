@@ -21,6 +21,7 @@ class BatchingInfo(BaseModel):
     max_batch: int
     max_wait_ms: float
     queue_size: int
+    streams: int  # micro-batches run at once
 
 
 class LegacyInfo(BaseModel):

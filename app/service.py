@@ -227,6 +227,7 @@ class Service:
             name=runtime.name,
             on_batch=lambda n, _: batch_hist.observe(n),
             on_depth=depth.set,
+            concurrency=runtime.engine.streams,
         )
 
     def legacy_failed(self, model: LoadedModel, error: BaseException) -> None:

@@ -13,10 +13,12 @@ hits them all alike), at batch 1:
   ``max_batch``, without HTTP),
 - the same engine behind the service's ``MicroBatcher`` (one request at a time; the time is the batcher's
   ``inference`` stage, which includes the hop to its worker thread and back),
+- ``OpenVinoEngine.run`` with one stream (``DISTILL_INFERENCE_STREAMS=1``, the service before streams; the
+  service's engine, with its default streams, runs a lone batch on its latency build, so the two should match),
 - ``OpenVinoEngine.run`` with no static shapes (``static_batches=()``): the service's engine as it was before;
 
-and at a full micro-batch (``max_batch``, 8 by default): bare static ``[8, 3, H, W]``, bare dynamic, and the
-two ``OpenVinoEngine`` builds.
+and at a full micro-batch (the service's default ``max_batch``): bare static ``[N, 3, H, W]``, bare dynamic, and the
+three ``OpenVinoEngine`` builds.
 
     python benchmarks/engine_shape_benchmark.py                       # toyfaces-age, OpenVINO bf16
     python benchmarks/engine_shape_benchmark.py --precision fp32 --runs 200
@@ -37,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project and the benchmarks package
 from app.batching import MicroBatcher  # noqa: E402
+from app.config import Settings  # noqa: E402
 from benchmarks.harness import emit, machine, percentile, table  # noqa: E402
 from engines.base import EngineSpec  # noqa: E402
 from engines.cpu import isa_line  # noqa: E402
@@ -46,7 +49,9 @@ from engines.select import HANDOVER_S  # noqa: E402
 from model_zoo.registry import default_root, get_entry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_BATCH = 8  # the service's default max_batch
+DEFAULTS = Settings.model_fields  # the service's defaults
+MAX_BATCH = DEFAULTS["max_batch"].default
+STREAMS = DEFAULTS["inference_streams"].default
 
 
 def bare_openvino(
@@ -68,7 +73,7 @@ def bare_openvino(
 
 
 def batched(engine: OpenVinoEngine) -> tuple[Callable[[np.ndarray], float], Callable[[], None]]:
-    """A run through the service's MicroBatcher (max_batch 8, as served): each call submits one request on a
+    """A run through the service's MicroBatcher (the default max_batch, as served): each call submits one request on a
     private event loop and returns the batcher's inference time (s); and a function that stops it."""
     loop = asyncio.new_event_loop()
     batcher = MicroBatcher(engine.run, max_batch=MAX_BATCH, max_wait_s=0.002, queue_size=64, name="bench")
@@ -105,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     path = entry.variant_path("fp32")
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, h, w)).astype(np.float32)
     spec = EngineSpec("openvino", "cpu", "fp32", args.precision)
-    engine = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=(1, MAX_BATCH))
+    engine = OpenVinoEngine(
+        spec, path, (h, w), threads=args.threads, static_batches=(1, MAX_BATCH), streams=STREAMS
+    )
     dynamic_only = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=())
+    one_stream = OpenVinoEngine(spec, path, (h, w), threads=args.threads, static_batches=(1, MAX_BATCH))
     session = cpu_session(path, args.threads)
     through_batcher, stop = batched(engine)
     full = np.random.default_rng(1).uniform(-1, 1, (MAX_BATCH, 3, h, w)).astype(np.float32)
@@ -124,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
                 lambda v: session.run(None, {session.get_inputs()[0].name: v}),
                 x,
             ),
-            f"service engine: OpenVinoEngine.run ({args.precision})": (engine.run, x),
+            f"service engine: OpenVinoEngine.run ({args.precision}, {STREAMS} streams)": (engine.run, x),
             "service batcher: MicroBatcher inference stage": (through_batcher, x),
+            "OpenVinoEngine.run with one stream (DISTILL_INFERENCE_STREAMS=1)": (
+                one_stream.run,
+                x,
+            ),
             "OpenVinoEngine.run, dynamic batch only (the service before static shapes)": (
                 dynamic_only.run,
                 x,
@@ -142,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             f"service engine: OpenVinoEngine.run ({args.precision}) at {MAX_BATCH}": (engine.run, full),
             f"OpenVinoEngine.run, dynamic batch only, at {MAX_BATCH}": (dynamic_only.run, full),
+            f"OpenVinoEngine.run with one stream, at {MAX_BATCH}": (one_stream.run, full),
         },
     ]
     units = {name: unit for group in groups for name, unit in group.items()}

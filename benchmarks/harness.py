@@ -253,13 +253,24 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(zoo: Path, env: dict[str, str], ready_timeout: float = 300.0) -> Iterator[str]:
-    """Run ``distill serve`` on a free loopback port with ``env`` added; yield its base URL; stop it."""
+def serve(zoo: Path, env: dict[str, str], ready_timeout: float = 300.0, workers: int = 1) -> Iterator[str]:
+    """Run ``distill serve --workers N`` on a free loopback port with ``env`` added; yield its base URL; stop it."""
     port = free_port()
     full_env = {**os.environ, "DISTILL_MODEL_ZOO": str(zoo), **env}
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "distill", "serve", "--host", HOST, "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "distill",
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -289,6 +300,42 @@ def serve(zoo: Path, env: dict[str, str], ready_timeout: float = 300.0) -> Itera
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def server_pids(port: int) -> set[int]:
+    """The `distill serve --port PORT` process and all its descendants (its uvicorn workers, their children)."""
+    procs: dict[int, tuple[int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid = int(stat.parent.name)
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        procs[pid] = (ppid, cmd)
+    roots = [p for p, (_, cmd) in procs.items() if "serve" in cmd and f"--port {port}" in cmd]
+    tree, frontier = set(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _) in procs.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return tree
+
+
+def cpu_seconds(pids: set[int], main_thread: bool = False) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far: all their threads, or (``main_thread``)
+    only each one's main thread, where a uvicorn worker runs its event loop. Gone processes count 0."""
+    total = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def post(client: httpx.Client, url: str, image: bytes, sample: Sample, **form: str) -> None:

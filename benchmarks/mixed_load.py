@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.harness import emit, machine, serve, table  # noqa: E402
+from benchmarks.harness import emit, machine, serve, server_pids, table  # noqa: E402
 from model_zoo.registry import write_entry  # noqa: E402
 from tests.app_helpers import png_header_only  # noqa: E402
 
@@ -62,25 +62,8 @@ def make_zoo(root: Path) -> None:
 
 def server_rss(port: int) -> int:
     """Resident bytes of the `distill serve --port PORT` process and all its descendants."""
-    procs: dict[int, tuple[int, str]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid = int(stat.parent.name)
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        procs[pid] = (ppid, cmd)
-    roots = [p for p, (_, cmd) in procs.items() if "serve" in cmd and f"--port {port}" in cmd]
-    tree, frontier = set(roots), list(roots)
-    while frontier:
-        parent = frontier.pop()
-        for pid, (ppid, _) in procs.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
     total = 0
-    for pid in tree:
+    for pid in server_pids(port):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

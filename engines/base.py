@@ -47,6 +47,7 @@ class Engine(ABC):
 
     spec: EngineSpec
     path: Path
+    streams: int = 1  # batches it runs at once (from as many threads); the micro-batcher sends that many
 
     @abstractmethod
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:

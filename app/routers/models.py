@@ -37,7 +37,10 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         domain_check=model.domain.mode if model.domain else "off",
         samples=[f"/models/{entry.name}/samples/{p.name}" for p in model.samples()],
         batching=BatchingInfo(
-            max_batch=model.batcher.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size
+            max_batch=model.batcher.max_batch,
+            max_wait_ms=s.max_wait_ms,
+            queue_size=s.queue_size,
+            streams=model.batcher.concurrency,
         ),
         warnings=[runtime.batch_warning] if runtime.batch_warning else [],
     )

@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1 and not os.environ.get("DISTILL_INTRA_OP_THREADS"):
         # Several workers share the cores: give each its share instead of one thread per core each.
         os.environ["DISTILL_INTRA_OP_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
+    if args.workers > 1 and not os.environ.get("DISTILL_INFERENCE_STREAMS"):
+        os.environ["DISTILL_INFERENCE_STREAMS"] = "1"  # the workers are the streams: one batch each at a time
     temp_dir = _prepare_multiprocess_dir(args.workers)
     try:
         return _serve(args)
@@ -127,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive,
         default=1,
         help="uvicorn worker processes (metrics are aggregated across them; each gets cores/workers "
-        "ONNX Runtime threads unless DISTILL_INTRA_OP_THREADS is set)",
+        "inference threads and one stream unless DISTILL_INTRA_OP_THREADS or DISTILL_INFERENCE_STREAMS is set)",
     )
     add_zoo_argument(p)
     p.add_argument(

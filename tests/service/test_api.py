@@ -119,12 +119,26 @@ def test_models_lists_entries_provider_and_samples(client):
     assert (
         tiny["input_size"] == [NATIVE, NATIVE] and tiny["provider"] == "cpu" and tiny["variants"] == ["fp32"]
     )
-    assert tiny["provider_reason"] and tiny["batching"]["max_batch"] == 8
+    assert tiny["provider_reason"] and tiny["batching"]["max_batch"] == 4
     assert tiny["samples"] == ["/models/tiny/samples/face.png"] and by_name["plain"]["samples"] == []
     r = client.get(tiny["samples"][0])
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (48, 40)
     assert client.get("/models/tiny/samples/../manifest.json").status_code == 404
     assert client.get("/models/tiny/samples/nope.png").json()["error"] == "unknown_sample"
+
+
+@pytest.mark.parametrize(("engine", "streams"), [("openvino", 2), ("onnxruntime", 1)])
+def test_streams_are_the_engines(zoo, engine, streams):
+    """DISTILL_INFERENCE_STREAMS=2 runs two micro-batches at once on OpenVINO's two streams; ONNX Runtime, whose
+    one session would only split its threads, runs one (what /models says), and both answer."""
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    settings = settings_for(zoo, engine=engine, inference_streams=2, engine_cache=zoo.parent / "cache")
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        tiny = next(m for m in c.get("/models").json()["models"] if m["name"] == "tiny")
+        assert tiny["engine"] == engine and tiny["batching"]["streams"] == streams
+        assert c.post("/transform", **upload(png_bytes(), model="tiny")).status_code == 200
 
 
 def test_io_binding_path_gives_the_same_output(client):

@@ -197,6 +197,25 @@ def test_batching_raises_throughput_under_concurrency():
     assert sum(batched) == 32 and max(batched) == 8 and len(batched) <= 5
 
 
+def test_concurrency_runs_that_many_batches_at_once():
+    """Two single-request batches that can only finish together (each waits for the other at a barrier) finish
+    with ``concurrency=2``, on two inference threads; a third request waits for a free thread."""
+    barrier = threading.Barrier(2, timeout=GUARD_S)
+    model = SlowModel(0.0)
+
+    def together(x: np.ndarray) -> np.ndarray:
+        if x[0, 0, 0, 0] < 2:  # the first two requests
+            barrier.wait()
+        return model(x)
+
+    batcher = MicroBatcher(together, max_batch=1, max_wait_s=0.0, queue_size=8, concurrency=2)
+    results = asyncio.run(run_concurrently(batcher, [image(i) for i in range(3)]))
+    assert [r.output[0, 0, 0] for r in results] == [0, 2, 4] and model.batch_sizes == [1, 1, 1]
+    assert len(model.threads) == 2 and barrier.n_waiting == 0 and not barrier.broken
+    with pytest.raises(ValueError, match="concurrency 0"):
+        MicroBatcher(together, max_batch=1, max_wait_s=0.0, queue_size=8, concurrency=0)
+
+
 def test_model_failure_fails_the_batch_not_the_batcher():
     calls = []
 

@@ -45,6 +45,7 @@ def test_defaults_and_env_parsing():
         ({"DISTILL_PROVIDER": "tpu"}, "DISTILL_PROVIDER"),
         ({"DISTILL_MAX_BATCH": "eight"}, "DISTILL_MAX_BATCH"),
         ({"DISTILL_MAX_BATCH": "0"}, "must be > 0"),
+        ({"DISTILL_INFERENCE_STREAMS": "0"}, "DISTILL_INFERENCE_STREAMS=0: must be > 0"),
         ({"DISTILL_VARIANT_CPU": "int4"}, "DISTILL_VARIANT_CPU"),
         ({"DISTILL_LEGACY_STEPS": "2000"}, "exceeds"),
         ({"DISTILL_OUTPUT_QUALITY": "101"}, "1..100"),
@@ -95,10 +96,10 @@ def test_serve_refuses_a_nan_setting_in_one_line(monkeypatch, capsys):
 
 def test_only_from_env_reads_the_environment(monkeypatch):
     monkeypatch.setenv("DISTILL_MAX_BATCH", "3")
-    assert Settings().max_batch == 8 and Settings(queue_size=5).max_batch == 8
+    assert Settings().max_batch == 4 and Settings(queue_size=5).max_batch == 4
     assert Settings.from_env().max_batch == 3
     s = Settings.from_env({"DISTILL_QUEUE_SIZE": "5"})
-    assert s.max_batch == 8 and s.replace(max_batch=2) == Settings(queue_size=5, max_batch=2)
+    assert s.max_batch == 4 and s.replace(max_batch=2) == Settings(queue_size=5, max_batch=2)
     with pytest.raises(DistillError, match="DISTILL_MAX_BATCH=0"):
         s.replace(max_batch=0)  # a copy is checked like the original
     with pytest.raises(ValidationError, match="frozen"):

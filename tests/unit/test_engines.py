@@ -230,6 +230,40 @@ def test_openvino_static_shapes_answer_as_the_dynamic_batch(small_onnx):
         np.testing.assert_allclose(static.run(x), dynamic.run(x), rtol=0, atol=1e-6)
 
 
+@needs_openvino
+def test_openvino_streams_run_batches_at_once_with_the_same_answers(small_onnx):
+    """With two streams a lone batch runs on the latency build and, while it runs, others on a free stream of the
+    throughput build (two at most at once, per shape); every batch answers what one stream does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = EngineSpec("openvino", "cpu", "fp32", "fp32")
+    one = OpenVinoEngine(spec, small_onnx, (16, 16), static_batches=(1, 4))
+    two = OpenVinoEngine(spec, small_onnx, (16, 16), static_batches=(1, 4), streams=2)
+    assert one.throughput is None and two.throughput is not None
+    assert two.throughput.dynamic.qsize() == 2 and all(q.qsize() == 2 for q in two.throughput.static.values())
+    assert two.latency.dynamic.qsize() == 1 and sorted(two.latency.static) == [1, 4]
+    used = []
+    for build in (two.latency, two.throughput):  # record which build each run takes
+        build.free = lambda n, build=build, free=build.free: used.append(build) or free(n)  # type: ignore[method-assign]
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(two.run(x), one.run(x), rtol=0, atol=1e-6)
+    assert used == [two.latency]  # alone: every thread
+    two._running = 1  # as while another batch runs
+    np.testing.assert_allclose(two.run(x), one.run(x), rtol=0, atol=1e-6)
+    assert used[-1] is two.throughput and two._running == 1
+    two._running = 0
+    xs = [
+        np.random.default_rng(n).uniform(-1, 1, (n, 3, 16, 16)).astype(np.float32) for n in (1, 1, 3, 4, 4, 1)
+    ]
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(two.run, xs * 4))
+    for x, y in zip(xs * 4, answers, strict=True):
+        np.testing.assert_allclose(y, one.run(x), rtol=0, atol=1e-6)
+    assert two.latency.dynamic.qsize() == 1 and two.throughput.dynamic.qsize() == 2  # every request back
+    with pytest.raises(DistillError, match="at least one stream"):
+        OpenVinoEngine(spec, small_onnx, (16, 16), streams=0)
+
+
 class BatchOfOne(nn.Module):
     """Declares a dynamic batch, but its graph reshapes to [1, 3, H, W]."""
 
