@@ -198,9 +198,8 @@ class ModelRuntime:
         path = self.engine.path
         fix = f"re-export the entry (`distill export RUN --out {self.entry.path}`) or fix input.size in its manifest"
         inputs, outputs = self.engine.signature()
-        want = (
-            2 if self.conditional else 1
-        )  # a strength-conditioned student also takes strength [N] or [N, K]
+        # a strength-conditioned student also takes strength [N] or [N, K]
+        want = 2 if self.conditional else 1
         if len(inputs) != want or not outputs:
             kind = (
                 "a strength-conditioned student has two inputs (input, strength)"

@@ -20,6 +20,8 @@ from PIL import Image
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.main import create_app
+from app.runtime import load_runtime
+from core.errors import DistillError
 from distill.cli import main
 from editing.directions import LatentEdit, apply_direction, apply_edits
 from engines.base import EngineSpec
@@ -283,3 +285,13 @@ def test_openvino_static_shapes_take_the_strength_vectors(zoo):
         s = rng.uniform(-0.5, 1, (n, 3)).astype(np.float32)
         np.testing.assert_allclose(static.run(x, s), dynamic.run(x, s), rtol=0, atol=1e-5)
         np.testing.assert_allclose(static.run(x, s), reference.run(x, s), rtol=0, atol=1e-4)
+
+
+def test_a_manifest_of_other_edits_than_the_model_is_refused_at_start(tmp_path):
+    entry = make_multi_edit_entry(tmp_path, "two")
+    manifest = json.loads((entry.path / "manifest.json").read_text())
+    manifest["edits"] = manifest["edits"][:2]  # the model takes strength [N, 3]
+    entry = write_entry(entry.path, manifest)
+    runtime = load_runtime(entry, Settings(engine="onnxruntime", provider="cpu", intra_op_threads=1))
+    with pytest.raises(DistillError, match=r"declares its second input .*\[N, 2\] \(its 2 edits\)"):
+        runtime.check_contract()
