@@ -39,15 +39,25 @@ def parse_edits(text: str) -> dict[str, float]:
         value: Any = json.loads(text)
     except ValueError as e:
         raise ServiceError(422, "invalid_edits", f'edits is not JSON ({e}); e.g. {{"age": 1.0}}') from None
-    if not isinstance(value, dict) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value.values()
-    ):
+    numbers = {str(k): _finite(v) for k, v in value.items()} if isinstance(value, dict) else None
+    if numbers is None or any(v is None for v in numbers.values()):
         raise ServiceError(
             422,
             "invalid_edits",
             f'edits must be a JSON object of edit names to numbers, e.g. {{"age": 1.0}}; got {text[:200]!r}',
         )
-    return {str(k): float(v) for k, v in value.items()}
+    return {k: v for k, v in numbers.items() if v is not None}
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float; None for anything else (true, a string, NaN, an integer beyond float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _allowed(spec: EntryManifest) -> dict[str, list[float]]:

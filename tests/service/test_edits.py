@@ -111,6 +111,7 @@ def test_edits_by_name_and_all_zeros_give_back_the_input(client):
         ("multi", {"edits": '{"age": "x"}'}, "invalid_edits"),
         ("multi", {"edits": '{"age": true}'}, "invalid_edits"),
         ("multi", {"edits": '{"age": NaN}'}, "invalid_edits"),
+        ("multi", {"edits": '{"age": 1' + "0" * 400 + "}"}, "invalid_edits"),
         ("multi", {"strength": "1"}, "strength_unsupported"),
         ("cond", {"strength": "1", "edits": '{"age": 1}'}, "strength_and_edits"),
         ("cond", {"edits": '{"age": 2}'}, "edit_out_of_range"),
