@@ -18,9 +18,10 @@ join the next batch. ``max_batch=1`` turns batching off (every request runs alon
 ``max_wait_s=0`` is greedy batching (a batch is whatever is queued when the model frees up, as
 Triton's default).
 
-A strength-conditioned model takes a strength per request (``submit(x, strength)``):
-requests of different strengths share a batch, which runs as ``run_batch(x, strengths)`` with the
-per-item float32 [N] vector; a batch without strengths runs as ``run_batch(x)``.
+A strength-conditioned model takes a strength vector per request (``submit(x, strength)``, float32 [K]: one
+strength per edit, K = 1 for a one-edit dial): requests of different vectors share a batch, which runs as
+``run_batch(x, strengths)`` with the per-item float32 [N, K] matrix; a batch without strengths runs as
+``run_batch(x)``.
 
 The queue is bounded: a request arriving when ``queue_size`` are already waiting gets
 :class:`QueueFullError` (the service answers 503 with ``Retry-After``) instead of unbounded latency.
@@ -64,7 +65,7 @@ class _Pending:
     x: np.ndarray
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
-    strength: float | None = None
+    strength: np.ndarray | None = None  # float32 [K]: the request's strength per edit
 
 
 class MicroBatcher:
@@ -72,7 +73,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run_batch: Callable[..., np.ndarray],  # (x [N,3,H,W]) or (x, strengths [N]) -> [N,3,H,W]
+        run_batch: Callable[..., np.ndarray],  # (x [N,3,H,W]) or (x, strengths [N, K]) -> [N,3,H,W]
         *,
         max_batch: int,
         max_wait_s: float,
@@ -156,8 +157,8 @@ class MicroBatcher:
         batches = math.ceil(self.depth / (self.max_batch * self.concurrency))
         return max(1, math.ceil(batches * self._batch_s_ewma))
 
-    async def submit(self, x: np.ndarray, strength: float | None = None) -> BatchResult:
-        """Queue one [1,3,H,W] input (with its edit ``strength`` for a conditional model) and wait for its output;
+    async def submit(self, x: np.ndarray, strength: np.ndarray | None = None) -> BatchResult:
+        """Queue one [1,3,H,W] input (with its edit strengths [K] for a conditional model) and wait for its output;
         QueueFullError when the queue is full."""
         if x.ndim != 4 or x.shape[0] != 1:
             raise ValueError(f"submit one image [1,3,H,W], got {x.shape}")
@@ -198,9 +199,9 @@ class MicroBatcher:
         """Whether the oldest request's batch can still grow: not full, and requests on their way to join it."""
         return self._on_its_way > 0 and self._ready_count() < self.max_batch
 
-    def _run(self, inputs: list[np.ndarray], strengths: list[float | None] | None = None) -> np.ndarray:
+    def _run(self, inputs: list[np.ndarray], strengths: list[np.ndarray | None] | None = None) -> np.ndarray:
         """In the inference thread: stack the batch (megabytes at 512 px, so off the event loop) and run it, with
-        the per-item strength vector when any item has a strength."""
+        the per-item strength vectors stacked [N, K] when any item has strengths."""
         x = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
         if not strengths or all(s is None for s in strengths):
             return self.run_batch(x)

@@ -46,7 +46,7 @@ log = logging.getLogger("app.legacy")
 _PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 _PARENT_POLL_S = 1.0  # how often a projection process checks that its parent is alive
 _GRACE_S = 2.0  # how long past the deadline the web process waits for a job that does not poll should_stop
-_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}  # per pool process: (teacher, direction) -> loaded
+_CACHE: dict[tuple[str, ...], tuple[Any, Any]] = {}  # per pool process: (teacher, directions...) -> loaded
 _STOP: Any = None  # per pool process: the pool's shutdown event
 _SLOTS: tuple[Any, Any, Any] | None = (
     None  # per pool process: shared (steps done, cancel flag, start time) per slot
@@ -75,13 +75,21 @@ class LegacyLoadError(Exception):
 
 
 @dataclass(frozen=True)
-class LegacyJob:
-    """What one projection needs: the entry's teacher and direction, the edit, and the optimisation budget."""
+class LegacyEdit:
+    """One edit of a projection: the direction file, its latent strength (relative strength x alpha), W+ layers."""
 
-    teacher: Path
     direction: Path
     alpha: float
     layers: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class LegacyJob:
+    """What one projection needs: the entry's teacher, the edits (``w + sum_k alpha_k d_k``, each on its layers)
+    and the optimisation budget."""
+
+    teacher: Path
+    edits: tuple[LegacyEdit, ...]
     normalize: bool
     steps: int
     vgg16: Path | None = None
@@ -142,13 +150,16 @@ def _load(job: LegacyJob) -> tuple[Any, Any]:
     from editing.directions import load_direction
     from networks.stylegan2 import load_generator
 
-    key = (str(job.teacher), str(job.direction))
+    key = (str(job.teacher), *(str(e.direction) for e in job.edits))
     if key not in _CACHE:
         what = f"the teacher {job.teacher.name}"
         try:
             G = load_generator(job.teacher, device="cpu")
-            what = f"the direction {job.direction.name}"
-            _CACHE[key] = (G, load_direction(job.direction, G.num_ws, G.w_dim))
+            directions = []
+            for e in job.edits:
+                what = f"the direction {e.direction.name}"
+                directions.append(load_direction(e.direction, G.num_ws, G.w_dim))
+            _CACHE[key] = (G, directions)
         except Exception as e:  # whatever the loaders raise: the reason goes back to the web process
             raise LegacyLoadError(f"{what} cannot be loaded ({type(e).__name__}: {e})") from None
     return _CACHE[key]
@@ -159,25 +170,24 @@ def _run_job(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """In a pool process: project ``pixels`` (uint8 [H,W,3]) with the teacher, edit, synthesize, back to uint8;
     steps done go to the shared ``slot``, whose cancel flag stops the projection like the deadline does."""
+    from editing.directions import LatentEdit
     from editing.images import from_uint8, to_uint8
-    from editing.projector import ProjectionStopped, legacy_edit
+    from editing.projector import ProjectionStopped, legacy_edits
 
     started = time.perf_counter()
     done, cancel, start = _SLOTS if _SLOTS is not None and slot is not None else (None, None, None)
     if start is not None:
         start[slot] = time.time()
-    G, direction = _load(job)
+    G, directions = _load(job)
     res = G.img_resolution
     h, w = pixels.shape[:2]
     target = from_uint8(np.array(Image.fromarray(pixels).resize((res, res), Image.Resampling.BICUBIC)))
     losses: list[float] = []
     try:
-        edited = legacy_edit(
+        edited = legacy_edits(
             G,
             target,
-            direction,
-            job.alpha,
-            job.layers,
+            [LatentEdit(d, e.alpha, e.layers) for d, e in zip(directions, job.edits, strict=True)],
             steps=job.steps,
             normalize=job.normalize,
             vgg16_path=job.vgg16,

@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel
 from tqdm import tqdm
 
 from app import faces as face_path
 from app.config import Settings
 from app.domain import HEADER as DOMAIN_HEADER
+from app.edits import resolve_edits
 from app.errors import ServiceError
 from app.routers.transform import (
     Align,
@@ -44,7 +46,7 @@ from app.routers.transform import (
     edit_inputs,
     finish_output,
     frame_inputs,
-    resolve_strength,
+    resolve_strengths,
 )
 from app.service import LoadedModel, Service, select_entries
 from app.timing import StageTimer
@@ -66,6 +68,7 @@ class TransformOptions:
     model: str
     out: Path
     strength: float | None = None
+    edits: dict[str, float] | None = None  # edit name -> relative strength (the ``edits`` field)
     align: Align = "auto"
     faces: Faces = "largest"
     size: Size = "native"
@@ -206,18 +209,22 @@ async def load_service(model: str, model_zoo: Path | None) -> tuple[Service, Loa
     return service, service.get_model(model)
 
 
-def check_options(loaded: LoadedModel, opts: TransformOptions) -> float | None:
-    """The strength to run at; the options the service would refuse for every input as a DistillError."""
+def check_options(loaded: LoadedModel, opts: TransformOptions) -> np.ndarray | None:
+    """The strengths [K] to run at; the options the service would refuse for every input as a DistillError."""
     try:
         if aligned(loaded, opts.align):
             face_path.check_request(opts.size, opts.faces)
-        return resolve_strength(loaded, opts.strength)
+        return resolve_edits(loaded.entry.spec, loaded.runtime.name, opts.strength, opts.edits)
     except ServiceError as e:
         raise DistillError(e.detail) from None
 
 
 async def transform_one(
-    service: Service, loaded: LoadedModel, source: Source, opts: TransformOptions, strength: float | None
+    service: Service,
+    loaded: LoadedModel,
+    source: Source,
+    opts: TransformOptions,
+    strength: np.ndarray | None,
 ) -> ResultRow:
     """Edit one file as ``/transform`` would answer it and write the output atomically; the row says how it went."""
     timer = StageTimer()
@@ -345,7 +352,7 @@ async def _edit_photos(model: str, model_zoo: Path, files: list[Path]) -> tuple[
     )
     photos = []
     try:
-        strength = resolve_strength(loaded, None)
+        strength = resolve_strengths(loaded, None, None)
         for file in tqdm(files, desc="photos, student", unit="photo"):
             timer = StageTimer()
             try:

@@ -9,7 +9,8 @@ native size, and the fastest is served. On CUDA the inputs and outputs go throug
 warm-up runs every batch size the micro-batcher can form (cuDNN's algorithm search is per shape).
 
 Before the choice, :meth:`ModelRuntime.check_contract` holds the ONNX model to its manifest (one float
-input and output, [N, 3, H, W] at the manifest's size, the output the input's shape): a model that
+input and output, [N, 3, H, W] at the manifest's size, the output the input's shape; a strength-conditioned
+student's ``strength`` [N], or [N, K] for a student of the manifest's K ``edits``): a model that
 loads but does not fit (another model copied into the entry) is refused at start with the reason,
 instead of answering every request with a 500.
 """
@@ -168,29 +169,37 @@ class ModelRuntime:
 
     @property
     def conditional(self) -> bool:
-        """Whether the model takes a per-image edit strength (its manifest has ``strength``)."""
-        return self.entry.spec.strength is not None
+        """Whether the model takes per-image edit strengths: its manifest has ``strength`` (one edit, [N]) or
+        lists several ``edits`` ([N, K])."""
+        return self.entry.spec.strength is not None or self.edit_count > 1
+
+    @property
+    def edit_count(self) -> int:
+        """K, the edits the manifest lists (0 for an entry that says nothing of its edit)."""
+        return len(self.entry.spec.edits)
+
+    def default_strengths(self) -> np.ndarray:
+        """float32 [K]: each edit's manifest default, what a request that sets none gets."""
+        return np.array([e.default for e in self.entry.spec.edits], np.float32)
 
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
-        """float32 [N,3,H,W] in [-1,1] (and, for a conditional model, float32 [N] strengths; None: the manifest's
-        default) -> float32 [N,3,H,W]; blocking (call it from a worker thread)."""
-        if strength is None and self.entry.spec.strength is not None:
-            strength = np.full(len(batch), self.entry.spec.strength.default, np.float32)
+        """float32 [N,3,H,W] in [-1,1] (and, for a conditional model, float32 strengths [N, K] in the manifest's
+        edit order, [N] also taken for one edit; None: the manifest's defaults) -> float32 [N,3,H,W]; blocking
+        (call it from a worker thread)."""
+        if strength is None and self.conditional:
+            strength = np.tile(self.default_strengths(), (len(batch), 1))
         return self.engine.run(batch, strength)
 
     def check_contract(self) -> None:
         """DistillError naming the file and what differs when the model's input or output is not the manifest's
-        [N, 3, H, W] float tensor, checked on the declared shapes and on one inference at the native size."""
+        [N, 3, H, W] float tensor (with strength [N], or [N, K] for K edits), checked on the declared shapes and
+        on one inference at the native size."""
         h, w = self.native_hw
         path = self.engine.path
         fix = f"re-export the entry (`distill export RUN --out {self.entry.path}`) or fix input.size in its manifest"
         inputs, outputs = self.engine.signature()
-        if len(self.entry.spec.edits) > 1:  # strength [N, K]: the service's part of issue 22 is still to come
-            raise DistillError(
-                f"{path}: model {self.name!r} is a student of {len(self.entry.spec.edits)} edits (strength [N, K]); "
-                "this service serves students of one edit"
-            )
-        want = 2 if self.conditional else 1  # a strength-conditioned student also takes strength [N]
+        # a strength-conditioned student also takes strength [N] or [N, K]
+        want = 2 if self.conditional else 1
         if len(inputs) != want or not outputs:
             kind = (
                 "a strength-conditioned student has two inputs (input, strength)"
@@ -201,10 +210,17 @@ class ModelRuntime:
                 f"{path}: model {self.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
                 f"{kind} and one output; {fix}"
             )
-        if self.conditional and (inputs[1].type_name != "tensor(float)" or len(inputs[1].shape) != 1):
+        k = self.edit_count
+        expected = [k] if k > 1 else []
+        if self.conditional and (
+            inputs[1].type_name != "tensor(float)"
+            or len(inputs[1].shape) != 1 + len(expected)
+            or list(inputs[1].shape[1:]) != expected
+        ):
+            said = f"float32 [N, {k}] (its {k} edits)" if k > 1 else "float32 [N]"
             raise DistillError(
                 f"{path}: model {self.name!r} declares its second input {inputs[1].type_name} "
-                f"{list(inputs[1].shape)}; the manifest's strength is float32 [N]; {fix}"
+                f"{list(inputs[1].shape)}; the manifest's strength is {said}; {fix}"
             )
         for role, arg in (("input", inputs[0]), ("output", outputs[0])):
             declared = list(arg.shape)
@@ -239,7 +255,7 @@ class ModelRuntime:
         rng = np.random.default_rng(0)
         for n in sorted({min(2, max_batch), max_batch} - {1}):
             x = rng.uniform(-1, 1, (n, 3, h, w)).astype(np.float32)
-            strength = np.ones(n, np.float32) if self.conditional else None
+            strength = np.ones((n, self.edit_count), np.float32) if self.conditional else None
             try:
                 y = self.run(x, strength)
             except Exception as e:  # the engines' own exception types

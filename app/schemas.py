@@ -31,6 +31,15 @@ class LegacyInfo(BaseModel):
     timeout_s: float
 
 
+class EditInfo(BaseModel):
+    """One edit a model applies, as a request sets it (``edits={"age": 1.0}``): its name, the relative strengths it
+    was trained on (``[default, default]`` at one fixed strength) and what a request that leaves it out gets."""
+
+    attribute: str | None
+    range: tuple[float, float]
+    default: float
+
+
 class ModelInfo(BaseModel):
     name: str
     zoo: str = ""  # the model-zoo folder the entry came from (--model-zoo, ./model_zoo or the shipped zoo)
@@ -49,6 +58,7 @@ class ModelInfo(BaseModel):
     strength: StrengthSpec | None = (
         None  # a strength-conditioned model's range and default (the demo's slider)
     )
+    edits: list[EditInfo] = Field(default_factory=list)  # every edit, in the strength vector's order
     legacy: bool
     legacy_error: str | None = (
         None  # why the legacy path is off for this model (teacher or direction unloadable)

@@ -22,7 +22,7 @@ from app.config import Settings
 from app.domain import DomainCheck, load_check
 from app.errors import ServiceError
 from app.faces import PixelBudget
-from app.legacy import LegacyExecutor, LegacyJob
+from app.legacy import LegacyEdit, LegacyExecutor, LegacyJob
 from app.metrics import BATCH_SIZE, MODEL_INFO, QUEUE_DEPTH, observe_candidates
 from app.runtime import ModelRuntime, load_runtime
 from core.errors import DistillError
@@ -51,7 +51,13 @@ class LoadedModel:
 
     @property
     def has_teacher(self) -> bool:
-        return self.entry.teacher_path is not None and self.entry.direction_path is not None
+        """Whether the legacy path can run: the entry ships a teacher and every edit's direction, alpha and layers."""
+        edits = self.entry.spec.edits
+        return (
+            self.entry.teacher_path is not None
+            and bool(edits)
+            and all(e.direction and e.alpha is not None and e.layers is not None for e in edits)
+        )
 
     def samples(self) -> list[Path]:
         """The images the manifest lists under ``samples/`` (shown on the demo page); other files there are
@@ -235,22 +241,20 @@ class Service:
         model.legacy_error = str(error) or type(error).__name__
         log.error("model %s: the legacy path is off: %s", model.entry.name, model.legacy_error)
 
-    def legacy_job(self, model: LoadedModel, steps: int, strength: float | None = None) -> LegacyJob:
-        """The projection job for ``model``: its teacher and direction, the edit from its manifest, at ``strength``
-        (relative, as the student's: alpha = strength x the manifest's alpha; None: 1.0)."""
-        alpha, layers, normalize = model.entry.spec.direction_edit()
-        alpha = alpha if strength is None else alpha * strength
-        teacher, direction = model.entry.teacher_path, model.entry.direction_path
-        assert teacher is not None and direction is not None, "only entries that ship both have a legacy path"
-        return LegacyJob(
-            teacher,
-            direction,
-            alpha,
-            layers,
-            normalize,
-            steps,
-            self.settings.vgg16,
-        )
+    def legacy_job(self, model: LoadedModel, steps: int, strengths: np.ndarray | None = None) -> LegacyJob:
+        """The projection job for ``model``: its teacher and its edits' directions from its manifest, at
+        ``strengths`` [K] (relative, as the student's: alpha_k = strength_k x edit k's alpha; None: 1.0 each, a
+        fixed-strength edit's own alpha). The edits share the entry's ``direction.normalize`` (False without one)."""
+        entry = model.entry
+        teacher = entry.teacher_path
+        assert teacher is not None and model.has_teacher, "only entries that ship a teacher and directions"
+        edits = []
+        for k, e in enumerate(entry.spec.edits):
+            assert e.direction is not None and e.alpha is not None and e.layers is not None
+            scale = 1.0 if strengths is None else float(strengths[k])
+            edits.append(LegacyEdit(entry.path / e.direction, scale * e.alpha, e.layers))
+        normalize = entry.spec.direction.normalize if entry.spec.direction is not None else False
+        return LegacyJob(teacher, tuple(edits), normalize, steps, self.settings.vgg16)
 
     async def stop(self) -> None:
         for model in self.models.values():

@@ -180,7 +180,7 @@ class OrtRunner:
         session, engine = self.engine.session, self.engine
         feed = {engine.input_name: np.ascontiguousarray(x, dtype=engine.input_dtype)}
         if engine.conditional:
-            feed[STRENGTH_INPUT] = strength_vector(len(x), None)
+            feed[STRENGTH_INPUT] = strength_vector(len(x), None, engine.strength_dims)
         values = {k: ort.OrtValue.ortvalue_from_numpy(v, self.location, 0) for k, v in feed.items()}
         out = ort.OrtValue.ortvalue_from_shape_and_type(list(x.shape), self.output_type, self.location, 0)
         binding = session.io_binding()

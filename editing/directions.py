@@ -1,13 +1,16 @@
 """Applying a latent direction in StyleGAN2's W space: read a direction file, add it to W+ layers.
 
 A direction ``d`` edits an image by ``w' = w + alpha * d`` on the W+ layers ``[start, stop)`` (default 0-7:
-coarse and middle styles, as the StyleGAN2-distillation code did). The pipeline (pairs, evaluation) and the
+coarse and middle styles, as the StyleGAN2-distillation code did); several edits add up,
+``w + sum_k alpha_k * d_k`` each on its own layers (:func:`apply_edits`). The pipeline (pairs, evaluation) and the
 service's legacy endpoint edit this one way; fitting a direction is a pipeline stage (``training.directions``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,4 +78,22 @@ def apply_direction(
         raise DistillError(f"layers {layers[0]}:{layers[1]}: empty for a generator with {num_ws} W+ layers")
     out = ws.clone()
     out[:, start:stop] += alpha * d[start:stop]
+    return out
+
+
+@dataclass(frozen=True)
+class LatentEdit:
+    """One edit of several applied together: a loaded direction, its latent strength and its W+ layers."""
+
+    direction: torch.Tensor
+    alpha: float
+    layers: tuple[int, int] = DEFAULT_LAYERS
+
+
+def apply_edits(ws: torch.Tensor, edits: Sequence[LatentEdit], normalize: bool = False) -> torch.Tensor:
+    """``ws + sum_k alpha_k * d_k``, each edit on its own W+ layers (as :func:`apply_direction`, one after the
+    other: the sum the multi-edit pairs are made with)."""
+    out = ws
+    for e in edits:
+        out = apply_direction(out, e.direction, e.alpha, e.layers, normalize)
     return out

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import DistillError
-from editing.directions import apply_direction
+from editing.directions import LatentEdit, apply_edits
 from networks.stylegan2.networks import Generator
 
 # ----------------------------------------------------------------------------
@@ -367,8 +367,20 @@ def legacy_edit(
 
     Extra keywords go to :func:`project` (lr, vgg16_path, seed, should_stop, progress, ...).
     """
+    edit = LatentEdit(direction, alpha, (layers[0], layers[1]))
+    return legacy_edits(G, target, [edit], steps=steps, normalize=normalize, **kw)
+
+
+def legacy_edits(
+    G: Generator,
+    target: torch.Tensor,
+    edits: Sequence[LatentEdit],
+    steps: int = 1000,
+    normalize: bool = False,
+    **kw: Any,
+) -> torch.Tensor:
+    """:func:`legacy_edit` with several edits: project ``target`` once, add ``sum_k alpha_k d_k`` (each on its
+    layers, :func:`editing.directions.apply_edits`), synthesize with the projected noise."""
     result = project(G, target, steps=steps, **kw)
-    edited = apply_direction(
-        result.ws, direction.to(result.ws.device), alpha, layers=(layers[0], layers[1]), normalize=normalize
-    )
-    return render(G, edited, result.noise)
+    moved = [LatentEdit(e.direction.to(result.ws.device), e.alpha, e.layers) for e in edits]
+    return render(G, apply_edits(result.ws, moved, normalize), result.noise)

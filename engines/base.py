@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -51,8 +52,9 @@ class Engine(ABC):
 
     @abstractmethod
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
-        """float32 [N,3,H,W] -> float32 [N,3,H,W]; blocking (call it from a worker thread). ``strength`` [N]: the
-        per-image edit strength of a strength-conditioned model (None: 1.0 each); ignored by others."""
+        """float32 [N,3,H,W] -> float32 [N,3,H,W]; blocking (call it from a worker thread). ``strength`` [N] (or
+        [N, K] for a student of K edits; [N, 1] is taken as [N]): the per-image edit strengths of a
+        strength-conditioned model (None: 1.0 each); ignored by others."""
 
     @abstractmethod
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -70,14 +72,25 @@ def check_batch(batch: np.ndarray) -> None:
         raise ValueError(f"expected an image batch [N,3,H,W], got shape {tuple(batch.shape)}")
 
 
-def strength_vector(n: int, strength: np.ndarray | None) -> np.ndarray:
-    """float32 [n]: the given per-image strengths, or 1.0 each (the edit's own alpha)."""
+def strength_dims(shape: Sequence[int | str | None]) -> tuple[int, ...]:
+    """The per-image part of a strength input's declared shape: () for [N], (K,) for a student of K edits
+    ([N, K]); ValueError when K is not a fixed number (the strength vector's length must be known)."""
+    dims = tuple(d for d in shape[1:] if isinstance(d, int) and d > 0)
+    if len(dims) != len(shape) - 1:
+        raise ValueError(f"the strength input declares {list(shape)}; expected [N] or [N, K] with K fixed")
+    return dims
+
+
+def strength_vector(n: int, strength: np.ndarray | None, dims: tuple[int, ...] = ()) -> np.ndarray:
+    """float32 [n, *dims]: the given per-image strengths, or 1.0 each (every edit at its own alpha). ``dims`` is
+    :func:`strength_dims` of the model's input; a one-edit model's [n, 1] vectors become its [n]."""
     if strength is None:
-        return np.ones(n, np.float32)
-    s = np.ascontiguousarray(strength, dtype=np.float32).reshape(-1)
-    if s.shape[0] != n:
-        raise ValueError(f"{n} images but {s.shape[0]} strengths")
-    return s
+        return np.ones((n, *dims), np.float32)
+    s = np.ascontiguousarray(strength, dtype=np.float32)
+    per_image = int(np.prod(dims))
+    if s.size != n * per_image or (s.ndim and s.shape[0] != n):
+        raise ValueError(f"{n} images but strengths of shape {list(s.shape)} (the model takes {[n, *dims]})")
+    return s.reshape(n, *dims)
 
 
 class CandidateResult(BaseModel):

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from core.errors import DistillError
-from engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_vector
+from engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_dims, strength_vector
 from model_zoo.schema import STRENGTH_INPUT
 
 log = logging.getLogger("engines")
@@ -94,7 +94,12 @@ class OrtEngine(Engine):
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         self.input_dtype = NP_TYPES.get(inp.type, np.float32)
-        self.conditional = any(i.name == STRENGTH_INPUT for i in self.session.get_inputs())
+        strength = [i for i in self.session.get_inputs() if i.name == STRENGTH_INPUT]
+        self.conditional = bool(strength)
+        try:  # [N]: one edit; [N, K]: a student of K edits
+            self.strength_dims = strength_dims(strength[0].shape) if strength else ()
+        except ValueError as e:
+            raise DistillError(f"{path}: {e}; re-export it") from e
         self.io_binding = spec.device != "cpu"
 
     def run(self, batch: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
@@ -102,7 +107,7 @@ class OrtEngine(Engine):
         x = np.ascontiguousarray(batch, dtype=self.input_dtype)
         feed = {self.input_name: x}
         if self.conditional:
-            feed[STRENGTH_INPUT] = strength_vector(len(x), strength)
+            feed[STRENGTH_INPUT] = strength_vector(len(x), strength, self.strength_dims)
         if self.io_binding:
             device = "cpu" if self.spec.device == "cpu" else "cuda"
             binding = self.session.io_binding()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import DistillError
-from engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_vector
+from engines.base import Engine, EngineSpec, TensorSpec, check_batch, strength_dims, strength_vector
 
 log = logging.getLogger("engines")
 
@@ -50,7 +50,8 @@ def core() -> Any:
 
 def _reshape(model: Any, size: tuple[int, int], batch: int | None) -> None:
     """Fix ``model``'s input at ``size`` (height, width) and, when ``batch`` is given, its batch too (with a
-    strength-conditioned model's strength [N]); otherwise a fixed batch stays fixed and a dynamic one dynamic."""
+    strength-conditioned model's strength [N], or [N, K] for a student of K edits: K kept as declared);
+    otherwise a fixed batch stays fixed and a dynamic one dynamic."""
     import openvino
 
     if len(model.inputs) not in (1, 2) or not model.inputs[0].get_partial_shape().rank.is_static:
@@ -61,8 +62,13 @@ def _reshape(model: Any, size: tuple[int, int], batch: int | None) -> None:
     shapes = {model.inputs[0]: openvino.PartialShape(lead + [channels] + list(size))}
     if len(model.inputs) == 2:
         strength = model.inputs[1]
+        declared = strength.get_partial_shape()
         shapes[strength] = (
-            openvino.PartialShape([batch]) if batch is not None else strength.get_partial_shape()
+            openvino.PartialShape(
+                [batch] + [d.get_length() if d.is_static else -1 for d in list(declared)[1:]]
+            )
+            if batch is not None and declared.rank.is_static
+            else declared
         )
     model.reshape(shapes)
 
@@ -172,6 +178,14 @@ class OpenVinoEngine(Engine):
         self.compiled = self.latency.compiled
         self.static = self.latency.static  # batch size -> free infer requests of the static model
         self.conditional = len(self.compiled.inputs) == 2  # input, strength
+        self.strength_dims: tuple[int, ...] = ()  # [N]: one edit; [N, K]: a student of K edits
+        if self.conditional:
+            shape = self.compiled.inputs[1].get_partial_shape()
+            dims = [d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else []
+            try:
+                self.strength_dims = strength_dims(dims)
+            except ValueError as e:
+                raise DistillError(f"{path}: {e}; re-export it") from e
         self._running = 0  # batches in progress
         self._count = threading.Lock()
 
@@ -179,7 +193,9 @@ class OpenVinoEngine(Engine):
         """Run one batch: on the latency build when no other batch runs, else on a free stream."""
         check_batch(batch)
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        feed = {0: x, 1: strength_vector(len(x), strength)} if self.conditional else {0: x}
+        feed = (
+            {0: x, 1: strength_vector(len(x), strength, self.strength_dims)} if self.conditional else {0: x}
+        )
         with self._count:
             alone = self._running == 0
             self._running += 1

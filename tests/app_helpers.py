@@ -103,6 +103,56 @@ def make_entry(root: Path, name: str = "tiny", teacher: bool = True, samples: bo
     return write_entry(dest, manifest, files)
 
 
+MULTI_EDITS = {"age": (-1.0, 1.0), "smile": (-0.5, 1.5), "glasses": (0.0, 1.0)}  # name -> trained range
+
+
+def make_multi_edit_entry(root: Path, name: str = "multi", teacher: bool = True) -> ModelEntry:
+    """A zoo entry of a student of the three :data:`MULTI_EDITS` (strength [N, 3], defaults 0) as `distill export`
+    writes one: each edit with its ``edit_NAME.npy`` direction, alpha and layers, and (``teacher``) the tiny
+    StyleGAN2 teacher of :func:`make_entry` for the legacy path."""
+    from tests.pipeline_helpers import multi_edit_generator
+    from training.export import export_onnx
+
+    dest = root / name
+    dest.mkdir(parents=True)
+    G = multi_edit_generator("modulation", len(MULTI_EDITS))
+    export_onnx(G, dest / "model.onnx", (NATIVE, NATIVE))
+    files = ["model.onnx"]
+    edits = []
+    for k, (attribute, (low, high)) in enumerate(MULTI_EDITS.items()):
+        direction = f"edit_{attribute}.npy"
+        np.save(dest / direction, np.random.default_rng(k).standard_normal(16).astype(np.float32))
+        files.append(direction)
+        edits.append(
+            {
+                "attribute": attribute,
+                "direction": direction,
+                "alpha": 1.0 + k,
+                "layers": [0, 4] if k != 1 else [2, 6],
+                "range": [low, high],
+                "default": 0.0,
+            }
+        )
+    manifest = {
+        "name": name,
+        "description": "tiny test student of three edits",
+        "input": {"size": [NATIVE, NATIVE], "stride": G.config.stride},
+        "variants": {"fp32": {"file": "model.onnx", "providers": ["cpu", "cuda"]}},
+        "edits": edits,
+    }
+    if teacher:
+        from networks.stylegan2 import Generator, save_generator
+
+        torch.manual_seed(0)
+        T = Generator(
+            z_dim=16, w_dim=16, img_resolution=NATIVE, mapping_layers=2, channels={4: 16, 8: 16, 16: 8, 32: 8}
+        )
+        save_generator(T, dest / "teacher.pt")
+        manifest["teacher"] = {"file": "teacher.pt"}
+        files.append("teacher.pt")
+    return write_entry(dest, manifest, files)
+
+
 class MeanLevel(nn.Module):
     """A domain scorer: column 0 the mean of the normalised input (-1 black .. 1 white), column 1 its negative."""
 

@@ -69,6 +69,17 @@ def tiny_generator(seed: int = 0, **overrides) -> torch.nn.Module:
     return build_generator(get_preset("tiny", **overrides)).eval()
 
 
+def multi_edit_generator(condition: str, k: int, seed: int = 0) -> torch.nn.Module:
+    """A tiny generator of ``k`` edits (strength [N, k]), its weights nudged off their init so every edit changes
+    the output (all zeros still give back the input: the residual student's identity)."""
+    torch.manual_seed(seed)
+    G = build_generator(get_preset("tiny", residual=True, condition=condition, n_edits=k))
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return G.eval()
+
+
 class Brightness(torch.nn.Module):
     """Output 0: mean over pixels and channels; output 1: mean of the red channel minus 1."""
 

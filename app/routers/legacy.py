@@ -10,11 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from app.dependencies import get_service, label_request
+from app.edits import edit_headers
 from app.errors import ServiceError
 from app.legacy import (
     LegacyBusyError,
@@ -28,6 +30,7 @@ from app.legacy import (
 from app.legacy_jobs import JobError, JobRecord, JobStore, LegacyJobInfo
 from app.routers.transform import (
     ALIGN_FIELD,
+    EDITS_FIELD,
     FACES_FIELD,
     FORMAT_FIELD,
     IMAGE_FIELD,
@@ -46,7 +49,7 @@ from app.routers.transform import (
     finish,
     image_response,
     inputs_of,
-    resolve_strength,
+    resolve_strengths,
 )
 from app.schemas import ErrorBody
 from app.service import LoadedModel, Service
@@ -62,12 +65,12 @@ JOB_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A checked legacy request: the model, the decoded upload, the projection job and its strength."""
+    """A checked legacy request: the model, the decoded upload, the projection job and its strengths [K]."""
 
     loaded: LoadedModel
     upload: Upload
     job: LegacyJob
-    strength: float | None
+    strengths: np.ndarray | None
     timer: StageTimer
     held_pixels: int  # face-path pixels held until the answer is encoded (service.face_pixels)
 
@@ -84,6 +87,7 @@ class LegacyForm:
     align: Align
     faces: Faces
     strength: float | None
+    edits: str | None
 
 
 def legacy_form(
@@ -95,14 +99,15 @@ def legacy_form(
     align: Align = ALIGN_FIELD,
     faces: Faces = FACES_FIELD,
     strength: float | None = STRENGTH_FIELD,
+    edits: str | None = EDITS_FIELD,
 ) -> LegacyForm:
     """The legacy routes' form as one dependency, so both declare (and validate) the same fields."""
-    return LegacyForm(image, model, format, size, steps, align, faces, strength)
+    return LegacyForm(image, model, format, size, steps, align, faces, strength, edits)
 
 
 async def _prepare(request: Request, service: Service, form: LegacyForm) -> Prepared:
-    """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps, the strength as
-    ``/transform`` checks it) and decode the upload."""
+    """Check the request (409 legacy off or no teacher, 503 teacher unloadable, 422 steps, the strength or edits
+    as ``/transform`` checks them) and decode the upload."""
     timer = StageTimer()
     loaded = service.get_model(form.model)
     entry, s = loaded.entry, service.settings
@@ -121,7 +126,7 @@ async def _prepare(request: Request, service: Service, form: LegacyForm) -> Prep
     steps = form.steps or s.legacy_steps
     if steps > s.legacy_max_steps:
         raise ServiceError(422, "too_many_steps", f"steps={steps} exceeds the limit {s.legacy_max_steps}")
-    strength = resolve_strength(loaded, form.strength)
+    strengths = resolve_strengths(loaded, form.strength, form.edits)
     upload, held = await decode_upload(
         service,
         form.image,
@@ -132,7 +137,7 @@ async def _prepare(request: Request, service: Service, form: LegacyForm) -> Prep
         align=aligned(loaded, form.align),
         faces=form.faces,
     )
-    return Prepared(loaded, upload, service.legacy_job(loaded, steps, strength), strength, timer, held)
+    return Prepared(loaded, upload, service.legacy_job(loaded, steps, strengths), strengths, timer, held)
 
 
 async def _project(
@@ -176,7 +181,7 @@ async def _project(
             "X-Model": entry.name,
             "X-Provider": PROVIDER,
             "X-Steps": str(info["steps"]),
-            **({} if prepared.strength is None else {"X-Strength": f"{prepared.strength:g}"}),
+            **edit_headers(entry.spec, prepared.strengths),
             **face_headers(upload),
         },
     )

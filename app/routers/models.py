@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
 from app.dependencies import get_service
+from app.edits import describe_edits
 from app.errors import ServiceError
 from app.schemas import BatchingInfo, ErrorBody, LegacyInfo, ModelInfo, ModelsResponse
 from app.service import LoadedModel, Service
@@ -31,6 +32,7 @@ def describe(model: LoadedModel, service: Service) -> ModelInfo:
         engine_reason=runtime.engine_reason,
         engine_candidates=runtime.candidates,
         strength=entry.spec.strength,
+        edits=describe_edits(entry.spec),
         legacy=model.has_teacher and service.legacy.enabled and model.legacy_error is None,
         legacy_error=model.legacy_error,
         domain=model.domain.ranges() if model.domain else None,

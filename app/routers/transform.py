@@ -16,6 +16,7 @@ from app.batching import BatchResult, QueueFullError
 from app.dependencies import get_service, label_request, read_upload
 from app.domain import HEADER as DOMAIN_HEADER
 from app.domain import DomainCheck, Verdict
+from app.edits import edit_headers, parse_edits, resolve_edits
 from app.errors import ServiceError
 from app.schemas import ErrorBody
 from app.service import LoadedModel, Service
@@ -57,38 +58,21 @@ STRENGTH_FIELD = Form(
     description="Edit strength for a strength-conditioned model, relative: 1.0 = the "
     "entry's edit.alpha, 0 = unchanged, negative = the opposite edit; within "
     "the manifest's strength.range (default: strength.default). Fixed-strength "
-    "models take none.",
+    "models and students of several edits (see edits) take none.",
+)
+EDITS_FIELD = Form(
+    None,
+    description='The strength of each edit by name, a JSON object: {"age": 1.0, "smile": -0.5}; relative as '
+    "strength, each within its range in /models' edits; edits left out get their default (0, off, for a "
+    "student of several edits). For a one-edit dial the same as strength; not with strength.",
 )
 
 
-def resolve_strength(loaded: LoadedModel, strength: float | None) -> float | None:
-    """The request's strength for ``loaded``: the manifest's default when none is given; 422 outside the trained
-    range, and 422 for any strength on a fixed-strength model."""
-    spec = loaded.entry.spec.strength
-    name = loaded.runtime.name
-    if spec is None:
-        if strength is None:
-            return None
-        raise ServiceError(
-            422,
-            "strength_unsupported",
-            f"model {name!r} edits at one fixed strength (alpha {loaded.entry.spec.edit.alpha}); "
-            "drop the strength field or choose a strength-conditioned model (see /models)",
-            model=name,
-        )
-    if strength is None:
-        return spec.default
-    low, high = spec.range
-    if not low <= strength <= high:
-        raise ServiceError(
-            422,
-            "strength_out_of_range",
-            f"strength {strength:g} is outside model {name!r}'s trained range [{low:g}, {high:g}] "
-            f"(relative: 1.0 = alpha {loaded.entry.spec.edit.alpha})",
-            range=[low, high],
-            model=name,
-        )
-    return float(strength)
+def resolve_strengths(loaded: LoadedModel, strength: float | None, edits: str | None) -> np.ndarray | None:
+    """The request's strengths [K] for ``loaded`` (None: a model without a strength input); 422 as
+    :func:`app.edits.resolve_edits` says, and ``invalid_edits`` for ``edits`` that are no JSON object of numbers."""
+    parsed = parse_edits(edits) if edits is not None else None
+    return resolve_edits(loaded.entry.spec, loaded.runtime.name, strength, parsed)
 
 
 def aligned(loaded: LoadedModel, align: Align) -> bool:
@@ -279,7 +263,7 @@ def finish_output(
 
 
 async def edit_inputs(
-    loaded: LoadedModel, xs: list[np.ndarray], strength: float | None, timer: StageTimer
+    loaded: LoadedModel, xs: list[np.ndarray], strength: np.ndarray | None, timer: StageTimer
 ) -> list[BatchResult]:
     """Run the model's inputs through its micro-batcher (timed ``queue`` and ``inference``); 503 ``queue_full``
     with Retry-After when its queue is full. Several faces are submitted together, so they usually share a batch."""
@@ -313,9 +297,10 @@ async def transform(
     align: Align = ALIGN_FIELD,
     faces: Faces = FACES_FIELD,
     strength: float | None = STRENGTH_FIELD,
+    edits: str | None = EDITS_FIELD,
     service: Service = Depends(get_service),
 ) -> Response:
-    """Edit a photo with the distilled student (at ``strength``, for a strength-conditioned model).
+    """Edit a photo with the distilled student (at ``strength`` or ``edits``, for a strength-conditioned model).
 
     The upload is framed as the model expects (``align=auto``): FFHQ-aligned face crops for a model whose
     manifest says ``input.alignment: ffhq`` (the edit is pasted back into the photo with ``size=original``),
@@ -327,7 +312,7 @@ async def transform(
     loaded = service.get_model(model)
     runtime = loaded.runtime
     label_request(request, runtime.name, runtime.provider)
-    strength = resolve_strength(loaded, strength)
+    strengths = resolve_strengths(loaded, strength, edits)
     with loaded.batcher.expecting():  # queued requests may wait for this one to join their batch
         upload, xs, held, verdict = await prepare_inputs(
             service,
@@ -341,7 +326,7 @@ async def transform(
             domain=loaded.domain,
         )
     try:  # the face-path pixels are held until the answer is encoded
-        results = await edit_inputs(loaded, xs, strength, timer)
+        results = await edit_inputs(loaded, xs, strengths, timer)
         content = await run_in_threadpool(
             finish_output,
             [r.output for r in results],
@@ -365,7 +350,7 @@ async def transform(
             "X-Engine": runtime.engine_name,
             "X-Precision": runtime.precision,
             "X-Batch-Size": str(max(r.batch_size for r in results)),
-            **({} if strength is None else {"X-Strength": f"{strength:g}"}),
+            **edit_headers(loaded.entry.spec, strengths),
             **face_headers(upload),
             **({} if verdict is None else {DOMAIN_HEADER: verdict.text()}),
         },

@@ -123,6 +123,7 @@ function showModelOptions() {
   if (model && model.domain) note.textContent += ` Trained on inputs with ${model.domain}: every upload is checked against it.`;
   note.hidden = !note.textContent;
   showStrength(model);
+  showEdits(model);
 }
 
 function showDomain(verdict) {
@@ -149,6 +150,37 @@ function showStrength(model) {
   $("strength-low").textContent = low;
   $("strength-high").textContent = high;
   $("strength-value").textContent = Number(slider.value).toFixed(2);
+}
+
+function showEdits(model) {
+  // a student of several edits: one slider per edit of its /models edits (range, default); one edit keeps the dial
+  const edits = model && model.edits && model.edits.length > 1 ? model.edits : [];
+  const box = $("edit-sliders");
+  box.hidden = edits.length === 0;
+  box.replaceChildren(...edits.map((edit) => {
+    const label = document.createElement("label");
+    const slider = document.createElement("input");
+    const value = document.createElement("output");
+    Object.assign(slider, { type: "range", step: "0.05", min: edit.range[0], max: edit.range[1] });
+    slider.value = edit.default;
+    slider.dataset.edit = edit.attribute;
+    value.textContent = Number(slider.value).toFixed(2);
+    slider.addEventListener("input", () => {
+      value.textContent = Number(slider.value).toFixed(2);
+      strengthMoved();
+    });
+    label.append(`${edit.attribute} `, slider, value);
+    return label;
+  }));
+}
+
+function editsField() {
+  // the sliders as /transform's edits field: {"age": 1, "smile": -0.5}
+  const edits = {};
+  for (const slider of $("edit-sliders").querySelectorAll("input[data-edit]")) {
+    edits[slider.dataset.edit] = Number(slider.value);
+  }
+  return JSON.stringify(edits);
 }
 
 function strengthMoved() {
@@ -219,6 +251,7 @@ function form(withSteps) {
   }
   if (withSteps) data.append("steps", $("steps").value);
   if (!$("strength-control").hidden) data.append("strength", $("strength").value); // the legacy path too
+  if (!$("edit-sliders").hidden) data.append("edits", editsField());
   return data;
 }
 
@@ -247,7 +280,9 @@ async function runStudent(keepShown = false) {
     studentMs = roundTrip;
     const caption = $("student-caption");
     const strength = response.headers.get("X-Strength");
-    caption.dataset.base = `Student (${response.headers.get("X-Model")}, ${response.headers.get("X-Provider")}${strength === null ? "" : `, strength ${strength}`}): ${formatMs(roundTrip)}`;
+    const edits = response.headers.get("X-Edits");
+    const dial = strength !== null ? `, strength ${strength}` : edits !== null ? `, ${edits}` : "";
+    caption.dataset.base = `Student (${response.headers.get("X-Model")}, ${response.headers.get("X-Provider")}${dial}): ${formatMs(roundTrip)}`;
     showSpeedup();
     showTimings([...parseServerTiming(response.headers.get("Server-Timing")), ["round trip (browser)", roundTrip]]);
     setStatus(`Done: student in ${formatMs(roundTrip)}.`);

@@ -49,3 +49,14 @@ def named_strength_range(text: str) -> StrengthRange | tuple[str, StrengthRange]
     """``--alpha-range LO:HI`` or ``--alpha-range NAME=LO:HI``."""
     m = _NAME.match(text)
     return (m[1], strength_range(m[2])) if m else strength_range(text)
+
+
+def edit_strength(text: str) -> tuple[str, float]:
+    """``--edit NAME=S``: one edit's relative strength, by name."""
+    m = _NAME.match(text)
+    try:
+        if m is None:
+            raise ValueError
+        return m[1], float(m[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=S, e.g. age=1 or smile=-0.5") from None

@@ -8,8 +8,21 @@ from typing import get_args
 
 from app.offline import RESULTS, TransformOptions, transform_files
 from app.routers.transform import Align, Faces, Format, Size
+from core.errors import DistillError
 from core.sharding import INDEX_ENV, NUM_SHARDS_ENV, resolve_shard
+from distill.commands import argtypes
 from distill.commands.zoo import add_zoo_argument
+
+
+def edits_of(pairs: list[tuple[str, float]] | None) -> dict[str, float] | None:
+    """The ``--edit NAME=S`` options as the ``edits`` field; a name given twice is a usage error."""
+    if not pairs:
+        return None
+    names = [name for name, _ in pairs]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise DistillError(f"--edit {twice}=...: given twice; give each edit once")
+    return dict(pairs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         out=args.out,
         strength=args.strength,
+        edits=edits_of(args.edit),
         align=args.align,
         faces=args.faces,
         size=args.size,
@@ -53,7 +67,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="edit strength for a strength-conditioned model, relative (1.0 = the entry's alpha; default: "
-        "the manifest's); fixed-strength models take none",
+        "the manifest's); fixed-strength models and students of several edits (see --edit) take none",
+    )
+    p.add_argument(
+        "--edit",
+        action="append",
+        type=argtypes.edit_strength,
+        metavar="NAME=S",
+        help="one edit's relative strength by name, within its range (`distill models show`, /models' edits; repeatable: "
+        "--edit age=1 --edit smile=-0.5); edits left out get their default (0, off, for a student of "
+        "several edits); not with --strength",
     )
     p.add_argument(
         "--align",

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from app.config import Settings
-from app.legacy import LegacyExecutor, LegacyJob, LegacyLoadError
+from app.legacy import LegacyEdit, LegacyExecutor, LegacyJob, LegacyLoadError
 from app.main import create_app
 from model_zoo.registry import write_entry
 from tests.app_helpers import encode, make_entry, png_bytes, wait_ready
@@ -153,7 +153,8 @@ def test_a_hung_projection_process_is_killed_and_replaced(client):
 
 
 def test_the_executor_reports_a_load_failure_at_run_time(tmp_path):
-    missing = LegacyJob(tmp_path / "teacher.pt", tmp_path / "direction.npy", 1.0, (0, 4), False, steps=2)
+    edit = LegacyEdit(tmp_path / "direction.npy", 1.0, (0, 4))
+    missing = LegacyJob(tmp_path / "teacher.pt", (edit,), False, steps=2)
     executor = LegacyExecutor(workers=1, queue=0, timeout_s=60, threads=1)
     try:
         with pytest.raises(LegacyLoadError, match="the teacher teacher.pt cannot be loaded"):
@@ -166,7 +167,8 @@ def test_the_executor_reports_a_load_failure_at_run_time(tmp_path):
 @pytest.mark.timeout(90)
 def test_a_projection_process_hung_at_warm_up_is_killed_and_reported(tmp_path):
     entry = make_entry(tmp_path / "zoo", "tiny", samples=False)
-    job = LegacyJob(entry.teacher_path, entry.direction_path, 1.0, (0, 4), False, steps=2)
+    assert entry.teacher_path is not None and entry.direction_path is not None
+    job = LegacyJob(entry.teacher_path, (LegacyEdit(entry.direction_path, 1.0, (0, 4)),), False, steps=2)
     executor = LegacyExecutor(workers=1, queue=0, timeout_s=30, threads=1)
     hung: list[int] = []
 

@@ -97,7 +97,7 @@ def test_requests_of_different_strengths_share_a_batch():
 
     def run_batch(x: np.ndarray, strengths: np.ndarray | None = None) -> np.ndarray:
         calls.append((len(x), None if strengths is None else strengths.tolist()))
-        return x * (1.0 if strengths is None else strengths[:, None, None, None])
+        return x * (1.0 if strengths is None else strengths[:, :, None, None])
 
     async def go():
         batcher = MicroBatcher(run_batch, max_batch=8, max_wait_s=0.2, queue_size=16)
@@ -106,12 +106,14 @@ def test_requests_of_different_strengths_share_a_batch():
             with batcher.expecting(), batcher.expecting(), batcher.expecting():
                 pass  # three requests announced, then submitted together
             x = np.ones((1, 3, 4, 4), np.float32)
-            return await asyncio.gather(*(batcher.submit(x, s) for s in (-1.0, 0.5, 2.0)))
+            return await asyncio.gather(
+                *(batcher.submit(x, np.array([s], np.float32)) for s in (-1.0, 0.5, 2.0))
+            )
         finally:
             await batcher.stop()
 
     results = asyncio.run(go())
-    assert calls == [(3, [-1.0, 0.5, 2.0])]
+    assert calls == [(3, [[-1.0], [0.5], [2.0]])]  # the one-edit dial's vectors [1], stacked [N, 1]
     assert [float(r.output[0, 0, 0]) for r in results] == [-1.0, 0.5, 2.0]
     assert all(r.batch_size == 3 for r in results)
 
@@ -120,8 +122,10 @@ def test_the_legacy_path_takes_the_same_strength(client):
     service = client.app.state.service
     model = service.models["cond"]
     alpha = model.entry.spec.edit.alpha
-    assert service.legacy_job(model, 5).alpha == alpha
-    assert service.legacy_job(model, 5, -0.5).alpha == -0.5 * alpha
+    assert [e.alpha for e in service.legacy_job(model, 5).edits] == [alpha]
+    assert [e.alpha for e in service.legacy_job(model, 5, np.array([-0.5], np.float32)).edits] == [
+        -0.5 * alpha
+    ]
 
 
 @pytest.fixture(scope="module")

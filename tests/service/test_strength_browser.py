@@ -8,7 +8,15 @@ import shutil
 import pytest
 from PIL import Image
 
-from tests.app_helpers import CHROMEDRIVER, CHROMIUM, gradient, make_entry, serve
+from tests.app_helpers import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    MULTI_EDITS,
+    gradient,
+    make_entry,
+    make_multi_edit_entry,
+    serve,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -61,4 +69,38 @@ def test_slider_for_conditional_models_reruns_the_student(browser, conditional_e
         )
         assert text("strength-value") == "-0.50"
         wait.until(lambda d: "strength -0.5" in text("student-caption"))
+        assert text("status").startswith("Done"), text("status")
+
+
+def test_one_slider_per_edit_of_a_multi_edit_student(browser, tmp_path):
+    """A student of several edits gets a slider per edit of /models' edits; moving one re-runs the student with
+    the whole vector (the caption shows X-Edits)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    zoo = tmp_path / "zoo"
+    make_multi_edit_entry(zoo, "multi", teacher=False)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(gradient(32, 32)).save(photo)
+    wait = WebDriverWait(browser, 30)
+
+    def text(element_id: str) -> str:
+        return browser.find_element(By.ID, element_id).text
+
+    with serve(zoo) as (url, _):
+        browser.get(url + "/")
+        wait.until(lambda d: "Choose a photo" in text("status"))
+        assert not browser.find_element(By.ID, "strength-control").is_displayed()
+        sliders = browser.find_elements(By.CSS_SELECTOR, "#edit-sliders input[data-edit]")
+        assert [
+            (s.get_attribute("data-edit"), s.get_attribute("min"), s.get_attribute("max")) for s in sliders
+        ] == [(name, f"{low:g}", f"{high:g}") for name, (low, high) in MULTI_EDITS.items()]
+        browser.find_element(By.ID, "file").send_keys(str(photo))
+        browser.find_element(By.ID, "transform").click()
+        wait.until(lambda d: "age=0,smile=0,glasses=0" in text("student-caption"))
+        browser.execute_script(
+            "const s = document.querySelector('#edit-sliders input[data-edit=smile]'); s.value = '1.2';"
+            "s.dispatchEvent(new Event('input'));"
+        )
+        wait.until(lambda d: "age=0,smile=1.2,glasses=0" in text("student-caption"))
         assert text("status").startswith("Done"), text("status")
