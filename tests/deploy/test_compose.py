@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.app_helpers import free_port, make_entry, png_bytes, serve
+from tests.app_helpers import add_domain, free_port, make_entry, png_bytes, serve
 from tests.deploy_helpers import ROOT, RULES, queries, substituted
 
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -102,6 +102,7 @@ def prometheus_and_service(tmp_path_factory):
         pytest.skip("prometheus is missing: apt-get install prometheus (.ci/run installs it)")
     root = tmp_path_factory.mktemp("monitoring")
     make_entry(root / "zoo", "tiny", teacher=False)
+    add_domain(root / "zoo" / "tiny")  # the domain panel's series
     env = {"PROMETHEUS_MULTIPROC_DIR": str(root / "multiproc"), "DISTILL_LEGACY_WORKERS": "0"}
     with serve(root / "zoo", "--workers", "2", env=env) as (url, _):
         config = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())
