@@ -164,21 +164,11 @@ class MeanLevel(nn.Module):
 def add_domain(entry_dir: Path, keep: tuple[float | None, float | None] = (0.0, None)) -> ModelEntry:
     """Give an entry a domain as `distill export` would: a filter report naming a :class:`MeanLevel` scorer (8x8)
     with ``bright`` kept in ``keep`` on the originals (and a range on the edited images only, never the domain's)."""
+    from tests.pipeline_helpers import export_scorer
     from training.export.domain import add_domain as record
 
     scorer = entry_dir.parent / f"{entry_dir.name}-level.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            MeanLevel(),
-            (torch.zeros(1, 3, 8, 8),),
-            str(scorer),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["scores"],
-            dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}},
-        )
+    export_scorer(MeanLevel(), scorer, 8)
     report = entry_dir.parent / f"{entry_dir.name}-filter_report.json"
     spec = {"type": "onnx", "path": str(scorer), "input_size": None, "mean": [0.5], "std": [0.5]}
     report.write_text(

@@ -3,6 +3,7 @@ pair datasets, trainer options, a tiny generator, tiny ONNX students and scorers
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,24 @@ class Brightness(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0].mean(dim=(1, 2)) - 1.0], dim=1)
+
+
+def export_scorer(module: torch.nn.Module, path: Path, size: int) -> Path:
+    """``module`` ([N,3,size,size] -> [N,K] scores) as an ONNX scorer with a dynamic batch, as `distill filter`,
+    `distill direction` and the service's domain check read one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is the one we want
+        torch.onnx.export(
+            module,
+            (torch.zeros(1, 3, size, size),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["scores"],
+            dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}},
+        )
+    return path
 
 
 def make_dataset(root: Path, levels_a: list[int], levels_b: list[int], size: int = 16) -> Path:

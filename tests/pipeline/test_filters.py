@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 from core.errors import DistillError
 from distill.cli import main
 from editing.images import load_image, save_image
-from tests.pipeline_helpers import Brightness, make_dataset
+from tests.pipeline_helpers import Brightness, export_scorer, make_dataset
 from training.filters import filter_dataset
 from training.manifest import kept, read_manifest
 from training.onnx_scorer import OnnxScorer
@@ -25,18 +24,7 @@ LEVELS_B = [64, 64, 255, 192, 255]
 @pytest.fixture(scope="module")
 def brightness_onnx(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("onnx") / "brightness.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is the one we want
-        torch.onnx.export(
-            Brightness(),
-            (torch.zeros(1, 3, 8, 8),),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["scores"],
-            dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}},
-        )
+    export_scorer(Brightness(), path, 8)
     return str(path)
 
 

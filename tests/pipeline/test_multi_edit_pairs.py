@@ -126,22 +126,13 @@ def test_cli_named_directions(pair_teacher, edits, tmp_path, capsys):
 
 @pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
 def test_filter_reports_kept_and_rejected_per_active_edit(pair_teacher, edits, tmp_path):
-    from tests.pipeline_helpers import Brightness
+    from tests.pipeline_helpers import Brightness, export_scorer
     from training.filters import filter_dataset
 
     out = tmp_path / "ds"
     gen(pair_teacher, edits, out, num=12)
     scorer = tmp_path / "bright.onnx"
-    torch.onnx.export(
-        Brightness(),
-        (torch.zeros(1, 3, 16, 16),),
-        str(scorer),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["scores"],
-        dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}},
-    )
+    export_scorer(Brightness(), scorer, 16)
     rows = read_manifest(out)
     spec = {"type": "onnx", "path": str(scorer), "input_size": 16, "mean": [0], "std": [1]}
     spec |= {"outputs": {"bright": 0}, "on": "b", "keep": {"bright": [0.45, 1.0]}}

@@ -164,21 +164,9 @@ def test_filter_keeps_strengths_and_reports_them(brightness_onnx_scorer, tmp_pat
 
 @pytest.fixture(scope="module")
 def brightness_onnx_scorer(tmp_path_factory) -> str:
-    import warnings
 
-    from tests.pipeline_helpers import Brightness
+    from tests.pipeline_helpers import Brightness, export_scorer
 
     path = tmp_path_factory.mktemp("onnx") / "brightness.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            Brightness(),
-            (torch.zeros(1, 3, 8, 8),),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["scores"],
-            dynamic_axes={"input": {0: "n"}, "scores": {0: "n"}},
-        )
+    export_scorer(Brightness(), path, 8)
     return str(path)

@@ -12,6 +12,7 @@ from core.errors import DistillError
 from distill.cli import main
 from editing.directions import apply_direction, load_direction
 from networks.stylegan2 import Generator, save_generator
+from tests.pipeline_helpers import export_scorer
 from training.directions import (
     METHODS,
     condition,
@@ -151,16 +152,7 @@ def test_cli_fit_with_onnx_scorer(teacher, tmp_path, capsys):
             return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0].mean(dim=(1, 2))], dim=1)
 
     model = tmp_path / "bright.onnx"
-    torch.onnx.export(
-        Brightness(),
-        (torch.zeros(1, 3, 16, 16),),
-        str(model),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["out"],
-        dynamic_axes={"input": {0: "n"}, "out": {0: "n"}},
-    )
+    export_scorer(Brightness(), model, 16)
     out = tmp_path / "bright.npy"
     rc = main(
         [
@@ -285,16 +277,7 @@ def test_cli_fit_set_reports_the_leak(teacher, tmp_path, capsys):
             return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0].mean(dim=(1, 2)), x[:, 2].mean(dim=(1, 2))], 1)
 
     model = tmp_path / "channels.onnx"
-    torch.onnx.export(
-        Channels(),
-        (torch.zeros(1, 3, 16, 16),),
-        str(model),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["out"],
-        dynamic_axes={"input": {0: "n"}, "out": {0: "n"}},
-    )
+    export_scorer(Channels(), model, 16)
     out = tmp_path / "dirs"
     argv = ["direction", "fit-set", "--generator", teacher, "--scorer", str(model), "--num", "1000"]
     argv += ["--attribute", "bright=0", "--attribute", "red=1", "--attribute", "blue=2", "--check", "100"]
