@@ -19,6 +19,11 @@ A third makes it the start of a wider one (``--ngf`` above the source's, global 
   weight keeps its place, the new channels get fresh initial weights from the old ones, and every weight
   from a new channel into an old one is zero. The wide network computes exactly what the narrow one did,
   and training gives the new channels their use (their outgoing weights get gradients from the start).
+
+The same widening starts a student of K edits from a one-edit strength dial (``--condition modulation``):
+the dial's edit becomes the first of the K (put its direction first in ``distill pairs``) and the FiLM MLP's
+inputs for the others start at zero, so with only the first edit active, at a positive strength, the student
+begins as the dial (the K-edit gate is ``|s|_1``, so a negative strength starts as the opposite of its edit).
 """
 
 from __future__ import annotations
@@ -191,12 +196,13 @@ def warm_start(
             f"--init {path}: its generator upsamples by resize-convolution; train with --upsample resize"
         )
     source_ngf = _ngf(sd, path)
+    source_edits = _edits(sd, cfg, path)
     if source_ngf != cfg.ngf and (cfg.netG != "global" or source_ngf > cfg.ngf):
         raise DistillError(
             f"--init {path}: its generator has ngf {source_ngf}; a warm start can widen a global generator "
             f"(--ngf above {source_ngf}) but not narrow one or widen a {cfg.netG} one (--ngf {cfg.ngf})"
         )
-    source = build_generator(cfg.replace(norm=norm, ngf=source_ngf), init=False)
+    source = build_generator(cfg.replace(norm=norm, ngf=source_ngf, n_edits=source_edits), init=False)
     if upsample != cfg.upsample:
         names = [n for n, m in source.named_modules() if isinstance(m, ResizeConv2d)]
         sd = dict(sd)
@@ -209,15 +215,33 @@ def warm_start(
     if upsample != cfg.upsample:
         done.append(f"{len(names)} transposed convs turned into resize-convs")
     if norm != cfg.norm:
+        if strength is not None and source_edits != cfg.n_edits:
+            strength = strength.reshape(len(inputs), -1)[:, 0]  # the dial's edit is the first
         done.append(
             f"{fold_instance_norms(source, inputs, strength)} instance norms folded over {len(inputs)} inputs"
         )
-    if source_ngf != cfg.ngf:
+    if source_ngf != cfg.ngf or source_edits != cfg.n_edits:
         G.load_state_dict(widen_state_dict(G, source.state_dict()))
-        done.append(f"widened from ngf {source_ngf} to {cfg.ngf}")
+        if source_ngf != cfg.ngf:
+            done.append(f"widened from ngf {source_ngf} to {cfg.ngf}")
+        if source_edits != cfg.n_edits:
+            done.append(f"its edit made the first of {cfg.n_edits}, the others' modulation inputs at zero")
     else:
         G.load_state_dict(source.state_dict())
     return "warm start: " + "; ".join(done)
+
+
+def _edits(sd: dict[str, torch.Tensor], cfg: Pix2PixHDConfig, path: str | os.PathLike) -> int:
+    """The source's K (the inputs of its FiLM MLP; 1 without one): K itself, or 1 to start a K-edit student from
+    a one-edit modulated dial."""
+    film = sd.get("film.0.weight")
+    edits = int(film.shape[1]) if film is not None and film.dim() == 2 else cfg.n_edits
+    if edits != cfg.n_edits and not (edits == 1 and cfg.condition == "modulation" and film is not None):
+        raise DistillError(
+            f"--init {path}: its generator takes {edits} edit strength(s), the dataset {cfg.n_edits}; a warm start "
+            "can only make a one-edit modulated dial (--condition modulation) the first of several edits"
+        )
+    return edits
 
 
 def _ngf(sd: dict[str, torch.Tensor], path: str | os.PathLike) -> int:

@@ -151,6 +151,32 @@ def test_widening_warm_start_computes_what_the_narrow_generator_did_then_trains_
         warm_start(tiny_generator(norm="none", ngf=2, **options), tmp_path / "narrow.pt", x, None)
 
 
+def test_a_one_edit_dial_starts_the_first_of_several_edits(tmp_path):
+    """A modulated dial warm-starts a 3-edit student: with only the first edit on, at a positive strength, the
+    student computes what the dial did; the other edits' FiLM inputs start at zero, and they train."""
+    options = {"norm": "none", "condition": "modulation", "residual": True}
+    dial = tiny_generator(seed=2, **options)
+    for m in dial.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0, 0.1)
+    save_generator(dial, tmp_path / "dial.pt")
+    x, s = _x(2, seed=8), torch.tensor([0.5, 1.2])
+    multi = tiny_generator(seed=7, n_edits=3, **options)
+    vector = torch.stack([s, torch.zeros(2), torch.zeros(2)], 1)
+    assert "the first of 3" in warm_start(multi, tmp_path / "dial.pt", x, vector)
+    with torch.no_grad():
+        torch.testing.assert_close(multi(x, vector), dial(x, s), atol=1e-6, rtol=1e-6)
+    assert multi.film[0].weight[:, 1:].abs().sum() == 0
+    multi.train()
+    (multi(x, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])) - x.flip(-1)).abs().mean().backward()
+    assert multi.film[0].weight.grad[:, 1:].abs().sum() > 0
+    save_generator(multi, tmp_path / "multi.pt")
+    with pytest.raises(DistillError, match="first of several"):  # K -> 1 or K -> K' is not a warm start
+        warm_start(tiny_generator(n_edits=2, **options), tmp_path / "multi.pt", x, vector[:, :2])
+    with pytest.raises(DistillError, match="first of several"):
+        warm_start(tiny_generator(**options), tmp_path / "multi.pt", x, s)
+
+
 @pytest.mark.parametrize(
     "options",
     [{"norm": "none", "upsample": "resize"}, {"norm": "none", "condition": "modulation", "residual": True}],
