@@ -26,6 +26,10 @@ identical to the teacher's edit scores 126.02 dB (the PSNR floor of metrics.psnr
 Legacy outputs are cached per seed in REPORT_DIR/legacy/ with their timing, so an interrupted run
 resumes without re-projecting (the report says how many were reused).
 
+A student of several edits (strength [N, K]) is measured per strength vector instead: each edit alone over its
+range and each pair of edits together, every attribute's change (its own and the others': the leak) against the
+teacher's edit, the identity and, with ``--clean-renders``, the renderer's true edit (training/evaluate/edits.py).
+
 With ``--photos DIR`` the student (through the service's face path, pasted back) and the legacy path are
 also measured on photographs, by dlib's face descriptor (identity distance, same person) and the scorer:
 REPORT_DIR/photos.md, photos.json, photos_grid.png (training/evaluate/photos.py); ``--photos-only`` skips
@@ -46,16 +50,18 @@ import torch
 from tqdm import tqdm
 
 from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import DistillError, FieldError
 from editing.alignment.edited import PhotoEditor
 from editing.directions import load_direction
 from editing.images import from_uint8
-from model_zoo.registry import ModelEntry
+from model_zoo.registry import MANIFEST, ModelEntry
 from training.artifacts import (
     ARTIFACT_FACES,
 )
 from training.devices import exact_float32, pick_device
 from training.directions import file_sha256
 from training.evaluate.clean import evaluate_clean_renders, teacher_artifacts
+from training.evaluate.edits import edits_markdown, evaluate_edits
 from training.evaluate.inputs import (
     BATCH,
     GRID_ROWS,
@@ -107,6 +113,10 @@ def evaluate(opts: EvaluateOptions, photo_editor: PhotoEditor | None = None) -> 
         return evaluate_photos_only(opts, photo_editor)
     photos_in = photo_inputs(opts.photos) if opts.photos else None  # checked before any work
     entry = resolve_entry(opts.entry, opts.model_zoo)
+    if len(entry.spec.edits) > 1:
+        if photos_in:
+            raise FieldError("photos", f"{entry.name} has several edits; --photos measures a one-edit model")
+        return evaluate_multi_edit(opts, entry)
     spec = edit_spec(entry, opts.truncation)
     trained, trained_source = dataset_seeds(entry, opts.dataset)
     seeds = choose_seeds(opts.seeds, opts.num, trained)
@@ -269,6 +279,58 @@ def evaluate(opts: EvaluateOptions, photo_editor: PhotoEditor | None = None) -> 
     return report
 
 
+def evaluate_multi_edit(opts: EvaluateOptions, entry: ModelEntry) -> dict[str, Any]:
+    """A student of several edits: each alone and in pairs, against the teacher, the identity and (toy domain) the
+    renderer's true edit (training/evaluate/edits.py), its latency and its engines; report.json and report.md."""
+    from networks.stylegan2 import load_generator
+
+    if entry.teacher_path is None:
+        raise DistillError(
+            f"{entry.path / MANIFEST}: model {entry.name!r} ships no teacher; nothing to compare with"
+        )
+    trained, trained_source = dataset_seeds(entry, opts.dataset)
+    seeds = choose_seeds(opts.seeds, opts.num, trained)
+    present = [v for v in opts.variants if v in entry.manifest["variants"]]
+    scoring = build_scoring(opts)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    exact_float32()
+    G = load_generator(entry.teacher_path, device=pick_device(opts.device))
+    students = [Student(v, entry.variant_path(v), opts.threads) for v in present]
+    section, inputs = evaluate_edits(opts, entry, G, students, scoring, seeds, out)
+    timing_inputs = inputs[: opts.timing_num]
+    time_students(students, timing_inputs)
+    report = {
+        "format": "distill-evaluation/1",
+        "command": command_line(opts),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": machine_record(opts, G),
+        "entry": {
+            "name": entry.name,
+            "path": str(entry.path),
+            "description": entry.manifest.get("description"),
+            "input_size": list(entry.input_size),
+            "variants_evaluated": present,
+        },
+        "teacher": {"file": str(entry.teacher_path), "sha256": file_sha256(entry.teacher_path)},
+        "seeds": {
+            "start": seeds[0],
+            "stop": seeds[-1] + 1,
+            "count": len(seeds),
+            "training_seeds_source": trained_source,
+            "held_out_verified": trained is not None,
+        },
+        "edits": section,
+        "latency": {f"student_{s.variant}": latency(s.seconds) for s in students},
+        "engines": engine_latency(entry, present, timing_inputs, opts.threads),
+    }
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", edits_markdown(report))
+    return report
+
+
 def evaluate_photos_only(opts: EvaluateOptions, photo_editor: PhotoEditor) -> dict[str, Any]:
     """The photos section alone (``--photos-only``): photos.json, photos.md, photos_grid.png; with a scorer, the
     teacher's mean change is read on ``opts.num`` held-out seeds (default :data:`PHOTOS_TEACHER_SEEDS`)."""
@@ -399,16 +461,7 @@ def build_report(
         "format": "distill-evaluation/1",
         "command": command_line(opts),
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "machine": {
-            "cpu": cpu_description(),
-            "platform": platform.platform(),
-            "ort_threads": opts.threads or "default",
-            "torch_threads": torch.get_num_threads(),
-            "torch_device": _device_name(G.w_avg.device),
-            "onnxruntime": ort.__version__,
-            "torch": torch.__version__,
-            "provider": "CPUExecutionProvider",
-        },
+        "machine": machine_record(opts, G),
         "entry": {
             "name": entry.name,
             "path": str(entry.path),
@@ -447,6 +500,20 @@ def build_report(
         "edit": edit,
         "latency": timing,
         "speedup": speedup,
+    }
+
+
+def machine_record(opts: EvaluateOptions, G: torch.nn.Module) -> dict[str, Any]:
+    """Where the figures were measured: CPU, library versions, threads."""
+    return {
+        "cpu": cpu_description(),
+        "platform": platform.platform(),
+        "ort_threads": opts.threads or "default",
+        "torch_threads": torch.get_num_threads(),
+        "torch_device": _device_name(G.w_avg.device),
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "provider": "CPUExecutionProvider",
     }
 
 
