@@ -47,7 +47,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         default="full",
         help="full (the shipped model) or tiny (a smoke test); full-strength / tiny-strength: pairs over "
         "strengths -1.5:1.5 and a strength-conditioned student (the strength dial, entry "
-        "toyfaces-age-strength)",
+        "toyfaces-age-strength); full-multi / tiny-multi: age, smile, hair colour and glasses in one student "
+        "(entry toyfaces-multi)",
     )
     p.add_argument(
         "--out",

@@ -11,6 +11,8 @@ training stages resume from their checkpoints, so an interrupted recipe is re-ru
     distill toyfaces recipe                         # the shipped model (hours on 2 cores, see README)
     distill toyfaces recipe --setting tiny --out /tmp/r --model-zoo /tmp/r/zoo   # a minute: the smoke test
     distill toyfaces recipe --teacher-steps 20000 --redo-from direction    # train the teacher further, rebuild the rest
+    distill toyfaces recipe --setting full-strength    # the strength dial, toyfaces-age-strength (same teacher)
+    distill toyfaces recipe --setting full-multi       # four edits in one student, toyfaces-multi (same teacher)
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class Setting:
     alpha_range: str | None = (
         None  # "LO:HI": pairs over a range of strengths (relative to alpha) for a conditional student
     )
+    # Several edits in one student: these attributes' directions fitted together (`distill direction fit-set`,
+    # fit_mode), pairs with a strength vector over each edit's -1:1, a student of the K edits.
+    edits: tuple[str, ...] = ()
+    fit_mode: str = "joint"
     pairs: int = 10_000
     keep_age: float = ADULT_AGE  # adults only, as the seed system's domain filter
     keep_quality: float = 0.5
@@ -165,6 +171,22 @@ SETTINGS["tiny-strength"] = replace(
     alpha_range="-1.5:1.5",
     student_options=("--residual", *CONDITIONAL_OPTIONS),
 )
+# Four edits in one student (age, smile, hair colour, glasses): jointly fitted directions (the least leak of the
+# marginal, conditional and joint fits measured in the README), each pair with 0, 1 or 2 of them active, the
+# strength dial's student and options, warm-started from the shipped dial (its age edit becomes the first).
+MULTI_EDITS = ("age", "smile", "hair_color", "glasses")
+SETTINGS["full-multi"] = replace(
+    SETTINGS["full-strength"],
+    name="toyfaces-multi",
+    alpha_range=None,
+    edits=MULTI_EDITS,
+    student_init="model_zoo/toyfaces-age-strength/model.onnx",
+    student_steps=5000,
+    eval_num=100,  # 23 strength vectors each: every edit alone at four strengths, every pair, all zeros
+)
+SETTINGS["tiny-multi"] = replace(
+    SETTINGS["tiny-strength"], name="toyfaces-multi-tiny", alpha_range=None, edits=("age", "smile")
+)
 
 
 class Recipe:
@@ -181,9 +203,9 @@ class Recipe:
         )
         self.teacher = self.out / "teacher"
         self.direction = self.out / "age.npy"
-        tail = (
-            "-strength" if setting.alpha_range else ""
-        )  # a strength dial shares the teacher and direction only
+        self.directions = self.out / "directions"  # several edits': NAME.npy each, leak.md
+        # a strength dial and a multi-edit student share the teacher (and the dial the direction) only
+        tail = "-multi" if setting.edits else "-strength" if setting.alpha_range else ""
         self.pairs = self.out / f"pairs{tail}"
         self.student = self.out / f"student{tail}"
         self.log: list[dict[str, Any]] = []
@@ -328,7 +350,9 @@ class Recipe:
     def outputs(self) -> dict[str, list[Path]]:
         """What each re-doable stage writes (and everything after it depends on), in pipeline order."""
         return {
-            "direction": [self.direction, self.direction.with_suffix(".json")],
+            "direction": [self.directions]
+            if self.s.edits
+            else [self.direction, self.direction.with_suffix(".json")],
             "pairs": [self.pairs],
             "student": [self.student],
             "export": [self.entry],
@@ -350,11 +374,12 @@ class Recipe:
         """A direction fitted on an older teacher (trained further since) would make stale pairs: refuse."""
         from training.directions import file_sha256, read_sidecar
 
-        side = read_sidecar(self.direction) or {}
+        direction = self.directions / f"{self.s.edits[0]}.npy" if self.s.edits else self.direction
+        side = read_sidecar(direction) or {}
         fitted_on = (side.get("generator") or {}).get("sha256")
         if fitted_on and fitted_on != file_sha256(self.teacher / "teacher.pt"):
             raise DistillError(
-                f"{self.direction}: fitted on an earlier state of {self.teacher / 'teacher.pt'}; "
+                f"{direction}: fitted on an earlier state of {self.teacher / 'teacher.pt'}; "
                 "re-run the recipe with --redo-from direction to rebuild everything after the teacher"
             )
 
@@ -362,6 +387,9 @@ class Recipe:
         from training.directions import FitOptions, parse_layers, run_fit
 
         s = self.s
+        if s.edits:
+            self.fit_directions()
+            return
         if self.direction.is_file():
             self.check_direction_is_current()
         self._call(
@@ -382,6 +410,31 @@ class Recipe:
             done=self.direction.is_file(),
         )
 
+    def fit_directions(self) -> None:
+        """One direction per edit, fitted together so that each moves the others as little as it can."""
+        from training.directions import FitSetOptions, parse_layers, run_fit_set
+
+        s = self.s
+        done = all((self.directions / f"{a}.npy").is_file() for a in s.edits)
+        if done:
+            self.check_direction_is_current()
+        self._call(
+            "direction",
+            run_fit_set,
+            FitSetOptions(
+                generator=self.teacher / "teacher.pt",
+                scorer=self.attributes,
+                attribute=[f"{a}={ATTRIBUTES.index(a)}" for a in s.edits],
+                out_dir=self.directions,
+                mode=s.fit_mode,
+                num=s.fit_samples,
+                check=s.fit_check,
+                truncation=s.truncation,
+                layers=parse_layers(s.layers),
+            ),
+            done=done,
+        )
+
     def alpha(self) -> float:
         """The setting's alpha, or the fitted direction's suggestion."""
         if self.s.alpha is not None:
@@ -391,14 +444,16 @@ class Recipe:
 
     def make_pairs(self) -> None:
         from training.directions import parse_layers
-        from training.pairs import PairsOptions, make_pairs
+        from training.pairs import PairsOptions, edits_from_flags, make_pairs
         from training.strength import parse_range
 
         s = self.s
+        edits = edits_from_flags([(a, self.directions / f"{a}.npy") for a in s.edits], None, None)
         opts = PairsOptions(
             generator=self.teacher / "teacher.pt",
-            direction=self.direction,
-            alpha=self.alpha(),
+            direction=None if edits else self.direction,
+            edits=edits,
+            alpha=1.0 if edits else self.alpha(),
             truncation=s.truncation,
             layers=parse_layers(s.layers),
             num=s.pairs,
@@ -482,12 +537,18 @@ class Recipe:
                 out=self.entry,
                 variants=["int8"],
                 overwrite=True,
-                attribute="age",
+                attribute=None if s.edits else "age",
                 samples=None if done else self.demo_renders(),
                 # the domain is age; quality judges the teacher's pairs (glitches), not what a student may be sent
                 domain=["age"],
-                description=f"toy-face aging edit ({s.resolution} px): Pix2PixHD student of a StyleGAN2 teacher "
-                "trained offline on procedural faces (see training/toyfaces)",
+                description=(
+                    f"toy-face edits of {', '.join(a.replace('_', ' ') for a in s.edits)} ({s.resolution} px), "
+                    "each with its own strength, in one"
+                    if s.edits
+                    else f"toy-face aging edit ({s.resolution} px):"
+                )
+                + " Pix2PixHD student of a StyleGAN2 teacher trained offline on procedural faces (see "
+                "training/toyfaces)",
             ),
             done=done,
         )
@@ -510,6 +571,12 @@ class Recipe:
         for src in self.pairs.glob("filter_*"):
             if src.is_file():
                 shutil.copy2(src, self.entry / src.name)
+        for name in (
+            "leak.md",
+            "leak.json",
+        ):  # how much each edit's direction moves the others, in the teacher
+            if (self.directions / name).is_file() and self.s.edits:
+                shutil.copy2(self.directions / name, self.entry / f"directions_{name}")
 
     def evaluate_teacher(self) -> None:
         out = self.entry / "teacher_report"
@@ -572,7 +639,10 @@ class Recipe:
         self.train_student()
         self.export()
         self.copy_reports()
-        self.evaluate_teacher()
+        if (
+            not self.s.edits
+        ):  # the teacher's report reads the age edit's renders; directions_leak.md is the multi's
+            self.evaluate_teacher()
         self.evaluate()
         self._write_log()
         total = sum(r["seconds"] for r in self.log)
