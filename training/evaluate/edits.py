@@ -36,7 +36,9 @@ from editing.directions import DEFAULT_LAYERS, LatentEdit, apply_edits
 from editing.images import from_uint8, make_grid, save_image, to_uint8
 from model_zoo.registry import ModelEntry
 from model_zoo.schema import EditSpec
+from training.artifacts import ARTIFACT_FACES
 from training.directions import z_from_seeds
+from training.evaluate.clean import clean_artifacts
 from training.evaluate.inputs import BATCH, EvaluateOptions, Scoring
 from training.evaluate.paths import Student, resize
 from training.evaluate.strength import monotonic_fraction
@@ -318,7 +320,7 @@ def evaluate_edits(
     section["teacher_unit_change"] = unit_change
     judged_on, source, reference, grid_inputs, truth = judged, rows, "teacher", inputs, None
     if opts.clean_renders:
-        from training.toyfaces.clean_renders import adult_faces
+        from training.toyfaces.clean_renders import CleanSet, adult_faces
         from training.toyfaces.renderer import ATTRIBUTES, render
         from training.toyfaces.teacher import trained_aligned
 
@@ -343,6 +345,37 @@ def evaluate_edits(
         )
         section["clean_renders"] = {"n": len(renders), "seeds": [s for s, _ in faces], "rows": source}
         reference, grid_inputs = "truth", renders
+        if "age" in unit_change:  # the dial's artifact figures, in the hair the age edit whitens
+            top = max(
+                (c for c in conditions if c.label.startswith("age=") and c.kind == "single"),
+                key=lambda c: float(c.vector.max()),
+            )
+            n = conditions.index(top)
+            clean = CleanSet(
+                [sd for sd, _ in faces],
+                renders,
+                truth[n],
+                [p.age for p in params],
+                unit_change["age"] * float(top.vector.max()),
+                trained_aligned(G),
+                params,
+            )
+            k = min(ARTIFACT_FACES, len(seeds))
+            section["artifacts_age"] = {
+                "condition": top.label,
+                **clean_artifacts(
+                    out,
+                    clean,
+                    renders,
+                    truth[n],
+                    {v: o[n] for v, o in outputs.items()},
+                    students,
+                    G.img_resolution,
+                    size,
+                    G.z_dim,
+                    (seeds[:k], np.stack(resized(edited[n][:k], size))),
+                ),
+            }
     section["grid"] = write_edits_grid(out, grid_inputs, conditions, outputs["fp32"], truth)
     section["judged_on"] = "clean_renders" if truth is not None else "teacher_seeds"
     section["results"] = {
@@ -369,6 +402,28 @@ def _condition_table(rows: list[dict[str, Any]], reference: str, names: list[str
             f"{r['psnr']['identity']['mean']:.2f} |"
         )
     return lines
+
+
+def _artifacts_markdown(art: dict[str, Any] | None) -> list[str]:
+    if not art:
+        return []
+    lines = [
+        f"## Artifacts at {art['condition']}, in the hair it whitens (clean renders; training/artifacts.py)",
+        "",
+        "| path | HF energy in the hair | blemish peak | error peak |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, f in art["paths"].items():
+        lines.append(
+            f"| {name} | {f['hf_energy_region']:.1f} | {f['blemish_peak']:.1f} | {f['error_peak']:.1f} |"
+        )
+    own = art.get("teacher_samples")
+    if own:
+        lines.append(
+            f"| teacher's own edit (its {own['n']} samples) | {own['hf_energy_region']:.1f} | "
+            f"{own['blemish_peak']:.1f} | - |"
+        )
+    return [*lines, "", "Maps and the hair at 4x: clean_artifact_maps.png, clean_zoom_grid.png.", ""]
 
 
 def edits_markdown(report: dict[str, Any]) -> str:
@@ -440,6 +495,7 @@ def edits_markdown(report: dict[str, Any]) -> str:
         "",
         *_condition_table(sec["teacher_seeds"]["rows"], "teacher", sec["read"], student),
         "",
+        *_artifacts_markdown(sec.get("artifacts_age")),
         f"## Pictures: {sec['grid']['file']}",
         "",
         f"Columns: {', '.join(sec['grid']['columns'])}; rows: {sec['grid']['rows']}.",
