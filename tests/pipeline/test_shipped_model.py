@@ -26,6 +26,7 @@ with warnings.catch_warnings():
 
 NAME = "toyfaces-age"
 DIAL = "toyfaces-age-strength"  # the strength dial beside it
+MULTI = "toyfaces-multi"  # four edits in one student
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -44,7 +45,7 @@ def client():
 
 
 def test_it_is_in_the_default_zoo_with_teacher_direction_and_samples(entry):
-    assert [e.name for e in list_entries(default_root())] == [NAME, DIAL]
+    assert [e.name for e in list_entries(default_root())] == [NAME, DIAL, MULTI]
     assert entry.teacher_path is not None and entry.direction_path is not None
     assert {"fp32", "int8"} <= set(entry.variants)
     assert len(list((entry.path / "samples").glob("*.png"))) >= 4
@@ -52,7 +53,7 @@ def test_it_is_in_the_default_zoo_with_teacher_direction_and_samples(entry):
 
 def test_service_serves_it_by_default_and_the_faces_get_older(client, entry):
     models = client.get("/models").json()
-    assert [m["name"] for m in models["models"]] == [NAME, DIAL] and models["default"] == NAME
+    assert [m["name"] for m in models["models"]] == [NAME, DIAL, MULTI] and models["default"] == NAME
     assert models["models"][0]["samples"]
     scorer = AttributeScorer(default_path())
     originals, edited = [], []
@@ -125,3 +126,43 @@ def test_the_shipped_dial_ages_and_de_ages_its_samples(client):
                 scorer, np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))[None]
             )[0, 0]
         assert ages[-1.0] < ages[0.0] < ages[1.0], (path.name, ages)
+
+
+def test_the_shipped_multi_edit_student_moves_each_attribute_and_zeros_give_back_the_input(client):
+    """toyfaces-multi through the service, on its sample renders: each edit at +1 raises its own attribute (by the
+    judge, on average), all zeros returns the picture, and its committed evaluation belongs to this entry."""
+    scorer = AttributeScorer(default_path())
+    multi = get_entry(MULTI)
+    names = [e.attribute for e in multi.spec.edits]
+    assert names == ["age", "smile", "hair_color", "glasses"]
+    column = {
+        n: i
+        for i, n in enumerate(
+            ("age", "smile", "hair_color", "hair_style", "skin_tone", "eye_size", "glasses")
+        )
+    }
+    paths = sorted((multi.path / "samples").glob("render-*.png"))
+    inputs = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+    def served(edits: dict[str, float]) -> np.ndarray:
+        out = []
+        for path in paths:
+            r = client.post(
+                "/transform",
+                files={"image": (path.name, path.read_bytes(), "image/png")},
+                data={"model": MULTI, "edits": json.dumps(edits), "format": "png"},
+            )
+            assert r.status_code == 200, r.text
+            out.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
+        return np.stack(out)
+
+    assert np.array_equal(served({}), inputs)
+    before = predict(scorer, inputs)
+    for name in names:
+        after = predict(scorer, served({name: 1.0}))
+        rise = float((after[:, column[name]] - before[:, column[name]]).mean())
+        assert rise > 0.1, (name, rise)
+    report = json.loads((multi.path / "evaluation" / "report.json").read_text())
+    files = json.loads((multi.path / "manifest.json").read_text())["files"]
+    assert report["entry"]["name"] == MULTI and report["teacher"]["sha256"] == files["teacher.pt"]["sha256"]
+    assert report["edits"]["judged_on"] == "clean_renders" and report["edits"]["clean_renders"]["n"] >= 200

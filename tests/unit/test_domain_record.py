@@ -86,7 +86,7 @@ def test_add_domain_ships_the_scorer_checksummed(tmp_path):
 
 
 def test_the_shipped_entries_record_the_filters_age_range():
-    for name in ("toyfaces-age", "toyfaces-age-strength"):
+    for name in ("toyfaces-age", "toyfaces-age-strength", "toyfaces-multi"):
         domain = load_entry(PROJECT_ROOT / "model_zoo" / name).spec.domain
         assert domain is not None and domain.keep == {"age": (0.2, None)} and domain.outputs == {"age": 0}
 
