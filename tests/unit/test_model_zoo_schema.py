@@ -163,7 +163,9 @@ def test_a_one_edit_entry_lists_its_edit_derived_and_unwritten():
     assert parse_manifest(bare).edits == []  # says nothing of an edit
     for entry in list_entries(default_root()):
         if entry.spec.direction is None:  # a student of several edits writes its edits (toyfaces-multi)
-            assert len(entry.spec.edits) > 1 and "edits" in json.loads((entry.path / "manifest.json").read_text())
+            assert len(entry.spec.edits) > 1 and "edits" in json.loads(
+                (entry.path / "manifest.json").read_text()
+            )
             continue
         assert [(e.attribute, e.alpha, e.layers) for e in entry.spec.edits] == [
             (entry.spec.edit.attribute, entry.spec.edit.alpha, entry.spec.edit.layers)
