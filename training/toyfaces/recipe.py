@@ -174,8 +174,8 @@ SETTINGS["tiny-strength"] = replace(
 # Four edits in one student (age, smile, hair colour, glasses): jointly fitted directions (the least leak of the
 # marginal, conditional and joint fits measured in the README), each pair with 0, 1 or 2 of them active, the
 # strength dial's student and options, warm-started from the shipped dial (its age edit becomes the first). The
-# shipped one: 10,500 steps (stopped at 2,075 and 5,620 to look and lengthen it, then resumed; the lr decays over
-# the last 2,500).
+# shipped one: 14,000 steps (stopped at 2,075 and 5,620 to look and lengthen it, resumed to 10,500 with the lr
+# decaying over the last 2,500, then resumed to 14,000 with the decay restarting from the peak).
 MULTI_EDITS = ("age", "smile", "hair_color", "glasses")
 SETTINGS["full-multi"] = replace(
     SETTINGS["full-strength"],
@@ -183,7 +183,7 @@ SETTINGS["full-multi"] = replace(
     alpha_range=None,
     edits=MULTI_EDITS,
     student_init="model_zoo/toyfaces-age-strength/model.onnx",
-    student_steps=10500,
+    student_steps=14000,
     eval_num=100,  # 23 strength vectors each: every edit alone at four strengths, every pair, all zeros
 )
 SETTINGS["tiny-multi"] = replace(
