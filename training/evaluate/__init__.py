@@ -302,18 +302,9 @@ def evaluate_multi_edit(opts: EvaluateOptions, entry: ModelEntry) -> dict[str, A
     section, inputs = evaluate_edits(opts, entry, G, students, scoring, seeds, out)
     timing_inputs = inputs[: opts.timing_num]
     time_students(students, timing_inputs)
+    missing = [v for v in opts.variants if v not in present]
     report = {
-        "format": "distill-evaluation/1",
-        "command": command_line(opts),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "machine": machine_record(opts, G),
-        "entry": {
-            "name": entry.name,
-            "path": str(entry.path),
-            "description": entry.manifest.get("description"),
-            "input_size": list(entry.input_size),
-            "variants_evaluated": present,
-        },
+        **report_header(opts, entry, G, present, missing),
         "teacher": {"file": str(entry.teacher_path), "sha256": file_sha256(entry.teacher_path)},
         "seeds": {
             "start": seeds[0],
@@ -458,18 +449,7 @@ def build_report(
         speedup["student_fp32_vs_student_int8"] = _ratios(timing["student_fp32"], timing["student_int8"])
 
     return {
-        "format": "distill-evaluation/1",
-        "command": command_line(opts),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "machine": machine_record(opts, G),
-        "entry": {
-            "name": entry.name,
-            "path": str(entry.path),
-            "description": entry.manifest.get("description"),
-            "input_size": list(entry.input_size),
-            "variants_evaluated": present,
-            "variants_missing": missing,
-        },
+        **report_header(opts, entry, G, present, missing),
         "teacher": {
             "file": str(spec.teacher),
             "sha256": file_sha256(spec.teacher),
@@ -500,6 +480,26 @@ def build_report(
         "edit": edit,
         "latency": timing,
         "speedup": speedup,
+    }
+
+
+def report_header(
+    opts: EvaluateOptions, entry: ModelEntry, G: torch.nn.Module, present: list[str], missing: list[str]
+) -> dict[str, Any]:
+    """What every report starts with: its format, the command, when, where, and the entry evaluated."""
+    return {
+        "format": "distill-evaluation/1",
+        "command": command_line(opts),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": machine_record(opts, G),
+        "entry": {
+            "name": entry.name,
+            "path": str(entry.path),
+            "description": entry.manifest.get("description"),
+            "input_size": list(entry.input_size),
+            "variants_evaluated": present,
+            "variants_missing": missing,
+        },
     }
 
 
