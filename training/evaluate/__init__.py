@@ -282,8 +282,6 @@ def evaluate(opts: EvaluateOptions, photo_editor: PhotoEditor | None = None) -> 
 def evaluate_multi_edit(opts: EvaluateOptions, entry: ModelEntry) -> dict[str, Any]:
     """A student of several edits: each alone and in pairs, against the teacher, the identity and (toy domain) the
     renderer's true edit (training/evaluate/edits.py), its latency and its engines; report.json and report.md."""
-    from networks.stylegan2 import load_generator
-
     if entry.teacher_path is None:
         raise DistillError(
             f"{entry.path / MANIFEST}: model {entry.name!r} ships no teacher; nothing to compare with"
@@ -292,12 +290,7 @@ def evaluate_multi_edit(opts: EvaluateOptions, entry: ModelEntry) -> dict[str, A
     seeds = choose_seeds(opts.seeds, opts.num, trained)
     present = [v for v in opts.variants if v in entry.manifest["variants"]]
     scoring = build_scoring(opts)
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    exact_float32()
-    G = load_generator(entry.teacher_path, device=pick_device(opts.device))
+    out, G = _prepare(opts, entry.teacher_path)
     students = [Student(v, entry.variant_path(v), opts.threads) for v in present]
     section, inputs = evaluate_edits(opts, entry, G, students, scoring, seeds, out)
     timing_inputs = inputs[: opts.timing_num]
@@ -325,19 +318,12 @@ def evaluate_multi_edit(opts: EvaluateOptions, entry: ModelEntry) -> dict[str, A
 def evaluate_photos_only(opts: EvaluateOptions, photo_editor: PhotoEditor) -> dict[str, Any]:
     """The photos section alone (``--photos-only``): photos.json, photos.md, photos_grid.png; with a scorer, the
     teacher's mean change is read on ``opts.num`` held-out seeds (default :data:`PHOTOS_TEACHER_SEEDS`)."""
-    from networks.stylegan2 import load_generator
-
     assert opts.photos is not None
     photos_in = photo_inputs(opts.photos)  # checked before any work
     entry = resolve_entry(opts.entry, opts.model_zoo)
     spec = edit_spec(entry, opts.truncation)
     scoring = build_scoring(opts)
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    exact_float32()
-    G = load_generator(spec.teacher, device=pick_device(opts.device))
+    out, G = _prepare(opts, spec.teacher)
     direction = load_direction(spec.direction, G.num_ws, G.w_dim).to(G.w_avg.device)
     change = None
     if scoring:
@@ -481,6 +467,18 @@ def build_report(
         "latency": timing,
         "speedup": speedup,
     }
+
+
+def _prepare(opts: EvaluateOptions, teacher: Path) -> tuple[Path, torch.nn.Module]:
+    """The report folder (created), the threads and exact float32 set, and the teacher loaded."""
+    from networks.stylegan2 import load_generator
+
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    exact_float32()
+    return out, load_generator(teacher, device=pick_device(opts.device))
 
 
 def report_header(
